@@ -1,0 +1,3 @@
+from ltoguard.cli import main
+
+raise SystemExit(main())
