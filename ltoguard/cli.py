@@ -1,0 +1,74 @@
+"""Entry point. Kept tiny: for every non-LTO rustc call cargo makes, this module
+decides and exec()s the real compiler, importing nothing beyond os/sys and the
+classifier (issue #2: <= 12 ms overhead per call)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+USAGE = """\
+usage: ltoguard PROGRAM [ARGS...]    (as cargo's rustc wrapper)
+       ltoguard --version | --help
+
+ltoguard runs the memory-heavy LTO compiles of a cargo build a few at a time and
+passes every other rustc invocation straight through. Register it in
+.cargo/config.toml:
+
+    [build]
+    rustc-workspace-wrapper = "ltoguard"
+
+Settings (environment): LTOGUARD_MODE=lto|link|off, LTOGUARD_SLOTS=N|auto,
+LTOGUARD_DIR=PATH. See the README for details.
+"""
+
+
+def _exec(args: Sequence[str]) -> int:
+    try:
+        os.execvp(args[0], list(args))
+    except OSError as exc:
+        sys.stderr.write(f"ltoguard: error: cannot run {args[0]}: {exc.strerror}\n")
+        return 127
+    return 127  # pragma: no cover - execvp does not return
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    if not args:
+        sys.stderr.write(USAGE)
+        return 2
+    first = args[0]
+    if first == "--version":
+        from ltoguard import __version__
+
+        print(f"ltoguard {__version__}")
+        return 0
+    if first in ("--help", "-h", "help"):
+        sys.stdout.write(USAGE)
+        return 0
+    if first.startswith("-"):
+        sys.stderr.write(f"ltoguard: error: unknown option {first}; see `ltoguard --help`\n")
+        return 2
+
+    raw_mode = os.environ.get("LTOGUARD_MODE", "")
+    if raw_mode == "off":
+        return _exec(args)
+    from ltoguard.classify import classify
+    from ltoguard.settings import MODES
+
+    mode = raw_mode.strip().lower() or "lto"
+    if mode not in MODES:
+        sys.stderr.write(
+            f"ltoguard: error: LTOGUARD_MODE={raw_mode!r} is not valid; accepted: lto (default), link, off\n"
+        )
+        return 2
+    decision = classify(args, mode)
+    if not decision.guarded:
+        return _exec(args)
+    from ltoguard.guard import run_guarded
+
+    return run_guarded(args, decision)

@@ -1,0 +1,118 @@
+"""Running the real compiler as a child: fds, signals, exit status."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+_PR_SET_PDEATHSIG = 1
+
+
+class Interrupted(BaseException):
+    """A terminating signal arrived while waiting; nothing is held any more once it propagates."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def raise_on_signals() -> None:
+    """While waiting: a terminating signal interrupts the wait (ticket dropped, exit at once)."""
+
+    def handler(signum: int, _frame: object) -> None:
+        raise Interrupted(signum)
+
+    for s in FORWARDED:
+        signal.signal(s, handler)
+
+
+def _pdeathsig_preexec(parent: int) -> Callable[[], None]:
+    """In the child: die with SIGKILL when ltoguard dies, so no orphan compile runs beside a newly admitted job."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def preexec() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(255)
+        # Signals ignored/handled by us must reach the compiler with their defaults.
+        for s in FORWARDED:
+            signal.signal(s, signal.SIG_DFL)
+
+    return preexec
+
+
+def spawn(argv: Sequence[str], keep_fds: Sequence[int] = ()) -> subprocess.Popen[bytes]:
+    """Start the child with stdin/stdout/stderr and every inherited fd (jobserver) kept.
+
+    close_fds=False: cargo's jobserver fds are inheritable and rustc must see them.
+    Our own fds are O_CLOEXEC, except `keep_fds` (the slot lock), which the child
+    inherits on purpose so the slot stays held for as long as any process of the
+    compile (rustc, its linker) is alive.
+    """
+    for fd in keep_fds:
+        os.set_inheritable(fd, True)
+    preexec = _pdeathsig_preexec(os.getpid()) if sys.platform.startswith("linux") else None
+    try:
+        return subprocess.Popen(list(argv), close_fds=False, preexec_fn=preexec)
+    finally:
+        for fd in keep_fds:
+            try:
+                os.set_inheritable(fd, False)
+            except OSError:
+                pass
+
+
+def forward_signals_to(proc: subprocess.Popen[bytes]) -> None:
+    def handler(signum: int, _frame: object) -> None:
+        try:
+            proc.send_signal(signum)
+        except OSError:
+            pass
+
+    for s in FORWARDED:
+        signal.signal(s, handler)
+
+
+def wait(proc: subprocess.Popen[bytes]) -> int:
+    while True:
+        try:
+            return proc.wait()
+        except InterruptedError:  # pragma: no cover - PEP 475 retries
+            continue
+
+
+def exit_like(returncode: int) -> int:
+    """Return the child's exit status; for a child killed by signal S, die by S too."""
+    if returncode >= 0:
+        return returncode
+    sig = -returncode
+    try:
+        import resource
+
+        resource.setrlimit(
+            resource.RLIMIT_CORE, (0, 0)
+        )  # the child already dumped core if it was going to
+    except (ImportError, ValueError, OSError):
+        pass
+    try:
+        signal.signal(sig, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, [sig])
+    except (OSError, ValueError):
+        pass
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.kill(os.getpid(), sig)
+    return 128 + sig  # a signal whose default action is not to terminate
+
+
+def die_by(signum: int) -> int:
+    return exit_like(-signum)
