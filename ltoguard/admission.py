@@ -1,0 +1,104 @@
+"""Admission decisions for guarded jobs: pure functions over numbers, no I/O.
+
+The semaphore gathers the facts (a MemorySnapshot, the running jobs and their
+sampled memory, the head of the queue's estimate) and asks here whether the head
+may start, which job to stop when memory runs out, and what counts as running out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ltoguard.memory import MiB, format_size
+
+# Below this much free memory the OOM killer is close. A fat-LTO rustc can grow by
+# tens of MB within one 100 ms sample, so the floor leaves room to notice and act;
+# 10% keeps a small cgroup (1000 MiB -> 100 MiB) from being "critical" all the time.
+CRITICAL_FLOOR_MAX = 256 * MiB
+MARGIN_MAX = 512 * MiB
+
+
+@dataclass(frozen=True)
+class Running:
+    """A guarded job that holds a slot: its estimate and what it holds now (bytes)."""
+
+    pid: int
+    estimate: int
+    current: int
+    started: float  # time.time() when it was admitted
+
+
+def critical_floor(total: int) -> int:
+    """min(256 MiB, 10% of the bound's size): free memory below this is critical."""
+    return max(0, min(CRITICAL_FLOOR_MAX, total // 10))
+
+
+def default_margin(total: int) -> int:
+    """Free memory admission keeps after all estimates: twice the critical floor.
+
+    Estimates are exact only on average; the margin keeps a job that peaks a little
+    above its estimate from driving memory straight into the critical zone.
+    """
+    return max(0, min(MARGIN_MAX, 2 * critical_floor(total)))
+
+
+def outstanding(running: Sequence[Running]) -> int:
+    """Memory the running jobs are still expected to take on top of what they hold."""
+    return sum(max(0, r.estimate - r.current) for r in running)
+
+
+def _jobs(n: int) -> str:
+    return "1 job running" if n == 1 else f"{n} jobs running"
+
+
+def admit(
+    *,
+    head_estimate: int,
+    running: Sequence[Running],
+    available: int,
+    margin: int,
+    slot_limit: int | None,
+) -> tuple[bool, str]:
+    """May the job at the head of the queue start now? Returns (yes, human reason).
+
+    ``available`` is free memory now, so it already excludes what running jobs
+    hold; their remaining growth (estimate minus current, per job) is reserved on
+    top of the head's estimate and ``margin``. With no guarded job running the head
+    always starts: no guarded job would ever free memory for it, so waiting could
+    last forever (liveness); the reason says so when it does not fit.
+    ``slot_limit`` (LTOGUARD_SLOTS=N) caps the count.
+    """
+    if slot_limit is not None and slot_limit < 1:
+        raise ValueError(f"slot_limit must be at least 1, not {slot_limit}")
+    needs = f"needs ~{format_size(head_estimate)}, {format_size(available)} free"
+    if not running:
+        if head_estimate + margin > available:
+            return True, f"{needs}; starting anyway: no other guarded job is running"
+        return True, f"{needs}; no other guarded job running"
+    if slot_limit is not None and len(running) >= slot_limit:
+        return False, f"{_jobs(len(running))}, the limit is {slot_limit} (LTOGUARD_SLOTS)"
+    reserved = outstanding(running)
+    fits = available >= head_estimate + reserved + margin
+    detail = f"{needs}; {_jobs(len(running))}"
+    if reserved:
+        detail += f", expected to grow by {format_size(reserved)}"
+    if margin:
+        detail += f"; keeping {format_size(margin)} spare"
+    return fits, detail
+
+
+def choose_victim(running: Sequence[Running]) -> Running | None:
+    """The job to stop when memory is critical: the youngest, as it lost least work.
+
+    None with fewer than two jobs: stopping the only job frees memory for nobody
+    (it would just be started again), so it is left to run or be OOM-killed.
+    """
+    if len(running) < 2:
+        return None
+    return max(running, key=lambda r: (r.started, r.pid))
+
+
+def critical(available: int, total: int) -> bool:
+    """Is free memory below the critical floor of a bound of size ``total``?"""
+    return available < critical_floor(total)

@@ -1,0 +1,225 @@
+"""Per-job peak-memory history, kept in the state directory, and the estimates drawn from it.
+
+The history file is JSON only (never executed or evaluated), written atomically
+(a temp file in the same directory, then os.replace) so a reader never sees half a
+file, opened with O_NOFOLLOW and refused unless it belongs to the current uid. A
+file that cannot be used is ignored with one warning: the history only sharpens
+estimates, a build must never fail over it.
+
+Concurrent writers can lose each other's update (read-modify-replace): the cost is
+one sample, and the file stays valid. ``record_peak`` keeps that window to
+milliseconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import stat
+import sys
+from collections.abc import Iterable
+
+from ltoguard.memory import GiB, format_size
+
+# Used when neither this job nor a sibling has run before. Measured here
+# (RUSTC-FACTS.md): fat-LTO bins over a few common crates peaked at ~680 MB; large
+# applications take several GiB. 2 GiB lets a 7 GiB CI runner (GitHub's private
+# 2-core size) start up to three unknown LTO jobs, most real ones fit in it, and
+# the first run's peaks replace it for every later build.
+DEFAULT_ESTIMATE = 2 * GiB
+
+# Peaks move between runs and code grows between builds; the estimate leads the
+# largest recent peak by this factor so a slightly bigger run still fits.
+HISTORY_HEADROOM = 1.10
+
+MAX_SAMPLES = 5  # peaks kept per job: enough to smooth one odd run
+MAX_KEYS = 500  # jobs kept; the least recently recorded go first
+
+FORMAT_VERSION = 1
+HISTORY_FILE = "memory-history.json"
+
+
+def _canon(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def job_key(
+    crate_name: str,
+    workspace: str,
+    opt_level: str,
+    lto: str,
+    debuginfo: str,
+    target: str,
+    crate_types: Iterable[str],
+) -> str:
+    """Identify one guarded compile across builds: same crate, same memory-relevant settings."""
+    return _canon(
+        [workspace, crate_name, opt_level, lto, debuginfo, target, sorted(set(crate_types))]
+    )
+
+
+def group_key(workspace: str, opt_level: str, lto: str, debuginfo: str, target: str) -> str:
+    """The workspace and profile: jobs in one group link mostly the same dependencies."""
+    return _canon([workspace, opt_level, lto, debuginfo, target])
+
+
+def _warn(path: str, reason: str) -> None:
+    print(
+        f"ltoguard: warning: ignoring unreadable memory history {path}: {reason}", file=sys.stderr
+    )
+
+
+class HistoryError(ValueError):
+    pass
+
+
+def _validate(data: object) -> dict[str, tuple[str, list[int]]]:
+    if not isinstance(data, dict):
+        raise HistoryError("not a JSON object")
+    if data.get("version") != FORMAT_VERSION:
+        raise HistoryError(f"unknown format version {data.get('version')!r}")
+    entries = data.get("entries")
+    if not isinstance(entries, dict):
+        raise HistoryError("'entries' is not an object")
+    result: dict[str, tuple[str, list[int]]] = {}
+    for key, entry in entries.items():
+        if not isinstance(entry, dict):
+            raise HistoryError(f"entry {key!r} is not an object")
+        group, peaks = entry.get("group"), entry.get("peaks")
+        if not isinstance(group, str) or not isinstance(peaks, list) or not peaks:
+            raise HistoryError(f"entry {key!r} needs a string 'group' and a list 'peaks'")
+        for p in peaks:
+            # bool is an int subclass; true is not a peak.
+            if not isinstance(p, int) or isinstance(p, bool) or p <= 0:
+                raise HistoryError(f"entry {key!r} has a peak that is not a positive integer")
+        result[key] = (group, peaks[-MAX_SAMPLES:])
+    return result
+
+
+class History:
+    """Recorded peaks per job key, each job tagged with its group (workspace + profile)."""
+
+    def __init__(self) -> None:
+        # Insertion order is recency order: record() moves a key to the end and
+        # trimming drops from the front.
+        self._entries: dict[str, tuple[str, list[int]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def peaks(self, key: str) -> list[int]:
+        entry = self._entries.get(key)
+        return list(entry[1]) if entry else []
+
+    @classmethod
+    def load(cls, path: str, *, dir_fd: int | None = None) -> History:
+        """Read the history; missing means empty, anything unusable means empty plus one warning."""
+        history = cls()
+        try:
+            # O_NONBLOCK: a FIFO planted here must not hang the build in open().
+            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+            fd = os.open(path, flags, dir_fd=dir_fd)
+        except FileNotFoundError:
+            return history
+        except OSError as exc:
+            reason = "it is a symlink" if exc.errno == errno.ELOOP else exc.strerror or str(exc)
+            _warn(path, reason)
+            return history
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                _warn(path, "not a regular file")
+                return history
+            if st.st_uid != os.geteuid():
+                _warn(path, f"owned by uid {st.st_uid}, not by you (uid {os.geteuid()})")
+                return history
+            with os.fdopen(fd, "rb", closefd=False) as f:
+                raw = f.read()
+            history._entries = _validate(json.loads(raw.decode("utf-8")))
+        except OSError as exc:
+            _warn(path, exc.strerror or str(exc))
+            history._entries = {}
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            _warn(path, str(exc) or type(exc).__name__)
+            history._entries = {}
+        finally:
+            os.close(fd)
+        return history
+
+    def save(self, path: str, *, dir_fd: int | None = None) -> None:
+        """Replace the file atomically; raises OSError (callers decide whether to warn)."""
+        data = {
+            "version": FORMAT_VERSION,
+            "entries": {k: {"group": g, "peaks": p} for k, (g, p) in self._entries.items()},
+        }
+        payload = json.dumps(data, separators=(",", ":")).encode("utf-8")
+        head, name = os.path.split(path)
+        tmp = os.path.join(head, f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+        fd = os.open(
+            tmp,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o600,
+            dir_fd=dir_fd,
+        )
+        try:
+            try:
+                view = memoryview(payload)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            # rename replaces a symlink at `path` itself; it never writes through one.
+            os.replace(tmp, path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp, dir_fd=dir_fd)
+            raise
+
+    def record(self, key: str, group: str, peak_bytes: int) -> None:
+        if peak_bytes <= 0:
+            return  # a job whose memory could not be sampled says nothing
+        _, peaks = self._entries.pop(key, (group, []))
+        self._entries[key] = (group, (peaks + [int(peak_bytes)])[-MAX_SAMPLES:])
+        while len(self._entries) > MAX_KEYS:
+            del self._entries[next(iter(self._entries))]
+
+    def estimate(self, key: str, group: str, default: int = DEFAULT_ESTIMATE) -> tuple[int, str]:
+        """Expected peak of a job and where that figure comes from.
+
+        ``history``: this job's largest recent peak plus headroom. ``siblings``: the
+        largest such figure among jobs of the same group (a new binary of a
+        workspace links the same dependencies as its siblings). ``default``: neither.
+        """
+        entry = self._entries.get(key)
+        if entry is not None:
+            return int(max(entry[1]) * HISTORY_HEADROOM), "history"
+        sibling = [max(p) for g, p in self._entries.values() if g == group]
+        if sibling:
+            return int(max(sibling) * HISTORY_HEADROOM), "siblings"
+        return default, "default"
+
+
+def describe(estimate: int, basis: str) -> str:
+    """``~700 MiB (history)``, for admission messages."""
+    return f"~{format_size(estimate)} ({basis})"
+
+
+def record_peak(
+    path: str, key: str, group: str, peak_bytes: int, *, dir_fd: int | None = None
+) -> None:
+    """Load, record and save at once so concurrent jobs rarely overwrite each other.
+
+    Never raises on I/O: a history that cannot be written costs precision, not the build.
+    """
+    history = History.load(path, dir_fd=dir_fd)
+    history.record(key, group, peak_bytes)
+    try:
+        history.save(path, dir_fd=dir_fd)
+    except OSError as exc:
+        print(
+            f"ltoguard: warning: cannot write memory history {path}: {exc.strerror or exc}",
+            file=sys.stderr,
+        )
