@@ -12,7 +12,13 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 USAGE = """\
-usage: ltoguard PROGRAM [ARGS...]    (as cargo's rustc wrapper)
+usage: ltoguard PROGRAM [ARGS...]        as cargo's rustc wrapper
+       ltoguard explain RUSTC-ARGS...    what ltoguard would do with one invocation, and why
+       ltoguard status [--json] [--watch] running and waiting guarded jobs, memory
+       ltoguard learned [--json]         the per-job memory ltoguard has measured
+       ltoguard report [--out FILE]      an HTML timeline of the last build
+       ltoguard init [--dry-run]         add ltoguard to this workspace's .cargo/config.toml
+       ltoguard run [--slots N] -- CMD   run any heavy command under the same gate
        ltoguard --version | --help
 
 ltoguard runs the memory-heavy LTO compiles of a cargo build a few at a time and
@@ -25,6 +31,26 @@ passes every other rustc invocation straight through. Register it in
 Settings (environment): LTOGUARD_MODE=lto|link|off, LTOGUARD_SLOTS=N|auto,
 LTOGUARD_DIR=PATH. See the README for details.
 """
+
+
+# Subcommand name -> (module, function). A PROGRAM from cargo is an absolute path
+# (or a name such as clippy-driver), so these words do not collide with it.
+SUBCOMMANDS = {
+    "explain": ("ltoguard.explain", "main"),
+    "status": ("ltoguard.status", "main"),
+    "learned": ("ltoguard.status", "learned_main"),
+    "report": ("ltoguard.report", "main"),
+    "init": ("ltoguard.initcmd", "main"),
+    "run": ("ltoguard.gate", "main"),
+}
+
+
+def _subcommand(name: str, args: Sequence[str]) -> int:
+    import importlib
+
+    module, func = SUBCOMMANDS[name]
+    entry = getattr(importlib.import_module(module), func)
+    return int(entry(list(args)))
 
 
 def _exec(args: Sequence[str]) -> int:
@@ -50,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if first in ("--help", "-h", "help"):
         sys.stdout.write(USAGE)
         return 0
+    if first in SUBCOMMANDS:
+        return _subcommand(first, args[1:])
     if first.startswith("-"):
         sys.stderr.write(f"ltoguard: error: unknown option {first}; see `ltoguard --help`\n")
         return 2
