@@ -1,81 +1,611 @@
-"""The guarded path: wait for admission, run the compiler holding a slot, release."""
+"""The guarded path: wait for admission, run the job holding a slot, learn, release.
+
+One guarded invocation goes through these steps:
+
+1. estimate its peak memory (its own history, else siblings', else a default);
+2. queue (FIFO) for admission; while queued behind others, lend cargo's jobserver
+   token back; at the head, take it back, then wait for memory (and the slot cap);
+3. run the compiler holding the slot, sampling its process tree's memory, and watch
+   free memory: if it gets critical while several guarded jobs run, the youngest
+   stops its own compile and queues again at the head with a raised estimate;
+4. if the kernel kills the job anyway (OOM) or LLVM aborts out of memory, rerun it
+   once, alone; the rerun's diagnostics that cargo already saw are not repeated;
+5. record the peak (history) and one event (for `ltoguard report`), release.
+"""
 
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
+import threading
 import time
 
 from ltoguard import process
-from ltoguard.classify import Decision, describe
-from ltoguard.semaphore import Semaphore, Snapshot, slot_limit_policy
-from ltoguard.settings import SettingsError, slots, state_dir
-from ltoguard.statedir import StateDirError, open_state_dir
+from ltoguard.semaphore import Semaphore, Snapshot
+from ltoguard.statedir import StateDirError, open_state_dir, write_private_file
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
     from typing import Any
 
+    from ltoguard.classify import Decision
+    from ltoguard.config import Settings
+
 EXIT_CONFIG = 2  # ltoguard's own configuration / state-directory errors
+MONITOR_INTERVAL = 0.25  # seconds between free-memory checks while a job runs
+OOM_RERUN_HEADROOM = 1.25
+VICTIM_HEADROOM = 1.10
+_OOM_MARKERS = (b"memory allocation of ", b"LLVM ERROR: out of memory", b"out of memory")
+_SENT_MAX = 64 << 20  # bytes of stderr remembered to suppress repeats on a rerun
 
 
 def say(msg: str) -> None:
-    sys.stderr.write(f"ltoguard: {msg}\n")
-    sys.stderr.flush()
+    try:
+        sys.stderr.write(f"ltoguard: {msg}\n")
+        sys.stderr.flush()
+    except OSError:
+        pass
 
 
-def job_info(d: Decision) -> dict[str, Any]:
-    return {
-        "crate": d.crate_name or "?",
-        "types": list(d.crate_types) or (["test"] if d.is_test else ["bin"]),
-        "lto": d.lto,
-        "cwd": os.getcwd(),
-        "workspace": os.environ.get("CARGO_WORKSPACE_DIR")
-        or os.environ.get("CARGO_MANIFEST_DIR")
-        or os.getcwd(),
-        "since": time.time(),
-        "pid": os.getpid(),
-    }
+class Job:
+    """What to run under the gate, and how to recognise it across builds."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        kind: str,
+        name: str,
+        what: str,
+        types: Sequence[str] = (),
+        lto: str = "",
+        key: str,
+        group: str,
+        estimate: int | None = None,
+    ) -> None:
+        self.argv = list(argv)
+        self.kind = kind
+        self.name = name
+        self.what = what
+        self.types = list(types)
+        self.lto = lto
+        self.key = key
+        self.group = group
+        self.estimate = estimate  # configured (per-crate override); None = learn
 
 
-def waiting_line(what: str, snap: Snapshot, reason: str) -> str:
-    now = time.time()
-    running = ", ".join(h.describe(now) for h in snap.holders) or "none"
-    return f"{what} waits for an LTO slot ({reason}); running: {running}"
+def job_from_decision(argv: Sequence[str], d: Decision, settings: Settings) -> Job:
+    from ltoguard.classify import describe
+    from ltoguard.estimates import group_key, job_key
+
+    workspace = os.getcwd()
+    name = d.crate_name or "?"
+    types = list(d.crate_types) or (["test"] if d.is_test else ["bin"])
+    profile = (d.opt_level or "", d.lto, d.debuginfo or "", d.target or "")
+    override = settings.crate(name)
+    run = list(argv)
+    if settings.wrap:
+        run = [settings.wrap, *run]
+    return Job(
+        run,
+        kind="rustc",
+        name=name,
+        what=describe(d),
+        types=types,
+        lto=d.lto,
+        key=job_key(name, workspace, profile[0], profile[1], profile[2], profile[3], types),
+        group=group_key(workspace, *profile),
+        estimate=override.memory if override is not None else None,
+    )
+
+
+def _rss(pid: int) -> int:
+    """Resident memory of one process from /proc/PID/statm: cheap enough for every poll."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _running(snap: Snapshot, default: int) -> list[Any]:
+    from ltoguard.admission import Running
+
+    out = []
+    for h in snap.holders:
+        rec = h.record or {}
+        pid = rec.get("child") or rec.get("pid") or 0
+        est = rec.get("estimate")
+        started = rec.get("started")
+        out.append(
+            Running(
+                pid=int(pid) if isinstance(pid, int) else 0,
+                estimate=est if isinstance(est, int) else default,
+                current=_rss(pid) if isinstance(pid, int) and pid > 0 else 0,
+                started=float(started) if isinstance(started, (int, float)) else 0.0,
+            )
+        )
+    return out
+
+
+class StderrRelay:
+    """Copies the child's stderr to ours byte for byte, remembering what cargo has seen.
+
+    On a rerun the same compile prints the same diagnostics again; cargo parses
+    rustc's JSON on stderr, so the bytes already relayed are dropped while the rerun
+    repeats them, and relaying resumes at the first byte that differs.
+    """
+
+    def __init__(self) -> None:
+        self.sent = bytearray()
+        self.overflow = False
+        self.tail = b""
+        self._thread: threading.Thread | None = None
+
+    def start(self, fd: int) -> None:
+        self.tail = b""
+        self._thread = threading.Thread(target=self._run, args=(fd,), daemon=True)
+        self._thread.start()
+
+    def join(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _run(self, fd: int) -> None:
+        pos = 0  # how much of `sent` this attempt has repeated so far
+        matching = True
+        try:
+            while True:
+                try:
+                    chunk = os.read(fd, 65536)
+                except InterruptedError:  # pragma: no cover
+                    continue
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                self.tail = (self.tail + chunk)[-65536:]
+                if matching and pos < len(self.sent):
+                    n = min(len(chunk), len(self.sent) - pos)
+                    if chunk[:n] == self.sent[pos : pos + n]:
+                        pos += n
+                        chunk = chunk[n:]
+                    else:
+                        matching = False
+                if not chunk:
+                    continue
+                matching = False
+                pos = len(self.sent)
+                self._write(chunk)
+        finally:
+            os.close(fd)
+
+    def _write(self, chunk: bytes) -> None:
+        if not self.overflow:
+            if len(self.sent) + len(chunk) <= _SENT_MAX:
+                self.sent += chunk
+            else:
+                self.overflow = True
+        view = memoryview(chunk)
+        while view:
+            try:
+                n = os.write(2, view)
+            except InterruptedError:  # pragma: no cover
+                continue
+            except OSError:
+                return  # our stderr is gone (cargo died): keep draining the child
+            view = view[n:]
+
+    def out_of_memory(self) -> bool:
+        return any(m in self.tail for m in _OOM_MARKERS)
+
+
+class Outcome:
+    def __init__(self) -> None:
+        self.queued = time.time()
+        self.admitted: float | None = None
+        self.waited = 0.0
+        self.peak = 0
+        self.reruns = 0
+        self.requeues = 0
+        self.samples: list[list[float]] = []
+        self.budget: int | None = None
+        self.available_at_admit: int | None = None
+        self.mem_source = ""
 
 
 def run_guarded(argv: Sequence[str], decision: Decision) -> int:
+    """Entry from the CLI for a rustc invocation the classifier guards."""
     try:
-        limit = slots()
-        path, dir_fd = open_state_dir(state_dir())
-    except (SettingsError, StateDirError) as exc:
+        settings = load_settings()
+    except Exception as exc:  # SettingsError from either loader
         say(f"error: {exc}")
         return EXIT_CONFIG
-    sem = Semaphore(path, dir_fd)
-    what = describe(decision)
-    info = job_info(decision)
-    admit = slot_limit_policy(limit if limit is not None else 1)
+    override = settings.crate(decision.crate_name or "")
+    if override is not None and override.guard == "never":
+        return _exec_now(argv, settings)
+    if settings.mode == "off":
+        return _exec_now(argv, settings)
+    return run_job(job_from_decision(argv, decision, settings), settings)
 
-    def on_wait(snap: Snapshot, reason: str) -> None:
-        say(waiting_line(what, snap, reason))
 
-    process.raise_on_signals()
+def load_settings() -> Settings:
     try:
-        slot = sem.acquire(info, admit, on_wait)
-    except process.Interrupted as exc:
-        return process.die_by(exc.signum)
+        from ltoguard.config import load
+    except ImportError:  # pragma: no cover - until config.py lands
+        return _EnvSettings()  # type: ignore[return-value]
+    return load()
+
+
+class _EnvSettings:
+    def __init__(self) -> None:
+        from ltoguard import settings as s
+
+        self.mode = s.mode()
+        self.slots = s.slots()
+        self.dir = s.state_dir()
+        self.memory = os.environ.get("LTOGUARD_MEMORY") or None
+        self.wrap = os.environ.get("LTOGUARD_WRAP") or None
+
+    def crate(self, name: str) -> None:
+        return None
+
+
+def _exec_now(argv: Sequence[str], settings: Settings) -> int:
+    run = [settings.wrap, *argv] if settings.wrap else list(argv)
+    try:
+        os.execvp(run[0], run)
+    except OSError as exc:
+        say(f"error: cannot run {run[0]}: {exc.strerror}")
+    return 127
+
+
+def run_job(job: Job, settings: Settings) -> int:
+    try:
+        path, dir_fd = open_state_dir(settings.dir)
     except StateDirError as exc:
         say(f"error: {exc}")
         return EXIT_CONFIG
     try:
+        return _Runner(job, settings, Semaphore(path, dir_fd)).run()
+    except StateDirError as exc:
+        say(f"error: {exc}")
+        return EXIT_CONFIG
+
+
+class _Runner:
+    def __init__(self, job: Job, settings: Settings, sem: Semaphore) -> None:
+        from ltoguard.estimates import DEFAULT_ESTIMATE, History
+
+        self.job = job
+        self.settings = settings
+        self.sem = sem
+        self.uid = os.geteuid()
+        self.history_name = f"memory-history-{self.uid}.json"
+        if job.estimate is not None:
+            self.estimate, self.basis = job.estimate, "configured"
+        else:
+            hist = History.load(self.history_name, dir_fd=sem.dir_fd)
+            self.estimate, self.basis = hist.estimate(job.key, job.group)
+        self.default_estimate = DEFAULT_ESTIMATE
+        self.outcome = Outcome()
+        self.relay = StderrRelay() if not _isatty(2) else None
+        self._oom_before: tuple[int | None, int | None] = (None, None)
+
+    # -- admission -------------------------------------------------------------------
+
+    def _policy(self, alone: bool) -> Callable[[Snapshot], tuple[bool, str]]:
+        from ltoguard.admission import admit, default_margin
+        from ltoguard.memory import available_memory
+
+        limit = self.settings.slots
+        memory_setting = self.settings.memory
+
+        def policy(snap: Snapshot) -> tuple[bool, str]:
+            if alone:
+                if snap.running:
+                    return False, "rerunning alone after running out of memory"
+                return True, "alone, after running out of memory"
+            if snap.running == 0:
+                return True, "no other guarded job running"
+            if limit is not None and snap.running >= limit:
+                plural = "slot" if limit == 1 else "slots"
+                return False, f"all {limit} {plural} in use (LTOGUARD_SLOTS)"
+            running = _running(snap, self.default_estimate)
+            mem = available_memory(memory_setting, guarded_usage=sum(r.current for r in running))
+            ok, reason = admit(
+                head_estimate=self.estimate,
+                running=running,
+                available=mem.available,
+                margin=default_margin(mem.total),
+                slot_limit=limit,
+            )
+            if ok:
+                self.outcome.available_at_admit = mem.available
+                self.outcome.budget = mem.available + sum(r.current for r in running)
+                self.outcome.mem_source = mem.source
+            return ok, reason
+
+        return policy
+
+    def _info(self) -> dict[str, Any]:
+        return {
+            "kind": self.job.kind,
+            "crate": self.job.name,
+            "types": self.job.types,
+            "lto": self.job.lto,
+            "cwd": os.getcwd(),
+            "workspace": os.getcwd(),
+            "since": self.outcome.queued,
+            "pid": os.getpid(),
+            "estimate": self.estimate,
+            "estimate_basis": self.basis,
+            "key": self.job.key,
+            "group": self.job.group,
+        }
+
+    # -- the whole run ---------------------------------------------------------------
+
+    def run(self) -> int:
+        from ltoguard.estimates import describe as describe_estimate
+        from ltoguard.jobserver import Jobserver, Lease
+
+        jobserver = Jobserver.from_environ(os.environ)
+        seq: int | None = None
+        alone = False
+        announced = False
+        while True:
+            process.raise_on_signals()
+            t_wait = time.time()
+
+            def on_wait(snap: Snapshot, reason: str) -> None:
+                nonlocal announced
+                if announced:
+                    return
+                announced = True
+                now = time.time()
+                running = ", ".join(h.describe(now) for h in snap.holders) or "none"
+                est = describe_estimate(self.estimate, self.basis)
+                say(f"{self.job.what} waits ({reason}); needs {est}; running: {running}")
+
+            lease = Lease(jobserver)
+
+            def gate(is_head: bool, lease: Lease = lease) -> bool:
+                # Only the head of the queue keeps (or takes back) its token: one
+                # idle token at most, instead of one per queued job, and the head
+                # has its token in hand when its turn comes, so a free slot is not
+                # left idle while cargo and we race for tokens (measured: a reclaim
+                # under a busy cargo took ~24 s median).
+                if not is_head:
+                    if not lease.lent:
+                        lease.lend()
+                    return False
+                if lease.lent:
+                    return lease.reclaim(timeout=0.0)
+                return True
+
+            try:
+                with lease:
+                    slot = self.sem.acquire(
+                        self._info(), self._policy(alone), on_wait, seq=seq, gate=gate
+                    )
+            except process.Interrupted as exc:
+                self._event(None, -exc.signum, "interrupted")
+                return process.die_by(exc.signum)
+            self.outcome.waited += time.time() - t_wait
+            self.outcome.admitted = self.outcome.admitted or time.time()
+            seq = slot.seq
+            code, victim, peak = self._run_once(slot)
+            self.outcome.peak = max(self.outcome.peak, peak)
+            if victim:
+                self.outcome.requeues += 1
+                self.estimate = max(self.estimate, int(peak * VICTIM_HEADROOM))
+                self.basis = "raised"
+                say(
+                    f"{self.job.what}: free memory is critical; stopped this compile"
+                    f" (youngest of the running ones, at {_size(peak)}) and queued it"
+                    " again at the head"
+                )
+                continue
+            if self._oom(code):
+                self._learn(peak)
+                if self.outcome.reruns == 0:
+                    self.outcome.reruns = 1
+                    self.estimate = max(self.estimate, int(peak * OOM_RERUN_HEADROOM))
+                    self.basis = "raised"
+                    alone = True
+                    say(
+                        f"{self.job.what} ran out of memory (killed at {_size(peak)});"
+                        " running it again, alone"
+                    )
+                    continue
+                say(
+                    f"error: {self.job.what} ran out of memory even when it ran alone"
+                    f" (it used {_size(peak)}); give the build more memory or lower"
+                    " its LTO/debuginfo settings"
+                )
+                self._event(slot, code, "oom")
+                return process.exit_like(code)
+            if code >= 0 or code != -signal.SIGKILL:
+                self._learn(peak)
+            self._event(slot, code, "ok" if code == 0 else "failed")
+            return process.exit_like(code)
+
+    def _run_once(self, slot: Any) -> tuple[int, bool, int]:
+        from ltoguard.memory import PeakSampler, cgroup_oom_kills, host_oom_kills
+
+        self._oom_before = (cgroup_oom_kills(), host_oom_kills())
         try:
-            proc = process.spawn(argv, keep_fds=[slot.fd])
+            stderr_w = None
+            if self.relay is not None:
+                r, stderr_w = os.pipe()
+                self.relay.start(r)
+            try:
+                proc = process.spawn(self.job.argv, keep_fds=[slot.fd], stderr=stderr_w)
+            finally:
+                if stderr_w is not None:
+                    os.close(stderr_w)
         except OSError as exc:
-            say(f"error: cannot run {argv[0]}: {exc.strerror}")
-            return 127
+            self.sem.release(slot)
+            if self.relay is not None:
+                self.relay.join()
+            say(f"error: cannot run {self.job.argv[0]}: {exc.strerror}")
+            return 127, False, 0
         process.forward_signals_to(proc)
-        code = process.wait(proc)
-    finally:
-        sem.release(slot)
-    return process.exit_like(code)
+        try:
+            slot.info["child"] = proc.pid
+            write_private_file(self.sem.dir_fd, slot.record_name, _json(slot.info))
+        except OSError:
+            pass  # the record is for display; the slot lock is what counts
+        sampler = PeakSampler(proc.pid).start()
+        victim = False
+        t0 = time.time()
+        next_sample = 0.0
+        while True:
+            try:
+                code = proc.wait(timeout=MONITOR_INTERVAL)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            now = time.time()
+            if now >= next_sample and len(self.outcome.samples) < 600:
+                self.outcome.samples.append([round(now, 2), sampler.current])
+                next_sample = now + max(1.0, (now - t0) / 60)
+            if not victim and self._should_yield(slot):
+                victim = True
+                _kill_tree(proc.pid)
+        peak = max(sampler.stop(), 0)
+        self.outcome.samples.append([round(time.time(), 2), 0])
+        if self.relay is not None:
+            self.relay.join()
+        self.sem.release(slot)
+        return code, victim, peak
+
+    def _should_yield(self, slot: Any) -> bool:
+        """Free memory is critical, several guarded jobs run, and we are the youngest."""
+        from ltoguard.admission import critical
+        from ltoguard.memory import available_memory
+
+        try:
+            records = self.sem.read_records()
+        except OSError:
+            return False
+        if len(records) < 2:
+            return False
+        mine = records.get(slot.index)
+        if mine is None or mine.get("pid") != os.getpid():
+            return False
+        youngest = max(records.values(), key=lambda r: (r.get("started", 0), r.get("pid", 0)))
+        if youngest is not mine:
+            return False
+        usage = 0
+        for rec in records.values():
+            pid = rec.get("child") or rec.get("pid")
+            if isinstance(pid, int):
+                usage += _rss(pid)
+        try:
+            mem = available_memory(self.settings.memory, guarded_usage=usage)
+        except ValueError:
+            return False
+        return critical(mem.available, mem.total)
+
+    def _oom(self, code: int) -> bool:
+        from ltoguard.memory import cgroup_oom_kills, host_oom_kills
+
+        if self.relay is not None and code != 0 and self.relay.out_of_memory():
+            return True
+        if code != -signal.SIGKILL:
+            return False
+        after = (cgroup_oom_kills(), host_oom_kills())
+        before = self._oom_before
+        counted = [(b, a) for b, a in zip(before, after) if b is not None and a is not None]
+        if not counted:
+            return True  # no counter to ask: a SIGKILL we did not send is most likely OOM
+        return any(a > b for b, a in counted)
+
+    def _learn(self, peak: int) -> None:
+        if self.job.estimate is not None or peak <= 0:
+            return
+        from ltoguard.estimates import record_peak
+
+        record_peak(self.history_name, self.job.key, self.job.group, peak, dir_fd=self.sem.dir_fd)
+
+    def _event(self, slot: Any, code: int, outcome: str) -> None:
+        try:
+            from ltoguard.events import append_event
+        except ImportError:  # pragma: no cover
+            return
+        o = self.outcome
+        append_event(
+            self.sem.dir_fd,
+            self.uid,
+            {
+                "v": 1,
+                "kind": self.job.kind,
+                "crate": self.job.name,
+                "types": self.job.types,
+                "lto": self.job.lto,
+                "workspace": os.getcwd(),
+                "cwd": os.getcwd(),
+                "pid": os.getpid(),
+                "queued": o.queued,
+                "admitted": o.admitted,
+                "finished": time.time(),
+                "waited": round(o.waited, 3),
+                "peak": o.peak,
+                "estimate": self.estimate,
+                "estimate_basis": self.basis,
+                "exit": code,
+                "reruns": o.reruns,
+                "requeues": o.requeues,
+                "outcome": outcome,
+                "budget": o.budget,
+                "available_at_admit": o.available_at_admit,
+                "samples": o.samples[-120:],
+                "mem_source": o.mem_source,
+            },
+        )
+
+
+def _json(obj: object) -> bytes:
+    import json
+
+    return json.dumps(obj).encode()
+
+
+def _size(n: int) -> str:
+    from ltoguard.memory import format_size
+
+    return format_size(n)
+
+
+def _isatty(fd: int) -> bool:
+    try:
+        return os.isatty(fd)
+    except OSError:
+        return False
+
+
+def _kill_tree(pid: int) -> None:
+    """SIGKILL the compile and its children (the linker), children first."""
+    try:
+        import psutil
+
+        root = psutil.Process(pid)
+        procs = root.children(recursive=True) + [root]
+    except Exception:
+        procs = []
+    for p in procs:
+        try:
+            p.kill()
+        except Exception:
+            pass
+    if not procs:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass

@@ -50,7 +50,9 @@ def _pdeathsig_preexec(parent: int) -> Callable[[], None]:
     return preexec
 
 
-def spawn(argv: Sequence[str], keep_fds: Sequence[int] = ()) -> subprocess.Popen[bytes]:
+def spawn(
+    argv: Sequence[str], keep_fds: Sequence[int] = (), stderr: int | None = None
+) -> subprocess.Popen[bytes]:
     """Start the child with stdin/stdout/stderr and every inherited fd (jobserver) kept.
 
     close_fds=False: cargo's jobserver fds are inheritable and rustc must see them.
@@ -62,7 +64,7 @@ def spawn(argv: Sequence[str], keep_fds: Sequence[int] = ()) -> subprocess.Popen
         os.set_inheritable(fd, True)
     preexec = _pdeathsig_preexec(os.getpid()) if sys.platform.startswith("linux") else None
     try:
-        return subprocess.Popen(list(argv), close_fds=False, preexec_fn=preexec)
+        return subprocess.Popen(list(argv), close_fds=False, preexec_fn=preexec, stderr=stderr)
     finally:
         for fd in keep_fds:
             try:

@@ -77,15 +77,18 @@ class Ticket:
 
 
 class Slot:
-    """A held slot: the lock fd (to be inherited by the child) and our record's name."""
+    """A held slot: the lock fd (to be inherited by the child), our record, our queue position."""
 
-    __slots__ = ("fd", "index", "record_name", "info")
+    __slots__ = ("fd", "index", "record_name", "info", "seq")
 
-    def __init__(self, fd: int, index: int, record_name: str, info: dict[str, Any]) -> None:
+    def __init__(
+        self, fd: int, index: int, record_name: str, info: dict[str, Any], seq: int = 0
+    ) -> None:
         self.fd = fd
         self.index = index
         self.record_name = record_name
         self.info = info
+        self.seq = seq
 
 
 class Holder:
@@ -342,8 +345,15 @@ class Semaphore:
         *,
         seq: int | None = None,
         poll: float = HEAD_POLL,
+        gate: Callable[[bool], bool] | None = None,
     ) -> Slot:
-        """Wait in FIFO order until `admit` says yes, then hold a slot."""
+        """Wait in FIFO order until `admit` says yes, then hold a slot.
+
+        `seq` re-enters the queue at an earlier position (a job stopped to save memory
+        goes back to the head). `gate(is_head)` runs before every admission attempt;
+        returning False defers it (the jobserver lease uses it to lend its token while
+        queued and take it back at the head).
+        """
         with self.mutex():
             ticket = self._enqueue(info, seq)
         announced = False
@@ -353,7 +363,10 @@ class Semaphore:
                 with self.mutex():
                     names = self._names()
                     ahead = self._live_tickets_before(ticket, names)
-                    if ahead:
+                    if not ahead and gate is not None and not gate(True):
+                        snap = self.snapshot(names)
+                        reason = "taking a jobserver token back"
+                    elif ahead:
                         pred = ahead[-1]
                         snap = self.snapshot(names)
                         snap.waiters_ahead = len(ahead)
@@ -362,11 +375,14 @@ class Semaphore:
                         slot = self._try_admit(names, info, admit)
                         if isinstance(slot, Slot):
                             self._drop_ticket(ticket)
+                            slot.seq = ticket.seq
                             return slot
                         snap, reason = slot
                 if not announced and on_wait is not None:
                     on_wait(snap, reason)
                     announced = True
+                if pred is not None and gate is not None:
+                    gate(False)
                 if pred is not None:
                     self._wait_for(pred)
                 else:

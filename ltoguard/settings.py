@@ -29,9 +29,7 @@ def slots(environ: Mapping[str, str] | None = None) -> int | None:
     """The slot limit, or None for `auto` (memory decides)."""
     env = os.environ if environ is None else environ
     raw = env.get("LTOGUARD_SLOTS", "").strip()
-    if raw == "":
-        return 1
-    if raw.lower() == "auto":
+    if raw == "" or raw.lower() == "auto":
         return None
     try:
         n = int(raw)
