@@ -1,0 +1,163 @@
+"""Out-of-memory handling under a real memory cgroup, with a fake rustc that allocates.
+
+- the kernel OOM-kills a guarded job: ltoguard reruns it once, alone, and cargo sees
+  its diagnostics once;
+- it runs out of memory again alone: the real status and a clear message;
+- two guarded jobs outgrow the memory: the youngest stops itself before the kernel
+  acts, queues again at the head, and reruns when memory allows.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ltoguard.estimates import History, group_key, job_key
+from tests.cgroups import MemoryCgroup
+from tests.procs import Procs, ltoguard_cmd, wait_for
+
+pytestmark = [pytest.mark.cgroup, pytest.mark.timeout(180)]
+
+MiB = 1 << 20
+
+ALLOCATOR = textwrap.dedent(
+    """\
+    #!{python}
+    # Stands in for rustc: prints a diagnostic, then allocates memory step by step.
+    import os, sys, time
+    env = os.environ
+    marker = env["FAKE_MARKER"]
+    rerun = os.path.exists(marker)
+    open(marker, "a").write("x")
+    os.write(2, b'{{"$message_type":"diagnostic","message":"unused variable"}}\\n')
+    mb = int(env["FAKE_RERUN_MB"] if rerun else env["FAKE_MB"])
+    step = float(env.get("FAKE_STEP_S", "0"))
+    hold = []
+    for _ in range(mb // 10):
+        chunk = bytearray(10 << 20)
+        for i in range(0, len(chunk), 4096):
+            chunk[i] = 1
+        hold.append(chunk)
+        time.sleep(step)
+    open(env["FAKE_DONE"], "a").write("%s\\n" % ("rerun" if rerun else "first"))
+    time.sleep(float(env.get("FAKE_HOLD_S", "0")))
+    """
+)
+
+unavailable = MemoryCgroup.unavailable()
+needs_cgroup = pytest.mark.skipif(bool(unavailable), reason=f"memory cgroup: {unavailable}")
+
+
+@pytest.fixture
+def procs() -> Iterator[Procs]:
+    p = Procs()
+    yield p
+    p.cleanup()
+
+
+def _env(tmp: Path, **extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("LTOGUARD_", "FAKE_", "CARGO_MAKEFLAGS", "MAKEFLAGS", "MFLAGS"))
+    }
+    env.update(
+        LTOGUARD_DIR=str(tmp / "state"),
+        XDG_CONFIG_HOME=str(tmp / "config"),
+        FAKE_DONE=str(tmp / "done.log"),
+    )
+    env.update(extra)
+    return env
+
+
+def _fake(tmp: Path) -> Path:
+    path = tmp / "rustc"
+    path.write_text(ALLOCATOR.format(python=sys.executable))
+    path.chmod(0o755)
+    return path
+
+
+@needs_cgroup
+def test_kernel_oom_kill_is_rerun_alone_and_diagnostics_reach_cargo_once(
+    tmp_path: Path, procs: Procs
+) -> None:
+    rustc = _fake(tmp_path)
+    with MemoryCgroup(300 * MiB) as cg:
+        env = _env(tmp_path, FAKE_MARKER=str(tmp_path / "m"), FAKE_MB="600", FAKE_RERUN_MB="40")
+        p = procs.start(cg.enter_command() + ltoguard_cmd(rustc, "heavy"), env)
+        out, err = p.communicate(timeout=120)
+        kills = cg.oom_kills()
+    text = err.decode()
+    assert p.returncode == 0, text
+    assert kills == 1  # the kernel really killed the first attempt
+    assert text.count('"unused variable"') == 1, text
+    assert "ran out of memory" in text and "running it again, alone" in text
+    assert (tmp_path / "done.log").read_text().split() == ["rerun"]
+
+
+@needs_cgroup
+def test_out_of_memory_even_alone_fails_with_real_status(tmp_path: Path, procs: Procs) -> None:
+    rustc = _fake(tmp_path)
+    with MemoryCgroup(300 * MiB) as cg:
+        env = _env(tmp_path, FAKE_MARKER=str(tmp_path / "m"), FAKE_MB="600", FAKE_RERUN_MB="600")
+        p = procs.start(cg.enter_command() + ltoguard_cmd(rustc, "hopeless"), env)
+        _, err = p.communicate(timeout=120)
+        kills = cg.oom_kills()
+    text = err.decode()
+    assert p.returncode == -9, text
+    assert kills == 2
+    assert "ran out of memory even when it ran alone" in text
+    assert not (tmp_path / "done.log").exists()
+
+
+@needs_cgroup
+def test_youngest_job_stops_itself_before_the_kernel_kills_anything(
+    tmp_path: Path, procs: Procs
+) -> None:
+    rustc = _fake(tmp_path)
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    # A (wrongly) learned small estimate lets both jobs start together.
+    history = History()
+    cwd = str(tmp_path)
+    for crate in ("older", "younger"):
+        history.record(
+            job_key(crate, cwd, "3", "fat", "", "", ["bin"]),
+            group_key(cwd, "3", "fat", "", ""),
+            50 * MiB,
+        )
+    history.save(str(state / f"memory-history-{os.geteuid()}.json"))
+    with MemoryCgroup(700 * MiB) as cg:
+        base = _env(tmp_path, FAKE_RERUN_MB="30")
+        older = procs.start(
+            cg.enter_command() + ltoguard_cmd(rustc, "older"),
+            dict(base, FAKE_MARKER=str(tmp_path / "a"), FAKE_MB="330", FAKE_HOLD_S="6"),
+            cwd=cwd,
+        )
+        assert wait_for(lambda: "first" in _read(tmp_path / "done.log"), timeout=60)
+        younger = procs.start(
+            cg.enter_command() + ltoguard_cmd(rustc, "younger"),
+            dict(base, FAKE_MARKER=str(tmp_path / "b"), FAKE_MB="400", FAKE_STEP_S="0.2"),
+            cwd=cwd,
+        )
+        _, err_y = younger.communicate(timeout=120)
+        _, err_o = older.communicate(timeout=120)
+        kills = cg.oom_kills()
+    assert older.returncode == 0, err_o.decode()
+    assert younger.returncode == 0, err_y.decode()
+    assert kills == 0, "the kernel OOM killer acted"
+    assert "stopped this compile" in err_y.decode()
+    assert err_y.decode().count('"unused variable"') == 1
+    assert _read(tmp_path / "done.log").split() == ["first", "rerun"]
+
+
+def _read(p: Path) -> str:
+    try:
+        return p.read_text()
+    except OSError:
+        return ""
