@@ -54,6 +54,7 @@ def _subcommand(name: str, args: Sequence[str]) -> int:
 
 
 def _exec(args: Sequence[str]) -> int:
+    """Become the compiler (or the inner wrapper): no ltoguard process stays behind."""
     try:
         os.execvp(args[0], list(args))
     except OSError as exc:
@@ -82,21 +83,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"ltoguard: error: unknown option {first}; see `ltoguard --help`\n")
         return 2
 
-    raw_mode = os.environ.get("LTOGUARD_MODE", "")
-    if raw_mode == "off":
-        return _exec(args)
-    from ltoguard.classify import classify
-    from ltoguard.settings import MODES
-
+    env = os.environ
+    raw_mode = env.get("LTOGUARD_MODE", "")
     mode = raw_mode.strip().lower() or "lto"
-    if mode not in MODES:
+    wrap = env.get("LTOGUARD_WRAP")  # set but empty: no inner wrapper (like RUSTC_WRAPPER="")
+    if mode == "off" and wrap is None:
+        return _exec(args)
+    if mode not in ("lto", "link", "off"):
         sys.stderr.write(
             f"ltoguard: error: LTOGUARD_MODE={raw_mode!r} is not valid; accepted: lto (default), link, off\n"
         )
         return 2
+    from ltoguard.classify import classify
+
     decision = classify(args, mode)
-    if not decision.guarded:
-        return _exec(args)
+    if decision.guarded:
+        from ltoguard.guard import run_guarded
+
+        return run_guarded(args)
+    # Config files can only matter here in two cases, each found by a cheap byte
+    # search of the files (no TOML parse): an inner wrapper set in a file, or, for a
+    # final link, a file-set mode or a per-crate `guard = "always"`.
+    from ltoguard import config
+
+    need = wrap is None and config.files_may_set("wrap")
+    if not need and mode != "off" and classify(args, "link").guarded:
+        need = (not raw_mode and config.files_may_set("mode")) or config.crate_may_have_override(
+            decision.crate_name or ""
+        )
+    if not need:
+        return _exec([wrap, *args] if wrap else args)
     from ltoguard.guard import run_guarded
 
-    return run_guarded(args, decision)
+    return run_guarded(args)

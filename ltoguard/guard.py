@@ -28,13 +28,14 @@ from ltoguard.statedir import StateDirError, open_state_dir, write_private_file
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
     from typing import Any
 
     from ltoguard.classify import Decision
     from ltoguard.config import Settings
 
 EXIT_CONFIG = 2  # ltoguard's own configuration / state-directory errors
+HELD_ENV = "LTOGUARD_HELD"  # set for the child of an admitted job: nested gates pass through
 MONITOR_INTERVAL = 0.25  # seconds between free-memory checks while a job runs
 OOM_RERUN_HEADROOM = 1.25
 VICTIM_HEADROOM = 1.10
@@ -86,11 +87,8 @@ def job_from_decision(argv: Sequence[str], d: Decision, settings: Settings) -> J
     types = list(d.crate_types) or (["test"] if d.is_test else ["bin"])
     profile = (d.opt_level or "", d.lto, d.debuginfo or "", d.target or "")
     override = settings.crate(name)
-    run = list(argv)
-    if settings.wrap:
-        run = [settings.wrap, *run]
     return Job(
-        run,
+        argv,
         kind="rustc",
         name=name,
         what=describe(d),
@@ -218,50 +216,71 @@ class Outcome:
         self.mem_source = ""
 
 
-def run_guarded(argv: Sequence[str], decision: Decision) -> int:
-    """Entry from the CLI for a rustc invocation the classifier guards."""
+def run_guarded(argv: Sequence[str]) -> int:
+    """Entry from the CLI: settings (env > Cargo.toml metadata > user file) decide, then run."""
+    from ltoguard.config import SettingsError, decide
+
     try:
         settings = load_settings()
-    except Exception as exc:  # SettingsError from either loader
+    except SettingsError as exc:
         say(f"error: {exc}")
         return EXIT_CONFIG
-    override = settings.crate(decision.crate_name or "")
-    if override is not None and override.guard == "never":
+    if nested():
         return _exec_now(argv, settings)
-    if settings.mode == "off":
+    verdict = decide(argv, settings)
+    if not verdict.guarded:
         return _exec_now(argv, settings)
-    return run_job(job_from_decision(argv, decision, settings), settings)
+    return run_job(
+        job_from_decision(_wrapped(argv, settings), verdict.decision, settings), settings
+    )
 
 
-def load_settings() -> Settings:
+def _wrapped(argv: Sequence[str], settings: Settings) -> list[str]:
+    return [settings.wrap, *argv] if settings.wrap else list(argv)
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    from ltoguard.config import load
+
+    return load(environ)
+
+
+def nested() -> bool:
+    """Are we inside a job ltoguard already admitted (e.g. the linker of a guarded rustc)?
+
+    Waiting for a second slot there would deadlock with LTOGUARD_SLOTS=1.
+    """
+    return bool(os.environ.get(HELD_ENV))
+
+
+def exec_now(cmd: Sequence[str]) -> int:
     try:
-        from ltoguard.config import load
-    except ImportError:  # pragma: no cover - until config.py lands
-        return _EnvSettings()  # type: ignore[return-value]
-    return load()
-
-
-class _EnvSettings:
-    def __init__(self) -> None:
-        from ltoguard import settings as s
-
-        self.mode = s.mode()
-        self.slots = s.slots()
-        self.dir = s.state_dir()
-        self.memory = os.environ.get("LTOGUARD_MEMORY") or None
-        self.wrap = os.environ.get("LTOGUARD_WRAP") or None
-
-    def crate(self, name: str) -> None:
-        return None
+        os.execvp(cmd[0], list(cmd))
+    except OSError as exc:
+        say(f"error: cannot run {cmd[0]}: {exc.strerror}")
+    return 127
 
 
 def _exec_now(argv: Sequence[str], settings: Settings) -> int:
-    run = [settings.wrap, *argv] if settings.wrap else list(argv)
-    try:
-        os.execvp(run[0], run)
-    except OSError as exc:
-        say(f"error: cannot run {run[0]}: {exc.strerror}")
-    return 127
+    return exec_now(_wrapped(argv, settings))
+
+
+def command_job(cmd: Sequence[str], kind: str, name: str | None, estimate: int | None) -> Job:
+    """A job for `ltoguard run` / `ltoguard-link`: learned per command name and directory."""
+    from ltoguard.estimates import group_key, job_key
+
+    name = name or os.path.basename(cmd[0])
+    cwd = os.getcwd()
+    return Job(
+        cmd,
+        kind=kind,
+        name=name,
+        what=f"{kind} {name}",
+        types=[kind],
+        key=job_key(name, cwd, "", kind, "", "", [kind]),
+        group=group_key(cwd, "", kind, "", ""),
+        estimate=estimate,
+    )
 
 
 def run_job(job: Job, settings: Settings) -> int:
@@ -311,6 +330,13 @@ class _Runner:
                     return False, "rerunning alone after running out of memory"
                 return True, "alone, after running out of memory"
             if snap.running == 0:
+                try:
+                    mem = available_memory(memory_setting)
+                    self.outcome.available_at_admit = mem.available
+                    self.outcome.budget = mem.available
+                    self.outcome.mem_source = mem.source
+                except ValueError:
+                    pass
                 return True, "no other guarded job running"
             if limit is not None and snap.running >= limit:
                 plural = "slot" if limit == 1 else "slots"
@@ -354,7 +380,13 @@ class _Runner:
         from ltoguard.estimates import describe as describe_estimate
         from ltoguard.jobserver import Jobserver, Lease
 
-        jobserver = Jobserver.from_environ(os.environ)
+        lend = os.environ.get("LTOGUARD_LEND", "1").strip().lower() not in (
+            "0",
+            "no",
+            "off",
+            "false",
+        )
+        jobserver = Jobserver.from_environ(os.environ) if lend else None
         seq: int | None = None
         alone = False
         announced = False
@@ -445,7 +477,9 @@ class _Runner:
                 r, stderr_w = os.pipe()
                 self.relay.start(r)
             try:
-                proc = process.spawn(self.job.argv, keep_fds=[slot.fd], stderr=stderr_w)
+                env = dict(os.environ)
+                env[HELD_ENV] = f"{os.getpid()}:{slot.index}"
+                proc = process.spawn(self.job.argv, keep_fds=[slot.fd], stderr=stderr_w, env=env)
             finally:
                 if stderr_w is not None:
                     os.close(stderr_w)
@@ -464,6 +498,7 @@ class _Runner:
         sampler = PeakSampler(proc.pid).start()
         victim = False
         t0 = time.time()
+        self.outcome.samples.append([round(t0, 2), 0])
         next_sample = 0.0
         while True:
             try:

@@ -51,7 +51,10 @@ def _pdeathsig_preexec(parent: int) -> Callable[[], None]:
 
 
 def spawn(
-    argv: Sequence[str], keep_fds: Sequence[int] = (), stderr: int | None = None
+    argv: Sequence[str],
+    keep_fds: Sequence[int] = (),
+    stderr: int | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start the child with stdin/stdout/stderr and every inherited fd (jobserver) kept.
 
@@ -64,7 +67,9 @@ def spawn(
         os.set_inheritable(fd, True)
     preexec = _pdeathsig_preexec(os.getpid()) if sys.platform.startswith("linux") else None
     try:
-        return subprocess.Popen(list(argv), close_fds=False, preexec_fn=preexec, stderr=stderr)
+        return subprocess.Popen(
+            list(argv), close_fds=False, preexec_fn=preexec, stderr=stderr, env=env
+        )
     finally:
         for fd in keep_fds:
             try:

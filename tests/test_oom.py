@@ -136,13 +136,13 @@ def test_youngest_job_stops_itself_before_the_kernel_kills_anything(
         base = _env(tmp_path, FAKE_RERUN_MB="30")
         older = procs.start(
             cg.enter_command() + ltoguard_cmd(rustc, "older"),
-            dict(base, FAKE_MARKER=str(tmp_path / "a"), FAKE_MB="330", FAKE_HOLD_S="6"),
+            dict(base, FAKE_MARKER=str(tmp_path / "a"), FAKE_MB="330", FAKE_HOLD_S="15"),
             cwd=cwd,
         )
         assert wait_for(lambda: "first" in _read(tmp_path / "done.log"), timeout=60)
         younger = procs.start(
             cg.enter_command() + ltoguard_cmd(rustc, "younger"),
-            dict(base, FAKE_MARKER=str(tmp_path / "b"), FAKE_MB="400", FAKE_STEP_S="0.2"),
+            dict(base, FAKE_MARKER=str(tmp_path / "b"), FAKE_MB="500", FAKE_STEP_S="0.2"),
             cwd=cwd,
         )
         _, err_y = younger.communicate(timeout=120)

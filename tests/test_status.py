@@ -1,0 +1,335 @@
+"""`ltoguard status` against a state dir held by real processes; `ltoguard learned`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ltoguard import events, status
+from ltoguard.estimates import History, group_key, job_key
+from ltoguard.semaphore import Semaphore
+from ltoguard.statedir import open_state_dir
+from tests.conftest import REPO, Reaper
+
+pytestmark = pytest.mark.timeout(120)
+
+# Holds or waits for a slot (limit 1) as ltoguard's guarded path does, until
+# its stdin closes. Prints "admitted" once it holds the slot.
+CLIENT = textwrap.dedent(
+    """\
+    import json, os, sys, time
+    from ltoguard.semaphore import Semaphore, slot_limit_policy
+    from ltoguard.statedir import open_state_dir
+    path, fd = open_state_dir(sys.argv[1])
+    sem = Semaphore(path, fd)
+    info = json.loads(sys.argv[2])
+    info.update(since=time.time(), pid=os.getpid())  # as guard.py's ticket info
+    slot = sem.acquire(info, slot_limit_policy(1))
+    print("admitted", flush=True)
+    sys.stdin.read()
+    sem.release(slot)
+    """
+)
+
+
+def clean_env(state: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LTOGUARD_")}
+    env.update(LTOGUARD_DIR=str(state), PYTHONPATH=str(REPO), **extra)
+    return env
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for k in list(os.environ):
+        if k.startswith("LTOGUARD_"):
+            monkeypatch.delenv(k)
+    state = tmp_path / "state"
+    monkeypatch.setenv("LTOGUARD_DIR", str(state))
+    return state
+
+
+def start_client(reap: Reaper, state: Path, info: dict[str, Any]) -> subprocess.Popen[str]:
+    return reap.popen(
+        [sys.executable, "-c", CLIENT, str(state), json.dumps(info)],
+        env=clean_env(state),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def queue_len(state: Path) -> int:
+    path, fd = open_state_dir(str(state))
+    try:
+        return len(Semaphore(path, fd).queue())
+    finally:
+        os.close(fd)
+
+
+def wait_until(pred: Any, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def busy(env: Path, reap: Reaper) -> Iterator[dict[str, Any]]:
+    """One holder and two waiters (A then B), all real processes."""
+    holder = start_client(
+        reap,
+        env,
+        {
+            "crate": "holder_bin",
+            "kind": "rustc",
+            "estimate": 700 << 20,
+            "estimate_basis": "history",
+        },
+    )
+    assert holder.stdout is not None
+    assert holder.stdout.readline().strip() == "admitted"
+    a = start_client(reap, env, {"crate": "waiter_a", "kind": "rustc", "estimate": 2 << 30})
+    wait_until(lambda: queue_len(env) == 1)
+    b = start_client(reap, env, {"crate": "waiter_b", "kind": "link"})
+    wait_until(lambda: queue_len(env) == 2)
+    yield {"holder": holder, "a": a, "b": b, "state": env}
+    for p in (holder, a, b):
+        if p.stdin:
+            p.stdin.close()
+
+
+def test_no_state_dir(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert status.main([]) == 0
+    out = capsys.readouterr()
+    assert out.out == f"no guarded compile has run yet (state dir {env})\n"
+    assert not env.exists()  # status must not create it
+    assert status.main(["--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["version"] == 1 and doc["exists"] is False
+    assert doc["running"] == [] and doc["waiting"] == [] and doc["memory"] is None
+    assert not env.exists()
+
+
+def test_no_state_dir_learned(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert status.learned_main([]) == 0
+    assert "no guarded compile has run yet" in capsys.readouterr().out
+    assert not env.exists()
+
+
+def test_bad_setting_is_an_error(
+    env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env.mkdir(mode=0o700)
+    monkeypatch.setenv("LTOGUARD_MEMORY", "lots")
+    assert status.main([]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ltoguard: error: ") and "LTOGUARD_MEMORY" in err
+
+
+def test_json_with_holder_and_waiters(
+    busy: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = busy["state"]
+    assert status.main(["--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["version"] == 1
+    assert doc["exists"] is True
+    assert doc["state_dir"] == str(state)
+    assert set(doc["limit"]) == {"slots", "memory", "origins"}
+    assert doc["limit"]["slots"] is None and doc["limit"]["origins"]["slots"] == "default"
+    mem = doc["memory"]
+    assert mem["available"] > 0 and mem["total"] >= mem["available"]
+    assert isinstance(mem["source"], str) and mem["source"]
+    assert any(c["source"] == mem["source"] for c in mem["constraints"])
+
+    [run] = doc["running"]
+    assert set(run) == {
+        "slot", "crate", "kind", "pid", "child", "workspace", "started", "age",
+        "rss", "estimate", "estimate_basis",
+    }  # fmt: skip
+    assert run["crate"] == "holder_bin"
+    assert run["pid"] == busy["holder"].pid
+    assert run["rss"] > 1 << 20  # a live Python process
+    assert run["estimate"] == 700 << 20 and run["estimate_basis"] == "history"
+    assert 0 <= run["age"] < 120
+
+    assert [w["crate"] for w in doc["waiting"]] == ["waiter_a", "waiter_b"]
+    assert [w["position"] for w in doc["waiting"]] == [1, 2]
+    assert [w["pid"] for w in doc["waiting"]] == [busy["a"].pid, busy["b"].pid]
+    assert set(doc["waiting"][0]) == {
+        "position", "crate", "kind", "pid", "workspace", "since", "waiting",
+        "estimate", "estimate_basis",
+    }  # fmt: skip
+    assert doc["waiting"][0]["estimate"] == 2 << 30
+    assert doc["waiting"][1]["estimate"] is None
+    assert doc["waiting"][0]["waiting"] >= doc["waiting"][1]["waiting"] >= 0
+
+
+def test_text_with_holder_and_waiters(
+    busy: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert status.main([]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0] == f"ltoguard status (state dir {busy['state']})"
+    assert lines[1].startswith("limit: ")
+    assert lines[2].startswith("available memory: ") and "(from " in lines[2]
+    assert "running (1):" in lines
+    assert "waiting (2, next first):" in lines
+    holder_row = next(x for x in lines if "holder_bin" in x)
+    assert str(busy["holder"].pid) in holder_row and "~700 MiB (history)" in holder_row
+    ia = next(i for i, x in enumerate(lines) if "waiter_a" in x)
+    ib = next(i for i, x in enumerate(lines) if "waiter_b" in x)
+    assert ia < ib
+    assert lines[ia].split()[0] == "1" and lines[ib].split()[0] == "2"
+
+
+def test_status_leaves_the_queue_moving(busy: dict[str, Any]) -> None:
+    """status takes the mutex only for a snapshot: after it, the waiters still get in, in order."""
+    assert status.main(["--json"]) == 0
+    holder, a, b = busy["holder"], busy["a"], busy["b"]
+    holder.stdin.close()
+    assert a.stdout.readline().strip() == "admitted"
+    wait_until(lambda: queue_len(busy["state"]) == 1)
+    a.stdin.close()
+    assert b.stdout.readline().strip() == "admitted"
+    b.stdin.close()
+    for p in (holder, a, b):
+        assert p.wait(timeout=30) == 0
+
+
+def test_watch_redraws_until_ctrl_c(env: Path, reap: Reaper) -> None:
+    env.mkdir(mode=0o700)
+    p = reap.popen(
+        [sys.executable, "-m", "ltoguard", "status", "--watch", "0.1"],
+        env=clean_env(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert p.stdout is not None
+    seen = b""
+    deadline = time.monotonic() + 30
+    while seen.count(status.CLEAR.encode()) < 3:
+        assert time.monotonic() < deadline, seen
+        chunk = os.read(p.stdout.fileno(), 4096)
+        assert chunk, "status --watch exited early"
+        seen += chunk
+    p.send_signal(signal.SIGINT)
+    assert p.wait(timeout=20) == 0
+    rest = p.stdout.read()
+    assert b"Traceback" not in p.stderr.read() + rest
+    assert b"running: none" in seen and b"Ctrl-C" in seen
+
+
+def test_watch_waits_for_state_dir(
+    env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    calls = []
+
+    def fake_sleep(seconds: float) -> None:
+        calls.append(seconds)
+        if len(calls) == 1:
+            env.mkdir(mode=0o700)  # the first guarded compile starts
+        else:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(status.time, "sleep", fake_sleep)
+    assert status.main(["--watch", "2.5"]) == 0
+    out = capsys.readouterr().out
+    frames = out.split(status.CLEAR)[1:]
+    assert len(frames) == 2 and calls == [2.5, 2.5]
+    assert frames[0].startswith("no guarded compile has run yet")
+    assert frames[1].startswith("ltoguard status")
+
+
+def test_watch_json_is_one_object_per_line(
+    env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env.mkdir(mode=0o700)
+    calls = []
+
+    def fake_sleep(seconds: float) -> None:
+        calls.append(seconds)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(status.time, "sleep", fake_sleep)
+    assert status.main(["--json", "--watch"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and calls == [1.0, 1.0]
+    assert all(json.loads(x)["version"] == 1 for x in lines)
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "soon"])
+def test_watch_rejects_bad_interval(env: Path, bad: str) -> None:
+    with pytest.raises(SystemExit) as exc:
+        status.main(["--watch", bad])
+    assert exc.value.code == 2
+
+
+# -- learned ---------------------------------------------------------------------------
+
+
+def test_learned_from_synthetic_history(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    env.mkdir(mode=0o700)
+    ws = "/w/demo"
+    h = History()
+    k1 = job_key("app_one", ws, "3", "fat", "0", "x86_64-unknown-linux-gnu", ["bin"])
+    k2 = job_key("app_two", ws, "3", "fat", "2", "x86_64-unknown-linux-gnu", ["bin"])
+    g1 = group_key(ws, "3", "fat", "0", "x86_64-unknown-linux-gnu")
+    g2 = group_key(ws, "3", "fat", "2", "x86_64-unknown-linux-gnu")
+    for peak in (600 << 20, 650 << 20):
+        h.record(k1, g1, peak)
+    h.record(k2, g2, 1 << 30)
+    h.save(str(env / f"memory-history-{os.geteuid()}.json"))
+    fd = os.open(env, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for i, (crate, reruns) in enumerate([("app_one", 0), ("app_two", 1)]):
+            events.append_event(
+                fd,
+                os.geteuid(),
+                {"crate": crate, "queued": 100.0 + i, "admitted": 102.0 + i,
+                 "finished": 110.0 + i, "waited": 2.0, "reruns": reruns, "outcome": "ok"},
+            )  # fmt: skip
+    finally:
+        os.close(fd)
+
+    assert status.learned_main(["--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["version"] == 1
+    assert doc["history_file"] == str(env / f"memory-history-{os.geteuid()}.json")
+    by_crate = {j["crate"]: j for j in doc["jobs"]}
+    assert [j["crate"] for j in doc["jobs"]] == ["app_two", "app_one"]  # most recent first
+    one = by_crate["app_one"]
+    assert one["workspace"] == ws and one["lto"] == "fat" and one["debuginfo"] == "0"
+    assert one["types"] == ["bin"]
+    assert one["peaks"] == [600 << 20, 650 << 20]
+    assert one["estimate"] == int((650 << 20) * 1.10) and one["estimate_basis"] == "history"
+    summary = doc["events"]["all"]
+    assert summary["jobs"] == 2 and summary["oom_reruns"] == 1
+    assert summary["total_wait"] == pytest.approx(4.0)
+    assert doc["events"]["last_build"]["jobs"] == 2
+
+    assert status.learned_main([]) == 0
+    out = capsys.readouterr().out
+    assert "memory history: 2 jobs" in out
+    row = next(x for x in out.splitlines() if "app_one" in x)
+    assert "600 MiB 650 MiB" in row and "lto=fat" in row and "(history)" in row
+    assert "event log: 2 jobs (2 ok), total wait 4.0s, 2 serialised, 1 OOM reruns" in out
+
+
+def test_learned_empty_state_dir(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    env.mkdir(mode=0o700)
+    assert status.learned_main([]) == 0
+    out = capsys.readouterr().out
+    assert "memory history: empty" in out and "event log: empty" in out
