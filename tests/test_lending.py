@@ -1,0 +1,219 @@
+"""Queued guarded jobs lend their jobserver token back and take one before they run (issue #4).
+
+The jobserver here is one the test owns (a fifo or a pipe holding a known number of
+tokens), so the tokens in it can be counted at any moment: while jobs queue the pool
+grows by one per lending waiter; at the end it is back where it started.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.procs import Procs, ltoguard_cmd, make_fake_rustc, read_log, wait_for
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture
+def procs() -> Iterator[Procs]:
+    p = Procs()
+    yield p
+    p.cleanup()
+
+
+class Pool:
+    """A fifo jobserver: count tokens by draining without blocking and putting them back."""
+
+    def __init__(self, path: Path, tokens: int) -> None:
+        os.mkfifo(path)
+        self.path = path
+        self.fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
+        if tokens:
+            os.write(self.fd, b"+" * tokens)
+
+    def count(self) -> int:
+        got = b""
+        while True:
+            try:
+                chunk = os.read(self.fd, 4096)
+            except OSError as exc:
+                if exc.errno == errno.EAGAIN:
+                    break
+                raise
+            if not chunk:
+                break
+            got += chunk
+        if got:
+            os.write(self.fd, got)
+        return len(got)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def _env(tmp: Path, makeflags: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("LTOGUARD_", "FAKE_", "CARGO_MAKEFLAGS", "MAKEFLAGS", "MFLAGS"))
+    }
+    env.update(
+        LTOGUARD_DIR=str(tmp / "state"),
+        LTOGUARD_SLOTS="1",
+        XDG_CONFIG_HOME=str(tmp / "config"),
+        FAKE_LOG=str(tmp / "log.jsonl"),
+        MAKEFLAGS=makeflags,
+    )
+    return env
+
+
+def _queued(state: Path) -> int:
+    return len(list(state.glob("q-*.json")))
+
+
+def test_waiters_lend_and_reclaim_balanced(tmp_path: Path, procs: Procs) -> None:
+    pool = Pool(tmp_path / "fifo", 0)
+    try:
+        rustc = make_fake_rustc(tmp_path)
+        release = tmp_path / "release"
+        env = _env(tmp_path, f"-j4 --jobserver-auth=fifo:{tmp_path / 'fifo'}")
+        holder = procs.start(ltoguard_cmd(rustc, "holder"), dict(env, FAKE_UNTIL=str(release)))
+        assert wait_for(lambda: any(e["what"] == "start" for e in read_log(tmp_path / "log.jsonl")))
+        waiters = []
+        for i in range(3):
+            waiters.append(procs.start(ltoguard_cmd(rustc, f"w{i}"), env))
+            assert wait_for(lambda n=i + 1: _queued(tmp_path / "state") == n)
+        # The head (w0) keeps its token; the two behind it lend theirs.
+        assert wait_for(lambda: pool.count() == 2, timeout=10), pool.count()
+        release.touch()
+        for p in [holder, *waiters]:
+            assert p.wait(timeout=60) == 0
+        assert pool.count() == 0
+    finally:
+        pool.close()
+
+
+def test_interrupted_lender_gives_its_token_back(tmp_path: Path, procs: Procs) -> None:
+    pool = Pool(tmp_path / "fifo", 0)
+    try:
+        rustc = make_fake_rustc(tmp_path)
+        release = tmp_path / "release"
+        env = _env(tmp_path, f"-j4 --jobserver-auth=fifo:{tmp_path / 'fifo'}")
+        holder = procs.start(ltoguard_cmd(rustc, "holder"), dict(env, FAKE_UNTIL=str(release)))
+        assert wait_for(lambda: any(e["what"] == "start" for e in read_log(tmp_path / "log.jsonl")))
+        head = procs.start(ltoguard_cmd(rustc, "head"), env)
+        assert wait_for(lambda: _queued(tmp_path / "state") == 1)
+        lender = procs.start(ltoguard_cmd(rustc, "lender"), env)
+        assert wait_for(lambda: pool.count() == 1, timeout=10)
+        os.kill(lender.pid, signal.SIGTERM)
+        assert lender.wait(timeout=10) == -signal.SIGTERM
+        assert pool.count() == 0  # it took one back before it died
+        release.touch()
+        assert holder.wait(timeout=30) == 0 and head.wait(timeout=30) == 0
+        assert pool.count() == 0
+    finally:
+        pool.close()
+
+
+def test_anonymous_pipe_jobserver_reaches_rustc_and_balances(tmp_path: Path, procs: Procs) -> None:
+    r, w = os.pipe()
+    try:
+        os.set_blocking(r, False)
+        rustc = make_fake_rustc(tmp_path)
+        release = tmp_path / "release"
+        env = _env(tmp_path, "")
+        del env["MAKEFLAGS"]
+        env["CARGO_MAKEFLAGS"] = f"-j --jobserver-fds={r},{w} --jobserver-auth={r},{w}"
+        env["FAKE_CHECK_FDS"] = f"{r},{w}"
+        kw = {"pass_fds": (r, w)}
+        holder = procs.start(
+            ltoguard_cmd(rustc, "holder"), dict(env, FAKE_UNTIL=str(release)), **kw
+        )
+        assert wait_for(lambda: any(e["what"] == "start" for e in read_log(tmp_path / "log.jsonl")))
+        ps = [holder]
+        for i in range(3):
+            ps.append(procs.start(ltoguard_cmd(rustc, f"w{i}"), env, **kw))
+            assert wait_for(lambda n=i + 1: _queued(tmp_path / "state") == n)
+
+        def tokens() -> int:
+            got = b""
+            while True:
+                try:
+                    chunk = os.read(r, 64)
+                except BlockingIOError:
+                    break
+                got += chunk
+            if got:
+                os.write(w, got)
+            return len(got)
+
+        assert wait_for(lambda: tokens() == 2, timeout=10)
+        release.touch()
+        assert [p.wait(timeout=60) for p in ps] == [0, 0, 0, 0]
+        assert tokens() == 0
+    finally:
+        os.close(r)
+        os.close(w)
+    fds = {e["what"] for e in read_log(tmp_path / "log.jsonl") if e["what"].startswith("fds")}
+    assert fds == {f"fds {r},{w}"}  # every rustc saw the jobserver
+
+
+def test_lending_can_be_switched_off(tmp_path: Path, procs: Procs) -> None:
+    pool = Pool(tmp_path / "fifo", 0)
+    try:
+        rustc = make_fake_rustc(tmp_path)
+        release = tmp_path / "release"
+        env = _env(tmp_path, f"-j4 --jobserver-auth=fifo:{tmp_path / 'fifo'}")
+        env["LTOGUARD_LEND"] = "0"
+        holder = procs.start(ltoguard_cmd(rustc, "holder"), dict(env, FAKE_UNTIL=str(release)))
+        assert wait_for(lambda: any(e["what"] == "start" for e in read_log(tmp_path / "log.jsonl")))
+        ws = [procs.start(ltoguard_cmd(rustc, f"w{i}"), env) for i in range(2)]
+        assert wait_for(lambda: _queued(tmp_path / "state") == 2)
+        import time
+
+        time.sleep(0.5)
+        assert pool.count() == 0
+        release.touch()
+        assert [p.wait(timeout=60) for p in [holder, *ws]] == [0, 0, 0]
+    finally:
+        pool.close()
+
+
+def test_inner_wrapper_runs_both_paths(tmp_path: Path) -> None:
+    """LTOGUARD_WRAP=sccache: `sccache /abs/rustc ARGS` for passed and guarded invocations."""
+    rustc = make_fake_rustc(tmp_path)
+    inner = tmp_path / "sccache"
+    log = tmp_path / "inner.log"
+    inner.write_text(
+        f"#!{sys.executable}\nimport json, os, sys\n"
+        f"open({str(log)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
+        "os.execv(sys.argv[1], sys.argv[1:])\n"
+    )
+    inner.chmod(0o755)
+    env = _env(tmp_path, "")
+    env["LTOGUARD_WRAP"] = str(inner)
+    lib = ["--crate-type", "lib", "--emit=dep-info,metadata,link"]
+    for extra in (lib, None):
+        r = subprocess.run(ltoguard_cmd(rustc, "c", extra), env=env)
+        assert r.returncode == 0
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [c[0] for c in calls] == [str(rustc), str(rustc)]
+    assert "lib" in calls[0] and "lto=fat" in calls[1]
+    starts = [e for e in read_log(tmp_path / "log.jsonl") if e["what"] == "start"]
+    assert len(starts) == 2
+
+
+def test_no_jobserver_is_fine(tmp_path: Path) -> None:
+    rustc = make_fake_rustc(tmp_path)
+    env = _env(tmp_path, "-j4 --jobserver-auth=99,98")  # fds that are not open: ignored
+    r = subprocess.run(ltoguard_cmd(rustc, "c"), env=env, capture_output=True)
+    assert r.returncode == 0 and r.stderr == b""
