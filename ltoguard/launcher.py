@@ -1,0 +1,60 @@
+"""Write the fast launcher that `scripts/install.sh` registers as the wrapper.
+
+cargo runs the wrapper once per crate, and most of a pass-through call is the
+interpreter starting. A pip console script starts Python with `site`, which
+scans site-packages and runs every `.pth` file. The launcher's shebang runs
+Python with `-I -S` (isolated: no PYTHON* variables, no user site, no `site`),
+then puts this environment's site-packages on sys.path itself. Same code, same
+behaviour, a few milliseconds less per rustc call (README, Figures).
+
+Usage: python -m ltoguard.launcher DEST
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import sysconfig
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+
+def render(python: str, paths: Sequence[str]) -> str:
+    lines = [
+        f"#!{python} -IS",
+        "# ltoguard's fast launcher (python -m ltoguard.launcher); see ltoguard/launcher.py.",
+        "import sys",
+        f"sys.path[:0] = {list(paths)!r}",
+        "from ltoguard.cli import main",
+        "sys.exit(main())",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def site_paths() -> list[str]:
+    out: list[str] = []
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for p in (here, sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]):
+        if p not in out:
+            out.append(p)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    if len(args) != 1:
+        sys.stderr.write("usage: python -m ltoguard.launcher DEST\n")
+        return 2
+    dest = args[0]
+    tmp = f"{dest}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(render(sys.executable, site_paths()))
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, dest)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
