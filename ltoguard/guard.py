@@ -23,7 +23,7 @@ import threading
 import time
 
 from ltoguard import process
-from ltoguard.semaphore import Semaphore, Snapshot
+from ltoguard.semaphore import Semaphore, Snapshot, StateDirGone
 from ltoguard.statedir import StateDirError, open_state_dir, write_private_file
 
 TYPE_CHECKING = False
@@ -294,6 +294,12 @@ def run_job(job: Job, settings: Settings) -> int:
     except StateDirError as exc:
         say(f"error: {exc}")
         return EXIT_CONFIG
+    except OSError as exc:
+        say(
+            f"error: state directory {path}: {exc.strerror or exc}; fix it or set LTOGUARD_DIR"
+            " to a writable local directory"
+        )
+        return EXIT_CONFIG
 
 
 class _Runner:
@@ -425,6 +431,11 @@ class _Runner:
                     slot = self.sem.acquire(
                         self._info(), self._policy(alone), on_wait, seq=seq, gate=gate
                     )
+            except StateDirGone:
+                # Removed mid-build: make it again (same checks) and queue there.
+                path, dir_fd = open_state_dir(self.settings.dir)
+                self.sem = Semaphore(path, dir_fd)
+                continue
             except process.Interrupted as exc:
                 self._event(None, -exc.signum, "interrupted")
                 return process.die_by(exc.signum)

@@ -53,6 +53,10 @@ def _no_locks_error(path: str, exc: OSError) -> StateDirError:
     )
 
 
+class StateDirGone(StateDirError):
+    """The state directory was removed while we used it (e.g. `rm -rf /tmp/...` mid-build)."""
+
+
 def try_lock(fd: int, *, shared: bool = False) -> bool:
     try:
         fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
@@ -354,8 +358,12 @@ class Semaphore:
         returning False defers it (the jobserver lease uses it to lend its token while
         queued and take it back at the head).
         """
-        with self.mutex():
-            ticket = self._enqueue(info, seq)
+        try:
+            with self.mutex():
+                ticket = self._enqueue(info, seq)
+        except OSError as exc:
+            self._raise_if_gone(exc)
+            raise
         announced = False
         try:
             while True:
@@ -387,9 +395,23 @@ class Semaphore:
                     self._wait_for(pred)
                 else:
                     time.sleep(poll)
+        except OSError as exc:
+            self._drop_ticket(ticket)
+            self._raise_if_gone(exc)
+            raise
         except BaseException:
             self._drop_ticket(ticket)
             raise
+
+    def gone(self) -> bool:
+        try:
+            return os.fstat(self.dir_fd).st_nlink == 0
+        except OSError:
+            return True
+
+    def _raise_if_gone(self, exc: OSError) -> None:
+        if self.gone():
+            raise StateDirGone(f"state directory {self.path} was removed") from exc
 
     def _wait_for(self, name: str) -> None:
         try:

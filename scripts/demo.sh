@@ -4,8 +4,9 @@
 #
 # Settings (environment):
 #   LTOGUARD_DEMO_DIR      workspace (default ${TMPDIR:-/tmp}/ltoguard-demo)
-#   LTOGUARD_DEMO_SIZE     small | medium | large (default medium: each
-#                          binary's rustc peaks at ~750 MB)
+#   LTOGUARD_DEMO_SIZE     small | medium | large (default small: each
+#                          binary's rustc peaks at ~230 MB, build ~1 min;
+#                          medium: ~750 MB and ~8 min)
 #   LTOGUARD_DEMO_BINS / LTOGUARD_DEMO_LIBS   (default 4 / 6)
 #   LTOGUARD_DEMO_WRAPPER  wrapper to build through; when set, install.sh is
 #                          not run (e.g. a stand-in wrapper, or "" for none)
@@ -14,7 +15,7 @@ set -euo pipefail
 
 checkout=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 demo=${LTOGUARD_DEMO_DIR:-${TMPDIR:-/tmp}/ltoguard-demo}
-size=${LTOGUARD_DEMO_SIZE:-medium}
+size=${LTOGUARD_DEMO_SIZE:-small}
 bins=${LTOGUARD_DEMO_BINS:-4}
 libs=${LTOGUARD_DEMO_LIBS:-6}
 jobs=${LTOGUARD_DEMO_JOBS:-2}
@@ -44,3 +45,11 @@ echo "== running the binaries"
 for ((i = 0; i < bins; i++)); do
     "$CARGO_TARGET_DIR/release/$(printf 'app%02d' "$i")"
 done
+
+if [ -x "$wrapper" ] && "$wrapper" --version >/dev/null 2>&1; then
+    echo
+    echo "== what ltoguard learned (ltoguard learned)"
+    "$wrapper" learned
+    echo
+    "$wrapper" report --out "$demo/ltoguard-report.html" || true
+fi

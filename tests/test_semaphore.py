@@ -352,3 +352,23 @@ def test_version_and_help() -> None:
         [sys.executable, "-m", "ltoguard", "--help"], capture_output=True, check=True
     )
     assert "rustc-workspace-wrapper" in out.stdout.decode()
+
+
+def test_state_dir_removed_while_queued(setup: dict, procs: Procs) -> None:
+    """The queue is recreated: the waiter neither hangs nor crashes, and statuses are kept."""
+    import shutil
+
+    release = setup["tmp"] / "release"
+    env = dict(setup["env"])
+    holder = procs.start(
+        ltoguard_cmd(setup["rustc"], "holder"), dict(env, FAKE_UNTIL=str(release), FAKE_EXIT="5")
+    )
+    assert wait_for(lambda: len(starts(setup["log"])) == 1)
+    waiter = procs.start(ltoguard_cmd(setup["rustc"], "waiter"), dict(env, FAKE_EXIT="6"))
+    assert wait_for(lambda: len(list(setup["state"].glob("q-*.json"))) == 1)
+    shutil.rmtree(setup["state"])
+    assert waiter.wait(timeout=30) == 6
+    release.touch()
+    _, err = holder.communicate(timeout=30)
+    assert holder.returncode == 5
+    assert setup["state"].is_dir()
