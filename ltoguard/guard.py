@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 EXIT_CONFIG = 2  # ltoguard's own configuration / state-directory errors
 HELD_ENV = "LTOGUARD_HELD"  # set for the child of an admitted job: nested gates pass through
+MEMORY_RECHECK = 0.5  # seconds a waiting head reuses a "does not fit" decision
 MONITOR_INTERVAL = 0.25  # seconds between free-memory checks while a job runs
 OOM_RERUN_HEADROOM = 1.25
 VICTIM_HEADROOM = 1.10
@@ -329,6 +330,7 @@ class _Runner:
 
         limit = self.settings.slots
         memory_setting = self.settings.memory
+        cache: list[Any] = []  # [running-set key, when, reason] of the last "no"
 
         def policy(snap: Snapshot) -> tuple[bool, str]:
             if alone:
@@ -347,6 +349,13 @@ class _Runner:
             if limit is not None and snap.running >= limit:
                 plural = "slot" if limit == 1 else "slots"
                 return False, f"all {limit} {plural} in use (LTOGUARD_SLOTS)"
+            # Reading memory costs ~1-2 ms; the head polls every 50 ms. Re-read at
+            # once when the set of running jobs changes (one ended: memory freed),
+            # else at most every MEMORY_RECHECK s, so a waiting head stays < 1% CPU.
+            key = tuple(sorted(h.slot for h in snap.holders))
+            now = time.monotonic()
+            if cache and cache[0] == key and now - cache[1] < MEMORY_RECHECK:
+                return False, cache[2]
             running = _running(snap, self.default_estimate)
             mem = available_memory(memory_setting, guarded_usage=sum(r.current for r in running))
             ok, reason = admit(
@@ -360,6 +369,8 @@ class _Runner:
                 self.outcome.available_at_admit = mem.available
                 self.outcome.budget = mem.available + sum(r.current for r in running)
                 self.outcome.mem_source = mem.source
+            else:
+                cache[:] = [key, now, reason]
             return ok, reason
 
         return policy

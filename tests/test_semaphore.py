@@ -372,3 +372,23 @@ def test_state_dir_removed_while_queued(setup: dict, procs: Procs) -> None:
     _, err = holder.communicate(timeout=30)
     assert holder.returncode == 5
     assert setup["state"].is_dir()
+
+
+def test_head_waiting_for_memory_does_not_spin(setup: dict, procs: Procs) -> None:
+    psutil = pytest.importorskip("psutil")
+    release = setup["tmp"] / "release"
+    env = dict(setup["env"], LTOGUARD_MEMORY="200M")
+    del env["LTOGUARD_SLOTS"]  # auto: memory decides
+    procs.start(ltoguard_cmd(setup["rustc"], "holder"), dict(env, FAKE_UNTIL=str(release)))
+    assert wait_for(lambda: len(starts(setup["log"])) == 1)
+    waiter = procs.start(ltoguard_cmd(setup["rustc"], "waiter"), env)
+    line = waiter.stderr.readline().decode()  # the one waiting line: memory is the reason
+    assert "free" in line and "needs" in line, line
+    h = psutil.Process(waiter.pid)
+    before = h.cpu_times()
+    time.sleep(2.0)
+    after = h.cpu_times()
+    used = (after.user + after.system - before.user - before.system) / 2.0
+    release.touch()
+    assert waiter.wait(timeout=30) == 0
+    assert used < 0.02, used
