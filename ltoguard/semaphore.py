@@ -57,6 +57,14 @@ class StateDirGone(StateDirError):
     """The state directory was removed while we used it (e.g. `rm -rf /tmp/...` mid-build)."""
 
 
+def printable(value: object, limit: int = 64) -> str:
+    """A record's text as one safe line: records may come from other users (shared dir)."""
+    if not isinstance(value, str):
+        return ""
+    text = "".join(ch if ch.isprintable() else "?" for ch in value[:limit])
+    return text + ("..." if len(value) > limit else "")
+
+
 def try_lock(fd: int, *, shared: bool = False) -> bool:
     try:
         fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
@@ -108,10 +116,11 @@ class Holder:
         rec = self.record
         if rec is None:
             return f"slot {self.slot} (no record)"
-        crate = rec.get("crate") or "?"
+        crate = printable(rec.get("crate")) or "?"
         started = rec.get("started")
         age = f", {now - started:.0f}s" if isinstance(started, (int, float)) else ""
-        return f"{crate} (pid {rec.get('pid')}{age})"
+        pid = rec.get("pid")
+        return f"{crate} (pid {pid if isinstance(pid, int) else '?'}{age})"
 
 
 class Snapshot:
@@ -242,7 +251,7 @@ class Semaphore:
             try:
                 data, st = read_small_file(self.dir_fd, n)
                 rec = json.loads(data)
-            except (OSError, ValueError):
+            except (OSError, ValueError, RecursionError):
                 continue
             # A record claims to be uid's: only uid can have written it.
             if not isinstance(rec, dict) or st.st_uid != uid or rec.get("pid") != pid:
@@ -328,7 +337,10 @@ class Semaphore:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             os.fchmod(fd, 0o644)
-            os.write(fd, json.dumps(info).encode())
+            try:
+                os.write(fd, json.dumps(info).encode())
+            except OSError:
+                pass  # a full disk: the ticket's content is for display; its lock is what counts
         except BaseException:
             os.close(fd)
             self._unlink(name)
@@ -440,12 +452,15 @@ class Semaphore:
                 kept.clear()
             else:
                 index, fd = self._new_slot(held, free)
+            info = dict(
+                info, slot=index, pid=self.pid, uid=self.uid, started=time.time(), reason=reason
+            )
+            record_name = f"run-{self.uid}-{self.pid}.json"
             try:
-                info = dict(
-                    info, slot=index, pid=self.pid, uid=self.uid, started=time.time(), reason=reason
-                )
-                record_name = f"run-{self.uid}-{self.pid}.json"
+                self._drop_stale_records(names, held)
                 write_private_file(self.dir_fd, record_name, json.dumps(info).encode())
+            except OSError:
+                pass  # a full disk: the record is for display; the slot lock is what counts
             except BaseException:
                 os.close(fd)
                 raise
@@ -453,6 +468,23 @@ class Semaphore:
         finally:
             for fd in kept.values():
                 os.close(fd)
+
+    def _drop_stale_records(self, names: list[str], held: list[int]) -> None:
+        """Remove our user's records whose slot is free (holders killed with -9). Under the mutex."""
+        prefix = f"run-{self.uid}-"
+        for n in names:
+            if (
+                not (n.startswith(prefix) and n.endswith(".json"))
+                or n == f"{prefix}{self.pid}.json"
+            ):
+                continue
+            try:
+                data, _st = read_small_file(self.dir_fd, n)
+                slot = json.loads(data).get("slot")
+            except (OSError, ValueError, RecursionError, AttributeError):
+                slot = None
+            if slot not in held:
+                self._unlink(n)
 
     def _new_slot(self, held: list[int], free: list[int]) -> tuple[int, int]:
         used = set(held) | set(free)
@@ -483,7 +515,7 @@ class Semaphore:
             try:
                 data, _st = read_small_file(self.dir_fd, name)
                 rec = json.loads(data)
-            except (OSError, ValueError):
+            except (OSError, ValueError, RecursionError):
                 rec = {}
             if isinstance(rec, dict):
                 out.append(rec)

@@ -7,6 +7,7 @@ for another after the checks) cannot redirect a write.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import tempfile
@@ -106,7 +107,7 @@ def open_shared_file(dir_fd: int, name: str, *, mode: int = 0o644) -> int:
     matters: with fs.protected_regular, O_CREAT on another user's file in a sticky
     directory fails even when the file exists.
     """
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
     for _ in range(5):
         try:
             fd = os.open(name, flags, dir_fd=dir_fd)
@@ -116,6 +117,13 @@ def open_shared_file(dir_fd: int, name: str, *, mode: int = 0o644) -> int:
             except FileExistsError:
                 continue
             os.fchmod(fd, mode)  # umask must not make it unreadable for other users
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise StateDirError(
+                    f"{name} in the state directory is a symlink, which ltoguard never follows;"
+                    " remove it"
+                ) from None
+            raise
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             os.close(fd)

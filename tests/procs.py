@@ -82,9 +82,11 @@ FAKE_RUSTC = textwrap.dedent(
 LTO_BIN = ["--crate-type", "bin", "--emit=dep-info,link", "-C", "opt-level=3", "-C", "lto=fat"]
 
 
-def make_fake_rustc(directory: Path) -> Path:
+def make_fake_rustc(directory: Path, python: str | None = None) -> Path:
+    """`python`: the interpreter in the shebang (default: this one). Tests that run the
+    fake as another user pass a system one their uid can execute."""
     path = directory / "rustc"
-    path.write_text(FAKE_RUSTC.format(python=sys.executable))
+    path.write_text(FAKE_RUSTC.format(python=python or sys.executable))
     path.chmod(0o755)
     return path
 
@@ -161,3 +163,88 @@ def pid_alive(pid: int) -> bool:
             return f.read().split(") ", 1)[1][0] != "Z"
     except OSError:
         return False
+
+
+# -- helpers for the reliability suite (issue #6) ----------------------------------
+
+
+def clean_env(tmp: Path, state: Path, **extra: str) -> dict[str, str]:
+    """The environment of a guarded test run: no inherited LTOGUARD_/jobserver/fake
+    variables, no user config file, state in `state`, fake logs in `tmp`."""
+    env = dict(os.environ)
+    for k in list(env):
+        if k.startswith(("LTOGUARD_", "FAKE_", "CARGO_MAKEFLAGS", "MAKEFLAGS", "MFLAGS")):
+            del env[k]
+    cfg = tmp / "xdg-config"
+    cfg.mkdir(exist_ok=True)
+    env.update(
+        XDG_CONFIG_HOME=str(cfg),
+        LTOGUARD_DIR=str(state),
+        LTOGUARD_SLOTS="1",
+        FAKE_LOG=str(tmp / "log.jsonl"),
+        FAKE_COUNTER=str(tmp / "counter.json"),
+    )
+    env.update(extra)
+    return env
+
+
+def state_leftovers(state: Path) -> list[str]:
+    """Files in the state dir other than lock files, the memory history and the event log."""
+    keep = ("mutex.lock", "slot-", "memory-history-", "events-")
+    try:
+        return sorted(n for n in os.listdir(state) if not n.startswith(keep))
+    except FileNotFoundError:
+        return []
+
+
+def live_processes_running(path: Path) -> list[int]:
+    """Pids of live (non-zombie) processes whose command line mentions `path` (a fake rustc)."""
+    import psutil
+
+    needle = str(path)
+    out = []
+    for p in psutil.process_iter(["cmdline", "status"]):
+        try:
+            if p.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            if any(needle in part for part in p.info["cmdline"] or ()):
+                out.append(p.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return out
+
+
+NOBODY = 65534
+
+
+def as_nobody(cmd: list[str]) -> list[str]:
+    """`cmd` run as uid/gid 65534 with no supplementary groups."""
+    return ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *cmd]
+
+
+def system_python() -> str | None:
+    """An interpreter uid 65534 can exec from a script's shebang. (On this machine
+    the venv's python resolves into /root, 0700: a shell's exec gets through, a
+    Python child's exec of a script naming it gets EACCES.)"""
+    for path in ("/usr/bin/python3", "/usr/local/bin/python3"):
+        if os.access(path, os.X_OK):
+            return path
+    return None
+
+
+def nobody_can_run_ltoguard(cwd: Path) -> str:
+    """Why uid 65534 cannot run ltoguard and a fake rustc here, or "" if it can."""
+    import shutil
+
+    if os.geteuid() != 0:
+        return "needs root to run processes as another user"
+    if shutil.which("setpriv") is None:
+        return "needs setpriv (util-linux)"
+    if system_python() is None:
+        return "no system python3 for the fake rustc of another user"
+    probe = subprocess.run(
+        as_nobody([sys.executable, "-c", "import ltoguard, psutil"]), cwd=cwd, capture_output=True
+    )
+    if probe.returncode != 0:
+        return f"uid {NOBODY} cannot import ltoguard with {sys.executable}"
+    return ""

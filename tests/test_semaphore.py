@@ -366,7 +366,13 @@ def test_state_dir_removed_while_queued(setup: dict, procs: Procs) -> None:
     assert wait_for(lambda: len(starts(setup["log"])) == 1)
     waiter = procs.start(ltoguard_cmd(setup["rustc"], "waiter"), dict(env, FAKE_EXIT="6"))
     assert wait_for(lambda: len(list(setup["state"].glob("q-*.json"))) == 1)
-    shutil.rmtree(setup["state"])
+    # The waiter may recreate files while rmtree walks the directory: retry.
+    for _ in range(50):
+        try:
+            shutil.rmtree(setup["state"])
+            break
+        except OSError:
+            time.sleep(0.05)
     assert waiter.wait(timeout=30) == 6
     release.touch()
     _, err = holder.communicate(timeout=30)

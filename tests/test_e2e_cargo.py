@@ -1,0 +1,183 @@
+"""End to end with real cargo and rustc (issue #2 item 8).
+
+A generated workspace (3 fat-LTO binaries over 4 libraries, path dependencies
+only) is built with `cargo build --release -j2` through ltoguard as
+RUSTC_WORKSPACE_WRAPPER with LTOGUARD_SLOTS=1. RUSTC points at a logging shim
+that runs the real rustc as its child and records when each compile ran and
+whether ltoguard held a slot for it (its parent is then the ltoguard process:
+a passed-through call exec()s, so the shim's parent is cargo). From those
+timestamps: guarded compiles never overlapped, ordinary ones did.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from tests.conftest import HAVE_CARGO, Reaper, cargo_env
+
+pytestmark = [pytest.mark.cargo, pytest.mark.timeout(600)]
+
+BINS = 3
+LIBS = 4
+LTOGUARD = Path(sys.executable).parent / "ltoguard"
+
+# Runs the real rustc as a child (fork+exec keeps every fd: cargo's jobserver
+# reaches rustc) and appends one JSON line per call. Only stderr is ours to use.
+SHIM = r"""
+import json, os, sys, time
+args = sys.argv[1:]
+real = os.environ["E2E_REAL_RUSTC"]
+crate = None
+for i, a in enumerate(args[:-1]):
+    if a == "--crate-name":
+        crate = args[i + 1]
+try:
+    with open("/proc/%d/cmdline" % os.getppid(), "rb") as f:
+        parent = f.read().replace(b"\0", b" ").decode(errors="replace")
+except OSError:
+    parent = ""
+guarded = "ltoguard" in parent
+start = time.time()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execv(real, [real, *args])
+    finally:
+        os._exit(127)
+_, status = os.waitpid(pid, 0)
+end = time.time()
+rec = {"crate": crate, "start": start, "end": end, "guarded": guarded,
+       "print": any(a.startswith("--print") for a in args), "status": status}
+fd = os.open(os.environ["E2E_RUSTC_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+os.write(fd, (json.dumps(rec) + "\n").encode())
+os.close(fd)
+code = os.waitstatus_to_exitcode(status)
+if code < 0:
+    os.kill(os.getpid(), -code)
+sys.exit(code)
+"""
+
+
+def real_rustc() -> str:
+    """The toolchain's rustc itself, not rustup's proxy (one process per compile)."""
+    sysroot = subprocess.run(
+        ["rustc", "--print", "sysroot"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    path = Path(sysroot) / "bin" / "rustc"
+    assert path.exists(), path
+    return str(path)
+
+
+def overlaps(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return bool(a["start"] < b["end"] and b["start"] < a["end"])
+
+
+@pytest.fixture(scope="module")
+def build(tmp_path_factory: pytest.TempPathFactory, gen_workspace: ModuleType) -> dict[str, Any]:
+    if not HAVE_CARGO:
+        pytest.skip("cargo/rustc not on PATH")
+    assert LTOGUARD.exists(), f"ltoguard console script not installed at {LTOGUARD}"
+    tmp = tmp_path_factory.mktemp("e2e-cargo")
+    root = tmp / "ws"
+    gen_workspace.generate(root, bins=BINS, libs=LIBS, size="small", lto="fat")
+    shim = tmp / "rustc-shim"
+    shim.write_text(f"#!{sys.executable}\n{SHIM}")
+    shim.chmod(0o755)
+    state = tmp / "state"
+    log = tmp / "rustc.jsonl"
+    target = tmp / "target"
+    env = {k: v for k, v in cargo_env(target).items() if not k.startswith("LTOGUARD_")}
+    env.update(
+        RUSTC=str(shim),
+        RUSTC_WORKSPACE_WRAPPER=str(LTOGUARD),
+        LTOGUARD_SLOTS="1",
+        LTOGUARD_DIR=str(state),
+        XDG_CONFIG_HOME=str(tmp / "config"),  # no user config file leaks in
+        E2E_REAL_RUSTC=real_rustc(),
+        E2E_RUSTC_LOG=str(log),
+    )
+    reaper = Reaper()
+    try:
+        proc = reaper.popen(
+            ["cargo", "build", "--release", "-j2"],
+            cwd=root,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        out, err = proc.communicate(timeout=540)
+    finally:
+        reaper.reap()
+    calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    return {
+        "rc": proc.returncode,
+        "stdout": out,
+        "stderr": err,
+        "calls": calls,
+        "target": target,
+        "state": state,
+        "env": env,
+    }
+
+
+def test_build_succeeds_and_bins_run(build: dict[str, Any]) -> None:
+    # Also proves cargo's `--print` probe and `-vV` went through untouched: cargo
+    # stops at once if their stdout differs by a byte.
+    assert build["rc"] == 0, build["stderr"][-3000:]
+    assert any(c["print"] for c in build["calls"]), "cargo's --print probe not seen"
+    for i in range(BINS):
+        name = f"app{i:02d}"
+        run = subprocess.run(
+            [str(build["target"] / "release" / name)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert run.returncode == 0, run.stderr
+        assert run.stdout.startswith(f"{name} checksum "), run.stdout
+
+
+def test_only_bins_guarded_and_never_overlapping(build: dict[str, Any]) -> None:
+    assert build["rc"] == 0, build["stderr"][-3000:]
+    bins = {f"app{i:02d}" for i in range(BINS)}
+    guarded = [c for c in build["calls"] if c["guarded"]]
+    assert sorted(c["crate"] for c in guarded) == sorted(bins)
+    # Every bin compile was guarded (a bin compiled twice would show here too).
+    assert all(c["guarded"] for c in build["calls"] if c["crate"] in bins)
+    for i, a in enumerate(guarded):
+        for b in guarded[i + 1 :]:
+            assert not overlaps(a, b), f"{a['crate']} and {b['crate']} ran at once"
+
+
+def test_ordinary_compiles_kept_parallel(build: dict[str, Any]) -> None:
+    assert build["rc"] == 0, build["stderr"][-3000:]
+    libs = [c for c in build["calls"] if (c["crate"] or "").startswith("lib") and not c["guarded"]]
+    assert len(libs) == LIBS, libs
+    pairs = [
+        (a["crate"], b["crate"])
+        for i, a in enumerate(libs)
+        for b in libs[i + 1 :]
+        if overlaps(a, b)
+    ]
+    assert pairs, "no two library compiles ran at once: pass-through lost cargo's parallelism"
+
+
+def test_event_log_lists_exactly_the_bins(build: dict[str, Any]) -> None:
+    assert build["rc"] == 0, build["stderr"][-3000:]
+    uid = os.geteuid()
+    path = build["state"] / f"events-{uid}.jsonl"
+    events = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    assert sorted(e["crate"] for e in events) == [f"app{i:02d}" for i in range(BINS)]
+    assert all(e["outcome"] == "ok" and e["exit"] == 0 for e in events), events
+    # With one slot, the second and third bins waited for the first.
+    assert sum(1 for e in events if e["waited"] > 0.5) >= 1
