@@ -87,8 +87,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     raw_mode = env.get("LTOGUARD_MODE", "")
     mode = raw_mode.strip().lower() or "lto"
     wrap = env.get("LTOGUARD_WRAP")  # set but empty: no inner wrapper (like RUSTC_WRAPPER="")
-    if mode == "off" and wrap is None:
-        return _exec(args)
     if mode not in ("lto", "link", "off"):
         sys.stderr.write(
             f"ltoguard: error: LTOGUARD_MODE={raw_mode!r} is not valid; accepted: lto (default), link, off\n"

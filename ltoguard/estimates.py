@@ -65,7 +65,11 @@ def group_key(workspace: str, opt_level: str, lto: str, debuginfo: str, target: 
     return _canon([workspace, opt_level, lto, debuginfo, target])
 
 
-def _warn(path: str, reason: str) -> None:
+def _no_warning(path: str, reason: str) -> None:
+    pass
+
+
+def _warn_line(path: str, reason: str) -> None:
     print(
         f"ltoguard: warning: ignoring unreadable memory history {path}: {reason}", file=sys.stderr
     )
@@ -114,9 +118,11 @@ class History:
         return list(entry[1]) if entry else []
 
     @classmethod
-    def load(cls, path: str, *, dir_fd: int | None = None) -> History:
-        """Read the history; missing means empty, anything unusable means empty plus one warning."""
+    def load(cls, path: str, *, dir_fd: int | None = None, quiet: bool = False) -> History:
+        """Read the history; missing means empty, anything unusable means empty plus one warning
+        (none with `quiet`, for a re-read by a process that already warned)."""
         history = cls()
+        _warn = _no_warning if quiet else _warn_line
         try:
             # O_NONBLOCK: a FIFO planted here must not hang the build in open().
             flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK

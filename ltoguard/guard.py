@@ -39,6 +39,8 @@ HELD_ENV = "LTOGUARD_HELD"  # set for the child of an admitted job: nested gates
 MEMORY_RECHECK = 0.5  # seconds a waiting head reuses a "does not fit" decision
 MONITOR_INTERVAL = 0.25  # seconds between free-memory checks while a job runs
 OOM_RERUN_HEADROOM = 1.25
+OOM_SCORE_ADJ_BASE = 300
+OOM_SCORE_ADJ_STEP = 100
 VICTIM_HEADROOM = 1.10
 _OOM_MARKERS = (b"memory allocation of ", b"LLVM ERROR: out of memory", b"out of memory")
 _SENT_MAX = 64 << 20  # bytes of stderr remembered to suppress repeats on a rerun
@@ -321,6 +323,7 @@ class _Runner:
         self.outcome = Outcome()
         self.relay = StderrRelay() if not _isatty(2) else None
         self._oom_before: tuple[int | None, int | None] = (None, None)
+        self.ticket_info: dict[str, Any] = {}
 
     # -- admission -------------------------------------------------------------------
 
@@ -356,6 +359,8 @@ class _Runner:
             now = time.monotonic()
             if cache and cache[0] == key and now - cache[1] < MEMORY_RECHECK:
                 return False, cache[2]
+            if not cache or cache[0] != key:
+                self._refresh_estimate()
             running = _running(snap, self.default_estimate)
             mem = available_memory(memory_setting, guarded_usage=sum(r.current for r in running))
             ok, reason = admit(
@@ -374,6 +379,19 @@ class _Runner:
             return ok, reason
 
         return policy
+
+    def _refresh_estimate(self) -> None:
+        """A job that queued knowing nothing may learn from a sibling that finished meanwhile."""
+        if self.basis not in ("default", "siblings"):
+            return
+        from ltoguard.estimates import History
+
+        hist = History.load(self.history_name, dir_fd=self.sem.dir_fd, quiet=True)
+        estimate, basis = hist.estimate(self.job.key, self.job.group)
+        if basis != "default":
+            self.estimate, self.basis = estimate, basis
+            self.ticket_info["estimate"] = estimate  # the record written at admission
+            self.ticket_info["estimate_basis"] = basis
 
     def _info(self) -> dict[str, Any]:
         return {
@@ -439,8 +457,9 @@ class _Runner:
 
             try:
                 with lease:
+                    self.ticket_info = self._info()
                     slot = self.sem.acquire(
-                        self._info(), self._policy(alone), on_wait, seq=seq, gate=gate
+                        self.ticket_info, self._policy(alone), on_wait, seq=seq, gate=gate
                     )
             except StateDirGone:
                 # Removed mid-build: make it again (same checks) and queue there.
@@ -501,7 +520,13 @@ class _Runner:
             try:
                 env = dict(os.environ)
                 env[HELD_ENV] = f"{os.getpid()}:{slot.index}"
-                proc = process.spawn(self.job.argv, keep_fds=[slot.fd], stderr=stderr_w, env=env)
+                proc = process.spawn(
+                    self.job.argv,
+                    keep_fds=[slot.fd],
+                    stderr=stderr_w,
+                    env=env,
+                    oom_score_adj=self._oom_score_adj(),
+                )
             finally:
                 if stderr_w is not None:
                     os.close(stderr_w)
@@ -541,6 +566,16 @@ class _Runner:
             self.relay.join()
         self.sem.release(slot)
         return code, victim, peak
+
+    def _oom_score_adj(self) -> int:
+        """Above every ordinary compile (a killed guarded job is rerun; a killed library
+        compile fails the build), and higher for each job admitted beside others, so the
+        kernel's choice matches ours: the youngest guarded job goes first."""
+        try:
+            others = max(0, len(self.sem.read_records()) - 1)
+        except OSError:
+            others = 0
+        return min(1000, OOM_SCORE_ADJ_BASE + OOM_SCORE_ADJ_STEP * others)
 
     def _should_yield(self, slot: Any) -> bool:
         """Free memory is critical, several guarded jobs run, and we are the youngest."""

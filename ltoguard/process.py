@@ -33,14 +33,26 @@ def raise_on_signals() -> None:
         signal.signal(s, handler)
 
 
-def _pdeathsig_preexec(parent: int) -> Callable[[], None]:
+def _pdeathsig_preexec(parent: int, oom_score_adj: int | None) -> Callable[[], None]:
     """In the child: die with SIGKILL when ltoguard dies, so no orphan compile runs beside a newly admitted job."""
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
+    adj = f"{oom_score_adj}\n".encode() if oom_score_adj is not None else b""
 
     def preexec() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if adj:
+            # Raising our own score needs no privilege: if the kernel must kill, it
+            # picks a guarded compile (which ltoguard reruns), the youngest first.
+            try:
+                fd = os.open("/proc/self/oom_score_adj", os.O_WRONLY)
+                try:
+                    os.write(fd, adj)
+                finally:
+                    os.close(fd)
+            except OSError:
+                pass
         if os.getppid() != parent:  # the parent died before prctl took effect
             os._exit(255)
         # Signals ignored/handled by us must reach the compiler with their defaults.
@@ -55,6 +67,7 @@ def spawn(
     keep_fds: Sequence[int] = (),
     stderr: int | None = None,
     env: dict[str, str] | None = None,
+    oom_score_adj: int | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start the child with stdin/stdout/stderr and every inherited fd (jobserver) kept.
 
@@ -65,7 +78,8 @@ def spawn(
     """
     for fd in keep_fds:
         os.set_inheritable(fd, True)
-    preexec = _pdeathsig_preexec(os.getpid()) if sys.platform.startswith("linux") else None
+    linux = sys.platform.startswith("linux")
+    preexec = _pdeathsig_preexec(os.getpid(), oom_score_adj) if linux else None
     try:
         return subprocess.Popen(
             list(argv), close_fds=False, preexec_fn=preexec, stderr=stderr, env=env
