@@ -21,7 +21,7 @@ import stat
 import sys
 from collections.abc import Iterable
 
-from ltoguard.memory import GiB, format_size
+from ltoguard.memory import GiB, MiB, format_size
 
 # Used when neither this job nor a sibling has run before. Measured here
 # (RUSTC-FACTS.md): fat-LTO bins over a few common crates peaked at ~680 MB; large
@@ -29,6 +29,20 @@ from ltoguard.memory import GiB, format_size
 # 2-core size) start up to three unknown LTO jobs, most real ones fit in it, and
 # the first run's peaks replace it for every later build.
 DEFAULT_ESTIMATE = 2 * GiB
+# On a smaller budget the default is a third of it (at least 256 MiB): a job
+# nobody has measured yet may then start beside another one, and if the pair
+# does not fit the youngest stops itself and reruns (guard.py), instead of
+# serialising every cold build like a single slot would.
+DEFAULT_ESTIMATE_FRACTION = 3
+DEFAULT_ESTIMATE_MIN = 256 * MiB
+
+
+def default_estimate(budget_total: int) -> int:
+    """The estimate for a job with no history and no siblings, under a budget of this size."""
+    return min(
+        DEFAULT_ESTIMATE, max(DEFAULT_ESTIMATE_MIN, budget_total // DEFAULT_ESTIMATE_FRACTION)
+    )
+
 
 # Peaks move between runs and code grows between builds; the estimate leads the
 # largest recent peak by this factor so a slightly bigger run still fits.

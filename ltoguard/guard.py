@@ -104,10 +104,12 @@ def job_from_decision(argv: Sequence[str], d: Decision, settings: Settings) -> J
 
 
 def _rss(pid: int) -> int:
-    """Resident memory of one process from /proc/PID/statm: cheap enough for every poll."""
+    """Anonymous resident memory of one process (statm: resident - shared): cheap enough
+    for every poll, and the measure estimates use (ltoguard.memory.tree_rss)."""
     try:
         with open(f"/proc/{pid}/statm", "rb") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            fields = f.read().split()
+        return max(0, int(fields[1]) - int(fields[2])) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return 0
 
@@ -343,6 +345,7 @@ class _Runner:
             if snap.running == 0:
                 try:
                     mem = available_memory(memory_setting)
+                    self._scale_default(mem.total)
                     self.outcome.available_at_admit = mem.available
                     self.outcome.budget = mem.available
                     self.outcome.mem_source = mem.source
@@ -363,6 +366,7 @@ class _Runner:
                 self._refresh_estimate()
             running = _running(snap, self.default_estimate)
             mem = available_memory(memory_setting, guarded_usage=sum(r.current for r in running))
+            self._scale_default(mem.total)
             ok, reason = admit(
                 head_estimate=self.estimate,
                 running=running,
@@ -379,6 +383,14 @@ class _Runner:
             return ok, reason
 
         return policy
+
+    def _scale_default(self, budget_total: int) -> None:
+        if self.basis != "default":
+            return
+        from ltoguard.estimates import default_estimate
+
+        self.estimate = default_estimate(budget_total)
+        self.ticket_info["estimate"] = self.estimate
 
     def _refresh_estimate(self) -> None:
         """A job that queued knowing nothing may learn from a sibling that finished meanwhile."""

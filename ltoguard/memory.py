@@ -374,40 +374,61 @@ def host_oom_kills(*, root: str = "/") -> int | None:
 # process trees
 
 
-def tree_rss(pid: int) -> int:
-    """Resident memory of ``pid`` and all its descendants, in bytes; 0 if it is gone.
+def _anon(info: object) -> int:
+    """Anonymous resident memory from psutil's memory_info: rss minus file-backed/shared.
 
-    RSS, not PSS: PSS needs smaps_rollup (slow, and root-only for other users'
-    processes); a rustc tree shares little (the linker is exec'd, not forked).
+    File-backed pages (rustc's own librustc_driver.so, ~100+ MiB mapped by every
+    rustc) are shared page cache, not memory a new job adds: counting them made
+    two jobs that fit (cgroup charge ~395 MiB each) look like 2 x 550 MiB.
+    """
+    rss = int(getattr(info, "rss", 0))
+    shared = int(getattr(info, "shared", 0))
+    return max(0, rss - shared)
+
+
+def tree_rss(pid: int) -> int:
+    """Anonymous resident memory of ``pid`` and all its descendants, in bytes; 0 if gone.
+
+    Not PSS: PSS needs smaps_rollup (slow, and root-only for other users'
+    processes); a rustc tree shares little anonymous memory (the linker is exec'd).
     """
     import psutil  # type: ignore[import-untyped, unused-ignore]
 
     try:
         proc = psutil.Process(pid)
-        total = int(proc.memory_info().rss)
+        total = _anon(proc.memory_info())
         children = proc.children(recursive=True)
     except psutil.Error:
         return 0
     for child in children:
         with contextlib.suppress(psutil.Error):
-            total += int(child.memory_info().rss)
+            total += _anon(child.memory_info())
     return total
 
 
 def _status_rss_hwm(pid: int) -> tuple[int, int] | None:
-    """(VmRSS, VmHWM) of one process from /proc, or None (gone, zombie, not Linux)."""
+    """(anonymous RSS, its high-water mark) of one process from /proc, or None.
+
+    The kernel keeps VmHWM for all resident memory only; the file-backed part of a
+    compiler barely moves, so VmHWM minus the current file/shmem pages is the
+    anonymous peak, including spikes between samples.
+    """
     text = _read(f"/proc/{pid}/status")
     if text is None:
         return None
-    rss = hwm = None
+    fields: dict[str, int] = {}
     for line in text.splitlines():
-        if line.startswith("VmRSS:"):
-            rss = int(line.split()[1]) * KiB
-        elif line.startswith("VmHWM:"):
-            hwm = int(line.split()[1]) * KiB
-    if rss is None or hwm is None:
+        name, _, rest = line.partition(":")
+        if name in ("VmRSS", "VmHWM", "RssAnon", "RssFile", "RssShmem"):
+            try:
+                fields[name] = int(rest.split()[0]) * KiB
+            except (ValueError, IndexError):
+                pass
+    if "VmRSS" not in fields or "VmHWM" not in fields:
         return None
-    return rss, hwm
+    shared = fields.get("RssFile", 0) + fields.get("RssShmem", 0)
+    anon = fields.get("RssAnon", max(0, fields["VmRSS"] - shared))
+    return anon, max(anon, fields["VmHWM"] - shared)
 
 
 class PeakSampler:
@@ -498,12 +519,12 @@ class PeakSampler:
             try:
                 if root.status() == psutil.STATUS_ZOMBIE:
                     return False
-                total = int(root.memory_info().rss)
+                total = _anon(root.memory_info())
             except psutil.Error:
                 return False
         for pid, child in list(children.items()):
             try:
-                total += int(child.memory_info().rss)
+                total += _anon(child.memory_info())
             except psutil.Error:
                 del children[pid]
         with self._lock:

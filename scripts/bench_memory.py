@@ -1,0 +1,487 @@
+#!/usr/bin/env python3
+"""Benchmark ltoguard's memory-aware admission under a real memory cgroup (issue #3).
+
+A generated workspace (real code, path dependencies only, fat LTO) is built clean,
+each build inside a fresh child memory cgroup (cgroup v1) with a hard limit, for
+two limits:
+
+  tight   one LTO job fits, two do not
+  roomy   two LTO jobs fit
+
+and these rows per limit (--rows picks a subset):
+
+  plain       cargo build --release -j2
+  j1          cargo build --release -j1
+  slots1      ltoguard as RUSTC_WORKSPACE_WRAPPER, LTOGUARD_SLOTS=1, -j2
+  auto-cold   ltoguard, LTOGUARD_SLOTS=auto, empty state directory, -j2
+  auto-warm   ltoguard, auto, a copy of a state directory that already went
+              through one build of this workspace (the calibration build), -j2
+
+The limits come from a calibration build (ltoguard, 1 slot, no limit): its peak
+cgroup charge is what "one LTO job plus the rest of the build" needs; tight is
+TIGHT_FACTOR times that, roomy ROOMY_FACTOR times. --tight/--roomy override them.
+
+Per row: outcome (ok, or FAIL), the OOM kills counted in memory.oom_control and
+how many of them reached cargo (kills minus ltoguard's reruns),
+wall time, peak memory (memory.max_usage_in_bytes, which includes page cache, and
+the sampled peak of rss+mapped_file, what the OOM killer cannot reclaim), and for
+ltoguard rows the reruns (kernel OOM kills ltoguard absorbed) and requeues
+(compiles it stopped itself) from events-UID.jsonl. Ratios compare rows of the
+same run; with --repeat N the rows alternate per repeat and medians are shown.
+
+Usage: bench_memory.py [--workspace DIR] [--size S] [--bins N] [--libs M]
+                       [--debug | --no-debug] [--tight SIZE] [--roomy SIZE]
+                       [--caps tight,roomy] [--rows ROWS] [--repeat N] [--quick]
+                       [--json FILE] [--work DIR] [--keep]
+
+Exit status: 0 after printing the table (targets missed are marked, not fatal);
+1 if a build could not be started; 2 if no memory cgroup can be created here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(CHECKOUT))
+
+from tests.cgroups import MemoryCgroup  # noqa: E402
+
+MiB = 1 << 20
+ROWS = ("plain", "j1", "slots1", "auto-cold", "auto-warm")
+CAPS = ("tight", "roomy")
+# One LTO job plus the rest of the build needs the calibration peak P. Two LTO jobs
+# need about 2P minus what they share (the compiler's mapped text, cargo): 1.5P
+# lets one run with room to spare and not two; 3P lets two run with room to spare.
+TIGHT_FACTOR = 1.5
+ROOMY_FACTOR = 3.0
+SAMPLE_INTERVAL = 0.1
+WRAPPER_VARS = ("RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER", "CARGO_BUILD_RUSTC_WRAPPER")
+# Workspace presets. debug=true grows the binaries' LTO peak far more than the
+# libraries' (measured: small+debug, bins ~400 MiB charged each, libs ~100 MiB),
+# which is the shape that makes a build fit with one LTO job and not with two.
+QUICK = {"size": "small", "bins": 3, "libs": 4, "debug": True}
+FULL = {"size": "small", "bins": 4, "libs": 6, "debug": True}
+
+
+def load_gen_workspace() -> ModuleType:
+    path = CHECKOUT / "scripts" / "gen_workspace.py"
+    spec = importlib.util.spec_from_file_location("_gen_workspace", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def parse_size(text: str) -> int:
+    from ltoguard.memory import parse_size as parse
+
+    return parse(text)
+
+
+def mib(n: int | float | None) -> str:
+    return "-" if n is None else f"{n / MiB:.0f}"
+
+
+def ltoguard_path() -> str:
+    venv = CHECKOUT / ".venv" / "bin" / "ltoguard"
+    found = str(venv) if venv.exists() else shutil.which("ltoguard")
+    if not found:
+        raise SystemExit("bench: error: no ltoguard console script (.venv/bin/ltoguard or PATH)")
+    return found
+
+
+def base_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LTOGUARD_")}
+    for var in (*WRAPPER_VARS, "RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "CARGO_TARGET_DIR"):
+        env.pop(var, None)
+    env["CARGO_NET_OFFLINE"] = "true"
+    env["CARGO_TERM_COLOR"] = "never"
+    return env
+
+
+def read_events(state: Path) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for path in sorted(state.glob("events-*.jsonl")):
+        for line in path.read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+    return out
+
+
+def cpu_of(ru: Any) -> float:
+    return float(ru.ru_utime + ru.ru_stime)
+
+
+def run_build(
+    workspace: Path,
+    target: Path,
+    env: dict[str, str],
+    jobs: int,
+    limit: int | None,
+    log: Path,
+    timeout: float,
+) -> dict[str, Any]:
+    """One clean `cargo build --release -jN` in a fresh cgroup; measured figures.
+
+    limit None: a cgroup without a limit of its own (for calibration: it still
+    measures the peak). CPU time is the cargo tree's user+sys from wait4 (children
+    are reaped by cargo, so their time is included).
+    """
+    shutil.rmtree(target, ignore_errors=True)
+    env = dict(env, CARGO_TARGET_DIR=str(target))
+    cmd = ["cargo", "build", "--release", f"-j{jobs}"]
+    cg = MemoryCgroup(limit if limit is not None else 1 << 50)
+    try:
+        with open(log, "wb") as err:
+            t0 = time.monotonic()
+            proc = subprocess.Popen(
+                cg.enter_command() + cmd,
+                cwd=workspace,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                start_new_session=True,
+            )
+            peak_rss = 0
+            deadline = t0 + timeout
+            status = ru = None
+            try:
+                while True:
+                    pid, st, r = os.wait4(proc.pid, os.WNOHANG)
+                    if pid:
+                        status, ru = st, r
+                        break
+                    peak_rss = max(peak_rss, charged(cg))
+                    if time.monotonic() > deadline:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    time.sleep(SAMPLE_INTERVAL)
+            finally:
+                if status is None:
+                    try:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+                    proc.wait()
+            wall = time.monotonic() - t0
+            proc.returncode = os.waitstatus_to_exitcode(status)
+        return {
+            "rc": proc.returncode,
+            "wall": wall,
+            "cpu": cpu_of(ru),
+            "oom_kills": cg.oom_kills(),
+            "max_usage": cg.max_usage(),
+            "peak_rss": peak_rss,
+        }
+    finally:
+        cg.cleanup()
+
+
+def charged(cg: MemoryCgroup) -> int:
+    """Anonymous plus mapped memory of the group: what reclaiming page cache cannot free."""
+    try:
+        stat = dict(
+            line.split() for line in (cg.path / "memory.stat").read_text().splitlines() if line
+        )
+        return int(stat.get("total_rss", 0)) + int(stat.get("total_mapped_file", 0))
+    except (OSError, ValueError):
+        return 0
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, work: Path) -> None:
+        self.args = args
+        self.work = work
+        self.ltoguard = ltoguard_path()
+        self.env = base_env()
+        self.warm_template = work / "state-warm"
+        self.n = 0
+        self.builds = 0
+
+    def row_env(self, row: str, state: Path | None) -> tuple[dict[str, str], int]:
+        env = dict(self.env)
+        if row in ("plain", "j1"):
+            return env, 1 if row == "j1" else 2
+        env["RUSTC_WORKSPACE_WRAPPER"] = self.ltoguard
+        env["LTOGUARD_SLOTS"] = "1" if row == "slots1" else "auto"
+        assert state is not None
+        env["LTOGUARD_DIR"] = str(state)
+        return env, 2
+
+    def state_for(self, row: str) -> Path | None:
+        if row in ("plain", "j1"):
+            return None
+        self.n += 1
+        state = self.work / f"state-{self.n}"
+        shutil.rmtree(state, ignore_errors=True)
+        if row == "auto-warm":
+            shutil.copytree(self.warm_template, state, symlinks=True)
+        else:
+            state.mkdir(mode=0o700)
+        return state
+
+    def build(self, row: str, limit: int | None, state: Path | None = None) -> dict[str, Any]:
+        made_here = state is None
+        if state is None:
+            state = self.state_for(row)
+        env, jobs = self.row_env(row, state)
+        self.builds += 1
+        log = self.work / f"build-{self.builds}-{row}.log"
+        res = run_build(
+            self.args.workspace, self.work / "target", env, jobs, limit, log, self.args.timeout
+        )
+        res["row"] = row
+        res["log"] = str(log)
+        if state is not None:
+            events = read_events(state)
+            res["guarded"] = len(events)
+            res["reruns"] = sum(int(e.get("reruns") or 0) for e in events)
+            res["requeues"] = sum(int(e.get("requeues") or 0) for e in events)
+            res["guarded_peak"] = max((int(e.get("peak") or 0) for e in events), default=0)
+        if self.args.cleanup_state and state is not None and made_here:
+            shutil.rmtree(state, ignore_errors=True)
+        return res
+
+    def calibrate(self) -> dict[str, Any]:
+        """ltoguard with one slot and no limit: the peak of one LTO job plus the rest,
+        and a state directory that has been through one build (the warm template)."""
+        shutil.rmtree(self.warm_template, ignore_errors=True)
+        self.warm_template.mkdir(mode=0o700)
+        res = self.build("slots1", None, state=self.warm_template)
+        if res["rc"] != 0:
+            raise SystemExit(f"bench: error: calibration build failed; see {res['log']}")
+        return res
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
+def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over the repeats of one (cap, row)."""
+    ok = [r for r in results if r["rc"] == 0]
+    keys = ("wall", "cpu", "max_usage", "peak_rss")
+    out: dict[str, Any] = {"runs": len(results), "ok": len(ok)}
+    for k in keys:
+        out[k] = median([r[k] for r in results])
+    out["oom_kills"] = max(r["oom_kills"] for r in results)
+    # A kernel kill ltoguard absorbed shows as a rerun; the others reached cargo.
+    out["reached"] = max(max(0, r["oom_kills"] - int(r.get("reruns", 0))) for r in results)
+    for k in ("reruns", "requeues", "guarded"):
+        if k in results[0]:
+            out[k] = max(r[k] for r in results)
+    return out
+
+
+def ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | None:
+    if not a or not b or not a["ok"] or not b["ok"]:
+        return None
+    return float(a["wall"] / b["wall"])
+
+
+def fmt_ratio(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
+def check(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("✓" if ok else "✗")
+
+
+def targets(cap: str, rows: dict[str, dict[str, Any]]) -> list[tuple[str, bool | None]]:
+    """Issue #3's targets for one cap, each with a pass mark (None: rows missing)."""
+    out: list[tuple[str, bool | None]] = []
+    plain, one = rows.get("plain"), rows.get("slots1")
+    if cap == "tight":
+        for name in ("auto-cold", "auto-warm"):
+            r = rows.get(name)
+            if r is None:
+                continue
+            out.append(
+                (
+                    f"{name} succeeds, 0 OOM kills reaching the build",
+                    r["ok"] == r["runs"] and not r["reached"],
+                )
+            )
+            rr = ratio(r, one)
+            out.append(
+                (
+                    f"{name} wall <= 1.05 x slots1 ({fmt_ratio(rr)})",
+                    None if rr is None else rr <= 1.05,
+                )
+            )
+    else:
+        for name, bound in (("auto-warm", 1.15), ("auto-cold", 1.35)):
+            r = rows.get(name)
+            if r is None:
+                continue
+            rp = ratio(r, plain)
+            out.append(
+                (
+                    f"{name} wall <= {bound} x plain ({fmt_ratio(rp)})",
+                    None if rp is None else rp <= bound,
+                )
+            )
+            r1 = ratio(r, one)
+            # "well under 1-slot": at least 10% faster.
+            out.append(
+                (
+                    f"{name} wall well under slots1 ({fmt_ratio(r1)})",
+                    None if r1 is None else r1 <= 0.9,
+                )
+            )
+    return out
+
+
+def table(cap: str, limit: int, rows: dict[str, dict[str, Any]]) -> str:
+    head = (
+        "| row | outcome | wall s | cpu s | max_usage MiB | peak rss MiB | OOM kills"
+        " | reached cargo | reruns | requeues | /slots1 | /plain | /j1 |\n"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+    )
+    lines = [f"### {cap}: limit {mib(limit)} MiB\n\n", head]
+    for name in ROWS:
+        r = rows.get(name)
+        if r is None:
+            continue
+        outcome = "ok" if r["ok"] == r["runs"] else f"FAIL {r['runs'] - r['ok']}/{r['runs']}"
+        lines.append(
+            f"| {name} | {outcome} | {r['wall']:.1f} | {r['cpu']:.1f} | {mib(r['max_usage'])}"
+            f" | {mib(r['peak_rss'])} | {r['oom_kills']} | {r['reached']} | {r.get('reruns', '-')}"
+            f" | {r.get('requeues', '-')} | {fmt_ratio(ratio(r, rows.get('slots1')))}"
+            f" | {fmt_ratio(ratio(r, rows.get('plain')))} | {fmt_ratio(ratio(r, rows.get('j1')))} |\n"
+        )
+    lines.append("\nTargets:\n")
+    for text, ok in targets(cap, rows):
+        lines.append(f"- {check(ok)} {text}\n")
+    return "".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--workspace", type=Path, help="an existing workspace to build (not generated)")
+    p.add_argument("--size", help=f"gen_workspace size (default {FULL['size']}; --quick: small)")
+    p.add_argument("--bins", type=int)
+    p.add_argument("--libs", type=int)
+    p.add_argument("--debug", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--tight", type=parse_size, help="tight limit (default: calibrated)")
+    p.add_argument("--roomy", type=parse_size, help="roomy limit (default: calibrated)")
+    p.add_argument("--caps", default=",".join(CAPS))
+    p.add_argument("--rows", default=",".join(ROWS), help=f"subset of {','.join(ROWS)}")
+    p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--quick", action="store_true", help="small workspace, for a smoke run")
+    p.add_argument("--json", type=Path, help="also write every figure here ('-': stdout)")
+    p.add_argument("--work", type=Path, help="scratch directory (default: a temp dir)")
+    p.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    p.add_argument("--timeout", type=float, default=1800.0, help="seconds per build")
+    args = p.parse_args(argv)
+    rows = [r for r in args.rows.split(",") if r]
+    caps = [c for c in args.caps.split(",") if c]
+    bad = [r for r in rows if r not in ROWS] + [c for c in caps if c not in CAPS]
+    if bad:
+        p.error(f"unknown row or cap: {', '.join(bad)}")
+    if shutil.which("cargo") is None:
+        print("bench: error: cargo is not on PATH", file=sys.stderr)
+        return 1
+    why = MemoryCgroup.unavailable()
+    if why:
+        print(f"bench: error: cannot create a memory cgroup: {why}", file=sys.stderr)
+        return 2
+
+    preset = QUICK if args.quick else FULL
+    spec = {k: getattr(args, k) if getattr(args, k) is not None else v for k, v in preset.items()}
+    work = args.work or Path(tempfile.mkdtemp(prefix="ltoguard-bench-memory-"))
+    work.mkdir(parents=True, exist_ok=True)
+    args.cleanup_state = not args.keep
+    if args.workspace is None:
+        args.workspace = work / "workspace"
+        load_gen_workspace().generate(args.workspace, lto="fat", **spec)
+        what = f"generated: size={spec['size']} bins={spec['bins']} libs={spec['libs']} debug={spec['debug']}"
+    else:
+        args.workspace = args.workspace.resolve()
+        what = f"given: {args.workspace}"
+    log = sys.stderr
+    print(f"bench: workspace {what}; scratch {work}", file=log)
+    try:
+        bench = Bench(args, work)
+        print("bench: calibration build (ltoguard, 1 slot, no limit)...", file=log)
+        calib = bench.calibrate()
+        print(
+            f"bench: calibration: {calib['wall']:.1f} s, peak rss {mib(calib['peak_rss'])} MiB,"
+            f" largest guarded job {mib(calib.get('guarded_peak'))} MiB",
+            file=log,
+        )
+        limits = {
+            "tight": args.tight or int(calib["peak_rss"] * TIGHT_FACTOR),
+            "roomy": args.roomy or int(calib["peak_rss"] * ROOMY_FACTOR),
+        }
+        raw: dict[str, dict[str, list[dict[str, Any]]]] = {c: {r: [] for r in rows} for c in caps}
+        for rep in range(args.repeat):
+            # Alternate the order per repeat so drift in machine load hits every row.
+            order = rows if rep % 2 == 0 else list(reversed(rows))
+            for cap in caps:
+                for row in order:
+                    res = bench.build(row, limits[cap], None)
+                    raw[cap][row].append(res)
+                    print(
+                        f"bench: [{rep + 1}/{args.repeat}] {cap} {row}: rc={res['rc']}"
+                        f" wall={res['wall']:.1f}s oom_kills={res['oom_kills']}"
+                        f" peak_rss={mib(res['peak_rss'])}MiB",
+                        file=log,
+                    )
+    except KeyboardInterrupt:
+        print("bench: interrupted", file=log)
+        return 130
+    finally:
+        if not args.keep and args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+    summary = {c: {r: summarise(raw[c][r]) for r in rows} for c in caps}
+    out = [
+        f"## bench_memory: {what}, repeat {args.repeat} (medians)\n",
+        f"calibration (ltoguard 1 slot, no limit): wall {calib['wall']:.1f} s,"
+        f" peak rss {mib(calib['peak_rss'])} MiB, largest guarded job"
+        f" {mib(calib.get('guarded_peak'))} MiB (process-tree RSS)\n",
+    ]
+    for cap in caps:
+        out.append("\n" + table(cap, limits[cap], summary[cap]))
+    print("".join(out))
+    if args.json is not None:
+        data = json.dumps(
+            {
+                "workspace": what,
+                "calibration": calib,
+                "limits": limits,
+                "raw": raw,
+                "summary": summary,
+            },
+            indent=2,
+        )
+        if str(args.json) == "-":
+            print(data)
+        else:
+            args.json.write_text(data + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
