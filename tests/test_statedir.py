@@ -95,7 +95,7 @@ def test_lock_and_record_files_never_follow_symlinks(tmp_path: Path) -> None:
     victim.write_text("precious")
     os.symlink(victim, os.path.join(path, "slot-0.lock"))
     os.symlink(victim, os.path.join(path, f"run-{os.geteuid()}-{os.getpid()}.json"))
-    with pytest.raises(OSError):
+    with pytest.raises(StateDirError, match="slot-0.lock .* symlink"):
         open_shared_file(fd, "slot-0.lock")
     # A record is written through a temp file + rename: the symlink is replaced, not followed.
     write_private_file(fd, f"run-{os.geteuid()}-{os.getpid()}.json", b"{}")
