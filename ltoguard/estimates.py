@@ -29,11 +29,12 @@ from ltoguard.memory import GiB, MiB, format_size
 # 2-core size) start up to three unknown LTO jobs, most real ones fit in it, and
 # the first run's peaks replace it for every later build.
 DEFAULT_ESTIMATE = 2 * GiB
-# On a smaller budget the default is a third of it (at least 256 MiB): a job
-# nobody has measured yet may then start beside another one, and if the pair
-# does not fit the youngest stops itself and reruns (guard.py), instead of
-# serialising every cold build like a single slot would.
-DEFAULT_ESTIMATE_FRACTION = 3
+# On a smaller budget the default is half of it (at least 256 MiB), so that a
+# roomy budget can start an unknown job beside another while a tight one keeps
+# them apart; if a pair still does not fit, the youngest stops itself and reruns
+# (guard.py). A third was measured to start pairs under a tight cap and lose 13%
+# to the stopped job (scripts/bench_memory.py, closing note of issue #3).
+DEFAULT_ESTIMATE_FRACTION = 2
 DEFAULT_ESTIMATE_MIN = 256 * MiB
 
 
