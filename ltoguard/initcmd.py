@@ -54,8 +54,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def default_wrapper_path() -> str:
+    """The path this ltoguard was started by (not resolved: install.sh's symlink is the
+    stable path cargo should hash), else the one on PATH, else the bare name."""
     import shutil
+    import sys
 
+    me = sys.argv[0] if sys.argv else ""
+    if os.sep in me and os.path.basename(me) == "ltoguard" and os.access(me, os.X_OK):
+        return os.path.abspath(me)
     found = shutil.which("ltoguard")
     return os.path.abspath(found) if found else "ltoguard"
 
