@@ -66,8 +66,17 @@ def printable(value: object, limit: int = 64) -> str:
 
 
 def try_lock(fd: int, *, shared: bool = False) -> bool:
+    """Non-blocking flock. Exclusive locks (slots, the mutex's peers) go through
+    filelock's descriptor API, the same primitive as its UnixFileLock; it raises on
+    a filesystem without flock (ENOSYS) instead of falling back to a soft lock, and
+    the callers turn that into an error: never run unguarded. filelock has no
+    shared mode, so ticket probes (LOCK_SH) use fcntl directly."""
+    if not shared:
+        from filelock import lock_descriptor
+
+        return bool(lock_descriptor(fd, blocking=False))
     try:
-        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except OSError as exc:
         if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
             return False

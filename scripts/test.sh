@@ -13,7 +13,10 @@ if ! command -v make >/dev/null 2>&1; then
     fi
 fi
 
-python3 -m venv .venv
+if ! python3 -m venv .venv; then
+    echo "scripts/test.sh: error: 'python3 -m venv' failed; on Debian/Ubuntu: apt-get install python3-venv" >&2
+    exit 1
+fi
 # pip >= 24 writes console scripts that do not `import re` (~15 ms per rustc call).
 .venv/bin/python -m pip install -q --disable-pip-version-check -U pip
 # compat: a plain .pth entry; the default editable finder adds ~20 ms to every
