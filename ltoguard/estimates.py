@@ -13,7 +13,6 @@ milliseconds.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
@@ -22,6 +21,7 @@ import sys
 from collections.abc import Iterable
 
 from ltoguard.memory import GiB, MiB, format_size
+from ltoguard.statedir import write_private_file
 
 # Used when neither this job nor a sibling has run before. Measured here
 # (RUSTC-FACTS.md): fat-LTO bins over a few common crates peaked at ~680 MB; large
@@ -53,7 +53,11 @@ MAX_SAMPLES = 5  # peaks kept per job: enough to smooth one odd run
 MAX_KEYS = 500  # jobs kept; the least recently recorded go first
 
 FORMAT_VERSION = 1
-HISTORY_FILE = "memory-history.json"
+
+
+def history_file(uid: int) -> str:
+    """The per-user history in the state directory (one writer per file, even when shared)."""
+    return f"memory-history-{uid}.json"
 
 
 def _canon(value: object) -> str:
@@ -176,28 +180,7 @@ class History:
             "entries": {k: {"group": g, "peaks": p} for k, (g, p) in self._entries.items()},
         }
         payload = json.dumps(data, separators=(",", ":")).encode("utf-8")
-        head, name = os.path.split(path)
-        tmp = os.path.join(head, f".{name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-        fd = os.open(
-            tmp,
-            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-            0o600,
-            dir_fd=dir_fd,
-        )
-        try:
-            try:
-                view = memoryview(payload)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            # rename replaces a symlink at `path` itself; it never writes through one.
-            os.replace(tmp, path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp, dir_fd=dir_fd)
-            raise
+        write_private_file(dir_fd, path, payload, mode=0o600, durable=True)
 
     def record(self, key: str, group: str, peak_bytes: int) -> None:
         if peak_bytes <= 0:

@@ -103,19 +103,9 @@ def job_from_decision(argv: Sequence[str], d: Decision, settings: Settings) -> J
     )
 
 
-def _rss(pid: int) -> int:
-    """Anonymous resident memory of one process (statm: resident - shared): cheap enough
-    for every poll, and the measure estimates use (ltoguard.memory.tree_rss)."""
-    try:
-        with open(f"/proc/{pid}/statm", "rb") as f:
-            fields = f.read().split()
-        return max(0, int(fields[1]) - int(fields[2])) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
 def _running(snap: Snapshot, default: int) -> list[Any]:
     from ltoguard.admission import Running
+    from ltoguard.memory import anon_rss
 
     out = []
     for h in snap.holders:
@@ -127,7 +117,7 @@ def _running(snap: Snapshot, default: int) -> list[Any]:
             Running(
                 pid=int(pid) if isinstance(pid, int) else 0,
                 estimate=est if isinstance(est, int) else default,
-                current=_rss(pid) if isinstance(pid, int) and pid > 0 else 0,
+                current=anon_rss(pid) if isinstance(pid, int) and pid > 0 else 0,
                 started=float(started) if isinstance(started, (int, float)) else 0.0,
             )
         )
@@ -309,13 +299,13 @@ def run_job(job: Job, settings: Settings) -> int:
 
 class _Runner:
     def __init__(self, job: Job, settings: Settings, sem: Semaphore) -> None:
-        from ltoguard.estimates import DEFAULT_ESTIMATE, History
+        from ltoguard.estimates import DEFAULT_ESTIMATE, History, history_file
 
         self.job = job
         self.settings = settings
         self.sem = sem
         self.uid = os.geteuid()
-        self.history_name = f"memory-history-{self.uid}.json"
+        self.history_name = history_file(self.uid)
         if job.estimate is not None:
             self.estimate, self.basis = job.estimate, "configured"
         else:
@@ -569,7 +559,7 @@ class _Runner:
             if now >= next_sample and len(self.outcome.samples) < 600:
                 self.outcome.samples.append([round(now, 2), sampler.current])
                 next_sample = now + max(1.0, (now - t0) / 60)
-            if not victim and self._should_yield(slot):
+            if not victim and self._should_yield(proc.pid):
                 victim = True
                 _kill_tree(proc.pid)
         peak = max(sampler.stop(), 0)
@@ -579,40 +569,35 @@ class _Runner:
         self.sem.release(slot)
         return code, victim, peak
 
+    def _running_now(self) -> list[Any]:
+        """The guarded jobs holding slots now: the slot locks decide, not leftover records."""
+        try:
+            with self.sem.mutex():
+                snap = self.sem.snapshot()
+        except (OSError, StateDirError):
+            return []
+        return _running(snap, self.default_estimate)
+
     def _oom_score_adj(self) -> int:
         """Above every ordinary compile (a killed guarded job is rerun; a killed library
         compile fails the build), and higher for each job admitted beside others, so the
         kernel's choice matches ours: the youngest guarded job goes first."""
-        try:
-            others = max(0, len(self.sem.read_records()) - 1)
-        except OSError:
-            others = 0
+        others = max(0, len(self._running_now()) - 1)
         return min(1000, OOM_SCORE_ADJ_BASE + OOM_SCORE_ADJ_STEP * others)
 
-    def _should_yield(self, slot: Any) -> bool:
+    def _should_yield(self, child: int) -> bool:
         """Free memory is critical, several guarded jobs run, and we are the youngest."""
-        from ltoguard.admission import critical
+        from ltoguard.admission import choose_victim, critical
         from ltoguard.memory import available_memory
 
+        running = self._running_now()
+        victim = choose_victim(running)
+        if victim is None or victim.pid not in (child, os.getpid()):
+            return False
         try:
-            records = self.sem.read_records()
-        except OSError:
-            return False
-        if len(records) < 2:
-            return False
-        mine = records.get(slot.index)
-        if mine is None or mine.get("pid") != os.getpid():
-            return False
-        youngest = max(records.values(), key=lambda r: (r.get("started", 0), r.get("pid", 0)))
-        if youngest is not mine:
-            return False
-        usage = 0
-        for rec in records.values():
-            pid = rec.get("child") or rec.get("pid")
-            if isinstance(pid, int):
-                usage += _rss(pid)
-        try:
-            mem = available_memory(self.settings.memory, guarded_usage=usage)
+            mem = available_memory(
+                self.settings.memory, guarded_usage=sum(r.current for r in running)
+            )
         except ValueError:
             return False
         return critical(mem.available, mem.total)

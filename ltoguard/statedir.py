@@ -134,26 +134,33 @@ def open_shared_file(dir_fd: int, name: str, *, mode: int = 0o644) -> int:
     )
 
 
-def write_private_file(dir_fd: int, name: str, data: bytes) -> None:
-    """Atomically replace our own file `name` (temp file + rename, never following symlinks)."""
-    tmp = f".tmp-{os.getpid()}-{name}"
+def write_private_file(
+    dir_fd: int | None, name: str, data: bytes, *, mode: int = 0o644, durable: bool = False
+) -> None:
+    """Atomically replace our own file `name` (relative to `dir_fd`, or a path).
+
+    Written to a temp file and renamed: the rename replaces a symlink at `name`
+    itself and never writes through one; readers never see half a file. `durable`
+    fsyncs before the rename (the memory history: worth keeping across a crash).
+    """
+    head, base = os.path.split(name)
+    tmp = os.path.join(head, f".tmp-{os.getpid()}-{os.urandom(4).hex()}-{base}")
     fd = os.open(
         tmp,
         os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-        0o644,
+        mode,
         dir_fd=dir_fd,
     )
     try:
-        view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-    except BaseException:
-        os.close(fd)
-        _unlink_quiet(dir_fd, tmp)
-        raise
-    os.close(fd)
-    try:
+        try:
+            os.fchmod(fd, mode)  # not narrowed by the umask: others read records
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
         os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
         _unlink_quiet(dir_fd, tmp)
@@ -171,7 +178,7 @@ def read_small_file(dir_fd: int, name: str, limit: int = 1 << 16) -> tuple[bytes
         os.close(fd)
 
 
-def _unlink_quiet(dir_fd: int, name: str) -> None:
+def _unlink_quiet(dir_fd: int | None, name: str) -> None:
     try:
         os.unlink(name, dir_fd=dir_fd)
     except OSError:

@@ -395,16 +395,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _history_file(dir_fd: int) -> str | None:
-    """The history file in use: per-user name first, the plain name as used by estimates.py."""
-    from ltoguard import estimates
+    """This user's history file, if there is one."""
+    from ltoguard.estimates import history_file
 
-    for name in (f"memory-history-{os.geteuid()}.json", estimates.HISTORY_FILE):
-        try:
-            os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-        except OSError:
-            continue
-        return name
-    return None
+    name = history_file(os.geteuid())
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except OSError:
+        return None
+    return name
 
 
 def _history_items(history: Any) -> list[tuple[str, str, list[int]]]:
