@@ -99,16 +99,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         from ltoguard.guard import run_guarded
 
         return run_guarded(args)
-    # Config files can only matter here in two cases, each found by a cheap byte
-    # search of the files (no TOML parse): an inner wrapper set in a file, or, for a
-    # final link, a file-set mode or a per-crate `guard = "always"`.
-    from ltoguard import config
+    # Settings files can only matter here in two cases, each found by a byte search
+    # of the files, read once (no TOML parse): an inner wrapper set in a file, or,
+    # for a final link, a file-set mode or a per-crate `guard = "always"`.
+    from ltoguard.configfiles import may_override, may_set, scan
 
-    need = wrap is None and config.files_may_set("wrap")
-    if not need and mode != "off" and classify(args, "link").guarded:
-        need = (not raw_mode and config.files_may_set("mode")) or config.crate_may_have_override(
-            decision.crate_name or ""
-        )
+    texts = scan()
+    need = False
+    if texts:
+        need = wrap is None and may_set(texts, "wrap")
+        if not need and mode != "off" and classify(args, "link").guarded:
+            need = (not raw_mode and may_set(texts, "mode")) or may_override(
+                texts, decision.crate_name
+            )
     if not need:
         return _exec([wrap, *args] if wrap else args)
     from ltoguard.guard import run_guarded

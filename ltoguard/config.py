@@ -13,18 +13,29 @@ never a silently ignored setting. An empty ``LTOGUARD_*`` variable counts as
 unset, except ``LTOGUARD_WRAP=""`` which means "no inner wrapper" (like cargo's
 empty ``RUSTC_WRAPPER``).
 
-This module is imported on the pass-through path for the quick checks
-(:func:`crate_may_have_override`, :func:`files_may_set`), so its top level
-imports only ``os``; TOML, json and the size parser are imported when needed.
+The pass-through path does not import this module: its quick "could a file
+matter?" checks live in configfiles.py. TOML, json and the size parser are
+imported only when settings are loaded.
 """
 
 from __future__ import annotations
 
 import os
 
+from ltoguard.configfiles import (
+    MAX_FILE,
+    ancestors,
+    may_override,
+    may_set,
+    normalise_crate,
+    read_bytes,
+    scan,
+    user_config_path,
+)
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping, Sequence
+    from collections.abc import Mapping, Sequence
     from typing import Any
 
     from ltoguard.classify import Decision
@@ -59,8 +70,6 @@ CRATE_ACCEPTED = {
 }
 WORKSPACE_TABLE = "workspace.metadata.ltoguard"
 PACKAGE_TABLE = "package.metadata.ltoguard"
-USER_FILE = os.path.join("ltoguard", "config.toml")
-_MAX_FILE = 4 << 20  # a config file or Cargo.toml larger than this is not read
 
 
 class SettingsError(Exception):
@@ -159,72 +168,6 @@ class Settings:
         return [(key, self.settings[key]) for key in KEYS]
 
 
-def normalise_crate(name: str) -> str:
-    # cargo turns a package's hyphens into underscores for --crate-name.
-    return name.replace("-", "_")
-
-
-# --------------------------------------------------------------------------
-# quick checks for the pass-through path: bytes and stat only, no TOML
-
-
-def user_config_path(environ: Mapping[str, str] | None = None) -> str:
-    env = os.environ if environ is None else environ
-    base = env.get("XDG_CONFIG_HOME", "")
-    # The XDG spec says to ignore a relative XDG_CONFIG_HOME.
-    if not base or not os.path.isabs(base):
-        home = env.get("HOME") or os.path.expanduser("~")
-        base = os.path.join(home, ".config")
-    return os.path.join(base, USER_FILE)
-
-
-def _read_bytes(path: str) -> bytes | None:
-    # os.open/os.read rather than open(): a third of the cost on this path.
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-    except OSError:
-        return None
-    try:
-        chunks = []
-        total = 0
-        while total <= _MAX_FILE:
-            b = os.read(fd, 1 << 16)
-            if not b:
-                break
-            chunks.append(b)
-            total += len(b)
-        return b"".join(chunks)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-
-
-def _ancestors(start: str) -> Iterator[str]:
-    d = os.path.abspath(start)
-    while True:
-        yield d
-        parent = os.path.dirname(d)
-        if parent == d:
-            return
-        d = parent
-
-
-def _config_texts(environ: Mapping[str, str] | None, cwd: str | None) -> Iterator[bytes]:
-    """The raw bytes of every file load() could read settings from, or a superset:
-    the user file and each ``Cargo.toml`` from the start directory up that
-    mentions ltoguard (any could be the workspace root)."""
-    env = os.environ if environ is None else environ
-    data = _read_bytes(user_config_path(env))
-    if data is not None:
-        yield data
-    start = env.get("CARGO_MANIFEST_DIR") or cwd or os.getcwd()
-    for d in _ancestors(start):
-        data = _read_bytes(os.path.join(d, "Cargo.toml"))
-        if data is not None and b"ltoguard" in data:
-            yield data
-
-
 def crate_may_have_override(
     crate_name: str | None,
     environ: Mapping[str, str] | None = None,
@@ -232,19 +175,14 @@ def crate_may_have_override(
 ) -> bool:
     """False when no config file can hold an override for this crate; True means
     "call load() and look". Reads a few small files; parses nothing."""
-    if not crate_name:
-        return False
-    needle = normalise_crate(crate_name).encode("utf-8", "surrogateescape")
-    # Hyphens folded on both sides so `[crates.my-crate]` matches `my_crate`.
-    return any(needle in data.replace(b"-", b"_") for data in _config_texts(environ, cwd))
+    return may_override(scan(environ, cwd), crate_name)
 
 
 def files_may_set(
     key: str, environ: Mapping[str, str] | None = None, cwd: str | None = None
 ) -> bool:
     """False when no config file can set ``key`` (e.g. "mode"); True means "call load()"."""
-    needle = key.encode()
-    return any(needle in data for data in _config_texts(environ, cwd))
+    return may_set(scan(environ, cwd), key)
 
 
 # --------------------------------------------------------------------------
@@ -275,15 +213,15 @@ def read_toml(path: str, *, missing_ok: bool = False) -> dict[str, object] | Non
     """Parse a TOML file; None if it is absent and ``missing_ok``. Raises SettingsError."""
     try:
         with open(path, "rb") as f:
-            raw = f.read(_MAX_FILE + 1)
+            raw = f.read(MAX_FILE + 1)
     except FileNotFoundError:
         if missing_ok:
             return None
         raise SettingsError(f"{path}: file not found") from None
     except OSError as exc:
         raise SettingsError(f"{path}: cannot read: {exc.strerror}") from None
-    if len(raw) > _MAX_FILE:
-        raise SettingsError(f"{path}: larger than {_MAX_FILE} bytes; not read")
+    if len(raw) > MAX_FILE:
+        raise SettingsError(f"{path}: larger than {MAX_FILE} bytes; not read")
     try:
         return toml_loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
@@ -327,7 +265,7 @@ def find_workspace_manifest(start: str) -> str | None:
     ``package.workspace`` or the nearest ancestor ``[workspace]`` that does not
     exclude it; else the nearest Cargo.toml (a single-package project)."""
     nearest = None
-    for d in _ancestors(start):
+    for d in ancestors(start):
         candidate = os.path.join(d, "Cargo.toml")
         if os.path.isfile(candidate):
             nearest = candidate
@@ -342,11 +280,11 @@ def find_workspace_manifest(start: str) -> str | None:
     if isinstance(package, dict) and isinstance(package.get("workspace"), str):
         root = os.path.normpath(os.path.join(pkg_dir, package["workspace"], "Cargo.toml"))
         return root if os.path.isfile(root) else nearest
-    for d in _ancestors(os.path.dirname(pkg_dir)):
+    for d in ancestors(os.path.dirname(pkg_dir)):
         if d.endswith(os.path.join("target", "package")):
             break  # cargo's find_root_iter stops here (packaged sources)
         candidate = os.path.join(d, "Cargo.toml")
-        raw = _read_bytes(candidate)
+        raw = read_bytes(candidate)
         if raw is None or b"workspace" not in raw:
             continue
         anc = _parse_quiet(candidate)

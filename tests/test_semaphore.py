@@ -398,3 +398,18 @@ def test_head_waiting_for_memory_does_not_spin(setup: dict, procs: Procs) -> Non
     release.touch()
     assert waiter.wait(timeout=30) == 0
     assert used < 0.02, used
+
+
+@pytest.mark.parametrize("guard", ["always", "auto"])
+def test_file_override_reaches_the_pass_through_path(setup: dict, procs: Procs, guard: str) -> None:
+    """cli's quick file scan: `guard = "always"` in Cargo.toml guards a non-LTO bin."""
+    ws = setup["tmp"] / "ws"
+    ws.mkdir()
+    (ws / "Cargo.toml").write_text(
+        f'[workspace]\nmembers = []\n[workspace.metadata.ltoguard.crates.plain-bin]\nguard = "{guard}"\n'
+    )
+    non_lto_bin = ["--crate-type", "bin", "--emit=dep-info,link", "-C", "opt-level=3"]
+    env = dict(setup["env"], XDG_CONFIG_HOME=str(setup["tmp"] / "no-config"))
+    p = procs.start(ltoguard_cmd(setup["rustc"], "plain_bin", non_lto_bin), env, cwd=ws)
+    assert p.wait(timeout=30) == 0
+    assert setup["state"].exists() == (guard == "always")
