@@ -37,6 +37,8 @@ from typing import Any
 
 import pytest
 
+from tests.procs import Procs
+
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = REPO / "scripts"
 
@@ -389,3 +391,11 @@ def built_workspace(generated_workspace: Workspace) -> BuildResult:
         stderr=proc.stderr,
         seconds=time.monotonic() - start,
     )
+
+
+@pytest.fixture
+def procs() -> Iterator[Procs]:
+    """Processes started in their own groups, every group killed and reaped at the end."""
+    p = Procs()
+    yield p
+    p.cleanup()

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,13 +22,6 @@ import pytest
 from tests.procs import LTO_BIN, Procs, clean_env, make_fake_rustc
 
 pytestmark = pytest.mark.timeout(180)
-
-
-@pytest.fixture
-def procs() -> Iterator[Procs]:
-    p = Procs()
-    yield p
-    p.cleanup()
 
 
 def no_core() -> None:

@@ -43,13 +43,6 @@ pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
-def procs() -> Iterator[Procs]:
-    p = Procs()
-    yield p
-    p.cleanup()
-
-
-@pytest.fixture
 def env_(tmp_path: Path) -> dict[str, str]:
     return clean_env(tmp_path, tmp_path / "state")
 

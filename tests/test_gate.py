@@ -8,12 +8,11 @@ import shutil
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.procs import Procs, ltoguard_cmd, make_fake_rustc
+from tests.procs import Procs, clean_env, ltoguard_cmd, make_fake_rustc
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -21,22 +20,8 @@ LINK = [sys.executable, "-c", "from ltoguard.link import main; raise SystemExit(
 
 
 @pytest.fixture
-def procs() -> Iterator[Procs]:
-    p = Procs()
-    yield p
-    p.cleanup()
-
-
-@pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    e = {k: v for k, v in os.environ.items() if not k.startswith(("LTOGUARD_", "FAKE_"))}
-    e.update(
-        LTOGUARD_DIR=str(tmp_path / "state"),
-        XDG_CONFIG_HOME=str(tmp_path / "config"),
-        FAKE_LOG=str(tmp_path / "log.jsonl"),
-        FAKE_COUNTER=str(tmp_path / "counter.json"),
-    )
-    return e
+    return clean_env(tmp_path, tmp_path / "state", LTOGUARD_SLOTS="auto")
 
 
 def _events(state: Path) -> list[dict[str, object]]:

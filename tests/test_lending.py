@@ -13,21 +13,13 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.procs import Procs, ltoguard_cmd, make_fake_rustc, read_log, wait_for
+from tests.procs import Procs, clean_env, ltoguard_cmd, make_fake_rustc, read_log, wait_for
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-def procs() -> Iterator[Procs]:
-    p = Procs()
-    yield p
-    p.cleanup()
 
 
 class Pool:
@@ -61,19 +53,7 @@ class Pool:
 
 
 def _env(tmp: Path, makeflags: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("LTOGUARD_", "FAKE_", "CARGO_MAKEFLAGS", "MAKEFLAGS", "MFLAGS"))
-    }
-    env.update(
-        LTOGUARD_DIR=str(tmp / "state"),
-        LTOGUARD_SLOTS="1",
-        XDG_CONFIG_HOME=str(tmp / "config"),
-        FAKE_LOG=str(tmp / "log.jsonl"),
-        MAKEFLAGS=makeflags,
-    )
-    return env
+    return clean_env(tmp, tmp / "state", MAKEFLAGS=makeflags)
 
 
 def _queued(state: Path) -> int:

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +27,7 @@ from ltoguard.memory import (
     parse_size,
     tree_rss,
 )
+from tests.cgroups import MemoryCgroup
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = HostMemory(available=20 * GiB, total=24 * GiB)
@@ -502,40 +502,6 @@ def test_peak_sampler_cpu_cost_is_small() -> None:
 # --------------------------------------------------------------------------- real cgroup
 
 
-def _own_v1_memory_dir() -> tuple[Path | None, str]:
-    if os.geteuid() != 0:
-        return None, "needs root to create a memory cgroup"
-    try:
-        cgroup = Path("/proc/self/cgroup").read_text()
-        mountinfo = Path("/proc/self/mountinfo").read_text()
-    except OSError as exc:
-        return None, f"cannot read /proc/self: {exc}"
-    path = next(
-        (
-            ln.split(":", 2)[2]
-            for ln in cgroup.splitlines()
-            if "memory" in ln.split(":")[1].split(",")
-        ),
-        None,
-    )
-    mount = next(
-        (
-            ln.split()
-            for ln in mountinfo.splitlines()
-            if " - cgroup " in ln and "memory" in ln.split(" - ")[1].split()[2].split(",")
-        ),
-        None,
-    )
-    if path is None or mount is None:
-        return None, "no cgroup v1 memory controller (v2-only hosts are covered by fake trees)"
-    if mount[3] != "/":
-        return None, f"v1 memory mount shows {mount[3]}, not the hierarchy root"
-    own = Path(mount[4]) / path.lstrip("/")
-    if not os.access(own / "cgroup.procs", os.W_OK):
-        return None, f"{own} is not writable"
-    return own, ""
-
-
 CHILD = """
 import json, os, sys
 open(os.path.join(sys.argv[1], "cgroup.procs"), "w").write(str(os.getpid()))
@@ -556,15 +522,13 @@ b = bytearray(b"x") * (400 << 20)
 @pytest.mark.cgroup
 @pytest.mark.timeout(120)
 def test_real_v1_cgroup_limit_is_seen_inside() -> None:
-    own, why = _own_v1_memory_dir()
-    if own is None:
+    why = MemoryCgroup.unavailable()
+    if why:
         pytest.skip(why)
-    group = own / f"ltoguard-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     limit = 300 * MiB
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    group.mkdir()
-    try:
-        (group / "memory.limit_in_bytes").write_text(str(limit))
+    with MemoryCgroup(limit) as cg:
+        group = cg.path
         out = subprocess.run(
             [sys.executable, "-c", CHILD, str(group)],
             env=env,
@@ -596,13 +560,4 @@ def test_real_v1_cgroup_limit_is_seen_inside() -> None:
             assert hog.returncode == -signal.SIGKILL
             assert cgroup_oom_kills(pid=sleeper.pid) == before + 1
             sleeper.kill()
-    finally:
-        for _ in range(50):
-            try:
-                group.rmdir()
-                break
-            except OSError:
-                # The group stays busy until the kernel has finished tearing
-                # down the processes that were in it.
-                time.sleep(0.1)
-        assert not group.exists()
+    assert not group.exists()

@@ -12,14 +12,13 @@ from __future__ import annotations
 import os
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from ltoguard.estimates import History, group_key, job_key
 from tests.cgroups import MemoryCgroup
-from tests.procs import Procs, ltoguard_cmd, wait_for
+from tests.procs import Procs, clean_env, ltoguard_cmd, wait_for
 
 pytestmark = [pytest.mark.cgroup, pytest.mark.timeout(180)]
 
@@ -53,26 +52,11 @@ unavailable = MemoryCgroup.unavailable()
 needs_cgroup = pytest.mark.skipif(bool(unavailable), reason=f"memory cgroup: {unavailable}")
 
 
-@pytest.fixture
-def procs() -> Iterator[Procs]:
-    p = Procs()
-    yield p
-    p.cleanup()
-
-
 def _env(tmp: Path, **extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("LTOGUARD_", "FAKE_", "CARGO_MAKEFLAGS", "MAKEFLAGS", "MFLAGS"))
-    }
-    env.update(
-        LTOGUARD_DIR=str(tmp / "state"),
-        XDG_CONFIG_HOME=str(tmp / "config"),
-        FAKE_DONE=str(tmp / "done.log"),
+    # Memory decides (auto): these tests need jobs side by side.
+    return clean_env(
+        tmp, tmp / "state", LTOGUARD_SLOTS="auto", FAKE_DONE=str(tmp / "done.log"), **extra
     )
-    env.update(extra)
-    return env
 
 
 def _fake(tmp: Path) -> Path:

@@ -36,13 +36,6 @@ from tests.procs import (
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.fixture
-def procs() -> Iterator[Procs]:
-    p = Procs()
-    yield p
-    p.cleanup()
-
-
 def starts(log_dir: Path) -> list[str]:
     return [e["name"] for e in read_log(log_dir / "log.jsonl") if e["what"] == "start"]
 

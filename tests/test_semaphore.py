@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ import pytest
 from tests.procs import (
     LTO_BIN,
     Procs,
+    clean_env,
     ltoguard_cmd,
     make_fake_rustc,
     pid_alive,
@@ -28,26 +28,10 @@ pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
-def procs() -> Iterator[Procs]:
-    p = Procs()
-    yield p
-    p.cleanup()
-
-
-@pytest.fixture
 def setup(tmp_path: Path) -> dict[str, object]:
     state = tmp_path / "state"
     rustc = make_fake_rustc(tmp_path)
-    env = dict(os.environ)
-    for k in list(env):
-        if k.startswith(("LTOGUARD_", "FAKE_", "CARGO_MAKEFLAGS", "MAKEFLAGS", "MFLAGS")):
-            del env[k]
-    env.update(
-        LTOGUARD_DIR=str(state),
-        LTOGUARD_SLOTS="1",
-        FAKE_LOG=str(tmp_path / "log.jsonl"),
-        FAKE_COUNTER=str(tmp_path / "counter.json"),
-    )
+    env = clean_env(tmp_path, state)
     return {
         "state": state,
         "rustc": rustc,
