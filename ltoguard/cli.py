@@ -53,7 +53,7 @@ def _subcommand(name: str, args: Sequence[str]) -> int:
     return int(entry(list(args)))
 
 
-def _exec(args: Sequence[str]) -> int:
+def exec_program(args: Sequence[str]) -> int:
     """Become the compiler (or the inner wrapper): no ltoguard process stays behind."""
     try:
         os.execvp(args[0], list(args))
@@ -87,12 +87,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     raw_mode = env.get("LTOGUARD_MODE", "")
     mode = raw_mode.strip().lower() or "lto"
     wrap = env.get("LTOGUARD_WRAP")  # set but empty: no inner wrapper (like RUSTC_WRAPPER="")
-    if mode not in ("lto", "link", "off"):
+    from ltoguard.classify import MODES, classify
+
+    if mode not in MODES:
         sys.stderr.write(
             f"ltoguard: error: LTOGUARD_MODE={raw_mode!r} is not valid; accepted: lto (default), link, off\n"
         )
         return 2
-    from ltoguard.classify import classify
 
     decision = classify(args, mode)
     if decision.guarded:
@@ -113,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 texts, decision.crate_name
             )
     if not need:
-        return _exec([wrap, *args] if wrap else args)
+        return exec_program([wrap, *args] if wrap else args)
     from ltoguard.guard import run_guarded
 
     return run_guarded(args)

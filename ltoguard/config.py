@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 
+from ltoguard.classify import MODES
 from ltoguard.configfiles import (
     MAX_FILE,
     ancestors,
@@ -40,7 +41,6 @@ if TYPE_CHECKING:
 
     from ltoguard.classify import Decision
 
-MODES = ("lto", "link", "off")
 GUARD_VALUES = ("always", "never", "auto")
 KEYS = ("mode", "slots", "memory", "wrap", "dir", "linker")
 ENV_VARS = {key: f"LTOGUARD_{key.upper()}" for key in KEYS}

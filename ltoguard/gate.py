@@ -39,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str]) -> int:
     from ltoguard import guard
+    from ltoguard.cli import exec_program
 
     args = _parser().parse_args(list(argv))
     cmd = list(args.command)
@@ -65,5 +66,5 @@ def main(argv: Sequence[str]) -> int:
         sys.stderr.write(f"ltoguard: error: {exc}\n")
         return 2
     if guard.nested():
-        return guard.exec_now(cmd)
+        return exec_program(cmd)
     return guard.run_job(guard.command_job(cmd, "run", args.name, estimate), settings)

@@ -23,6 +23,7 @@ import threading
 import time
 
 from ltoguard import process
+from ltoguard.cli import exec_program
 from ltoguard.semaphore import Semaphore, Snapshot, StateDirGone
 from ltoguard.statedir import StateDirError, open_state_dir, write_private_file
 
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from ltoguard.classify import Decision
-    from ltoguard.config import Settings
+    from ltoguard.config import CrateOverride, Settings
 
 EXIT_CONFIG = 2  # ltoguard's own configuration / state-directory errors
 HELD_ENV = "LTOGUARD_HELD"  # set for the child of an admitted job: nested gates pass through
@@ -81,7 +82,7 @@ class Job:
         self.estimate = estimate  # configured (per-crate override); None = learn
 
 
-def job_from_decision(argv: Sequence[str], d: Decision, settings: Settings) -> Job:
+def job_from_decision(argv: Sequence[str], d: Decision, override: CrateOverride | None) -> Job:
     from ltoguard.classify import describe
     from ltoguard.estimates import group_key, job_key
 
@@ -89,7 +90,6 @@ def job_from_decision(argv: Sequence[str], d: Decision, settings: Settings) -> J
     name = d.crate_name or "?"
     types = list(d.crate_types) or (["test"] if d.is_test else ["bin"])
     profile = (d.opt_level or "", d.lto, d.debuginfo or "", d.target or "")
-    override = settings.crate(name)
     return Job(
         argv,
         kind="rustc",
@@ -226,7 +226,7 @@ def run_guarded(argv: Sequence[str]) -> int:
     if not verdict.guarded:
         return _exec_now(argv, settings)
     return run_job(
-        job_from_decision(_wrapped(argv, settings), verdict.decision, settings), settings
+        job_from_decision(_wrapped(argv, settings), verdict.decision, verdict.override), settings
     )
 
 
@@ -248,16 +248,8 @@ def nested() -> bool:
     return bool(os.environ.get(HELD_ENV))
 
 
-def exec_now(cmd: Sequence[str]) -> int:
-    try:
-        os.execvp(cmd[0], list(cmd))
-    except OSError as exc:
-        say(f"error: cannot run {cmd[0]}: {exc.strerror}")
-    return 127
-
-
 def _exec_now(argv: Sequence[str], settings: Settings) -> int:
-    return exec_now(_wrapped(argv, settings))
+    return exec_program(_wrapped(argv, settings))
 
 
 def command_job(cmd: Sequence[str], kind: str, name: str | None, estimate: int | None) -> Job:

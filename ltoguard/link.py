@@ -28,6 +28,7 @@ def _output_name(args: Sequence[str]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from ltoguard import guard
+    from ltoguard.cli import exec_program
 
     args = sys.argv[1:] if argv is None else list(argv)
     try:
@@ -37,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     cmd = [settings.linker or "cc", *args]
     if guard.nested() or settings.mode == "off":
-        return guard.exec_now(cmd)
+        return exec_program(cmd)
     name = _output_name(args)
     # The hash cargo appends (app-0123abcd) differs per build; learn per output name.
     stem = name.rsplit("-", 1)[0] if "-" in name else name
