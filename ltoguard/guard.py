@@ -24,7 +24,7 @@ import time
 
 from ltoguard import process
 from ltoguard.cli import exec_program
-from ltoguard.semaphore import Semaphore, Snapshot, StateDirGone
+from ltoguard.semaphore import Semaphore, Snapshot, StateDirGone, slot_limit_policy
 from ltoguard.statedir import StateDirError, open_state_dir, write_private_file
 
 TYPE_CHECKING = False
@@ -318,6 +318,7 @@ class _Runner:
         limit = self.settings.slots
         memory_setting = self.settings.memory
         cache: list[Any] = []  # [running-set key, when, reason] of the last "no"
+        slot_cap = slot_limit_policy(limit) if limit is not None else None
 
         def policy(snap: Snapshot) -> tuple[bool, str]:
             if alone:
@@ -334,9 +335,10 @@ class _Runner:
                 except ValueError:
                     pass
                 return True, "no other guarded job running"
-            if limit is not None and snap.running >= limit:
-                plural = "slot" if limit == 1 else "slots"
-                return False, f"all {limit} {plural} in use (LTOGUARD_SLOTS)"
+            if slot_cap is not None:  # checked before memory: it costs nothing to read
+                ok, why = slot_cap(snap)
+                if not ok:
+                    return False, f"{why} (LTOGUARD_SLOTS)"
             # Reading memory costs ~1-2 ms; the head polls every 50 ms. Re-read at
             # once when the set of running jobs changes (one ended: memory freed),
             # else at most every MEMORY_RECHECK s, so a waiting head stays < 1% CPU.

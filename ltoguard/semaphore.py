@@ -37,7 +37,7 @@ from ltoguard.statedir import (
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Callable
     from typing import Any
 
 MUTEX = "mutex.lock"
@@ -145,10 +145,6 @@ class Snapshot:
     @property
     def running(self) -> int:
         return len(self.holders)
-
-
-#: Given a snapshot, decide: (admit?, human reason for waiting or for admitting).
-AdmitFn = "Callable[[Snapshot], tuple[bool, str]]"
 
 
 def slot_limit_policy(limit: int) -> Callable[[Snapshot], tuple[bool, str]]:
@@ -529,8 +525,3 @@ class Semaphore:
             if isinstance(rec, dict):
                 out.append(rec)
         return out
-
-
-def iter_holders(sem: Semaphore) -> Iterator[Holder]:
-    with sem.mutex():
-        yield from sem.snapshot().holders
