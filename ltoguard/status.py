@@ -237,6 +237,11 @@ def fmt_estimate(n: int | None, basis: str | None) -> str:
 
 
 def _table(header: Sequence[str], rows: list[list[str]]) -> list[str]:
+    from ltoguard.semaphore import printable
+
+    # Cells come from records and history that other users may have written
+    # (shared state dir): one safe line each, like the waiting line.
+    rows = [[printable(c, limit=200) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in [list(header), *rows]) for i in range(len(header))]
     out = []
     for r in [list(header), *rows]:

@@ -333,3 +333,10 @@ def test_learned_empty_state_dir(env: Path, capsys: pytest.CaptureFixture[str]) 
     assert status.learned_main([]) == 0
     out = capsys.readouterr().out
     assert "memory history: empty" in out and "event log: empty" in out
+
+
+def test_text_tables_show_record_text_as_one_safe_line() -> None:
+    from ltoguard.status import _table
+
+    lines = _table(["CRATE"], [["evil\n\x1b[31mltoguard: error: fake"]])
+    assert len(lines) == 2 and "\x1b" not in lines[1] and "\n" not in lines[1]
