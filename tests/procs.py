@@ -150,6 +150,23 @@ def wait_for(pred: Any, timeout: float = 20.0, interval: float = 0.01) -> bool:
     return bool(pred())
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time a process has used, in nanosecond precision (/proc/PID/schedstat).
+
+    psutil's cpu_times() counts 10 ms clock ticks, and a process that wakes on a
+    timer is charged whole ticks: over 2 s one stray tick reads as 0.5% of a core.
+    """
+    with open(f"/proc/{pid}/schedstat") as f:
+        return int(f.read().split()[0]) / 1e9
+
+
+def cpu_fraction(pid: int, seconds: float) -> float:
+    """The share of one core `pid` uses over the next `seconds`."""
+    before = cpu_seconds(pid)
+    time.sleep(seconds)
+    return (cpu_seconds(pid) - before) / seconds
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
