@@ -38,7 +38,7 @@ LTOGUARD_DIR=PATH. See the README for details.
 SUBCOMMANDS = {
     "explain": ("ltoguard.explain", "main"),
     "status": ("ltoguard.status", "main"),
-    "learned": ("ltoguard.status", "learned_main"),
+    "learned": ("ltoguard.learned", "main"),
     "report": ("ltoguard.report", "main"),
     "init": ("ltoguard.initcmd", "main"),
     "run": ("ltoguard.gate", "main"),

@@ -132,6 +132,10 @@ class History:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def items(self) -> list[tuple[str, str, list[int]]]:
+        """(key, group, peaks) for every job, least recently recorded first."""
+        return [(k, g, list(p)) for k, (g, p) in self._entries.items()]
+
     def peaks(self, key: str) -> list[int]:
         entry = self._entries.get(key)
         return list(entry[1]) if entry else []

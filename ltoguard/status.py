@@ -1,4 +1,4 @@
-"""`ltoguard status` and `ltoguard learned`: what the gate is doing, and what it knows.
+"""`ltoguard status`: what the gate is doing now.
 
 ``ltoguard status [--json] [--watch [SECONDS]]`` shows the limit, the running
 guarded jobs, the waiters in FIFO order and the available memory. The semaphore
@@ -35,14 +35,6 @@ Schema, version 1 (keys are always present; ``null`` where unknown)::
         "workspace": str | null, "since": float | null, "waiting": float | null,
         "estimate": int | null, "estimate_basis": str | null}, ...]
     }
-
-``ltoguard learned [--json]`` lists the memory history (per job: crate,
-workspace, profile, recent peaks, current estimate) and a summary of the event
-log. Its JSON: ``{"version": 1, "state_dir", "history_file", "jobs": [{"key",
-"crate", "workspace", "opt_level", "lto", "debuginfo", "target", "types",
-"group", "peaks", "estimate", "estimate_basis"}], "events": {"all": SUMMARY,
-"last_build": SUMMARY | null}}`` where SUMMARY is ``{"jobs", "total_wait",
-"serialised", "oom_reruns", "requeues", "outcomes", "first", "last"}``.
 """
 
 from __future__ import annotations
@@ -54,7 +46,6 @@ import sys
 import time
 from dataclasses import dataclass
 
-from ltoguard import events as ev
 from ltoguard.statedir import StateDirError, default_path, open_state_dir
 
 TYPE_CHECKING = False
@@ -116,7 +107,7 @@ def _float(v: object) -> float | None:
     return float(v)
 
 
-def _str(v: object) -> str | None:
+def str_or_none(v: object) -> str | None:
     return v if isinstance(v, str) else None
 
 
@@ -141,16 +132,16 @@ def collect(view: View, dir_fd: int, now: float | None = None) -> dict[str, Any]
         running.append(
             {
                 "slot": h.slot,
-                "crate": _str(rec.get("crate")),
-                "kind": _str(rec.get("kind")),
+                "crate": str_or_none(rec.get("crate")),
+                "kind": str_or_none(rec.get("kind")),
                 "pid": pid,
                 "child": child,
-                "workspace": _str(rec.get("workspace")),
+                "workspace": str_or_none(rec.get("workspace")),
                 "started": started,
                 "age": None if started is None else max(0.0, now - started),
                 "rss": tree_rss(target) if target else None,
                 "estimate": _int(rec.get("estimate")),
-                "estimate_basis": _str(rec.get("estimate_basis")),
+                "estimate_basis": str_or_none(rec.get("estimate_basis")),
             }
         )
     waiting = []
@@ -159,14 +150,14 @@ def collect(view: View, dir_fd: int, now: float | None = None) -> dict[str, Any]
         waiting.append(
             {
                 "position": i,
-                "crate": _str(t.get("crate")),
-                "kind": _str(t.get("kind")),
+                "crate": str_or_none(t.get("crate")),
+                "kind": str_or_none(t.get("kind")),
                 "pid": _int(t.get("pid")),
-                "workspace": _str(t.get("workspace")),
+                "workspace": str_or_none(t.get("workspace")),
                 "since": since,
                 "waiting": None if since is None else max(0.0, now - since),
                 "estimate": _int(t.get("estimate")),
-                "estimate_basis": _str(t.get("estimate_basis")),
+                "estimate_basis": str_or_none(t.get("estimate_basis")),
             }
         )
     held = sum(r["rss"] or 0 for r in running)
@@ -236,7 +227,7 @@ def fmt_estimate(n: int | None, basis: str | None) -> str:
     return f"~{fmt_bytes(n)}" + (f" ({basis})" if basis else "")
 
 
-def _table(header: Sequence[str], rows: list[list[str]]) -> list[str]:
+def table(header: Sequence[str], rows: list[list[str]]) -> list[str]:
     from ltoguard.semaphore import printable
 
     # Cells come from records and history that other users may have written
@@ -297,7 +288,7 @@ def render(doc: dict[str, Any]) -> str:
             ]
             for r in run
         ]
-        lines += _table(["SLOT", "CRATE", "PID", "CHILD", "AGE", "MEMORY", "ESTIMATE"], rows)
+        lines += table(["SLOT", "CRATE", "PID", "CHILD", "AGE", "MEMORY", "ESTIMATE"], rows)
     else:
         lines.append("running: none")
     wait = doc["waiting"]
@@ -313,7 +304,7 @@ def render(doc: dict[str, Any]) -> str:
             ]
             for w in wait
         ]
-        lines += _table(["#", "CRATE", "PID", "WAITING", "ESTIMATE"], rows)
+        lines += table(["#", "CRATE", "PID", "WAITING", "ESTIMATE"], rows)
     else:
         lines.append("waiting: none")
     return "\n".join(lines) + "\n"
@@ -393,169 +384,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     finally:
         source.close()
-
-
-# ---------------------------------------------------------------------------
-# learned
-
-
-def _history_file(dir_fd: int) -> str | None:
-    """This user's history file, if there is one."""
-    from ltoguard.estimates import history_file
-
-    name = history_file(os.geteuid())
-    try:
-        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except OSError:
-        return None
-    return name
-
-
-def _history_items(history: Any) -> list[tuple[str, str, list[int]]]:
-    items = getattr(history, "items", None)
-    pairs = items() if callable(items) else history._entries.items()
-    return [(k, g, list(p)) for k, (g, p) in pairs]
-
-
-def learned_doc(view: View, dir_fd: int) -> dict[str, Any]:
-    from ltoguard.estimates import History
-
-    name = _history_file(dir_fd)
-    jobs = []
-    if name is not None:
-        history = History.load(name, dir_fd=dir_fd)
-        for key, group, peaks in reversed(_history_items(history)):  # most recent first
-            try:
-                parts = json.loads(key)
-            except ValueError:
-                parts = None
-            if not (isinstance(parts, list) and len(parts) == 7):
-                parts = [None] * 7
-            ws, crate, opt, lto, debug, target, types = parts
-            estimate, basis = history.estimate(key, group)
-            jobs.append(
-                {
-                    "key": key,
-                    "crate": _str(crate),
-                    "workspace": _str(ws),
-                    "opt_level": _str(opt),
-                    "lto": _str(lto),
-                    "debuginfo": _str(debug),
-                    "target": _str(target),
-                    "types": types if isinstance(types, list) else [],
-                    "group": group,
-                    "peaks": peaks,
-                    "estimate": estimate,
-                    "estimate_basis": basis,
-                }
-            )
-    records = ev.read_events(dir_fd, os.geteuid())
-    builds = ev.group_builds(records)
-    return {
-        "version": SCHEMA_VERSION,
-        "state_dir": view.dir,
-        "history_file": None if name is None else os.path.join(view.dir, name),
-        "jobs": jobs,
-        "events": {
-            "all": ev.summarize(records),
-            "last_build": ev.summarize(builds[-1]) if builds else None,
-        },
-    }
-
-
-def _when(t: float | None) -> str:
-    return "?" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
-
-
-def _summary_line(s: dict[str, Any]) -> str:
-    outcomes = ", ".join(f"{n} {o}" for o, n in sorted(s["outcomes"].items()))
-    return (
-        f"{s['jobs']} jobs ({outcomes}), total wait {fmt_age(s['total_wait'])},"
-        f" {s['serialised']} serialised, {s['oom_reruns']} OOM reruns, {s['requeues']} requeues"
-    )
-
-
-def render_learned(doc: dict[str, Any]) -> str:
-    lines = [f"ltoguard learned (state dir {doc['state_dir']})"]
-    jobs = doc["jobs"]
-    if doc["history_file"] is None or not jobs:
-        lines.append("memory history: empty (no guarded job has finished yet)")
-    else:
-        lines.append(
-            f"memory history: {len(jobs)} jobs in {doc['history_file']}, most recent first"
-        )
-        rows = []
-        for j in jobs:
-            profile = " ".join(
-                x
-                for x in (
-                    f"opt={j['opt_level']}" if j["opt_level"] else "",
-                    f"lto={j['lto']}" if j["lto"] else "",
-                    f"debug={j['debuginfo']}" if j["debuginfo"] else "",
-                    j["target"] or "",
-                    ",".join(str(t) for t in j["types"]),
-                )
-                if x
-            )
-            rows.append(
-                [
-                    j["crate"] or "?",
-                    j["workspace"] or "?",
-                    profile or "?",
-                    " ".join(fmt_bytes(p) for p in j["peaks"]),
-                    fmt_estimate(j["estimate"], j["estimate_basis"]),
-                ]
-            )
-        lines += _table(["CRATE", "WORKSPACE", "PROFILE", "RECENT PEAKS", "ESTIMATE"], rows)
-    lines.append("")
-    every, last = doc["events"]["all"], doc["events"]["last_build"]
-    if not every["jobs"]:
-        lines.append("event log: empty")
-    else:
-        lines.append(
-            f"event log: {_summary_line(every)}; {_when(every['first'])} to {_when(every['last'])}"
-        )
-        if last is not None:
-            lines.append(f"last build: {_summary_line(last)}; started {_when(last['first'])}")
-    return "\n".join(lines) + "\n"
-
-
-def learned_main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="ltoguard learned",
-        description="The per-job peak memory ltoguard has measured, and a summary of recent jobs.",
-    )
-    parser.add_argument("--json", action="store_true", help="print JSON (see the module docs)")
-    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
-    try:
-        view = load_view()
-    except ValueError as exc:
-        err(str(exc))
-        return EXIT_ERROR
-    if not os.path.isdir(view.dir):
-        if args.json:
-            doc: dict[str, Any] = {
-                "version": SCHEMA_VERSION,
-                "state_dir": view.dir,
-                "history_file": None,
-                "jobs": [],
-                "events": {"all": ev.summarize([]), "last_build": None},
-            }
-            sys.stdout.write(json.dumps(doc, indent=2) + "\n")
-        else:
-            sys.stdout.write(no_state_message(view.dir) + "\n")
-        return 0
-    try:
-        _path, dir_fd = open_state_dir(view.dir)
-    except StateDirError as exc:
-        err(str(exc))
-        return EXIT_ERROR
-    try:
-        doc = learned_doc(view, dir_fd)
-    finally:
-        os.close(dir_fd)
-    if args.json:
-        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
-    else:
-        sys.stdout.write(render_learned(doc))
-    return 0

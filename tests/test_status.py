@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from ltoguard import events, status
+from ltoguard import events, learned, status
 from ltoguard.estimates import History, group_key, job_key
 from ltoguard.semaphore import Semaphore
 from ltoguard.statedir import open_state_dir
@@ -121,7 +121,7 @@ def test_no_state_dir(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_no_state_dir_learned(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert status.learned_main([]) == 0
+    assert learned.main([]) == 0
     assert "no guarded compile has run yet" in capsys.readouterr().out
     assert not env.exists()
 
@@ -304,7 +304,7 @@ def test_learned_from_synthetic_history(env: Path, capsys: pytest.CaptureFixture
     finally:
         os.close(fd)
 
-    assert status.learned_main(["--json"]) == 0
+    assert learned.main(["--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["version"] == 1
     assert doc["history_file"] == str(env / f"memory-history-{os.geteuid()}.json")
@@ -320,7 +320,7 @@ def test_learned_from_synthetic_history(env: Path, capsys: pytest.CaptureFixture
     assert summary["total_wait"] == pytest.approx(4.0)
     assert doc["events"]["last_build"]["jobs"] == 2
 
-    assert status.learned_main([]) == 0
+    assert learned.main([]) == 0
     out = capsys.readouterr().out
     assert "memory history: 2 jobs" in out
     row = next(x for x in out.splitlines() if "app_one" in x)
@@ -330,13 +330,13 @@ def test_learned_from_synthetic_history(env: Path, capsys: pytest.CaptureFixture
 
 def test_learned_empty_state_dir(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     env.mkdir(mode=0o700)
-    assert status.learned_main([]) == 0
+    assert learned.main([]) == 0
     out = capsys.readouterr().out
     assert "memory history: empty" in out and "event log: empty" in out
 
 
 def test_text_tables_show_record_text_as_one_safe_line() -> None:
-    from ltoguard.status import _table
+    from ltoguard.status import table
 
-    lines = _table(["CRATE"], [["evil\n\x1b[31mltoguard: error: fake"]])
+    lines = table(["CRATE"], [["evil\n\x1b[31mltoguard: error: fake"]])
     assert len(lines) == 2 and "\x1b" not in lines[1] and "\n" not in lines[1]
