@@ -19,11 +19,11 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 from ltoguard import process
 from ltoguard.cli import exec_program
+from ltoguard.relay import StderrRelay
 from ltoguard.semaphore import Semaphore, Snapshot, StateDirGone, slot_limit_policy
 from ltoguard.statedir import StateDirError, open_state_dir, write_private_file
 
@@ -43,8 +43,6 @@ OOM_RERUN_HEADROOM = 1.25
 OOM_SCORE_ADJ_BASE = 300
 OOM_SCORE_ADJ_STEP = 100
 VICTIM_HEADROOM = 1.10
-_OOM_MARKERS = (b"memory allocation of ", b"LLVM ERROR: out of memory", b"out of memory")
-_SENT_MAX = 64 << 20  # bytes of stderr remembered to suppress repeats on a rerun
 
 
 def say(msg: str) -> None:
@@ -122,79 +120,6 @@ def _running(snap: Snapshot, default: int) -> list[Any]:
             )
         )
     return out
-
-
-class StderrRelay:
-    """Copies the child's stderr to ours byte for byte, remembering what cargo has seen.
-
-    On a rerun the same compile prints the same diagnostics again; cargo parses
-    rustc's JSON on stderr, so the bytes already relayed are dropped while the rerun
-    repeats them, and relaying resumes at the first byte that differs.
-    """
-
-    def __init__(self) -> None:
-        self.sent = bytearray()
-        self.overflow = False
-        self.tail = b""
-        self._thread: threading.Thread | None = None
-
-    def start(self, fd: int) -> None:
-        self.tail = b""
-        self._thread = threading.Thread(target=self._run, args=(fd,), daemon=True)
-        self._thread.start()
-
-    def join(self) -> None:
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-
-    def _run(self, fd: int) -> None:
-        pos = 0  # how much of `sent` this attempt has repeated so far
-        matching = True
-        try:
-            while True:
-                try:
-                    chunk = os.read(fd, 65536)
-                except InterruptedError:  # pragma: no cover
-                    continue
-                except OSError:
-                    break
-                if not chunk:
-                    break
-                self.tail = (self.tail + chunk)[-65536:]
-                if matching and pos < len(self.sent):
-                    n = min(len(chunk), len(self.sent) - pos)
-                    if chunk[:n] == self.sent[pos : pos + n]:
-                        pos += n
-                        chunk = chunk[n:]
-                    else:
-                        matching = False
-                if not chunk:
-                    continue
-                matching = False
-                pos = len(self.sent)
-                self._write(chunk)
-        finally:
-            os.close(fd)
-
-    def _write(self, chunk: bytes) -> None:
-        if not self.overflow:
-            if len(self.sent) + len(chunk) <= _SENT_MAX:
-                self.sent += chunk
-            else:
-                self.overflow = True
-        view = memoryview(chunk)
-        while view:
-            try:
-                n = os.write(2, view)
-            except InterruptedError:  # pragma: no cover
-                continue
-            except OSError:
-                return  # our stderr is gone (cargo died): keep draining the child
-            view = view[n:]
-
-    def out_of_memory(self) -> bool:
-        return any(m in self.tail for m in _OOM_MARKERS)
 
 
 class Outcome:
