@@ -11,8 +11,8 @@ duration per compile. It checks and reports:
   compiler chose (some exit 3 on purpose), or was one this script SIGKILLed;
 - admission latency: from a compile's end to the next compile's start, taken
   only while all N slots were busy and someone was queued (median, p99);
-- waiters' CPU: psutil cpu_times of each ltoguard process while its queue ticket
-  exists, over that wall time;
+- waiters' CPU: the run time of each ltoguard process (/proc/PID/schedstat, in ns)
+  while its queue ticket exists, over that wall time;
 - what is left in the state directory: only lock files, the memory history and
   the event log may stay; tickets, records and temp files are leftovers.
 
@@ -42,13 +42,18 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from tests.procs import Procs, ltoguard_cmd, make_fake_rustc, read_log  # noqa: E402
+from tests.procs import (  # noqa: E402
+    Procs,
+    cpu_seconds,
+    ltoguard_cmd,
+    make_fake_rustc,
+    read_log,
+)
 
 ALLOWED_PREFIXES = ("mutex.lock", "slot-", "memory-history-", "events-")
 POLL = 0.1  # seconds between the monitor's looks at tickets and CPU times
 SETTLE = 0.3  # seconds of a waiter's start-up not counted as waiting
-# cpu_times() counts clock ticks (10 ms): over 0.5 s one tick reads as 2% of a core.
-MIN_WINDOW = 2.0  # seconds of waiting before a waiter's CPU share is counted
+MIN_WINDOW = 1.0  # seconds of waiting before a waiter's CPU share is counted
 
 
 def clean_env(tmp: Path, state: Path) -> dict[str, str]:
@@ -122,8 +127,6 @@ def run_round(
     bound: float | None = None,
     base: Path | None = None,
 ) -> dict[str, Any]:
-    import psutil
-
     with tempfile.TemporaryDirectory(prefix="ltoguard-stress-", dir=base) as d:
         tmp = Path(d)
         state = tmp / "state"
@@ -165,7 +168,6 @@ def run_round(
                     )
                 )
             by_pid = {p.pid: i for i, p in enumerate(ps)}
-            handles: dict[int, Any] = {}
             samples: dict[int, list[tuple[float, float]]] = {}
             killed: set[int] = set()
             enqueued: dict[str, float] = {}
@@ -190,11 +192,9 @@ def run_round(
                     if pid not in by_pid or by_pid[pid] in killed:
                         continue
                     try:
-                        h = handles.get(pid) or handles.setdefault(pid, psutil.Process(pid))
-                        ct = h.cpu_times()
-                    except (psutil.NoSuchProcess, psutil.AccessDenied):
+                        sample = (time.monotonic(), cpu_seconds(pid))
+                    except OSError:  # gone between the listing and the read
                         continue
-                    sample = (time.monotonic(), ct.user + ct.system)
                     enqueued.setdefault(f"bin{by_pid[pid]}", time.time())
                     samples.setdefault(pid, []).append(sample)
                 time.sleep(POLL)

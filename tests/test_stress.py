@@ -52,7 +52,7 @@ def test_stress_round(seed: int, slots: int, kill: int) -> None:
     assert res["waiter_cpu"], "the monitor saw no waiter: nothing was measured"
     # The head polls every 50 ms, the others block on the ticket ahead: most use
     # nothing, and even the head stays far below a spinning loop (~100% of a core).
-    # Measured here under a loaded machine: median 0%, max 3-5%.
+    # Measured here under a loaded machine (/proc schedstat): median 0.1-0.2%, max 1-1.5%.
     cpu = sorted(res["waiter_cpu"])
     assert cpu[len(cpu) // 2] < 0.01, cpu
     assert cpu[-1] < 0.15, cpu
