@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 EXIT_CONFIG = 2  # ltoguard's own configuration / state-directory errors
 HELD_ENV = "LTOGUARD_HELD"  # set for the child of an admitted job: nested gates pass through
-MEMORY_RECHECK = 0.5  # seconds a waiting head reuses a "does not fit" decision
+MEMORY_RECHECK = 1.0  # seconds a waiting head reuses a "does not fit" decision
 MONITOR_INTERVAL = 0.25  # seconds between free-memory checks while a job runs
 OOM_RERUN_HEADROOM = 1.25
 OOM_SCORE_ADJ_BASE = 300
@@ -233,6 +233,7 @@ class _Runner:
         self.relay = StderrRelay() if not _isatty(2) else None
         self._oom_before: tuple[int | None, int | None] = (None, None)
         self.ticket_info: dict[str, Any] = {}
+        self.signals = process.Forwarder()
 
     # -- admission -------------------------------------------------------------------
 
@@ -264,9 +265,9 @@ class _Runner:
                 ok, why = slot_cap(snap)
                 if not ok:
                     return False, f"{why} (LTOGUARD_SLOTS)"
-            # Reading memory costs ~1-2 ms; the head polls every 50 ms. Re-read at
-            # once when the set of running jobs changes (one ended: memory freed),
-            # else at most every MEMORY_RECHECK s, so a waiting head stays < 1% CPU.
+            # Reading memory costs ~1-2 ms; the head decides every FULL_RECHECK s and
+            # whenever a slot frees. Re-read at once when the set of running jobs
+            # changes (one ended: memory freed), else at most every MEMORY_RECHECK s.
             key = tuple(sorted(h.slot for h in snap.holders))
             now = time.monotonic()
             if cache and cache[0] == key and now - cache[1] < MEMORY_RECHECK:
@@ -380,7 +381,12 @@ class _Runner:
                 with lease:
                     self.ticket_info = self._info()
                     slot = self.sem.acquire(
-                        self.ticket_info, self._policy(alone), on_wait, seq=seq, gate=gate
+                        self.ticket_info,
+                        self._policy(alone),
+                        on_wait,
+                        seq=seq,
+                        gate=gate,
+                        hold_signals=True,  # until _run_once forwards them
                     )
             except StateDirGone:
                 # Removed mid-build: make it again (same checks) and queue there.
@@ -395,6 +401,11 @@ class _Runner:
             seq = slot.seq
             code, victim, peak = self._run_once(slot)
             self.outcome.peak = max(self.outcome.peak, peak)
+            if self.signals.pending and (victim or self._oom(code)):
+                # Interrupted between the compile's end and its second try: stop here.
+                sig = self.signals.pending[0]
+                self._event(slot, -sig, "interrupted")
+                return process.die_by(sig)
             if victim:
                 self.outcome.requeues += 1
                 self.estimate = max(self.estimate, int(peak * VICTIM_HEADROOM))
@@ -432,6 +443,11 @@ class _Runner:
     def _run_once(self, slot: Any) -> tuple[int, bool, int]:
         from ltoguard.memory import PeakSampler, cgroup_oom_kills, host_oom_kills
 
+        # Signals were held back since admission: from here on they go to the
+        # compiler (kept until it exists), never raised half-way through starting it.
+        self.signals = process.Forwarder()
+        self.signals.install()
+        process.restore_signals(slot.sigmask)
         self._oom_before = (cgroup_oom_kills(), host_oom_kills())
         try:
             stderr_w = None
@@ -457,7 +473,7 @@ class _Runner:
                 self.relay.join()
             say(f"error: cannot run {self.job.argv[0]}: {exc.strerror}")
             return 127, False, 0
-        process.forward_signals_to(proc)
+        self.signals.forward_to(proc)
         try:
             slot.info["child"] = proc.pid
             write_private_file(self.sem.dir_fd, slot.record_name, _json(slot.info))

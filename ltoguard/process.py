@@ -92,15 +92,49 @@ def spawn(
                 pass
 
 
-def forward_signals_to(proc: subprocess.Popen[bytes]) -> None:
-    def handler(signum: int, _frame: object) -> None:
+class Forwarder:
+    """Passes SIGINT/SIGTERM/SIGHUP/SIGQUIT on to the compiler.
+
+    Installed while the slot is taken and before the compiler exists: a signal that
+    comes before it starts (or after it ended) is kept in `pending`, never lost and
+    never raised in the middle of starting it (which would leave its record behind).
+    """
+
+    def __init__(self) -> None:
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.pending: list[int] = []
+
+    def install(self) -> None:
+        for s in FORWARDED:
+            signal.signal(s, self._handler)
+
+    def forward_to(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        while self.pending:
+            self._send(self.pending.pop(0))
+
+    def _handler(self, signum: int, _frame: object) -> None:
+        if self.proc is None or self.proc.returncode is not None:
+            self.pending.append(signum)
+        else:
+            self._send(signum)
+
+    def _send(self, signum: int) -> None:
+        assert self.proc is not None
         try:
-            proc.send_signal(signum)
+            self.proc.send_signal(signum)
         except OSError:
             pass
 
-    for s in FORWARDED:
-        signal.signal(s, handler)
+
+def hold_signals() -> set[int | signal.Signals]:
+    """Block the forwarded signals (they stay pending); return the mask to restore."""
+    return signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
+
+
+def restore_signals(mask: set[int | signal.Signals]) -> None:
+    """A signal held back meanwhile is handled now, by whatever handler is installed."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def wait(proc: subprocess.Popen[bytes]) -> int:

@@ -26,8 +26,10 @@ import errno
 import fcntl
 import json
 import os
+import signal
 import time
 
+from ltoguard import process
 from ltoguard.statedir import (
     StateDirError,
     open_shared_file,
@@ -42,6 +44,11 @@ if TYPE_CHECKING:
 
 MUTEX = "mutex.lock"
 HEAD_POLL = 0.05  # seconds; a freed slot is noticed within this (issue #2: < 100 ms)
+# A head told "no" re-decides at once when a slot it saw held is freed, else at
+# least this often (memory moves, a ticket may have re-entered ahead). Between
+# decisions it only probes those slots: a flock call each, instead of the mutex,
+# a directory listing and every record (issue #2: a waiter uses <= 1% CPU).
+FULL_RECHECK = 0.5
 
 _NO_LOCKS = {errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK, errno.EINVAL}
 
@@ -63,6 +70,29 @@ def printable(value: object, limit: int = 64) -> str:
         return ""
     text = "".join(ch if ch.isprintable() else "?" for ch in value[:limit])
     return text + ("..." if len(value) > limit else "")
+
+
+def _all_held(fds: list[int]) -> bool:
+    """Whether every one of these slot locks is still held by someone.
+
+    A free one is locked (shared) for an instant and let go at once: to anyone
+    probing in that instant the slot looks held, which can only delay them."""
+    for fd in fds:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue
+        except OSError:
+            return False
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    return True
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
+    fds.clear()
 
 
 def try_lock(fd: int, *, shared: bool = False) -> bool:
@@ -100,7 +130,7 @@ class Ticket:
 class Slot:
     """A held slot: the lock fd (to be inherited by the child), our record, our queue position."""
 
-    __slots__ = ("fd", "index", "record_name", "info", "seq")
+    __slots__ = ("fd", "index", "record_name", "info", "seq", "sigmask")
 
     def __init__(
         self, fd: int, index: int, record_name: str, info: dict[str, Any], seq: int = 0
@@ -110,6 +140,7 @@ class Slot:
         self.record_name = record_name
         self.info = info
         self.seq = seq
+        self.sigmask: set[int | signal.Signals] | None = None  # see Semaphore.acquire
 
 
 class Holder:
@@ -367,6 +398,7 @@ class Semaphore:
         seq: int | None = None,
         poll: float = HEAD_POLL,
         gate: Callable[[bool], bool] | None = None,
+        hold_signals: bool = False,
     ) -> Slot:
         """Wait in FIFO order until `admit` says yes, then hold a slot.
 
@@ -374,51 +406,108 @@ class Semaphore:
         goes back to the head). `gate(is_head)` runs before every admission attempt;
         returning False defers it (the jobserver lease uses it to lend its token while
         queued and take it back at the head).
+
+        A waiter is interrupted by a signal whose handler raises. Such signals are
+        held back (blocked) while a ticket or a slot changes hands, so an interruption
+        never leaves a ticket or a record behind. With `hold_signals` they are still
+        blocked when the slot is returned; `slot.sigmask` is the mask to restore once
+        the caller has the slot in hand.
         """
+        mask = process.hold_signals()
+        ticket: Ticket | None = None
+        got: Slot | None = None
+        probes: list[int] = []  # the slots held at the last "no", to notice one freed
         try:
             with self.mutex():
                 ticket = self._enqueue(info, seq)
+            process.restore_signals(mask)  # a signal held back meanwhile raises here
+            got = self._wait_in_line(ticket, info, admit, on_wait, poll, gate, mask, probes)
         except OSError as exc:
-            self._raise_if_gone(exc)
-            raise
-        announced = False
-        try:
-            while True:
-                pred: str | None = None
-                with self.mutex():
-                    names = self._names()
-                    ahead = self._live_tickets_before(ticket, names)
-                    if not ahead and gate is not None and not gate(True):
-                        snap = self.snapshot(names)
-                        reason = "taking a jobserver token back"
-                    elif ahead:
-                        pred = ahead[-1]
-                        snap = self.snapshot(names)
-                        snap.waiters_ahead = len(ahead)
-                        reason = f"{len(ahead)} waiting ahead"
-                    else:
-                        slot = self._try_admit(names, info, admit)
-                        if isinstance(slot, Slot):
-                            self._drop_ticket(ticket)
-                            slot.seq = ticket.seq
-                            return slot
-                        snap, reason = slot
-                if not announced and on_wait is not None:
-                    on_wait(snap, reason)
-                    announced = True
-                if pred is not None and gate is not None:
-                    gate(False)
-                if pred is not None:
-                    self._wait_for(pred)
-                else:
-                    time.sleep(poll)
-        except OSError as exc:
-            self._drop_ticket(ticket)
+            if ticket is not None:
+                self._drop_ticket(ticket)
+            process.restore_signals(mask)
             self._raise_if_gone(exc)
             raise
         except BaseException:
-            self._drop_ticket(ticket)
+            if ticket is not None:
+                self._drop_ticket(ticket)
+            process.restore_signals(mask)
             raise
+        finally:
+            _close_all(probes)
+        if hold_signals:
+            got.sigmask = mask
+        else:
+            try:
+                process.restore_signals(mask)
+            except BaseException:
+                self.release(got)
+                raise
+        return got
+
+    def _wait_in_line(
+        self,
+        ticket: Ticket,
+        info: dict[str, Any],
+        admit: Callable[[Snapshot], tuple[bool, str]],
+        on_wait: Callable[[Snapshot, str], None] | None,
+        poll: float,
+        gate: Callable[[bool], bool] | None,
+        mask: set[int | signal.Signals],
+        probes: list[int],
+    ) -> Slot:
+        """The queue loop. Returns with the forwarded signals blocked and the ticket
+        gone; raises with the ticket still there (the caller drops it)."""
+        announced = False
+        decided = 0.0
+        while True:
+            if probes:
+                if time.monotonic() - decided < FULL_RECHECK and _all_held(probes):
+                    time.sleep(poll)
+                    continue
+                _close_all(probes)
+            pred: str | None = None
+            with self.mutex():
+                names = self._names()
+                ahead = self._live_tickets_before(ticket, names)
+                if not ahead and gate is not None and not gate(True):
+                    snap = self.snapshot(names)
+                    reason = "taking a jobserver token back"
+                elif ahead:
+                    pred = ahead[-1]
+                    snap = self.snapshot(names)
+                    snap.waiters_ahead = len(ahead)
+                    reason = f"{len(ahead)} waiting ahead"
+                else:
+                    process.hold_signals()
+                    slot = self._try_admit(names, info, admit)
+                    if isinstance(slot, Slot):
+                        self._drop_ticket(ticket)
+                        slot.seq = ticket.seq
+                        return slot
+                    snap, reason = slot
+                    decided = time.monotonic()
+                    probes[:] = self._open_slots([h.slot for h in snap.holders])
+            process.restore_signals(mask)
+            if not announced and on_wait is not None:
+                on_wait(snap, reason)
+                announced = True
+            if pred is not None and gate is not None:
+                gate(False)
+            if pred is not None:
+                self._wait_for(pred)
+            else:
+                time.sleep(poll)
+
+    def _open_slots(self, indices: list[int]) -> list[int]:
+        fds = []
+        for k in indices:
+            try:
+                fds.append(open_shared_file(self.dir_fd, slot_name(k)))
+            except (OSError, StateDirError):
+                _close_all(fds)
+                return []  # no shortcut: decide in full every poll
+        return fds
 
     def gone(self) -> bool:
         try:
