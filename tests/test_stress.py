@@ -70,3 +70,6 @@ def test_admission_latency_counts_only_releases_someone_waited_for() -> None:
     ]
     lat = stress.admission_latencies(log, 1, {"b": 0.5, "c": 4.0})
     assert [round(x, 3) for x in lat] == [0.1]
+    # b's release at 2.0 counts once c is queued before it; `since` drops a's release.
+    lat = stress.admission_latencies(log, 1, {"b": 0.5, "c": 1.5}, since=1.5)
+    assert [round(x, 3) for x in lat] == [3.0]
