@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 EXIT_CONFIG = 2  # ltoguard's own configuration / state-directory errors
 HELD_ENV = "LTOGUARD_HELD"  # set for the child of an admitted job: nested gates pass through
-MEMORY_RECHECK = 1.0  # seconds a waiting head reuses a "does not fit" decision
+MEMORY_RECHECK = 0.5  # seconds a waiting head reuses a "does not fit" decision (= FULL_RECHECK)
 MONITOR_INTERVAL = 0.25  # seconds between free-memory checks while a job runs
 OOM_RERUN_HEADROOM = 1.25
 OOM_SCORE_ADJ_BASE = 300
@@ -348,7 +348,6 @@ class _Runner:
         alone = False
         announced = False
         while True:
-            process.raise_on_signals()
             t_wait = time.time()
 
             def on_wait(snap: Snapshot, reason: str) -> None:
@@ -378,6 +377,10 @@ class _Runner:
                 return True
 
             try:
+                process.raise_on_signals()
+                if self.signals.received:
+                    # A signal came during the last attempt (or since): no second one.
+                    raise process.Interrupted(self.signals.received[0])
                 with lease:
                     self.ticket_info = self._info()
                     slot = self.sem.acquire(
@@ -401,11 +404,6 @@ class _Runner:
             seq = slot.seq
             code, victim, peak = self._run_once(slot)
             self.outcome.peak = max(self.outcome.peak, peak)
-            if self.signals.pending and (victim or self._oom(code)):
-                # Interrupted between the compile's end and its second try: stop here.
-                sig = self.signals.pending[0]
-                self._event(slot, -sig, "interrupted")
-                return process.die_by(sig)
             if victim:
                 self.outcome.requeues += 1
                 self.estimate = max(self.estimate, int(peak * VICTIM_HEADROOM))

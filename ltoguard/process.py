@@ -103,6 +103,7 @@ class Forwarder:
     def __init__(self) -> None:
         self.proc: subprocess.Popen[bytes] | None = None
         self.pending: list[int] = []
+        self.received: list[int] = []  # every signal, forwarded or not
 
     def install(self) -> None:
         for s in FORWARDED:
@@ -114,6 +115,7 @@ class Forwarder:
             self._send(self.pending.pop(0))
 
     def _handler(self, signum: int, _frame: object) -> None:
+        self.received.append(signum)
         if self.proc is None or self.proc.returncode is not None:
             self.pending.append(signum)
         else:

@@ -19,21 +19,27 @@ class StderrRelay:
     """Copies the child's stderr to ours byte for byte, remembering what cargo has seen.
 
     On a rerun the same compile prints the same diagnostics again; cargo parses
-    rustc's JSON on stderr, so the bytes already relayed are dropped while the rerun
-    repeats them. Where the rerun goes on past them (the first attempt was killed),
-    relaying resumes mid-line: the line is completed. Where it prints something
-    else, relaying resumes at the start of the line that differs, so cargo never
-    gets a line spliced from two attempts.
+    rustc's JSON on stderr, so the bytes cargo has already seen are dropped while the
+    rerun repeats them. Where the rerun goes on past them (the first attempt was
+    killed), relaying resumes mid-line: the line is completed. Where it prints
+    something else, relaying resumes at the start of the line that differs, so cargo
+    never gets a line spliced from two attempts.
     """
 
     def __init__(self) -> None:
-        self.sent = bytearray()
+        # What a rerun is compared with: the output cargo has, in effect, seen. After
+        # an attempt that went further or printed something else, that attempt's
+        # whole output; after one that stopped early on the same text, unchanged.
+        self.seen = bytearray()
+        self.current = bytearray()  # this attempt's output (up to _SENT_MAX bytes)
+        self.mid_line = False  # cargo's stream ends in the middle of a line
         self.overflow = False
         self.tail = b""
         self._thread: threading.Thread | None = None
 
     def start(self, fd: int) -> None:
         self.tail = b""
+        self.current = bytearray()
         self._thread = threading.Thread(target=self._run, args=(fd,), daemon=True)
         self._thread.start()
 
@@ -43,8 +49,9 @@ class StderrRelay:
             self._thread = None
 
     def _run(self, fd: int) -> None:
-        pos = 0  # how much of `sent` this attempt has repeated so far
+        pos = 0  # how much of `seen` this attempt has repeated so far
         matching = True
+        diverged = False
         try:
             while True:
                 try:
@@ -56,9 +63,13 @@ class StderrRelay:
                 if not chunk:
                     break
                 self.tail = (self.tail + chunk)[-65536:]
+                if len(self.current) + len(chunk) <= _SENT_MAX:
+                    self.current += chunk
+                else:
+                    self.overflow = True
                 if matching:
-                    n = min(len(chunk), len(self.sent) - pos)
-                    same = _common_prefix(chunk, self.sent, pos, n)
+                    n = min(len(chunk), len(self.seen) - pos)
+                    same = _common_prefix(chunk, self.seen, pos, n)
                     if same == n:
                         pos += n
                         chunk = chunk[n:]
@@ -66,25 +77,24 @@ class StderrRelay:
                             continue
                     else:
                         chunk = self._resume_line(pos + same) + chunk[same:]
+                        diverged = True
                     matching = False
                 self._write(chunk)
         finally:
             os.close(fd)
+            if diverged or len(self.current) >= len(self.seen):
+                self.seen = self.current
 
     def _resume_line(self, at: int) -> bytes:
         """The rerun diverged from what cargo saw at byte `at`: cargo reads whole lines,
         so restart at the beginning of that line (its start was swallowed as a repeat),
-        after ending the first attempt's unfinished last line, if any."""
-        start = self.sent.rfind(b"\n", 0, at) + 1
-        newline = b"" if self.sent.endswith(b"\n") else b"\n"
-        return newline + bytes(self.sent[start:at])
+        after ending cargo's unfinished last line, if any."""
+        start = self.seen.rfind(b"\n", 0, at) + 1
+        return (b"\n" if self.mid_line else b"") + bytes(self.seen[start:at])
 
     def _write(self, chunk: bytes) -> None:
-        if not self.overflow:
-            if len(self.sent) + len(chunk) <= _SENT_MAX:
-                self.sent += chunk
-            else:
-                self.overflow = True
+        if chunk:
+            self.mid_line = not chunk.endswith(b"\n")
         view = memoryview(chunk)
         while view:
             try:

@@ -262,7 +262,12 @@ class Semaphore:
                     raise _no_locks_error(self.path, exc) from None
                 raise
             if not got:
-                held.append(k)
+                # A holder locks its slot exclusively; a shared lock is only a
+                # waiting head's probe (_all_held), which must not count as a job.
+                if try_lock(fd, shared=True):
+                    free.append(k)
+                else:
+                    held.append(k)
                 os.close(fd)
             else:
                 free.append(k)
@@ -413,28 +418,27 @@ class Semaphore:
         blocked when the slot is returned; `slot.sigmask` is the mask to restore once
         the caller has the slot in hand.
         """
-        mask = process.hold_signals()
+        mask: set[int | signal.Signals] | None = None
         ticket: Ticket | None = None
         got: Slot | None = None
         probes: list[int] = []  # the slots held at the last "no", to notice one freed
         try:
-            with self.mutex():
+            with self.mutex():  # not blocked while waiting for it: Ctrl-C still works
+                mask = process.hold_signals()
                 ticket = self._enqueue(info, seq)
             process.restore_signals(mask)  # a signal held back meanwhile raises here
             got = self._wait_in_line(ticket, info, admit, on_wait, poll, gate, mask, probes)
-        except OSError as exc:
+        except BaseException as exc:
             if ticket is not None:
                 self._drop_ticket(ticket)
-            process.restore_signals(mask)
-            self._raise_if_gone(exc)
-            raise
-        except BaseException:
-            if ticket is not None:
-                self._drop_ticket(ticket)
-            process.restore_signals(mask)
+            if mask is not None:
+                process.restore_signals(mask)
+            if isinstance(exc, OSError):
+                self._raise_if_gone(exc)
             raise
         finally:
             _close_all(probes)
+        assert mask is not None
         if hold_signals:
             got.sigmask = mask
         else:
@@ -545,7 +549,7 @@ class Semaphore:
                 index, fd = next(iter(kept.items()))
                 kept.clear()
             else:
-                index, fd = self._new_slot(held, free)
+                index, fd = self._new_slot(held)
             info = dict(
                 info, slot=index, pid=self.pid, uid=self.uid, started=time.time(), reason=reason
             )
@@ -580,8 +584,10 @@ class Semaphore:
             if slot not in held:
                 self._unlink(n)
 
-    def _new_slot(self, held: list[int], free: list[int]) -> tuple[int, int]:
-        used = set(held) | set(free)
+    def _new_slot(self, held: list[int]) -> tuple[int, int]:
+        # Free slots reach here unkept only when a probe's shared lock was on them
+        # (_probe_slots): try them again (a probe lasts microseconds), then new ones.
+        used = set(held)
         k = 0
         while True:
             while k in used:

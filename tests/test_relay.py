@@ -96,3 +96,23 @@ def test_out_of_memory_is_read_from_the_last_attempt_only(
     attempt(r, b"LLVM ERROR: out of memory\n", 4096)
     attempt(r, tail, 4096)
     assert r.out_of_memory() is oom
+
+
+@pytest.mark.parametrize(
+    ("attempts", "cargo_sees"),
+    [
+        # Killed after three lines, then after one, then complete: each byte once.
+        ([DIAG * 3, DIAG, DIAG * 3 + DONE], DIAG * 3 + DONE),
+        # The second attempt printed another line; the third repeats the second.
+        ([b"L\nA1\n", b"L\nB\n", b"L\nB\n"], b"L\nA1\nB\n"),
+        # ... and a third that goes back to the first attempt's text shows it again.
+        ([b"L\nA1\n", b"L\nB\n", b"L\nA1\n"], b"L\nA1\nB\nA1\n"),
+    ],
+)
+def test_third_attempt_is_compared_with_what_cargo_has_seen_last(
+    captured: Callable[[], bytes], attempts: list[bytes], cargo_sees: bytes
+) -> None:
+    r = StderrRelay()
+    for a in attempts:
+        attempt(r, a, 5)
+    assert captured() == cargo_sees

@@ -515,6 +515,29 @@ def test_a_signal_before_the_compiler_exists_reaches_it_once_it_does(tmp_path: P
         assert fwd.pending == []
         os.kill(os.getpid(), signal.SIGINT)  # it has ended: kept, not lost
         assert fwd.pending == [signal.SIGINT]
+        assert fwd.received == [signal.SIGTERM, signal.SIGINT]  # a rerun must not start
     finally:
         for s in process.FORWARDED:
             signal.signal(s, signal.SIG_DFL)
+
+
+def test_a_heads_probe_is_not_a_running_job(tmp_path: Path) -> None:
+    """The head's probe holds a free slot's lock (shared) for an instant. Whoever
+    counts running jobs in that instant (a running job deciding whether to stop
+    itself, `status`) must not see a phantom second job."""
+    path, dir_fd = open_state_dir(str(tmp_path / "s"))
+    sem = Semaphore(path, dir_fd)
+    a = sem.acquire({"crate": "a"}, slot_limit_policy(2))
+    b = sem.acquire({"crate": "b"}, slot_limit_policy(2))
+    sem.release(b)
+    probe = os.open(os.path.join(path, semaphore.slot_name(b.index)), os.O_RDONLY)
+    try:
+        assert semaphore._all_held([probe]) is False  # it frees: the head decides now
+        fcntl.flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)  # the probe's instant, frozen
+        with sem.mutex():
+            snap = sem.snapshot()
+        assert [h.slot for h in snap.holders] == [a.index]
+        assert b.index in snap.free_slots
+    finally:
+        os.close(probe)
+        sem.release(a)
