@@ -13,6 +13,7 @@ the kubelet use). psutil's ``virtual_memory()`` alone does not see cgroup limits
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import threading
@@ -157,6 +158,8 @@ def _stat_field(path: str, field: str) -> int | None:
 
 def _unescape(field: str) -> str:
     # mountinfo escapes space, tab, newline and backslash as \ooo.
+    if "\\" not in field:
+        return field
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
@@ -166,7 +169,10 @@ class _Mount(NamedTuple):
     mountpoint: str
 
 
-def _cgroup_mounts(mountinfo: str) -> list[_Mount]:
+@functools.lru_cache(maxsize=4)
+def _cgroup_mounts(mountinfo: str) -> tuple[_Mount, ...]:
+    # Parsed once per distinct mount table: a waiting head reads memory twice a
+    # second, and parsing a long mountinfo was most of that cost.
     mounts = []
     for line in mountinfo.splitlines():
         left, sep, right = line.partition(" - ")
@@ -181,7 +187,7 @@ def _cgroup_mounts(mountinfo: str) -> list[_Mount]:
             mounts.append(_Mount(1, root, mountpoint))
         elif fstype == "cgroup2":
             mounts.append(_Mount(2, root, mountpoint))
-    return mounts
+    return tuple(mounts)
 
 
 def _own_cgroups(cgroup_text: str) -> dict[int, str]:
@@ -213,12 +219,13 @@ def _cgroup_dirs(root: str, pid: int | str) -> list[tuple[int, list[str]]]:
     if mountinfo is None or cgroup_text is None:
         return []
     own = _own_cgroups(cgroup_text)
+    mounts = _cgroup_mounts(mountinfo)
     result: list[tuple[int, list[str]]] = []
     for version in (1, 2):
         path = own.get(version)
         if path is None:
             continue
-        for mount in _cgroup_mounts(mountinfo):
+        for mount in mounts:
             if mount.version != version:
                 continue
             top = _under(root, mount.mountpoint)

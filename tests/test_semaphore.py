@@ -299,7 +299,7 @@ def test_waiters_do_not_spin(setup: dict, procs: Procs) -> None:
     time.sleep(2.0)
     used = sorted((cpu_seconds(w.pid) - b) / 2.0 for w, b in zip(waiters, before))
     # The head probes the held slot every 50 ms and decides in full every 0.5 s
-    # (0.3% of a core here, also under load; a loop without its sleep takes a whole
+    # (~0.5% of a core here; a loop without its sleep takes a whole
     # core); the two behind it block on the ticket ahead and use nothing.
     assert used[2] < 0.02, used
     assert used[1] < 0.002, used
@@ -382,7 +382,7 @@ def test_head_waiting_for_memory_does_not_spin(setup: dict, procs: Procs) -> Non
     used = cpu_fraction(waiter.pid, 2.0)
     release.touch()
     assert waiter.wait(timeout=30) == 0
-    # 0.3% of a core here. How often the head decides, and how often it reads
+    # ~0.5% of a core here. How often the head decides, and how often it reads
     # memory, is pinned exactly by test_waiting_head_decides_again_* and by
     # test_waiting_head_rereads_memory_only_when_it_may_have_changed.
     assert used < 0.02, used
