@@ -403,19 +403,35 @@ def test_file_override_reaches_the_pass_through_path(setup: dict, procs: Procs, 
     assert setup["state"].exists() == (guard == "always")
 
 
-def _queue_behind_a_holder(
-    tmp_path: Path, policy: Any
-) -> tuple[Semaphore, Any, threading.Thread, list[Any]]:
-    """An in-process holder of slot 0, and a waiter thread at the head asking `policy`."""
-    path, dir_fd = open_state_dir(str(tmp_path / "s"))
-    holder = Semaphore(path, dir_fd)
-    held = holder.acquire({"crate": "holder"}, slot_limit_policy(1))
-    waiter = Semaphore(path, os.dup(dir_fd))
-    waiter.pid = os.getpid() + 4_000_000  # its own ticket and record names
-    got: list[Any] = []
-    thread = threading.Thread(target=lambda: got.append(waiter.acquire({"crate": "w"}, policy)))
-    thread.start()
-    return holder, held, thread, got
+class _HeadBehindAHolder:
+    """An in-process holder of slot 0, and a waiter thread at the head of the queue
+    whose policy records each decision (running jobs seen) and says yes once `fits`."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        path, dir_fd = open_state_dir(str(tmp_path / "s"))
+        self.holder = Semaphore(path, dir_fd)
+        self.held = self.holder.acquire({"crate": "holder"}, slot_limit_policy(1))
+        waiter = Semaphore(path, os.dup(dir_fd))
+        waiter.pid = os.getpid() + 4_000_000  # its own ticket and record names
+        self.calls: list[int] = []
+        self.fits = threading.Event()
+        self.got: list[Any] = []
+        self.thread = threading.Thread(
+            target=lambda: self.got.append(waiter.acquire({"crate": "w"}, self.policy))
+        )
+        self.thread.start()
+
+    def policy(self, snap: Snapshot) -> tuple[bool, str]:
+        self.calls.append(snap.running)
+        return self.fits.is_set(), "memory"
+
+    def admit(self) -> Any:
+        self.fits.set()
+        self.thread.join(timeout=10)
+        assert self.got
+        slot = self.got[0]
+        self.holder.release(slot)
+        return slot
 
 
 def test_waiting_head_decides_again_when_a_held_slot_frees(
@@ -424,27 +440,17 @@ def test_waiting_head_decides_again_when_a_held_slot_frees(
     """Between decisions the head only probes the slots it saw held (a flock each):
     a freed one brings the next decision at once, without waiting for FULL_RECHECK."""
     monkeypatch.setattr(semaphore, "FULL_RECHECK", 3600.0)
-    calls: list[int] = []
-    fits = threading.Event()
-
-    def policy(snap: Snapshot) -> tuple[bool, str]:
-        calls.append(snap.running)
-        return fits.is_set(), "memory"
-
-    holder, held, thread, got = _queue_behind_a_holder(tmp_path, policy)
+    q = _HeadBehindAHolder(tmp_path)
     try:
         time.sleep(1.0)  # 20 polls
-        assert calls == [1]  # decided once; the polls only probed the held slot
-        holder.release(held)
-        assert wait_for(lambda: len(calls) >= 2, timeout=10)
-        assert calls[1] == 0
-        fits.set()
-        thread.join(timeout=10)
-        assert got and got[0].index == 0
-        holder.release(got[0])
+        assert q.calls == [1]  # decided once; the polls only probed the held slot
+        q.holder.release(q.held)
+        assert wait_for(lambda: len(q.calls) >= 2, timeout=10)
+        assert q.calls[1] == 0
+        assert q.admit().index == 0
     finally:
-        fits.set()
-        thread.join(timeout=10)
+        q.fits.set()
+        q.thread.join(timeout=10)
 
 
 def test_waiting_head_decides_again_every_full_recheck(
@@ -452,25 +458,15 @@ def test_waiting_head_decides_again_every_full_recheck(
 ) -> None:
     """Memory moves without any slot changing hands: the head still re-decides."""
     monkeypatch.setattr(semaphore, "FULL_RECHECK", 0.1)
-    calls: list[int] = []
-    fits = threading.Event()
-
-    def policy(snap: Snapshot) -> tuple[bool, str]:
-        calls.append(snap.running)
-        return fits.is_set(), "memory"
-
-    holder, held, thread, got = _queue_behind_a_holder(tmp_path, policy)
+    q = _HeadBehindAHolder(tmp_path)
     try:
-        assert wait_for(lambda: len(calls) >= 4, timeout=10)
-        assert set(calls) == {1}
-        fits.set()
-        thread.join(timeout=10)
-        assert got and got[0].index == 1  # slot 0 is still held
-        holder.release(got[0])
+        assert wait_for(lambda: len(q.calls) >= 4, timeout=10)
+        assert set(q.calls) == {1}
+        assert q.admit().index == 1  # slot 0 is still held
     finally:
-        fits.set()
-        thread.join(timeout=10)
-        holder.release(held)
+        q.fits.set()
+        q.thread.join(timeout=10)
+        q.holder.release(q.held)
 
 
 @pytest.mark.parametrize("moment", ["_enqueue", "_try_admit"])
