@@ -445,7 +445,8 @@ class _Runner:
         # compiler (kept until it exists), never raised half-way through starting it.
         self.signals = process.Forwarder()
         self.signals.install()
-        process.restore_signals(slot.sigmask)
+        if slot.sigmask is not None:
+            process.restore_signals(slot.sigmask)
         self._oom_before = (cgroup_oom_kills(), host_oom_kills())
         try:
             stderr_w = None
