@@ -40,7 +40,13 @@ def test_stress_round(seed: int, slots: int, kill: int) -> None:
     no more slot files than N; waiters do not spin."""
     stress = load_stress()
     res = stress.run_round(
-        procs=64, slots=slots, rng=random.Random(seed), max_duration=0.15, kill=kill, bound=150.0
+        procs=64,
+        slots=slots,
+        rng=random.Random(seed),
+        max_duration=0.15,
+        kill=kill,
+        bound=150.0,
+        settle=1.0,
     )
     assert res["hung"] == []
     assert res["wrong_exit"] == []
@@ -52,7 +58,9 @@ def test_stress_round(seed: int, slots: int, kill: int) -> None:
     assert res["waiter_cpu"], "the monitor saw no waiter: nothing was measured"
     # The head polls every 50 ms, the others block on the ticket ahead: most use
     # nothing, and even the head stays far below a spinning loop (~100% of a core).
-    # Measured here under a loaded machine (/proc schedstat): median 0.1-0.2%, max 1-1.5%.
+    # Measured here (/proc schedstat), past each waiter's first second (its first
+    # admission attempt, slowed by 63 others starting): median 0.05-0.08%, max 1-2%.
+    # Counting from 0.3 s instead puts the median near 1%: that is start-up work.
     cpu = sorted(res["waiter_cpu"])
     assert cpu[len(cpu) // 2] < 0.01, cpu
     assert cpu[-1] < 0.15, cpu
