@@ -286,18 +286,22 @@ def test_lowering_n_never_exceeds_the_n_in_force(setup: dict, procs: Procs) -> N
 
 
 def test_waiters_do_not_spin(setup: dict, procs: Procs) -> None:
-    env = dict(setup["env"], FAKE_SLEEP="4")
+    release = setup["tmp"] / "release"
+    env = dict(setup["env"], FAKE_UNTIL=str(release))
     procs.start(ltoguard_cmd(setup["rustc"], "holder"), dict(env, FAKE_NAME="holder"))
     assert wait_for(lambda: len(starts(setup["log"])) == 1)
     waiters = [
-        procs.start(ltoguard_cmd(setup["rustc"], f"w{i}"), dict(env, FAKE_SLEEP="0"))
+        procs.start(ltoguard_cmd(setup["rustc"], f"w{i}"), dict(setup["env"], FAKE_SLEEP="0"))
         for i in range(3)
     ]
-    assert wait_for(lambda: len(list(setup["state"].glob("q-*.json"))) == 3)
-    time.sleep(0.3)  # past start-up
+    for w in waiters:  # each prints its waiting line once its first look is done
+        assert w.stderr is not None and b"waits" in w.stderr.readline()
     before = [cpu_seconds(w.pid) for w in waiters]
     time.sleep(2.0)
     used = sorted((cpu_seconds(w.pid) - b) / 2.0 for w, b in zip(waiters, before))
+    release.touch()
+    for w in waiters:
+        assert w.wait(timeout=60) == 0
     # The head probes the held slot every 50 ms and decides in full every 0.5 s
     # (~0.5% of a core here; a loop without its sleep takes a whole
     # core); the two behind it block on the ticket ahead and use nothing.
