@@ -28,6 +28,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from typing import Any
 
 import pytest
 
-from tests.procs import Procs
+from tests.procs import Procs, nobody_can_run_ltoguard
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = REPO / "scripts"
@@ -391,6 +392,20 @@ def built_workspace(generated_workspace: Workspace) -> BuildResult:
         stderr=proc.stderr,
         seconds=time.monotonic() - start,
     )
+
+
+@pytest.fixture
+def world() -> Iterator[Path]:
+    """A directory tree under /tmp that uid 65534 can reach (pytest's tmp is 0700)."""
+    base = Path(tempfile.mkdtemp(prefix="ltoguard-h8-", dir="/tmp"))
+    try:
+        base.chmod(0o755)
+        why = nobody_can_run_ltoguard(base)
+        if why:
+            pytest.skip(why)
+        yield base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture

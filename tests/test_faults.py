@@ -16,7 +16,6 @@ import signal
 import stat
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +30,6 @@ from tests.procs import (
     live_processes_running,
     ltoguard_cmd,
     make_fake_rustc,
-    nobody_can_run_ltoguard,
     pid_alive,
     read_log,
     state_leftovers,
@@ -215,20 +213,6 @@ def test_waiter_survives_state_dir_removal(
     assert waiter.returncode in (6, 2)
     if waiter.returncode == 2:
         assert lines[-1].startswith("ltoguard: error: ")
-
-
-@pytest.fixture
-def world() -> Iterator[Path]:
-    """A directory tree under /tmp that uid 65534 can reach (pytest's tmp is 0700)."""
-    base = Path(tempfile.mkdtemp(prefix="ltoguard-h8-", dir="/tmp"))
-    try:
-        base.chmod(0o755)
-        why = nobody_can_run_ltoguard(base)
-        if why:
-            pytest.skip(why)
-        yield base
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def nobody_env(base: Path, state: Path, **extra: str) -> dict[str, str]:

@@ -10,11 +10,8 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -26,7 +23,6 @@ from tests.procs import (
     clean_env,
     ltoguard_cmd,
     make_fake_rustc,
-    nobody_can_run_ltoguard,
     read_log,
     state_leftovers,
     system_python,
@@ -330,20 +326,6 @@ def test_records_cannot_steer_reads_or_writes_outside_the_state_dir(
 
 
 # -- a directory shared between users -------------------------------------------------
-
-
-@pytest.fixture
-def world() -> Iterator[Path]:
-    """A tree under /tmp that uid 65534 can reach (pytest's tmp dirs are 0700)."""
-    base = Path(tempfile.mkdtemp(prefix="ltoguard-h8-", dir="/tmp"))
-    try:
-        base.chmod(0o755)
-        why = nobody_can_run_ltoguard(base)
-        if why:
-            pytest.skip(why)
-        yield base
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_shared_sticky_dir_serves_two_users_who_cannot_touch_each_other(
