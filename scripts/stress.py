@@ -44,6 +44,7 @@ if str(REPO) not in sys.path:
 
 from tests.procs import (  # noqa: E402
     Procs,
+    clean_env,
     cpu_seconds,
     ltoguard_cmd,
     make_fake_rustc,
@@ -54,19 +55,6 @@ ALLOWED_PREFIXES = ("mutex.lock", "slot-", "memory-history-", "events-")
 POLL = 0.1  # seconds between the monitor's looks at tickets and CPU times
 SETTLE = 0.3  # seconds of a waiter's start-up not counted as waiting
 MIN_WINDOW = 1.0  # seconds of waiting before a waiter's CPU share is counted
-
-
-def clean_env(tmp: Path, state: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    for k in list(env):
-        if k.startswith(("LTOGUARD_", "FAKE_", "CARGO_MAKEFLAGS", "MAKEFLAGS", "MFLAGS")):
-            del env[k]
-    # No user config file or Cargo.toml may change the settings under test.
-    env["XDG_CONFIG_HOME"] = str(tmp / "config")
-    env["LTOGUARD_DIR"] = str(state)
-    env["FAKE_LOG"] = str(tmp / "log.jsonl")
-    env["FAKE_COUNTER"] = str(tmp / "counter.json")
-    return env
 
 
 def leftovers(state: Path) -> list[str]:
@@ -133,10 +121,8 @@ def run_round(
     with tempfile.TemporaryDirectory(prefix="ltoguard-stress-", dir=base) as d:
         tmp = Path(d)
         state = tmp / "state"
-        (tmp / "config").mkdir()
         rustc = make_fake_rustc(tmp)
-        env = clean_env(tmp, state)
-        env["LTOGUARD_SLOTS"] = str(slots)
+        env = clean_env(tmp, state, LTOGUARD_SLOTS=str(slots))
         durations = [rng.uniform(0.0, max_duration) for _ in range(procs)]
         exits = [3 if rng.random() < 0.1 else 0 for _ in range(procs)]
         if bound is None:
