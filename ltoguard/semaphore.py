@@ -10,7 +10,8 @@ sub-directories whose permissions could go wrong):
   stands for the compile, not for the wrapper: if only ltoguard dies, the orphan
   keeps the slot until it ends. The kernel drops it when the last holder dies.
   Lock files are never unlinked (unlinking a held lock file splits waiters across
-  inodes).
+  inodes). The waiting head probes held slots with LOCK_SH for an instant
+  (`_all_held`); a shared lock is never a running job.
 - ``q-SEQ-UID-PID.json``: a waiter's ticket, LOCK_EX by its owner while it waits.
   SEQ is CLOCK_MONOTONIC (system-wide) read under the mutex, so tickets sort in
   arrival order. A waiter that is not at the head blocks (LOCK_SH) on the ticket
