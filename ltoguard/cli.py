@@ -53,16 +53,6 @@ def _subcommand(name: str, args: Sequence[str]) -> int:
     return int(entry(list(args)))
 
 
-def exec_program(args: Sequence[str]) -> int:
-    """Become the compiler (or the inner wrapper): no ltoguard process stays behind."""
-    try:
-        os.execvp(args[0], list(args))
-    except OSError as exc:
-        sys.stderr.write(f"ltoguard: error: cannot run {args[0]}: {exc.strerror}\n")
-        return 127
-    return 127  # pragma: no cover - execvp does not return
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     if not args:
@@ -82,6 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if first.startswith("-"):
         sys.stderr.write(f"ltoguard: error: unknown option {first}; see `ltoguard --help`\n")
         return 2
+
+    from ltoguard.passthrough import exec_program
 
     env = os.environ
     raw_mode = env.get("LTOGUARD_MODE", "")

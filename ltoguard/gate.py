@@ -39,7 +39,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str]) -> int:
     from ltoguard import guard
-    from ltoguard.cli import exec_program
+    from ltoguard.config import load
+    from ltoguard.jobs import command_job
+    from ltoguard.passthrough import exec_program, nested
 
     args = _parser().parse_args(list(argv))
     cmd = list(args.command)
@@ -54,7 +56,7 @@ def main(argv: Sequence[str]) -> int:
     if args.memory is not None:
         env["LTOGUARD_MEMORY"] = args.memory
     try:
-        settings = guard.load_settings(env)
+        settings = load(env)
         estimate = None
         if args.estimate is not None:
             from ltoguard.memory import parse_size
@@ -65,6 +67,6 @@ def main(argv: Sequence[str]) -> int:
     except Exception as exc:  # SettingsError / ValueError: one line naming the setting
         sys.stderr.write(f"ltoguard: error: {exc}\n")
         return 2
-    if guard.nested():
+    if nested():
         return exec_program(cmd)
-    return guard.run_job(guard.command_job(cmd, "run", args.name, estimate), settings)
+    return guard.run_job(command_job(cmd, "run", args.name, estimate), settings)

@@ -22,21 +22,20 @@ import sys
 import time
 
 from ltoguard import process
-from ltoguard.cli import exec_program
+from ltoguard.jobs import Job, job_from_decision
+from ltoguard.passthrough import HELD_ENV, exec_program, nested
 from ltoguard.relay import StderrRelay
 from ltoguard.semaphore import Semaphore, Snapshot, StateDirGone, slot_limit_policy
 from ltoguard.statedir import StateDirError, open_state_dir, write_private_file
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Callable, Sequence
     from typing import Any
 
-    from ltoguard.classify import Decision
-    from ltoguard.config import CrateOverride, Settings
+    from ltoguard.config import Settings
 
 EXIT_CONFIG = 2  # ltoguard's own configuration / state-directory errors
-HELD_ENV = "LTOGUARD_HELD"  # set for the child of an admitted job: nested gates pass through
 MEMORY_RECHECK = 0.5  # seconds a waiting head reuses a "does not fit" decision (= FULL_RECHECK)
 MONITOR_INTERVAL = 0.25  # seconds between free-memory checks while a job runs
 OOM_RERUN_HEADROOM = 1.25
@@ -51,54 +50,6 @@ def say(msg: str) -> None:
         sys.stderr.flush()
     except OSError:
         pass
-
-
-class Job:
-    """What to run under the gate, and how to recognise it across builds."""
-
-    def __init__(
-        self,
-        argv: Sequence[str],
-        *,
-        kind: str,
-        name: str,
-        what: str,
-        types: Sequence[str] = (),
-        lto: str = "",
-        key: str,
-        group: str,
-        estimate: int | None = None,
-    ) -> None:
-        self.argv = list(argv)
-        self.kind = kind
-        self.name = name
-        self.what = what
-        self.types = list(types)
-        self.lto = lto
-        self.key = key
-        self.group = group
-        self.estimate = estimate  # configured (per-crate override); None = learn
-
-
-def job_from_decision(argv: Sequence[str], d: Decision, override: CrateOverride | None) -> Job:
-    from ltoguard.classify import describe
-    from ltoguard.estimates import group_key, job_key
-
-    workspace = os.getcwd()
-    name = d.crate_name or "?"
-    types = list(d.crate_types) or (["test"] if d.is_test else ["bin"])
-    profile = (d.opt_level or "", d.lto, d.debuginfo or "", d.target or "")
-    return Job(
-        argv,
-        kind="rustc",
-        name=name,
-        what=describe(d),
-        types=types,
-        lto=d.lto,
-        key=job_key(name, workspace, profile[0], profile[1], profile[2], profile[3], types),
-        group=group_key(workspace, *profile),
-        estimate=override.memory if override is not None else None,
-    )
 
 
 def _running(snap: Snapshot, default: int) -> list[Any]:
@@ -138,10 +89,10 @@ class Outcome:
 
 def run_guarded(argv: Sequence[str]) -> int:
     """Entry from the CLI: settings (env > Cargo.toml metadata > user file) decide, then run."""
-    from ltoguard.config import SettingsError, decide
+    from ltoguard.config import SettingsError, decide, load
 
     try:
-        settings = load_settings()
+        settings = load()
     except SettingsError as exc:
         say(f"error: {exc}")
         return EXIT_CONFIG
@@ -159,40 +110,8 @@ def _wrapped(argv: Sequence[str], settings: Settings) -> list[str]:
     return [settings.wrap, *argv] if settings.wrap else list(argv)
 
 
-def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    from ltoguard.config import load
-
-    return load(environ)
-
-
-def nested() -> bool:
-    """Are we inside a job ltoguard already admitted (e.g. the linker of a guarded rustc)?
-
-    Waiting for a second slot there would deadlock with LTOGUARD_SLOTS=1.
-    """
-    return bool(os.environ.get(HELD_ENV))
-
-
 def _exec_now(argv: Sequence[str], settings: Settings) -> int:
     return exec_program(_wrapped(argv, settings))
-
-
-def command_job(cmd: Sequence[str], kind: str, name: str | None, estimate: int | None) -> Job:
-    """A job for `ltoguard run` / `ltoguard-link`: learned per command name and directory."""
-    from ltoguard.estimates import group_key, job_key
-
-    name = name or os.path.basename(cmd[0])
-    cwd = os.getcwd()
-    return Job(
-        cmd,
-        kind=kind,
-        name=name,
-        what=f"{kind} {name}",
-        types=[kind],
-        key=job_key(name, cwd, "", kind, "", "", [kind]),
-        group=group_key(cwd, "", kind, "", ""),
-        estimate=estimate,
-    )
 
 
 def run_job(job: Job, settings: Settings) -> int:
@@ -495,7 +414,7 @@ class _Runner:
                 next_sample = now + max(1.0, (now - t0) / 60)
             if not victim and self._should_yield(proc.pid):
                 victim = True
-                _kill_tree(proc.pid)
+                process.kill_tree(proc.pid)
         peak = max(sampler.stop(), 0)
         self.outcome.samples.append([round(time.time(), 2), 0])
         if self.relay is not None:
@@ -611,24 +530,3 @@ def _isatty(fd: int) -> bool:
         return os.isatty(fd)
     except OSError:
         return False
-
-
-def _kill_tree(pid: int) -> None:
-    """SIGKILL the compile and its children (the linker), children first."""
-    try:
-        import psutil
-
-        root = psutil.Process(pid)
-        procs = root.children(recursive=True) + [root]
-    except Exception:
-        procs = []
-    for p in procs:
-        try:
-            p.kill()
-        except Exception:
-            pass
-    if not procs:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass

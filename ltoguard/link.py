@@ -28,21 +28,23 @@ def _output_name(args: Sequence[str]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from ltoguard import guard
-    from ltoguard.cli import exec_program
+    from ltoguard.config import load
+    from ltoguard.jobs import command_job
+    from ltoguard.passthrough import exec_program, nested
 
     args = sys.argv[1:] if argv is None else list(argv)
     try:
-        settings = guard.load_settings()
+        settings = load()
     except Exception as exc:
         sys.stderr.write(f"ltoguard: error: {exc}\n")
         return 2
     cmd = [settings.linker or "cc", *args]
-    if guard.nested() or settings.mode == "off":
+    if nested() or settings.mode == "off":
         return exec_program(cmd)
     name = _output_name(args)
     # The hash cargo appends (app-0123abcd) differs per build; learn per output name.
     stem = name.rsplit("-", 1)[0] if "-" in name else name
-    return guard.run_job(guard.command_job(cmd, "link", stem, None), settings)
+    return guard.run_job(command_job(cmd, "link", stem, None), settings)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -139,12 +139,25 @@ def restore_signals(mask: set[int | signal.Signals]) -> None:
     signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
-def wait(proc: subprocess.Popen[bytes]) -> int:
-    while True:
+def kill_tree(pid: int) -> None:
+    """SIGKILL the compile and its children (the linker), children first."""
+    try:
+        import psutil
+
+        root = psutil.Process(pid)
+        procs = root.children(recursive=True) + [root]
+    except Exception:
+        procs = []
+    for p in procs:
         try:
-            return proc.wait()
-        except InterruptedError:  # pragma: no cover - PEP 475 retries
-            continue
+            p.kill()
+        except Exception:
+            pass
+    if not procs:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
 
 
 def exit_like(returncode: int) -> int:

@@ -16,6 +16,7 @@ from ltoguard.admission import (
     outstanding,
 )
 from ltoguard.config import Settings
+from ltoguard.jobs import Job
 from ltoguard.memory import GiB, MiB
 from ltoguard.semaphore import Holder, Semaphore, Snapshot
 
@@ -155,7 +156,7 @@ def test_waiting_head_rereads_memory_only_when_it_may_have_changed(
     clock = [1000.0]
     monkeypatch.setattr(memory, "available_memory", fake_available)
     monkeypatch.setattr(guard.time, "monotonic", lambda: clock[0])
-    job = guard.Job(["rustc"], kind="rustc", name="w", what="bin", key="k", group="g")
+    job = Job(["rustc"], kind="rustc", name="w", what="bin", key="k", group="g")
     job.estimate = GiB
     fd = os.open(tmp_path, os.O_RDONLY)
     try:
