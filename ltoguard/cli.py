@@ -73,40 +73,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"ltoguard: error: unknown option {first}; see `ltoguard --help`\n")
         return 2
 
+    return _compile(args)
+
+
+def _compile(args: list[str]) -> int:
+    """cargo's call: pass it straight to the compiler unless the verdict may be "guard"."""
+    from ltoguard.classify import classify
     from ltoguard.passthrough import exec_program
+    from ltoguard.verdict import WRAP_VAR, check_mode, files_may_change, mode_error
 
     env = os.environ
     raw_mode = env.get("LTOGUARD_MODE", "")
-    mode = raw_mode.strip().lower() or "lto"
-    wrap = env.get("LTOGUARD_WRAP")  # set but empty: no inner wrapper (like RUSTC_WRAPPER="")
-    from ltoguard.classify import MODES, classify
-
-    if mode not in MODES:
-        sys.stderr.write(
-            f"ltoguard: error: LTOGUARD_MODE={raw_mode!r} is not valid; accepted: lto (default), link, off\n"
-        )
+    mode = check_mode(raw_mode or "lto")
+    if mode is None:
+        sys.stderr.write(f"ltoguard: error: {mode_error(raw_mode)}\n")
         return 2
-
     decision = classify(args, mode)
-    if decision.guarded:
+    if decision.guarded or files_may_change(args, decision, mode, env):
         from ltoguard.guard import run_guarded
 
         return run_guarded(args)
-    # Settings files can only matter here in two cases, each found by a byte search
-    # of the files, read once (no TOML parse): an inner wrapper set in a file, or,
-    # for a final link, a file-set mode or a per-crate `guard = "always"`.
-    from ltoguard.configfiles import may_override, may_set, scan
-
-    texts = scan()
-    need = False
-    if texts:
-        need = wrap is None and may_set(texts, "wrap")
-        if not need and mode != "off" and classify(args, "link").guarded:
-            need = (not raw_mode and may_set(texts, "mode")) or may_override(
-                texts, decision.crate_name
-            )
-    if not need:
-        return exec_program([wrap, *args] if wrap else args)
-    from ltoguard.guard import run_guarded
-
-    return run_guarded(args)
+    wrap = env.get(WRAP_VAR)  # set but empty: no inner wrapper (like RUSTC_WRAPPER="")
+    return exec_program([wrap, *args] if wrap else args)

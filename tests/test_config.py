@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ltoguard import config
+from ltoguard import config, configfiles
 from ltoguard.config import CrateOverride, Setting, Settings, SettingsError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -98,6 +98,7 @@ def test_precedence_env_over_workspace_over_user_over_default(
         ("wrap", Setting(None, "default")),
         ("dir", Setting(None, "default")),
         ("linker", Setting("clang", f"{user} linker")),
+        ("lend", Setting(True, "default")),
     ]
     assert s.mode == "link" and s.slots == 2 and s.memory == "12G" and s.linker == "clang"
     assert s.origins["memory"] == "environment LTOGUARD_MEMORY"
@@ -213,7 +214,7 @@ def test_same_crate_spelled_twice_is_an_error(env: dict[str, str], tmp_path: Pat
     [
         (
             "slot = 2\n",
-            "slot = 2: unknown key (did you mean slots?); accepted keys: mode, slots, memory, wrap, dir, linker, crates",
+            "slot = 2: unknown key (did you mean slots?); accepted keys: mode, slots, memory, wrap, dir, linker, lend, crates",
         ),
         (
             'slots = "many"\n',
@@ -356,41 +357,48 @@ def test_decide(ws: Path, env: dict[str, str]) -> None:
 # quick checks for the pass-through path
 
 
+def may_override(crate: str | None, env: dict[str, str], cwd: str) -> bool:
+    return configfiles.may_override(configfiles.scan(env, cwd), crate)
+
+
 def test_crate_may_have_override(ws: Path, env: dict[str, str], tmp_path: Path) -> None:
     app = str(ws / "app")
-    assert not config.crate_may_have_override("my_app", env, app)
-    assert not config.crate_may_have_override(None, env, app)
+    assert not may_override("my_app", env, app)
+    assert not may_override(None, env, app)
     ws_settings(ws, '[workspace.metadata.ltoguard.crates.my-app]\nguard = "always"\n')
-    assert config.crate_may_have_override("my_app", env, app)
-    assert not config.crate_may_have_override("other", env, app)
+    assert may_override("my_app", env, app)
+    assert not may_override("other", env, app)
     # CARGO_MANIFEST_DIR wins over cwd, as cargo sets it for rustc
-    assert config.crate_may_have_override("my_app", dict(env, CARGO_MANIFEST_DIR=app), "/")
-    assert not config.crate_may_have_override("my_app", env, str(tmp_path))
+    assert may_override("my_app", dict(env, CARGO_MANIFEST_DIR=app), "/")
+    assert not may_override("my_app", env, str(tmp_path))
     user_file(env, '[crates."other-crate"]\nguard = "never"\n')
-    assert config.crate_may_have_override("other_crate", env, str(tmp_path))
+    assert may_override("other_crate", env, str(tmp_path))
     # Settings that mention ltoguard but not the crate: no override possible
     ws_settings(ws, "[workspace.metadata.ltoguard]\nslots = 2\n")
-    assert not config.crate_may_have_override("my_app", env, app)
-    assert config.files_may_set("slots", env, app)
-    assert not config.files_may_set("mode", env, app)
+    assert not may_override("my_app", env, app)
+    assert configfiles.may_set(configfiles.scan(env, app), "slots")
+    assert not configfiles.may_set(configfiles.scan(env, app), "mode")
 
 
 def test_quick_check_imports_no_toml(ws: Path, env: dict[str, str]) -> None:
     ws_settings(ws, '[workspace.metadata.ltoguard.crates.my-app]\nguard = "always"\n')
     code = textwrap.dedent(
         f"""
-        import sys
-        from ltoguard import config
-        found = config.crate_may_have_override("my_app", {env!r}, {str(ws / "app")!r})
-        heavy = [m for m in ("tomllib", "tomli", "ltoguard.memory") if m in sys.modules]
-        print(found, heavy)
+        import os, sys
+        from ltoguard import classify, verdict
+        os.chdir({str(ws / "app")!r})
+        argv = {BIN_PLAIN!r}
+        passed = classify.classify(argv, "lto")
+        found = verdict.files_may_change(argv, passed, "lto", {env!r})
+        heavy = [m for m in ("tomllib", "tomli", "ltoguard.memory", "ltoguard.config") if m in sys.modules]
+        print(passed.guarded, found, heavy)
         """
     )
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60
     )
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "True []"
+    assert proc.stdout.strip() == "False True []"
 
 
 def test_settings_defaults_constructor() -> None:

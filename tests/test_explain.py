@@ -58,12 +58,12 @@ def test_text_guarded(ws: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert out[0] == "decision: GUARD \u2014 bin with -C lto=fat links a final artifact"
     assert out[1] == "crate:    crate app (bin, lto=fat)"
     assert out[2] == "settings:"
-    rows = {line.split()[0]: line for line in out[3:9]}
-    assert list(rows) == ["mode", "slots", "memory", "wrap", "dir", "linker"]
+    rows = {line.split()[0]: line for line in out[3:10]}
+    assert list(rows) == ["mode", "slots", "memory", "wrap", "dir", "linker", "lend"]
     assert rows["mode"].split("#")[1].strip() == "default"
     assert rows["slots"].split("=")[1].split("#")[0].strip() == "2"
     assert rows["slots"].endswith(f"# {ws / 'Cargo.toml'} [workspace.metadata.ltoguard] slots")
-    assert f"workspace = {ws / 'Cargo.toml'}" in out[10]
+    assert f"workspace = {ws / 'Cargo.toml'}" in out[11]
 
 
 def test_text_passed_with_override(ws: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -95,7 +95,7 @@ def test_json_schema(ws: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert doc["crate"]["name"] == "app" and doc["crate"]["types"] == ["bin"]
     assert doc["crate"]["lto"] == "fat" and doc["crate"]["test"] is False
     assert doc["override"] is None
-    assert list(doc["settings"]) == ["mode", "slots", "memory", "wrap", "dir", "linker"]
+    assert list(doc["settings"]) == ["mode", "slots", "memory", "wrap", "dir", "linker", "lend"]
     assert doc["settings"]["slots"] == {
         "value": 2,
         "origin": f"{ws / 'Cargo.toml'} [workspace.metadata.ltoguard] slots",
