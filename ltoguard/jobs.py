@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from typing import Any
 
     from ltoguard.classify import Decision
     from ltoguard.config import CrateOverride
@@ -65,3 +67,68 @@ def command_job(cmd: Sequence[str], kind: str, name: str | None, estimate: int |
         group=group_key(cwd, "", kind, "", ""),
         estimate=estimate,
     )
+
+
+@dataclass
+class JobRecord:
+    """One guarded job as other processes see it, from one set of fields.
+
+    While it waits, `ticket()` is its queue ticket; at admission the semaphore
+    writes the same fields plus slot, pid, uid, started and reason as its run
+    record (the policy keeps `estimate` current until then, so the record shows
+    the figure the job was admitted on); when it ends, `event()` is its line in
+    the event log (`ltoguard report`).
+    """
+
+    job: Job
+    estimate: int
+    basis: str  # where the estimate comes from: history, siblings, default, configured, raised
+    queued: float = field(default_factory=time.time)
+    cwd: str = field(default_factory=os.getcwd)
+    pid: int = field(default_factory=os.getpid)
+    admitted: float | None = None  # first admission
+    waited: float = 0.0  # seconds queued, over every attempt
+    peak: int = 0  # bytes, the largest attempt's
+    budget: int | None = None  # memory guarded jobs could use at admission
+    available_at_admit: int | None = None
+    mem_source: str = ""
+    samples: list[list[float]] = field(default_factory=list)  # [time, bytes] for the report
+
+    def ticket(self) -> dict[str, Any]:
+        job = self.job
+        return {
+            "kind": job.kind,
+            "crate": job.name,
+            "types": job.types,
+            "lto": job.lto,
+            "cwd": self.cwd,
+            "workspace": self.cwd,
+            "since": self.queued,
+            "pid": self.pid,
+            "estimate": self.estimate,
+            "estimate_basis": self.basis,
+            "key": job.key,
+            "group": job.group,
+        }
+
+    def event(self, code: int, outcome: str, reruns: int, requeues: int) -> dict[str, Any]:
+        fields = self.ticket()
+        for key in ("since", "key", "group"):
+            del fields[key]
+        fields.update(
+            v=1,
+            queued=self.queued,
+            admitted=self.admitted,
+            finished=time.time(),
+            waited=round(self.waited, 3),
+            peak=self.peak,
+            exit=code,
+            reruns=reruns,
+            requeues=requeues,
+            outcome=outcome,
+            budget=self.budget,
+            available_at_admit=self.available_at_admit,
+            samples=self.samples[-120:],
+            mem_source=self.mem_source,
+        )
+        return fields

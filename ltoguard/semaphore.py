@@ -41,7 +41,9 @@ from ltoguard.statedir import (
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
-    from typing import Any
+    from typing import Any, Union
+
+    Info = Union[dict[str, Any], Callable[[], dict[str, Any]]]
 
 MUTEX = "mutex.lock"
 HEAD_POLL = 0.05  # seconds; a freed slot is noticed within this (issue #2: < 100 ms)
@@ -113,6 +115,12 @@ def try_lock(fd: int, *, shared: bool = False) -> bool:
             return False
         raise
     return True
+
+
+def _fields(info: Info) -> dict[str, Any]:
+    """A ticket's fields: a dict, or read from the caller's record each time, so the
+    run record written at admission holds what the policy decided on (its estimate)."""
+    return info() if callable(info) else info
 
 
 def slot_name(k: int) -> str:
@@ -366,7 +374,7 @@ class Semaphore:
 
     # -- acquire / release ---------------------------------------------------------
 
-    def _enqueue(self, info: dict[str, Any], seq: int | None) -> Ticket:
+    def _enqueue(self, info: Info, seq: int | None) -> Ticket:
         if seq is None:
             seq = time.monotonic_ns()
         name = f"q-{seq:020d}-{self.uid}-{self.pid}.json"
@@ -380,7 +388,7 @@ class Semaphore:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             os.fchmod(fd, 0o644)
             try:
-                os.write(fd, json.dumps(info).encode())
+                os.write(fd, json.dumps(_fields(info)).encode())
             except OSError:
                 pass  # a full disk: the ticket's content is for display; its lock is what counts
         except BaseException:
@@ -397,7 +405,7 @@ class Semaphore:
 
     def acquire(
         self,
-        info: dict[str, Any],
+        info: Info,
         admit: Callable[[Snapshot], tuple[bool, str]],
         on_wait: Callable[[Snapshot, str], None] | None = None,
         *,
@@ -453,7 +461,7 @@ class Semaphore:
     def _wait_in_line(
         self,
         ticket: Ticket,
-        info: dict[str, Any],
+        info: Info,
         admit: Callable[[Snapshot], tuple[bool, str]],
         on_wait: Callable[[Snapshot, str], None] | None,
         poll: float,
@@ -537,7 +545,7 @@ class Semaphore:
             os.close(fd)
 
     def _try_admit(
-        self, names: list[str], info: dict[str, Any], admit: Callable[[Snapshot], tuple[bool, str]]
+        self, names: list[str], info: Info, admit: Callable[[Snapshot], tuple[bool, str]]
     ) -> Slot | tuple[Snapshot, str]:
         held, free, kept = self._probe_slots(names, keep=1)
         records = self.read_records(names)
@@ -551,19 +559,24 @@ class Semaphore:
                 kept.clear()
             else:
                 index, fd = self._new_slot(held)
-            info = dict(
-                info, slot=index, pid=self.pid, uid=self.uid, started=time.time(), reason=reason
+            fields = dict(
+                _fields(info),
+                slot=index,
+                pid=self.pid,
+                uid=self.uid,
+                started=time.time(),
+                reason=reason,
             )
             record_name = f"run-{self.uid}-{self.pid}.json"
             try:
                 self._drop_stale_records(names, held)
-                write_private_file(self.dir_fd, record_name, json.dumps(info).encode())
+                write_private_file(self.dir_fd, record_name, json.dumps(fields).encode())
             except OSError:
                 pass  # a full disk: the record is for display; the slot lock is what counts
             except BaseException:
                 os.close(fd)
                 raise
-            return Slot(fd, index, record_name, info)
+            return Slot(fd, index, record_name, fields)
         finally:
             for fd in kept.values():
                 os.close(fd)

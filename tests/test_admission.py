@@ -1,11 +1,7 @@
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
-from ltoguard import guard, memory
 from ltoguard.admission import (
     Running,
     admit,
@@ -15,10 +11,7 @@ from ltoguard.admission import (
     default_margin,
     outstanding,
 )
-from ltoguard.config import Settings
-from ltoguard.jobs import Job
 from ltoguard.memory import GiB, MiB
-from ltoguard.semaphore import Holder, Semaphore, Snapshot
 
 
 def job(pid: int, estimate: int, current: int, started: float = 0.0) -> Running:
@@ -139,44 +132,3 @@ def test_floor_and_margin_scale() -> None:
     # Admission with the default margin never lands in the critical zone by itself.
     for total in (512 * MiB, 1000 * MiB, 4 * GiB, 64 * GiB):
         assert default_margin(total) > critical_floor(total)
-
-
-def test_waiting_head_rereads_memory_only_when_it_may_have_changed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The head asks every 50 ms; reading memory costs ~1-2 ms, so a "does not fit"
-    is reused until a running job ends or MEMORY_RECHECK passes (issue #3: waiting
-    costs no CPU worth mentioning)."""
-    reads = []
-
-    def fake_available(*args: object, **kwargs: object) -> memory.MemorySnapshot:
-        reads.append(1)
-        return memory.MemorySnapshot(100 * MiB, 8 * GiB, "test")
-
-    clock = [1000.0]
-    monkeypatch.setattr(memory, "available_memory", fake_available)
-    monkeypatch.setattr(guard.time, "monotonic", lambda: clock[0])
-    job = Job(["rustc"], kind="rustc", name="w", what="bin", key="k", group="g")
-    job.estimate = GiB
-    fd = os.open(tmp_path, os.O_RDONLY)
-    try:
-        runner = guard._Runner(job, Settings({}), Semaphore(str(tmp_path), fd))
-        policy = runner._policy(alone=False)
-        one = Snapshot([Holder(0, {"pid": 0, "estimate": GiB})], [], 0)
-        two = Snapshot([Holder(0, None), Holder(1, None)], [], 0)
-        for _ in range(50):  # 2.5 s of polling at one instant: one read
-            assert policy(one) == policy(one)
-            assert not policy(one)[0]
-        assert len(reads) == 1
-        clock[0] += guard.MEMORY_RECHECK / 2
-        policy(one)
-        assert len(reads) == 1
-        policy(two)  # the running set changed: read at once
-        assert len(reads) == 2
-        policy(two)
-        assert len(reads) == 2
-        clock[0] += guard.MEMORY_RECHECK + 0.01  # memory may have moved: read again
-        policy(two)
-        assert len(reads) == 3
-    finally:
-        os.close(fd)

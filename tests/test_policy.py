@@ -1,0 +1,209 @@
+"""The admission policy of one job, without a semaphore: snapshots, memory and the
+clock are made up, so each rule is pinned by a table."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from ltoguard import policy as policy_mod
+from ltoguard.jobs import Job, JobRecord
+from ltoguard.memory import GiB, MemorySnapshot, MiB
+from ltoguard.policy import MEMORY_RECHECK, AdmissionPolicy, running_jobs
+from ltoguard.semaphore import Holder, Snapshot
+
+
+def snap(*records: dict[str, Any] | None) -> Snapshot:
+    """Slots 0..n-1 held, with these run records."""
+    return Snapshot([Holder(k, rec) for k, rec in enumerate(records)], [], 0)
+
+
+@dataclass
+class Memory:
+    """Stands in for available_memory: a fixed answer, and every call counted."""
+
+    available: int
+    total: int = 8 * GiB
+    calls: list[int] = field(default_factory=list)  # guarded_usage of each call
+
+    def __call__(self, setting: str | None = None, *, guarded_usage: int = 0) -> MemorySnapshot:
+        self.calls.append(guarded_usage)
+        return MemorySnapshot(self.available, self.total, "test")
+
+
+def make(
+    estimate: int,
+    basis: str = "history",
+    *,
+    available: int = 4 * GiB,
+    total: int = 8 * GiB,
+    slots: int | None = None,
+    relearn: Callable[[], tuple[int, str]] | None = None,
+    rss: Callable[[int], int] = lambda pid: 0,
+    clock: Callable[[], float] = lambda: 0.0,
+) -> tuple[AdmissionPolicy, JobRecord, Memory]:
+    job = Job(["rustc"], kind="rustc", name="w", what="crate w (bin)", key="k", group="g")
+    record = JobRecord(job, estimate, basis)
+    memory = Memory(available, total)
+    pol = AdmissionPolicy(
+        record,
+        slots=slots,
+        memory_setting=None,
+        relearn=relearn,
+        read_memory=memory,
+        rss=rss,
+        clock=clock,
+    )
+    return pol, record, memory
+
+
+ONE = {"pid": 11, "estimate": GiB, "started": 1.0}
+
+
+@pytest.mark.parametrize(
+    ("estimate", "available", "running", "slots", "ok", "reason_part"),
+    [
+        # Nothing else runs: always start (no guarded job would free memory for it).
+        (16 * GiB, 1 * GiB, (), None, True, "no other guarded job running"),
+        # Fits beside one job that is still expected to grow by 1 GiB (rss 0).
+        (1 * GiB, 3 * GiB, (ONE,), None, True, "1 job running"),
+        # 1 GiB head + 1 GiB growth + margin 384 MiB > 2 GiB free.
+        (1 * GiB, 2 * GiB, (ONE,), None, False, "expected to grow by 1 GiB"),
+        # The slot cap decides before memory.
+        (1 * MiB, 64 * GiB, (ONE,), 1, False, "all 1 slot in use (LTOGUARD_SLOTS)"),
+        (1 * MiB, 64 * GiB, (ONE, ONE), 3, True, "2 jobs running"),
+        # A record without an estimate counts as a job of the 2 GiB default.
+        (1 * GiB, 3 * GiB, ({"pid": 12},), None, False, "expected to grow by 2 GiB"),
+    ],
+)
+def test_admission_table(
+    estimate: int,
+    available: int,
+    running: tuple[dict[str, Any], ...],
+    slots: int | None,
+    ok: bool,
+    reason_part: str,
+) -> None:
+    pol, _record, _memory = make(estimate, available=available, total=24 * GiB, slots=slots)
+    got, reason = pol(snap(*running))
+    assert got is ok
+    assert reason_part in reason
+
+
+def test_alone_waits_for_an_empty_gate() -> None:
+    pol, _record, memory = make(GiB)
+    pol.again(2 * GiB, alone=True)
+    assert pol(snap(ONE)) == (False, "rerunning alone after running out of memory")
+    assert pol(snap()) == (True, "alone, after running out of memory")
+    assert memory.calls == []  # alone asks nothing of memory
+
+
+def test_again_raises_the_estimate_and_forgets_the_last_no() -> None:
+    pol, record, memory = make(GiB, available=2 * GiB)
+    assert not pol(snap(ONE))[0]
+    pol.again(3 * GiB, alone=False)
+    assert (record.estimate, record.basis) == (3 * GiB, "raised")
+    pol(snap(ONE))
+    assert len(memory.calls) == 2  # the earlier "no" was not reused
+    pol.again(GiB, alone=False)  # never lowered
+    assert record.estimate == 3 * GiB
+
+
+def test_admission_records_the_memory_it_decided_on() -> None:
+    pol, record, memory = make(GiB, available=3 * GiB, rss=lambda pid: 500 * MiB)
+    assert pol(snap(ONE))[0]
+    assert memory.calls == [500 * MiB]  # the running job's memory is passed as guarded usage
+    assert record.available_at_admit == 3 * GiB
+    assert record.budget == 3 * GiB + 500 * MiB
+    assert record.mem_source == "test"
+
+
+def test_the_default_estimate_scales_to_the_budget() -> None:
+    pol, record, _memory = make(2 * GiB, "default", available=900 * MiB, total=1000 * MiB)
+    assert pol(snap())[0]
+    assert record.estimate == 500 * MiB  # half of a 1000 MiB bound
+    assert record.ticket()["estimate"] == 500 * MiB  # what the run record will show
+
+
+@pytest.mark.parametrize(
+    ("basis", "learned", "expected"),
+    [
+        ("default", (700 * MiB, "siblings"), (700 * MiB, "siblings")),
+        ("siblings", (800 * MiB, "history"), (800 * MiB, "history")),
+        ("default", (2 * GiB, "default"), (2 * GiB, "default")),  # nothing new: kept
+        ("history", (100 * MiB, "siblings"), (GiB, "history")),  # own history wins
+        ("configured", (100 * MiB, "history"), (GiB, "configured")),
+    ],
+)
+def test_a_waiting_job_relearns_from_siblings(
+    basis: str, learned: tuple[int, str], expected: tuple[int, str]
+) -> None:
+    asked: list[int] = []
+
+    def relearn() -> tuple[int, str]:
+        asked.append(1)
+        return learned
+
+    start = 2 * GiB if basis == "default" else GiB
+    pol, record, _memory = make(start, basis, available=64 * GiB, total=64 * GiB, relearn=relearn)
+    pol(snap(ONE))  # the running set is new to it: it asks the history again
+    assert (record.estimate, record.basis) == expected
+    assert bool(asked) is (basis in ("default", "siblings"))
+
+
+def test_waiting_head_rereads_memory_only_when_it_may_have_changed() -> None:
+    """The head asks every 50 ms; reading memory costs ~1-2 ms, so a "does not fit"
+    is reused until a running job ends or MEMORY_RECHECK passes (issue #3: waiting
+    costs no CPU worth mentioning)."""
+    clock = [1000.0]
+    pol, _record, memory = make(GiB, available=100 * MiB, clock=lambda: clock[0])
+    one = snap({"pid": 0, "estimate": GiB})
+    two = snap(None, None)
+    for _ in range(50):  # 2.5 s of polling at one instant: one read
+        assert pol(one) == pol(one)
+        assert not pol(one)[0]
+    assert len(memory.calls) == 1
+    clock[0] += MEMORY_RECHECK / 2
+    pol(one)
+    assert len(memory.calls) == 1
+    pol(two)  # the running set changed: read at once
+    assert len(memory.calls) == 2
+    pol(two)
+    assert len(memory.calls) == 2
+    clock[0] += MEMORY_RECHECK + 0.01  # memory may have moved: read again
+    pol(two)
+    assert len(memory.calls) == 3
+
+
+def test_running_jobs_reads_records_defensively() -> None:
+    seen: list[int] = []
+
+    def rss(pid: int) -> int:
+        seen.append(pid)
+        return pid * MiB
+
+    records = snap(
+        {"pid": 5, "child": 7, "estimate": GiB, "started": 3.5},
+        {"pid": "x", "estimate": "big"},  # another user's junk: counted, at the default
+        None,
+    )
+    got = running_jobs(records, 2 * GiB, rss)
+    assert [(r.pid, r.estimate, r.current, r.started) for r in got] == [
+        (7, GiB, 7 * MiB, 3.5),
+        (0, 2 * GiB, 0, 0.0),
+        (0, 2 * GiB, 0, 0.0),
+    ]
+    assert seen == [7]  # only a real pid is read
+
+
+def test_policy_module_reads_memory_through_available_memory() -> None:
+    # The default reader is the real one (what a build uses).
+    pol = AdmissionPolicy(
+        JobRecord(Job(["x"], kind="run", name="x", what="run x", key="k", group="g"), 1, "x"),
+        slots=None,
+        memory_setting=None,
+    )
+    assert pol.read_memory is policy_mod.available_memory
