@@ -53,8 +53,18 @@ def _subcommand(name: str, args: Sequence[str]) -> int:
     return int(entry(list(args)))
 
 
+UNSUPPORTED = (
+    "ltoguard: error: ltoguard needs Linux or macOS (flock, fork, POSIX signals); this is {}."
+    " Remove it from build.rustc-workspace-wrapper (or RUSTC_WORKSPACE_WRAPPER) here\n"
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
+    if os.name != "posix":
+        # Refused up front: the guarded path would die on `import fcntl` mid-build.
+        sys.stderr.write(UNSUPPORTED.format(sys.platform))
+        return 2
     if not args:
         sys.stderr.write(USAGE)
         return 2

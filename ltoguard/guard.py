@@ -23,7 +23,7 @@ from functools import partial
 
 from ltoguard import process
 from ltoguard.jobs import Job, JobRecord, job_from_decision
-from ltoguard.messages import EXIT_CONFIG, error, say
+from ltoguard.messages import EXIT_CONFIG, channel, error, note, say
 from ltoguard.passthrough import exec_program, nested
 from ltoguard.retry import DONE, RERUN_ALONE, RetryState, next_step
 from ltoguard.semaphore import Semaphore, Snapshot, StateDirGone
@@ -110,7 +110,8 @@ class GuardedRun:
             hist = History.load(self.history_name, dir_fd=sem.dir_fd)
             estimate, basis = hist.estimate(job.key, job.group)
         self.record = JobRecord(job, estimate, basis)
-        self.announced = False
+        self.waiting: str | None = None  # why it waited, once it did
+        self.told_wait = False
 
     def run(self) -> int:
         from ltoguard.attempt import Attempt
@@ -149,7 +150,8 @@ class GuardedRun:
             if step.learn:
                 self._learn(result.peak)
             if step.message:
-                say(step.message)
+                # An error fails the unit (cargo replays nothing of it); the rest is news.
+                (say if step.action == DONE else note)(step.message)
             if step.action == DONE:
                 self._event(step.code, step.outcome, state)
                 return process.exit_like(step.code)
@@ -193,19 +195,33 @@ class GuardedRun:
             )
         self.record.waited += time.time() - t_wait
         self.record.admitted = self.record.admitted or time.time()
+        self._started(self.record.waited)
         return slot
 
     def _announce(self, snap: Snapshot, reason: str) -> None:
-        """The waiting line, once per job (not once per requeue)."""
-        from ltoguard.estimates import describe
-
-        if self.announced:
+        """The waiting line, once per job (not once per requeue). Under cargo it goes
+        past cargo's message cache (messages.py); where it cannot, it is said in the
+        past tense once the job starts (`_started`), so a replay stays true."""
+        if self.waiting is not None:
             return
-        self.announced = True
         now = time.time()
         running = ", ".join(h.describe(now) for h in snap.holders) or "none"
-        est = describe(self.record.estimate, self.record.basis)
-        say(f"{self.job.what} waits ({reason}); needs {est}; running: {running}")
+        if reason.startswith("needs ~"):  # admission's reason names the estimate already
+            why = f"{reason}; estimated from {self.record.basis}"
+        else:
+            from ltoguard.estimates import describe
+
+            why = f"{reason}; needs {describe(self.record.estimate, self.record.basis)}"
+        self.waiting = f"({why}; running: {running})"
+        if not channel().replayed:
+            note(f"{self.job.what} waits {self.waiting}")
+
+    def _started(self, waited: float) -> None:
+        """Under cargo, the CI log also says how long the job waited, once."""
+        if self.waiting is None or self.told_wait or not channel().under_cargo:
+            return
+        self.told_wait = True
+        note(f"{self.job.what} waited {waited:.1f}s before it started {self.waiting}")
 
     def _learn(self, peak: int) -> None:
         if self.job.estimate is not None or peak <= 0:

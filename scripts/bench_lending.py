@@ -60,7 +60,7 @@ FULL = {"size": "small", "bins": 4, "libs": 48}
 def lend_switch_supported() -> bool:
     """Does this ltoguard read LTOGUARD_LEND? Without it `off` would measure `on`."""
     pkg = CHECKOUT / "ltoguard"
-    return any("LTOGUARD_LEND" in p.read_text(errors="replace") for p in pkg.glob("*.py"))
+    return any("LTOGUARD_LEND" in p.read_text(errors="replace") for p in pkg.rglob("*.py"))
 
 
 def run(workspace: Path, work: Path, variant: str, n: int, jobs: int) -> dict[str, Any]:

@@ -47,9 +47,9 @@ cp "$checkout/pyproject.toml" "$stage/"
 for f in README.md LICENSE; do
     if [ -f "$checkout/$f" ]; then cp "$checkout/$f" "$stage/"; fi
 done
-mkdir "$stage/ltoguard"
-cp "$checkout"/ltoguard/*.py "$stage/ltoguard/"
-if [ -f "$checkout/ltoguard/py.typed" ]; then cp "$checkout/ltoguard/py.typed" "$stage/ltoguard/"; fi
+# The package with its sub-packages (ltoguard/commands), without bytecode caches.
+cp -R "$checkout/ltoguard" "$stage/ltoguard"
+find "$stage/ltoguard" -name __pycache__ -type d -prune -exec rm -rf {} +
 "${pip[@]}" install --upgrade "$stage"
 
 script=$venv/bin/ltoguard

@@ -1,29 +1,44 @@
 #!/usr/bin/env bash
 # Installs everything the tests need into ./.venv, then lints, type-checks and runs
 # the whole test suite. The README's test command and `.ci/run` are exactly this.
+# Set-up steps are quiet unless they fail (then their whole output is shown).
+# Arguments go to pytest, e.g. `bash scripts/test.sh -m "not slow"` for the quick subset.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+log=$(mktemp "${TMPDIR:-/tmp}/ltoguard-test-setup.XXXXXX")
+trap 'rm -f "$log"' EXIT
+quietly() { # run a set-up step; show its output only if it fails
+    if ! "$@" >"$log" 2>&1; then
+        cat "$log" >&2
+        echo "scripts/test.sh: error: this step failed: $*" >&2
+        exit 1
+    fi
+}
 
 # GNU make drives the jobserver tests; a bare machine may lack it.
 if ! command -v make >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        apt-get update -qq && apt-get install -y -qq make >/dev/null
+        quietly apt-get update -qq
+        quietly apt-get install -y -qq make
     else
         echo "scripts/test.sh: GNU make is missing; the jobserver tests will be skipped" >&2
     fi
 fi
 
-if ! python3 -m venv .venv; then
+if ! python3 -m venv .venv >"$log" 2>&1; then
+    cat "$log" >&2
     echo "scripts/test.sh: error: 'python3 -m venv' failed; on Debian/Ubuntu: apt-get install python3-venv" >&2
     exit 1
 fi
+pip=(.venv/bin/python -m pip install --disable-pip-version-check --no-input)
 # pip >= 24 writes console scripts that do not `import re` (~15 ms per rustc call).
-.venv/bin/python -m pip install -q --disable-pip-version-check -U pip
+quietly "${pip[@]}" -U pip
 # compat: a plain .pth entry; the default editable finder adds ~20 ms to every
 # Python start (it imports re, enum, urllib), which the subprocess tests feel.
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' --config-settings editable_mode=compat
+quietly "${pip[@]}" -e '.[test]' --config-settings editable_mode=compat
 
-.venv/bin/ruff check ltoguard tests scripts
-.venv/bin/ruff format --check ltoguard tests scripts
+.venv/bin/ruff check --quiet ltoguard tests scripts
+.venv/bin/ruff format --quiet --check ltoguard tests scripts
 .venv/bin/mypy
 exec .venv/bin/python -m pytest "$@"

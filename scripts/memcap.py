@@ -1,0 +1,188 @@
+#!/usr/bin/env python3
+"""Run a command under a hard memory cap, the way a small CI runner or container has one.
+
+    memcap.py --check                 can a cap be made here? (exit 0 yes, 1 no: why on stderr)
+    memcap.py SIZE -- CMD ARGS...     run CMD in a fresh memory cgroup limited to SIZE
+
+Where a cap comes from, first that works:
+  cgroup v1   root, a writable v1 memory controller: a child of our own memory group
+              (memory.limit_in_bytes; kills counted in memory.oom_control)
+  cgroup v2   a writable group with the memory controller enabled for its children
+              (memory.max; kills counted in memory.events)
+  systemd     `systemd-run --user --scope -p MemoryMax=SIZE` where a user manager runs
+
+After CMD ends it prints one line, `memcap: N OOM kills under a SIZE cap`, to stderr
+(when the kills can be counted) and exits with CMD's status. Used by scripts/demo.sh.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+MiB = 1 << 20
+
+
+def parse_size(text: str) -> int:
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    t = text.strip().upper().removesuffix("IB").removesuffix("B")
+    if t and t[-1] in units:
+        return int(float(t[:-1]) * units[t[-1]])
+    return int(t)
+
+
+def _own_group(controller: str) -> str | None:
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        num, ctrls, path = line.split(":", 2)
+        if controller == "" and num == "0" and ctrls == "":
+            return path
+        if controller and controller in ctrls.split(","):
+            return path
+    return None
+
+
+def _mount(fstype: str, option: str | None) -> str | None:
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        left, _, right = line.partition(" - ")
+        fields, rfields = left.split(), right.split()
+        if rfields and rfields[0] == fstype and fields[3] == "/":
+            if option is None or option in rfields[2].split(","):
+                return fields[4]
+    return None
+
+
+class Cap:
+    """A fresh child cgroup with a memory limit (v1 or v2)."""
+
+    def __init__(self, version: int, parent: Path) -> None:
+        self.version = version
+        self.path = parent / f"memcap-{os.getpid()}-{time.monotonic_ns()}"
+
+    @classmethod
+    def find(cls) -> tuple[Cap | None, str]:
+        try:
+            v1_mount, v1_group = _mount("cgroup", "memory"), _own_group("memory")
+            v2_mount, v2_group = _mount("cgroup2", None), _own_group("")
+        except OSError as exc:
+            return None, f"cannot read /proc ({exc.strerror})"
+        if v1_mount and v1_group is not None:
+            parent = Path(v1_mount) / v1_group.lstrip("/")
+            if os.access(parent, os.W_OK):
+                return cls(1, parent), ""
+        if v2_mount and v2_group is not None:
+            parent = Path(v2_mount) / v2_group.lstrip("/")
+            try:
+                enabled = (parent / "cgroup.subtree_control").read_text().split()
+            except OSError:
+                enabled = []
+            if "memory" in enabled and os.access(parent, os.W_OK):
+                return cls(2, parent), ""
+        return (
+            None,
+            "no writable memory cgroup (needs root with cgroup v1, or a delegated v2 group)",
+        )
+
+    def create(self, limit: int) -> None:
+        self.path.mkdir()
+        name = "memory.limit_in_bytes" if self.version == 1 else "memory.max"
+        (self.path / name).write_text(str(limit))
+
+    def oom_kills(self) -> int:
+        name = "memory.oom_control" if self.version == 1 else "memory.events"
+        for line in (self.path / name).read_text().splitlines():
+            if line.startswith("oom_kill "):
+                return int(line.split()[1])
+        return 0
+
+    def remove(self) -> None:
+        for _ in range(100):
+            try:
+                pids = (self.path / "cgroup.procs").read_text().split()
+            except OSError:
+                return
+            if not pids:
+                break
+            for pid in pids:
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except OSError:
+                    pass
+            time.sleep(0.05)
+        for _ in range(50):
+            try:
+                self.path.rmdir()
+                return
+            except FileNotFoundError:
+                return
+            except OSError:
+                time.sleep(0.1)
+
+
+def _systemd_run() -> str | None:
+    exe = shutil.which("systemd-run")
+    if exe is None:
+        return None
+    probe = subprocess.run(
+        [exe, "--user", "--scope", "--quiet", "-p", "MemoryMax=64M", "true"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=30,
+    )
+    return exe if probe.returncode == 0 else None
+
+
+def run(limit: int, cmd: Sequence[str]) -> int:
+    cap, why = Cap.find()
+    if cap is None:
+        exe = _systemd_run()
+        if exe is None:
+            print(f"memcap: error: {why}; no `systemd-run --user` either", file=sys.stderr)
+            return 125
+        return subprocess.call(
+            [exe, "--user", "--scope", "--quiet", "-p", f"MemoryMax={limit}", *cmd]
+        )
+    cap.create(limit)
+    try:
+        procs = cap.path / "cgroup.procs"
+        proc = subprocess.Popen(
+            ["sh", "-c", f'echo $$ > "{procs}" && exec "$@"', "sh", *cmd],
+            start_new_session=False,
+        )
+        try:
+            code = proc.wait()
+        except KeyboardInterrupt:
+            proc.send_signal(signal.SIGINT)
+            code = proc.wait()
+        kills = cap.oom_kills()
+        print(f"memcap: {kills} OOM kills under a {limit // MiB} MiB cap", file=sys.stderr)
+        return code if code >= 0 else 128 - code
+    finally:
+        cap.remove()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args == ["--check"]:
+        cap, why = Cap.find()
+        if cap is not None:
+            print(f"cgroup v{cap.version} under {cap.path.parent}")
+            return 0
+        if _systemd_run() is not None:
+            print("systemd-run --user --scope -p MemoryMax=")
+            return 0
+        print(f"memcap: {why}; no `systemd-run --user` either", file=sys.stderr)
+        return 1
+    if len(args) < 3 or args[1] != "--":
+        print(__doc__, file=sys.stderr)
+        return 2
+    return run(parse_size(args[0]), args[2:])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
