@@ -51,9 +51,9 @@ def _mount(fstype: str, option: str | None) -> str | None:
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         left, _, right = line.partition(" - ")
         fields, rfields = left.split(), right.split()
-        if rfields and rfields[0] == fstype and fields[3] == "/":
-            if option is None or option in rfields[2].split(","):
-                return fields[4]
+        wanted = rfields and rfields[0] == fstype and fields[3] == "/"
+        if wanted and (option is None or option in rfields[2].split(",")):
+            return fields[4]
     return None
 
 
