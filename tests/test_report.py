@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from ltoguard import events, report
+from ltoguard import events
+from ltoguard.commands import report
 
 MiB = 1 << 20
 T0 = 1_760_000_000.0

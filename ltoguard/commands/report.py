@@ -10,7 +10,8 @@ A build is the events of one workspace whose times are close together
 (``events.group_builds``). Default: the latest build of the workspace around the
 current directory, else the latest build of any workspace.
 
-Exit codes: 0 written, 1 no events to report, 2 bad arguments or settings.
+Exit codes (``common``): EXIT_OK written, EXIT_FAILED no events to report,
+EXIT_CONFIG bad arguments or settings, or the file cannot be written.
 """
 
 from __future__ import annotations
@@ -25,15 +26,23 @@ import sys
 import time
 
 from ltoguard import events as ev
+from ltoguard.commands.common import (
+    EXIT_CONFIG,
+    EXIT_FAILED,
+    EXIT_OK,
+    error,
+    fmt_age,
+    fmt_bytes,
+    fmt_when,
+    load_view,
+)
 from ltoguard.statedir import StateDirError, open_state_dir
-from ltoguard.status import EXIT_ERROR, err, fmt_age, fmt_bytes, load_view
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Any
 
-EXIT_EMPTY = 1
 DEFAULT_OUT = "ltoguard-report.html"
 
 COLOURS = {
@@ -422,10 +431,6 @@ def _card(value: str, label: str, title: str = "") -> str:
     return f'<div class="card"{t}><b>{esc(value)}</b><span>{esc(label)}</span></div>'
 
 
-def _when(t: float | None) -> str:
-    return "?" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
-
-
 def render_html(
     events: list[dict[str, Any]], workspace: str | None, now: float | None = None
 ) -> str:
@@ -485,7 +490,7 @@ def render_html(
             "</tr>"
         )
     sources = sorted({ev.text(e, "mem_source") for e in events} - {""})
-    made = _when(time.time() if now is None else now)
+    made = fmt_when(time.time() if now is None else now)
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -495,7 +500,7 @@ def render_html(
 </head>
 <body>
 <h1>ltoguard build report</h1>
-<p class="sub">{esc(workspace or "?")} &middot; {esc(_when(t0))} to {esc(_when(t1))}</p>
+<p class="sub">{esc(workspace or "?")} &middot; {esc(fmt_when(t0))} to {esc(fmt_when(t1))}</p>
 <div class="cards">
 {"".join(cards)}
 </div>
@@ -542,16 +547,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         view = load_view()
         since = parse_since(args.since) if args.since else None
     except ValueError as exc:
-        err(str(exc))
-        return EXIT_ERROR
+        return error(str(exc))
     if not os.path.isdir(view.dir):
-        err(f"no guarded jobs recorded yet (state dir {view.dir}); build with ltoguard first")
-        return EXIT_EMPTY
+        return error(
+            f"no guarded jobs recorded yet (state dir {view.dir}); build with ltoguard first",
+            EXIT_FAILED,
+        )
     try:
         _path, dir_fd = open_state_dir(view.dir)
     except StateDirError as exc:
-        err(str(exc))
-        return EXIT_ERROR
+        return error(str(exc))
     try:
         records = ev.read_events(dir_fd, os.geteuid())
     finally:
@@ -560,18 +565,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not chosen:
         where = f" for {workspace}" if workspace else ""
         when_ = f" since {args.since}" if args.since else ""
-        err(
+        return error(
             f"no guarded jobs recorded{where}{when_} (state dir {view.dir});"
-            " ltoguard logs a job when an LTO compile it guarded finishes"
+            " ltoguard logs a job when an LTO compile it guarded finishes",
+            EXIT_FAILED,
         )
-        return EXIT_EMPTY
     page = render_html(chosen, workspace)
     out = os.path.abspath(args.out)
     try:
         with open(out, "w", encoding="utf-8") as f:
             f.write(page)
     except OSError as exc:
-        err(f"cannot write {out}: {exc.strerror or exc}")
-        return EXIT_ERROR
+        return error(f"cannot write {out}: {exc.strerror or exc}", EXIT_CONFIG)
     sys.stdout.write(f"{out}\n")
-    return 0
+    return EXIT_OK
