@@ -1,11 +1,6 @@
 """`ltoguard report`: one self-contained HTML timeline of a build (issue #5 item 7).
 
-In the spirit of ``cargo build --timings``: a summary, one bar per guarded job
-(waiting, then running, coloured by outcome), the memory the guarded jobs held
-over time against the budget, and a table. Inline CSS and SVG only: no scripts,
-no fonts, no URLs, so the file can be attached to a CI run and opened anywhere.
-SVG ``<title>`` elements give tooltips without JavaScript.
-
+The events to show and the figures are ``report_data``; the page is ``report_html``.
 A build is the events of one workspace whose times are close together
 (``events.group_builds``). Default: the latest build of the workspace around the
 current directory, else the latest build of any workspace.
@@ -17,25 +12,16 @@ EXIT_CONFIG bad arguments or settings, or the file cannot be written.
 from __future__ import annotations
 
 import argparse
-import bisect
 import datetime as dt
-import html
 import os
 import re
 import sys
 import time
 
 from ltoguard import events as ev
-from ltoguard.commands.common import (
-    EXIT_CONFIG,
-    EXIT_FAILED,
-    EXIT_OK,
-    error,
-    fmt_age,
-    fmt_bytes,
-    fmt_when,
-    load_view,
-)
+from ltoguard.commands.common import EXIT_FAILED, EXIT_OK, View, error, load_view
+from ltoguard.commands.report_data import select
+from ltoguard.commands.report_html import render_html
 from ltoguard.statedir import StateDirError, open_state_dir
 
 TYPE_CHECKING = False
@@ -44,26 +30,6 @@ if TYPE_CHECKING:
     from typing import Any
 
 DEFAULT_OUT = "ltoguard-report.html"
-
-COLOURS = {
-    "ok": "#3b82c4",
-    "failed": "#d14b4b",
-    "oom": "#e8912d",
-    "interrupted": "#8a8f98",
-}
-UNKNOWN_COLOUR = "#6b7280"
-WAIT_COLOUR = "#d9dde3"
-
-# Geometry of the charts (px). The page is laid out for a 1200 px wide chart.
-LABEL_W = 190
-PLOT_W = 960
-ROW_H = 22
-AXIS_H = 26
-MEM_H = 220
-
-# ---------------------------------------------------------------------------
-# choosing the events
-
 
 _REL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d)\s*$", re.IGNORECASE)
 _REL_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
@@ -95,436 +61,7 @@ def parse_since(text: str, now: float | None = None) -> float:
         ) from None
 
 
-def select(
-    events: list[dict[str, Any]],
-    *,
-    workspace: str | None,
-    cwd: str,
-    since: float | None = None,
-) -> tuple[list[dict[str, Any]], str | None]:
-    """The events to report and the workspace they belong to.
-
-    ``workspace`` given: only its events. Else the workspace around ``cwd`` if it
-    has any, else the workspace of the latest event. ``since``: every event of that
-    workspace queued at or after it; else the latest build only.
-    """
-    if not events:
-        return [], workspace
-    if workspace is not None:
-        chosen = os.path.abspath(workspace)
-        mine = [e for e in events if ev.in_workspace(e, chosen)]
-    else:
-        mine = [e for e in events if ev.in_workspace(e, cwd)]
-        chosen = cwd
-        if not mine:
-            latest = max(events, key=ev.end_time)
-            chosen = ev.text(latest, "workspace") or ev.text(latest, "cwd")
-            mine = [e for e in events if ev.in_workspace(e, chosen)] if chosen else [latest]
-    if since is not None:
-        return [e for e in mine if ev.start_time(e) >= since], chosen
-    builds = ev.group_builds(mine)
-    return (builds[-1] if builds else []), chosen
-
-
-# ---------------------------------------------------------------------------
-# figures
-
-
-def _samples(e: dict[str, Any]) -> list[tuple[float, float]]:
-    out = []
-    raw = e.get("samples")
-    if not isinstance(raw, list):
-        return []
-    base = ev.num(e, "admitted") or ev.start_time(e)
-    for p in raw:
-        if not (isinstance(p, (list, tuple)) and len(p) == 2):
-            continue
-        t, v = p
-        if isinstance(t, bool) or isinstance(v, bool):
-            continue
-        if not isinstance(t, (int, float)) or not isinstance(v, (int, float)):
-            continue
-        # Wall times; tolerate offsets from admission too.
-        tt = float(t) if t > 1e8 else base + float(t)
-        out.append((tt, max(0.0, float(v))))
-    out.sort()
-    return out
-
-
-def memory_series(events: list[dict[str, Any]]) -> list[tuple[float, float]]:
-    """The sum of the jobs' sampled RSS, as (time, bytes) steps.
-
-    Each job holds its last sample's value until its next sample and nothing
-    outside its first..last sample.
-    """
-    per_job = [s for s in (_samples(e) for e in events) if s]
-    times = sorted({t for s in per_job for t, _ in s})
-    series = []
-    for t in times:
-        total = 0.0
-        for s in per_job:
-            if t < s[0][0] or t > s[-1][0]:
-                continue
-            i = bisect.bisect_right(s, (t, float("inf"))) - 1
-            total += s[i][1]
-        series.append((t, total))
-    return series
-
-
-def budget_series(events: list[dict[str, Any]]) -> list[tuple[float, float]]:
-    """The budget each admission saw (free memory plus what guarded jobs held), as steps."""
-    pts = []
-    for e in events:
-        b, a = ev.num(e, "budget"), ev.num(e, "admitted")
-        if b is not None and a is not None and b > 0:
-            pts.append((a, b))
-    return sorted(pts)
-
-
-def _running_at(
-    events: list[dict[str, Any]], t: float, skip: dict[str, Any]
-) -> list[dict[str, Any]]:
-    out = []
-    for o in events:
-        if o is skip:
-            continue
-        a = ev.num(o, "admitted")
-        if a is not None and a <= t < ev.end_time(o):
-            out.append(o)
-    return out
-
-
-def held_back(events: list[dict[str, Any]], fallback_budget: float | None) -> int | None:
-    """Jobs that waited although their peak would not have fit beside the jobs then running.
-
-    An estimate after the fact (the peaks were measured later): the OOM kills the
-    gate probably avoided. None when no budget was recorded.
-    """
-    if fallback_budget is None:
-        return None
-    n = 0
-    for e in events:
-        if ev.waited(e) <= ev.SERIALISED_WAIT:
-            continue
-        q = ev.start_time(e)
-        budget = ev.num(e, "budget") or fallback_budget
-        others = sum(ev.num(o, "peak") or 0 for o in _running_at(events, q, e))
-        if others and others + (ev.num(e, "peak") or 0) > budget:
-            n += 1
-    return n
-
-
-def summary(events: list[dict[str, Any]]) -> dict[str, Any]:
-    s = ev.summarize(events)
-    mem = memory_series(events)
-    budgets = budget_series(events)
-    s["peak_total"] = max((v for _, v in mem), default=0.0)
-    s["peak_at"] = max(mem, key=lambda p: p[1])[0] if mem else None
-    s["budget_min"] = min((b for _, b in budgets), default=None)
-    s["held_back"] = held_back(events, s["budget_min"])
-    return s
-
-
-# ---------------------------------------------------------------------------
-# HTML
-
-
-def esc(v: object) -> str:
-    return html.escape(str(v), quote=True)
-
-
-def _nice_step(span: float, max_ticks: int = 12) -> float:
-    for step in (0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400):
-        if span / step <= max_ticks:
-            return float(step)
-    return span / max_ticks
-
-
-def _nice_size_step(highest: float, max_lines: int = 6) -> float:
-    """A power-of-two size step (256 MiB, 512 MiB, 1 GiB...) giving at most max_lines grid lines."""
-    step = 1024.0 * 1024
-    while highest / step > max_lines:
-        step *= 2
-    return step
-
-
-def _tick_label(t: float) -> str:
-    if t == 0:
-        return "0"
-    if t < 60:
-        return f"{t:g}s"
-    m, s = divmod(int(t), 60)
-    if m < 60:
-        return f"{m}m" if s == 0 else f"{m}m{s:02d}s"
-    h, m = divmod(m, 60)
-    return f"{h}h" if m == 0 else f"{h}h{m:02d}m"
-
-
-def _axis(t0: float, span: float, y: float, height: float) -> list[str]:
-    """Vertical grid lines and time labels across a plot."""
-    out = []
-    step = _nice_step(span)
-    k = 0
-    while k * step <= span + 1e-9:
-        x = LABEL_W + PLOT_W * (k * step) / span
-        out.append(
-            f'<line x1="{x:.1f}" y1="{y:.1f}" x2="{x:.1f}" y2="{y + height:.1f}" class="grid"/>'
-        )
-        out.append(
-            f'<text x="{x:.1f}" y="{y - 6:.1f}" class="tick" text-anchor="middle">{_tick_label(k * step)}</text>'
-        )
-        k += 1
-    return out
-
-
-def timeline_svg(events: list[dict[str, Any]], t0: float, span: float) -> str:
-    height = AXIS_H + ROW_H * len(events) + 8
-    width = LABEL_W + PLOT_W + 20
-
-    def x(t: float) -> float:
-        return LABEL_W + PLOT_W * max(0.0, t - t0) / span
-
-    parts = [
-        f'<svg class="timeline" width="{width}" height="{height}" viewBox="0 0 {width} {height}"'
-        ' role="img" aria-label="guarded jobs over time">',
-        *_axis(t0, span, AXIS_H, ROW_H * len(events)),
-    ]
-    for i, e in enumerate(events):
-        y = AXIS_H + i * ROW_H
-        crate = ev.text(e, "crate", "?")
-        outcome = ev.text(e, "outcome", "unknown")
-        q, a, f = ev.start_time(e), ev.num(e, "admitted"), ev.end_time(e)
-        run_from = a if a is not None else q
-        tip = (
-            f"{crate}: waited {fmt_age(ev.waited(e))}, ran {fmt_age(max(0.0, f - run_from))},"
-            f" peak {fmt_bytes(int(ev.num(e, 'peak') or 0))},"
-            f" estimate {fmt_bytes(int(ev.num(e, 'estimate') or 0))}, {outcome}"
-            f" (exit {exit_text(e.get('exit'))})"
-        )
-        parts.append(f'<g class="job" data-outcome="{esc(outcome)}"><title>{esc(tip)}</title>')
-        if i % 2:
-            parts.append(f'<rect x="0" y="{y}" width="{width}" height="{ROW_H}" class="stripe"/>')
-        parts.append(
-            f'<text x="{LABEL_W - 8}" y="{y + ROW_H / 2 + 4:.1f}" class="label" text-anchor="end">{esc(crate)}</text>'
-        )
-        if a is not None and a > q:
-            parts.append(
-                f'<rect x="{x(q):.1f}" y="{y + 4}" width="{max(1.0, x(a) - x(q)):.1f}"'
-                f' height="{ROW_H - 8}" class="wait"/>'
-            )
-        colour = COLOURS.get(outcome, UNKNOWN_COLOUR)
-        w = max(2.0, x(f) - x(run_from))
-        parts.append(
-            f'<rect x="{x(run_from):.1f}" y="{y + 3}" width="{w:.1f}" height="{ROW_H - 6}"'
-            f' rx="2" fill="{colour}" class="run"/>'
-        )
-        dur = fmt_age(max(0.0, f - run_from))
-        if w > 8 * len(dur) + 8:
-            parts.append(
-                f'<text x="{x(run_from) + 5:.1f}" y="{y + ROW_H / 2 + 4:.1f}" class="inbar">{esc(dur)}</text>'
-            )
-        parts.append("</g>")
-    parts.append("</svg>")
-    return "\n".join(parts)
-
-
-def memory_svg(events: list[dict[str, Any]], t0: float, span: float) -> str:
-    mem = memory_series(events)
-    budgets = budget_series(events)
-    highest = max([v for _, v in mem] + [b for _, b in budgets] + [1.0])
-    step = _nice_size_step(highest)
-    top = max(highest * 1.05, step)
-    width = LABEL_W + PLOT_W + 20
-    y0 = AXIS_H
-    height = y0 + MEM_H + 10
-
-    def x(t: float) -> float:
-        return LABEL_W + PLOT_W * min(1.0, max(0.0, (t - t0) / span))
-
-    def y(v: float) -> float:
-        return y0 + MEM_H * (1 - v / top)
-
-    parts = [
-        f'<svg class="memory" width="{width}" height="{height}" viewBox="0 0 {width} {height}"'
-        ' role="img" aria-label="memory over time">',
-        *_axis(t0, span, y0, MEM_H),
-    ]
-    v = 0.0
-    while v <= top:
-        parts.append(
-            f'<line x1="{LABEL_W}" y1="{y(v):.1f}" x2="{LABEL_W + PLOT_W}" y2="{y(v):.1f}" class="grid"/>'
-        )
-        parts.append(
-            f'<text x="{LABEL_W - 8}" y="{y(v) + 4:.1f}" class="tick" text-anchor="end">{fmt_bytes(int(v))}</text>'
-        )
-        v += step
-    if mem:
-        d = [f"M{x(mem[0][0]):.1f},{y(0):.1f}"]
-        for i, (t, v) in enumerate(mem):
-            if i:
-                d.append(f"H{x(t):.1f}")
-            d.append(f"V{y(v):.1f}")
-        d.append(f"V{y(0):.1f}Z")
-        parts.append(
-            f'<path d="{"".join(d)}" class="area"><title>memory held by guarded jobs (sampled)</title></path>'
-        )
-    if budgets:
-        end = t0 + span
-        d = []
-        for i, (t, b) in enumerate(budgets):
-            nxt = budgets[i + 1][0] if i + 1 < len(budgets) else end
-            d.append(f"M{x(t):.1f},{y(b):.1f}H{x(nxt):.1f}")
-        parts.append(
-            f'<path d="{"".join(d)}" class="budget"><title>budget seen at each admission</title></path>'
-        )
-    parts.append(
-        f'<line x1="{LABEL_W}" y1="{y(0):.1f}" x2="{LABEL_W + PLOT_W}" y2="{y(0):.1f}" class="baseline"/>'
-    )
-    parts.append("</svg>")
-    return "\n".join(parts)
-
-
-CSS = (
-    """
-body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1f2933;margin:24px 32px;background:#fff}
-h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px}
-.sub{color:#52606d;margin:0 0 16px}
-.cards{display:flex;flex-wrap:wrap;gap:10px}
-.card{border:1px solid #e4e7eb;border-radius:6px;padding:8px 14px;min-width:130px}
-.card b{display:block;font-size:20px}.card span{color:#52606d;font-size:12px}
-.legend span{display:inline-block;margin-right:16px;font-size:12px;color:#3e4c59}
-.legend i{display:inline-block;width:12px;height:12px;border-radius:2px;margin-right:5px;vertical-align:-1px}
-svg{display:block;margin:6px 0;font-size:12px}
-svg .grid{stroke:#e4e7eb;stroke-width:1}svg .baseline{stroke:#9aa5b1;stroke-width:1}
-svg .tick{fill:#7b8794;font-size:11px}svg .label{fill:#1f2933}
-svg .stripe{fill:#f7f8fa}svg .wait{fill:"""
-    + WAIT_COLOUR
-    + """}
-svg .inbar{fill:#fff;font-size:11px}
-svg .area{fill:#3b82c4;fill-opacity:.35;stroke:#3b82c4;stroke-width:1.2}
-svg .budget{fill:none;stroke:#d14b4b;stroke-width:2;stroke-dasharray:6 4}
-svg g.job:hover .run{opacity:.8}
-table{border-collapse:collapse;margin-top:6px}
-th,td{padding:4px 10px;border-bottom:1px solid #e4e7eb;text-align:right;white-space:nowrap}
-th{background:#f5f7fa;font-weight:600}td:first-child,th:first-child{text-align:left}
-td.outcome-failed,td.outcome-oom{color:#b42318;font-weight:600}
-.note{color:#7b8794;font-size:12px}
-"""
-)
-
-
-def exit_text(code: object) -> str:
-    if isinstance(code, bool) or not isinstance(code, int):
-        return "?"
-    if code < 0:
-        import signal
-
-        try:
-            return signal.Signals(-code).name
-        except ValueError:
-            return f"signal {-code}"
-    return str(code)
-
-
-def _card(value: str, label: str, title: str = "") -> str:
-    t = f' title="{esc(title)}"' if title else ""
-    return f'<div class="card"{t}><b>{esc(value)}</b><span>{esc(label)}</span></div>'
-
-
-def render_html(
-    events: list[dict[str, Any]], workspace: str | None, now: float | None = None
-) -> str:
-    """The whole page for some events (at least one)."""
-    from ltoguard import __version__
-
-    events = sorted(events, key=ev.start_time)
-    s = summary(events)
-    t0 = min(ev.start_time(e) for e in events)
-    t1 = max([ev.end_time(e) for e in events] + [t for e in events for t, _ in _samples(e)])
-    span = max(t1 - t0, 1.0)
-    peak = fmt_bytes(int(s["peak_total"])) if s["peak_total"] else "n/a"
-    budget = (
-        f"tightest budget {fmt_bytes(int(s['budget_min']))}"
-        if s["budget_min"]
-        else "no budget recorded"
-    )
-    avoided = "n/a" if s["held_back"] is None else str(s["held_back"])
-    cards = [
-        _card(str(s["jobs"]), "guarded jobs"),
-        _card(fmt_age(span), "from first queued to last finished"),
-        _card(fmt_age(s["total_wait"]), "total wait"),
-        _card(str(s["serialised"]), f"jobs serialised (waited > {ev.SERIALISED_WAIT:g}s)"),
-        _card(
-            avoided,
-            "OOM kills likely avoided",
-            "jobs held back whose measured peak would not have fit beside the jobs then running",
-        ),
-        _card(str(s["oom_reruns"]), "OOM reruns performed"),
-        _card(str(s["requeues"]), "requeues (stopped to free memory)"),
-        _card(peak, f"peak memory of guarded jobs; {budget}"),
-    ]
-    legend = "".join(
-        f'<span><i style="background:{c}"></i>{esc(o)}</span>' for o, c in COLOURS.items()
-    )
-    legend = f'<span><i style="background:{WAIT_COLOUR}"></i>waiting</span>' + legend
-    rows = []
-    for e in events:
-        a, f = ev.num(e, "admitted"), ev.end_time(e)
-        ran = max(0.0, f - (a if a is not None else ev.start_time(e)))
-        outcome = ev.text(e, "outcome", "unknown")
-        est = ev.num(e, "estimate")
-        basis = ev.text(e, "estimate_basis")
-        rows.append(
-            "<tr>"
-            f"<td>{esc(ev.text(e, 'crate', '?'))}</td>"
-            f"<td>{esc(ev.text(e, 'kind', '?'))}</td>"
-            f"<td>{esc(fmt_age(ev.waited(e)))}</td>"
-            f"<td>{esc(fmt_age(ran))}</td>"
-            f"<td>{esc(fmt_bytes(int(ev.num(e, 'peak') or 0)))}</td>"
-            f"<td>{esc(fmt_bytes(int(est)) if est is not None else '?')}"
-            f"{esc(f' ({basis})' if basis else '')}</td>"
-            f"<td>{esc(exit_text(e.get('exit')))}</td>"
-            f'<td class="outcome-{esc(outcome)}">{esc(outcome)}</td>'
-            f"<td>{esc(int(ev.num(e, 'reruns') or 0))}</td>"
-            f"<td>{esc(int(ev.num(e, 'requeues') or 0))}</td>"
-            "</tr>"
-        )
-    sources = sorted({ev.text(e, "mem_source") for e in events} - {""})
-    made = fmt_when(time.time() if now is None else now)
-    return f"""<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>ltoguard build report: {esc(os.path.basename(workspace or "") or "build")}</title>
-<style>{CSS}</style>
-</head>
-<body>
-<h1>ltoguard build report</h1>
-<p class="sub">{esc(workspace or "?")} &middot; {esc(fmt_when(t0))} to {esc(fmt_when(t1))}</p>
-<div class="cards">
-{"".join(cards)}
-</div>
-<h2>Guarded jobs</h2>
-<div class="legend">{legend}</div>
-{timeline_svg(events, t0, span)}
-<h2>Memory</h2>
-<div class="legend"><span><i style="background:#9cc1e3"></i>held by guarded jobs (process trees, sampled)</span><span><i style="background:#d14b4b"></i>budget seen at admission (free memory + guarded jobs' use)</span></div>
-{memory_svg(events, t0, span)}
-<p class="note">Memory source: {esc(", ".join(sources) or "not recorded")}.</p>
-<h2>Jobs</h2>
-<table>
-<thead><tr><th>crate</th><th>kind</th><th>waited</th><th>ran</th><th>peak</th><th>estimate</th><th>exit</th><th>outcome</th><th>reruns</th><th>requeues</th></tr></thead>
-<tbody>
-{chr(10).join(rows)}
-</tbody>
-</table>
-<p class="note">Generated by ltoguard {esc(__version__)} on {esc(made)}.</p>
-</body>
-</html>
-"""
-
-
-def main(argv: Sequence[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ltoguard report",
         description="Write an HTML timeline of a build's guarded jobs (default: the latest build).",
@@ -542,7 +79,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="every job queued since TIME (2024-05-01T12:00, 12:30, 30m, 2h, 1d or Unix seconds)",
     )
     when.add_argument("--last", action="store_true", help="the latest build (the default)")
-    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+    return parser
+
+
+def _read_events(view: View) -> list[dict[str, Any]]:
+    """This user's event log (StateDirError if the state directory is unusable)."""
+    _path, dir_fd = open_state_dir(view.dir)
+    try:
+        return ev.read_events(dir_fd, os.geteuid())
+    finally:
+        os.close(dir_fd)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(sys.argv[1:] if argv is None else list(argv))
     try:
         view = load_view()
         since = parse_since(args.since) if args.since else None
@@ -554,13 +104,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             EXIT_FAILED,
         )
     try:
-        _path, dir_fd = open_state_dir(view.dir)
+        records = _read_events(view)
     except StateDirError as exc:
         return error(str(exc))
-    try:
-        records = ev.read_events(dir_fd, os.geteuid())
-    finally:
-        os.close(dir_fd)
     chosen, workspace = select(records, workspace=args.workspace, cwd=os.getcwd(), since=since)
     if not chosen:
         where = f" for {workspace}" if workspace else ""
@@ -576,6 +122,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         with open(out, "w", encoding="utf-8") as f:
             f.write(page)
     except OSError as exc:
-        return error(f"cannot write {out}: {exc.strerror or exc}", EXIT_CONFIG)
+        return error(f"cannot write {out}: {exc.strerror or exc}")
     sys.stdout.write(f"{out}\n")
     return EXIT_OK
