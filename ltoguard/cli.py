@@ -36,12 +36,12 @@ LTOGUARD_DIR=PATH. See the README for details.
 # Subcommand name -> (module, function). A PROGRAM from cargo is an absolute path
 # (or a name such as clippy-driver), so these words do not collide with it.
 SUBCOMMANDS = {
-    "explain": ("ltoguard.explain", "main"),
-    "status": ("ltoguard.status", "main"),
-    "learned": ("ltoguard.learned", "main"),
-    "report": ("ltoguard.report", "main"),
-    "init": ("ltoguard.initcmd", "main"),
-    "run": ("ltoguard.gate", "main"),
+    "explain": ("ltoguard.commands.explain", "main"),
+    "status": ("ltoguard.commands.status", "main"),
+    "learned": ("ltoguard.commands.learned", "main"),
+    "report": ("ltoguard.commands.report", "main"),
+    "init": ("ltoguard.commands.init", "main"),
+    "run": ("ltoguard.commands.run", "main"),
 }
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ltoguard import explain
+from ltoguard.commands import explain
 
 REPO = Path(__file__).resolve().parent.parent
 

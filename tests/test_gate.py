@@ -16,7 +16,7 @@ from tests.procs import Procs, clean_env, ltoguard_cmd, make_fake_rustc
 
 pytestmark = pytest.mark.timeout(180)
 
-LINK = [sys.executable, "-c", "from ltoguard.link import main; raise SystemExit(main())"]
+LINK = [sys.executable, "-c", "from ltoguard.commands.link import main; raise SystemExit(main())"]
 
 
 @pytest.fixture

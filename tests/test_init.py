@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ltoguard import initcmd
+from ltoguard.commands import init as initcmd
 from ltoguard.config import toml_loads
 
 REPO = Path(__file__).resolve().parent.parent

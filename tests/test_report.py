@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from ltoguard import events, report
+from ltoguard import events
+from ltoguard.commands import report, report_data, report_html
 
 MiB = 1 << 20
 T0 = 1_760_000_000.0
@@ -106,7 +107,7 @@ def check_page(page: str) -> Checker:
 
 def test_page_has_one_bar_per_job() -> None:
     es = build()
-    page = report.render_html(es, "/w/demo")
+    page = report_html.render_html(es, "/w/demo")
     c = check_page(page)
     assert page.count('class="run"') == 3
     assert page.count('class="wait"') == 1  # only gamma waited
@@ -114,19 +115,19 @@ def test_page_has_one_bar_per_job() -> None:
     for crate in ("alpha", "beta", "gamma"):
         assert f">{crate}</text>" in page and f"<td>{crate}</td>" in page
     assert 'data-outcome="failed"' in page
-    assert report.COLOURS["failed"] in page
+    assert report_html.COLOURS["failed"] in page
 
 
 def test_page_escapes_names() -> None:
     es = [job("<script>alert(1)</script>", T0, T0, T0 + 5, ws="/w/a&b")]
-    page = report.render_html(es, "/w/a&b")
+    page = report_html.render_html(es, "/w/a&b")
     check_page(page)
     assert "<script>" not in page
     assert "&lt;script&gt;" in page and "/w/a&amp;b" in page
 
 
 def test_summary_figures() -> None:
-    s = report.summary(build())
+    s = report_data.summary(build())
     assert s["jobs"] == 3
     assert s["total_wait"] == pytest.approx(18.0)
     assert s["serialised"] == 1
@@ -139,8 +140,8 @@ def test_summary_figures() -> None:
 
 def test_held_back_needs_a_budget() -> None:
     es = [job("a", T0, T0, T0 + 10), job("b", T0, T0 + 10, T0 + 20)]
-    assert report.summary(es)["held_back"] is None
-    page = report.render_html(es, "/w/demo")
+    assert report_data.summary(es)["held_back"] is None
+    page = report_html.render_html(es, "/w/demo")
     assert "no budget recorded" in page
 
 
@@ -152,7 +153,7 @@ def test_memory_series_sums_overlapping_jobs() -> None:
         {"samples": "garbage"},
         {"samples": [[1, 2, 3], ["x", 1], [True, 5]]},
     ]
-    series = report.memory_series(es)
+    series = report_data.memory_series(es)
     values = dict(series)
     assert values[1e9] == 100
     assert values[1e9 + 1] == 150
@@ -164,7 +165,7 @@ def test_memory_series_sums_overlapping_jobs() -> None:
 
 def test_tolerates_sparse_events() -> None:
     es = [{"crate": "x", "finished": T0}, {"queued": T0 + 1}, {}]
-    page = report.render_html([e for e in es if e], None)
+    page = report_html.render_html([e for e in es if e], None)
     check_page(page)
     assert page.count('class="run"') == 2
 
@@ -176,14 +177,14 @@ def test_select_latest_build_of_cwd_workspace() -> None:
     old = build(t0=T0)
     new = build(t0=T0 + 3600)
     other = build(ws="/w/other", t0=T0 + 7200)
-    chosen, ws = report.select(old + new + other, workspace=None, cwd="/w/demo/crates/app")
+    chosen, ws = report_data.select(old + new + other, workspace=None, cwd="/w/demo/crates/app")
     assert ws == "/w/demo/crates/app"
     assert [e["queued"] for e in chosen] == [e["queued"] for e in new]
 
 
 def test_select_falls_back_to_latest_workspace() -> None:
     es = build(t0=T0) + build(ws="/w/other", t0=T0 + 3600)
-    chosen, ws = report.select(es, workspace=None, cwd="/somewhere/else")
+    chosen, ws = report_data.select(es, workspace=None, cwd="/somewhere/else")
     assert ws == "/w/other"
     assert {e["workspace"] for e in chosen} == {"/w/other"}
     assert len(chosen) == 3
@@ -191,11 +192,11 @@ def test_select_falls_back_to_latest_workspace() -> None:
 
 def test_select_explicit_workspace_and_since() -> None:
     es = build(t0=T0) + build(t0=T0 + 3600) + build(ws="/w/other", t0=T0 + 7200)
-    chosen, _ = report.select(es, workspace="/w/demo", cwd="/w/other")
+    chosen, _ = report_data.select(es, workspace="/w/demo", cwd="/w/other")
     assert len(chosen) == 3 and min(e["queued"] for e in chosen) == T0 + 3600
-    chosen, _ = report.select(es, workspace="/w/demo", cwd="/", since=T0)
+    chosen, _ = report_data.select(es, workspace="/w/demo", cwd="/", since=T0)
     assert len(chosen) == 6
-    chosen, _ = report.select(es, workspace="/w/nope", cwd="/")
+    chosen, _ = report_data.select(es, workspace="/w/nope", cwd="/")
     assert chosen == []
 
 

@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from ltoguard import events, learned, status
+from ltoguard import events
+from ltoguard.commands import learned, status
 from ltoguard.estimates import History, group_key, job_key
 from ltoguard.semaphore import Semaphore
 from ltoguard.statedir import open_state_dir
@@ -333,10 +334,3 @@ def test_learned_empty_state_dir(env: Path, capsys: pytest.CaptureFixture[str]) 
     assert learned.main([]) == 0
     out = capsys.readouterr().out
     assert "memory history: empty" in out and "event log: empty" in out
-
-
-def test_text_tables_show_record_text_as_one_safe_line() -> None:
-    from ltoguard.status import table
-
-    lines = table(["CRATE"], [["evil\n\x1b[31mltoguard: error: fake"]])
-    assert len(lines) == 2 and "\x1b" not in lines[1] and "\n" not in lines[1]

@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import sys
 
+from ltoguard.commands.common import error
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -35,9 +37,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     try:
         settings = load()
-    except Exception as exc:
-        sys.stderr.write(f"ltoguard: error: {exc}\n")
-        return 2
+    except Exception as exc:  # SettingsError: one line naming the setting
+        return error(str(exc))
     cmd = [settings.linker or "cc", *args]
     if nested() or settings.mode == "off":
         return exec_program(cmd)

@@ -44,76 +44,37 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
 
-from ltoguard.statedir import StateDirError, default_path, open_state_dir
+from ltoguard.commands.common import (
+    EXIT_OK,
+    View,
+    error,
+    float_or_none,
+    fmt_age,
+    fmt_bytes,
+    fmt_estimate,
+    int_or_none,
+    load_view,
+    no_state_message,
+    str_or_none,
+    table,
+)
+from ltoguard.statedir import StateDirError, open_state_dir
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from typing import Any
 
+    from ltoguard.memory import MemorySnapshot
+
 SCHEMA_VERSION = 1
-EXIT_ERROR = 2  # bad settings or an unusable state directory
 CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear screen
-
-
-def err(msg: str) -> None:
-    sys.stderr.write(f"ltoguard: error: {msg}\n")
-
-
-@dataclass
-class View:
-    """The settings these commands need."""
-
-    slots: int | None
-    memory: str | None
-    dir: str  # absolute
-    origins: dict[str, str] | None = None  # setting -> where its value came from
-
-
-def load_view(environ: Mapping[str, str] | None = None, cwd: str | None = None) -> View:
-    """Settings from ltoguard.config (env > Cargo.toml metadata > user file > defaults).
-
-    Raises ValueError with a one-line message naming the setting.
-    """
-    from ltoguard.config import load
-
-    env = os.environ if environ is None else environ
-    cwd = os.getcwd() if cwd is None else cwd
-    try:
-        s = load(env, cwd)
-    except Exception as exc:  # its errors name the file and key; show them as they are
-        raise ValueError(str(exc)) from None
-    path = s.dir or default_path()
-    return View(s.slots, s.memory, os.path.abspath(path), dict(s.origins))
-
-
-def no_state_message(path: str) -> str:
-    return f"no guarded compile has run yet (state dir {path})"
-
-
-# ---------------------------------------------------------------------------
-# status
-
-
-def _int(v: object) -> int | None:
-    return v if isinstance(v, int) and not isinstance(v, bool) else None
-
-
-def _float(v: object) -> float | None:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return None
-    return float(v)
-
-
-def str_or_none(v: object) -> str | None:
-    return v if isinstance(v, str) else None
 
 
 def collect(view: View, dir_fd: int, now: float | None = None) -> dict[str, Any]:
     """A status document (the --json schema) for an existing, opened state directory."""
-    from ltoguard.memory import available_memory, tree_rss
+    from ltoguard.memory import available_memory
     from ltoguard.semaphore import Semaphore
 
     sem = Semaphore(view.dir, dir_fd)
@@ -122,63 +83,68 @@ def collect(view: View, dir_fd: int, now: float | None = None) -> dict[str, Any]
         snap = sem.snapshot()
         queue = sem.queue()
     now = time.time() if now is None else now
-
-    running: list[dict[str, Any]] = []
-    for h in sorted(snap.holders, key=lambda h: h.slot):
-        rec = h.record or {}
-        pid, child = _int(rec.get("pid")), _int(rec.get("child"))
-        started = _float(rec.get("started"))
-        target = child or pid
-        running.append(
-            {
-                "slot": h.slot,
-                "crate": str_or_none(rec.get("crate")),
-                "kind": str_or_none(rec.get("kind")),
-                "pid": pid,
-                "child": child,
-                "workspace": str_or_none(rec.get("workspace")),
-                "started": started,
-                "age": None if started is None else max(0.0, now - started),
-                "rss": tree_rss(target) if target else None,
-                "estimate": _int(rec.get("estimate")),
-                "estimate_basis": str_or_none(rec.get("estimate_basis")),
-            }
-        )
-    waiting = []
-    for i, t in enumerate(queue, start=1):
-        since = _float(t.get("since"))
-        waiting.append(
-            {
-                "position": i,
-                "crate": str_or_none(t.get("crate")),
-                "kind": str_or_none(t.get("kind")),
-                "pid": _int(t.get("pid")),
-                "workspace": str_or_none(t.get("workspace")),
-                "since": since,
-                "waiting": None if since is None else max(0.0, now - since),
-                "estimate": _int(t.get("estimate")),
-                "estimate_basis": str_or_none(t.get("estimate_basis")),
-            }
-        )
+    running = [
+        _running(h.slot, h.record or {}, now) for h in sorted(snap.holders, key=lambda h: h.slot)
+    ]
+    waiting = [_waiting(i, t, now) for i, t in enumerate(queue, start=1)]
     held = sum(r["rss"] or 0 for r in running)
-    mem = available_memory(view.memory, guarded_usage=held)
     return {
         "version": SCHEMA_VERSION,
         "state_dir": view.dir,
         "exists": True,
         "time": now,
         "limit": _limit(view),
-        "memory": {
-            "available": mem.available,
-            "total": mem.total,
-            "source": mem.source,
-            "constraints": [
-                {"available": c.available, "total": c.total, "source": c.source}
-                for c in mem.constraints
-            ],
-        },
+        "memory": _memory(available_memory(view.memory, guarded_usage=held)),
         "running": running,
         "waiting": waiting,
+    }
+
+
+def _running(slot: int, rec: Mapping[str, Any], now: float) -> dict[str, Any]:
+    from ltoguard.memory import tree_rss
+
+    pid, child = int_or_none(rec.get("pid")), int_or_none(rec.get("child"))
+    started = float_or_none(rec.get("started"))
+    target = child or pid
+    return {
+        "slot": slot,
+        "crate": str_or_none(rec.get("crate")),
+        "kind": str_or_none(rec.get("kind")),
+        "pid": pid,
+        "child": child,
+        "workspace": str_or_none(rec.get("workspace")),
+        "started": started,
+        "age": None if started is None else max(0.0, now - started),
+        "rss": tree_rss(target) if target else None,
+        "estimate": int_or_none(rec.get("estimate")),
+        "estimate_basis": str_or_none(rec.get("estimate_basis")),
+    }
+
+
+def _waiting(position: int, ticket: Mapping[str, Any], now: float) -> dict[str, Any]:
+    since = float_or_none(ticket.get("since"))
+    return {
+        "position": position,
+        "crate": str_or_none(ticket.get("crate")),
+        "kind": str_or_none(ticket.get("kind")),
+        "pid": int_or_none(ticket.get("pid")),
+        "workspace": str_or_none(ticket.get("workspace")),
+        "since": since,
+        "waiting": None if since is None else max(0.0, now - since),
+        "estimate": int_or_none(ticket.get("estimate")),
+        "estimate_basis": str_or_none(ticket.get("estimate_basis")),
+    }
+
+
+def _memory(mem: MemorySnapshot) -> dict[str, Any]:
+    return {
+        "available": mem.available,
+        "total": mem.total,
+        "source": mem.source,
+        "constraints": [
+            {"available": c.available, "total": c.total, "source": c.source}
+            for c in mem.constraints
+        ],
     }
 
 
@@ -202,42 +168,6 @@ def empty_doc(view: View) -> dict[str, Any]:
         "running": [],
         "waiting": [],
     }
-
-
-def fmt_age(seconds: float | None) -> str:
-    if seconds is None:
-        return "?"
-    s = int(seconds)
-    if s < 60:
-        return f"{seconds:.0f}s" if seconds >= 10 else f"{seconds:.1f}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
-
-
-def fmt_bytes(n: int | None) -> str:
-    from ltoguard.memory import format_size
-
-    return "?" if n is None else format_size(n)
-
-
-def fmt_estimate(n: int | None, basis: str | None) -> str:
-    if n is None:
-        return "?"
-    return f"~{fmt_bytes(n)}" + (f" ({basis})" if basis else "")
-
-
-def table(header: Sequence[str], rows: list[list[str]]) -> list[str]:
-    from ltoguard.semaphore import printable
-
-    # Cells come from records and history that other users may have written
-    # (shared state dir): one safe line each, like the waiting line.
-    rows = [[printable(c, limit=200) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in [list(header), *rows]) for i in range(len(header))]
-    out = []
-    for r in [list(header), *rows]:
-        out.append("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
-    return out
 
 
 def limit_line(limit: dict[str, Any]) -> str:
@@ -272,42 +202,46 @@ def render(doc: dict[str, Any]) -> str:
             lines.append(
                 f"  also: {c['source']}: {fmt_bytes(c['available'])} of {fmt_bytes(c['total'])}"
             )
-    run = doc["running"]
     lines.append("")
-    if run:
-        lines.append(f"running ({len(run)}):")
-        rows = [
-            [
-                str(r["slot"]),
-                r["crate"] or "?",
-                str(r["pid"] or "?"),
-                str(r["child"] or "-"),
-                fmt_age(r["age"]),
-                fmt_bytes(r["rss"]),
-                fmt_estimate(r["estimate"], r["estimate_basis"]),
-            ]
-            for r in run
-        ]
-        lines += table(["SLOT", "CRATE", "PID", "CHILD", "AGE", "MEMORY", "ESTIMATE"], rows)
-    else:
-        lines.append("running: none")
-    wait = doc["waiting"]
-    if wait:
-        lines.append(f"waiting ({len(wait)}, next first):")
-        rows = [
-            [
-                str(w["position"]),
-                w["crate"] or "?",
-                str(w["pid"] or "?"),
-                fmt_age(w["waiting"]),
-                fmt_estimate(w["estimate"], w["estimate_basis"]),
-            ]
-            for w in wait
-        ]
-        lines += table(["#", "CRATE", "PID", "WAITING", "ESTIMATE"], rows)
-    else:
-        lines.append("waiting: none")
+    lines += _running_lines(doc["running"])
+    lines += _waiting_lines(doc["waiting"])
     return "\n".join(lines) + "\n"
+
+
+def _running_lines(run: list[dict[str, Any]]) -> list[str]:
+    if not run:
+        return ["running: none"]
+    rows = [
+        [
+            str(r["slot"]),
+            r["crate"] or "?",
+            str(r["pid"] or "?"),
+            str(r["child"] or "-"),
+            fmt_age(r["age"]),
+            fmt_bytes(r["rss"]),
+            fmt_estimate(r["estimate"], r["estimate_basis"]),
+        ]
+        for r in run
+    ]
+    header = ["SLOT", "CRATE", "PID", "CHILD", "AGE", "MEMORY", "ESTIMATE"]
+    return [f"running ({len(run)}):", *table(header, rows)]
+
+
+def _waiting_lines(wait: list[dict[str, Any]]) -> list[str]:
+    if not wait:
+        return ["waiting: none"]
+    rows = [
+        [
+            str(w["position"]),
+            w["crate"] or "?",
+            str(w["pid"] or "?"),
+            fmt_age(w["waiting"]),
+            fmt_estimate(w["estimate"], w["estimate_basis"]),
+        ]
+        for w in wait
+    ]
+    header = ["#", "CRATE", "PID", "WAITING", "ESTIMATE"]
+    return [f"waiting ({len(wait)}, next first):", *table(header, rows)]
 
 
 class _Source:
@@ -341,7 +275,7 @@ def _positive(text: str) -> float:
     return v
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ltoguard status",
         description="Running and waiting guarded jobs, the limit and the available memory.",
@@ -355,20 +289,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="SECONDS",
         help="refresh in place every SECONDS (default 1) until Ctrl-C",
     )
-    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(sys.argv[1:] if argv is None else list(argv))
     try:
         view = load_view()
     except ValueError as exc:
-        err(str(exc))
-        return EXIT_ERROR
+        return error(str(exc))
     source = _Source(view)
     try:
         while True:
             try:
                 doc = source.doc()
             except (StateDirError, ValueError) as exc:
-                err(str(exc))
-                return EXIT_ERROR
+                return error(str(exc))
             if args.json:
                 out = json.dumps(doc, indent=None if args.watch else 2) + "\n"
             else:
@@ -378,9 +314,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.write(out)
             sys.stdout.flush()
             if not args.watch:
-                return 0
+                return EXIT_OK
             time.sleep(args.watch)
     except KeyboardInterrupt:
-        return 0
+        return EXIT_OK
     finally:
         source.close()

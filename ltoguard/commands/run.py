@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
+
+from ltoguard.commands.common import error
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -48,8 +49,7 @@ def main(argv: Sequence[str]) -> int:
     if cmd and cmd[0] == "--":
         cmd = cmd[1:]
     if not cmd:
-        sys.stderr.write("ltoguard: error: `ltoguard run` needs a command after `--`\n")
-        return 2
+        return error("`ltoguard run` needs a command after `--`")
     env = dict(os.environ)
     if args.slots is not None:
         env["LTOGUARD_SLOTS"] = args.slots
@@ -65,8 +65,7 @@ def main(argv: Sequence[str]) -> int:
             if estimate <= 0:
                 raise ValueError(f"--estimate {args.estimate!r} must be a positive size such as 3G")
     except Exception as exc:  # SettingsError / ValueError: one line naming the setting
-        sys.stderr.write(f"ltoguard: error: {exc}\n")
-        return 2
+        return error(str(exc))
     if nested():
         return exec_program(cmd)
     return guard.run_job(command_job(cmd, "run", args.name, estimate), settings)

@@ -1,40 +1,25 @@
-"""`ltoguard report`: one self-contained HTML timeline of a build (issue #5 item 7).
+"""`ltoguard report`'s page: one self-contained HTML file of a build.
 
 In the spirit of ``cargo build --timings``: a summary, one bar per guarded job
 (waiting, then running, coloured by outcome), the memory the guarded jobs held
 over time against the budget, and a table. Inline CSS and SVG only: no scripts,
 no fonts, no URLs, so the file can be attached to a CI run and opened anywhere.
 SVG ``<title>`` elements give tooltips without JavaScript.
-
-A build is the events of one workspace whose times are close together
-(``events.group_builds``). Default: the latest build of the workspace around the
-current directory, else the latest build of any workspace.
-
-Exit codes: 0 written, 1 no events to report, 2 bad arguments or settings.
 """
 
 from __future__ import annotations
 
-import argparse
-import bisect
-import datetime as dt
 import html
 import os
-import re
-import sys
 import time
 
 from ltoguard import events as ev
-from ltoguard.statedir import StateDirError, open_state_dir
-from ltoguard.status import EXIT_ERROR, err, fmt_age, fmt_bytes, load_view
+from ltoguard.commands.common import fmt_age, fmt_bytes, fmt_when
+from ltoguard.commands.report_data import budget_series, memory_series, samples, summary
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Sequence
     from typing import Any
-
-EXIT_EMPTY = 1
-DEFAULT_OUT = "ltoguard-report.html"
 
 COLOURS = {
     "ok": "#3b82c4",
@@ -53,171 +38,7 @@ AXIS_H = 26
 MEM_H = 220
 
 # ---------------------------------------------------------------------------
-# choosing the events
-
-
-_REL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d)\s*$", re.IGNORECASE)
-_REL_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
-
-
-def parse_since(text: str, now: float | None = None) -> float:
-    """``1700000000`` (Unix time), ``2024-05-01T12:00``, ``12:30`` (today), or ``30m``/``2h``/``1d`` ago."""
-    now = time.time() if now is None else now
-    s = text.strip()
-    m = _REL.match(s)
-    if m:
-        return now - float(m.group(1)) * _REL_UNITS[m.group(2).lower()]
-    try:
-        v = float(s)
-    except ValueError:
-        pass
-    else:
-        if v > 1e8:
-            return v
-    if re.fullmatch(r"\d{1,2}:\d{2}(:\d{2})?", s):
-        today = dt.date.fromtimestamp(now).isoformat()
-        s = f"{today}T{s}"
-    try:
-        return dt.datetime.fromisoformat(s).timestamp()
-    except ValueError:
-        raise ValueError(
-            f"--since {text!r}: accepted: a date/time (2024-05-01T12:00, 12:30 for today),"
-            " a duration ago (90s, 30m, 2h, 1d) or Unix seconds"
-        ) from None
-
-
-def select(
-    events: list[dict[str, Any]],
-    *,
-    workspace: str | None,
-    cwd: str,
-    since: float | None = None,
-) -> tuple[list[dict[str, Any]], str | None]:
-    """The events to report and the workspace they belong to.
-
-    ``workspace`` given: only its events. Else the workspace around ``cwd`` if it
-    has any, else the workspace of the latest event. ``since``: every event of that
-    workspace queued at or after it; else the latest build only.
-    """
-    if not events:
-        return [], workspace
-    if workspace is not None:
-        chosen = os.path.abspath(workspace)
-        mine = [e for e in events if ev.in_workspace(e, chosen)]
-    else:
-        mine = [e for e in events if ev.in_workspace(e, cwd)]
-        chosen = cwd
-        if not mine:
-            latest = max(events, key=ev.end_time)
-            chosen = ev.text(latest, "workspace") or ev.text(latest, "cwd")
-            mine = [e for e in events if ev.in_workspace(e, chosen)] if chosen else [latest]
-    if since is not None:
-        return [e for e in mine if ev.start_time(e) >= since], chosen
-    builds = ev.group_builds(mine)
-    return (builds[-1] if builds else []), chosen
-
-
-# ---------------------------------------------------------------------------
-# figures
-
-
-def _samples(e: dict[str, Any]) -> list[tuple[float, float]]:
-    out = []
-    raw = e.get("samples")
-    if not isinstance(raw, list):
-        return []
-    base = ev.num(e, "admitted") or ev.start_time(e)
-    for p in raw:
-        if not (isinstance(p, (list, tuple)) and len(p) == 2):
-            continue
-        t, v = p
-        if isinstance(t, bool) or isinstance(v, bool):
-            continue
-        if not isinstance(t, (int, float)) or not isinstance(v, (int, float)):
-            continue
-        # Wall times; tolerate offsets from admission too.
-        tt = float(t) if t > 1e8 else base + float(t)
-        out.append((tt, max(0.0, float(v))))
-    out.sort()
-    return out
-
-
-def memory_series(events: list[dict[str, Any]]) -> list[tuple[float, float]]:
-    """The sum of the jobs' sampled RSS, as (time, bytes) steps.
-
-    Each job holds its last sample's value until its next sample and nothing
-    outside its first..last sample.
-    """
-    per_job = [s for s in (_samples(e) for e in events) if s]
-    times = sorted({t for s in per_job for t, _ in s})
-    series = []
-    for t in times:
-        total = 0.0
-        for s in per_job:
-            if t < s[0][0] or t > s[-1][0]:
-                continue
-            i = bisect.bisect_right(s, (t, float("inf"))) - 1
-            total += s[i][1]
-        series.append((t, total))
-    return series
-
-
-def budget_series(events: list[dict[str, Any]]) -> list[tuple[float, float]]:
-    """The budget each admission saw (free memory plus what guarded jobs held), as steps."""
-    pts = []
-    for e in events:
-        b, a = ev.num(e, "budget"), ev.num(e, "admitted")
-        if b is not None and a is not None and b > 0:
-            pts.append((a, b))
-    return sorted(pts)
-
-
-def _running_at(
-    events: list[dict[str, Any]], t: float, skip: dict[str, Any]
-) -> list[dict[str, Any]]:
-    out = []
-    for o in events:
-        if o is skip:
-            continue
-        a = ev.num(o, "admitted")
-        if a is not None and a <= t < ev.end_time(o):
-            out.append(o)
-    return out
-
-
-def held_back(events: list[dict[str, Any]], fallback_budget: float | None) -> int | None:
-    """Jobs that waited although their peak would not have fit beside the jobs then running.
-
-    An estimate after the fact (the peaks were measured later): the OOM kills the
-    gate probably avoided. None when no budget was recorded.
-    """
-    if fallback_budget is None:
-        return None
-    n = 0
-    for e in events:
-        if ev.waited(e) <= ev.SERIALISED_WAIT:
-            continue
-        q = ev.start_time(e)
-        budget = ev.num(e, "budget") or fallback_budget
-        others = sum(ev.num(o, "peak") or 0 for o in _running_at(events, q, e))
-        if others and others + (ev.num(e, "peak") or 0) > budget:
-            n += 1
-    return n
-
-
-def summary(events: list[dict[str, Any]]) -> dict[str, Any]:
-    s = ev.summarize(events)
-    mem = memory_series(events)
-    budgets = budget_series(events)
-    s["peak_total"] = max((v for _, v in mem), default=0.0)
-    s["peak_at"] = max(mem, key=lambda p: p[1])[0] if mem else None
-    s["budget_min"] = min((b for _, b in budgets), default=None)
-    s["held_back"] = held_back(events, s["budget_min"])
-    return s
-
-
-# ---------------------------------------------------------------------------
-# HTML
+# the charts
 
 
 def esc(v: object) -> str:
@@ -422,21 +243,8 @@ def _card(value: str, label: str, title: str = "") -> str:
     return f'<div class="card"{t}><b>{esc(value)}</b><span>{esc(label)}</span></div>'
 
 
-def _when(t: float | None) -> str:
-    return "?" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
-
-
-def render_html(
-    events: list[dict[str, Any]], workspace: str | None, now: float | None = None
-) -> str:
-    """The whole page for some events (at least one)."""
-    from ltoguard import __version__
-
-    events = sorted(events, key=ev.start_time)
-    s = summary(events)
-    t0 = min(ev.start_time(e) for e in events)
-    t1 = max([ev.end_time(e) for e in events] + [t for e in events for t, _ in _samples(e)])
-    span = max(t1 - t0, 1.0)
+def _cards(s: dict[str, Any], span: float) -> list[str]:
+    """The summary figures at the top of the page."""
     peak = fmt_bytes(int(s["peak_total"])) if s["peak_total"] else "n/a"
     budget = (
         f"tightest budget {fmt_bytes(int(s['budget_min']))}"
@@ -444,7 +252,7 @@ def render_html(
         else "no budget recorded"
     )
     avoided = "n/a" if s["held_back"] is None else str(s["held_back"])
-    cards = [
+    return [
         _card(str(s["jobs"]), "guarded jobs"),
         _card(fmt_age(span), "from first queued to last finished"),
         _card(fmt_age(s["total_wait"]), "total wait"),
@@ -458,34 +266,51 @@ def render_html(
         _card(str(s["requeues"]), "requeues (stopped to free memory)"),
         _card(peak, f"peak memory of guarded jobs; {budget}"),
     ]
+
+
+def _legend() -> str:
     legend = "".join(
         f'<span><i style="background:{c}"></i>{esc(o)}</span>' for o, c in COLOURS.items()
     )
-    legend = f'<span><i style="background:{WAIT_COLOUR}"></i>waiting</span>' + legend
-    rows = []
-    for e in events:
-        a, f = ev.num(e, "admitted"), ev.end_time(e)
-        ran = max(0.0, f - (a if a is not None else ev.start_time(e)))
-        outcome = ev.text(e, "outcome", "unknown")
-        est = ev.num(e, "estimate")
-        basis = ev.text(e, "estimate_basis")
-        rows.append(
-            "<tr>"
-            f"<td>{esc(ev.text(e, 'crate', '?'))}</td>"
-            f"<td>{esc(ev.text(e, 'kind', '?'))}</td>"
-            f"<td>{esc(fmt_age(ev.waited(e)))}</td>"
-            f"<td>{esc(fmt_age(ran))}</td>"
-            f"<td>{esc(fmt_bytes(int(ev.num(e, 'peak') or 0)))}</td>"
-            f"<td>{esc(fmt_bytes(int(est)) if est is not None else '?')}"
-            f"{esc(f' ({basis})' if basis else '')}</td>"
-            f"<td>{esc(exit_text(e.get('exit')))}</td>"
-            f'<td class="outcome-{esc(outcome)}">{esc(outcome)}</td>'
-            f"<td>{esc(int(ev.num(e, 'reruns') or 0))}</td>"
-            f"<td>{esc(int(ev.num(e, 'requeues') or 0))}</td>"
-            "</tr>"
-        )
+    return f'<span><i style="background:{WAIT_COLOUR}"></i>waiting</span>' + legend
+
+
+def _row(e: dict[str, Any]) -> str:
+    """One job's line of the table."""
+    a, f = ev.num(e, "admitted"), ev.end_time(e)
+    ran = max(0.0, f - (a if a is not None else ev.start_time(e)))
+    outcome = ev.text(e, "outcome", "unknown")
+    est = ev.num(e, "estimate")
+    basis = ev.text(e, "estimate_basis")
+    return (
+        "<tr>"
+        f"<td>{esc(ev.text(e, 'crate', '?'))}</td>"
+        f"<td>{esc(ev.text(e, 'kind', '?'))}</td>"
+        f"<td>{esc(fmt_age(ev.waited(e)))}</td>"
+        f"<td>{esc(fmt_age(ran))}</td>"
+        f"<td>{esc(fmt_bytes(int(ev.num(e, 'peak') or 0)))}</td>"
+        f"<td>{esc(fmt_bytes(int(est)) if est is not None else '?')}"
+        f"{esc(f' ({basis})' if basis else '')}</td>"
+        f"<td>{esc(exit_text(e.get('exit')))}</td>"
+        f'<td class="outcome-{esc(outcome)}">{esc(outcome)}</td>'
+        f"<td>{esc(int(ev.num(e, 'reruns') or 0))}</td>"
+        f"<td>{esc(int(ev.num(e, 'requeues') or 0))}</td>"
+        "</tr>"
+    )
+
+
+def render_html(
+    events: list[dict[str, Any]], workspace: str | None, now: float | None = None
+) -> str:
+    """The whole page for some events (at least one)."""
+    from ltoguard import __version__
+
+    events = sorted(events, key=ev.start_time)
+    t0 = min(ev.start_time(e) for e in events)
+    t1 = max([ev.end_time(e) for e in events] + [t for e in events for t, _ in samples(e)])
+    span = max(t1 - t0, 1.0)
     sources = sorted({ev.text(e, "mem_source") for e in events} - {""})
-    made = _when(time.time() if now is None else now)
+    made = fmt_when(time.time() if now is None else now)
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -495,12 +320,12 @@ def render_html(
 </head>
 <body>
 <h1>ltoguard build report</h1>
-<p class="sub">{esc(workspace or "?")} &middot; {esc(_when(t0))} to {esc(_when(t1))}</p>
+<p class="sub">{esc(workspace or "?")} &middot; {esc(fmt_when(t0))} to {esc(fmt_when(t1))}</p>
 <div class="cards">
-{"".join(cards)}
+{"".join(_cards(summary(events), span))}
 </div>
 <h2>Guarded jobs</h2>
-<div class="legend">{legend}</div>
+<div class="legend">{_legend()}</div>
 {timeline_svg(events, t0, span)}
 <h2>Memory</h2>
 <div class="legend"><span><i style="background:#9cc1e3"></i>held by guarded jobs (process trees, sampled)</span><span><i style="background:#d14b4b"></i>budget seen at admission (free memory + guarded jobs' use)</span></div>
@@ -510,68 +335,10 @@ def render_html(
 <table>
 <thead><tr><th>crate</th><th>kind</th><th>waited</th><th>ran</th><th>peak</th><th>estimate</th><th>exit</th><th>outcome</th><th>reruns</th><th>requeues</th></tr></thead>
 <tbody>
-{chr(10).join(rows)}
+{chr(10).join(_row(e) for e in events)}
 </tbody>
 </table>
 <p class="note">Generated by ltoguard {esc(__version__)} on {esc(made)}.</p>
 </body>
 </html>
 """
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="ltoguard report",
-        description="Write an HTML timeline of a build's guarded jobs (default: the latest build).",
-    )
-    parser.add_argument(
-        "--out", metavar="FILE", default=DEFAULT_OUT, help=f"output file (default {DEFAULT_OUT})"
-    )
-    parser.add_argument(
-        "--workspace", metavar="PATH", help="report this workspace (default: the current one)"
-    )
-    when = parser.add_mutually_exclusive_group()
-    when.add_argument(
-        "--since",
-        metavar="TIME",
-        help="every job queued since TIME (2024-05-01T12:00, 12:30, 30m, 2h, 1d or Unix seconds)",
-    )
-    when.add_argument("--last", action="store_true", help="the latest build (the default)")
-    args = parser.parse_args(sys.argv[1:] if argv is None else list(argv))
-    try:
-        view = load_view()
-        since = parse_since(args.since) if args.since else None
-    except ValueError as exc:
-        err(str(exc))
-        return EXIT_ERROR
-    if not os.path.isdir(view.dir):
-        err(f"no guarded jobs recorded yet (state dir {view.dir}); build with ltoguard first")
-        return EXIT_EMPTY
-    try:
-        _path, dir_fd = open_state_dir(view.dir)
-    except StateDirError as exc:
-        err(str(exc))
-        return EXIT_ERROR
-    try:
-        records = ev.read_events(dir_fd, os.geteuid())
-    finally:
-        os.close(dir_fd)
-    chosen, workspace = select(records, workspace=args.workspace, cwd=os.getcwd(), since=since)
-    if not chosen:
-        where = f" for {workspace}" if workspace else ""
-        when_ = f" since {args.since}" if args.since else ""
-        err(
-            f"no guarded jobs recorded{where}{when_} (state dir {view.dir});"
-            " ltoguard logs a job when an LTO compile it guarded finishes"
-        )
-        return EXIT_EMPTY
-    page = render_html(chosen, workspace)
-    out = os.path.abspath(args.out)
-    try:
-        with open(out, "w", encoding="utf-8") as f:
-            f.write(page)
-    except OSError as exc:
-        err(f"cannot write {out}: {exc.strerror or exc}")
-        return EXIT_ERROR
-    sys.stdout.write(f"{out}\n")
-    return 0

@@ -12,14 +12,14 @@ from __future__ import annotations
 import os
 import sys
 
+from ltoguard.commands.common import EXIT_CONFIG, EXIT_OK, error
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Mapping, Sequence
 
     from ltoguard.config import Settings, Verdict
-
-EXIT_CONFIG = 2
 
 USAGE = "ltoguard explain [--json] RUSTC-ARGS..."
 DESCRIPTION = (
@@ -163,7 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     own, rest = _split(sys.argv[1:] if argv is None else argv)
     opts = _parser().parse_args(own)
     if not rest:
-        sys.stderr.write(f"ltoguard: error: no rustc arguments given\nusage: {USAGE}\n")
+        error("no rustc arguments given")
+        sys.stderr.write(f"usage: {USAGE}\n")
         return EXIT_CONFIG
     from ltoguard.config import SettingsError, decide, load
 
@@ -171,8 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load(env)
     except SettingsError as exc:
-        sys.stderr.write(f"ltoguard: error: {exc}\n")
-        return EXIT_CONFIG
+        return error(str(exc))
     verdict = decide(words, settings)
     if opts.json:
         import json
@@ -180,4 +180,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(json.dumps(report(verdict, settings, words), indent=2) + "\n")
     else:
         sys.stdout.write(render(verdict, settings))
-    return 0
+    return EXIT_OK

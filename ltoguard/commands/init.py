@@ -12,12 +12,12 @@ import os
 import re
 import sys
 
+from ltoguard.commands.common import EXIT_OK, error, warning
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Iterator, Sequence
-
-EXIT_ERROR = 2
 
 CREATED, ADDED, UPDATED, ALREADY = "created", "added", "updated", "already set"
 
@@ -57,7 +57,6 @@ def default_wrapper_path() -> str:
     """The path this ltoguard was started by (not resolved: install.sh's symlink is the
     stable path cargo should hash), else the one on PATH, else the bare name."""
     import shutil
-    import sys
 
     me = sys.argv[0] if sys.argv else ""
     if os.sep in me and os.path.basename(me) == "ltoguard" and os.access(me, os.X_OK):
@@ -238,9 +237,9 @@ def _warn_double(text: str | None, key: str, path: str) -> None:
     build = _loads(text, path).get("build")
     value = build.get(other) if isinstance(build, dict) else None
     if isinstance(value, str) and os.path.basename(value).startswith("ltoguard"):
-        sys.stderr.write(
-            f"ltoguard: warning: [build] {other} = {_toml_string(value)} in {path} is ltoguard too; "
-            f"remove one of the two, or cargo runs ltoguard twice per crate\n"
+        warning(
+            f"[build] {other} = {_toml_string(value)} in {path} is ltoguard too; "
+            "remove one of the two, or cargo runs ltoguard twice per crate"
         )
 
 
@@ -253,9 +252,9 @@ def run(cwd: str, key: str, value: str, dry_run: bool) -> tuple[str, str, str]:
         raise InitError(
             f"no Cargo.toml in {cwd} or any parent directory; run ltoguard init inside a cargo project"
         )
-    path, warning = config_path(os.path.dirname(manifest))
-    if warning:
-        sys.stderr.write(f"ltoguard: warning: {warning}\n")
+    path, two_files = config_path(os.path.dirname(manifest))
+    if two_files:
+        warning(two_files)
     text = _read(path)
     action, new, previous = plan(text, key, value, path)
     _warn_double(text, key, path)
@@ -287,21 +286,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         action, _, message = run(os.getcwd(), key, value, opts.dry_run)
     except InitError as exc:
-        sys.stderr.write(f"ltoguard: error: {exc}\n")
-        return EXIT_ERROR
+        return error(str(exc))
     except OSError as exc:
-        sys.stderr.write(f"ltoguard: error: cannot write {exc.filename}: {exc.strerror}\n")
-        return EXIT_ERROR
+        return error(f"cannot write {exc.filename}: {exc.strerror}")
     sys.stdout.write(message.rstrip("\n") + "\n")
     env_var = "RUSTC_WRAPPER" if opts.rustc_wrapper else "RUSTC_WORKSPACE_WRAPPER"
     if os.environ.get(env_var) is not None:
-        sys.stderr.write(
-            f"ltoguard: warning: {env_var} is set in this environment; cargo uses it instead of the file\n"
-        )
+        warning(f"{env_var} is set in this environment; cargo uses it instead of the file")
     if action != ALREADY and not opts.dry_run and not opts.rustc_wrapper:
         # RUSTC-FACTS.md: the workspace wrapper's path is hashed into -C metadata.
         sys.stdout.write(
             "note: the next build recompiles every workspace member once "
             "(cargo hashes the wrapper's path into their metadata)\n"
         )
-    return 0
+    return EXIT_OK

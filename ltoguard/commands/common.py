@@ -1,0 +1,136 @@
+"""What the subcommands share: exit codes, error output, the state view, tables and
+the formatting of values read from records.
+
+Importing this costs only os, sys, time and dataclasses (everything else is
+imported where it is used), so the guarded path may use the exit codes too. The
+pass-through path (cli.py's exec) must not import it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
+# Exit codes of ltoguard's own work. A program ltoguard runs (guarded or passed
+# through) ends ltoguard with its own status instead (STYLE.md rule 6).
+EXIT_OK = 0
+EXIT_FAILED = 1  # it worked but has nothing to give: `ltoguard report` with no events
+# ltoguard could not do it: a bad argument, setting, file or state directory; the
+# message names which. argparse exits 2 on a usage error too.
+EXIT_CONFIG = 2
+
+
+def error(msg: str, code: int = EXIT_CONFIG) -> int:
+    """Write ``ltoguard: error: MSG`` (one line, stderr) and return ``code`` to exit with."""
+    sys.stderr.write(f"ltoguard: error: {msg}\n")
+    return code
+
+
+def warning(msg: str) -> None:
+    sys.stderr.write(f"ltoguard: warning: {msg}\n")
+
+
+# ---------------------------------------------------------------------------
+# the state view: what status, learned and report read
+
+
+@dataclass(frozen=True)
+class View:
+    """The settings the state-reading commands need."""
+
+    slots: int | None
+    memory: str | None
+    dir: str  # absolute
+    origins: dict[str, str] | None = None  # setting -> where its value came from
+
+
+def load_view(environ: Mapping[str, str] | None = None, cwd: str | None = None) -> View:
+    """Settings from ltoguard.config (env > Cargo.toml metadata > user file > defaults).
+
+    Raises ValueError with a one-line message naming the setting.
+    """
+    from ltoguard.config import load
+    from ltoguard.statedir import default_path
+
+    env = os.environ if environ is None else environ
+    cwd = os.getcwd() if cwd is None else cwd
+    try:
+        s = load(env, cwd)
+    except Exception as exc:  # its errors name the file and key; show them as they are
+        raise ValueError(str(exc)) from None
+    path = s.dir or default_path()
+    return View(s.slots, s.memory, os.path.abspath(path), dict(s.origins))
+
+
+def no_state_message(path: str) -> str:
+    return f"no guarded compile has run yet (state dir {path})"
+
+
+# ---------------------------------------------------------------------------
+# values read from records: any user sharing the state dir may have written them
+
+
+def int_or_none(v: object) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def float_or_none(v: object) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    return float(v)
+
+
+def str_or_none(v: object) -> str | None:
+    return v if isinstance(v, str) else None
+
+
+# ---------------------------------------------------------------------------
+# formatting
+
+
+def fmt_age(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    s = int(seconds)
+    if s < 60:
+        return f"{seconds:.0f}s" if seconds >= 10 else f"{seconds:.1f}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
+
+
+def fmt_bytes(n: int | None) -> str:
+    from ltoguard.memory import format_size
+
+    return "?" if n is None else format_size(n)
+
+
+def fmt_estimate(n: int | None, basis: str | None) -> str:
+    if n is None:
+        return "?"
+    return f"~{fmt_bytes(n)}" + (f" ({basis})" if basis else "")
+
+
+def fmt_when(t: float | None) -> str:
+    """A wall time as local ``YYYY-MM-DD HH:MM:SS``."""
+    return "?" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def table(header: Sequence[str], rows: list[list[str]]) -> list[str]:
+    """Left-aligned columns, two spaces apart, each line indented by two."""
+    from ltoguard.semaphore import printable
+
+    # Cells come from records and history that other users may have written
+    # (shared state dir): one safe line each, like the waiting line.
+    rows = [[printable(c, limit=200) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in [list(header), *rows]) for i in range(len(header))]
+    out = []
+    for r in [list(header), *rows]:
+        out.append("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    return out
