@@ -42,6 +42,7 @@ SUBCOMMANDS = {
     "report": ("ltoguard.commands.report", "main"),
     "init": ("ltoguard.commands.init", "main"),
     "run": ("ltoguard.commands.run", "main"),
+    "doctor": ("ltoguard.commands.doctor", "main"),
 }
 
 

@@ -9,31 +9,29 @@ pass-through path (cli.py's exec) must not import it.
 from __future__ import annotations
 
 import os
-import sys
 import time
 from dataclasses import dataclass
+
+# One set of exit codes and one way of writing errors for the whole package
+# (messages.py, which the guarded path uses too); re-exported for the commands.
+from ltoguard import messages
+from ltoguard.messages import EXIT_CONFIG as EXIT_CONFIG
+from ltoguard.messages import EXIT_FAILED as EXIT_FAILED
+from ltoguard.messages import EXIT_OK as EXIT_OK
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-# Exit codes of ltoguard's own work. A program ltoguard runs (guarded or passed
-# through) ends ltoguard with its own status instead (STYLE.md rule 6).
-EXIT_OK = 0
-EXIT_FAILED = 1  # it worked but has nothing to give: `ltoguard report` with no events
-# ltoguard could not do it: a bad argument, setting, file or state directory; the
-# message names which. argparse exits 2 on a usage error too.
-EXIT_CONFIG = 2
-
 
 def error(msg: str, code: int = EXIT_CONFIG) -> int:
     """Write ``ltoguard: error: MSG`` (one line, stderr) and return ``code`` to exit with."""
-    sys.stderr.write(f"ltoguard: error: {msg}\n")
+    messages.error(msg)
     return code
 
 
 def warning(msg: str) -> None:
-    sys.stderr.write(f"ltoguard: warning: {msg}\n")
+    messages.say(f"warning: {msg}")
 
 
 # ---------------------------------------------------------------------------
