@@ -212,16 +212,16 @@ class GuardedRun:
             from ltoguard.estimates import describe
 
             why = f"{reason}; needs {describe(self.record.estimate, self.record.basis)}"
-        self.waiting = f"({why}; running: {running})"
+        self.waiting = why
         if not channel().replayed:
-            note(f"{self.job.what} waits {self.waiting}")
+            note(f"{self.job.what} waits ({why}; running: {running})")
 
     def _started(self, waited: float) -> None:
         """Under cargo, the CI log also says how long the job waited, once."""
         if self.waiting is None or self.told_wait or not channel().under_cargo:
             return
         self.told_wait = True
-        note(f"{self.job.what} waited {waited:.1f}s before it started {self.waiting}")
+        note(f"{self.job.what} waited {waited:.1f}s before it started ({self.waiting})")
 
     def _learn(self, peak: int) -> None:
         if self.job.estimate is not None or peak <= 0:
