@@ -162,8 +162,8 @@ def test_waiting_head_rereads_memory_only_when_it_may_have_changed(
     try:
         runner = guard._Runner(job, Settings({}), Semaphore(str(tmp_path), fd))
         policy = runner._policy(alone=False)
-        one = Snapshot([Holder(0, {"pid": 0, "estimate": GiB})], [], 0)
-        two = Snapshot([Holder(0, None), Holder(1, None)], [], 0)
+        one = Snapshot([Holder(0, {"pid": 0, "estimate": GiB})], [])
+        two = Snapshot([Holder(0, None), Holder(1, None)], [])
         for _ in range(50):  # 2.5 s of polling at one instant: one read
             assert policy(one) == policy(one)
             assert not policy(one)[0]
