@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ltoguard.memory import MiB, format_size
+from ltoguard.sizes import MiB, format_size
 
 # Below this much free memory the OOM killer is close. A fat-LTO rustc can grow by
 # tens of MB within one 100 ms sample, so the floor leaves room to notice and act;

@@ -19,11 +19,13 @@ from dataclasses import dataclass
 
 from ltoguard import process
 from ltoguard.admission import choose_victim, critical
+from ltoguard.cgroups import cgroup_oom_kills, host_oom_kills
 from ltoguard.estimates import DEFAULT_ESTIMATE
-from ltoguard.memory import PeakSampler, available_memory, cgroup_oom_kills, host_oom_kills
+from ltoguard.memory import available_memory
 from ltoguard.messages import EXIT_CANNOT_RUN, error
 from ltoguard.passthrough import HELD_ENV
 from ltoguard.policy import running_jobs
+from ltoguard.proctree import PeakSampler
 from ltoguard.statedir import StateDirError, write_private_file
 
 TYPE_CHECKING = False

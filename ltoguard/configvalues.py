@@ -108,7 +108,7 @@ def toml_value(value: object) -> str:
 
 
 def _check_size(text: str) -> int:
-    from ltoguard.memory import SIZE_EXAMPLES, parse_size
+    from ltoguard.sizes import SIZE_EXAMPLES, parse_size
 
     try:
         return parse_size(text)

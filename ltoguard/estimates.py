@@ -20,7 +20,7 @@ import stat
 import sys
 from collections.abc import Iterable
 
-from ltoguard.memory import GiB, MiB, format_size
+from ltoguard.sizes import GiB, MiB, format_size
 from ltoguard.statedir import write_private_file
 
 # Used when neither this job nor a sibling has run before. Measured here

@@ -12,102 +12,32 @@ read exactly one byte back before we exit or run rustc, or the build runs one jo
 than ``-j`` until it ends. Which byte comes back does not matter (make uses several
 values); we write ``+`` like GNU make and cargo do.
 
-Descriptors. With ``--jobserver-auth=R,W`` (cargo, GNU make <= 4.3) R and W are open
-file descriptions shared with cargo and with the rustc we start later: we never close
-them, never change their flags (O_NONBLOCK lives on the shared description) and the
-caller must pass them to the child (``pass_fds``; Python closes them by default). To
-read without ever blocking we open ``/proc/self/fd/R``, which gives a new, private
-description of the same pipe that we may make non-blocking. With
-``--jobserver-auth=fifo:PATH`` (GNU make >= 4.4) we open our own description of the
-fifo; the child finds the path in the environment and opens its own.
+Finding the jobserver and opening our descriptors for it is ltoguard.makeflags. The
+rustc we start keeps cargo's descriptors because ltoguard spawns it with every
+inheritable fd kept (process.spawn).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import select
 import signal
-import stat
 import sys
 import time
 from collections.abc import Iterator, Mapping
 from typing import Callable
 
-__all__ = ["Jobserver", "Lease", "parse_makeflags"]
+from ltoguard.makeflags import jobserver_auth, open_endpoints
 
-# cargo sets CARGO_MAKEFLAGS; make sets MAKEFLAGS (and MFLAGS for old makefiles).
-_ENV_VARS = ("CARGO_MAKEFLAGS", "MAKEFLAGS", "MFLAGS")
-_OPTIONS = ("--jobserver-auth=", "--jobserver-fds=")
+__all__ = ["Jobserver", "Lease"]
+
 _TOKEN = b"+"
 # Signals whose handlers could otherwise run between a read/write of a token and the
 # bookkeeping of it, which would leave the pool one token off.
 _GUARDED_SIGNALS = frozenset((signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT))
 
-_TAKEN, _EMPTY, _GONE = "taken", "empty", "gone"
-
-
-def _split_words(value: str) -> Iterator[str]:
-    """Split a MAKEFLAGS value on unescaped blanks; GNU make escapes blanks as ``\\ ``."""
-    word: list[str] = []
-    escaped = False
-    for ch in value:
-        if escaped:
-            word.append(ch)
-            escaped = False
-        elif ch == "\\":
-            escaped = True
-        elif ch in " \t\n":
-            if word:
-                yield "".join(word)
-                word = []
-        else:
-            word.append(ch)
-    if word:
-        yield "".join(word)
-
-
-def parse_makeflags(value: str) -> str | None:
-    """The value of the last jobserver option in one MAKEFLAGS-style string, or None.
-
-    Words after ``--`` are variable overrides (``w -j3 -- CFLAGS=...``), not options,
-    so they are not searched.
-    """
-    found: str | None = None
-    for word in _split_words(value):
-        if word == "--":
-            break
-        for option in _OPTIONS:
-            if word.startswith(option):
-                found = word[len(option) :]
-    return found
-
-
-def _parse_fd(text: str) -> int | None:
-    # int() would accept "+3", " 3" and "3_0".
-    if not text.isascii() or not text.isdigit():
-        return None
-    return int(text)
-
-
-def _is_fifo_with_access(fd: int, readable: bool) -> os.stat_result | None:
-    try:
-        st = os.fstat(fd)
-        flags = _get_fl(fd)
-    except OSError:
-        return None
-    if not stat.S_ISFIFO(st.st_mode):
-        return None
-    mode = flags & os.O_ACCMODE
-    wanted = os.O_RDONLY if readable else os.O_WRONLY
-    if mode not in (wanted, os.O_RDWR):
-        return None
-    return st
-
-
-def _get_fl(fd: int) -> int:
-    return fcntl.fcntl(fd, fcntl.F_GETFL)
+TAKEN, EMPTY, GONE = "taken", "empty", "gone"
 
 
 @contextlib.contextmanager
@@ -143,7 +73,7 @@ class Jobserver:
         self._read_fd = read_fd
         self._write_fd = write_fd
         # None means no private non-blocking description could be opened (no /proc):
-        # reads then go to read_fd after a poll, see _take().
+        # reads then go to read_fd after a poll, see take().
         self._private_read_fd = private_read_fd
         self._inherited = inherited
         self._owned = {fd for fd in (private_read_fd,) if fd is not None}
@@ -161,92 +91,27 @@ class Jobserver:
     def from_environ(cls, environ: Mapping[str, str]) -> Jobserver | None:
         """The jobserver of CARGO_MAKEFLAGS, else MAKEFLAGS, else MFLAGS, or None.
 
-        The first variable that carries a jobserver option is used (its last such
-        option wins). None when it is absent, malformed, names a Windows semaphore,
-        or its fds are closed or are not the two ends of one pipe: a sub-make rule
-        without ``+`` sees MAKEFLAGS naming fds that make did not pass, and those
-        numbers may since have been reused for unrelated files.
+        None also when the option found is malformed or names descriptors that are not
+        a usable pipe (see makeflags.open_endpoints): then there is nothing to lend.
         """
-        for name in _ENV_VARS:
-            value = environ.get(name)
-            if not value:
-                continue
-            auth = parse_makeflags(value)
-            if auth is not None:
-                return cls._from_auth(auth)
-        return None
-
-    @classmethod
-    def _from_auth(cls, auth: str) -> Jobserver | None:
-        if auth.startswith("fifo:"):
-            return cls._open_fifo(auth[len("fifo:") :])
-        read_text, sep, write_text = auth.partition(",")
-        if not sep:
-            return None  # a Windows semaphore name, or garbage
-        read_fd, write_fd = _parse_fd(read_text), _parse_fd(write_text)
-        if read_fd is None or write_fd is None:
-            return None
-        read_st = _is_fifo_with_access(read_fd, readable=True)
-        write_st = _is_fifo_with_access(write_fd, readable=False)
-        if read_st is None or write_st is None:
-            return None
-        if (read_st.st_dev, read_st.st_ino) != (write_st.st_dev, write_st.st_ino):
+        auth = jobserver_auth(environ)
+        ends = None if auth is None else open_endpoints(auth)
+        if ends is None:
             return None
         return cls(
-            read_fd=read_fd,
-            write_fd=write_fd,
-            private_read_fd=cls._open_private_reader(read_fd, read_st),
-            inherited=True,
-            description=f"fds {read_fd},{write_fd}",
-        )
-
-    @staticmethod
-    def _open_private_reader(read_fd: int, read_st: os.stat_result) -> int | None:
-        try:
-            fd = os.open(f"/proc/self/fd/{read_fd}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError:
-            return None
-        try:
-            st = os.fstat(fd)
-        except OSError:
-            os.close(fd)
-            return None
-        if (st.st_dev, st.st_ino) != (read_st.st_dev, read_st.st_ino):
-            os.close(fd)
-            return None
-        return fd
-
-    @classmethod
-    def _open_fifo(cls, path: str) -> Jobserver | None:
-        if not path:
-            return None
-        try:
-            # O_RDWR: opening a fifo never blocks that way, and one description serves
-            # both directions. O_NONBLOCK: the description is ours alone.
-            fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError:
-            return None
-        try:
-            is_fifo = stat.S_ISFIFO(os.fstat(fd).st_mode)
-        except OSError:
-            is_fifo = False
-        if not is_fifo:
-            os.close(fd)
-            return None
-        return cls(
-            read_fd=fd,
-            write_fd=fd,
-            private_read_fd=None,
-            inherited=False,
-            description=f"fifo {path}",
+            read_fd=ends.read_fd,
+            write_fd=ends.write_fd,
+            private_read_fd=ends.private_read_fd,
+            inherited=ends.inherited,
+            description=ends.description,
         )
 
     # -- descriptors ----------------------------------------------------------------
 
     @property
-    def pass_fds(self) -> tuple[int, ...]:
-        """The fds a child (rustc) needs to keep the jobserver: give to ``pass_fds``."""
-        return (self._read_fd, self._write_fd) if self._inherited else ()
+    def read_fd(self) -> int:
+        """The descriptor tokens are read from: our private one when there is one."""
+        return self._read_fd if self._private_read_fd is None else self._private_read_fd
 
     def close(self) -> None:
         """Close the descriptors this object opened; the inherited ones stay open."""
@@ -285,71 +150,35 @@ class Jobserver:
                 # EPIPE (no reader left: SIGPIPE is ignored by Python), EBADF, ...
                 return False
 
-    def try_acquire(self) -> bool:
-        """Take one token if one is there right now; never blocks."""
-        return self._take() == _TAKEN
+    def take(self) -> str:
+        """Read one token if one is there right now; never blocks.
 
-    def acquire(
-        self,
-        *,
-        should_stop: Callable[[], bool] | None = None,
-        poll: float = 0.05,
-        timeout: float | None = None,
-    ) -> bool:
-        """Take one token, waiting for it. False on EOF (the jobserver is gone), on
-        ``should_stop()`` returning True (checked every ``poll`` seconds), or after
-        ``timeout`` seconds."""
-        return self._acquire_with(self._take, should_stop, poll, timeout)
-
-    def _acquire_with(
-        self,
-        take: Callable[[], str],
-        should_stop: Callable[[], bool] | None,
-        poll: float,
-        timeout: float | None,
-    ) -> bool:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            if should_stop is not None and should_stop():
-                return False
-            result = take()
-            if result == _TAKEN:
-                return True
-            if result == _GONE:
-                return False
-            wait = poll
-            if deadline is not None:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                wait = min(wait, remaining)
-            self._poll(self._reader(), select.POLLIN, wait)
-
-    def _reader(self) -> int:
-        return self._read_fd if self._private_read_fd is None else self._private_read_fd
-
-    def _take(self) -> str:
+        TAKEN, EMPTY, or GONE (EOF or an error: the jobserver is gone for good)."""
         if self.gone:
-            return _GONE
-        fd = self._reader()
+            return GONE
+        fd = self.read_fd
         # A shared description: if it is blocking (no /proc to open a private one),
         # another process may take the byte between poll and read, and the read then
         # waits for the next token to be freed. Cargo frees tokens as jobs end, so
         # that wait ends, but should_stop is not seen meanwhile.
         shared = self._private_read_fd is None and self._inherited
         if shared and not self._poll(fd, select.POLLIN, 0):
-            return _EMPTY
+            return EMPTY
         try:
             data = os.read(fd, 1)
         except BlockingIOError:
-            return _EMPTY
+            return EMPTY
         except OSError:
             self.gone = True
-            return _GONE
+            return GONE
         if not data:
             self.gone = True  # EOF: every write end is closed
-            return _GONE
-        return _TAKEN
+            return GONE
+        return TAKEN
+
+    def wait_readable(self, timeout: float) -> None:
+        """Wait at most `timeout` seconds for a token to be there to take."""
+        self._poll(self.read_fd, select.POLLIN, timeout)
 
     @staticmethod
     def _poll(fd: int, events: int, timeout: float) -> bool:
@@ -417,14 +246,26 @@ class Lease:
         if jobserver is None or not self._lent:
             return True
 
-        def take() -> str:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if should_stop is not None and should_stop():
+                return False
             with _signals_blocked():
-                result = jobserver._take()
-                if result != _EMPTY:
+                # Blocked so that a handler cannot raise between the read and the flag.
+                result = jobserver.take()
+                if result != EMPTY:
                     self._lent = False
-            return result
-
-        return jobserver._acquire_with(take, should_stop, poll, timeout) and not self._lent
+            if result == TAKEN:
+                return True
+            if result == GONE:
+                return False
+            wait = poll
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                wait = min(wait, remaining)
+            jobserver.wait_readable(wait)
 
     def __enter__(self) -> Lease:
         return self

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 
 from ltoguard.admission import Running, admit, default_margin
 from ltoguard.estimates import DEFAULT_ESTIMATE, default_estimate
-from ltoguard.memory import anon_rss, available_memory
+from ltoguard.memory import available_memory
+from ltoguard.proctree import anon_rss
 from ltoguard.semaphore import Snapshot, slot_limit_policy
 
 TYPE_CHECKING = False

@@ -33,7 +33,6 @@ class StderrRelay:
         self.seen = bytearray()
         self.current = bytearray()  # this attempt's output (up to _SENT_MAX bytes)
         self.mid_line = False  # cargo's stream ends in the middle of a line
-        self.overflow = False
         self.tail = b""
         self._thread: threading.Thread | None = None
 
@@ -65,8 +64,6 @@ class StderrRelay:
                 self.tail = (self.tail + chunk)[-65536:]
                 if len(self.current) + len(chunk) <= _SENT_MAX:
                     self.current += chunk
-                else:
-                    self.overflow = True
                 if matching:
                     n = min(len(chunk), len(self.seen) - pos)
                     same = _common_prefix(chunk, self.seen, pos, n)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import signal
 from dataclasses import dataclass, replace
 
-from ltoguard.memory import format_size
+from ltoguard.sizes import format_size
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -163,7 +163,7 @@ def write_private_file(
             os.close(fd)
         os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
-        _unlink_quiet(dir_fd, tmp)
+        unlink_quietly(dir_fd, tmp)
         raise
 
 
@@ -178,7 +178,7 @@ def read_small_file(dir_fd: int, name: str, limit: int = 1 << 16) -> tuple[bytes
         os.close(fd)
 
 
-def _unlink_quiet(dir_fd: int | None, name: str) -> None:
+def unlink_quietly(dir_fd: int | None, name: str) -> None:
     try:
         os.unlink(name, dir_fd=dir_fd)
     except OSError:

@@ -89,7 +89,7 @@ def load_gen_workspace() -> ModuleType:
 
 
 def parse_size(text: str) -> int:
-    from ltoguard.memory import parse_size as parse
+    from ltoguard.sizes import parse_size as parse
 
     return parse(text)
 

@@ -17,7 +17,8 @@ from pathlib import Path
 _counter = itertools.count()
 
 
-def _own_v1_memory_dir() -> tuple[Path | None, str]:
+def own_v1_memory_dir() -> tuple[Path | None, str]:
+    """This process's cgroup v1 memory directory, or None and why not."""
     try:
         cgroup = Path("/proc/self/cgroup").read_text()
         mountinfo = Path("/proc/self/mountinfo").read_text()
@@ -36,17 +37,29 @@ def _own_v1_memory_dir() -> tuple[Path | None, str]:
         return None, "no cgroup v1 memory controller on this host"
     if mount[3] != "/":
         return None, f"the v1 memory mount shows {mount[3]}, not the hierarchy root"
-    own = Path(mount[4]) / path.lstrip("/")
-    if not os.access(own / "cgroup.procs", os.W_OK):
+    return Path(mount[4]) / path.lstrip("/"), ""
+
+
+def _writable_v1_memory_dir() -> tuple[Path | None, str]:
+    own, why = own_v1_memory_dir()
+    if own is not None and not os.access(own / "cgroup.procs", os.W_OK):
         return None, f"{own} is not writable (needs root and a writable cgroup v1 memory mount)"
-    return own, ""
+    return own, why
+
+
+def oom_kills_in(group: Path) -> int:
+    """The oom_kill count of a v1 memory group, read straight from memory.oom_control."""
+    for line in (group / "memory.oom_control").read_text().splitlines():
+        if line.startswith("oom_kill "):
+            return int(line.split()[1])
+    return 0
 
 
 class MemoryCgroup:
     """A child memory cgroup with a hard limit. Use as a context manager."""
 
     def __init__(self, limit: int) -> None:
-        own, why = _own_v1_memory_dir()
+        own, why = _writable_v1_memory_dir()
         if own is None:
             raise RuntimeError(why)
         self.path = own / f"ltoguard-test-{os.getpid()}-{next(_counter)}"
@@ -61,7 +74,7 @@ class MemoryCgroup:
     @staticmethod
     def unavailable() -> str:
         """Empty if a cgroup can be made here, else why not (for pytest.skip)."""
-        own, why = _own_v1_memory_dir()
+        own, why = _writable_v1_memory_dir()
         return "" if own is not None else why
 
     def enter_command(self) -> list[str]:
@@ -69,10 +82,7 @@ class MemoryCgroup:
         return ["sh", "-c", f'echo $$ > {self.path}/cgroup.procs && exec "$@"', "sh"]
 
     def oom_kills(self) -> int:
-        for line in (self.path / "memory.oom_control").read_text().splitlines():
-            if line.startswith("oom_kill "):
-                return int(line.split()[1])
-        return 0
+        return oom_kills_in(self.path)
 
     def max_usage(self) -> int:
         return int((self.path / "memory.max_usage_in_bytes").read_text())

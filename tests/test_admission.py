@@ -11,7 +11,7 @@ from ltoguard.admission import (
     default_margin,
     outstanding,
 )
-from ltoguard.memory import GiB, MiB
+from ltoguard.sizes import GiB, MiB
 
 
 def job(pid: int, estimate: int, current: int, started: float = 0.0) -> Running:

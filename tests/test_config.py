@@ -390,7 +390,7 @@ def test_quick_check_imports_no_toml(ws: Path, env: dict[str, str]) -> None:
         argv = {BIN_PLAIN!r}
         passed = classify.classify(argv, "lto")
         found = verdict.files_may_change(argv, passed, "lto", {env!r})
-        heavy = [m for m in ("tomllib", "tomli", "ltoguard.memory", "ltoguard.config") if m in sys.modules]
+        heavy = [m for m in ("tomllib", "tomli", "ltoguard.memory", "ltoguard.sizes", "ltoguard.config") if m in sys.modules]
         print(passed.guarded, found, heavy)
         """
     )

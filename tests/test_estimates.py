@@ -20,7 +20,7 @@ from ltoguard.estimates import (
     job_key,
     record_peak,
 )
-from ltoguard.memory import GiB, MiB
+from ltoguard.sizes import GiB, MiB
 
 REPO = Path(__file__).resolve().parent.parent
 WS = "/home/u/proj"

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from ltoguard.jobserver import Jobserver, Lease, parse_makeflags
+from ltoguard.jobserver import Jobserver, Lease
+from ltoguard.makeflags import parse_makeflags
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data" / "jobserver"
@@ -108,16 +109,16 @@ def test_cargo_makeflags_wins_over_makeflags() -> None:
             "MFLAGS": f"-j --jobserver-auth={r2},{w2}",
         }
         js = Jobserver.from_environ(env)
-        assert js is not None and js.pass_fds == (r, w)
+        assert js is not None and js.description == f"fds {r},{w}"
         js.close()
         # The first variable that has a jobserver option wins, not the first present.
         env["CARGO_MAKEFLAGS"] = "-j"
         js = Jobserver.from_environ(env)
-        assert js is not None and js.pass_fds == (r2, w2)
+        assert js is not None and js.description == f"fds {r2},{w2}"
         js.close()
         del env["CARGO_MAKEFLAGS"], env["MAKEFLAGS"]
         js = Jobserver.from_environ(env)
-        assert js is not None and js.pass_fds == (r2, w2)
+        assert js is not None and js.description == f"fds {r2},{w2}"
         js.close()
 
 
@@ -195,15 +196,18 @@ def test_pipe_round_trip_keeps_shared_flags(nonblocking: bool) -> None:
         before = (fcntl.fcntl(r, fcntl.F_GETFL), fcntl.fcntl(w, fcntl.F_GETFL))
         js = js_from(f"{r},{w}")
         assert js is not None
-        assert js.pass_fds == (r, w)
-        assert js.try_acquire() and js.try_acquire()
-        assert tokens(r) == 0
-        assert not js.try_acquire()  # empty: returns at once even on a blocking fd
+        lease = Lease(js)
+        assert lease.lend() and tokens(r) == 3
+        assert os.read(r, 3) == b"+++"  # cargo started jobs with every token
         t0 = time.monotonic()
-        assert not js.acquire(timeout=0.3)
+        assert not lease.reclaim(timeout=0.0)  # empty: returns at once even on a blocking fd
+        assert time.monotonic() - t0 < 1
+        t0 = time.monotonic()
+        assert not lease.reclaim(timeout=0.3) and lease.lent
         assert 0.25 < time.monotonic() - t0 < 5
         assert js.release() and js.release()
-        assert tokens(r) == 2
+        assert lease.reclaim(timeout=5) and not lease.lent
+        assert tokens(r) == 1
         js.close()
         # cargo's descriptions are left as they were: still open, same flags.
         assert (fcntl.fcntl(r, fcntl.F_GETFL), fcntl.fcntl(w, fcntl.F_GETFL)) == before
@@ -216,10 +220,12 @@ def test_acquire_wakes_when_a_token_arrives(nonblocking: bool) -> None:
     with jobserver_pipe(0, nonblocking=nonblocking) as (r, w):
         js = js_from(f"{r},{w}")
         assert js is not None
+        lease = Lease(js)
+        assert lease.lend() and os.read(r, 1) == b"+"  # cargo took the lent token
         timer = threading.Timer(0.2, os.write, (w, b"x"))
         timer.start()
         try:
-            assert js.acquire(timeout=20)
+            assert lease.reclaim(timeout=20) and not lease.lent
         finally:
             timer.join()
         assert tokens(r) == 0
@@ -231,9 +237,12 @@ def test_should_stop_abandons_the_wait() -> None:
     with jobserver_pipe(0) as (r, w):
         js = js_from(f"{r},{w}")
         assert js is not None
+        lease = Lease(js)
+        assert lease.lend() and os.read(r, 1) == b"+"  # cargo took the lent token
         deadline = time.monotonic() + 0.3
-        assert not js.acquire(should_stop=lambda: time.monotonic() > deadline, poll=0.02)
+        assert not lease.reclaim(should_stop=lambda: time.monotonic() > deadline, poll=0.02)
         assert time.monotonic() - deadline < 5
+        assert lease.lent  # still owed: the caller decides what to do next
         js.close()
 
 
@@ -243,11 +252,14 @@ def test_eof_returns_false_quickly() -> None:
     try:
         js = js_from(f"{r},{w}")
         assert js is not None
+        lease = Lease(js)
+        assert lease.lend() and os.read(r, 1) == b"+"  # cargo took the lent token
         os.close(w)  # every write end gone: the jobserver is dead
         t0 = time.monotonic()
-        assert not js.acquire()  # no timeout: EOF alone must end the wait
+        assert not lease.reclaim()  # no timeout: EOF alone must end the wait
         assert time.monotonic() - t0 < 2
-        assert js.gone and not js.try_acquire() and not js.release()
+        assert not lease.lent  # no pool is left to owe a token to
+        assert js.gone and not js.release() and not Lease(js).lend()
         js.close()
     finally:
         os.close(r)
@@ -259,7 +271,8 @@ def test_release_fails_cleanly() -> None:
         js = js_from(f"{r},{w}")
         assert js is not None
         os.close(r)
-        os.close(js._private_read_fd)  # type: ignore[arg-type]
+        assert js.read_fd != r  # our own description of the read end
+        os.close(js.read_fd)
         assert not js.release()  # EPIPE, no SIGPIPE death
     with jobserver_pipe(0) as (r, w):
         os.set_blocking(w, False)
@@ -284,10 +297,13 @@ def test_fifo_form(tmp_path: Path) -> None:
             {"MAKEFLAGS": f"-j4 --jobserver-auth=fifo:{str(path).replace(' ', chr(92) + ' ')}"}
         )
         assert js is not None
-        assert js.pass_fds == ()  # the child opens the fifo by its path
-        assert js.try_acquire() and tokens(holder) == 2
-        assert js.release() and tokens(holder) == 3
-        assert not os.get_inheritable(js._reader())
+        assert js.description == f"fifo {path}"  # the child opens the fifo by its path
+        lease = Lease(js)
+        assert lease.lend() and tokens(holder) == 4
+        assert lease.reclaim(timeout=5) and tokens(holder) == 3
+        assert js.release() and tokens(holder) == 4
+        assert os.read(holder, 1) == b"+"
+        assert not os.get_inheritable(js.read_fd)
         js.close()
         assert tokens(holder) == 3
     finally:
@@ -364,17 +380,20 @@ def test_child_keeps_jobserver_only_with_pass_fds() -> None:
 
 
 @pytest.mark.timeout(60)
-def test_try_acquire_never_blocks_under_contention() -> None:
-    """Many processes polling one blocking read end for a single token: a process
-    losing the race between poll and read must not block in read."""
+def test_reclaim_never_blocks_under_contention() -> None:
+    """Many processes lending and taking back on one blocking read end, with the
+    non-blocking reclaim a queued head uses: one losing a race for a byte must not
+    block in read, and the pool ends as it began."""
     script = (
         "import os, time\n"
-        "from ltoguard.jobserver import Jobserver\n"
+        "from ltoguard.jobserver import Jobserver, Lease\n"
         "js = Jobserver.from_environ(os.environ)\n"
         "end = time.monotonic() + 1.0\n"
         "while time.monotonic() < end:\n"
-        "    if js.try_acquire():\n"
-        "        assert js.release()\n"
+        "    lease = Lease(js)\n"
+        "    assert lease.lend()\n"
+        "    while not lease.reclaim(timeout=0.0):\n"
+        "        assert time.monotonic() < end + 20\n"
     )
     with jobserver_pipe(1) as (r, w):
         env = env_for(f"{r},{w}")
@@ -595,9 +614,12 @@ def test_shared_description_fallback() -> None:
     before each read, and its flags are still left alone."""
     with jobserver_pipe(1) as (r, w):
         js = Jobserver(read_fd=r, write_fd=w, private_read_fd=None, inherited=True, description="t")
-        assert js.try_acquire() and not js.try_acquire()
-        assert not js.acquire(timeout=0.2)
-        assert js.release() and js.acquire(timeout=5)
+        assert js.read_fd == r
+        lease = Lease(js)
+        assert lease.lend() and os.read(r, 2) == b"++"  # cargo took every token
+        assert not lease.reclaim(timeout=0.0)
+        assert not lease.reclaim(timeout=0.2)
+        assert js.release() and lease.reclaim(timeout=5) and not lease.lent
         assert os.get_blocking(r)
         js.close()
         assert tokens(r) == 0 and os.fstat(r)  # inherited fds are not closed

@@ -11,14 +11,15 @@ import pytest
 
 from ltoguard import policy as policy_mod
 from ltoguard.jobs import Job, JobRecord
-from ltoguard.memory import GiB, MemorySnapshot, MiB
+from ltoguard.memory import MemorySnapshot
 from ltoguard.policy import MEMORY_RECHECK, AdmissionPolicy, running_jobs
 from ltoguard.semaphore import Holder, Snapshot
+from ltoguard.sizes import GiB, MiB
 
 
 def snap(*records: dict[str, Any] | None) -> Snapshot:
     """Slots 0..n-1 held, with these run records."""
-    return Snapshot([Holder(k, rec) for k, rec in enumerate(records)], [], 0)
+    return Snapshot([Holder(k, rec) for k, rec in enumerate(records)], [])
 
 
 @dataclass

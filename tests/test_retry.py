@@ -7,7 +7,6 @@ import signal
 import pytest
 
 from ltoguard.attempt import AttemptResult
-from ltoguard.memory import MiB
 from ltoguard.retry import (
     DONE,
     OOM_RERUN_HEADROOM,
@@ -17,6 +16,7 @@ from ltoguard.retry import (
     RetryState,
     next_step,
 )
+from ltoguard.sizes import MiB
 
 WHAT = "crate app (bin, lto=fat)"
 PEAK = 400 * MiB

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from ltoguard import process, semaphore
+from ltoguard import locks, process, semaphore
 from ltoguard.semaphore import Semaphore, Snapshot, slot_limit_policy
 from ltoguard.statedir import open_state_dir
 from tests.procs import (
@@ -530,9 +530,9 @@ def test_a_heads_probe_is_not_a_running_job(tmp_path: Path) -> None:
     a = sem.acquire({"crate": "a"}, slot_limit_policy(2))
     b = sem.acquire({"crate": "b"}, slot_limit_policy(2))
     sem.release(b)
-    probe = os.open(os.path.join(path, semaphore.slot_name(b.index)), os.O_RDONLY)
+    probe = os.open(os.path.join(path, locks.slot_name(b.index)), os.O_RDONLY)
     try:
-        assert semaphore._all_held([probe]) is False  # it frees: the head decides now
+        assert locks.all_held([probe]) is False  # it frees: the head decides now
         fcntl.flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)  # the probe's instant, frozen
         with sem.mutex():
             snap = sem.snapshot()

@@ -104,7 +104,7 @@ def fmt_age(seconds: float | None) -> str:
 
 
 def fmt_bytes(n: int | None) -> str:
-    from ltoguard.memory import format_size
+    from ltoguard.sizes import format_size
 
     return "?" if n is None else format_size(n)
 

@@ -319,7 +319,8 @@ def check_lto(cwd: str, environ: Mapping[str, str], mode: str) -> Check:
 
 
 def check_memory(settings: Any) -> Check:
-    from ltoguard.memory import available_memory, format_size
+    from ltoguard.memory import available_memory
+    from ltoguard.sizes import format_size
 
     try:
         mem = available_memory(settings.memory if settings is not None else None)

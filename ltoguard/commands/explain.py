@@ -141,7 +141,7 @@ def render(verdict: Verdict, settings: Settings) -> str:
     if ov is not None:
         parts = [f'guard = "{ov.guard}"']
         if ov.memory is not None:
-            from ltoguard.memory import format_size
+            from ltoguard.sizes import format_size
 
             parts.append(f"memory = {format_size(ov.memory)}")
         lines.append(f"override: {', '.join(parts)}  # {ov.origin}")

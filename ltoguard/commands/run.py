@@ -59,7 +59,7 @@ def main(argv: Sequence[str]) -> int:
         settings = load(env)
         estimate = None
         if args.estimate is not None:
-            from ltoguard.memory import parse_size
+            from ltoguard.sizes import parse_size
 
             estimate = parse_size(args.estimate)
             if estimate <= 0:

@@ -101,7 +101,7 @@ def collect(view: View, dir_fd: int, now: float | None = None) -> dict[str, Any]
 
 
 def _running(slot: int, rec: Mapping[str, Any], now: float) -> dict[str, Any]:
-    from ltoguard.memory import tree_rss
+    from ltoguard.proctree import tree_rss
 
     pid, child = int_or_none(rec.get("pid")), int_or_none(rec.get("child"))
     started = float_or_none(rec.get("started"))

@@ -21,7 +21,7 @@ from ltoguard.jobserver import Jobserver, Lease
 
 def tokens(js: Jobserver) -> int:
     buf = array.array("i", [0])
-    fcntl.ioctl(js._reader(), termios.FIONREAD, buf)
+    fcntl.ioctl(js.read_fd, termios.FIONREAD, buf)
     return buf[0]
 
 
@@ -41,8 +41,9 @@ def main(argv: list[str]) -> int:
         if js is None:
             print("none")
             return 0
-        assert js.release()
-        assert js.acquire(timeout=30)
+        lease = Lease(js)
+        assert lease.lend()
+        assert lease.reclaim(timeout=30)
         print("ok")
         return 0
     if cmd == "rustc-wrapper":

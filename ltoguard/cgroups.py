@@ -1,0 +1,231 @@
+"""Memory cgroups: the limits on a process's groups and the kernel's OOM kill counters.
+
+A bound is the limit minus the usage that cannot be reclaimed (usage minus inactive
+page cache, the "working set" docker and the kubelet use), for every group the
+process is in and each of its ancestors, v1 memory controller and v2 alike.
+psutil's ``virtual_memory()`` does not see these limits (RUSTC-FACTS.md, "Memory
+limits"). Every function takes ``root`` so tests can build a fake /proc and /sys.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from typing import NamedTuple
+
+from ltoguard.sizes import format_size
+
+# v1 reports "no limit" as PAGE_COUNTER_MAX * PAGE_SIZE (9223372036854771712 with
+# 4 KiB pages, other values with other page sizes); anything this large is no limit.
+UNLIMITED_THRESHOLD = 1 << 60
+
+
+class Constraint(NamedTuple):
+    """One source of a memory bound: free bytes now, its limit/total, and what it is."""
+
+    available: int
+    total: int
+    source: str
+
+
+def _read(path: str) -> str | None:
+    # Every cgroup file is optional: controllers may be absent, files unreadable
+    # inside containers, groups removed under us. A missing bound is not an error.
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            return f.read()
+    except (OSError, ValueError):
+        return None
+
+
+def _read_int(path: str) -> int | None:
+    text = _read(path)
+    if text is None:
+        return None
+    try:
+        return int(text.strip())
+    except ValueError:
+        return None
+
+
+def _stat_field(path: str, field: str) -> int | None:
+    text = _read(path)
+    if text is None:
+        return None
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] == field:
+            try:
+                return int(parts[1])
+            except ValueError:
+                return None
+    return None
+
+
+def _unescape(field: str) -> str:
+    # mountinfo escapes space, tab, newline and backslash as \ooo.
+    if "\\" not in field:
+        return field
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+class _Mount(NamedTuple):
+    version: int  # 1 or 2
+    root: str  # the cgroup path the mount shows at its mount point
+    mountpoint: str
+
+
+@functools.lru_cache(maxsize=4)
+def _cgroup_mounts(mountinfo: str) -> tuple[_Mount, ...]:
+    # Parsed once per distinct mount table: a waiting head reads memory twice a
+    # second, and parsing a long mountinfo was most of that cost.
+    mounts = []
+    for line in mountinfo.splitlines():
+        left, sep, right = line.partition(" - ")
+        if not sep:
+            continue
+        lfields, rfields = left.split(), right.split()
+        if len(lfields) < 5 or len(rfields) < 3:
+            continue
+        fstype, superopts = rfields[0], rfields[2].split(",")
+        root, mountpoint = _unescape(lfields[3]), _unescape(lfields[4])
+        if fstype == "cgroup" and "memory" in superopts:
+            mounts.append(_Mount(1, root, mountpoint))
+        elif fstype == "cgroup2":
+            mounts.append(_Mount(2, root, mountpoint))
+    return tuple(mounts)
+
+
+def _own_cgroups(cgroup_text: str) -> dict[int, str]:
+    """Map 1 (memory controller) and 2 (unified) to this process's cgroup path."""
+    paths: dict[int, str] = {}
+    for line in cgroup_text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        hierarchy, controllers, path = parts
+        if hierarchy == "0" and controllers == "":
+            paths.setdefault(2, path)
+        elif "memory" in controllers.split(","):
+            paths.setdefault(1, path)
+    return paths
+
+
+def _under(root: str, path: str) -> str:
+    return os.path.join(root, path.lstrip("/"))
+
+
+def _cgroup_dirs(root: str, pid: int | str) -> list[tuple[int, list[str]]]:
+    """For each cgroup version, the directories from the process's group up to the mount.
+
+    Paths are prefixed with ``root`` so tests can build a fake /proc and /sys.
+    """
+    mountinfo = _read(_under(root, f"/proc/{pid}/mountinfo"))
+    cgroup_text = _read(_under(root, f"/proc/{pid}/cgroup"))
+    if mountinfo is None or cgroup_text is None:
+        return []
+    own = _own_cgroups(cgroup_text)
+    mounts = _cgroup_mounts(mountinfo)
+    result: list[tuple[int, list[str]]] = []
+    for version in (1, 2):
+        path = own.get(version)
+        if path is None:
+            continue
+        for mount in mounts:
+            if mount.version != version:
+                continue
+            top = _under(root, mount.mountpoint)
+            if mount.root == "/":
+                rel = path
+            elif path == mount.root or path.startswith(mount.root.rstrip("/") + "/"):
+                rel = path[len(mount.root) :]
+            else:
+                # A cgroup namespace or a bind mount of an unrelated subtree: the
+                # mount point is the only group we can place ourselves in.
+                rel = "/"
+            parts = [p for p in rel.split("/") if p and p != "."]
+            if ".." in parts or not os.path.isdir(top):
+                continue
+            dirs = [os.path.join(top, *parts[:i]) for i in range(len(parts), -1, -1)]
+            result.append((version, dirs))
+            break
+    return result
+
+
+def _v1_constraint(d: str) -> Constraint | None:
+    limit = _read_int(os.path.join(d, "memory.limit_in_bytes"))
+    usage = _read_int(os.path.join(d, "memory.usage_in_bytes"))
+    if limit is None or usage is None or limit >= UNLIMITED_THRESHOLD:
+        return None
+    stat = os.path.join(d, "memory.stat")
+    # total_ is the hierarchical counter, matching usage_in_bytes under use_hierarchy.
+    inactive = _stat_field(stat, "total_inactive_file")
+    if inactive is None:
+        inactive = _stat_field(stat, "inactive_file") or 0
+    working = max(0, usage - inactive)
+    return Constraint(max(0, limit - working), limit, f"cgroup v1 {d} (limit {format_size(limit)})")
+
+
+def _v2_limit(d: str, name: str) -> int | None:
+    text = _read(os.path.join(d, name))
+    if text is None or text.strip() == "max":
+        return None
+    try:
+        value = int(text.strip())
+    except ValueError:
+        return None
+    return None if value >= UNLIMITED_THRESHOLD else value
+
+
+def _v2_constraint(d: str) -> Constraint | None:
+    # memory.high is not an OOM limit, but above it the kernel throttles and
+    # reclaims hard: a job admitted past it would crawl, so it bounds us too.
+    limits = []
+    for name in ("memory.max", "memory.high"):
+        value = _v2_limit(d, name)
+        if value is not None:
+            limits.append((value, name))
+    usage = _read_int(os.path.join(d, "memory.current"))
+    if not limits or usage is None:
+        return None
+    limit, name = min(limits)
+    inactive = _stat_field(os.path.join(d, "memory.stat"), "inactive_file") or 0
+    working = max(0, usage - inactive)
+    label = "limit" if name == "memory.max" else "memory.high"
+    return Constraint(
+        max(0, limit - working), limit, f"cgroup v2 {d} ({label} {format_size(limit)})"
+    )
+
+
+def cgroup_constraints(*, root: str = "/", pid: int | str = "self") -> list[Constraint]:
+    """Every memory limit on ``pid``'s cgroups (v1 memory controller and v2), innermost first."""
+    found = []
+    for version, dirs in _cgroup_dirs(root, pid):
+        reader = _v1_constraint if version == 1 else _v2_constraint
+        for d in dirs:
+            c = reader(d)
+            if c is not None:
+                found.append(c)
+    return found
+
+
+def cgroup_oom_kills(*, root: str = "/", pid: int | str = "self") -> int | None:
+    """OOM kills counted in ``pid``'s own memory cgroup, or None if not available.
+
+    Read it before and after a child runs: an increase while the child died of
+    SIGKILL means the OOM killer, not a user, killed it. v1 counts a kill in the
+    victim's own group (memory.oom_control), v2 counts it there and in every
+    ancestor (memory.events), so the process's own group sees a kill of its child.
+    """
+    for version, dirs in _cgroup_dirs(root, pid):
+        name = "memory.oom_control" if version == 1 else "memory.events"
+        count = _stat_field(os.path.join(dirs[0], name), "oom_kill")
+        if count is not None:
+            return count
+    return None
+
+
+def host_oom_kills(*, root: str = "/") -> int | None:
+    """OOM kills on the whole host since boot (/proc/vmstat, Linux >= 4.13), or None."""
+    return _stat_field(_under(root, "/proc/vmstat"), "oom_kill")

@@ -1,0 +1,134 @@
+"""What the state directory's JSON files say: holders' run records and waiters' tickets.
+
+Records are data for display and memory estimates; the slot locks are the truth. A
+shared directory holds other users' files, so every one is read with a size cap,
+a record is believed only if its file belongs to the uid its name claims, and text
+from it is shown only through `printable`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from ltoguard.statedir import read_small_file
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+
+def printable(value: object, limit: int = 64) -> str:
+    """A record's text as one safe line: records may come from other users (shared dir)."""
+    if not isinstance(value, str):
+        return ""
+    text = "".join(ch if ch.isprintable() else "?" for ch in value[:limit])
+    return text + ("..." if len(value) > limit else "")
+
+
+@dataclass
+class Holder:
+    """A running guarded job as another process sees it: its slot and its record, if any."""
+
+    slot: int
+    record: dict[str, Any] | None
+
+    def describe(self, now: float) -> str:
+        rec = self.record
+        if rec is None:
+            return f"slot {self.slot} (no record)"
+        crate = printable(rec.get("crate")) or "?"
+        started = rec.get("started")
+        age = f", {now - started:.0f}s" if isinstance(started, (int, float)) else ""
+        pid = rec.get("pid")
+        return f"{crate} (pid {pid if isinstance(pid, int) else '?'}{age})"
+
+
+# -- run records ---------------------------------------------------------------------
+
+
+def record_name(uid: int, pid: int) -> str:
+    return f"run-{uid}-{pid}.json"
+
+
+def read_records(dir_fd: int, names: list[str]) -> dict[int, dict[str, Any]]:
+    """Valid-looking records by slot index (the newest per slot). Forged or stale ones are dropped."""
+    by_slot: dict[int, dict[str, Any]] = {}
+    for n in names:
+        if not (n.startswith("run-") and n.endswith(".json")):
+            continue
+        parts = n[4:-5].split("-")
+        if len(parts) != 2 or not all(p.isdigit() for p in parts):
+            continue
+        uid, pid = int(parts[0]), int(parts[1])
+        try:
+            data, st = read_small_file(dir_fd, n)
+            rec = json.loads(data)
+        except (OSError, ValueError, RecursionError):
+            continue
+        # A record claims to be uid's: only uid can have written it.
+        if not isinstance(rec, dict) or st.st_uid != uid or rec.get("pid") != pid:
+            continue
+        slot = rec.get("slot")
+        if not isinstance(slot, int):
+            continue
+        prev = by_slot.get(slot)
+        started = rec.get("started")
+        if not isinstance(started, (int, float)):
+            continue
+        if prev is None or started > prev["started"]:
+            by_slot[slot] = rec
+    return by_slot
+
+
+def stale_records(dir_fd: int, names: list[str], uid: int, pid: int, held: list[int]) -> list[str]:
+    """Our user's records, other than `pid`'s own, whose slot is not held: their
+    holders were killed with -9. Only their owner may remove them, under the mutex."""
+    prefix = f"run-{uid}-"
+    stale = []
+    for n in names:
+        if not (n.startswith(prefix) and n.endswith(".json")) or n == record_name(uid, pid):
+            continue
+        try:
+            data, _st = read_small_file(dir_fd, n)
+            slot = json.loads(data).get("slot")
+        except (OSError, ValueError, RecursionError, AttributeError):
+            slot = None
+        if slot not in held:
+            stale.append(n)
+    return stale
+
+
+# -- queue tickets -------------------------------------------------------------------
+
+
+def ticket_name(seq: int, uid: int, pid: int) -> str:
+    # Zero-padded: names sort like their sequence numbers.
+    return f"q-{seq:020d}-{uid}-{pid}.json"
+
+
+def ticket_owner(name: str) -> str:
+    """The uid a ticket's name claims, as text (``q-SEQ-UID-PID.json``)."""
+    return name.split("-")[2]
+
+
+def tickets(names: list[str]) -> list[tuple[int, str]]:
+    """Well-formed ticket names with their sequence numbers, in queue order."""
+    out = []
+    for n in names:
+        if n.startswith("q-") and n.endswith(".json"):
+            parts = n[2:-5].split("-")
+            if len(parts) == 3 and all(p.isdigit() for p in parts):
+                out.append((int(parts[0]), n))
+    out.sort()
+    return out
+
+
+def read_ticket(dir_fd: int, name: str) -> dict[str, Any] | None:
+    """A ticket's content: {} if unreadable (it is for display), None if not an object."""
+    try:
+        data, _st = read_small_file(dir_fd, name)
+        rec = json.loads(data)
+    except (OSError, ValueError, RecursionError):
+        rec = {}
+    return rec if isinstance(rec, dict) else None
