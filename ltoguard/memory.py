@@ -2,7 +2,7 @@
 
 The tightest of the host's available memory and every cgroup bound
 (ltoguard.cgroups), or an explicit budget. Only the guarded path and the subcommands
-import this module (it pulls in psutil and threading); the pass-through path must stay tiny
+import this module (it pulls in psutil); the pass-through path must stay tiny
 (issue #3).
 """
 

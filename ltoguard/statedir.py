@@ -59,6 +59,31 @@ def check_dir_stat(path: str, st: os.stat_result, uid: int) -> None:
         )
 
 
+def check_state_dir(path: str | None = None) -> str:
+    """What a build would say of the state directory, without creating it: raises
+    StateDirError with the same message `open_state_dir` would; returns the path.
+    A directory that does not exist yet is fine if a build could create it."""
+    explicit = bool(path)
+    path = os.path.abspath(path or default_path())
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        if not os.path.isdir(os.path.dirname(path)):
+            what = "LTOGUARD_DIR" if explicit else "the default state directory"
+            raise StateDirError(
+                f"cannot create {what} {path}: its parent directory does not exist"
+            ) from None
+        return path
+    except OSError as exc:
+        raise StateDirError(f"cannot inspect state directory {path}: {exc.strerror}") from None
+    check_dir_stat(path, st, os.geteuid())
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise StateDirError(
+            f"state directory {path} is not writable; fix its permissions or set LTOGUARD_DIR"
+        )
+    return path
+
+
 def open_state_dir(path: str | None = None) -> tuple[str, int]:
     """Create (0700) or validate the state directory and return (path, dir_fd)."""
     explicit = bool(path)

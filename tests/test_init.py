@@ -209,6 +209,27 @@ def test_subprocess_default_path(ws: Path, tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.timeout(60)
+def test_default_path_is_never_a_bare_name(ws: Path, tmp_path: Path) -> None:
+    """Not on PATH (a fresh install.sh user): `python -m ltoguard init` writes the
+    console script beside its Python, an absolute path cargo can run anywhere."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), PATH="/nonexistent")
+    env.pop("RUSTC_WORKSPACE_WRAPPER", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ltoguard", "init"],
+        cwd=ws / "app",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    beside = Path(sys.executable).parent / "ltoguard"
+    assert (ws / ".cargo" / "config.toml").read_text() == (
+        f'[build]\nrustc-workspace-wrapper = "{beside}"\n'
+    )
+
+
 @pytest.mark.parametrize(
     ("before", "after"),
     [

@@ -54,7 +54,7 @@ def load_view(environ: Mapping[str, str] | None = None, cwd: str | None = None) 
     Raises ValueError with a one-line message naming the setting.
     """
     from ltoguard.config import load
-    from ltoguard.statedir import default_path
+    from ltoguard.statedir import StateDirError, check_state_dir
 
     env = os.environ if environ is None else environ
     cwd = os.getcwd() if cwd is None else cwd
@@ -62,8 +62,11 @@ def load_view(environ: Mapping[str, str] | None = None, cwd: str | None = None) 
         s = load(env, cwd)
     except Exception as exc:  # its errors name the file and key; show them as they are
         raise ValueError(str(exc)) from None
-    path = s.dir or default_path()
-    return View(s.slots, s.memory, os.path.abspath(path), dict(s.origins))
+    try:
+        path = check_state_dir(s.dir)  # what a build would refuse, with its message
+    except StateDirError as exc:
+        raise ValueError(str(exc)) from None
+    return View(s.slots, s.memory, path, dict(s.origins))
 
 
 def no_state_message(path: str) -> str:

@@ -86,11 +86,9 @@ def _value(key: str, value: object, settings: Settings) -> str:
         if key == "dir":
             return f"default ({_state_dir(settings)})"
         return {"slots": "auto", "memory": "auto", "wrap": "none"}.get(key, "unset")
-    if isinstance(value, str):
-        import json
+    from ltoguard.config import toml_value
 
-        return json.dumps(value, ensure_ascii=False)
-    return str(value)
+    return toml_value(value)  # as it would be written in a settings file
 
 
 def report(verdict: Verdict, settings: Settings, argv: Sequence[str]) -> dict[str, object]:
@@ -180,4 +178,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(json.dumps(report(verdict, settings, words), indent=2) + "\n")
     else:
         sys.stdout.write(render(verdict, settings))
+    from ltoguard.statedir import StateDirError, check_state_dir
+
+    try:
+        check_state_dir(settings.dir)  # what a guarded compile would refuse
+    except StateDirError as exc:
+        return error(str(exc))
     return EXIT_OK

@@ -41,8 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--wrapper-path",
         metavar="PATH",
-        help="the program cargo should run (default: this ltoguard's absolute path, "
-        "or plain `ltoguard` if it is not on PATH)",
+        help="the absolute path cargo should run (default: the path this ltoguard was "
+        "started as, e.g. ~/.local/bin/ltoguard after scripts/install.sh)",
     )
     parser.add_argument(
         "--rustc-wrapper",
@@ -54,15 +54,25 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def default_wrapper_path() -> str:
-    """The path this ltoguard was started by (not resolved: install.sh's symlink is the
-    stable path cargo should hash), else the one on PATH, else the bare name."""
+    """The absolute path this ltoguard was started as (not resolved: install.sh's
+    symlink is the stable path cargo should hash), else the one on PATH, else the
+    console script beside this Python (``python -m ltoguard init`` in a venv).
+    Never a bare name: cargo would fail wherever PATH lacks it (CI, IDEs)."""
     import shutil
 
     me = sys.argv[0] if sys.argv else ""
     if os.sep in me and os.path.basename(me) == "ltoguard" and os.access(me, os.X_OK):
         return os.path.abspath(me)
     found = shutil.which("ltoguard")
-    return os.path.abspath(found) if found else "ltoguard"
+    if found:
+        return os.path.abspath(found)
+    beside = os.path.join(os.path.dirname(sys.executable), "ltoguard")
+    if os.access(beside, os.X_OK):
+        return beside
+    raise InitError(
+        "cannot tell where this ltoguard is installed; pass its absolute path with"
+        " --wrapper-path (scripts/install.sh prints it)"
+    )
 
 
 def config_path(root: str) -> tuple[str, str | None]:
@@ -282,8 +292,8 @@ def run(cwd: str, key: str, value: str, dry_run: bool) -> tuple[str, str, str]:
 def main(argv: Sequence[str] | None = None) -> int:
     opts = _parser().parse_args(sys.argv[1:] if argv is None else list(argv))
     key = "rustc-wrapper" if opts.rustc_wrapper else "rustc-workspace-wrapper"
-    value = opts.wrapper_path or default_wrapper_path()
     try:
+        value = opts.wrapper_path or default_wrapper_path()
         action, _, message = run(os.getcwd(), key, value, opts.dry_run)
     except InitError as exc:
         return error(str(exc))
