@@ -163,12 +163,14 @@ class GuardedRun:
         relearn = None
         if self.job.estimate is None:
             relearn = self._relearn
-        return AdmissionPolicy(
+        policy = AdmissionPolicy(
             self.record,
             slots=self.settings.slots,
             memory_setting=self.settings.memory,
             relearn=relearn,
         )
+        policy.read_bound()
+        return policy
 
     def _relearn(self) -> tuple[int, str]:
         from ltoguard.estimates import History

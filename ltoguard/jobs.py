@@ -92,6 +92,10 @@ class JobRecord:
     budget: int | None = None  # memory guarded jobs could use at admission
     available_at_admit: int | None = None
     mem_source: str = ""
+    # The memory bound this job decides against (its own LTOGUARD_MEMORY and cgroup:
+    # jobs of different builds may differ), as last read; `ltoguard status` shows it.
+    limit_total: int | None = None
+    limit_source: str = ""
     samples: list[list[float]] = field(default_factory=list)  # [time, bytes] for the report
 
     def ticket(self) -> dict[str, Any]:
@@ -109,11 +113,13 @@ class JobRecord:
             "estimate_basis": self.basis,
             "key": job.key,
             "group": job.group,
+            "limit_total": self.limit_total,
+            "limit_source": self.limit_source,
         }
 
     def event(self, code: int, outcome: str, reruns: int, requeues: int) -> dict[str, Any]:
         fields = self.ticket()
-        for key in ("since", "key", "group"):
+        for key in ("since", "key", "group", "limit_total", "limit_source"):
             del fields[key]
         fields.update(
             v=1,

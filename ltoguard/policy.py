@@ -123,7 +123,7 @@ class AdmissionPolicy:
             mem = self.read_memory(self.memory_setting)
         except ValueError:
             return True
-        self._scale_default(mem.total)
+        self._saw(mem)
         self._admitted_with(mem.available, mem.available, mem.source)
         return True
 
@@ -131,7 +131,7 @@ class AdmissionPolicy:
         running = running_jobs(snap, DEFAULT_ESTIMATE, self.rss)
         usage = sum(r.current for r in running)
         mem = self.read_memory(self.memory_setting, guarded_usage=usage)
-        self._scale_default(mem.total)
+        self._saw(mem)
         ok, reason = admit(
             head_estimate=self.record.estimate,
             running=running,
@@ -150,9 +150,19 @@ class AdmissionPolicy:
         self.record.available_at_admit = available
         self.record.mem_source = source
 
-    def _scale_default(self, budget_total: int) -> None:
+    def _saw(self, mem: MemorySnapshot) -> None:
+        """A memory reading: the bound it decides against, and the default's scale."""
+        self.record.limit_total, self.record.limit_source = mem.total, mem.source
         if self.record.basis == "default":
-            self.record.estimate = default_estimate(budget_total)
+            self.record.estimate = default_estimate(mem.total)
+
+    def read_bound(self) -> None:
+        """Read memory once before queueing, so the ticket names the bound (and the
+        default estimate its scale) from the start; a bad setting waits for later."""
+        try:
+            self._saw(self.read_memory(self.memory_setting))
+        except ValueError:
+            pass
 
     def refresh_estimate(self) -> None:
         """A job that queued knowing little may learn from a sibling that finished meanwhile."""

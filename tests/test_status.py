@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -95,6 +96,9 @@ def busy(env: Path, reap: Reaper) -> Iterator[dict[str, Any]]:
             "kind": "rustc",
             "estimate": 700 << 20,
             "estimate_basis": "history",
+            # The bound its own build decides against (not this shell's settings).
+            "limit_total": 1 << 30,
+            "limit_source": "LTOGUARD_MEMORY=1G budget",
         },
     )
     assert holder.stdout is not None
@@ -156,9 +160,10 @@ def test_json_with_holder_and_waiters(
     [run] = doc["running"]
     assert set(run) == {
         "slot", "crate", "kind", "pid", "child", "workspace", "started", "age",
-        "rss", "estimate", "estimate_basis",
+        "rss", "estimate", "estimate_basis", "budget", "budget_source",
     }  # fmt: skip
     assert run["crate"] == "holder_bin"
+    assert (run["budget"], run["budget_source"]) == (1 << 30, "LTOGUARD_MEMORY=1G budget")
     assert run["pid"] == busy["holder"].pid
     assert run["rss"] > 1 << 20  # a live Python process
     assert run["estimate"] == 700 << 20 and run["estimate_basis"] == "history"
@@ -169,8 +174,9 @@ def test_json_with_holder_and_waiters(
     assert [w["pid"] for w in doc["waiting"]] == [busy["a"].pid, busy["b"].pid]
     assert set(doc["waiting"][0]) == {
         "position", "crate", "kind", "pid", "workspace", "since", "waiting",
-        "estimate", "estimate_basis",
+        "estimate", "estimate_basis", "budget", "budget_source",
     }  # fmt: skip
+    assert doc["waiting"][0]["budget"] is None  # its ticket names none
     assert doc["waiting"][0]["estimate"] == 2 << 30
     assert doc["waiting"][1]["estimate"] is None
     assert doc["waiting"][0]["waiting"] >= doc["waiting"][1]["waiting"] >= 0
@@ -184,11 +190,12 @@ def test_text_with_holder_and_waiters(
     lines = out.splitlines()
     assert lines[0] == f"ltoguard status (state dir {busy['state']})"
     assert lines[1].startswith("limit: ")
-    assert lines[2].startswith("available memory: ") and "(from " in lines[2]
+    assert lines[2].startswith("available memory: ") and "; bound: " in lines[2]
     assert "running (1):" in lines
     assert "waiting (2, next first):" in lines
     holder_row = next(x for x in lines if "holder_bin" in x)
     assert str(busy["holder"].pid) in holder_row and "~700 MiB (history)" in holder_row
+    assert "1 GiB (LTOGUARD_MEMORY=1G budget)" in holder_row
     ia = next(i for i, x in enumerate(lines) if "waiter_a" in x)
     ib = next(i for i, x in enumerate(lines) if "waiter_b" in x)
     assert ia < ib
@@ -210,6 +217,36 @@ def test_status_leaves_the_queue_moving(busy: dict[str, Any]) -> None:
 
 
 def test_watch_redraws_until_ctrl_c(env: Path, reap: Reaper) -> None:
+    """On a terminal the screen is redrawn in place."""
+    import pty
+
+    env.mkdir(mode=0o700)
+    master, slave = pty.openpty()
+    p = reap.popen(
+        [sys.executable, "-m", "ltoguard", "status", "--watch", "0.1"],
+        env=clean_env(env),
+        stdout=slave,
+        stderr=subprocess.PIPE,
+    )
+    os.close(slave)
+    seen = b""
+    deadline = time.monotonic() + 30
+    try:
+        while seen.count(status.CLEAR.encode()) < 3:
+            assert time.monotonic() < deadline, seen
+            chunk = os.read(master, 4096)
+            assert chunk, "status --watch exited early"
+            seen += chunk
+        p.send_signal(signal.SIGINT)
+        assert p.wait(timeout=20) == 0
+    finally:
+        os.close(master)
+    assert p.stderr is not None
+    assert b"Traceback" not in p.stderr.read() + seen
+    assert b"running: none" in seen and b"Ctrl-C" in seen
+
+
+def test_watch_into_a_pipe_sends_no_control_codes(env: Path, reap: Reaper) -> None:
     env.mkdir(mode=0o700)
     p = reap.popen(
         [sys.executable, "-m", "ltoguard", "status", "--watch", "0.1"],
@@ -220,16 +257,18 @@ def test_watch_redraws_until_ctrl_c(env: Path, reap: Reaper) -> None:
     assert p.stdout is not None
     seen = b""
     deadline = time.monotonic() + 30
-    while seen.count(status.CLEAR.encode()) < 3:
+    while len(FRAME.findall(seen.decode())) < 3:
         assert time.monotonic() < deadline, seen
         chunk = os.read(p.stdout.fileno(), 4096)
         assert chunk, "status --watch exited early"
         seen += chunk
     p.send_signal(signal.SIGINT)
     assert p.wait(timeout=20) == 0
-    rest = p.stdout.read()
-    assert b"Traceback" not in p.stderr.read() + rest
-    assert b"running: none" in seen and b"Ctrl-C" in seen
+    assert b"\x1b" not in seen  # one snapshot after another, as a log wants them
+    assert b"running: none" in seen
+
+
+FRAME = re.compile(r"^--- \d\d:\d\d:\d\d\n", re.M)
 
 
 def test_watch_waits_for_state_dir(
@@ -247,7 +286,7 @@ def test_watch_waits_for_state_dir(
     monkeypatch.setattr(status.time, "sleep", fake_sleep)
     assert status.main(["--watch", "2.5"]) == 0
     out = capsys.readouterr().out
-    frames = out.split(status.CLEAR)[1:]
+    frames = FRAME.split(out)[1:]  # capsys is no terminal: frames, not redraws
     assert len(frames) == 2 and calls == [2.5, 2.5]
     assert frames[0].startswith("no guarded compile has run yet")
     assert frames[1].startswith("ltoguard status")

@@ -28,12 +28,15 @@ Schema, version 1 (keys are always present; ``null`` where unknown)::
         "child": int | null,          # the compiler's pid, once spawned
         "workspace": str | null, "started": float | null, "age": float | null,
         "rss": int | null,            # bytes, current, whole process tree
-        "estimate": int | null, "estimate_basis": str | null}, ...],
+        "estimate": int | null, "estimate_basis": str | null,
+        "budget": int | null,         # the memory bound this job decides against (its
+        "budget_source": str | null}, ...],  # own settings and cgroup), from its record
       "waiting": [{                   # FIFO order, head first
         "position": int,              # 1 = next to be admitted
         "crate": str | null, "kind": str | null, "pid": int | null,
         "workspace": str | null, "since": float | null, "waiting": float | null,
-        "estimate": int | null, "estimate_basis": str | null}, ...]
+        "estimate": int | null, "estimate_basis": str | null,
+        "budget": int | null, "budget_source": str | null}, ...]
     }
 """
 
@@ -59,6 +62,7 @@ from ltoguard.commands.common import (
     str_or_none,
     table,
 )
+from ltoguard.records import printable
 from ltoguard.statedir import StateDirError, open_state_dir
 
 TYPE_CHECKING = False
@@ -118,6 +122,16 @@ def _running(slot: int, rec: Mapping[str, Any], now: float) -> dict[str, Any]:
         "rss": tree_rss(target) if target else None,
         "estimate": int_or_none(rec.get("estimate")),
         "estimate_basis": str_or_none(rec.get("estimate_basis")),
+        **_bound(rec),
+    }
+
+
+def _bound(rec: Mapping[str, Any]) -> dict[str, Any]:
+    """The memory bound that job decides against, from its own record: another
+    build's LTOGUARD_MEMORY or cgroup may differ from this shell's."""
+    return {
+        "budget": int_or_none(rec.get("limit_total")),
+        "budget_source": str_or_none(rec.get("limit_source")),
     }
 
 
@@ -133,6 +147,7 @@ def _waiting(position: int, ticket: Mapping[str, Any], now: float) -> dict[str, 
         "waiting": None if since is None else max(0.0, now - since),
         "estimate": int_or_none(ticket.get("estimate")),
         "estimate_basis": str_or_none(ticket.get("estimate_basis")),
+        **_bound(ticket),
     }
 
 
@@ -194,8 +209,8 @@ def render(doc: dict[str, Any]) -> str:
     lines = [f"ltoguard status (state dir {doc['state_dir']})", limit_line(doc["limit"])]
     mem = doc["memory"]
     lines.append(
-        f"available memory: {fmt_bytes(mem['available'])} of {fmt_bytes(mem['total'])}"
-        f" (from {mem['source']})"
+        f"available memory: {fmt_bytes(mem['available'])} of {fmt_bytes(mem['total'])};"
+        f" bound: {mem['source']}"
     )
     for c in mem["constraints"]:
         if c["source"] != mem["source"]:
@@ -220,10 +235,11 @@ def _running_lines(run: list[dict[str, Any]]) -> list[str]:
             fmt_age(r["age"]),
             fmt_bytes(r["rss"]),
             fmt_estimate(r["estimate"], r["estimate_basis"]),
+            _fmt_bound(r),
         ]
         for r in run
     ]
-    header = ["SLOT", "CRATE", "PID", "CHILD", "AGE", "MEMORY", "ESTIMATE"]
+    header = ["SLOT", "CRATE", "PID", "CHILD", "AGE", "MEMORY", "ESTIMATE", "BUDGET"]
     return [f"running ({len(run)}):", *table(header, rows)]
 
 
@@ -237,11 +253,23 @@ def _waiting_lines(wait: list[dict[str, Any]]) -> list[str]:
             str(w["pid"] or "?"),
             fmt_age(w["waiting"]),
             fmt_estimate(w["estimate"], w["estimate_basis"]),
+            _fmt_bound(w),
         ]
         for w in wait
     ]
-    header = ["#", "CRATE", "PID", "WAITING", "ESTIMATE"]
+    header = ["#", "CRATE", "PID", "WAITING", "ESTIMATE", "BUDGET"]
     return [f"waiting ({len(wait)}, next first):", *table(header, rows)]
+
+
+def _fmt_bound(job: dict[str, Any]) -> str:
+    if job.get("budget") is None:
+        return "?"
+    source = job.get("budget_source") or ""
+    return (
+        f"{fmt_bytes(job['budget'])} ({printable(source, 48)})"
+        if source
+        else fmt_bytes(job["budget"])
+    )
 
 
 class _Source:
@@ -310,7 +338,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 out = render(doc)
             if args.watch and not args.json:
-                out = CLEAR + out + f"\n(every {args.watch:g}s; Ctrl-C to stop)\n"
+                # Redraw in place only on a terminal: a pipe or log gets one snapshot
+                # after another, without control codes.
+                if sys.stdout.isatty():
+                    out = CLEAR + out + f"\n(every {args.watch:g}s; Ctrl-C to stop)\n"
+                else:
+                    out = f"--- {time.strftime('%H:%M:%S')}\n" + out
             sys.stdout.write(out)
             sys.stdout.flush()
             if not args.watch:
