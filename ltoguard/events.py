@@ -256,9 +256,28 @@ def group_builds(
 ) -> list[list[dict[str, Any]]]:
     """Split events (of one workspace) into builds, oldest first.
 
-    A new build starts when a job is queued ``gap`` seconds or more after every
-    job so far has finished.
+    A build is one cargo invocation: events that name the same cargo process
+    (``build``, its pid and start time) belong together however far apart. Events
+    without it (older logs, `ltoguard run` outside cargo) fall back to time: a new
+    build starts when a job is queued ``gap`` seconds or more after every job so
+    far has finished.
     """
+    by_cargo: dict[str, list[dict[str, Any]]] = {}
+    loose: list[dict[str, Any]] = []
+    for e in events:
+        build = text(e, "build")
+        if build:
+            by_cargo.setdefault(build, []).append(e)
+        else:
+            loose.append(e)
+    builds = list(by_cargo.values()) + _by_time(loose, gap)
+    for b in builds:
+        b.sort(key=start_time)
+    builds.sort(key=lambda b: (start_time(b[0]), end_time(b[-1])))
+    return builds
+
+
+def _by_time(events: list[dict[str, Any]], gap: float) -> list[list[dict[str, Any]]]:
     builds: list[list[dict[str, Any]]] = []
     last_end = 0.0
     for ev in sorted(events, key=start_time):
@@ -268,6 +287,18 @@ def group_builds(
         builds[-1].append(ev)
         last_end = max(last_end, end_time(ev))
     return builds
+
+
+def kind_of(event: dict[str, Any]) -> str:
+    """What the job built: bin, test, cdylib, staticlib (a compile), run or link."""
+    kind = text(event, "kind", "?")
+    if kind != "rustc":
+        return kind
+    types = event.get("types")
+    names = [t for t in types if isinstance(t, str)] if isinstance(types, list) else []
+    if "test" in names:
+        return "test"
+    return ",".join(names) or "bin"
 
 
 def summarize(events: Iterable[dict[str, Any]]) -> dict[str, Any]:

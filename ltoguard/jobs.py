@@ -69,6 +69,39 @@ def command_job(cmd: Sequence[str], kind: str, name: str | None, estimate: int |
     )
 
 
+def _stat(pid: int) -> tuple[str, int, str] | None:
+    """(comm, ppid, start time in clock ticks) from /proc/PID/stat, or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+    # comm may hold spaces and parentheses: it ends at the last ")".
+    head, _, rest = raw.rpartition(")")
+    fields = rest.split()
+    if len(fields) < 20:
+        return None
+    return head.partition("(")[2], int(fields[1]), fields[19]
+
+
+def cargo_build_id(start: int | None = None, levels: int = 8) -> str:
+    """The cargo invocation this job runs under, as "PID-STARTTIME" (the start time
+    tells a reused pid apart), found among our ancestors (a linker run by
+    ltoguard-link is rustc's child); "" outside cargo or without /proc."""
+    pid = os.getppid() if start is None else start
+    for _ in range(levels):
+        st = _stat(pid)
+        if st is None:
+            return ""
+        comm, ppid, started = st
+        if comm == "cargo":
+            return f"{pid}-{started}"
+        if ppid <= 1:
+            return ""
+        pid = ppid
+    return ""
+
+
 @dataclass
 class JobRecord:
     """One guarded job as other processes see it, from one set of fields.
@@ -96,6 +129,10 @@ class JobRecord:
     # jobs of different builds may differ), as last read; `ltoguard status` shows it.
     limit_total: int | None = None
     limit_source: str = ""
+    # What the machine (host and cgroups) really had free at admission, plus what
+    # guarded jobs held: unlike `budget`, never an LTOGUARD_MEMORY figure.
+    physical: int | None = None
+    build: str = field(default_factory=cargo_build_id)  # the cargo run it belongs to
     samples: list[list[float]] = field(default_factory=list)  # [time, bytes] for the report
 
     def ticket(self) -> dict[str, Any]:
@@ -136,5 +173,7 @@ class JobRecord:
             available_at_admit=self.available_at_admit,
             samples=self.samples[-120:],
             mem_source=self.mem_source,
+            physical=self.physical,
+            build=self.build,
         )
         return fields

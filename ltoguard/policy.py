@@ -124,7 +124,7 @@ class AdmissionPolicy:
         except ValueError:
             return True
         self._saw(mem)
-        self._admitted_with(mem.available, mem.available, mem.source)
+        self._admitted_with(mem, 0)
         return True
 
     def _decide(self, snap: Snapshot, held: tuple[int, ...], now: float) -> tuple[bool, str]:
@@ -140,15 +140,18 @@ class AdmissionPolicy:
             slot_limit=self.slots,
         )
         if ok:
-            self._admitted_with(mem.available + usage, mem.available, mem.source)
+            self._admitted_with(mem, usage)
         else:
             self._last_no = _LastNo(held, now, reason)
         return ok, reason
 
-    def _admitted_with(self, budget: int, available: int, source: str) -> None:
-        self.record.budget = budget
-        self.record.available_at_admit = available
-        self.record.mem_source = source
+    def _admitted_with(self, mem: MemorySnapshot, usage: int) -> None:
+        """What memory looked like when the job was admitted (for the report)."""
+        self.record.budget = mem.available + usage
+        self.record.available_at_admit = mem.available
+        self.record.mem_source = mem.source
+        if mem.constraints:
+            self.record.physical = min(c.available for c in mem.constraints) + usage
 
     def _saw(self, mem: MemorySnapshot) -> None:
         """A memory reading: the bound it decides against, and the default's scale."""

@@ -11,6 +11,8 @@ replays stays true.
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +20,7 @@ from types import ModuleType
 
 import pytest
 
+from ltoguard import events
 from tests.conftest import HAVE_CARGO, Reaper, cargo_env
 
 pytestmark = [pytest.mark.cargo, pytest.mark.timeout(600)]
@@ -89,6 +92,13 @@ def test_a_no_op_rebuild_prints_no_ltoguard_line(workspace: tuple[Path, dict[str
     assert rc == 0, second[-3000:]
     assert "Finished" in second
     assert ltoguard_lines(second) == [], second
+
+    # The report's unit of a build: both jobs name the one cargo run they ran under.
+    log = Path(env["LTOGUARD_DIR"]) / f"events-{os.geteuid()}.jsonl"
+    jobs = [json.loads(line) for line in log.read_text().splitlines()]
+    assert sorted(j["crate"] for j in jobs) == ["app00", "app01"]
+    assert len({j["build"] for j in jobs}) == 1 and jobs[0]["build"], jobs
+    assert {events.kind_of(j) for j in jobs} == {"bin"}
 
 
 def test_where_cargo_would_replay_only_the_past_is_said(

@@ -26,10 +26,10 @@ from ltoguard.statedir import StateDirError, open_state_dir
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
     from typing import Any
 
-DEFAULT_OUT = "ltoguard-report.html"
+REPORT_NAME = "ltoguard-report.html"
 
 _REL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h|d)\s*$", re.IGNORECASE)
 _REL_UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
@@ -67,7 +67,10 @@ def _parser() -> argparse.ArgumentParser:
         description="Write an HTML timeline of a build's guarded jobs (default: the latest build).",
     )
     parser.add_argument(
-        "--out", metavar="FILE", default=DEFAULT_OUT, help=f"output file (default {DEFAULT_OUT})"
+        "--out",
+        metavar="FILE",
+        help=f"output file (default: {REPORT_NAME} in the workspace's target directory,"
+        " $CARGO_TARGET_DIR if set, which git already ignores)",
     )
     parser.add_argument(
         "--workspace", metavar="PATH", help="report this workspace (default: the current one)"
@@ -80,6 +83,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     when.add_argument("--last", action="store_true", help="the latest build (the default)")
     return parser
+
+
+def default_out(events: list[dict[str, Any]], environ: Mapping[str, str]) -> str:
+    """REPORT_NAME in the build's target directory: $CARGO_TARGET_DIR (relative to the
+    workspace, as cargo reads it), else <workspace>/target; the current directory when
+    neither exists (a build elsewhere, or one whose target was cleaned)."""
+    workspace = next((ev.text(e, "workspace") for e in events if ev.text(e, "workspace")), "")
+    target = environ.get("CARGO_TARGET_DIR") or "target"
+    if workspace:
+        target = os.path.join(workspace, target)
+    return os.path.join(target if os.path.isdir(target) else os.getcwd(), REPORT_NAME)
 
 
 def _read_events(view: View) -> list[dict[str, Any]]:
@@ -117,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             EXIT_FAILED,
         )
     page = render_html(chosen, workspace)
-    out = os.path.abspath(args.out)
+    out = os.path.abspath(args.out or default_out(chosen, os.environ))
     try:
         with open(out, "w", encoding="utf-8") as f:
             f.write(page)

@@ -120,7 +120,8 @@ def _running_at(
 
 
 def held_back(events: list[dict[str, Any]], fallback_budget: float | None) -> int | None:
-    """Jobs that waited although their peak would not have fit beside the jobs then running.
+    """Jobs that waited whose peak would not have fit beside the jobs then running,
+    in the memory the machine (host and cgroups) really had at admission.
 
     An estimate after the fact (the peaks were measured later): the OOM kills the
     gate probably avoided. None when no budget was recorded.
@@ -132,7 +133,9 @@ def held_back(events: list[dict[str, Any]], fallback_budget: float | None) -> in
         if ev.waited(e) <= ev.SERIALISED_WAIT:
             continue
         q = ev.start_time(e)
-        budget = ev.num(e, "budget") or fallback_budget
+        # What the machine really had (an LTOGUARD_MEMORY budget below it would
+        # count jobs that fit in memory as "avoided" kills).
+        budget = ev.num(e, "physical") or ev.num(e, "budget") or fallback_budget
         others = sum(ev.num(o, "peak") or 0 for o in _running_at(events, q, e))
         if others and others + (ev.num(e, "peak") or 0) > budget:
             n += 1

@@ -140,10 +140,19 @@ def timeline_svg(events: list[dict[str, Any]], t0: float, span: float) -> str:
     return "\n".join(parts)
 
 
+BUDGET_SCALE = 3.0  # a budget above this many times the peak is named, not drawn
+
+
 def memory_svg(events: list[dict[str, Any]], t0: float, span: float) -> str:
     mem = memory_series(events)
     budgets = budget_series(events)
-    highest = max([v for _, v in mem] + [b for _, b in budgets] + [1.0])
+    peak = max([v for _, v in mem] + [1.0])
+    # The axis fits the jobs' memory; the budget line is drawn when it is on the
+    # same scale, else named above the chart (a 24 GiB host would flatten 400 MiB
+    # jobs to nothing).
+    shown = [(t, b) for t, b in budgets if b <= BUDGET_SCALE * peak]
+    above = [b for _, b in budgets if b > BUDGET_SCALE * peak]
+    highest = max([peak] + [b for _, b in shown])
     step = _nice_size_step(highest)
     top = max(highest * 1.05, step)
     width = LABEL_W + PLOT_W + 20
@@ -180,11 +189,16 @@ def memory_svg(events: list[dict[str, Any]], t0: float, span: float) -> str:
         parts.append(
             f'<path d="{"".join(d)}" class="area"><title>memory held by guarded jobs (sampled)</title></path>'
         )
-    if budgets:
+    if above:
+        parts.append(
+            f'<text x="{LABEL_W + PLOT_W}" y="{y0 - 6}" class="tick" text-anchor="end">'
+            f"budget {esc(fmt_bytes(int(min(above))))} and up: above this scale</text>"
+        )
+    if shown:
         end = t0 + span
         d = []
-        for i, (t, b) in enumerate(budgets):
-            nxt = budgets[i + 1][0] if i + 1 < len(budgets) else end
+        for i, (t, b) in enumerate(shown):
+            nxt = shown[i + 1][0] if i + 1 < len(shown) else end
             d.append(f"M{x(t):.1f},{y(b):.1f}H{x(nxt):.1f}")
         parts.append(
             f'<path d="{"".join(d)}" class="budget"><title>budget seen at each admission</title></path>'
@@ -285,7 +299,7 @@ def _row(e: dict[str, Any]) -> str:
     return (
         "<tr>"
         f"<td>{esc(ev.text(e, 'crate', '?'))}</td>"
-        f"<td>{esc(ev.text(e, 'kind', '?'))}</td>"
+        f"<td>{esc(ev.kind_of(e))}</td>"
         f"<td>{esc(fmt_age(ev.waited(e)))}</td>"
         f"<td>{esc(fmt_age(ran))}</td>"
         f"<td>{esc(fmt_bytes(int(ev.num(e, 'peak') or 0)))}</td>"
