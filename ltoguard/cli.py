@@ -11,28 +11,6 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-USAGE = """\
-usage: ltoguard PROGRAM [ARGS...]        as cargo's rustc wrapper
-       ltoguard explain RUSTC-ARGS...    what ltoguard would do with one invocation, and why
-       ltoguard status [--json] [--watch] running and waiting guarded jobs, memory
-       ltoguard learned [--json]         the per-job memory ltoguard has measured
-       ltoguard report [--out FILE]      an HTML timeline of the last build
-       ltoguard init [--dry-run]         add ltoguard to this workspace's .cargo/config.toml
-       ltoguard run [--slots N] -- CMD   run any heavy command under the same gate
-       ltoguard --version | --help
-
-ltoguard runs the memory-heavy LTO compiles of a cargo build a few at a time and
-passes every other rustc invocation straight through. Register it in
-.cargo/config.toml:
-
-    [build]
-    rustc-workspace-wrapper = "ltoguard"
-
-Settings (environment): LTOGUARD_MODE=lto|link|off, LTOGUARD_SLOTS=N|auto,
-LTOGUARD_DIR=PATH. See the README for details.
-"""
-
-
 # Subcommand name -> (module, function). A PROGRAM from cargo is an absolute path
 # (or a name such as clippy-driver), so these words do not collide with it.
 SUBCOMMANDS = {
@@ -43,6 +21,7 @@ SUBCOMMANDS = {
     "init": ("ltoguard.commands.init", "main"),
     "run": ("ltoguard.commands.run", "main"),
     "doctor": ("ltoguard.commands.doctor", "main"),
+    "help": ("ltoguard.commands.helptext", "main"),
 }
 
 
@@ -67,7 +46,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(UNSUPPORTED.format(sys.platform))
         return 2
     if not args:
-        sys.stderr.write(USAGE)
+        from ltoguard.commands.helptext import usage
+
+        sys.stderr.write(usage())
         return 2
     first = args[0]
     if first == "--version":
@@ -75,9 +56,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"ltoguard {__version__}")
         return 0
-    if first in ("--help", "-h", "help"):
-        sys.stdout.write(USAGE)
-        return 0
+    if first in ("--help", "-h"):
+        return _subcommand("help", [])
     if first in SUBCOMMANDS:
         return _subcommand(first, args[1:])
     if first.startswith("-"):

@@ -45,13 +45,13 @@ ACCEPTED = {
 }
 # What each setting does, one line, for `ltoguard explain` and `--help`.
 HELP = {
-    "mode": "which invocations are guarded: LTO links, every final link, or none",
-    "slots": "at most this many guarded jobs at once; auto: free memory decides",
-    "memory": "the memory guarded jobs may use; auto: free memory of host and cgroups",
-    "wrap": "an inner wrapper every invocation runs through (sccache)",
-    "dir": "the state directory (locks, records, learned peaks)",
+    "mode": "what is guarded: lto links, every final link, or off (kill switch)",
+    "slots": "at most N guarded jobs at once; auto: free memory decides",
+    "memory": "memory for guarded jobs: 12G, or -3G for all but 3 GiB",
+    "wrap": "an inner wrapper to run rustc through (sccache)",
+    "dir": "state directory: locks, queue, learned peaks",
     "linker": "the real linker ltoguard-link runs",
-    "lend": "queued jobs give their jobserver token back to cargo while they wait",
+    "lend": "queued jobs lend their jobserver token to cargo",
 }
 _TRUE_WORDS = ("1", "yes", "on", "true")
 _FALSE_WORDS = ("0", "no", "off", "false")
