@@ -27,6 +27,10 @@ bins=${LTOGUARD_DEMO_BINS:-3}
 libs=${LTOGUARD_DEMO_LIBS:-4}
 jobs=${LTOGUARD_DEMO_JOBS:-2}
 
+if ! cargo --version >/dev/null 2>&1; then
+    echo "demo: error: cargo does not run here ($(cargo --version 2>&1 | head -1)); install Rust first" >&2
+    exit 1
+fi
 if [ -z "${LTOGUARD_DEMO_WRAPPER+set}" ]; then
     "$checkout/scripts/install.sh" | sed -n '1,2p'
     wrapper=${LTOGUARD_BIN_DIR:-$HOME/.local/bin}/ltoguard
