@@ -155,7 +155,7 @@ def test_waiting_head_rereads_memory_only_when_it_may_have_changed(
 
     clock = [1000.0]
     monkeypatch.setattr(memory, "available_memory", fake_available)
-    monkeypatch.setattr(guard.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr("ltoguard.guard.time.monotonic", lambda: clock[0])
     job = Job(["rustc"], kind="rustc", name="w", what="bin", key="k", group="g")
     job.estimate = GiB
     fd = os.open(tmp_path, os.O_RDONLY)
