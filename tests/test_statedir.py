@@ -64,8 +64,13 @@ def test_sticky_shared_directory_accepted(tmp_path: Path) -> None:
     d = tmp_path / "shared"
     d.mkdir()
     d.chmod(0o1777)
-    _, fd = open_state_dir(str(d))
-    os.close(fd)
+    path, fd = open_state_dir(str(d))
+    try:
+        assert path == str(d)
+        assert os.path.samestat(os.fstat(fd), d.stat())  # the fd is that directory
+    finally:
+        os.close(fd)
+    assert stat.S_IMODE(d.stat().st_mode) == 0o1777  # accepted as is, not narrowed
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to chown a directory to another user")
