@@ -364,6 +364,7 @@ def test_child_keeps_jobserver_only_with_pass_fds() -> None:
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.slow
 def test_try_acquire_never_blocks_under_contention() -> None:
     """Many processes polling one blocking read end for a single token: a process
     losing the race between poll and read must not block in read."""

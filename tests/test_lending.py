@@ -104,6 +104,7 @@ def test_interrupted_lender_gives_its_token_back(tmp_path: Path, procs: Procs) -
         pool.close()
 
 
+@pytest.mark.slow
 def test_anonymous_pipe_jobserver_reaches_rustc_and_balances(tmp_path: Path, procs: Procs) -> None:
     r, w = os.pipe()
     try:
@@ -146,6 +147,7 @@ def test_anonymous_pipe_jobserver_reaches_rustc_and_balances(tmp_path: Path, pro
     assert fds == {f"fds {r},{w}"}  # every rustc saw the jobserver
 
 
+@pytest.mark.slow
 def test_lending_can_be_switched_off(tmp_path: Path, procs: Procs) -> None:
     pool = Pool(tmp_path / "fifo", 0)
     try:

@@ -30,7 +30,8 @@ from tests.procs import (
     wait_for,
 )
 
-pytestmark = pytest.mark.timeout(120)
+# slow: every test runs several real ltoguard processes (~30 s in all here).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 
 def starts(log_dir: Path) -> list[str]:

@@ -61,6 +61,7 @@ def starts(log: Path) -> list[dict[str, Any]]:
 
 
 @pytest.mark.parametrize(("m", "n"), [(6, 1), (8, 3)])
+@pytest.mark.slow
 def test_never_more_than_n(setup: Setup, procs: Procs, m: int, n: int) -> None:
     env = dict(setup.env, LTOGUARD_SLOTS=str(n), FAKE_SLEEP="0.3")
     ps = [
@@ -74,6 +75,7 @@ def test_never_more_than_n(setup: Setup, procs: Procs, m: int, n: int) -> None:
     assert counter_max(setup.tmp) == n
 
 
+@pytest.mark.slow
 def test_fifo_order(setup: Setup, procs: Procs) -> None:
     release = setup.tmp / "release"
     env = dict(setup.env)
@@ -222,6 +224,7 @@ def test_signal_to_running_wrapper_reaches_child(setup: Setup, procs: Procs, sig
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+@pytest.mark.slow
 def test_interrupted_waiter_exits_at_once_holding_nothing(
     setup: Setup, procs: Procs, sig: int
 ) -> None:
@@ -243,6 +246,7 @@ def test_interrupted_waiter_exits_at_once_holding_nothing(
     assert list(setup.state.glob("run-*.json")) == []
 
 
+@pytest.mark.slow
 def test_waiting_line_names_the_holder(setup: Setup, procs: Procs) -> None:
     env = dict(setup.env, FAKE_SLEEP="1")
     holder = procs.start(ltoguard_cmd(setup.rustc, "bigbin"), dict(env, FAKE_NAME="bigbin"))
@@ -257,6 +261,7 @@ def test_waiting_line_names_the_holder(setup: Setup, procs: Procs) -> None:
     assert "other" in line and "bigbin" in line and f"pid {holder.pid}" in line
 
 
+@pytest.mark.slow
 def test_holder_record_published_and_removed(setup: Setup, procs: Procs) -> None:
     env = dict(setup.env, FAKE_SLEEP="1")
     holder = procs.start(ltoguard_cmd(setup.rustc, "recorded"), env)
@@ -270,6 +275,7 @@ def test_holder_record_published_and_removed(setup: Setup, procs: Procs) -> None
     assert list(setup.state.glob("run-*.json")) == []
 
 
+@pytest.mark.slow
 def test_lowering_n_never_exceeds_the_n_in_force(setup: Setup, procs: Procs) -> None:
     env = dict(setup.env, FAKE_SLEEP="1", LTOGUARD_SLOTS="2")
     a = procs.start(ltoguard_cmd(setup.rustc, "a"), dict(env, FAKE_NAME="a"))
@@ -287,6 +293,7 @@ def test_lowering_n_never_exceeds_the_n_in_force(setup: Setup, procs: Procs) -> 
     assert c_start >= max(ends)
 
 
+@pytest.mark.slow
 def test_waiters_do_not_spin(setup: Setup, procs: Procs) -> None:
     release = setup.tmp / "release"
     env = dict(setup.env, FAKE_UNTIL=str(release))
@@ -376,6 +383,7 @@ def test_state_dir_removed_while_queued(setup: Setup, procs: Procs) -> None:
     assert setup.state.is_dir()
 
 
+@pytest.mark.slow
 def test_head_waiting_for_memory_does_not_spin(setup: Setup, procs: Procs) -> None:
     release = setup.tmp / "release"
     env = dict(setup.env, LTOGUARD_MEMORY="200M")
@@ -443,6 +451,7 @@ class _HeadBehindAHolder:
         return slot
 
 
+@pytest.mark.slow
 def test_waiting_head_decides_again_when_a_held_slot_frees(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
