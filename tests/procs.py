@@ -192,7 +192,10 @@ class Procs:
             # Unclosed pipes leak an fd per test (ResourceWarning).
             for stream in (p.stdin, p.stdout, p.stderr):
                 if stream:
-                    stream.close()
+                    try:
+                        stream.close()
+                    except OSError:  # a flush into a pipe whose reader is gone
+                        pass
         self.procs.clear()
 
     def __enter__(self) -> Procs:
