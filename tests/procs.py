@@ -1,18 +1,46 @@
-"""Helpers for tests that run real ltoguard processes in front of a fake rustc."""
+"""Helpers for tests that run real processes: the fake rustc, `Procs` (the reaper),
+`clean_env` (the environment of every child a test starts), and small waits and probes.
+
+The fake rustc (`make_fake_rustc`) logs and behaves as these variables say:
+  FAKE_LOG         append one JSON line per event: {"name", "what", "t" (time.time()),
+                   "pid"}; "what" is "start", "end", "signal N" (FAKE_TRAP) or
+                   "fds A,B" (FAKE_CHECK_FDS)
+  FAKE_COUNTER     a JSON file, under flock, of the live compiles' pids and the most
+                   seen at once ("max"): concurrency counted by the compiles themselves
+                   (a killed compile never decrements, so it counts live pids)
+  FAKE_NAME        the name logged (default "?")
+  FAKE_SLEEP       seconds to run (float, default 0)
+  FAKE_UNTIL       then wait until this path exists
+  FAKE_STDOUT_HEX  bytes (hex) written to stdout at start
+  FAKE_STDERR_HEX  bytes (hex) written to stderr at start
+  FAKE_CHECK_FDS   comma-separated fd numbers: log which of them are open
+  FAKE_TRAP        exit with this status on SIGTERM, SIGINT or SIGHUP (logged)
+  FAKE_SIGNAL      kill itself with this signal number at the end
+  FAKE_EXIT        exit status (default 0)
+`clean_env` points FAKE_LOG and FAKE_COUNTER at log.jsonl and counter.json in its `tmp`.
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, Literal, Union, overload
 
-# A stand-in for rustc. It measures concurrency itself: under an flock'd counter
-# file it counts how many guarded "compiles" run at once and records the maximum.
+import psutil
+
+# What subprocess accepts as one argument (tests pass non-UTF-8 bytes too).
+Arg = Union[str, bytes, os.PathLike[str], os.PathLike[bytes]]
+
+# The fake rustc itself; its variables are in the module docstring.
 FAKE_RUSTC = textwrap.dedent(
     """\
     #!{python}
@@ -83,8 +111,8 @@ LTO_BIN = ["--crate-type", "bin", "--emit=dep-info,link", "-C", "opt-level=3", "
 
 
 def make_fake_rustc(directory: Path, python: str | None = None) -> Path:
-    """`python`: the interpreter in the shebang (default: this one). Tests that run the
-    fake as another user pass a system one their uid can execute."""
+    """The fake rustc as directory/rustc. `python`: the interpreter in its shebang
+    (default: this one); tests that run it as another user pass one their uid can exec."""
     path = directory / "rustc"
     path.write_text(FAKE_RUSTC.format(python=python or sys.executable))
     path.chmod(0o755)
@@ -106,19 +134,52 @@ def ltoguard_cmd(rustc: Path, crate: str, extra: list[str] | None = None) -> lis
 
 
 class Procs:
-    """Starts processes in their own process groups and kills whatever is left at the end."""
+    """The processes a test starts, and their reaper.
+
+    Each process starts in its own session, so its whole tree can be signalled as one
+    group. `cleanup` (the `procs` fixture's teardown; also `with Procs() as procs:`)
+    SIGKILLs every group and any live descendant that left it, waits for every
+    process and closes our ends of its pipes: no test leaves a process or an fd behind.
+    stdout and stderr are pipes unless the caller says otherwise.
+    """
 
     def __init__(self) -> None:
-        self.procs: list[subprocess.Popen[bytes]] = []
+        self.procs: list[subprocess.Popen[Any]] = []
 
-    def start(self, cmd: list[str], env: dict[str, str], **kw: Any) -> subprocess.Popen[bytes]:
+    @overload
+    def start(
+        self, cmd: Sequence[Arg], env: Mapping[str, str], *, text: Literal[True], **kw: Any
+    ) -> subprocess.Popen[str]: ...
+
+    @overload
+    def start(
+        self,
+        cmd: Sequence[Arg],
+        env: Mapping[str, str],
+        *,
+        text: Literal[False] = False,
+        **kw: Any,
+    ) -> subprocess.Popen[bytes]: ...
+
+    def start(
+        self, cmd: Sequence[Arg], env: Mapping[str, str], *, text: bool = False, **kw: Any
+    ) -> subprocess.Popen[Any]:
         kw.setdefault("stdout", subprocess.PIPE)
         kw.setdefault("stderr", subprocess.PIPE)
-        p = subprocess.Popen(cmd, env=env, start_new_session=True, **kw)
+        p: subprocess.Popen[Any] = subprocess.Popen(
+            cmd, env=env, text=text, start_new_session=True, **kw
+        )
         self.procs.append(p)
         return p
 
     def cleanup(self) -> None:
+        # Collect descendants before their parents die and they get reparented.
+        live = [p.pid for p in self.procs if p.poll() is None]
+        for pid in descendants(live) if live else []:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         for p in self.procs:
             try:
                 os.killpg(p.pid, signal.SIGKILL)
@@ -128,20 +189,51 @@ class Procs:
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:  # pragma: no cover
                 pass
-            for stream in (p.stdout, p.stderr):
+            # Unclosed pipes leak an fd per test (ResourceWarning).
+            for stream in (p.stdin, p.stdout, p.stderr):
                 if stream:
-                    stream.close()
+                    try:
+                        stream.close()
+                    except OSError:  # a flush into a pipe whose reader is gone
+                        pass
+        self.procs.clear()
+
+    def __enter__(self) -> Procs:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.cleanup()
+
+
+def descendants(pids: Sequence[int]) -> list[int]:
+    """Live descendants of `pids` (one scan of the process table)."""
+    children: dict[int, list[int]] = {}
+    for proc in psutil.process_iter(["ppid"]):
+        children.setdefault(proc.info["ppid"], []).append(proc.pid)
+    found: list[int] = []
+    todo = list(pids)
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
 
 
 def read_log(path: Path) -> list[dict[str, Any]]:
-    import json
-
+    """The fake rustc's FAKE_LOG lines."""
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def wait_for(pred: Any, timeout: float = 20.0, interval: float = 0.01) -> bool:
+def wait_for(pred: Callable[..., object], timeout: float = 20.0, interval: float = 0.01) -> bool:
+    """Poll `pred()` until true or `timeout`; its last value. (`...`: callers bind loop
+    variables as lambda defaults, `lambda n=i: ...`, which Callable[[], ...] refuses.)"""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if pred():
@@ -186,8 +278,10 @@ def pid_alive(pid: int) -> bool:
 
 
 def clean_env(tmp: Path, state: Path, **extra: str) -> dict[str, str]:
-    """The environment of a guarded test run: no inherited LTOGUARD_/jobserver/fake
-    variables, no user config file, state in `state`, fake logs in `tmp`."""
+    """The environment of every child a test starts that may run ltoguard: no inherited
+    LTOGUARD_/jobserver/fake variables, no user config file (XDG_CONFIG_HOME is an
+    empty tmp/xdg-config), state in `state`, LTOGUARD_SLOTS=1, the fake rustc's log and
+    counter in `tmp`; `extra` on top."""
     env = dict(os.environ)
     for k in list(env):
         if k.startswith(("LTOGUARD_", "FAKE_", "CARGO_MAKEFLAGS", "MAKEFLAGS", "MFLAGS")):
@@ -216,10 +310,8 @@ def state_leftovers(state: Path) -> list[str]:
 
 def live_processes_running(path: Path) -> list[int]:
     """Pids of live (non-zombie) processes whose command line mentions `path` (a fake rustc)."""
-    import psutil
-
     needle = str(path)
-    out = []
+    out: list[int] = []
     for p in psutil.process_iter(["cmdline", "status"]):
         try:
             if p.info["status"] == psutil.STATUS_ZOMBIE:
@@ -251,8 +343,6 @@ def system_python() -> str | None:
 
 def nobody_can_run_ltoguard(cwd: Path) -> str:
     """Why uid 65534 cannot run ltoguard and a fake rustc here, or "" if it can."""
-    import shutil
-
     if os.geteuid() != 0:
         return "needs root to run processes as another user"
     if shutil.which("setpriv") is None:

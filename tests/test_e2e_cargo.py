@@ -15,13 +15,15 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
-from tests.conftest import HAVE_CARGO, Reaper, cargo_env
+from tests.conftest import HAVE_CARGO, cargo_env
+from tests.procs import Procs, clean_env
 
 pytestmark = [pytest.mark.cargo, pytest.mark.timeout(600)]
 
@@ -80,8 +82,19 @@ def overlaps(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return bool(a["start"] < b["end"] and b["start"] < a["end"])
 
 
+@dataclass
+class Build:
+    """The guarded cargo build every test here inspects."""
+
+    rc: int
+    stderr: str
+    calls: list[dict[str, Any]]  # the shim's log, one record per rustc call
+    target: Path
+    state: Path
+
+
 @pytest.fixture(scope="module")
-def build(tmp_path_factory: pytest.TempPathFactory, gen_workspace: ModuleType) -> dict[str, Any]:
+def build(tmp_path_factory: pytest.TempPathFactory, gen_workspace: ModuleType) -> Build:
     if not HAVE_CARGO:
         pytest.skip("cargo/rustc not on PATH")
     assert LTOGUARD.exists(), f"ltoguard console script not installed at {LTOGUARD}"
@@ -94,51 +107,35 @@ def build(tmp_path_factory: pytest.TempPathFactory, gen_workspace: ModuleType) -
     state = tmp / "state"
     log = tmp / "rustc.jsonl"
     target = tmp / "target"
-    env = {k: v for k, v in cargo_env(target).items() if not k.startswith("LTOGUARD_")}
+    env = cargo_env(target, clean_env(tmp, state, LTOGUARD_SLOTS="1"))
     env.update(
         RUSTC=str(shim),
         RUSTC_WORKSPACE_WRAPPER=str(LTOGUARD),
-        LTOGUARD_SLOTS="1",
-        LTOGUARD_DIR=str(state),
-        XDG_CONFIG_HOME=str(tmp / "config"),  # no user config file leaks in
         E2E_REAL_RUSTC=real_rustc(),
         E2E_RUSTC_LOG=str(log),
     )
-    reaper = Reaper()
-    try:
-        proc = reaper.popen(
+    with Procs() as procs:
+        proc = procs.start(
             ["cargo", "build", "--release", "-j2"],
+            env,
             cwd=root,
-            env=env,
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
             text=True,
         )
-        out, err = proc.communicate(timeout=540)
-    finally:
-        reaper.reap()
+        _, err = proc.communicate(timeout=540)
     calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-    return {
-        "rc": proc.returncode,
-        "stdout": out,
-        "stderr": err,
-        "calls": calls,
-        "target": target,
-        "state": state,
-        "env": env,
-    }
+    return Build(rc=proc.returncode, stderr=err, calls=calls, target=target, state=state)
 
 
-def test_build_succeeds_and_bins_run(build: dict[str, Any]) -> None:
+def test_build_succeeds_and_bins_run(build: Build) -> None:
     # Also proves cargo's `--print` probe and `-vV` went through untouched: cargo
     # stops at once if their stdout differs by a byte.
-    assert build["rc"] == 0, build["stderr"][-3000:]
-    assert any(c["print"] for c in build["calls"]), "cargo's --print probe not seen"
+    assert build.rc == 0, build.stderr[-3000:]
+    assert any(c["print"] for c in build.calls), "cargo's --print probe not seen"
     for i in range(BINS):
         name = f"app{i:02d}"
         run = subprocess.run(
-            [str(build["target"] / "release" / name)],
+            [str(build.target / "release" / name)],
             capture_output=True,
             text=True,
             timeout=60,
@@ -147,21 +144,21 @@ def test_build_succeeds_and_bins_run(build: dict[str, Any]) -> None:
         assert run.stdout.startswith(f"{name} checksum "), run.stdout
 
 
-def test_only_bins_guarded_and_never_overlapping(build: dict[str, Any]) -> None:
-    assert build["rc"] == 0, build["stderr"][-3000:]
+def test_only_bins_guarded_and_never_overlapping(build: Build) -> None:
+    assert build.rc == 0, build.stderr[-3000:]
     bins = {f"app{i:02d}" for i in range(BINS)}
-    guarded = [c for c in build["calls"] if c["guarded"]]
+    guarded = [c for c in build.calls if c["guarded"]]
     assert sorted(c["crate"] for c in guarded) == sorted(bins)
     # Every bin compile was guarded (a bin compiled twice would show here too).
-    assert all(c["guarded"] for c in build["calls"] if c["crate"] in bins)
+    assert all(c["guarded"] for c in build.calls if c["crate"] in bins)
     for i, a in enumerate(guarded):
         for b in guarded[i + 1 :]:
             assert not overlaps(a, b), f"{a['crate']} and {b['crate']} ran at once"
 
 
-def test_ordinary_compiles_kept_parallel(build: dict[str, Any]) -> None:
-    assert build["rc"] == 0, build["stderr"][-3000:]
-    libs = [c for c in build["calls"] if (c["crate"] or "").startswith("lib") and not c["guarded"]]
+def test_ordinary_compiles_kept_parallel(build: Build) -> None:
+    assert build.rc == 0, build.stderr[-3000:]
+    libs = [c for c in build.calls if (c["crate"] or "").startswith("lib") and not c["guarded"]]
     assert len(libs) == LIBS, libs
     pairs = [
         (a["crate"], b["crate"])
@@ -172,10 +169,10 @@ def test_ordinary_compiles_kept_parallel(build: dict[str, Any]) -> None:
     assert pairs, "no two library compiles ran at once: pass-through lost cargo's parallelism"
 
 
-def test_event_log_lists_exactly_the_bins(build: dict[str, Any]) -> None:
-    assert build["rc"] == 0, build["stderr"][-3000:]
+def test_event_log_lists_exactly_the_bins(build: Build) -> None:
+    assert build.rc == 0, build.stderr[-3000:]
     uid = os.geteuid()
-    path = build["state"] / f"events-{uid}.jsonl"
+    path = build.state / f"events-{uid}.jsonl"
     events = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     assert sorted(e["crate"] for e in events) == [f"app{i:02d}" for i in range(BINS)]
     assert all(e["outcome"] == "ok" and e["exit"] == 0 for e in events), events

@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -25,7 +26,8 @@ from typing import Any
 import pytest
 
 from tests.cgroups import MemoryCgroup
-from tests.conftest import HAVE_CARGO, Reaper, cargo_env
+from tests.conftest import HAVE_CARGO, cargo_env
+from tests.procs import Procs, clean_env
 
 pytestmark = [pytest.mark.cargo, pytest.mark.cgroup, pytest.mark.timeout(900)]
 
@@ -50,37 +52,41 @@ def charged(cg: MemoryCgroup) -> int:
     return int(stat.get("total_rss", 0)) + int(stat.get("total_mapped_file", 0))
 
 
+@dataclass
+class CgroupBuild:
+    rc: int
+    stderr: str
+    oom_kills: int  # kernel OOM kills in the group
+    peak: int  # most charged() seen, bytes
+
+
 def build_in_cgroup(
     root: Path, env: dict[str, str], limit: int, log: Path, extra: list[str] | None = None
-) -> dict[str, Any]:
+) -> CgroupBuild:
     """`cargo build --release -j2` in a fresh group with `limit`; rc, kills, peak."""
     cmd = ["cargo", "build", "--release", "-j2", *(extra or [])]
-    reaper = Reaper()
-    with MemoryCgroup(limit) as cg, open(log, "wb") as err:
-        try:
-            proc = reaper.popen(
-                cg.enter_command() + cmd,
-                cwd=root,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-            )
-            peak = 0
-            deadline = time.monotonic() + 600
-            while proc.poll() is None and time.monotonic() < deadline:
-                peak = max(peak, charged(cg))
-                time.sleep(0.05)
-            if proc.poll() is None:
-                pytest.fail(f"{' '.join(cmd)} did not finish within 600 s")
-            return {
-                "rc": proc.returncode,
-                "stderr": log.read_text(errors="replace"),
-                "oom_kills": cg.oom_kills(),
-                "peak": peak,
-            }
-        finally:
-            reaper.reap()
+    with MemoryCgroup(limit) as cg, open(log, "wb") as err, Procs() as procs:
+        proc = procs.start(
+            cg.enter_command() + cmd,
+            env,
+            cwd=root,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+        peak = 0
+        deadline = time.monotonic() + 600
+        while proc.poll() is None and time.monotonic() < deadline:
+            peak = max(peak, charged(cg))
+            time.sleep(0.05)
+        if proc.poll() is None:
+            pytest.fail(f"{' '.join(cmd)} did not finish within 600 s")
+        return CgroupBuild(
+            rc=proc.returncode,
+            stderr=log.read_text(errors="replace"),
+            oom_kills=cg.oom_kills(),
+            peak=peak,
+        )
 
 
 def events(state: Path) -> list[dict[str, Any]]:
@@ -103,34 +109,29 @@ def test_plain_cargo_is_oom_killed_ltoguard_succeeds(
     calib = build_in_cgroup(
         root, cargo_env(tmp_path / "t-calib"), 1 << 50, tmp_path / "calib.log", ["-p", "app00"]
     )
-    assert calib["rc"] == 0, calib["stderr"][-3000:]
-    cap = int(calib["peak"] * CAP_FACTOR)
-    why = f"calibration peak {calib['peak'] // MiB} MiB, limit {cap // MiB} MiB"
+    assert calib.rc == 0, calib.stderr[-3000:]
+    cap = int(calib.peak * CAP_FACTOR)
+    why = f"calibration peak {calib.peak // MiB} MiB, limit {cap // MiB} MiB"
 
     plain = build_in_cgroup(root, cargo_env(tmp_path / "t-plain"), cap, tmp_path / "plain.log")
-    assert plain["rc"] != 0, f"plain cargo fit in the limit ({why}): the test proves nothing"
-    assert plain["oom_kills"] > 0, (
-        f"plain cargo failed without an OOM kill ({why}): {plain['stderr'][-3000:]}"
+    assert plain.rc != 0, f"plain cargo fit in the limit ({why}): the test proves nothing"
+    assert plain.oom_kills > 0, (
+        f"plain cargo failed without an OOM kill ({why}): {plain.stderr[-3000:]}"
     )
 
     state = tmp_path / "state"
-    env = {
-        k: v for k, v in cargo_env(tmp_path / "t-guard").items() if not k.startswith("LTOGUARD_")
-    }
-    env.update(
-        RUSTC_WORKSPACE_WRAPPER=str(LTOGUARD),
-        LTOGUARD_DIR=str(state),
-        XDG_CONFIG_HOME=str(tmp_path / "config"),
-    )
+    # Memory decides (auto), from an empty state directory.
+    env = cargo_env(tmp_path / "t-guard", clean_env(tmp_path, state, LTOGUARD_SLOTS="auto"))
+    env.update(RUSTC_WORKSPACE_WRAPPER=str(LTOGUARD))
     guarded = build_in_cgroup(root, env, cap, tmp_path / "guarded.log")
     evs = events(state)
-    assert guarded["rc"] == 0, f"ltoguard build failed ({why}): {guarded['stderr'][-3000:]}"
+    assert guarded.rc == 0, f"ltoguard build failed ({why}): {guarded.stderr[-3000:]}"
     assert sorted(e["crate"] for e in evs) == [f"app{i:02d}" for i in range(BINS)], evs
     assert all(e["outcome"] == "ok" for e in evs), evs
     # A kernel kill that ltoguard absorbed shows as a rerun; any other would have
     # reached cargo (and failed the build above).
     reruns = sum(int(e.get("reruns") or 0) for e in evs)
-    assert guarded["oom_kills"] <= reruns, (guarded["oom_kills"], reruns, why)
+    assert guarded.oom_kills <= reruns, (guarded.oom_kills, reruns, why)
     for i in range(BINS):
         exe = tmp_path / "t-guard" / "release" / f"app{i:02d}"
         run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)

@@ -21,7 +21,8 @@ from types import ModuleType
 import pytest
 
 from ltoguard import events
-from tests.conftest import HAVE_CARGO, Reaper, cargo_env
+from tests.conftest import HAVE_CARGO, cargo_env
+from tests.procs import Procs
 
 pytestmark = [pytest.mark.cargo, pytest.mark.timeout(600)]
 
@@ -33,33 +34,16 @@ def ltoguard_lines(text: str) -> list[str]:
 
 
 def cargo_build(root: Path, env: dict[str, str], stderr: int | Path) -> tuple[int, str]:
-    reaper = Reaper()
-    try:
+    cmd = ["cargo", "build", "--release", "-j2"]
+    with Procs() as procs:
         if isinstance(stderr, Path):
             with open(stderr, "w") as f:
-                proc = reaper.popen(
-                    ["cargo", "build", "--release", "-j2"],
-                    cwd=root,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=f,
-                )
-                proc.wait(timeout=540)
+                proc = procs.start(cmd, env, cwd=root, stdin=subprocess.DEVNULL, stderr=f)
+                proc.communicate(timeout=540)
             return proc.returncode, stderr.read_text()
-        proc = reaper.popen(
-            ["cargo", "build", "--release", "-j2"],
-            cwd=root,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        _, err = proc.communicate(timeout=540)
-        return proc.returncode, err
-    finally:
-        reaper.reap()
+        p = procs.start(cmd, env, text=True, cwd=root, stdin=subprocess.DEVNULL)
+        _, err = p.communicate(timeout=540)
+        return p.returncode, err
 
 
 @pytest.fixture

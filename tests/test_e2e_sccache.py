@@ -19,7 +19,8 @@ from types import ModuleType
 
 import pytest
 
-from tests.conftest import HAVE_CARGO, Reaper, cargo_env
+from tests.conftest import HAVE_CARGO, cargo_env
+from tests.procs import Procs
 
 pytestmark = [
     pytest.mark.cargo,
@@ -72,21 +73,17 @@ def setup(tmp_path: Path, gen_workspace: ModuleType) -> Iterator[Setup]:
 
 
 def build(s: Setup) -> None:
-    reaper = Reaper()
-    try:
-        proc = reaper.popen(
+    with Procs() as procs:
+        p = procs.start(
             ["cargo", "build", "--release", "-j2"],
+            s.env,
+            text=True,
             cwd=s.root,
-            env=s.env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
         )
-        _, err = proc.communicate(timeout=540)
-    finally:
-        reaper.reap()
-    assert proc.returncode == 0, err[-3000:]
+        _, err = p.communicate(timeout=540)
+    assert p.returncode == 0, err[-3000:]
 
 
 def cache_hits(s: Setup) -> int:

@@ -157,7 +157,7 @@ def test_write_error_warns_not_raises(
     def full(_fd: int, _data: object) -> int:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(events.os, "write", full)
+    monkeypatch.setattr(os, "write", full)
     events.append_event(fd, UID, ev("x", 1.0))
     err = capsys.readouterr().err
     assert err.startswith("ltoguard: warning: cannot write event log")

@@ -21,7 +21,8 @@ import pytest
 
 from tests.procs import LTO_BIN, Procs, clean_env, make_fake_rustc
 
-pytestmark = pytest.mark.timeout(180)
+# slow: hundreds of guarded runs (all 256 exit statuses alone take ~40 s here).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 
 def no_core() -> None:

@@ -37,7 +37,8 @@ from tests.procs import (
     wait_for,
 )
 
-pytestmark = pytest.mark.timeout(120)
+# slow: real ltoguard processes under faults, ~1 s a test (~25 s in all here).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 
 @pytest.fixture

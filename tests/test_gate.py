@@ -31,6 +31,7 @@ def _events(state: Path) -> list[dict[str, object]]:
     return out
 
 
+@pytest.mark.slow
 def test_run_gates_any_command(tmp_path: Path, procs: Procs, env: dict[str, str]) -> None:
     fake = make_fake_rustc(tmp_path)
     cmd = [

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import re
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import pytest
+
+from tests.conftest import BuildResult, cargo_env
 
 
 @pytest.fixture
@@ -105,7 +105,7 @@ def test_cli_writes_the_workspace(gen: ModuleType, tmp_path: Path) -> None:
 
 @pytest.mark.cargo
 @pytest.mark.timeout(600)
-def test_small_workspace_builds_and_bins_print_checksums(built_workspace: Any) -> None:
+def test_small_workspace_builds_and_bins_print_checksums(built_workspace: BuildResult) -> None:
     assert built_workspace.returncode == 0, built_workspace.stderr[-4000:]
     # Generated code must compile warning-free, so ltoguard's e2e tests can
     # assert on cargo's stderr.
@@ -124,9 +124,7 @@ def test_small_workspace_builds_and_bins_print_checksums(built_workspace: Any) -
 
 @pytest.mark.cargo
 @pytest.mark.timeout(300)
-def test_generated_tests_and_examples_compile(
-    gen: ModuleType, tmp_path: Path, cargo_env: Callable[..., dict[str, str]]
-) -> None:
+def test_generated_tests_and_examples_compile(gen: ModuleType, tmp_path: Path) -> None:
     # `cargo check` type-checks every target without the slow LTO codegen.
     gen.generate(tmp_path, bins=1, libs=2, size="small", tests=True, examples=True)
     proc = subprocess.run(

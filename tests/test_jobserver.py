@@ -380,6 +380,7 @@ def test_child_keeps_jobserver_only_with_pass_fds() -> None:
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.slow
 def test_reclaim_never_blocks_under_contention() -> None:
     """Many processes lending and taking back on one blocking read end, with the
     non-blocking reclaim a queued head uses: one losing a race for a byte must not

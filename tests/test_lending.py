@@ -104,6 +104,7 @@ def test_interrupted_lender_gives_its_token_back(tmp_path: Path, procs: Procs) -
         pool.close()
 
 
+@pytest.mark.slow
 def test_anonymous_pipe_jobserver_reaches_rustc_and_balances(tmp_path: Path, procs: Procs) -> None:
     r, w = os.pipe()
     try:
@@ -114,14 +115,13 @@ def test_anonymous_pipe_jobserver_reaches_rustc_and_balances(tmp_path: Path, pro
         del env["MAKEFLAGS"]
         env["CARGO_MAKEFLAGS"] = f"-j --jobserver-fds={r},{w} --jobserver-auth={r},{w}"
         env["FAKE_CHECK_FDS"] = f"{r},{w}"
-        kw = {"pass_fds": (r, w)}
         holder = procs.start(
-            ltoguard_cmd(rustc, "holder"), dict(env, FAKE_UNTIL=str(release)), **kw
+            ltoguard_cmd(rustc, "holder"), dict(env, FAKE_UNTIL=str(release)), pass_fds=(r, w)
         )
         assert wait_for(lambda: any(e["what"] == "start" for e in read_log(tmp_path / "log.jsonl")))
         ps = [holder]
         for i in range(3):
-            ps.append(procs.start(ltoguard_cmd(rustc, f"w{i}"), env, **kw))
+            ps.append(procs.start(ltoguard_cmd(rustc, f"w{i}"), env, pass_fds=(r, w)))
             assert wait_for(lambda n=i + 1: _queued(tmp_path / "state") == n)
 
         def tokens() -> int:
@@ -147,6 +147,7 @@ def test_anonymous_pipe_jobserver_reaches_rustc_and_balances(tmp_path: Path, pro
     assert fds == {f"fds {r},{w}"}  # every rustc saw the jobserver
 
 
+@pytest.mark.slow
 def test_lending_can_be_switched_off(tmp_path: Path, procs: Procs) -> None:
     pool = Pool(tmp_path / "fifo", 0)
     try:

@@ -457,6 +457,7 @@ def test_tree_rss_counts_descendants() -> None:
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.slow
 def test_peak_sampler_catches_a_real_allocation() -> None:
     with reaped(sys.executable, "-c", ALLOC, str(200 * MiB), "0.3", "0.5") as child:
         sampler = PeakSampler(child.pid, interval=0.05).start()
@@ -473,6 +474,7 @@ def test_peak_sampler_catches_a_real_allocation() -> None:
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.slow
 def test_peak_sampler_sums_grandchildren() -> None:
     # A small parent whose grandchild allocates, like rustc spawning cc/ld.
     parent = (
@@ -488,6 +490,7 @@ def test_peak_sampler_sums_grandchildren() -> None:
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.slow
 def test_peak_sampler_cpu_cost_is_small() -> None:
     with reaped(sys.executable, "-c", "import time; time.sleep(3)") as child:
         start_cpu = time.process_time()

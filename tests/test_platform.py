@@ -5,7 +5,9 @@ Simulated in-process by patching what ltoguard looks at."""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -29,13 +31,13 @@ def test_macos_spawns_without_prctl(monkeypatch: pytest.MonkeyPatch) -> None:
     """No PR_SET_PDEATHSIG there: the child is started without the Linux pre-exec hook
     (the slot's flock, inherited by the child, still keeps an orphan's slot held)."""
     seen: list[object] = []
-    real_popen = process.subprocess.Popen
+    real_popen = subprocess.Popen
 
-    def popen(*args: object, **kwargs: object) -> object:
+    def popen(*args: Any, **kwargs: Any) -> Any:
         seen.append(kwargs.get("preexec_fn"))
-        return real_popen(*args, **kwargs)  # type: ignore[call-overload]
+        return real_popen(*args, **kwargs)
 
-    monkeypatch.setattr(process.subprocess, "Popen", popen)
+    monkeypatch.setattr(subprocess, "Popen", popen)
     monkeypatch.setattr(sys, "platform", "darwin")
     proc = process.spawn([sys.executable, "-c", "pass"])
     assert proc.wait(timeout=30) == 0

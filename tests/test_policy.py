@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from ltoguard import policy as policy_mod
+from ltoguard import memory as memory_mod
 from ltoguard.jobs import Job, JobRecord
 from ltoguard.memory import MemorySnapshot
 from ltoguard.policy import MEMORY_RECHECK, AdmissionPolicy, running_jobs
@@ -207,4 +207,4 @@ def test_policy_module_reads_memory_through_available_memory() -> None:
         slots=None,
         memory_setting=None,
     )
-    assert pol.read_memory is policy_mod.available_memory
+    assert pol.read_memory is memory_mod.available_memory

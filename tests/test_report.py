@@ -146,7 +146,7 @@ def test_held_back_needs_a_budget() -> None:
 
 
 def test_memory_series_sums_overlapping_jobs() -> None:
-    es = [
+    es: list[dict[str, Any]] = [
         {"admitted": 0.0, "samples": [[1e9, 100], [1e9 + 2, 300], [1e9 + 4, 0]]},
         {"admitted": 0.0, "samples": [[1e9 + 1, 50], [1e9 + 3, 0]]},
         {"admitted": 1e9 + 10, "samples": [[0.5, 7], [1.0, 0]]},  # offsets from admission
@@ -164,7 +164,7 @@ def test_memory_series_sums_overlapping_jobs() -> None:
 
 
 def test_tolerates_sparse_events() -> None:
-    es = [{"crate": "x", "finished": T0}, {"queued": T0 + 1}, {}]
+    es: list[dict[str, Any]] = [{"crate": "x", "finished": T0}, {"queued": T0 + 1}, {}]
     page = report_html.render_html([e for e in es if e], None)
     check_page(page)
     assert page.count('class="run"') == 2

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,8 @@ from tests.procs import (
     wait_for,
 )
 
-pytestmark = pytest.mark.timeout(120)
+# slow: every test runs several real ltoguard processes (~30 s in all here).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 
 def starts(log_dir: Path) -> list[str]:
@@ -93,12 +95,12 @@ def _not_a_dir(d: Path) -> None:
     ids=["other-owner", "world-writable", "group-writable", "symlink", "file"],
 )
 def test_untrusted_state_dir_is_refused_with_the_reason(
-    tmp_path: Path, make: object, why: str
+    tmp_path: Path, make: Callable[[Path], None], why: str
 ) -> None:
     """Protection: statedir.check_dir_stat on the lstat of LTOGUARD_DIR. Without it
     another user could pre-create (or redirect) the directory and own our locks."""
     state = tmp_path / "state"
-    make(state)  # type: ignore[operator]
+    make(state)
     rustc = make_fake_rustc(tmp_path)
     r = run_cli(rustc, clean_env(tmp_path, state))
     lines = r.stderr.decode().splitlines()

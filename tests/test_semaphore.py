@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,76 +35,81 @@ from tests.procs import (
 pytestmark = pytest.mark.timeout(120)
 
 
+@dataclass
+class Setup:
+    state: Path
+    rustc: Path
+    env: dict[str, str]
+    log: Path
+    tmp: Path
+
+
 @pytest.fixture
-def setup(tmp_path: Path) -> dict[str, object]:
+def setup(tmp_path: Path) -> Setup:
     state = tmp_path / "state"
     rustc = make_fake_rustc(tmp_path)
     env = clean_env(tmp_path, state)
-    return {
-        "state": state,
-        "rustc": rustc,
-        "env": env,
-        "log": tmp_path / "log.jsonl",
-        "tmp": tmp_path,
-    }
+    return Setup(state=state, rustc=rustc, env=env, log=tmp_path / "log.jsonl", tmp=tmp_path)
 
 
 def counter_max(tmp: Path) -> int:
     return int(json.loads((tmp / "counter.json").read_text())["max"])
 
 
-def starts(log: Path) -> list[dict[str, object]]:
+def starts(log: Path) -> list[dict[str, Any]]:
     return [e for e in read_log(log) if e["what"] == "start"]
 
 
 @pytest.mark.parametrize(("m", "n"), [(6, 1), (8, 3)])
-def test_never_more_than_n(setup: dict, procs: Procs, m: int, n: int) -> None:
-    env = dict(setup["env"], LTOGUARD_SLOTS=str(n), FAKE_SLEEP="0.3")
+@pytest.mark.slow
+def test_never_more_than_n(setup: Setup, procs: Procs, m: int, n: int) -> None:
+    env = dict(setup.env, LTOGUARD_SLOTS=str(n), FAKE_SLEEP="0.3")
     ps = [
-        procs.start(ltoguard_cmd(setup["rustc"], f"bin{i}"), dict(env, FAKE_NAME=f"bin{i}"))
+        procs.start(ltoguard_cmd(setup.rustc, f"bin{i}"), dict(env, FAKE_NAME=f"bin{i}"))
         for i in range(m)
     ]
     for p in ps:
         assert p.wait(timeout=60) == 0
-    assert len(starts(setup["log"])) == m
+    assert len(starts(setup.log)) == m
     # Measured by the children themselves: never more than N at once, and N reached.
-    assert counter_max(setup["tmp"]) == n
+    assert counter_max(setup.tmp) == n
 
 
-def test_fifo_order(setup: dict, procs: Procs) -> None:
-    release = setup["tmp"] / "release"
-    env = dict(setup["env"])
+@pytest.mark.slow
+def test_fifo_order(setup: Setup, procs: Procs) -> None:
+    release = setup.tmp / "release"
+    env = dict(setup.env)
     first = procs.start(
-        ltoguard_cmd(setup["rustc"], "first"), dict(env, FAKE_NAME="first", FAKE_UNTIL=str(release))
+        ltoguard_cmd(setup.rustc, "first"), dict(env, FAKE_NAME="first", FAKE_UNTIL=str(release))
     )
-    assert wait_for(lambda: len(starts(setup["log"])) == 1)
+    assert wait_for(lambda: len(starts(setup.log)) == 1)
     names = [f"w{i}" for i in range(6)]
     waiters = []
     for name in names:
         waiters.append(
             procs.start(
-                ltoguard_cmd(setup["rustc"], name), dict(env, FAKE_NAME=name, FAKE_SLEEP="0.05")
+                ltoguard_cmd(setup.rustc, name), dict(env, FAKE_NAME=name, FAKE_SLEEP="0.05")
             )
         )
         # Each waiter must have queued before the next one starts.
         expected = len(waiters)
-        assert wait_for(lambda n=expected: len(list(setup["state"].glob("q-*.json"))) >= n)
+        assert wait_for(lambda n=expected: len(list(setup.state.glob("q-*.json"))) >= n)
     release.touch()
     for p in [first, *waiters]:
         assert p.wait(timeout=60) == 0
-    order = [e["name"] for e in starts(setup["log"])]
+    order = [e["name"] for e in starts(setup.log)]
     assert order == ["first", *names]
 
 
-def test_kill9_holder_frees_slot_quickly(setup: dict, procs: Procs) -> None:
-    env = dict(setup["env"], FAKE_SLEEP="30")
-    holder = procs.start(ltoguard_cmd(setup["rustc"], "holder"), dict(env, FAKE_NAME="holder"))
-    assert wait_for(lambda: len(starts(setup["log"])) == 1)
+def test_kill9_holder_frees_slot_quickly(setup: Setup, procs: Procs) -> None:
+    env = dict(setup.env, FAKE_SLEEP="30")
+    holder = procs.start(ltoguard_cmd(setup.rustc, "holder"), dict(env, FAKE_NAME="holder"))
+    assert wait_for(lambda: len(starts(setup.log)) == 1)
     waiter = procs.start(
-        ltoguard_cmd(setup["rustc"], "waiter"), dict(env, FAKE_NAME="waiter", FAKE_SLEEP="0")
+        ltoguard_cmd(setup.rustc, "waiter"), dict(env, FAKE_NAME="waiter", FAKE_SLEEP="0")
     )
-    assert wait_for(lambda: len(list(setup["state"].glob("q-*.json"))) == 1)
-    slot = setup["state"] / "slot-0.lock"
+    assert wait_for(lambda: len(list(setup.state.glob("q-*.json"))) == 1)
+    slot = setup.state / "slot-0.lock"
     fd = os.open(slot, os.O_RDONLY)
     try:
         os.killpg(
@@ -112,7 +118,7 @@ def test_kill9_holder_frees_slot_quickly(setup: dict, procs: Procs) -> None:
         t0 = time.monotonic()
         # The slot is free as soon as the kernel reaps the holder: probe it ourselves.
         freed_or_taken = wait_for(
-            lambda: _slot_free_or_taken_by_waiter(fd, setup["log"]), timeout=5, interval=0.002
+            lambda: _slot_free_or_taken_by_waiter(fd, setup.log), timeout=5, interval=0.002
         )
         elapsed = time.monotonic() - t0
     finally:
@@ -120,7 +126,7 @@ def test_kill9_holder_frees_slot_quickly(setup: dict, procs: Procs) -> None:
     assert freed_or_taken
     assert elapsed < 0.1, f"slot freed after {elapsed * 1000:.0f} ms"
     assert waiter.wait(timeout=30) == 0
-    assert [e["name"] for e in starts(setup["log"])] == ["holder", "waiter"]
+    assert [e["name"] for e in starts(setup.log)] == ["holder", "waiter"]
 
 
 def _slot_free_or_taken_by_waiter(fd: int, log: Path) -> bool:
@@ -135,117 +141,117 @@ def _slot_free_or_taken_by_waiter(fd: int, log: Path) -> bool:
 
 
 def test_killing_only_the_wrapper_does_not_leave_an_orphan_beside_the_next_job(
-    setup: dict, procs: Procs
+    setup: Setup, procs: Procs
 ) -> None:
-    env = dict(setup["env"], FAKE_SLEEP="30")
-    holder = procs.start(ltoguard_cmd(setup["rustc"], "holder"), dict(env, FAKE_NAME="holder"))
-    assert wait_for(lambda: len(starts(setup["log"])) == 1)
-    child_pid = int(starts(setup["log"])[0]["pid"])
+    env = dict(setup.env, FAKE_SLEEP="30")
+    holder = procs.start(ltoguard_cmd(setup.rustc, "holder"), dict(env, FAKE_NAME="holder"))
+    assert wait_for(lambda: len(starts(setup.log)) == 1)
+    child_pid = int(starts(setup.log)[0]["pid"])
     waiter = procs.start(
-        ltoguard_cmd(setup["rustc"], "waiter"), dict(env, FAKE_NAME="waiter", FAKE_SLEEP="0.2")
+        ltoguard_cmd(setup.rustc, "waiter"), dict(env, FAKE_NAME="waiter", FAKE_SLEEP="0.2")
     )
-    assert wait_for(lambda: len(list(setup["state"].glob("q-*.json"))) == 1)
+    assert wait_for(lambda: len(list(setup.state.glob("q-*.json"))) == 1)
     os.kill(holder.pid, signal.SIGKILL)  # only ltoguard, not its rustc
     holder.wait(timeout=10)
     assert wait_for(lambda: not pid_alive(child_pid), timeout=5), (
         "the orphaned compile kept running"
     )
     assert waiter.wait(timeout=30) == 0
-    assert counter_max(setup["tmp"]) == 1
+    assert counter_max(setup.tmp) == 1
 
 
 @pytest.mark.parametrize("code", [0, 1, 3, 101, 255])
-def test_exit_code_passed_through(setup: dict, procs: Procs, code: int) -> None:
-    p = procs.start(ltoguard_cmd(setup["rustc"], "c"), dict(setup["env"], FAKE_EXIT=str(code)))
+def test_exit_code_passed_through(setup: Setup, procs: Procs, code: int) -> None:
+    p = procs.start(ltoguard_cmd(setup.rustc, "c"), dict(setup.env, FAKE_EXIT=str(code)))
     assert p.wait(timeout=30) == code
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGSEGV, signal.SIGTERM, signal.SIGABRT])
-def test_death_by_signal_passed_through(setup: dict, procs: Procs, sig: int) -> None:
-    p = procs.start(
-        ltoguard_cmd(setup["rustc"], "c"), dict(setup["env"], FAKE_SIGNAL=str(int(sig)))
-    )
+def test_death_by_signal_passed_through(setup: Setup, procs: Procs, sig: int) -> None:
+    p = procs.start(ltoguard_cmd(setup.rustc, "c"), dict(setup.env, FAKE_SIGNAL=str(int(sig))))
     assert p.wait(timeout=30) == -sig
 
 
-def test_pass_through_exit_and_signal(setup: dict, procs: Procs) -> None:
+def test_pass_through_exit_and_signal(setup: Setup, procs: Procs) -> None:
     rlib = ["--crate-type", "lib", "--emit=dep-info,metadata,link", "-C", "linker-plugin-lto"]
-    p = procs.start(ltoguard_cmd(setup["rustc"], "lib", rlib), dict(setup["env"], FAKE_EXIT="7"))
+    p = procs.start(ltoguard_cmd(setup.rustc, "lib", rlib), dict(setup.env, FAKE_EXIT="7"))
     assert p.wait(timeout=30) == 7
-    p = procs.start(ltoguard_cmd(setup["rustc"], "lib", rlib), dict(setup["env"], FAKE_SIGNAL="9"))
+    p = procs.start(ltoguard_cmd(setup.rustc, "lib", rlib), dict(setup.env, FAKE_SIGNAL="9"))
     assert p.wait(timeout=30) == -9
     # exec'd: the pass-through path never created state
-    assert not setup["state"].exists()
+    assert not setup.state.exists()
 
 
 @pytest.mark.parametrize("guarded", [True, False])
-def test_stdout_and_stderr_byte_exact(setup: dict, procs: Procs, guarded: bool) -> None:
+def test_stdout_and_stderr_byte_exact(setup: Setup, procs: Procs, guarded: bool) -> None:
     out = bytes(range(256)) * 40 + b"\xff\xfe no newline"
     err = b'{"$message_type":"diagnostic"}\n\x80\x81'
     extra = LTO_BIN if guarded else ["--crate-type", "lib"]
-    env = dict(setup["env"], FAKE_STDOUT_HEX=out.hex(), FAKE_STDERR_HEX=err.hex())
-    p = procs.start(ltoguard_cmd(setup["rustc"], "c", extra), env)
+    env = dict(setup.env, FAKE_STDOUT_HEX=out.hex(), FAKE_STDERR_HEX=err.hex())
+    p = procs.start(ltoguard_cmd(setup.rustc, "c", extra), env)
     stdout, stderr = p.communicate(timeout=30)
     assert p.returncode == 0
     assert stdout == out
     assert stderr == err
 
 
-def test_jobserver_fds_reach_the_child(setup: dict, procs: Procs) -> None:
+def test_jobserver_fds_reach_the_child(setup: Setup, procs: Procs) -> None:
     r, w = os.pipe()
     try:
         env = dict(
-            setup["env"],
+            setup.env,
             CARGO_MAKEFLAGS=f"-j --jobserver-fds={r},{w} --jobserver-auth={r},{w}",
             FAKE_CHECK_FDS=f"{r},{w}",
         )
-        p = procs.start(ltoguard_cmd(setup["rustc"], "c"), env, pass_fds=(r, w))
+        p = procs.start(ltoguard_cmd(setup.rustc, "c"), env, pass_fds=(r, w))
         assert p.wait(timeout=30) == 0
     finally:
         os.close(r)
         os.close(w)
-    fds = [e["what"] for e in read_log(setup["log"]) if e["what"].startswith("fds")]
+    fds = [e["what"] for e in read_log(setup.log) if e["what"].startswith("fds")]
     assert fds == [f"fds {r},{w}"]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
-def test_signal_to_running_wrapper_reaches_child(setup: dict, procs: Procs, sig: int) -> None:
-    env = dict(setup["env"], FAKE_SLEEP="30", FAKE_TRAP="42")
-    p = procs.start(ltoguard_cmd(setup["rustc"], "c"), env)
-    assert wait_for(lambda: len(starts(setup["log"])) == 1)
+def test_signal_to_running_wrapper_reaches_child(setup: Setup, procs: Procs, sig: int) -> None:
+    env = dict(setup.env, FAKE_SLEEP="30", FAKE_TRAP="42")
+    p = procs.start(ltoguard_cmd(setup.rustc, "c"), env)
+    assert wait_for(lambda: len(starts(setup.log)) == 1)
     time.sleep(0.2)  # let the child install its handlers
     os.kill(p.pid, sig)  # the wrapper only, as CI cancellation does
     assert p.wait(timeout=10) == 42
-    assert f"signal {int(sig)}" in [e["what"] for e in read_log(setup["log"])]
+    assert f"signal {int(sig)}" in [e["what"] for e in read_log(setup.log)]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+@pytest.mark.slow
 def test_interrupted_waiter_exits_at_once_holding_nothing(
-    setup: dict, procs: Procs, sig: int
+    setup: Setup, procs: Procs, sig: int
 ) -> None:
-    env = dict(setup["env"], FAKE_SLEEP="1.5")
-    holder = procs.start(ltoguard_cmd(setup["rustc"], "holder"), dict(env, FAKE_NAME="holder"))
-    assert wait_for(lambda: len(starts(setup["log"])) == 1)
-    w1 = procs.start(ltoguard_cmd(setup["rustc"], "w1"), dict(env, FAKE_NAME="w1", FAKE_SLEEP="0"))
-    assert wait_for(lambda: len(list(setup["state"].glob("q-*.json"))) == 1)
-    w2 = procs.start(ltoguard_cmd(setup["rustc"], "w2"), dict(env, FAKE_NAME="w2", FAKE_SLEEP="0"))
-    assert wait_for(lambda: len(list(setup["state"].glob("q-*.json"))) == 2)
+    env = dict(setup.env, FAKE_SLEEP="1.5")
+    holder = procs.start(ltoguard_cmd(setup.rustc, "holder"), dict(env, FAKE_NAME="holder"))
+    assert wait_for(lambda: len(starts(setup.log)) == 1)
+    w1 = procs.start(ltoguard_cmd(setup.rustc, "w1"), dict(env, FAKE_NAME="w1", FAKE_SLEEP="0"))
+    assert wait_for(lambda: len(list(setup.state.glob("q-*.json"))) == 1)
+    w2 = procs.start(ltoguard_cmd(setup.rustc, "w2"), dict(env, FAKE_NAME="w2", FAKE_SLEEP="0"))
+    assert wait_for(lambda: len(list(setup.state.glob("q-*.json"))) == 2)
     os.kill(w1.pid, sig)
     t0 = time.monotonic()
     assert w1.wait(timeout=5) == -sig
     assert time.monotonic() - t0 < 1.0
     assert holder.wait(timeout=30) == 0
     assert w2.wait(timeout=30) == 0
-    assert [e["name"] for e in starts(setup["log"])] == ["holder", "w2"]
-    assert list(setup["state"].glob("q-*.json")) == []
-    assert list(setup["state"].glob("run-*.json")) == []
+    assert [e["name"] for e in starts(setup.log)] == ["holder", "w2"]
+    assert list(setup.state.glob("q-*.json")) == []
+    assert list(setup.state.glob("run-*.json")) == []
 
 
-def test_waiting_line_names_the_holder(setup: dict, procs: Procs) -> None:
-    env = dict(setup["env"], FAKE_SLEEP="1")
-    holder = procs.start(ltoguard_cmd(setup["rustc"], "bigbin"), dict(env, FAKE_NAME="bigbin"))
-    assert wait_for(lambda: len(starts(setup["log"])) == 1)
-    w = procs.start(ltoguard_cmd(setup["rustc"], "other"), dict(env, FAKE_SLEEP="0"))
+@pytest.mark.slow
+def test_waiting_line_names_the_holder(setup: Setup, procs: Procs) -> None:
+    env = dict(setup.env, FAKE_SLEEP="1")
+    holder = procs.start(ltoguard_cmd(setup.rustc, "bigbin"), dict(env, FAKE_NAME="bigbin"))
+    assert wait_for(lambda: len(starts(setup.log)) == 1)
+    w = procs.start(ltoguard_cmd(setup.rustc, "other"), dict(env, FAKE_SLEEP="0"))
     _, err = w.communicate(timeout=30)
     holder.wait(timeout=30)
     lines = err.decode().splitlines()
@@ -255,43 +261,46 @@ def test_waiting_line_names_the_holder(setup: dict, procs: Procs) -> None:
     assert "other" in line and "bigbin" in line and f"pid {holder.pid}" in line
 
 
-def test_holder_record_published_and_removed(setup: dict, procs: Procs) -> None:
-    env = dict(setup["env"], FAKE_SLEEP="1")
-    holder = procs.start(ltoguard_cmd(setup["rustc"], "recorded"), env)
-    assert wait_for(lambda: len(starts(setup["log"])) == 1)
-    records = list(setup["state"].glob("run-*.json"))
+@pytest.mark.slow
+def test_holder_record_published_and_removed(setup: Setup, procs: Procs) -> None:
+    env = dict(setup.env, FAKE_SLEEP="1")
+    holder = procs.start(ltoguard_cmd(setup.rustc, "recorded"), env)
+    assert wait_for(lambda: len(starts(setup.log)) == 1)
+    records = list(setup.state.glob("run-*.json"))
     assert len(records) == 1
     rec = json.loads(records[0].read_text())
     assert rec["pid"] == holder.pid and rec["crate"] == "recorded" and rec["lto"] == "fat"
     assert rec["types"] == ["bin"] and rec["slot"] == 0
     assert holder.wait(timeout=30) == 0
-    assert list(setup["state"].glob("run-*.json")) == []
+    assert list(setup.state.glob("run-*.json")) == []
 
 
-def test_lowering_n_never_exceeds_the_n_in_force(setup: dict, procs: Procs) -> None:
-    env = dict(setup["env"], FAKE_SLEEP="1", LTOGUARD_SLOTS="2")
-    a = procs.start(ltoguard_cmd(setup["rustc"], "a"), dict(env, FAKE_NAME="a"))
-    b = procs.start(ltoguard_cmd(setup["rustc"], "b"), dict(env, FAKE_NAME="b"))
-    assert wait_for(lambda: len(starts(setup["log"])) == 2)
+@pytest.mark.slow
+def test_lowering_n_never_exceeds_the_n_in_force(setup: Setup, procs: Procs) -> None:
+    env = dict(setup.env, FAKE_SLEEP="1", LTOGUARD_SLOTS="2")
+    a = procs.start(ltoguard_cmd(setup.rustc, "a"), dict(env, FAKE_NAME="a"))
+    b = procs.start(ltoguard_cmd(setup.rustc, "b"), dict(env, FAKE_NAME="b"))
+    assert wait_for(lambda: len(starts(setup.log)) == 2)
     c = procs.start(
-        ltoguard_cmd(setup["rustc"], "c"),
+        ltoguard_cmd(setup.rustc, "c"),
         dict(env, FAKE_NAME="c", LTOGUARD_SLOTS="1", FAKE_SLEEP="0"),
     )
     for p in (a, b, c):
         assert p.wait(timeout=30) == 0
-    log = read_log(setup["log"])
+    log = read_log(setup.log)
     ends = [e["t"] for e in log if e["what"] == "end" and e["name"] in ("a", "b")]
     c_start = next(e["t"] for e in log if e["what"] == "start" and e["name"] == "c")
     assert c_start >= max(ends)
 
 
-def test_waiters_do_not_spin(setup: dict, procs: Procs) -> None:
-    release = setup["tmp"] / "release"
-    env = dict(setup["env"], FAKE_UNTIL=str(release))
-    procs.start(ltoguard_cmd(setup["rustc"], "holder"), dict(env, FAKE_NAME="holder"))
-    assert wait_for(lambda: len(starts(setup["log"])) == 1)
+@pytest.mark.slow
+def test_waiters_do_not_spin(setup: Setup, procs: Procs) -> None:
+    release = setup.tmp / "release"
+    env = dict(setup.env, FAKE_UNTIL=str(release))
+    procs.start(ltoguard_cmd(setup.rustc, "holder"), dict(env, FAKE_NAME="holder"))
+    assert wait_for(lambda: len(starts(setup.log)) == 1)
     waiters = [
-        procs.start(ltoguard_cmd(setup["rustc"], f"w{i}"), dict(setup["env"], FAKE_SLEEP="0"))
+        procs.start(ltoguard_cmd(setup.rustc, f"w{i}"), dict(setup.env, FAKE_SLEEP="0"))
         for i in range(3)
     ]
     for w in waiters:  # each prints its waiting line once its first look is done
@@ -309,32 +318,32 @@ def test_waiters_do_not_spin(setup: dict, procs: Procs) -> None:
     assert used[1] < 0.002, used
 
 
-def test_mode_off_and_link(setup: dict, procs: Procs) -> None:
+def test_mode_off_and_link(setup: Setup, procs: Procs) -> None:
     non_lto_bin = ["--crate-type", "bin", "--emit=dep-info,link", "-C", "opt-level=3"]
-    env = dict(setup["env"], LTOGUARD_MODE="link")
-    p = procs.start(ltoguard_cmd(setup["rustc"], "plainbin", non_lto_bin), env)
+    env = dict(setup.env, LTOGUARD_MODE="link")
+    p = procs.start(ltoguard_cmd(setup.rustc, "plainbin", non_lto_bin), env)
     assert p.wait(timeout=30) == 0
-    assert setup["state"].exists()  # guarded: link mode guards every final link
-    env = dict(setup["env"], LTOGUARD_MODE="off", LTOGUARD_DIR=str(setup["tmp"] / "never"))
-    p = procs.start(ltoguard_cmd(setup["rustc"], "ltobin"), env)
+    assert setup.state.exists()  # guarded: link mode guards every final link
+    env = dict(setup.env, LTOGUARD_MODE="off", LTOGUARD_DIR=str(setup.tmp / "never"))
+    p = procs.start(ltoguard_cmd(setup.rustc, "ltobin"), env)
     assert p.wait(timeout=30) == 0
-    assert not (setup["tmp"] / "never").exists()
+    assert not (setup.tmp / "never").exists()
 
 
-def test_bad_settings_fail_with_one_line(setup: dict, procs: Procs) -> None:
+def test_bad_settings_fail_with_one_line(setup: Setup, procs: Procs) -> None:
     for var, value in [
         ("LTOGUARD_SLOTS", "many"),
         ("LTOGUARD_SLOTS", "0"),
         ("LTOGUARD_MODE", "fast"),
     ]:
-        p = procs.start(ltoguard_cmd(setup["rustc"], "c"), dict(setup["env"], **{var: value}))
+        p = procs.start(ltoguard_cmd(setup.rustc, "c"), dict(setup.env, **{var: value}))
         _, err = p.communicate(timeout=30)
         assert p.returncode == 2
         lines = err.decode().splitlines()
         assert len(lines) == 1 and lines[0].startswith("ltoguard: error: ") and var in lines[0], (
             lines
         )
-    assert starts(setup["log"]) == []
+    assert starts(setup.log) == []
 
 
 def test_version_and_help() -> None:
@@ -348,22 +357,22 @@ def test_version_and_help() -> None:
     assert "rustc-workspace-wrapper" in out.stdout.decode()
 
 
-def test_state_dir_removed_while_queued(setup: dict, procs: Procs) -> None:
+def test_state_dir_removed_while_queued(setup: Setup, procs: Procs) -> None:
     """The queue is recreated: the waiter neither hangs nor crashes, and statuses are kept."""
     import shutil
 
-    release = setup["tmp"] / "release"
-    env = dict(setup["env"])
+    release = setup.tmp / "release"
+    env = dict(setup.env)
     holder = procs.start(
-        ltoguard_cmd(setup["rustc"], "holder"), dict(env, FAKE_UNTIL=str(release), FAKE_EXIT="5")
+        ltoguard_cmd(setup.rustc, "holder"), dict(env, FAKE_UNTIL=str(release), FAKE_EXIT="5")
     )
-    assert wait_for(lambda: len(starts(setup["log"])) == 1)
-    waiter = procs.start(ltoguard_cmd(setup["rustc"], "waiter"), dict(env, FAKE_EXIT="6"))
-    assert wait_for(lambda: len(list(setup["state"].glob("q-*.json"))) == 1)
+    assert wait_for(lambda: len(starts(setup.log)) == 1)
+    waiter = procs.start(ltoguard_cmd(setup.rustc, "waiter"), dict(env, FAKE_EXIT="6"))
+    assert wait_for(lambda: len(list(setup.state.glob("q-*.json"))) == 1)
     # The waiter may recreate files while rmtree walks the directory: retry.
     for _ in range(50):
         try:
-            shutil.rmtree(setup["state"])
+            shutil.rmtree(setup.state)
             break
         except OSError:
             time.sleep(0.05)
@@ -371,16 +380,18 @@ def test_state_dir_removed_while_queued(setup: dict, procs: Procs) -> None:
     release.touch()
     _, err = holder.communicate(timeout=30)
     assert holder.returncode == 5
-    assert setup["state"].is_dir()
+    assert setup.state.is_dir()
 
 
-def test_head_waiting_for_memory_does_not_spin(setup: dict, procs: Procs) -> None:
-    release = setup["tmp"] / "release"
-    env = dict(setup["env"], LTOGUARD_MEMORY="200M")
+@pytest.mark.slow
+def test_head_waiting_for_memory_does_not_spin(setup: Setup, procs: Procs) -> None:
+    release = setup.tmp / "release"
+    env = dict(setup.env, LTOGUARD_MEMORY="200M")
     del env["LTOGUARD_SLOTS"]  # auto: memory decides
-    procs.start(ltoguard_cmd(setup["rustc"], "holder"), dict(env, FAKE_UNTIL=str(release)))
-    assert wait_for(lambda: len(starts(setup["log"])) == 1)
-    waiter = procs.start(ltoguard_cmd(setup["rustc"], "waiter"), env)
+    procs.start(ltoguard_cmd(setup.rustc, "holder"), dict(env, FAKE_UNTIL=str(release)))
+    assert wait_for(lambda: len(starts(setup.log)) == 1)
+    waiter = procs.start(ltoguard_cmd(setup.rustc, "waiter"), env)
+    assert waiter.stderr is not None
     line = waiter.stderr.readline().decode()  # the one waiting line: memory is the reason
     assert "free" in line and "needs" in line, line
     used = cpu_fraction(waiter.pid, 2.0)
@@ -393,18 +404,20 @@ def test_head_waiting_for_memory_does_not_spin(setup: dict, procs: Procs) -> Non
 
 
 @pytest.mark.parametrize("guard", ["always", "auto"])
-def test_file_override_reaches_the_pass_through_path(setup: dict, procs: Procs, guard: str) -> None:
+def test_file_override_reaches_the_pass_through_path(
+    setup: Setup, procs: Procs, guard: str
+) -> None:
     """cli's quick file scan: `guard = "always"` in Cargo.toml guards a non-LTO bin."""
-    ws = setup["tmp"] / "ws"
+    ws = setup.tmp / "ws"
     ws.mkdir()
     (ws / "Cargo.toml").write_text(
         f'[workspace]\nmembers = []\n[workspace.metadata.ltoguard.crates.plain-bin]\nguard = "{guard}"\n'
     )
     non_lto_bin = ["--crate-type", "bin", "--emit=dep-info,link", "-C", "opt-level=3"]
-    env = dict(setup["env"], XDG_CONFIG_HOME=str(setup["tmp"] / "no-config"))
-    p = procs.start(ltoguard_cmd(setup["rustc"], "plain_bin", non_lto_bin), env, cwd=ws)
+    env = dict(setup.env, XDG_CONFIG_HOME=str(setup.tmp / "no-config"))
+    p = procs.start(ltoguard_cmd(setup.rustc, "plain_bin", non_lto_bin), env, cwd=ws)
     assert p.wait(timeout=30) == 0
-    assert setup["state"].exists() == (guard == "always")
+    assert setup.state.exists() == (guard == "always")
 
 
 class _HeadBehindAHolder:
@@ -438,6 +451,7 @@ class _HeadBehindAHolder:
         return slot
 
 
+@pytest.mark.slow
 def test_waiting_head_decides_again_when_a_held_slot_frees(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

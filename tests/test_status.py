@@ -11,6 +11,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,8 @@ from ltoguard.commands import learned, status
 from ltoguard.estimates import History, group_key, job_key
 from ltoguard.semaphore import Semaphore
 from ltoguard.statedir import open_state_dir
-from tests.conftest import REPO, Reaper
+from tests.conftest import REPO
+from tests.procs import Procs, clean_env
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -44,12 +46,6 @@ CLIENT = textwrap.dedent(
 )
 
 
-def clean_env(state: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LTOGUARD_")}
-    env.update(LTOGUARD_DIR=str(state), PYTHONPATH=str(REPO), **extra)
-    return env
-
-
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for k in list(os.environ):
@@ -60,12 +56,13 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return state
 
 
-def start_client(reap: Reaper, state: Path, info: dict[str, Any]) -> subprocess.Popen[str]:
-    return reap.popen(
+def start_client(procs: Procs, state: Path, info: dict[str, Any]) -> subprocess.Popen[str]:
+    return procs.start(
         [sys.executable, "-c", CLIENT, str(state), json.dumps(info)],
-        env=clean_env(state),
+        env=clean_env(state.parent, state, PYTHONPATH=str(REPO)),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
+        stderr=None,  # a client's traceback shows in the test's output
         text=True,
     )
 
@@ -85,11 +82,19 @@ def wait_until(pred: Any, timeout: float = 30.0) -> None:
         time.sleep(0.02)
 
 
+@dataclass
+class Busy:
+    holder: subprocess.Popen[str]
+    a: subprocess.Popen[str]
+    b: subprocess.Popen[str]
+    state: Path
+
+
 @pytest.fixture
-def busy(env: Path, reap: Reaper) -> Iterator[dict[str, Any]]:
+def busy(env: Path, procs: Procs) -> Iterator[Busy]:
     """One holder and two waiters (A then B), all real processes."""
     holder = start_client(
-        reap,
+        procs,
         env,
         {
             "crate": "holder_bin",
@@ -103,11 +108,11 @@ def busy(env: Path, reap: Reaper) -> Iterator[dict[str, Any]]:
     )
     assert holder.stdout is not None
     assert holder.stdout.readline().strip() == "admitted"
-    a = start_client(reap, env, {"crate": "waiter_a", "kind": "rustc", "estimate": 2 << 30})
+    a = start_client(procs, env, {"crate": "waiter_a", "kind": "rustc", "estimate": 2 << 30})
     wait_until(lambda: queue_len(env) == 1)
-    b = start_client(reap, env, {"crate": "waiter_b", "kind": "link"})
+    b = start_client(procs, env, {"crate": "waiter_b", "kind": "link"})
     wait_until(lambda: queue_len(env) == 2)
-    yield {"holder": holder, "a": a, "b": b, "state": env}
+    yield Busy(holder=holder, a=a, b=b, state=env)
     for p in (holder, a, b):
         if p.stdin:
             p.stdin.close()
@@ -141,10 +146,8 @@ def test_bad_setting_is_an_error(
     assert err.startswith("ltoguard: error: ") and "LTOGUARD_MEMORY" in err
 
 
-def test_json_with_holder_and_waiters(
-    busy: dict[str, Any], capsys: pytest.CaptureFixture[str]
-) -> None:
-    state = busy["state"]
+def test_json_with_holder_and_waiters(busy: Busy, capsys: pytest.CaptureFixture[str]) -> None:
+    state = busy.state
     assert status.main(["--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["version"] == 1
@@ -164,14 +167,14 @@ def test_json_with_holder_and_waiters(
     }  # fmt: skip
     assert run["crate"] == "holder_bin"
     assert (run["budget"], run["budget_source"]) == (1 << 30, "LTOGUARD_MEMORY=1G budget")
-    assert run["pid"] == busy["holder"].pid
+    assert run["pid"] == busy.holder.pid
     assert run["rss"] > 1 << 20  # a live Python process
     assert run["estimate"] == 700 << 20 and run["estimate_basis"] == "history"
     assert 0 <= run["age"] < 120
 
     assert [w["crate"] for w in doc["waiting"]] == ["waiter_a", "waiter_b"]
     assert [w["position"] for w in doc["waiting"]] == [1, 2]
-    assert [w["pid"] for w in doc["waiting"]] == [busy["a"].pid, busy["b"].pid]
+    assert [w["pid"] for w in doc["waiting"]] == [busy.a.pid, busy.b.pid]
     assert set(doc["waiting"][0]) == {
         "position", "crate", "kind", "pid", "workspace", "since", "waiting",
         "estimate", "estimate_basis", "budget", "budget_source",
@@ -182,19 +185,17 @@ def test_json_with_holder_and_waiters(
     assert doc["waiting"][0]["waiting"] >= doc["waiting"][1]["waiting"] >= 0
 
 
-def test_text_with_holder_and_waiters(
-    busy: dict[str, Any], capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_text_with_holder_and_waiters(busy: Busy, capsys: pytest.CaptureFixture[str]) -> None:
     assert status.main([]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
-    assert lines[0] == f"ltoguard status (state dir {busy['state']})"
+    assert lines[0] == f"ltoguard status (state dir {busy.state})"
     assert lines[1].startswith("limit: ")
     assert lines[2].startswith("available memory: ") and "; bound: " in lines[2]
     assert "running (1):" in lines
     assert "waiting (2, next first):" in lines
     holder_row = next(x for x in lines if "holder_bin" in x)
-    assert str(busy["holder"].pid) in holder_row and "~700 MiB (history)" in holder_row
+    assert str(busy.holder.pid) in holder_row and "~700 MiB (history)" in holder_row
     assert "1 GiB (LTOGUARD_MEMORY=1G budget)" in holder_row
     ia = next(i for i, x in enumerate(lines) if "waiter_a" in x)
     ib = next(i for i, x in enumerate(lines) if "waiter_b" in x)
@@ -202,13 +203,14 @@ def test_text_with_holder_and_waiters(
     assert lines[ia].split()[0] == "1" and lines[ib].split()[0] == "2"
 
 
-def test_status_leaves_the_queue_moving(busy: dict[str, Any]) -> None:
+def test_status_leaves_the_queue_moving(busy: Busy) -> None:
     """status takes the mutex only for a snapshot: after it, the waiters still get in, in order."""
     assert status.main(["--json"]) == 0
-    holder, a, b = busy["holder"], busy["a"], busy["b"]
+    holder, a, b = busy.holder, busy.a, busy.b
+    assert holder.stdin and a.stdin and a.stdout and b.stdin and b.stdout
     holder.stdin.close()
     assert a.stdout.readline().strip() == "admitted"
-    wait_until(lambda: queue_len(busy["state"]) == 1)
+    wait_until(lambda: queue_len(busy.state) == 1)
     a.stdin.close()
     assert b.stdout.readline().strip() == "admitted"
     b.stdin.close()
@@ -216,17 +218,16 @@ def test_status_leaves_the_queue_moving(busy: dict[str, Any]) -> None:
         assert p.wait(timeout=30) == 0
 
 
-def test_watch_redraws_until_ctrl_c(env: Path, reap: Reaper) -> None:
+def test_watch_redraws_until_ctrl_c(env: Path, procs: Procs) -> None:
     """On a terminal the screen is redrawn in place."""
     import pty
 
     env.mkdir(mode=0o700)
     master, slave = pty.openpty()
-    p = reap.popen(
+    p = procs.start(
         [sys.executable, "-m", "ltoguard", "status", "--watch", "0.1"],
-        env=clean_env(env),
+        clean_env(env.parent, env, PYTHONPATH=str(REPO)),
         stdout=slave,
-        stderr=subprocess.PIPE,
     )
     os.close(slave)
     seen = b""
@@ -246,15 +247,15 @@ def test_watch_redraws_until_ctrl_c(env: Path, reap: Reaper) -> None:
     assert b"running: none" in seen and b"Ctrl-C" in seen
 
 
-def test_watch_into_a_pipe_sends_no_control_codes(env: Path, reap: Reaper) -> None:
+def test_watch_into_a_pipe_sends_no_control_codes(env: Path, procs: Procs) -> None:
     env.mkdir(mode=0o700)
-    p = reap.popen(
+    p = procs.start(
         [sys.executable, "-m", "ltoguard", "status", "--watch", "0.1"],
-        env=clean_env(env),
+        env=clean_env(env.parent, env, PYTHONPATH=str(REPO)),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    assert p.stdout is not None
+    assert p.stdout is not None and p.stderr is not None
     seen = b""
     deadline = time.monotonic() + 30
     while len(FRAME.findall(seen.decode())) < 3:
@@ -283,7 +284,7 @@ def test_watch_waits_for_state_dir(
         else:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(status.time, "sleep", fake_sleep)
+    monkeypatch.setattr(time, "sleep", fake_sleep)
     assert status.main(["--watch", "2.5"]) == 0
     out = capsys.readouterr().out
     frames = FRAME.split(out)[1:]  # capsys is no terminal: frames, not redraws
@@ -303,7 +304,7 @@ def test_watch_json_is_one_object_per_line(
         if len(calls) == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(status.time, "sleep", fake_sleep)
+    monkeypatch.setattr(time, "sleep", fake_sleep)
     assert status.main(["--json", "--watch"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 and calls == [1.0, 1.0]

@@ -28,6 +28,7 @@ def load_stress() -> ModuleType:
     return module
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("seed", "slots", "kill"),
     [pytest.param(1, 1, 0, id="N=1"), pytest.param(2, 3, 6, id="N=3,kill6")],
