@@ -26,6 +26,12 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
 
+from ltoguard.cargoconfig import (
+    Registered,
+    cargo_config_files,
+    read_toml_quietly,
+    registered_wrappers,
+)
 from ltoguard.commands.common import EXIT_FAILED, EXIT_OK
 
 TYPE_CHECKING = False
@@ -34,11 +40,6 @@ if TYPE_CHECKING:
     from typing import Any
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
-WRAPPER_KEYS = ("rustc-wrapper", "rustc-workspace-wrapper")
-ENV_FOR = {
-    "rustc-wrapper": ("RUSTC_WRAPPER", "CARGO_BUILD_RUSTC_WRAPPER"),
-    "rustc-workspace-wrapper": ("RUSTC_WORKSPACE_WRAPPER", "CARGO_BUILD_RUSTC_WORKSPACE_WRAPPER"),
-}
 
 
 @dataclass
@@ -47,85 +48,6 @@ class Check:
     status: str  # OK, WARN or FAIL
     message: str
     detail: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class Registered:
-    """One wrapper setting cargo will use: its key, value and where it came from."""
-
-    key: str
-    value: str
-    origin: str
-    base: str  # directory a relative path is resolved against
-
-
-# --------------------------------------------------------------------------
-# where cargo reads its configuration
-
-
-def cargo_config_files(cwd: str, environ: Mapping[str, str]) -> list[str]:
-    """cargo's config files, highest precedence first: ``.cargo/config.toml`` (or the
-    old ``.cargo/config``) in cwd and each parent, then ``$CARGO_HOME/config.toml``."""
-    from ltoguard.configfiles import ancestors
-
-    found: list[str] = []
-    home = environ.get("CARGO_HOME") or os.path.join(os.path.expanduser("~"), ".cargo")
-    home_dir = os.path.abspath(home)
-    for d in ancestors(cwd):
-        if os.path.abspath(os.path.join(d, ".cargo")) == home_dir:
-            continue  # $CARGO_HOME is read last, below
-        for name in ("config.toml", "config"):
-            path = os.path.join(d, ".cargo", name)
-            if os.path.isfile(path):
-                found.append(path)
-                break
-    for name in ("config.toml", "config"):
-        path = os.path.join(home_dir, name)
-        if os.path.isfile(path):
-            found.append(path)
-            break
-    return found
-
-
-def _read_toml(path: str) -> tuple[dict[str, Any], str]:
-    from ltoguard.config import SettingsError
-    from ltoguard.manifest import read_toml
-
-    try:
-        data = read_toml(path)
-    except SettingsError as exc:
-        return {}, str(exc)
-    return data or {}, ""
-
-
-def registered_wrappers(cwd: str, environ: Mapping[str, str]) -> tuple[list[Registered], list[str]]:
-    """The wrapper settings in force (at most one per key) and config files that
-    could not be read."""
-    out: list[Registered] = []
-    problems: list[str] = []
-    files = cargo_config_files(cwd, environ)
-    parsed = []
-    for path in files:
-        data, err = _read_toml(path)
-        if err:
-            problems.append(err)
-        parsed.append((path, data))
-    for key in WRAPPER_KEYS:
-        env_hit = next(((v, environ[v]) for v in ENV_FOR[key] if v in environ), None)
-        if env_hit is not None:
-            if env_hit[1]:  # an empty value disables the wrapper
-                out.append(Registered(key, env_hit[1], f"environment {env_hit[0]}", cwd))
-            continue
-        for path, data in parsed:
-            build = data.get("build")
-            value = build.get(key) if isinstance(build, dict) else None
-            if isinstance(value, str) and value:
-                # cargo resolves a relative path with a slash against the directory
-                # holding .cargo/; a bare name is looked up on PATH.
-                base = os.path.dirname(os.path.dirname(path))
-                out.append(Registered(key, value, path, base))
-                break
-    return out, problems
 
 
 # --------------------------------------------------------------------------
@@ -289,7 +211,7 @@ def check_lto(cwd: str, environ: Mapping[str, str], mode: str) -> Check:
     if env_value is not None:
         sources.append((env_value, "environment CARGO_PROFILE_RELEASE_LTO"))
     for path in [*cargo_config_files(cwd, environ), manifest]:
-        data, _err = _read_toml(path)
+        data, _err = read_toml_quietly(path)
         profile = data.get("profile")
         release = profile.get("release") if isinstance(profile, dict) else None
         if isinstance(release, dict) and "lto" in release:
