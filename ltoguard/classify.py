@@ -1,9 +1,11 @@
 """Decide whether one rustc invocation is a memory-heavy LTO link (GUARD) or not (PASS).
 
+``classify(argv)`` is ``judge(tokenize(argv))``: ``tokenize`` reads the command
+line into an :class:`Invocation` (the facts), ``judge`` holds the GUARD/PASS rules.
 This module runs for every crate cargo compiles, so it imports nothing beyond
-``os`` and does no I/O except reading ``@argfiles``. The parser mirrors rustc's
-getopts table closely enough to find the few options that matter; everything
-else is skipped with its value so that a value is never mistaken for an option.
+``os`` (``@argfiles`` are read by :mod:`ltoguard.argfiles`). The parser mirrors
+rustc's getopts table closely enough to find the few options that matter; every
+other option is skipped with its value, so a value is never mistaken for an option.
 """
 
 from __future__ import annotations
@@ -26,19 +28,9 @@ _FINAL_TYPES = frozenset(("bin", "cdylib", "staticlib"))
 
 # rustc's parse_lto: a bare `-C lto` is fat; the bool spellings come from
 # parse_opt_bool; matching is case-sensitive.
-_LTO_VALUES = {
-    "y": "fat",
-    "yes": "fat",
-    "on": "fat",
-    "true": "fat",
-    "fat": "fat",
-    "thin": "thin",
-    "n": "off",
-    "no": "off",
-    "off": "off",
-    "false": "off",
-}
 _FALSE_WORDS = frozenset(("n", "no", "off", "false"))
+_LTO_VALUES = {**dict.fromkeys(("y", "yes", "on", "true", "fat"), "fat"), "thin": "thin"}
+_LTO_VALUES.update(dict.fromkeys(_FALSE_WORDS, "off"))
 
 # These two --print kinds are produced while linking: rustc still compiles and
 # links when they are the only print requests (measured: `--print=native-static-libs`
@@ -49,53 +41,19 @@ _PRINT_DURING_LINK = frozenset(("native-static-libs", "link-args"))
 # unstable ones that need -Z unstable-options). An option missing here would
 # have its value read as an input or option, so err on listing too many.
 _LONG_WITH_VALUE = frozenset(
-    (
-        "cfg",
-        "check-cfg",
-        "crate-type",
-        "crate-name",
-        "edition",
-        "emit",
-        "print",
-        "out-dir",
-        "explain",
-        "target",
-        "allow",
-        "warn",
-        "force-warn",
-        "deny",
-        "forbid",
-        "cap-lints",
-        "codegen",
-        "extern",
-        "sysroot",
-        "error-format",
-        "json",
-        "color",
-        "diagnostic-width",
-        "remap-path-prefix",
-        "remap-path-scope",
-        "env-set",
-        "unpretty",
-        "extern-location",
-    )
+    (  # noqa: SIM905 - 28 names read better as words than as 28 lines
+        "cfg check-cfg crate-type crate-name edition emit print out-dir explain target"
+        " allow warn force-warn deny forbid cap-lints codegen extern sysroot error-format"
+        " json color diagnostic-width remap-path-prefix remap-path-scope env-set unpretty"
+        " extern-location"
+    ).split()
 )
 _SHORT_WITH_VALUE = frozenset("CLloAWDFZ")
 _SHORT_FLAGS = frozenset("hgOVv")
-_LONG_ALIAS = {
-    "allow": "A",
-    "warn": "W",
-    "deny": "D",
-    "forbid": "F",
-    "codegen": "C",
-    "help": "h",
-    "version": "V",
-    "verbose": "v",
-}
-
-# Cap on an argfile we are willing to read: cargo's are a few MB at most (2.2 MB
-# measured with 160k rustflags); this only stops `@/dev/zero`-style accidents.
-_ARGFILE_MAX = 64 * 1024 * 1024
+_LONG_ALIAS = {"allow": "A", "warn": "W", "deny": "D", "forbid": "F", "codegen": "C"}
+_LONG_ALIAS.update(help="h", version="V", verbose="v")
+# Options after which rustc answers and exits without compiling, whatever their value.
+_QUERIES = {"h": "help request", "V": "version query", "explain": "--explain request"}
 
 
 class Decision:
@@ -150,6 +108,44 @@ class Decision:
         return f"Decision({fields})"
 
 
+class Invocation:
+    """What one rustc command line asks for, as :func:`tokenize` found it. ``emits``
+    is None without ``--emit`` (rustc then links); ``lto`` is "fat", "thin", "off"
+    or "" (absent), ``lto_unknown`` a value rustc would reject; a non-empty ``stop``
+    says why rustc compiles nothing (a query) or the argv could not be read."""
+
+    __slots__ = (
+        "crate_name",
+        "crate_types",
+        "emits",
+        "prints",
+        "lto",
+        "lto_unknown",
+        "linker_plugin_lto",
+        "is_test",
+        "opt_level",
+        "debuginfo",
+        "target",
+        "inputs",
+        "stop",
+    )
+
+    def __init__(self) -> None:
+        self.crate_name: str | None = None
+        self.crate_types: list[str] = []
+        self.emits: list[str] | None = None
+        self.prints: list[str] = []
+        self.lto = ""
+        self.lto_unknown: str | None = None
+        self.linker_plugin_lto = False
+        self.is_test = False
+        self.opt_level: str | None = None
+        self.debuginfo: str | None = None
+        self.target: str | None = None
+        self.inputs: list[str] = []
+        self.stop = ""
+
+
 def describe(d: Decision) -> str:
     """One line for humans, e.g. ``crate foo (bin, lto=fat)``."""
     name = d.crate_name
@@ -171,6 +167,41 @@ def describe(d: Decision) -> str:
     return f"crate {name or '<unnamed>'} ({', '.join(parts)})"
 
 
+def classify(argv: Sequence[str], mode: str = "lto") -> Decision:
+    """Classify ``argv`` (everything after ``ltoguard``: program first, then its args).
+
+    ``mode``: "lto" guards final links that run LTO; "link" guards every final link;
+    "off" guards nothing and reads nothing. An unknown mode behaves as "lto", the
+    default, so a typo can only ever over-guard. Never raises.
+    """
+    try:
+        return judge(Invocation() if mode == "off" else tokenize(argv), mode)
+    except Exception as e:  # pragma: no cover - a bug here must not break the build
+        return Decision(PASS, f"ltoguard cannot parse this command line ({type(e).__name__})")
+
+
+def tokenize(argv: Sequence[str]) -> Invocation:
+    """Read ``argv`` (program first) as rustc would: wrapper programs skipped,
+    ``@argfiles`` expanded, options applied in order."""
+    inv = Invocation()
+    i = 1
+    while i < len(argv) and _is_program(argv[i]):
+        i += 1
+    args = argv[i:]
+    if any(a[:1] == "@" for a in args):
+        from ltoguard import argfiles  # only for cargo's E2BIG fallback
+
+        # Expanded for the decision only: the caller forwards argv as is.
+        got = argfiles.expand(args)
+        if isinstance(got, str):
+            inv.stop = got
+            return inv
+        args = got
+    opts, inv.inputs = getopt(args)
+    _gather(inv, opts)
+    return inv
+
+
 def _is_program(tok: str) -> bool:
     # `sccache /abs/rustc ...`, `clippy-driver /abs/rustc ...`: cargo stacks
     # wrappers in front of rustc; skip them so their operand is not an input.
@@ -180,104 +211,12 @@ def _is_program(tok: str) -> bool:
     return base in ("clippy-driver", "sccache") or base.endswith("rustc")
 
 
-def _read_argfile(arg: str) -> list[str] | str:
-    """Expand one ``@file`` argument as rustc does; a str result is an error reason."""
-    shell = arg.startswith("@shell:")
-    path = arg[7:] if shell else arg[1:]
-    try:
-        # O_NONBLOCK so a FIFO without a writer cannot hang us; only regular
-        # files are read, because reading a pipe would steal rustc's arguments.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
-        try:
-            st = os.fstat(fd)
-            if st.st_mode & 0o170000 != 0o100000:
-                return f"argfile {path} is not a regular file; not read"
-            if st.st_size > _ARGFILE_MAX:
-                return f"argfile {path} is larger than {_ARGFILE_MAX} bytes; not read"
-            chunks: list[bytes] = []
-            total = 0
-            while True:
-                b = os.read(fd, 1 << 20)
-                if not b:
-                    break
-                total += len(b)
-                if total > _ARGFILE_MAX:
-                    return f"argfile {path} is larger than {_ARGFILE_MAX} bytes; not read"
-                chunks.append(b)
-        finally:
-            os.close(fd)
-    except OSError as e:
-        return f"cannot read argfile {path}: {e.strerror or type(e).__name__}"
-    except ValueError as e:  # embedded NUL in the path
-        return f"cannot read argfile {path!r}: {e}"
-    text = b"".join(chunks).decode("utf-8", "surrogateescape")
-    if shell:
-        import shlex  # only for -Zshell-argfiles, which cargo never writes
-
-        try:
-            return shlex.split(text)
-        except ValueError as e:
-            return f"cannot parse shell argfile {path}: {e}"
-    # cargo writes each argument followed by "\n"; rustc splits on "\n" without
-    # trimming, so only the one empty element after the final newline is dropped.
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return lines
-
-
-def classify(argv: Sequence[str], mode: str = "lto") -> Decision:
-    """Classify ``argv`` (everything after ``ltoguard``: program first, then its args).
-
-    ``mode``: "lto" guards final links that run LTO; "link" guards every final
-    link; "off" guards nothing. An unknown mode behaves as "lto", the default,
-    so a typo can only ever over-guard. Never raises.
-    """
-    try:
-        return _classify(argv, mode)
-    except Exception as e:  # pragma: no cover - a bug here must not break the build
-        return Decision(PASS, f"ltoguard cannot parse this command line ({type(e).__name__})")
-
-
-def _classify(argv: Sequence[str], mode: str) -> Decision:
-    if mode == "off":
-        return Decision(PASS, "LTOGUARD_MODE=off")
-    link_mode = mode == "link"
-
-    args = list(argv[1:])
-    start = 0
-    while start < len(args) and _is_program(args[start]):
-        start += 1
-    if start:
-        del args[:start]
-
-    # Expand @argfiles for the decision only (the caller forwards argv as is).
-    if any(a[:1] == "@" for a in args):
-        expanded: list[str] = []
-        for a in args:
-            if a[:1] == "@":
-                got = _read_argfile(a)
-                if isinstance(got, str):
-                    return Decision(PASS, got)
-                expanded.extend(got)
-            else:
-                expanded.append(a)
-        args = expanded
-
-    crate_name: str | None = None
-    crate_types: list[str] = []
-    emits: list[str] | None = None
-    prints: list[str] = []
-    lto = ""
-    lto_unknown: str | None = None  # the raw value when rustc would reject it
-    lpl = False
-    is_test = False
-    opt_level: str | None = None
-    debuginfo: str | None = None
-    target: str | None = None
+def getopt(args: Sequence[str]) -> tuple[list[tuple[str, str]], list[str]]:
+    """rustc's arguments (no program, argfiles expanded) split as getopts does:
+    the options in order as (key, value), a long alias under its short key
+    ("--codegen" as "C"), "" as a flag's value; and the inputs."""
+    opts: list[tuple[str, str]] = []
     inputs: list[str] = []
-    stop = ""  # non-empty: rustc answers a query and exits without compiling
-
     n = len(args)
     i = 0
     while i < n:
@@ -293,145 +232,166 @@ def _classify(argv: Sequence[str], mode: str) -> Decision:
                     break  # rustc: "Argument to option 'x' missing"
                 value = args[i]
                 i += 1
-            opts = [(_LONG_ALIAS.get(name, name), value)]
+            opts.append((_LONG_ALIAS.get(name, name), value))
         elif a[:1] == "-" and len(a) > 1:
-            # getopts short options: flags may be grouped (`-vV`), and a
-            # value-taking letter takes the rest of the token (`-Clto`) or
-            # the next token (`-C lto`).
-            opts = []
-            j = 1
-            while j < len(a):
+            # Short options: flags may be grouped (`-vV`); a value-taking letter takes
+            # the rest of the token (`-Clto`) or the next token, whatever it is (`-C lto`).
+            for j in range(1, len(a)):
                 c = a[j]
-                j += 1
                 if c in _SHORT_WITH_VALUE:
-                    if j < len(a):
-                        value = a[j:]
+                    if j + 1 < len(a):
+                        opts.append((c, a[j + 1 :]))
                     elif i < n:
-                        value = args[i]
+                        opts.append((c, args[i]))
                         i += 1
                     else:
-                        value = ""
-                    opts.append((c, value))
+                        opts.append((c, ""))
                     break
                 if c not in _SHORT_FLAGS:
                     break  # unknown option: rustc will reject it
                 opts.append((c, ""))
         else:
             inputs.append(a)
-            continue
+    return opts, inputs
 
-        for key, value in opts:
-            if key == "C":
-                cname, ceq, cval = value.partition("=")
-                # rustc looks codegen options up with '-' replaced by '_'
-                cname = cname.replace("_", "-")
-                if cname == "lto":
-                    if not ceq:
-                        lto, lto_unknown = "fat", None
-                    elif cval in _LTO_VALUES:
-                        lto, lto_unknown = _LTO_VALUES[cval], None
-                    else:
-                        # rustc rejects it today; counting it as on means a new
-                        # LTO flavour in a later rustc cannot slip through.
-                        lto, lto_unknown = "fat", cval
-                elif cname == "linker-plugin-lto":
-                    lpl = not (ceq and cval in _FALSE_WORDS)
-                elif cname == "opt-level":
-                    opt_level = cval
-                elif cname == "debuginfo":
-                    debuginfo = cval
-                elif cname == "help":
-                    stop = stop or "help request (-C help)"
-            elif key == "crate-type":
-                crate_types.extend(value.split(","))
-            elif key == "emit":
-                if emits is None:
-                    emits = []
-                emits.extend(e.partition("=")[0] for e in value.split(","))
-            elif key == "print":
-                prints.append(value.partition("=")[0])
-            elif key == "crate-name":
-                crate_name = value
-            elif key == "target":
-                target = value
-            elif key == "test":
-                is_test = True
-            elif key == "O":
-                opt_level = "3"
-            elif key == "g":
-                debuginfo = "2"
-            elif key == "h":
-                stop = stop or "help request"
-            elif key == "V":
-                stop = stop or "version query"
-            elif key == "explain":
-                stop = stop or "--explain request"
-            elif key in ("W", "Z") and value == "help":
-                stop = stop or f"help request (-{key} help)"
 
-    def decide(action: str, reason: str) -> Decision:
-        return Decision(
-            action,
-            reason,
-            crate_name,
-            tuple(crate_types),
-            lto,
-            is_test,
-            opt_level,
-            debuginfo,
-            target,
-            lpl,
-            inputs[0] if inputs else None,
-        )
+def _gather(inv: Invocation, opts: list[tuple[str, str]]) -> None:
+    """Apply ``opts`` to ``inv`` in order; options that do not matter are skipped."""
+    for key, value in opts:
+        if key == "C":
+            _codegen(inv, value)
+        elif key == "crate-type":
+            inv.crate_types.extend(value.split(","))
+        elif key == "emit":
+            if inv.emits is None:
+                inv.emits = []
+            inv.emits.extend(e.partition("=")[0] for e in value.split(","))
+        elif key == "print":
+            inv.prints.append(value.partition("=")[0])
+        elif key == "crate-name":
+            inv.crate_name = value
+        elif key == "target":
+            inv.target = value
+        elif key == "test":
+            inv.is_test = True
+        elif key == "O":
+            inv.opt_level = "3"
+        elif key == "g":
+            inv.debuginfo = "2"
+        elif inv.stop:
+            pass  # the first query is the one named
+        elif key in _QUERIES:
+            inv.stop = _QUERIES[key]
+        elif key in ("W", "Z") and value == "help":
+            inv.stop = f"help request (-{key} help)"
 
-    if stop:
-        return decide(PASS, stop)
-    stopping_prints = [p for p in prints if p not in _PRINT_DURING_LINK]
-    if stopping_prints:
-        if inputs == ["-"] and crate_name == "___":
-            return decide(PASS, "cargo's --print probe")
-        return decide(PASS, f"--print={stopping_prints[0]} query: rustc prints and exits")
-    if not inputs:
-        return decide(PASS, "no input file")
-    if inputs[0] == "-":
-        return decide(PASS, "reads source from stdin")
-    if emits is not None and "link" not in emits:
-        if "metadata" in emits:
-            return decide(PASS, "emits metadata only (cargo check)")
-        return decide(PASS, f"--emit={','.join(emits)} without link")
 
-    kinds = ",".join(crate_types) or "bin"
-    if is_test:
-        # rustc --test ignores --crate-type and builds an executable harness
-        what = "test harness"
-    elif link_mode:
-        final = [t for t in crate_types if t in _FINAL_TYPES] if crate_types else ["bin"]
-        if not final:
-            return decide(PASS, f"{kinds} crate: no final link")
-        what = ",".join(final)
-    else:
-        if crate_types and not all(t in _FINAL_TYPES for t in crate_types):
-            if any(t in _FINAL_TYPES for t in crate_types):
-                return decide(PASS, f"{kinds} crate: rustc runs no LTO for mixed crate types")
-            if any(t not in ("lib", "rlib") for t in crate_types):
-                return decide(PASS, f"{kinds} crate: not linked with LTO")
-            if lpl:
-                return decide(PASS, f"{kinds} with -C linker-plugin-lto only emits bitcode")
-            return decide(PASS, f"{kinds} crate: no final link")
-        what = kinds
+def _codegen(inv: Invocation, value: str) -> None:
+    """Apply one ``-C name[=value]`` to ``inv``."""
+    name, eq, val = value.partition("=")
+    # rustc looks codegen options up with '-' replaced by '_'
+    name = name.replace("_", "-")
+    if name == "lto":
+        # An unknown value is rejected by rustc today; counting it as on means a
+        # new LTO flavour in a later rustc cannot slip through.
+        inv.lto = _LTO_VALUES.get(val, "fat") if eq else "fat"
+        inv.lto_unknown = val if eq and val not in _LTO_VALUES else None
+    elif name == "linker-plugin-lto":
+        inv.linker_plugin_lto = not (eq and val in _FALSE_WORDS)
+    elif name == "opt-level":
+        inv.opt_level = val
+    elif name == "debuginfo":
+        inv.debuginfo = val
+    elif name == "help" and not inv.stop:
+        inv.stop = "help request (-C help)"
 
+
+def judge(inv: Invocation, mode: str) -> Decision:
+    """The GUARD/PASS verdict on ``inv`` in ``mode`` (as for :func:`classify`),
+    with its reason and ``inv``'s facts."""
+    action, reason = _rule(inv, mode)
+    return Decision(
+        action,
+        reason,
+        inv.crate_name,
+        tuple(inv.crate_types),
+        inv.lto,
+        inv.is_test,
+        inv.opt_level,
+        inv.debuginfo,
+        inv.target,
+        inv.linker_plugin_lto,
+        inv.inputs[0] if inv.inputs else None,
+    )
+
+
+def _rule(inv: Invocation, mode: str) -> tuple[str, str]:
+    if mode == "off":
+        return PASS, "LTOGUARD_MODE=off"
+    why = _no_compile_or_link(inv)
+    if why:
+        return PASS, why
+    link_mode = mode == "link"
+    what, why = _what_is_linked(inv, link_mode)
+    if why:
+        return PASS, why
     if link_mode:
-        return decide(GUARD, f"{what} links a final artifact (LTOGUARD_MODE=link)")
-    if lto_unknown is not None:
-        return decide(GUARD, f"{what} with unrecognised -C lto={lto_unknown}, counted as LTO")
-    if lto in ("fat", "thin"):
-        return decide(GUARD, f"{what} with -C lto={lto} links a final artifact")
-    if lpl and (is_test or any(t != "staticlib" for t in crate_types) or not crate_types):
+        return GUARD, f"{what} links a final artifact (LTOGUARD_MODE=link)"
+    if inv.lto_unknown is not None:
+        return GUARD, f"{what} with unrecognised -C lto={inv.lto_unknown}, counted as LTO"
+    if inv.lto in ("fat", "thin"):
+        return GUARD, f"{what} with -C lto={inv.lto} links a final artifact"
+    types = inv.crate_types
+    if inv.linker_plugin_lto and (inv.is_test or not types or any(t != "staticlib" for t in types)):
         # The objects are LLVM bitcode and the linker, a child of this rustc,
         # runs the whole-program LTO whatever -C lto says (measured: `file` on
         # the .rcgu.o gives "LLVM IR bitcode"; the link gets -plugin-opt=...).
         # A staticlib is only archived, so its bitcode is LTO'd by a later link.
-        return decide(GUARD, f"{what} with -C linker-plugin-lto: the linker runs LTO")
-    if lto == "off":
-        return decide(PASS, f"{what} with -C lto=off")
-    return decide(PASS, f"{what} without -C lto")
+        return GUARD, f"{what} with -C linker-plugin-lto: the linker runs LTO"
+    if inv.lto == "off":
+        return PASS, f"{what} with -C lto=off"
+    return PASS, f"{what} without -C lto"
+
+
+def _no_compile_or_link(inv: Invocation) -> str:
+    """Why rustc will link nothing whatever the crate types, or ""."""
+    if inv.stop:
+        return inv.stop
+    queries = [p for p in inv.prints if p not in _PRINT_DURING_LINK]
+    if queries:
+        if inv.inputs == ["-"] and inv.crate_name == "___":
+            return "cargo's --print probe"
+        return f"--print={queries[0]} query: rustc prints and exits"
+    if not inv.inputs:
+        return "no input file"
+    if inv.inputs[0] == "-":
+        return "reads source from stdin"
+    if inv.emits is not None and "link" not in inv.emits:
+        if "metadata" in inv.emits:
+            return "emits metadata only (cargo check)"
+        return f"--emit={','.join(inv.emits)} without link"
+    return ""
+
+
+def _what_is_linked(inv: Invocation, link_mode: bool) -> tuple[str, str]:
+    """(what is linked, "") for a link that may be guarded, else ("", why not);
+    outside link mode every crate type must be final, as rustc runs LTO only then."""
+    if inv.is_test:
+        # rustc --test ignores --crate-type and builds an executable harness
+        return "test harness", ""
+    types = inv.crate_types
+    kinds = ",".join(types) or "bin"
+    if link_mode:
+        final = [t for t in types if t in _FINAL_TYPES] if types else ["bin"]
+        if not final:
+            return "", f"{kinds} crate: no final link"
+        return ",".join(final), ""
+    if not types or all(t in _FINAL_TYPES for t in types):
+        return kinds, ""
+    if any(t in _FINAL_TYPES for t in types):
+        return "", f"{kinds} crate: rustc runs no LTO for mixed crate types"
+    if any(t not in ("lib", "rlib") for t in types):
+        return "", f"{kinds} crate: not linked with LTO"
+    if inv.linker_plugin_lto:
+        return "", f"{kinds} with -C linker-plugin-lto only emits bitcode"
+    return "", f"{kinds} crate: no final link"
