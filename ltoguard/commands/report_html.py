@@ -19,6 +19,7 @@ from ltoguard.commands.report_data import budget_series, memory_series, samples,
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
 COLOURS = {
@@ -143,6 +144,32 @@ def timeline_svg(events: list[dict[str, Any]], t0: float, span: float) -> str:
 BUDGET_SCALE = 3.0  # a budget above this many times the peak is named, not drawn
 
 
+def _budget_marks(
+    shown: list[tuple[float, float]],
+    above: list[float],
+    end: float,
+    x: Callable[[float], float],
+    y: Callable[[float], float],
+    y0: float,
+) -> list[str]:
+    """The budget each admission saw, as steps; or its name, when it is off the scale."""
+    parts = []
+    if above:
+        parts.append(
+            f'<text x="{LABEL_W + PLOT_W}" y="{y0 - 6}" class="tick" text-anchor="end">'
+            f"budget {esc(fmt_bytes(int(min(above))))} and up: above this scale</text>"
+        )
+    if shown:
+        d = []
+        for i, (t, b) in enumerate(shown):
+            nxt = shown[i + 1][0] if i + 1 < len(shown) else end
+            d.append(f"M{x(t):.1f},{y(b):.1f}H{x(nxt):.1f}")
+        parts.append(
+            f'<path d="{"".join(d)}" class="budget"><title>budget seen at each admission</title></path>'
+        )
+    return parts
+
+
 def memory_svg(events: list[dict[str, Any]], t0: float, span: float) -> str:
     mem = memory_series(events)
     budgets = budget_series(events)
@@ -189,20 +216,7 @@ def memory_svg(events: list[dict[str, Any]], t0: float, span: float) -> str:
         parts.append(
             f'<path d="{"".join(d)}" class="area"><title>memory held by guarded jobs (sampled)</title></path>'
         )
-    if above:
-        parts.append(
-            f'<text x="{LABEL_W + PLOT_W}" y="{y0 - 6}" class="tick" text-anchor="end">'
-            f"budget {esc(fmt_bytes(int(min(above))))} and up: above this scale</text>"
-        )
-    if shown:
-        end = t0 + span
-        d = []
-        for i, (t, b) in enumerate(shown):
-            nxt = shown[i + 1][0] if i + 1 < len(shown) else end
-            d.append(f"M{x(t):.1f},{y(b):.1f}H{x(nxt):.1f}")
-        parts.append(
-            f'<path d="{"".join(d)}" class="budget"><title>budget seen at each admission</title></path>'
-        )
+    parts += _budget_marks(shown, above, t0 + span, x, y, y0)
     parts.append(
         f'<line x1="{LABEL_W}" y1="{y(0):.1f}" x2="{LABEL_W + PLOT_W}" y2="{y(0):.1f}" class="baseline"/>'
     )
