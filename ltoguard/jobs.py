@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from ltoguard.classify import Decision
-    from ltoguard.config import CrateOverride
+    from ltoguard.verdict import CrateOverride
 
 
 @dataclass

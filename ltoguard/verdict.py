@@ -20,7 +20,16 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
-    from ltoguard.config import CrateOverride
+    from typing import Protocol
+
+    class CrateOverride(Protocol):
+        """What the rules read of a per-crate override (configvalues.CrateOverride);
+        a protocol, so this module depends on no settings module."""
+
+        name: str
+        memory: int | None
+        guard: str
+        origin: str
 
 MODE_ACCEPTED = "lto (default), link or off"
 MODE_VAR = "LTOGUARD_MODE"
