@@ -17,9 +17,10 @@ import errno
 import json
 import os
 import stat
-import sys
 from collections.abc import Iterable
+from dataclasses import dataclass
 
+from ltoguard.messages import warning
 from ltoguard.sizes import GiB, MiB, format_size
 from ltoguard.statedir import write_private_file
 
@@ -52,7 +53,11 @@ HISTORY_HEADROOM = 1.10
 MAX_SAMPLES = 5  # peaks kept per job: enough to smooth one odd run
 MAX_KEYS = 500  # jobs kept; the least recently recorded go first
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # "toolchain" was added as an optional field: older readers skip it
+# A job's peaks under another compiler are only a hint: compiler updates have
+# doubled fat-LTO memory before (issue #11). Raised by this much, and the running
+# job's own growth is watched as ever (it stops itself if memory gets critical).
+OTHER_TOOLCHAIN_FACTOR = 1.5
 
 
 def history_file(uid: int) -> str:
@@ -89,16 +94,22 @@ def _no_warning(path: str, reason: str) -> None:
 
 
 def _warn_line(path: str, reason: str) -> None:
-    print(
-        f"ltoguard: warning: ignoring unreadable memory history {path}: {reason}", file=sys.stderr
-    )
+    # A warning during a compile that goes on: past cargo's message cache.
+    warning(f"ignoring unreadable memory history {path}: {reason}")
 
 
 class HistoryError(ValueError):
     pass
 
 
-def _validate(data: object) -> dict[str, tuple[str, list[int]]]:
+@dataclass
+class Entry:
+    group: str
+    peaks: list[int]
+    toolchain: str = ""  # "" in files written before toolchains were recorded
+
+
+def _validate(data: object) -> dict[str, Entry]:
     if not isinstance(data, dict):
         raise HistoryError("not a JSON object")
     if data.get("version") != FORMAT_VERSION:
@@ -106,7 +117,7 @@ def _validate(data: object) -> dict[str, tuple[str, list[int]]]:
     entries = data.get("entries")
     if not isinstance(entries, dict):
         raise HistoryError("'entries' is not an object")
-    result: dict[str, tuple[str, list[int]]] = {}
+    result: dict[str, Entry] = {}
     for key, entry in entries.items():
         if not isinstance(entry, dict):
             raise HistoryError(f"entry {key!r} is not an object")
@@ -117,28 +128,50 @@ def _validate(data: object) -> dict[str, tuple[str, list[int]]]:
             # bool is an int subclass; true is not a peak.
             if not isinstance(p, int) or isinstance(p, bool) or p <= 0:
                 raise HistoryError(f"entry {key!r} has a peak that is not a positive integer")
-        result[key] = (group, peaks[-MAX_SAMPLES:])
+        toolchain = entry.get("toolchain", "")
+        if not isinstance(toolchain, str):
+            raise HistoryError(f"entry {key!r} has a 'toolchain' that is not a string")
+        result[key] = Entry(group, peaks[-MAX_SAMPLES:], toolchain)
     return result
 
 
+def _same(entry: Entry, toolchain: str) -> bool:
+    """Was the entry learned with this toolchain? A caller that does not know its
+    toolchain takes every entry as its own (as before toolchains were recorded)."""
+    return not toolchain or entry.toolchain == toolchain
+
+
 class History:
-    """Recorded peaks per job key, each job tagged with its group (workspace + profile)."""
+    """Recorded peaks per job key, each job tagged with its group (workspace + profile)
+    and the toolchain it was measured with."""
 
     def __init__(self) -> None:
         # Insertion order is recency order: record() moves a key to the end and
         # trimming drops from the front.
-        self._entries: dict[str, tuple[str, list[int]]] = {}
+        self._entries: dict[str, Entry] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def items(self) -> list[tuple[str, str, list[int]]]:
         """(key, group, peaks) for every job, least recently recorded first."""
-        return [(k, g, list(p)) for k, (g, p) in self._entries.items()]
+        return [(k, e.group, list(e.peaks)) for k, e in self._entries.items()]
 
     def peaks(self, key: str) -> list[int]:
         entry = self._entries.get(key)
-        return list(entry[1]) if entry else []
+        return list(entry.peaks) if entry else []
+
+    def toolchain(self, key: str) -> str:
+        entry = self._entries.get(key)
+        return entry.toolchain if entry else ""
+
+    def merged_under(self, other: History) -> History:
+        """This history, with ``other``'s jobs that it lacks (e.g. a copy restored by a
+        CI cache into the target directory, under the live state directory's)."""
+        out = History()
+        out._entries = {k: e for k, e in other._entries.items() if k not in self._entries}
+        out._entries.update(self._entries)
+        return out
 
     @classmethod
     def load(cls, path: str, *, dir_fd: int | None = None, quiet: bool = False) -> History:
@@ -179,34 +212,51 @@ class History:
 
     def save(self, path: str, *, dir_fd: int | None = None) -> None:
         """Replace the file atomically; raises OSError (callers decide whether to warn)."""
-        data = {
-            "version": FORMAT_VERSION,
-            "entries": {k: {"group": g, "peaks": p} for k, (g, p) in self._entries.items()},
-        }
+        entries: dict[str, dict[str, object]] = {}
+        for k, e in self._entries.items():
+            entries[k] = {"group": e.group, "peaks": e.peaks}
+            if e.toolchain:
+                entries[k]["toolchain"] = e.toolchain
+        data = {"version": FORMAT_VERSION, "entries": entries}
         payload = json.dumps(data, separators=(",", ":")).encode("utf-8")
         write_private_file(dir_fd, path, payload, mode=0o600, durable=True)
 
-    def record(self, key: str, group: str, peak_bytes: int) -> None:
+    def record(self, key: str, group: str, peak_bytes: int, toolchain: str = "") -> None:
         if peak_bytes <= 0:
             return  # a job whose memory could not be sampled says nothing
-        _, peaks = self._entries.pop(key, (group, []))
-        self._entries[key] = (group, (peaks + [int(peak_bytes)])[-MAX_SAMPLES:])
+        entry = self._entries.pop(key, None)
+        peaks = entry.peaks if entry is not None and entry.toolchain == toolchain else []
+        # A new toolchain starts the job's peaks afresh: its memory may differ a lot.
+        self._entries[key] = Entry(group, (peaks + [int(peak_bytes)])[-MAX_SAMPLES:], toolchain)
         while len(self._entries) > MAX_KEYS:
             del self._entries[next(iter(self._entries))]
 
-    def estimate(self, key: str, group: str, default: int = DEFAULT_ESTIMATE) -> tuple[int, str]:
+    def estimate(
+        self, key: str, group: str, default: int = DEFAULT_ESTIMATE, toolchain: str = ""
+    ) -> tuple[int, str]:
         """Expected peak of a job and where that figure comes from.
 
         ``history``: this job's largest recent peak plus headroom. ``siblings``: the
         largest such figure among jobs of the same group (a new binary of a
-        workspace links the same dependencies as its siblings). ``default``: neither.
+        workspace links the same dependencies as its siblings). Both count only
+        peaks measured with this ``toolchain``; failing those, figures from another
+        toolchain are a hint, raised by OTHER_TOOLCHAIN_FACTOR (``history, other
+        toolchain`` / ``siblings, other toolchain``). ``default``: nothing at all.
         """
         entry = self._entries.get(key)
-        if entry is not None:
-            return int(max(entry[1]) * HISTORY_HEADROOM), "history"
-        sibling = [max(p) for g, p in self._entries.values() if g == group]
+        if entry is not None and _same(entry, toolchain):
+            return int(max(entry.peaks) * HISTORY_HEADROOM), "history"
+        same = [max(e.peaks) for e in self._entries.values() if e.group == group]
+        sibling = [
+            max(e.peaks) for e in self._entries.values() if e.group == group and _same(e, toolchain)
+        ]
         if sibling:
             return int(max(sibling) * HISTORY_HEADROOM), "siblings"
+        hint = HISTORY_HEADROOM * OTHER_TOOLCHAIN_FACTOR
+        if entry is not None:
+            return int(max(entry.peaks) * hint), "history, other toolchain"
+        if same:
+            return int(max(same) * hint), "siblings, other toolchain"
         return default, "default"
 
 
@@ -216,18 +266,21 @@ def describe(estimate: int, basis: str) -> str:
 
 
 def record_peak(
-    path: str, key: str, group: str, peak_bytes: int, *, dir_fd: int | None = None
+    path: str,
+    key: str,
+    group: str,
+    peak_bytes: int,
+    *,
+    dir_fd: int | None = None,
+    toolchain: str = "",
 ) -> None:
     """Load, record and save at once so concurrent jobs rarely overwrite each other.
 
     Never raises on I/O: a history that cannot be written costs precision, not the build.
     """
     history = History.load(path, dir_fd=dir_fd)
-    history.record(key, group, peak_bytes)
+    history.record(key, group, peak_bytes, toolchain)
     try:
         history.save(path, dir_fd=dir_fd)
     except OSError as exc:
-        print(
-            f"ltoguard: warning: cannot write memory history {path}: {exc.strerror or exc}",
-            file=sys.stderr,
-        )
+        warning(f"cannot write memory history {path}: {exc.strerror or exc}")

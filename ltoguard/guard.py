@@ -98,7 +98,7 @@ class GuardedRun:
     """One guarded job from its first ticket to its exit status."""
 
     def __init__(self, job: Job, settings: Settings, sem: Semaphore) -> None:
-        from ltoguard.estimates import History, history_file
+        from ltoguard.estimates import history_file
 
         self.job = job
         self.settings = settings
@@ -107,8 +107,7 @@ class GuardedRun:
         if job.estimate is not None:
             estimate, basis = job.estimate, "configured"
         else:
-            hist = History.load(self.history_name, dir_fd=sem.dir_fd)
-            estimate, basis = hist.estimate(job.key, job.group)
+            estimate, basis = self._relearn(quiet=False)
         self.record = JobRecord(job, estimate, basis)
         self.waiting: str | None = None  # why it waited, once it did
         self.told_wait = False
@@ -172,11 +171,19 @@ class GuardedRun:
         policy.read_bound()
         return policy
 
-    def _relearn(self) -> tuple[int, str]:
+    def _relearn(self, quiet: bool = True) -> tuple[int, str]:
+        """The estimate from what was learned: the state directory's history, over the
+        copy in the target directory (which a CI cache may have brought back)."""
         from ltoguard.estimates import History
 
-        hist = History.load(self.history_name, dir_fd=self.sem.dir_fd, quiet=True)
-        return hist.estimate(self.job.key, self.job.group)
+        hist = History.load(self.history_name, dir_fd=self.sem.dir_fd, quiet=quiet)
+        copy = _target_fd(self.job.target)
+        if copy is not None:
+            try:
+                hist = hist.merged_under(History.load(TARGET_HISTORY, dir_fd=copy, quiet=quiet))
+            finally:
+                os.close(copy)
+        return hist.estimate(self.job.key, self.job.group, toolchain=self.job.toolchain)
 
     def _acquire(
         self, policy: AdmissionPolicy, jobserver: Jobserver | None, seq: int | None
@@ -230,13 +237,44 @@ class GuardedRun:
             return
         from ltoguard.estimates import record_peak
 
-        record_peak(self.history_name, self.job.key, self.job.group, peak, dir_fd=self.sem.dir_fd)
+        job = self.job
+        record_peak(
+            self.history_name, job.key, job.group, peak, dir_fd=self.sem.dir_fd,
+            toolchain=job.toolchain,
+        )  # fmt: skip
+        copy = _target_fd(job.target)
+        if copy is not None:
+            try:
+                record_peak(
+                    TARGET_HISTORY, job.key, job.group, peak, dir_fd=copy, toolchain=job.toolchain
+                )
+            finally:
+                os.close(copy)
 
     def _event(self, code: int, outcome: str, state: RetryState) -> None:
         from ltoguard.events import append_event
 
         event = self.record.event(code, outcome, state.reruns, state.requeues)
         append_event(self.sem.dir_fd, os.geteuid(), event)
+
+
+# Beside the state directory, what was learned is kept in the cargo target
+# directory too: CI caches usually restore that, while /tmp starts empty (issue #11).
+TARGET_HISTORY = "ltoguard-history.json"
+
+
+def _target_fd(target: str) -> int | None:
+    """The target directory, opened for the history copy: ours, not a symlink."""
+    if not target:
+        return None
+    try:
+        fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    if os.fstat(fd).st_uid != os.geteuid():
+        os.close(fd)
+        return None
+    return fd
 
 
 def _isatty(fd: int) -> bool:

@@ -15,6 +15,50 @@ if TYPE_CHECKING:
     from ltoguard.verdict import CrateOverride
 
 
+def toolchain_id(argv: Sequence[str]) -> str:
+    """Which compiler a command runs, so that peaks learned with one are not taken as
+    fact for another (a compiler update can double fat-LTO memory): the rustc's real
+    path, size and mtime, and its toolchain's librustc_driver (whose name changes with
+    every release); "" when no rustc is named (`ltoguard run`, links)."""
+    import hashlib
+
+    for tok in argv[:4]:  # [inner wrapper] [clippy-driver] rustc ARGS
+        if not os.path.basename(tok).endswith("rustc") or not os.path.isabs(tok):
+            continue
+        try:
+            real = os.path.realpath(tok)
+            st = os.stat(real)
+            lib = os.path.join(os.path.dirname(os.path.dirname(real)), "lib")
+            drivers = sorted(n for n in os.listdir(lib) if n.startswith("librustc_driver"))
+        except OSError:
+            drivers = []
+            try:
+                real, st = tok, os.stat(tok)
+            except OSError:
+                return ""
+        ident = f"{real}:{st.st_size}:{st.st_mtime_ns}:{','.join(drivers)}"
+        return hashlib.sha256(ident.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return ""
+
+
+def target_dir(argv: Sequence[str]) -> str:
+    """The cargo target directory a compile writes into, from its ``--out-dir``
+    (``<target>[/<triple>]/<profile>/deps``): the directory holding cargo's
+    CACHEDIR.TAG. "" if there is none (not a cargo build)."""
+    out = ""
+    for i, a in enumerate(argv):
+        if a == "--out-dir" and i + 1 < len(argv):
+            out = argv[i + 1]
+        elif a.startswith("--out-dir="):
+            out = a[len("--out-dir=") :]
+    d = os.path.abspath(out) if out else ""
+    for _ in range(4 if d else 0):
+        d = os.path.dirname(d)
+        if os.path.isfile(os.path.join(d, "CACHEDIR.TAG")):
+            return d
+    return ""
+
+
 @dataclass
 class Job:
     """One command to run under the gate."""
@@ -28,6 +72,8 @@ class Job:
     types: list[str] = field(default_factory=list)
     lto: str = ""
     estimate: int | None = None  # configured (per-crate override); None = learn
+    toolchain: str = ""  # toolchain_id(): whose peaks count as this job's own
+    target: str = ""  # target_dir(): where a copy of the history is kept (CI caches it)
 
 
 def job_from_decision(argv: Sequence[str], d: Decision, override: CrateOverride | None) -> Job:
@@ -48,7 +94,18 @@ def job_from_decision(argv: Sequence[str], d: Decision, override: CrateOverride 
         key=job_key(name, workspace, *profile, types),
         group=group_key(workspace, *profile),
         estimate=override.memory if override is not None else None,
+        toolchain=toolchain_id(argv),
+        target=target_dir(_expanded(argv)),
     )
+
+
+def _expanded(argv: Sequence[str]) -> list[str]:
+    if not any(a[:1] == "@" for a in argv):
+        return list(argv)
+    from ltoguard.argfiles import expand
+
+    got = expand(list(argv))
+    return got if isinstance(got, list) else list(argv)
 
 
 def command_job(cmd: Sequence[str], kind: str, name: str | None, estimate: int | None) -> Job:

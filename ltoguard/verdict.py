@@ -19,7 +19,6 @@ from ltoguard.classify import MODES, Decision, classify
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
-
     from typing import Protocol
 
     class CrateOverride(Protocol):
@@ -30,6 +29,7 @@ if TYPE_CHECKING:
         memory: int | None
         guard: str
         origin: str
+
 
 MODE_ACCEPTED = "lto (default), link or off"
 MODE_VAR = "LTOGUARD_MODE"
