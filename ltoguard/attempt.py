@@ -32,6 +32,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ltoguard.admission import Running
     from ltoguard.jobs import JobRecord
+    from ltoguard.jobserver import Lease
     from ltoguard.relay import StderrRelay
     from ltoguard.semaphore import Semaphore, Slot
 
@@ -66,7 +67,11 @@ class Attempt:
         self.memory_setting = memory_setting
         self.relay = relay
 
-    def run(self, slot: Slot, signals: process.Forwarder) -> AttemptResult:
+    def run(
+        self, slot: Slot, signals: process.Forwarder, lease: Lease | None = None
+    ) -> AttemptResult:
+        """``lease``: the jobserver token lent while queued, taken back in the
+        background while the compiler runs (it starts one job over -j meanwhile)."""
         # Signals were held back since admission: from here on they go to the
         # compiler (kept until it exists), never raised half-way through starting it.
         signals.install()
@@ -83,7 +88,11 @@ class Attempt:
             return AttemptResult(EXIT_CANNOT_RUN, 0)
         signals.forward_to(proc)
         self._publish_child(slot, proc.pid)
-        code, peak, stopped = self._watch(proc)
+        reclaimer = _Reclaimer(lease)
+        try:
+            code, peak, stopped = self._watch(proc)
+        finally:
+            reclaimer.stop()
         if self.relay is not None:
             self.relay.join()
         self.sem.release(slot)
@@ -183,3 +192,27 @@ class Attempt:
         if not counted:
             return True  # no counter to ask: a SIGKILL we did not send is most likely OOM
         return any(a > b for b, a in counted)
+
+
+class _Reclaimer:
+    """Takes a lent jobserver token back in a thread while the compile runs; the
+    lease's exit takes it back otherwise (Lease.__exit__), after the compile."""
+
+    def __init__(self, lease: Lease | None) -> None:
+        import threading
+
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if lease is not None and lease.lent:
+            self._thread = threading.Thread(
+                target=lease.reclaim,
+                kwargs={"should_stop": self._stop.is_set},
+                name="ltoguard-reclaim",
+                daemon=True,
+            )
+            self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()

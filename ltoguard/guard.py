@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from ltoguard.config import Settings
-    from ltoguard.jobserver import Jobserver, Lease
+    from ltoguard.jobserver import Lease
     from ltoguard.policy import AdmissionPolicy
     from ltoguard.semaphore import Slot
 
@@ -78,20 +78,17 @@ def run_job(job: Job, settings: Settings) -> int:
         return EXIT_CONFIG
 
 
-def head_keeps_token(lease: Lease, is_head: bool) -> bool:
-    """The semaphore's gate: may the job at this queue position try admission now?
+def lend_while_queued(lease: Lease, is_head: bool) -> bool:
+    """The semaphore's gate: every queued job, the head included, lends cargo its
+    jobserver token while it waits, so cargo keeps all its -j jobs busy (issue #11).
 
-    Only the head of the queue keeps (or takes back) its token: one idle token at
-    most, instead of one per queued job, and the head has its token in hand when its
-    turn comes, so a free slot is not left idle while cargo and we race for tokens
-    (measured: a reclaim under a busy cargo took ~24 s median)."""
-    if not is_head:
-        if not lease.lent:
-            lease.lend()
-        return False
-    if lease.lent:
-        return lease.reclaim(timeout=0.0)
-    return True
+    The head is then admitted without a token in hand: its compile starts one job
+    over -j and takes a token back in the background while it runs (attempt.py).
+    Admission never waits for a token, so no memory slot idles while ltoguard races
+    cargo for one (a reclaim under a busy cargo was measured at ~24 s median)."""
+    if not lease.lent:
+        lease.lend()
+    return is_head
 
 
 class GuardedRun:
@@ -114,7 +111,7 @@ class GuardedRun:
 
     def run(self) -> int:
         from ltoguard.attempt import Attempt
-        from ltoguard.jobserver import Jobserver
+        from ltoguard.jobserver import Jobserver, Lease
         from ltoguard.relay import StderrRelay
 
         policy = self._policy()
@@ -131,7 +128,15 @@ class GuardedRun:
                 if signals.received:
                     # A signal came during the last attempt (or since): no second one.
                     raise process.Interrupted(signals.received[0])
-                slot = self._acquire(policy, jobserver, seq)
+                with Lease(jobserver) as lease:
+                    slot = self._acquire(policy, lease, seq)
+                    seq = slot.seq
+                    signals = process.Forwarder()
+                    attempt = Attempt(self.record, self.sem, self.settings.memory, relay)
+                    result = attempt.run(slot, signals, lease)
+                    # Balanced before we go: wait longer for the token now, holding no
+                    # slot (cargo runs its -j jobs meanwhile, one with our token).
+                    lease.exit_timeout = RECLAIM_AFTER_RUN
             except StateDirGone:
                 # Removed mid-build: make it again (same checks) and queue there.
                 path, dir_fd = open_state_dir(self.settings.dir)
@@ -140,9 +145,6 @@ class GuardedRun:
             except process.Interrupted as exc:
                 self._event(-exc.signum, "interrupted", state)
                 return process.die_by(exc.signum)
-            seq = slot.seq
-            signals = process.Forwarder()
-            result = Attempt(self.record, self.sem, self.settings.memory, relay).run(slot, signals)
             self.record.peak = max(self.record.peak, result.peak)
             step = next_step(result, state, self.job.what)
             state = step.state
@@ -185,23 +187,19 @@ class GuardedRun:
                 os.close(copy)
         return hist.estimate(self.job.key, self.job.group, toolchain=self.job.toolchain)
 
-    def _acquire(
-        self, policy: AdmissionPolicy, jobserver: Jobserver | None, seq: int | None
-    ) -> Slot:
+    def _acquire(self, policy: AdmissionPolicy, lease: Lease, seq: int | None) -> Slot:
         """Queue (again at ``seq``, the job's first position, after stopping itself)
-        until the policy admits it; signals stay held until the attempt forwards them."""
-        from ltoguard.jobserver import Lease
-
+        until the policy admits it, lending the token meanwhile; signals stay held
+        until the attempt forwards them."""
         t_wait = time.time()
-        with Lease(jobserver) as lease:
-            slot = self.sem.acquire(
-                self.record.ticket,
-                policy,
-                self._announce,
-                seq=seq,
-                gate=partial(head_keeps_token, lease),
-                hold_signals=True,
-            )
+        slot = self.sem.acquire(
+            self.record.ticket,
+            policy,
+            self._announce,
+            seq=seq,
+            gate=partial(lend_while_queued, lease),
+            hold_signals=True,
+        )
         self.record.waited += time.time() - t_wait
         self.record.admitted = self.record.admitted or time.time()
         self._started(self.record.waited)
@@ -257,6 +255,10 @@ class GuardedRun:
         event = self.record.event(code, outcome, state.reruns, state.requeues)
         append_event(self.sem.dir_fd, os.geteuid(), event)
 
+
+# Seconds a finished job waits for the jobserver token it lent before it exits
+# (then warns that the build may run one job over -j): it holds no slot then.
+RECLAIM_AFTER_RUN = 120.0
 
 # Beside the state directory, what was learned is kept in the cargo target
 # directory too: CI caches usually restore that, while /tmp starts empty (issue #11).

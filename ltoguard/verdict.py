@@ -5,8 +5,9 @@ settings that can turn that around: the mode (``lto``, ``link``, ``off``) and a
 crate's ``guard = "always" | "never"`` override. Both paths use it:
 
 - the pass-through path (cli.py, for every crate cargo compiles) reads the mode
-  from the environment and asks `files_may_change` whether a settings file could
-  change a "pass"; only then are the settings loaded (config.py);
+  from the environment and, when a settings file mentions ltoguard, asks
+  `files_may_change` whether it could change a "pass"; only then are the settings
+  loaded (config.py);
 - the guarded path and ``ltoguard explain`` call `decide` with loaded settings.
 
 Imports only ``os`` and the classifier, like the rest of the pass-through path.
@@ -99,7 +100,11 @@ def decide(
 
 
 def files_may_change(
-    argv: Sequence[str], passed: Decision, mode: str, env: Mapping[str, str]
+    argv: Sequence[str],
+    passed: Decision,
+    mode: str,
+    env: Mapping[str, str],
+    texts: list[bytes] | None = None,
 ) -> bool:
     """Could a settings file change this "pass" (classified in the environment's
     ``mode``), or name an inner wrapper? False means: exec the compiler now.
@@ -110,7 +115,8 @@ def files_may_change(
     """
     from ltoguard.configfiles import may_override, may_set, scan
 
-    texts = scan(env)
+    if texts is None:
+        texts = scan(env)
     if not texts:
         return False
     if env.get(WRAP_VAR) is None and may_set(texts, "wrap"):

@@ -16,13 +16,17 @@ quietly() { # run a set-up step; show its output only if it fails
     fi
 }
 
-# GNU make drives the jobserver tests; a bare machine may lack it.
-if ! command -v make >/dev/null 2>&1; then
+# GNU make drives the jobserver tests, sccache the wrapper-composition test; a bare
+# machine may lack them (Debian's packages). sccache is optional: its test skips.
+if ! command -v make >/dev/null 2>&1 || ! command -v sccache >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         quietly apt-get update -qq
-        quietly apt-get install -y -qq make
+        command -v make >/dev/null 2>&1 || quietly apt-get install -y -qq make
+        if ! command -v sccache >/dev/null 2>&1 && ! apt-get install -y -qq sccache >"$log" 2>&1; then
+            echo "scripts/test.sh: note: sccache could not be installed; its test will be skipped" >&2
+        fi
     else
-        echo "scripts/test.sh: GNU make is missing; the jobserver tests will be skipped" >&2
+        echo "scripts/test.sh: make or sccache missing; the tests that need them will be skipped" >&2
     fi
 fi
 

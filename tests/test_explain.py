@@ -56,7 +56,7 @@ def test_text_guarded(ws: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert explain.main(GUARDED) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "decision: GUARD \u2014 bin with -C lto=fat links a final artifact"
-    assert out[1] == "crate:    crate app (bin, lto=fat)"
+    assert out[1] == "job:      crate app (bin, lto=fat)"
     assert out[2] == "settings:"
     rows = {line.split()[0]: line for line in out[3:10]}
     assert list(rows) == ["mode", "slots", "memory", "wrap", "dir", "linker", "lend"]
@@ -74,7 +74,7 @@ def test_text_passed_with_override(ws: Path, capsys: pytest.CaptureFixture[str])
     assert explain.main(PASSED) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "decision: PASS \u2014 lib with -C linker-plugin-lto only emits bitcode"
-    assert out[1] == "crate:    crate lib01 (lib, linker-plugin-lto)"
+    assert out[1] == "job:      crate lib01 (lib, linker-plugin-lto)"
     assert out[2] == (
         f'override: guard = "never", memory = 3 GiB  '
         f"# {ws / 'Cargo.toml'} [workspace.metadata.ltoguard.crates.lib01]"

@@ -72,8 +72,9 @@ def test_waiters_lend_and_reclaim_balanced(tmp_path: Path, procs: Procs) -> None
         for i in range(3):
             waiters.append(procs.start(ltoguard_cmd(rustc, f"w{i}"), env))
             assert wait_for(lambda n=i + 1: _queued(tmp_path / "state") == n)
-        # The head (w0) keeps its token; the two behind it lend theirs.
-        assert wait_for(lambda: pool.count() == 2, timeout=10), pool.count()
+        # Every waiter lends its token, the head (w0) included (issue #11); the
+        # holder took back the one it lent when it was admitted.
+        assert wait_for(lambda: pool.count() == 3, timeout=10), pool.count()
         release.touch()
         for p in [holder, *waiters]:
             assert p.wait(timeout=60) == 0
@@ -92,11 +93,12 @@ def test_interrupted_lender_gives_its_token_back(tmp_path: Path, procs: Procs) -
         assert wait_for(lambda: any(e["what"] == "start" for e in read_log(tmp_path / "log.jsonl")))
         head = procs.start(ltoguard_cmd(rustc, "head"), env)
         assert wait_for(lambda: _queued(tmp_path / "state") == 1)
+        assert wait_for(lambda: pool.count() == 1, timeout=10)  # the head lends too
         lender = procs.start(ltoguard_cmd(rustc, "lender"), env)
-        assert wait_for(lambda: pool.count() == 1, timeout=10)
+        assert wait_for(lambda: pool.count() == 2, timeout=10)
         os.kill(lender.pid, signal.SIGTERM)
         assert lender.wait(timeout=10) == -signal.SIGTERM
-        assert pool.count() == 0  # it took one back before it died
+        assert pool.count() == 1  # it took one back before it died
         release.touch()
         assert holder.wait(timeout=30) == 0 and head.wait(timeout=30) == 0
         assert pool.count() == 0
@@ -136,7 +138,7 @@ def test_anonymous_pipe_jobserver_reaches_rustc_and_balances(tmp_path: Path, pro
                 os.write(w, got)
             return len(got)
 
-        assert wait_for(lambda: tokens() == 2, timeout=10)
+        assert wait_for(lambda: tokens() == 3, timeout=10)  # every waiter lends
         release.touch()
         assert [p.wait(timeout=60) for p in ps] == [0, 0, 0, 0]
         assert tokens() == 0
@@ -198,3 +200,37 @@ def test_no_jobserver_is_fine(tmp_path: Path) -> None:
     env = _env(tmp_path, "-j4 --jobserver-auth=99,98")  # fds that are not open: ignored
     r = subprocess.run(ltoguard_cmd(rustc, "c"), env=env, capture_output=True)
     assert r.returncode == 0 and r.stderr == b""
+
+
+def test_an_admitted_head_takes_its_token_back_before_it_exits(
+    tmp_path: Path, procs: Procs
+) -> None:
+    """The head is admitted without a token in hand (it lent it while queued) and
+    takes one back while its compile runs; if cargo keeps every token meanwhile, it
+    waits for one after the compile, holding no slot, and leaves the pool balanced."""
+    import time
+
+    pool = Pool(tmp_path / "fifo", 0)
+    try:
+        rustc = make_fake_rustc(tmp_path)
+        env = _env(tmp_path, f"-j4 --jobserver-auth=fifo:{tmp_path / 'fifo'}")
+        job = procs.start(ltoguard_cmd(rustc, "solo"), dict(env, FAKE_SLEEP="0.5"))
+        # Take the lent token the moment it appears, as a busy cargo would.
+        stolen = b""
+        deadline = time.monotonic() + 10
+        while not stolen:
+            assert time.monotonic() < deadline, "the admitted job lent nothing"
+            try:
+                stolen = os.read(pool.fd, 1)
+            except BlockingIOError:
+                time.sleep(0.005)
+        assert wait_for(lambda: any(e["what"] == "end" for e in read_log(tmp_path / "log.jsonl")))
+        time.sleep(0.5)
+        assert job.poll() is None  # compile done, still waiting for its token
+        records = list((tmp_path / "state").glob("run-*.json"))
+        assert records == []  # its run record is gone: the slot was released
+        os.write(pool.fd, stolen)  # cargo finishes a job: a token comes back
+        assert job.wait(timeout=10) == 0
+        assert pool.count() == 0
+    finally:
+        pool.close()

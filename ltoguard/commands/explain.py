@@ -133,7 +133,7 @@ def render(verdict: Verdict, settings: Settings) -> str:
     d = verdict.decision
     lines = [
         f"decision: {'GUARD' if verdict.guarded else 'PASS'} \u2014 {verdict.reason}",
-        f"crate:    {describe(d)}",
+        f"job:      {describe(d)}",
     ]
     ov = verdict.override
     if ov is not None:
