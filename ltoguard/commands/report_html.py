@@ -156,8 +156,10 @@ def _budget_marks(
     parts = []
     if above:
         parts.append(
-            f'<text x="{LABEL_W + PLOT_W}" y="{y0 - 6}" class="tick" text-anchor="end">'
-            f"budget {esc(fmt_bytes(int(min(above))))} and up: above this scale</text>"
+            # Under the plot, right-aligned: above it the time axis is labelled.
+            f'<text x="{LABEL_W + PLOT_W}" y="{y0 + MEM_H + 18}" class="tick" text-anchor="end">'
+            f"budget seen at admission: {esc(fmt_bytes(int(min(above))))} and up, above this"
+            " scale</text>"
         )
     if shown:
         d = []
@@ -175,7 +177,7 @@ def memory_svg(events: list[dict[str, Any]], t0: float, span: float) -> str:
     budgets = budget_series(events)
     peak = max([v for _, v in mem] + [1.0])
     # The axis fits the jobs' memory; the budget line is drawn when it is on the
-    # same scale, else named above the chart (a 24 GiB host would flatten 400 MiB
+    # same scale, else named under the chart (a 24 GiB host would flatten 400 MiB
     # jobs to nothing).
     shown = [(t, b) for t, b in budgets if b <= BUDGET_SCALE * peak]
     above = [b for _, b in budgets if b > BUDGET_SCALE * peak]
@@ -184,7 +186,7 @@ def memory_svg(events: list[dict[str, Any]], t0: float, span: float) -> str:
     top = max(highest * 1.05, step)
     width = LABEL_W + PLOT_W + 20
     y0 = AXIS_H
-    height = y0 + MEM_H + 10
+    height = y0 + MEM_H + (26 if above else 10)
 
     def x(t: float) -> float:
         return LABEL_W + PLOT_W * min(1.0, max(0.0, (t - t0) / span))
