@@ -91,11 +91,14 @@ class Attempt:
         reclaimer = _Reclaimer(lease)
         try:
             code, peak, stopped = self._watch(proc)
+            if self.relay is not None:
+                self.relay.join()
+            self.sem.release(slot)
         finally:
+            # After the release: a take() that lost a race can block in read() where
+            # the jobserver has no private non-blocking descriptor (macOS); the slot
+            # must not wait for that.
             reclaimer.stop()
-        if self.relay is not None:
-            self.relay.join()
-        self.sem.release(slot)
         oom = not stopped and self._out_of_memory(code, oom_before)
         return AttemptResult(code, peak, stopped_itself=stopped, out_of_memory=oom)
 

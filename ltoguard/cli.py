@@ -79,7 +79,7 @@ def _compile(args: list[str]) -> int:
     env = os.environ
     raw_mode = env.get("LTOGUARD_MODE", "")
     mode = "lto"
-    if raw_mode:
+    if raw_mode.strip():  # blank counts as unset, as for every LTOGUARD_* setting
         from ltoguard.verdict import check_mode, mode_error
 
         checked = check_mode(raw_mode)

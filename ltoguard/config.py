@@ -9,8 +9,8 @@ the user file's entry for it as a whole.
 
 Every value is checked, including ones a higher source overrides: a typo in a
 file is an error that names the file, the key, the value and what is accepted,
-never a silently ignored setting. An empty ``LTOGUARD_*`` variable counts as
-unset, except ``LTOGUARD_WRAP=""`` which means "no inner wrapper" (like cargo's
+never a silently ignored setting. An empty or blank ``LTOGUARD_*`` variable counts
+as unset, except ``LTOGUARD_WRAP=""`` which means "no inner wrapper" (like cargo's
 empty ``RUSTC_WRAPPER``).
 
 Not imported on the pass-through path: cli.py asks verdict.files_may_change
@@ -134,7 +134,7 @@ def load(environ: Mapping[str, str] | None = None, cwd: str | None = None) -> Se
 
     for key in KEYS:
         raw = env.get(ENV_VARS[key])
-        if raw is None or (raw == "" and key != "wrap"):
+        if raw is None or (not raw.strip() and key != "wrap"):
             continue
         values[key] = env_setting(key, raw)
 

@@ -41,7 +41,7 @@ ACCEPTED = {
     "wrap": 'a program name or path such as "sccache"; "" for none',
     "dir": "a directory path",
     "linker": 'a program name or path such as "cc" or "clang"',
-    "lend": "true (default: queued jobs lend their jobserver token to cargo) or false; 1/0",
+    "lend": "true (default: a job that waits lends its jobserver token to cargo) or false; in the environment 1/yes/on/true or 0/no/off/false",
 }
 # What each setting does, one line, for `ltoguard explain` and `--help`.
 HELP = {
@@ -51,7 +51,7 @@ HELP = {
     "wrap": "an inner wrapper to run rustc through (sccache)",
     "dir": "state directory: locks, queue, learned peaks",
     "linker": "the real linker ltoguard-link runs",
-    "lend": "queued jobs lend their jobserver token to cargo",
+    "lend": "a waiting job lends its jobserver token to cargo",
 }
 _TRUE_WORDS = ("1", "yes", "on", "true")
 _FALSE_WORDS = ("0", "no", "off", "false")

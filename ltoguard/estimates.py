@@ -165,12 +165,19 @@ class History:
         entry = self._entries.get(key)
         return entry.toolchain if entry else ""
 
-    def merged_under(self, other: History) -> History:
+    def merged_under(self, other: History, toolchain: str = "") -> History:
         """This history, with ``other``'s jobs that it lacks (e.g. a copy restored by a
-        CI cache into the target directory, under the live state directory's)."""
+        CI cache into the target directory, under the live state directory's); for a
+        job in both, the entry measured with ``toolchain`` wins, else this one."""
         out = History()
-        out._entries = {k: e for k, e in other._entries.items() if k not in self._entries}
-        out._entries.update(self._entries)
+        out._entries = dict(other._entries)
+        for key, entry in self._entries.items():
+            theirs = out._entries.get(key)
+            if theirs is None or not (
+                toolchain and theirs.toolchain == toolchain != entry.toolchain
+            ):
+                out._entries.pop(key, None)
+                out._entries[key] = entry  # recency order: ours are the newer
         return out
 
     @classmethod

@@ -78,17 +78,27 @@ def run_job(job: Job, settings: Settings) -> int:
         return EXIT_CONFIG
 
 
-def lend_while_queued(lease: Lease, is_head: bool) -> bool:
-    """The semaphore's gate: every queued job, the head included, lends cargo its
-    jobserver token while it waits, so cargo keeps all its -j jobs busy (issue #11).
+class LendWhileWaiting:
+    """The semaphore's gate: a job lends cargo its jobserver token once it waits, the
+    head of the queue included, so cargo keeps all its -j jobs busy (issue #11).
 
-    The head is then admitted without a token in hand: its compile starts one job
-    over -j and takes a token back in the background while it runs (attempt.py).
-    Admission never waits for a token, so no memory slot idles while ltoguard races
-    cargo for one (a reclaim under a busy cargo was measured at ~24 s median)."""
-    if not lease.lent:
-        lease.lend()
-    return is_head
+    The first admission attempt is made with the token in hand: a job admitted at
+    once lends nothing (and cargo starts nothing its admission did not see). Once
+    told "no" it lends; admitted later, it starts without a token in hand (one job
+    over -j for a while) and takes one back in the background while its compile
+    runs (attempt.py). Admission never waits for a token, so no memory slot idles
+    while ltoguard races cargo for one (a reclaim under a busy cargo was measured at
+    ~24 s median)."""
+
+    def __init__(self, lease: Lease) -> None:
+        self.lease = lease
+        self.tried = False  # the head has made its first admission attempt
+
+    def __call__(self, is_head: bool) -> bool:
+        if (self.tried or not is_head) and not self.lease.lent:
+            self.lease.lend()
+        self.tried = self.tried or is_head
+        return is_head
 
 
 class GuardedRun:
@@ -122,41 +132,53 @@ class GuardedRun:
         state = RetryState()
         seq: int | None = None
         signals = process.Forwarder()
-        while True:
-            try:
-                process.raise_on_signals()
-                if signals.received:
-                    # A signal came during the last attempt (or since): no second one.
-                    raise process.Interrupted(signals.received[0])
-                with Lease(jobserver) as lease:
+        # One lease for the whole job: its token stays lent between a requeue and
+        # the next admission (it is queued again), and is balanced before it exits.
+        with Lease(jobserver) as lease:
+            while True:
+                try:
+                    process.raise_on_signals()
+                    if signals.received:
+                        # A signal came during the last attempt (or since): no second one.
+                        raise process.Interrupted(signals.received[0])
                     slot = self._acquire(policy, lease, seq)
-                    seq = slot.seq
-                    signals = process.Forwarder()
-                    attempt = Attempt(self.record, self.sem, self.settings.memory, relay)
-                    result = attempt.run(slot, signals, lease)
-                    # Balanced before we go: wait longer for the token now, holding no
-                    # slot (cargo runs its -j jobs meanwhile, one with our token).
-                    lease.exit_timeout = RECLAIM_AFTER_RUN
-            except StateDirGone:
-                # Removed mid-build: make it again (same checks) and queue there.
-                path, dir_fd = open_state_dir(self.settings.dir)
-                self.sem = Semaphore(path, dir_fd)
-                continue
-            except process.Interrupted as exc:
-                self._event(-exc.signum, "interrupted", state)
-                return process.die_by(exc.signum)
-            self.record.peak = max(self.record.peak, result.peak)
-            step = next_step(result, state, self.job.what)
-            state = step.state
-            if step.learn:
-                self._learn(result.peak)
-            if step.message:
-                # An error fails the unit (cargo replays nothing of it); the rest is news.
-                (say if step.action == DONE else note)(step.message)
-            if step.action == DONE:
-                self._event(step.code, step.outcome, state)
-                return process.exit_like(step.code)
-            policy.again(step.estimate_at_least, alone=step.action == RERUN_ALONE)
+                except StateDirGone:
+                    # Removed mid-build: make it again (same checks) and queue there.
+                    path, dir_fd = open_state_dir(self.settings.dir)
+                    self.sem = Semaphore(path, dir_fd)
+                    continue
+                except process.Interrupted as exc:
+                    self._event(-exc.signum, "interrupted", state)
+                    code = -exc.signum
+                    break
+                seq = slot.seq
+                if policy.alone and lease.lent:
+                    # Rerunning alone after an OOM kill: nothing may start beside it,
+                    # an ordinary compile with its token included.
+                    lease.reclaim(timeout=RECLAIM_BEFORE_ALONE)
+                signals = process.Forwarder()
+                attempt = Attempt(self.record, self.sem, self.settings.memory, relay)
+                result = attempt.run(slot, signals, lease)
+                self.record.peak = max(self.record.peak, result.peak)
+                step = next_step(result, state, self.job.what)
+                state = step.state
+                if step.learn:
+                    self._learn(result.peak)
+                if step.message:
+                    # An error fails the unit (cargo replays nothing of it); the rest is news.
+                    (say if step.action == DONE else note)(step.message)
+                if step.action == DONE:
+                    self._event(step.code, step.outcome, state)
+                    code = step.code
+                    # Balanced before we go, holding no slot: cargo runs its -j jobs
+                    # meanwhile, one with our token. A signal ends the wait.
+                    lease.reclaim(
+                        should_stop=partial(_signalled_or_orphaned, signals, lease),
+                        timeout=RECLAIM_AFTER_RUN,
+                    )
+                    break
+                policy.again(step.estimate_at_least, alone=step.action == RERUN_ALONE)
+        return process.exit_like(code)
 
     def _policy(self) -> AdmissionPolicy:
         from ltoguard.policy import AdmissionPolicy
@@ -182,7 +204,8 @@ class GuardedRun:
         copy = _target_fd(self.job.target)
         if copy is not None:
             try:
-                hist = hist.merged_under(History.load(TARGET_HISTORY, dir_fd=copy, quiet=quiet))
+                copied = History.load(TARGET_HISTORY, dir_fd=copy, quiet=quiet)
+                hist = hist.merged_under(copied, self.job.toolchain)
             finally:
                 os.close(copy)
         return hist.estimate(self.job.key, self.job.group, toolchain=self.job.toolchain)
@@ -197,7 +220,7 @@ class GuardedRun:
             policy,
             self._announce,
             seq=seq,
-            gate=partial(lend_while_queued, lease),
+            gate=LendWhileWaiting(lease),
             hold_signals=True,
         )
         self.record.waited += time.time() - t_wait
@@ -259,6 +282,8 @@ class GuardedRun:
 # Seconds a finished job waits for the jobserver token it lent before it exits
 # (then warns that the build may run one job over -j): it holds no slot then.
 RECLAIM_AFTER_RUN = 120.0
+# Seconds an OOM rerun, admitted alone, waits for its token before it starts.
+RECLAIM_BEFORE_ALONE = 30.0
 
 # Beside the state directory, what was learned is kept in the cargo target
 # directory too: CI caches usually restore that, while /tmp starts empty (issue #11).
@@ -266,17 +291,23 @@ TARGET_HISTORY = "ltoguard-history.json"
 
 
 def _target_fd(target: str) -> int | None:
-    """The target directory, opened for the history copy: ours, not a symlink."""
+    """The target directory, opened for the history copy if it is ours (a symlinked
+    target, e.g. onto a scratch volume, is followed: the owner check is what counts;
+    the file inside is opened O_NOFOLLOW)."""
     if not target:
         return None
     try:
-        fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
         return None
     if os.fstat(fd).st_uid != os.geteuid():
         os.close(fd)
         return None
     return fd
+
+
+def _signalled_or_orphaned(signals: process.Forwarder, lease: Lease) -> bool:
+    return bool(signals.received) or lease.parent_gone()
 
 
 def _isatty(fd: int) -> bool:

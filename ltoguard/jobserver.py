@@ -23,12 +23,12 @@ import contextlib
 import os
 import select
 import signal
-import sys
 import time
 from collections.abc import Iterator, Mapping
 from typing import Callable
 
 from ltoguard.makeflags import jobserver_auth, open_endpoints
+from ltoguard.messages import warning
 
 __all__ = ["Jobserver", "Lease"]
 
@@ -274,16 +274,18 @@ class Lease:
         if not self._lent:
             return
         with _signals_blocked():
-            self.reclaim(should_stop=self._parent_gone, timeout=self.exit_timeout)
-            if self._lent and not self._parent_gone():
+            self.reclaim(should_stop=self.parent_gone, timeout=self.exit_timeout)
+            if self._lent and not self.parent_gone():
                 self.leaked = True
-                sys.stderr.write(
-                    "ltoguard: warning: could not take back the jobserver token lent while"
-                    f" waiting within {self.exit_timeout:g}s; this build may run one job"
-                    " more than -j until it ends\n"
+                # A compile that goes on: past cargo's message cache (messages.py).
+                warning(
+                    "could not take back the jobserver token lent while waiting within"
+                    f" {self.exit_timeout:g}s; this build may run one job more than -j"
+                    " until it ends"
                 )
-                sys.stderr.flush()
             self._lent = False
 
-    def _parent_gone(self) -> bool:
+    def parent_gone(self) -> bool:
+        """Has the process that owns the jobserver (cargo, make) gone? Then there is
+        no pool left to balance."""
         return os.getppid() != self._parent

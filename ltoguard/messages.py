@@ -35,11 +35,27 @@ _S_IFCHR = 0o020000
 _S_IFREG = 0o100000
 
 
+WRITE_PATIENCE = 1.0  # seconds a line may wait for a stalled terminal or a full pipe
+
+
 def _write(fd: int, text: str) -> bool:
+    """Write on a non-blocking fd, waiting at most WRITE_PATIENCE in all: a line is
+    written while a slot may be held, and a terminal paused with Ctrl-S or a CI log
+    pipe nobody drains must not stall the build. False if it could not be written."""
+    import select
+
     data = text.encode("utf-8", "replace")
+    waited = 0.0
     try:
         while data:
-            n = os.write(fd, data)
+            try:
+                n = os.write(fd, data)
+            except BlockingIOError:
+                if waited >= WRITE_PATIENCE:
+                    return False
+                select.select([], [fd], [], 0.1)
+                waited += 0.1
+                continue
             data = data[n:]
     except OSError:
         return False
@@ -81,7 +97,7 @@ def _is_cargo(pid: int) -> bool:
 def cargo_stderr_fd(ppid: int) -> int:
     """An fd on cargo's own stderr (terminal or pipe), when our stderr is cargo's
     capture pipe; -1 otherwise. Opened O_NONBLOCK (a pipe with no reader left must
-    not hang us), then made blocking again so a slow reader loses nothing."""
+    not hang us), and kept so: `_write` waits a bounded time."""
     try:
         if os.fstat(2).st_mode & _S_IFMT != _S_IFIFO:
             return -1  # not cargo's capture pipe: cargo stores nothing of ours
@@ -95,7 +111,6 @@ def cargo_stderr_fd(ppid: int) -> int:
             # what we append behind it.
             os.close(fd)
             return -1
-        os.set_blocking(fd, True)
     except OSError:
         os.close(fd)
         return -1
@@ -146,6 +161,13 @@ def channel() -> Channel:
 
 
 def note(msg: str) -> None:
-    """An informational ``ltoguard: ...`` line that cargo should not store and replay."""
-    if not channel().write(msg):
+    """An informational ``ltoguard: ...`` line that cargo should not store and replay.
+
+    Without a way past cargo it goes to our stderr (the caller chose words that stay
+    true if replayed); with one that failed (a reader gone, a stalled terminal) it is
+    dropped: its words were chosen for a line cargo would not keep."""
+    ch = channel()
+    if ch.fd < 0:
         say(msg)
+    else:
+        ch.write(msg)

@@ -180,5 +180,5 @@ class AdmissionPolicy:
         much (and, with ``alone``, for nothing else to run); no earlier "no" holds."""
         self.record.estimate = max(self.record.estimate, estimate_at_least)
         self.record.basis = "raised"
-        self.alone = alone
+        self.alone = self.alone or alone  # once rerunning alone, alone for good
         self._last_no = None

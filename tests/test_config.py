@@ -405,3 +405,8 @@ def test_settings_defaults_constructor() -> None:
     s = Settings({"slots": Setting(3, "test")})
     assert s.slots == 3 and s.mode == "lto" and s.origins["mode"] == "default"
     assert json.loads(json.dumps(s.origins))["slots"] == "test"
+
+
+def test_a_blank_variable_counts_as_unset(env: dict[str, str], tmp_path: Path) -> None:
+    s = config.load(dict(env, LTOGUARD_MODE="  ", LTOGUARD_SLOTS=" "), str(tmp_path))
+    assert (s.mode, s.origins["mode"], s.slots) == ("lto", "default", None)

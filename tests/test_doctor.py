@@ -140,3 +140,17 @@ def test_command_verdict_and_json(tmp_path: Path) -> None:
     assert doc["ok"] is False
     assert {c["name"]: c["status"] for c in doc["checks"]}["wrapper path"] == FAIL
     assert all(c["status"] in (OK, WARN, FAIL) for c in doc["checks"])
+
+
+def test_an_inner_wrapper_set_in_a_file_must_exist(tmp_path: Path) -> None:
+    ws = workspace(tmp_path)
+    text = (ws / "Cargo.toml").read_text()
+    (ws / "Cargo.toml").write_text(
+        text + '\n[workspace.metadata.ltoguard]\nwrap = "sccache-nowhere"\n'
+    )
+    env = env_for(tmp_path, RUSTC_WRAPPER=LTOGUARD, PATH="/nonexistent")
+    checks = by_name(doctor.run_checks(str(ws), env))
+    assert checks["sccache"].status == FAIL
+    assert (
+        "sccache-nowhere" in checks["sccache"].message and "Cargo.toml" in checks["sccache"].message
+    )

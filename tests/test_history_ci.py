@@ -88,8 +88,18 @@ def test_the_file_keeps_the_toolchain_and_reads_old_files(tmp_path: Path) -> Non
 def test_the_live_history_wins_over_the_copy() -> None:
     live = history(("k", "g", 500 * MiB, A))
     copy = history(("k", "g", 100 * MiB, A), ("other", "g", 300 * MiB, A))
-    merged = live.merged_under(copy)
+    merged = live.merged_under(copy, A)
     assert merged.peaks("k") == [500 * MiB] and merged.peaks("other") == [300 * MiB]
+
+
+def test_the_copy_wins_where_only_it_knows_this_toolchain() -> None:
+    live = history(("k", "g", 500 * MiB, B))  # this machine still has the old compiler's
+    copy = history(("k", "g", 800 * MiB, A))  # CI measured the new one
+    assert live.merged_under(copy, A).estimate("k", "g", toolchain=A) == (
+        int(800 * MiB * HISTORY_HEADROOM),
+        "history",
+    )
+    assert live.merged_under(copy, B).peaks("k") == [500 * MiB]
 
 
 def fake_toolchain(root: Path, driver: str) -> Path:

@@ -73,7 +73,7 @@ def test_waiters_lend_and_reclaim_balanced(tmp_path: Path, procs: Procs) -> None
             waiters.append(procs.start(ltoguard_cmd(rustc, f"w{i}"), env))
             assert wait_for(lambda n=i + 1: _queued(tmp_path / "state") == n)
         # Every waiter lends its token, the head (w0) included (issue #11); the
-        # holder took back the one it lent when it was admitted.
+        # holder, admitted at once, lent nothing.
         assert wait_for(lambda: pool.count() == 3, timeout=10), pool.count()
         release.touch()
         for p in [holder, *waiters]:
@@ -205,32 +205,40 @@ def test_no_jobserver_is_fine(tmp_path: Path) -> None:
 def test_an_admitted_head_takes_its_token_back_before_it_exits(
     tmp_path: Path, procs: Procs
 ) -> None:
-    """The head is admitted without a token in hand (it lent it while queued) and
-    takes one back while its compile runs; if cargo keeps every token meanwhile, it
-    waits for one after the compile, holding no slot, and leaves the pool balanced."""
+    """A job admitted at once lends nothing. The head of the queue lends while it
+    waits and is admitted without a token in hand; it takes one back while its
+    compile runs, and if cargo keeps every token meanwhile, it waits for one after
+    the compile, holding no slot, and leaves the pool balanced (issue #11)."""
     import time
 
     pool = Pool(tmp_path / "fifo", 0)
     try:
         rustc = make_fake_rustc(tmp_path)
+        release = tmp_path / "release"
         env = _env(tmp_path, f"-j4 --jobserver-auth=fifo:{tmp_path / 'fifo'}")
-        job = procs.start(ltoguard_cmd(rustc, "solo"), dict(env, FAKE_SLEEP="0.5"))
-        # Take the lent token the moment it appears, as a busy cargo would.
+        holder = procs.start(ltoguard_cmd(rustc, "holder"), dict(env, FAKE_UNTIL=str(release)))
+        assert wait_for(lambda: any(e["what"] == "start" for e in read_log(tmp_path / "log.jsonl")))
+        assert pool.count() == 0  # admitted at once: nothing lent
+        head = procs.start(ltoguard_cmd(rustc, "head"), dict(env, FAKE_SLEEP="0.5"))
+        # Take the token the head lends the moment it appears, as a busy cargo would.
         stolen = b""
         deadline = time.monotonic() + 10
         while not stolen:
-            assert time.monotonic() < deadline, "the admitted job lent nothing"
+            assert time.monotonic() < deadline, "the waiting head lent nothing"
             try:
                 stolen = os.read(pool.fd, 1)
             except BlockingIOError:
                 time.sleep(0.005)
-        assert wait_for(lambda: any(e["what"] == "end" for e in read_log(tmp_path / "log.jsonl")))
+        release.touch()
+        assert holder.wait(timeout=30) == 0
+        log = tmp_path / "log.jsonl"
+        # The head's compile ran and ended.
+        assert wait_for(lambda: sum(e["what"] == "end" for e in read_log(log)) == 2)
         time.sleep(0.5)
-        assert job.poll() is None  # compile done, still waiting for its token
-        records = list((tmp_path / "state").glob("run-*.json"))
-        assert records == []  # its run record is gone: the slot was released
+        assert head.poll() is None  # done compiling, still waiting for its token
+        assert list((tmp_path / "state").glob("run-*.json")) == []  # its slot is free
         os.write(pool.fd, stolen)  # cargo finishes a job: a token comes back
-        assert job.wait(timeout=10) == 0
+        assert head.wait(timeout=10) == 0
         assert pool.count() == 0
     finally:
         pool.close()

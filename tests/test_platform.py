@@ -78,3 +78,22 @@ def test_outside_cargo_nothing_is_replayed() -> None:
     ch = messages.Channel.detect(os.getpid())  # our parent here is pytest, not cargo
     assert (ch.fd, ch.under_cargo, ch.replayed) == (-1, False, False)
     assert not ch.write("x")  # nothing to write past: the caller uses stderr
+
+
+def test_a_blank_mode_passes_through_like_unset(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: os.PathLike[str]
+) -> None:
+    """The pass-through path and the settings agree: blank is unset (not an error
+    that would fail every rustc call, probes included)."""
+    import subprocess
+
+    monkeypatch.setenv("LTOGUARD_MODE", " ")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ltoguard", "/bin/echo", "-vV"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "-vV\n", "")

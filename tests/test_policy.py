@@ -102,6 +102,14 @@ def test_alone_waits_for_an_empty_gate() -> None:
     assert memory.calls == []  # alone asks nothing of memory
 
 
+def test_once_alone_always_alone() -> None:
+    # An OOM rerun that later stops itself (youngest of several) still reruns alone.
+    pol, _record, _memory = make(GiB)
+    pol.again(2 * GiB, alone=True)
+    pol.again(3 * GiB, alone=False)
+    assert pol(snap(ONE)) == (False, "rerunning alone after running out of memory")
+
+
 def test_again_raises_the_estimate_and_forgets_the_last_no() -> None:
     pol, record, memory = make(GiB, available=2 * GiB)
     assert not pol(snap(ONE))[0]

@@ -156,13 +156,27 @@ def _check_sccache(regs: list[Registered], environ: Mapping[str, str]) -> list[C
                 ' LTOGUARD_WRAP=sccache (wrap = "sccache")',
             )
         ]
-    wrap = environ.get("LTOGUARD_WRAP")
-    if wrap and os.path.basename(wrap).startswith("sccache"):
-        found = shutil.which(wrap, path=environ.get("PATH"))
-        if found is None:
-            return [Check("sccache", FAIL, f"LTOGUARD_WRAP={wrap!r} is not on PATH")]
-        return [Check("sccache", OK, f"ltoguard is outermost and runs rustc through {found}")]
     return []
+
+
+def check_inner_wrapper(settings: Any, environ: Mapping[str, str]) -> list[Check]:
+    """The `wrap` setting, from wherever it is set: every compile runs through it."""
+    wrap = settings.wrap if settings is not None else None
+    if not wrap:
+        return []
+    origin = settings.origins.get("wrap", "")
+    found = shutil.which(wrap, path=environ.get("PATH")) if os.sep not in wrap else wrap
+    name = "sccache" if os.path.basename(wrap).startswith("sccache") else "inner wrapper"
+    if found is None or not os.access(found, os.X_OK):
+        return [
+            Check(
+                name,
+                FAIL,
+                f"wrap = {wrap!r} ({origin}) is not found: every compile would fail with"
+                " `cannot run`; install it or fix the setting",
+            )
+        ]
+    return [Check(name, OK, f"ltoguard is outermost and runs rustc through {found} ({origin})")]
 
 
 def _this_ltoguard() -> str:
@@ -305,6 +319,7 @@ def check_kernel() -> list[Check]:
 def run_checks(cwd: str, environ: Mapping[str, str]) -> list[Check]:
     checks = check_wrapper(cwd, environ)
     more, settings = check_settings(cwd, environ)
+    checks += check_inner_wrapper(settings, environ)
     checks += more
     checks.append(check_lto(cwd, environ, settings.mode if settings is not None else "lto"))
     checks.append(check_memory(settings))
