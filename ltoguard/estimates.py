@@ -253,17 +253,15 @@ class History:
         entry = self._entries.get(key)
         if entry is not None and _same(entry, toolchain):
             return int(max(entry.peaks) * HISTORY_HEADROOM), "history"
-        same = [max(e.peaks) for e in self._entries.values() if e.group == group]
-        sibling = [
-            max(e.peaks) for e in self._entries.values() if e.group == group and _same(e, toolchain)
-        ]
+        group_entries = [e for e in self._entries.values() if e.group == group]
+        sibling = [max(e.peaks) for e in group_entries if _same(e, toolchain)]
         if sibling:
             return int(max(sibling) * HISTORY_HEADROOM), "siblings"
         hint = HISTORY_HEADROOM * OTHER_TOOLCHAIN_FACTOR
         if entry is not None:
             return int(max(entry.peaks) * hint), "history, other toolchain"
-        if same:
-            return int(max(same) * hint), "siblings, other toolchain"
+        if group_entries:
+            return int(max(max(e.peaks) for e in group_entries) * hint), "siblings, other toolchain"
         return default, "default"
 
 

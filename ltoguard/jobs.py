@@ -25,17 +25,16 @@ def toolchain_id(argv: Sequence[str]) -> str:
     for tok in argv[:4]:  # [inner wrapper] [clippy-driver] rustc ARGS
         if not os.path.basename(tok).endswith("rustc") or not os.path.isabs(tok):
             continue
+        real = os.path.realpath(tok)
         try:
-            real = os.path.realpath(tok)
             st = os.stat(real)
-            lib = os.path.join(os.path.dirname(os.path.dirname(real)), "lib")
+        except OSError:
+            return ""
+        lib = os.path.join(os.path.dirname(os.path.dirname(real)), "lib")
+        try:
             drivers = sorted(n for n in os.listdir(lib) if n.startswith("librustc_driver"))
         except OSError:
             drivers = []
-            try:
-                real, st = tok, os.stat(tok)
-            except OSError:
-                return ""
         ident = f"{real}:{st.st_size}:{st.st_mtime_ns}:{','.join(drivers)}"
         return hashlib.sha256(ident.encode("utf-8", "surrogateescape")).hexdigest()[:16]
     return ""

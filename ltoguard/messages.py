@@ -14,12 +14,13 @@ cargo, cargo's stderr a regular file whose offset we would race, no /proc) it
 writes to our stderr, and the caller words what it says so that a replay stays
 true (past tense, once the wait is over): see `Channel.replayed`.
 
-Imports only ``os`` and ``sys``.
+Imports only ``os``, ``stat`` and ``sys`` (``select`` when a write must wait).
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import sys
 
 EXIT_OK = 0
@@ -28,12 +29,6 @@ EXIT_FAILED = 1  # a command's check failed (e.g. `ltoguard doctor` found a prob
 # a bad command line. A compiler's status is passed through unchanged instead.
 EXIT_CONFIG = 2
 EXIT_CANNOT_RUN = 127  # the program to run could not be started (like a shell)
-
-_S_IFMT = 0o170000
-_S_IFIFO = 0o010000
-_S_IFCHR = 0o020000
-_S_IFREG = 0o100000
-
 
 WRITE_PATIENCE = 1.0  # seconds a line may wait for a stalled terminal or a full pipe
 
@@ -99,14 +94,15 @@ def cargo_stderr_fd(ppid: int) -> int:
     capture pipe; -1 otherwise. Opened O_NONBLOCK (a pipe with no reader left must
     not hang us), and kept so: `_write` waits a bounded time."""
     try:
-        if os.fstat(2).st_mode & _S_IFMT != _S_IFIFO:
+        if not stat.S_ISFIFO(os.fstat(2).st_mode):
             return -1  # not cargo's capture pipe: cargo stores nothing of ours
         flags = os.O_WRONLY | os.O_APPEND | os.O_NOCTTY | os.O_CLOEXEC | os.O_NONBLOCK
         fd = os.open(f"/proc/{ppid}/fd/2", flags)
     except OSError:
         return -1
     try:
-        if os.fstat(fd).st_mode & _S_IFMT not in (_S_IFIFO, _S_IFCHR):
+        mode = os.fstat(fd).st_mode
+        if not (stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)):
             # A regular file: cargo writes at its own offset and would overwrite
             # what we append behind it.
             os.close(fd)

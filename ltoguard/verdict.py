@@ -104,24 +104,23 @@ def files_may_change(
     passed: Decision,
     mode: str,
     env: Mapping[str, str],
-    texts: list[bytes] | None = None,
+    texts: list[bytes],
 ) -> bool:
     """Could a settings file change this "pass" (classified in the environment's
     ``mode``), or name an inner wrapper? False means: exec the compiler now.
 
-    Two cases, each found by a byte search of the files (configfiles.py), read
-    once, no TOML parse: an inner wrapper set in a file, or, for a final link, a
-    file-set mode or a per-crate ``guard = "always"``.
+    Two cases, each found by a byte search of ``texts`` (configfiles.scan: the
+    files read once, no TOML parse): an inner wrapper set in a file, or, for a
+    final link, a file-set mode or a per-crate ``guard = "always"``.
     """
-    from ltoguard.configfiles import may_override, may_set, scan
+    from ltoguard.configfiles import may_override, may_set
 
-    if texts is None:
-        texts = scan(env)
     if not texts:
         return False
     if env.get(WRAP_VAR) is None and may_set(texts, "wrap"):
         return True
     if mode == "off" or not classify(argv, "link").guarded:
         return False
-    mode_from_env = bool(env.get(MODE_VAR))
+    # A blank LTOGUARD_MODE is unset (cli.py, config.py): a file's mode then counts.
+    mode_from_env = bool(env.get(MODE_VAR, "").strip())
     return (not mode_from_env and may_set(texts, "mode")) or may_override(texts, passed.crate_name)

@@ -385,11 +385,12 @@ def test_quick_check_imports_no_toml(ws: Path, env: dict[str, str]) -> None:
     code = textwrap.dedent(
         f"""
         import os, sys
-        from ltoguard import classify, verdict
+        from ltoguard import classify, configfiles, verdict
         os.chdir({str(ws / "app")!r})
         argv = {BIN_PLAIN!r}
         passed = classify.classify(argv, "lto")
-        found = verdict.files_may_change(argv, passed, "lto", {env!r})
+        env = {env!r}
+        found = verdict.files_may_change(argv, passed, "lto", env, configfiles.scan(env))
         heavy = [m for m in ("tomllib", "tomli", "ltoguard.memory", "ltoguard.sizes", "ltoguard.config") if m in sys.modules]
         print(passed.guarded, found, heavy)
         """
@@ -410,3 +411,15 @@ def test_settings_defaults_constructor() -> None:
 def test_a_blank_variable_counts_as_unset(env: dict[str, str], tmp_path: Path) -> None:
     s = config.load(dict(env, LTOGUARD_MODE="  ", LTOGUARD_SLOTS=" "), str(tmp_path))
     assert (s.mode, s.origins["mode"], s.slots) == ("lto", "default", None)
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("", True), ("  ", True), ("lto", False)])
+def test_a_file_mode_counts_unless_the_environment_sets_one(raw: str, expected: bool) -> None:
+    """The pass-through's quick check agrees with config.load: a blank LTOGUARD_MODE
+    is unset, so a `mode = "link"` in a file may still guard this non-LTO link."""
+    from ltoguard import classify, verdict
+
+    passed = classify.classify(BIN_PLAIN, "lto")
+    texts = [b'[workspace.metadata.ltoguard]\nmode = "link"\n']
+    env = {"LTOGUARD_MODE": raw} if raw else {}
+    assert verdict.files_may_change(BIN_PLAIN, passed, "lto", env, texts) is expected
