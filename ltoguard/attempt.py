@@ -198,8 +198,8 @@ class Attempt:
 
 
 class _Reclaimer:
-    """Takes a lent jobserver token back in a thread while the compile runs; the
-    lease's exit takes it back otherwise (Lease.__exit__), after the compile."""
+    """Takes a lent jobserver token back in a thread while the compile runs; what it
+    did not get back, guard.py waits for after the compile, holding no slot."""
 
     def __init__(self, lease: Lease | None) -> None:
         import threading
