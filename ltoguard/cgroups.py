@@ -63,6 +63,38 @@ def _stat_field(path: str, field: str) -> int | None:
     return None
 
 
+def _stat_fields(path: str) -> dict[str, int]:
+    """Every ``name value`` line of a memory.stat file (empty when unreadable)."""
+    out: dict[str, int] = {}
+    for line in (_read(path) or "").splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            try:
+                out[parts[0]] = int(parts[1])
+            except ValueError:
+                pass
+    return out
+
+
+# memory.stat's names for: page cache, mapped page cache, shmem, dirty, writeback.
+V1_NAMES = ("cache", "mapped_file", "shmem", "dirty", "writeback")
+V2_NAMES = ("file", "file_mapped", "shmem", "file_dirty", "file_writeback")
+
+
+def working_set(usage: int, stat: dict[str, int], names: tuple[str, str, str, str, str]) -> int:
+    """What of a group's usage reclaim cannot free: usage minus the page cache that no
+    process maps, that is not shmem and is not waiting to be written.
+
+    Page cache a compile wrote or read (rlibs, sources) is reclaimed before the
+    kernel kills anything, so it counts as free; the compiler's own mapped library
+    pages stay counted, once: a second rustc maps the same pages and adds none.
+    The older measure (usage minus inactive_file) is a floor for what is reclaimable.
+    """
+    cache, mapped, shmem, dirty, writeback = (stat.get(n, 0) for n in names)
+    unmapped = cache - mapped - shmem - dirty - writeback
+    return max(0, usage - max(stat.get("inactive_file", 0), unmapped))
+
+
 def _unescape(field: str) -> str:
     # mountinfo escapes space, tab, newline and backslash as \ooo.
     if "\\" not in field:
@@ -158,12 +190,11 @@ def _v1_constraint(d: str) -> Constraint | None:
     usage = _read_int(os.path.join(d, "memory.usage_in_bytes"))
     if limit is None or usage is None or limit >= UNLIMITED_THRESHOLD:
         return None
-    stat = os.path.join(d, "memory.stat")
     # total_ is the hierarchical counter, matching usage_in_bytes under use_hierarchy.
-    inactive = _stat_field(stat, "total_inactive_file")
-    if inactive is None:
-        inactive = _stat_field(stat, "inactive_file") or 0
-    working = max(0, usage - inactive)
+    fields = _stat_fields(os.path.join(d, "memory.stat"))
+    if "total_cache" in fields or "total_inactive_file" in fields:
+        fields = {k[len("total_") :]: v for k, v in fields.items() if k.startswith("total_")}
+    working = working_set(usage, fields, V1_NAMES)
     return Constraint(max(0, limit - working), limit, f"cgroup v1 {d} (limit {format_size(limit)})")
 
 
@@ -190,8 +221,7 @@ def _v2_constraint(d: str) -> Constraint | None:
     if not limits or usage is None:
         return None
     limit, name = min(limits)
-    inactive = _stat_field(os.path.join(d, "memory.stat"), "inactive_file") or 0
-    working = max(0, usage - inactive)
+    working = working_set(usage, _stat_fields(os.path.join(d, "memory.stat")), V2_NAMES)
     label = "limit" if name == "memory.max" else "memory.high"
     return Constraint(
         max(0, limit - working), limit, f"cgroup v2 {d} ({label} {format_size(limit)})"

@@ -17,7 +17,7 @@ import errno
 import json
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from ltoguard.messages import warning
@@ -107,6 +107,7 @@ class Entry:
     group: str
     peaks: list[int]
     toolchain: str = ""  # "" in files written before toolchains were recorded
+    inputs: dict[str, int] | None = None  # inputs.Inputs of the last run (None: unknown)
 
 
 def _validate(data: object) -> dict[str, Entry]:
@@ -131,8 +132,21 @@ def _validate(data: object) -> dict[str, Entry]:
         toolchain = entry.get("toolchain", "")
         if not isinstance(toolchain, str):
             raise HistoryError(f"entry {key!r} has a 'toolchain' that is not a string")
-        result[key] = Entry(group, peaks[-MAX_SAMPLES:], toolchain)
+        result[key] = Entry(group, peaks[-MAX_SAMPLES:], toolchain, _inputs(entry.get("inputs")))
     return result
+
+
+def _inputs(value: object) -> dict[str, int] | None:
+    """An entry's recorded inputs; anything malformed counts as unknown (it is a hint)."""
+    if not isinstance(value, dict):
+        return None
+    out = {}
+    for name in ("deps", "crates", "source"):
+        v = value.get(name)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            return None
+        out[name] = v
+    return out
 
 
 def _same(entry: Entry, toolchain: str) -> bool:
@@ -224,44 +238,71 @@ class History:
             entries[k] = {"group": e.group, "peaks": e.peaks}
             if e.toolchain:
                 entries[k]["toolchain"] = e.toolchain
+            if e.inputs is not None:
+                entries[k]["inputs"] = e.inputs
         data = {"version": FORMAT_VERSION, "entries": entries}
         payload = json.dumps(data, separators=(",", ":")).encode("utf-8")
         write_private_file(dir_fd, path, payload, mode=0o600, durable=True)
 
-    def record(self, key: str, group: str, peak_bytes: int, toolchain: str = "") -> None:
+    def record(
+        self,
+        key: str,
+        group: str,
+        peak_bytes: int,
+        toolchain: str = "",
+        inputs: dict[str, int] | None = None,
+    ) -> None:
         if peak_bytes <= 0:
             return  # a job whose memory could not be sampled says nothing
         entry = self._entries.pop(key, None)
         peaks = entry.peaks if entry is not None and entry.toolchain == toolchain else []
         # A new toolchain starts the job's peaks afresh: its memory may differ a lot.
-        self._entries[key] = Entry(group, (peaks + [int(peak_bytes)])[-MAX_SAMPLES:], toolchain)
+        peaks = (peaks + [int(peak_bytes)])[-MAX_SAMPLES:]
+        self._entries[key] = Entry(group, peaks, toolchain, inputs)
         while len(self._entries) > MAX_KEYS:
             del self._entries[next(iter(self._entries))]
 
     def estimate(
-        self, key: str, group: str, default: int = DEFAULT_ESTIMATE, toolchain: str = ""
+        self,
+        key: str,
+        group: str,
+        default: int = DEFAULT_ESTIMATE,
+        toolchain: str = "",
+        inputs: dict[str, int] | None = None,
+        predict: Callable[[dict[str, int]], int] | None = None,
     ) -> tuple[int, str]:
         """Expected peak of a job and where that figure comes from.
 
-        ``history``: this job's largest recent peak plus headroom. ``siblings``: the
-        largest such figure among jobs of the same group (a new binary of a
-        workspace links the same dependencies as its siblings). Both count only
-        peaks measured with this ``toolchain``; failing those, figures from another
-        toolchain are a hint, raised by OTHER_TOOLCHAIN_FACTOR (``history, other
-        toolchain`` / ``siblings, other toolchain``). ``default``: nothing at all.
+        ``history``: this job's largest recent peak plus headroom. ``siblings, scaled
+        by inputs``: the cold prediction for this job's ``inputs`` (``predict``),
+        scaled by how far the prediction was off for its siblings (same group: same
+        workspace and profile) at most, plus headroom. ``siblings``: where they have
+        no inputs recorded, the largest sibling figure (a new binary of a workspace
+        links much the same as its siblings). All of these count only peaks measured
+        with this ``toolchain``; failing those, figures from another toolchain are a
+        hint, raised by OTHER_TOOLCHAIN_FACTOR (``history, other toolchain`` /
+        ``siblings, other toolchain``). ``inputs``: the cold prediction alone.
+        ``default``: nothing at all.
         """
         entry = self._entries.get(key)
         if entry is not None and _same(entry, toolchain):
             return int(max(entry.peaks) * HISTORY_HEADROOM), "history"
         group_entries = [e for e in self._entries.values() if e.group == group]
-        sibling = [max(e.peaks) for e in group_entries if _same(e, toolchain)]
-        if sibling:
-            return int(max(sibling) * HISTORY_HEADROOM), "siblings"
+        same = [e for e in group_entries if _same(e, toolchain)]
+        if same and inputs is not None and predict is not None:
+            ratios = [max(e.peaks) / max(1, predict(e.inputs)) for e in same if e.inputs]
+            if ratios:
+                scaled = predict(inputs) * max(ratios) * HISTORY_HEADROOM
+                return int(scaled), "siblings, scaled by inputs"
+        if same:
+            return int(max(max(e.peaks) for e in same) * HISTORY_HEADROOM), "siblings"
         hint = HISTORY_HEADROOM * OTHER_TOOLCHAIN_FACTOR
         if entry is not None:
             return int(max(entry.peaks) * hint), "history, other toolchain"
         if group_entries:
             return int(max(max(e.peaks) for e in group_entries) * hint), "siblings, other toolchain"
+        if inputs is not None and predict is not None:
+            return predict(inputs), "inputs"
         return default, "default"
 
 
@@ -278,13 +319,14 @@ def record_peak(
     *,
     dir_fd: int | None = None,
     toolchain: str = "",
+    inputs: dict[str, int] | None = None,
 ) -> None:
     """Load, record and save at once so concurrent jobs rarely overwrite each other.
 
     Never raises on I/O: a history that cannot be written costs precision, not the build.
     """
     history = History.load(path, dir_fd=dir_fd)
-    history.record(key, group, peak_bytes, toolchain)
+    history.record(key, group, peak_bytes, toolchain, inputs)
     try:
         history.save(path, dir_fd=dir_fd)
     except OSError as exc:

@@ -22,7 +22,7 @@ import time
 from functools import partial
 
 from ltoguard import process
-from ltoguard.jobs import Job, JobRecord, job_from_decision
+from ltoguard.jobs import Job, JobRecord, job_from_decision, job_inputs
 from ltoguard.messages import EXIT_CONFIG, channel, error, note, say
 from ltoguard.passthrough import exec_program, nested
 from ltoguard.retry import DONE, RERUN_ALONE, RetryState, next_step
@@ -111,11 +111,13 @@ class GuardedRun:
         self.settings = settings
         self.sem = sem
         self.history_name = history_file(os.geteuid())
+        self.inputs = job_inputs(job) if job.estimate is None else None
         if job.estimate is not None:
             estimate, basis = job.estimate, "configured"
         else:
             estimate, basis = self._relearn(quiet=False)
         self.record = JobRecord(job, estimate, basis)
+        self.record.inputs = self.inputs
         self.waiting: str | None = None  # why it waited, once it did
         self.told_wait = False
 
@@ -208,7 +210,15 @@ class GuardedRun:
                 hist = hist.merged_under(copied, self.job.toolchain)
             finally:
                 os.close(copy)
-        return hist.estimate(self.job.key, self.job.group, toolchain=self.job.toolchain)
+        job = self.job
+        return hist.estimate(
+            job.key, job.group, toolchain=job.toolchain, inputs=self.inputs, predict=self._predict
+        )
+
+    def _predict(self, inputs: dict[str, int]) -> int:
+        from ltoguard.inputs import predict
+
+        return predict(inputs, debuginfo=self.job.debuginfo, lto=self.job.lto)
 
     def _acquire(self, policy: AdmissionPolicy, lease: Lease, seq: int | None) -> Slot:
         """Queue (again at ``seq``, the job's first position, after stopping itself)
@@ -261,14 +271,15 @@ class GuardedRun:
         job = self.job
         record_peak(
             self.history_name, job.key, job.group, peak, dir_fd=self.sem.dir_fd,
-            toolchain=job.toolchain,
+            toolchain=job.toolchain, inputs=self.inputs,
         )  # fmt: skip
         copy = _target_fd(job.target)
         if copy is not None:
             try:
                 record_peak(
-                    TARGET_HISTORY, job.key, job.group, peak, dir_fd=copy, toolchain=job.toolchain
-                )
+                    TARGET_HISTORY, job.key, job.group, peak, dir_fd=copy,
+                    toolchain=job.toolchain, inputs=self.inputs,
+                )  # fmt: skip
             finally:
                 os.close(copy)
 

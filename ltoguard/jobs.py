@@ -73,6 +73,9 @@ class Job:
     estimate: int | None = None  # configured (per-crate override); None = learn
     toolchain: str = ""  # toolchain_id(): whose peaks count as this job's own
     target: str = ""  # target_dir(): where a copy of the history is kept (CI caches it)
+    crate_root: str | None = None  # the .rs file rustc compiles (its folder's size counts)
+    opt_level: str = ""
+    debuginfo: str = ""
 
 
 def job_from_decision(argv: Sequence[str], d: Decision, override: CrateOverride | None) -> Job:
@@ -95,7 +98,20 @@ def job_from_decision(argv: Sequence[str], d: Decision, override: CrateOverride 
         estimate=override.memory if override is not None else None,
         toolchain=toolchain_id(argv),
         target=target_dir(_expanded(argv)),
+        crate_root=d.input,
+        opt_level=d.opt_level or "",
+        debuginfo=d.debuginfo or "",
     )
+
+
+def job_inputs(job: Job) -> dict[str, int] | None:
+    """What a guarded rustc job will read (inputs.Inputs), for its cold estimate."""
+    if job.kind != "rustc":
+        return None
+    from ltoguard.inputs import read_inputs
+
+    got = read_inputs(_expanded(job.argv), job.crate_root)
+    return got.as_dict() if got is not None else None
 
 
 def _expanded(argv: Sequence[str]) -> list[str]:
@@ -190,6 +206,7 @@ class JobRecord:
     physical: int | None = None
     build: str = field(default_factory=cargo_build_id)  # the cargo run it belongs to
     samples: list[list[float]] = field(default_factory=list)  # [time, bytes] for the report
+    inputs: dict[str, int] | None = None  # inputs.Inputs: what the cold estimate read
 
     def ticket(self) -> dict[str, Any]:
         job = self.job
@@ -232,4 +249,7 @@ class JobRecord:
             physical=self.physical,
             build=self.build,
         )
+        if self.inputs is not None:
+            fields["inputs"] = self.inputs
+            fields["profile"] = {"opt": self.job.opt_level, "debug": self.job.debuginfo}
         return fields

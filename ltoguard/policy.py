@@ -36,7 +36,14 @@ if TYPE_CHECKING:
 MEMORY_RECHECK = 0.5  # seconds a waiting head reuses a "does not fit" (= FULL_RECHECK)
 # Bases a job may still improve on while it waits: a sibling that finishes
 # meanwhile knows more than the default, and the job's own history more than both.
-_RELEARNABLE = ("default", "siblings", "history, other toolchain", "siblings, other toolchain")
+_RELEARNABLE = (
+    "default",
+    "inputs",
+    "siblings",
+    "siblings, scaled by inputs",
+    "history, other toolchain",
+    "siblings, other toolchain",
+)
 
 
 @dataclass

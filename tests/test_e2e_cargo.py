@@ -178,3 +178,22 @@ def test_event_log_lists_exactly_the_bins(build: Build) -> None:
     assert all(e["outcome"] == "ok" and e["exit"] == 0 for e in events), events
     # With one slot, the second and third bins waited for the first.
     assert sum(1 for e in events if e["waited"] > 0.5) >= 1
+
+
+def test_each_bin_is_estimated_from_what_it_links_before_anything_is_learned(
+    build: Build,
+) -> None:
+    """Issue #11 item 1: the cold estimate reads the rlib closure (the libs it names
+    and the ones they were built against) from the real rustc command line."""
+    assert build.rc == 0, build.stderr[-3000:]
+    path = build.state / f"events-{os.geteuid()}.jsonl"
+    events = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rlibs = sorted((build.target / "release" / "deps").glob("liblib*.rlib"))
+    assert len(rlibs) == LIBS
+    for e in events:
+        # every generated bin links lib00 and the other libs, directly or not
+        assert e["inputs"]["crates"] == LIBS, e
+        assert e["inputs"]["deps"] == sum(p.stat().st_size for p in rlibs), e
+        assert e["inputs"]["source"] > 0
+        assert e["estimate_basis"] in ("inputs", "siblings, scaled by inputs"), e
+    assert "inputs" in {e["estimate_basis"] for e in events}

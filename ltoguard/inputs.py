@@ -1,0 +1,198 @@
+"""What an LTO compile will read, measured before it starts: the cold estimate's inputs.
+
+Fat LTO merges the LLVM bitcode of every crate the binary links, and its memory
+grows with that. cargo names only the direct dependencies (``--extern
+NAME=PATH``); the rest come from the ``-L dependency=DIR`` folders. Each rlib's
+metadata lists the crates it was built against by their file suffix (rustc's
+``-C extra-filename``, ``-0123456789abcdef``), so the closure is found by
+reading those suffixes out of each metadata blob and looking them up among the
+rlibs of the dependency folders. A suffix in the metadata that is not a
+dependency costs at most an overestimate (the estimate stays on the safe side).
+
+Only the guarded path imports this, once per LTO job, before it queues: reading
+the metadata of a large closure takes tens of milliseconds, against a compile of
+tens of seconds. Nothing here raises: inputs that cannot be read give None, and
+the job falls back to the default estimate.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+_SUFFIX = re.compile(rb"-([0-9a-f]{16})")
+_RLIB_NAME = re.compile(r"^lib.+-([0-9a-f]{16})\.rlib$")
+MAX_CRATES = 2000  # a closure larger than this is read no further (and is not small)
+MAX_SOURCE_FILES = 5000  # .rs files counted under the crate root's folder
+MAX_METADATA = 256 * 1024 * 1024  # bytes of metadata read per job, at most
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The sizes a cold estimate is drawn from (bytes)."""
+
+    deps: int  # the rlibs the compile links, its own dependencies' dependencies included
+    crates: int  # how many such rlibs
+    source: int  # the .rs files in the crate root's folder and below
+
+    def as_dict(self) -> dict[str, int]:
+        return {"deps": self.deps, "crates": self.crates, "source": self.source}
+
+
+def _options(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(the --extern paths, the -L dependency= folders) of a rustc command line."""
+    externs: list[str] = []
+    dirs: list[str] = []
+    it = iter(range(len(argv)))
+    for i in it:
+        a = argv[i]
+        value: str | None = None
+        if a == "--extern" or a == "-L":
+            if i + 1 >= len(argv):
+                break
+            value = argv[i + 1]
+            next(it, None)
+        elif a.startswith("--extern="):
+            a, value = "--extern", a[len("--extern=") :]
+        elif a.startswith("-L") and len(a) > 2:
+            a, value = "-L", a[2:]
+        if value is None:
+            continue
+        if a == "--extern":
+            _, eq, path = value.partition("=")
+            if eq and path.endswith(".rlib"):
+                externs.append(path)
+        else:
+            kind, eq, path = value.partition("=")
+            if eq and kind in ("dependency", "all", "crate"):
+                dirs.append(path)
+    return externs, dirs
+
+
+def _rlibs_by_suffix(dirs: Sequence[str]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for d in dirs:
+        try:
+            names = os.listdir(d)
+        except OSError:
+            continue
+        for name in names:
+            m = _RLIB_NAME.match(name)
+            if m:
+                found.setdefault(m.group(1), os.path.join(d, name))
+    return found
+
+
+def metadata(rlib: str) -> bytes:
+    """The crate's metadata: cargo's ``.rmeta`` beside the rlib when there is one (the
+    same bytes), else the ``lib.rmeta`` member of the rlib (an ar archive)."""
+    rmeta = rlib[: -len(".rlib")] + ".rmeta"
+    try:
+        with open(rmeta, "rb") as f:
+            return f.read(MAX_METADATA)
+    except OSError:
+        pass
+    try:
+        with open(rlib, "rb") as f:
+            if f.read(8) != b"!<arch>\n":
+                return b""
+            while True:
+                header = f.read(60)
+                if len(header) < 60:
+                    return b""
+                name = header[:16].rstrip(b" ")
+                size = int(header[48:58].strip() or b"0")
+                if name in (b"lib.rmeta/", b"lib.rmeta"):
+                    return f.read(min(size, MAX_METADATA))
+                f.seek(size + (size & 1), os.SEEK_CUR)
+    except (OSError, ValueError):
+        return b""
+
+
+def closure(externs: Sequence[str], dirs: Sequence[str]) -> dict[str, int]:
+    """Every rlib the compile links, with its size: the ``--extern`` ones and, from
+    their metadata, what they were built against, found in ``dirs``."""
+    by_suffix = _rlibs_by_suffix(dirs)
+    sizes: dict[str, int] = {}
+    todo = list(externs)
+    budget = MAX_METADATA
+    while todo and len(sizes) < MAX_CRATES:
+        path = todo.pop()
+        if path in sizes:
+            continue
+        try:
+            sizes[path] = os.stat(path).st_size
+        except OSError:
+            continue
+        if budget <= 0:
+            continue
+        meta = metadata(path)
+        budget -= len(meta)
+        for m in set(_SUFFIX.findall(meta)):
+            dep = by_suffix.get(m.decode())
+            if dep is not None and dep not in sizes:
+                todo.append(dep)
+    return sizes
+
+
+def source_size(crate_root: str | None) -> int:
+    """Bytes of Rust source under the crate root's folder (``src/main.rs`` -> ``src/``)."""
+    if not crate_root:
+        return 0
+    top = os.path.dirname(os.path.abspath(crate_root))
+    total = files = 0
+    for dirpath, dirnames, filenames in os.walk(top):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".") and d != "target"]
+        for name in filenames:
+            if not name.endswith(".rs"):
+                continue
+            files += 1
+            if files > MAX_SOURCE_FILES:
+                return total
+            try:
+                total += os.stat(os.path.join(dirpath, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def read_inputs(argv: Sequence[str], crate_root: str | None) -> Inputs | None:
+    """The inputs of this rustc command line, or None when it names none (no rlib and
+    no source to read: nothing to estimate from)."""
+    try:
+        externs, dirs = _options(argv)
+        rlibs = closure(externs, dirs)
+        source = source_size(crate_root)
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not rlibs and not source:
+        return None
+    return Inputs(sum(rlibs.values()), len(rlibs), source)
+
+
+# The cold estimate: peak anonymous memory of the LTO compile as a line in its
+# inputs, fitted on measured peaks (README, "The cold estimate"; the data and fit
+# are made by scripts/calibrate_cold.py). The line is the fit's upper envelope, so
+# it errs high: a job it overrates waits for memory it would not have needed, one
+# it underrates is paused (or stopped and rerun) before the kernel kills anything.
+BASE = 200 * 1024 * 1024  # the compiler and std's bitcode
+PER_DEP_BYTE = 1.0  # per byte of linked rlibs
+PER_SOURCE_BYTE = 20.0  # per byte of the crate's own source
+DEBUG_FACTOR = 1.5  # debuginfo (any level but 0/none)
+THIN_FACTOR = 1.0  # lto=thin against fat
+
+
+def debug_on(debuginfo: str) -> bool:
+    return debuginfo not in ("", "0", "none", "false")
+
+
+def predict(inputs: dict[str, int], *, debuginfo: str = "", lto: str = "fat") -> int:
+    """The cold estimate (bytes) of an LTO compile with these inputs and profile."""
+    grows = PER_DEP_BYTE * inputs.get("deps", 0) + PER_SOURCE_BYTE * inputs.get("source", 0)
+    if debug_on(debuginfo):
+        grows *= DEBUG_FACTOR
+    if lto == "thin":
+        grows *= THIN_FACTOR
+    return int(BASE + grows)

@@ -1,0 +1,213 @@
+#!/usr/bin/env python3
+"""Measure LTO peaks against their inputs, and fit the cold estimate (ltoguard/inputs.py).
+
+Builds workspaces through ltoguard with a fresh state directory each, one LTO job at
+a time (LTOGUARD_SLOTS=1: nothing is stopped or paused, so every peak is a whole
+compile's), and reads each guarded job's event: the inputs the cold estimate saw
+(linked rlib bytes, crate count, own source bytes), its profile, and the peak
+anonymous memory of its process tree. Then it fits
+
+    peak = BASE + (PER_DEP_BYTE * deps + PER_SOURCE_BYTE * source) * (DEBUG_FACTOR if debug)
+
+by least squares, and prints every point with the error of the shipped constants
+and of the fit. A peak does not depend on what else runs beside it, so this may
+run while the machine is busy (its timings are not figures).
+
+    python3 scripts/calibrate_cold.py --json data.json           # generated workspaces
+    python3 scripts/calibrate_cold.py --realcrates --json d.json # + Debian's crates
+    python3 scripts/calibrate_cold.py --from data.json           # refit saved points
+
+The real-crate sets need Debian's packaged crates (scripts/gen_realcrates.py says
+which `apt-get install librust-...-dev`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(CHECKOUT))
+
+from ltoguard import inputs as model  # noqa: E402
+
+MiB = 1024 * 1024
+# (name, generator, arguments): sizes spread the linked bytes from ~1 to ~30 MB.
+GENERATED = [
+    ("gen-u2", "gen_workspace", ["--bins", "3", "--libs", "4", "--size", "2"]),
+    ("gen-u6", "gen_workspace", ["--bins", "3", "--libs", "4", "--size", "6"]),
+    ("gen-u14", "gen_workspace", ["--bins", "3", "--libs", "5", "--size", "14"]),
+    ("gen-u30", "gen_workspace", ["--bins", "2", "--libs", "4", "--size", "30"]),
+    ("gen-u4-debug", "gen_workspace", ["--bins", "3", "--libs", "4", "--size", "4", "--debug"]),
+    ("gen-u12-debug", "gen_workspace", ["--bins", "2", "--libs", "4", "--size", "12", "--debug"]),
+]
+REAL = [
+    ("real-6", "gen_realcrates", ["--bins", "6"]),
+    ("real-small-12", "gen_realcrates", ["--bins", "12", "--small"]),
+    ("real-6-debug", "gen_realcrates", ["--bins", "4", "--debug", "--seed", "7"]),
+]
+
+
+def ltoguard_path() -> str:
+    venv = CHECKOUT / ".venv" / "bin" / "ltoguard"
+    found = str(venv) if venv.exists() else shutil.which("ltoguard")
+    if not found:
+        raise SystemExit("calibrate: error: no ltoguard console script (.venv/bin/ltoguard)")
+    return found
+
+
+def build(name: str, gen: str, args: list[str], work: Path) -> list[dict[str, Any]]:
+    ws, state = work / name, work / f"{name}-state"
+    shutil.rmtree(state, ignore_errors=True)
+    script = CHECKOUT / "scripts" / f"{gen}.py"
+    subprocess.run([sys.executable, str(script), str(ws), *args], check=True, capture_output=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LTOGUARD_", "RUSTC_"))}
+    env.update(
+        RUSTC_WORKSPACE_WRAPPER=ltoguard_path(),
+        LTOGUARD_DIR=str(state),
+        LTOGUARD_SLOTS="1",
+        CARGO_TARGET_DIR=str(ws / "target"),
+        CARGO_TERM_COLOR="never",
+    )
+    shutil.rmtree(ws / "target", ignore_errors=True)
+    done = subprocess.run(
+        ["cargo", "build", "--release", "-j2"], cwd=ws, env=env, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        print(done.stderr[-3000:], file=sys.stderr)
+        raise SystemExit(f"calibrate: error: the build of {name} failed")
+    points = []
+    for path in sorted(state.glob("events-*.jsonl")):
+        for line in path.read_text().splitlines():
+            ev = json.loads(line)
+            if ev.get("inputs") and ev.get("peak") and ev.get("outcome") == "ok":
+                prof = ev.get("profile") or {}
+                points.append(
+                    {
+                        "set": name,
+                        "crate": ev["crate"],
+                        "lto": ev.get("lto", ""),
+                        "debug": prof.get("debug", ""),
+                        "inputs": ev["inputs"],
+                        "peak": ev["peak"],
+                    }
+                )
+    return points
+
+
+def predicted(p: dict[str, Any], consts: dict[str, float] | None = None) -> float:
+    if consts is None:
+        return model.predict(p["inputs"], debuginfo=p["debug"], lto=p["lto"])
+    grows = consts["dep"] * p["inputs"]["deps"] + consts["src"] * p["inputs"]["source"]
+    if model.debug_on(p["debug"]):
+        grows *= consts["debug"]
+    return consts["base"] + grows
+
+
+def fit(points: list[dict[str, Any]]) -> dict[str, float]:
+    """Least squares of base + dep*deps + src*source on the points without debug info,
+    then the debug factor as the median of debug points' growth over the fitted growth."""
+    plain = [p for p in points if not model.debug_on(p["debug"])]
+    rows = [(1.0, p["inputs"]["deps"] / MiB, p["inputs"]["source"] / MiB) for p in plain]
+    ys = [p["peak"] / MiB for p in plain]
+    n = 3
+    ata = [[sum(r[i] * r[j] for r in rows) for j in range(n)] for i in range(n)]
+    aty = [sum(r[i] * y for r, y in zip(rows, ys)) for i in range(n)]
+    coef = _solve(ata, aty)
+    consts = {"base": coef[0] * MiB, "dep": coef[1], "src": coef[2], "debug": 1.0}
+    debug = [p for p in points if model.debug_on(p["debug"])]
+    factors = sorted(
+        (p["peak"] - consts["base"]) / max(1.0, predicted(p, consts) - consts["base"])
+        for p in debug
+    )
+    if factors:
+        consts["debug"] = factors[len(factors) // 2]
+    return consts
+
+
+def _solve(a: list[list[float]], b: list[float]) -> list[float]:
+    n = len(b)
+    m = [row[:] + [b[i]] for i, row in enumerate(a)]
+    for col in range(n):
+        piv = max(range(col, n), key=lambda r: abs(m[r][col]))
+        m[col], m[piv] = m[piv], m[col]
+        if abs(m[col][col]) < 1e-12:
+            return [0.0] * n
+        for r in range(n):
+            if r != col:
+                f = m[r][col] / m[col][col]
+                m[r] = [x - f * y for x, y in zip(m[r], m[col])]
+    return [m[i][n] / m[i][i] for i in range(n)]
+
+
+def report(points: list[dict[str, Any]], consts: dict[str, float]) -> str:
+    lines = [
+        "| set | job | debug | rlibs | linked MiB | source KiB | peak MiB |"
+        " shipped MiB (err) | fit MiB (err) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for p in points:
+        peak, ship, fitted = p["peak"], predicted(p), predicted(p, consts)
+        lines.append(
+            f"| {p['set']} | {p['crate']} | {'yes' if model.debug_on(p['debug']) else 'no'} "
+            f"| {p['inputs']['crates']} | {p['inputs']['deps'] / MiB:.1f} "
+            f"| {p['inputs']['source'] / 1024:.0f} | {peak / MiB:.0f} "
+            f"| {ship / MiB:.0f} ({(ship - peak) / peak:+.0%}) "
+            f"| {fitted / MiB:.0f} ({(fitted - peak) / peak:+.0%}) |"
+        )
+    under = [p for p in points if predicted(p) < p["peak"]]
+    errs = sorted((predicted(p) - p["peak"]) / p["peak"] for p in points)
+    lines.append("")
+    lines.append(
+        f"fit: BASE {consts['base'] / MiB:.0f} MiB, PER_DEP_BYTE {consts['dep']:.2f}, "
+        f"PER_SOURCE_BYTE {consts['src']:.1f}, DEBUG_FACTOR {consts['debug']:.2f}"
+    )
+    if errs:
+        lines.append(
+            f"shipped constants: {len(points)} jobs, error {errs[0]:+.0%} to {errs[-1]:+.0%}"
+            f" (median {errs[len(errs) // 2]:+.0%}); {len(under)} underestimated"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--json", type=Path, help="write the measured points here")
+    p.add_argument("--from", dest="source", type=Path, help="refit points saved by --json")
+    p.add_argument("--realcrates", action="store_true", help="also the Debian-crate workspaces")
+    p.add_argument("--only", help="comma-separated set names")
+    p.add_argument("--work", type=Path, help="scratch directory (default: a temp dir, removed)")
+    args = p.parse_args(argv)
+    if args.source:
+        points = json.loads(args.source.read_text())
+    else:
+        sets = GENERATED + (REAL if args.realcrates else [])
+        if args.only:
+            wanted = set(args.only.split(","))
+            sets = [s for s in sets if s[0] in wanted]
+        work = args.work or Path(tempfile.mkdtemp(prefix="ltoguard-calibrate-"))
+        points = []
+        try:
+            for name, gen, gargs in sets:
+                got = build(name, gen, gargs, work)
+                print(f"calibrate: {name}: {len(got)} LTO jobs", file=sys.stderr)
+                points += got
+                if args.json:
+                    args.json.write_text(json.dumps(points, indent=1))
+        finally:
+            if args.work is None:
+                shutil.rmtree(work, ignore_errors=True)
+    print(report(points, fit(points)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

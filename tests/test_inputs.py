@@ -1,0 +1,187 @@
+"""The cold estimate (issue #11 item 1): what an LTO compile will read, found before
+it starts (the rlib closure through each rlib's metadata, its own source), the
+prediction drawn from it, and where that prediction stands among the other bases."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from ltoguard import inputs
+from ltoguard.estimates import HISTORY_HEADROOM, History
+from ltoguard.sizes import MiB
+
+H = {name: f"{i:016x}" for i, name in enumerate(["core", "util", "app", "other", "std"], 1)}
+
+
+def ar_member(name: bytes, data: bytes) -> bytes:
+    header = name.ljust(16) + b"0".ljust(12) + b"0".ljust(6) + b"0".ljust(6) + b"644".ljust(8)
+    header += str(len(data)).encode().ljust(10) + b"`\n"
+    return header + data + (b"\n" if len(data) % 2 else b"")
+
+
+def rlib(
+    deps: Path, crate: str, built_against: list[str], pad: int = 0, rmeta: bool = False
+) -> Path:
+    """A crate's rlib whose metadata names its dependencies by file suffix, as rustc's does."""
+    meta = b"rust\0\0\0\x09" + b"".join(b"\x05" + f"-{h}".encode() + b"\x00" for h in built_against)
+    path = deps / f"lib{crate}-{H[crate]}.rlib"
+    body = b"!<arch>\n" + ar_member(b"lib.rmeta/", meta) + ar_member(b"x.rcgu.o/", b"\0" * pad)
+    path.write_bytes(body)
+    if rmeta:
+        path.with_suffix(".rmeta").write_bytes(meta)
+        # the copy inside the rlib is then not what is read: make it say nothing
+        path.write_bytes(
+            b"!<arch>\n" + ar_member(b"lib.rmeta/", b"") + ar_member(b"o/", b"\0" * pad)
+        )
+    return path
+
+
+@pytest.fixture
+def deps(tmp_path: Path) -> Path:
+    d = tmp_path / "target" / "release" / "deps"
+    d.mkdir(parents=True)
+    return d
+
+
+def test_the_closure_follows_metadata_to_the_crates_it_was_built_against(deps: Path) -> None:
+    core = rlib(deps, "core", [H["std"]], pad=1000)  # std's suffix: not in deps, skipped
+    util = rlib(deps, "util", [H["core"]], pad=3000)
+    rlib(deps, "other", [], pad=99999)  # in the folder, but nobody links it
+    argv = ["rustc", "--crate-name", "app", "src/main.rs", "-L", f"dependency={deps}"]
+    argv += ["--extern", f"util={util}"]
+    got = inputs.closure(*inputs._options(argv))
+    assert set(got) == {str(util), str(core)}
+    assert got[str(core)] == core.stat().st_size
+
+
+def test_a_cycle_and_a_repeated_crate_are_counted_once(deps: Path) -> None:
+    a = rlib(deps, "core", [H["util"]])
+    b = rlib(deps, "util", [H["core"]])
+    got = inputs.closure([str(a), str(b), str(a)], [str(deps)])
+    assert sorted(got) == sorted([str(a), str(b)])
+
+
+def test_the_rmeta_beside_the_rlib_is_read_when_cargo_left_one(deps: Path) -> None:
+    core = rlib(deps, "core", [])
+    util = rlib(deps, "util", [H["core"]], rmeta=True)
+    assert set(inputs.closure([str(util)], [str(deps)])) == {str(util), str(core)}
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        ["--extern", "util={u}", "-L", "dependency={d}"],
+        ["--extern=util={u}", "-Ldependency={d}"],
+        ["--extern", "util={u}", "-L", "all={d}"],
+    ],
+)
+def test_extern_and_dependency_folders_in_every_spelling(deps: Path, spelling: list[str]) -> None:
+    rlib(deps, "core", [])
+    util = rlib(deps, "util", [H["core"]])
+    argv = ["rustc"] + [a.format(u=util, d=deps) for a in spelling]
+    externs, dirs = inputs._options(argv)
+    assert externs == [str(util)] and dirs == [str(deps)]
+
+
+def test_what_is_not_an_rlib_dependency_is_left_out(deps: Path) -> None:
+    argv = ["rustc", "--extern", "proc_macro", "--extern", "derive=/x/libderive-1.so"]
+    argv += ["-L", "native=/usr/lib", "-L"]  # a dangling -L at the end too
+    assert inputs._options(argv) == ([], [])
+
+
+def test_source_size_counts_the_crate_roots_folder_without_target(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / "m").mkdir(parents=True)
+    (src / "main.rs").write_text("x" * 100)
+    (src / "m" / "mod.rs").write_text("y" * 50)
+    (src / "notes.txt").write_text("z" * 1000)
+    (src / "target").mkdir()
+    (src / "target" / "gen.rs").write_text("w" * 1000)
+    assert inputs.source_size(str(src / "main.rs")) == 150
+    assert inputs.source_size(None) == 0
+
+
+def test_read_inputs_sums_the_closure_and_says_none_when_there_is_nothing(
+    deps: Path, tmp_path: Path
+) -> None:
+    core = rlib(deps, "core", [], pad=500)
+    util = rlib(deps, "util", [H["core"]], pad=700)
+    main = tmp_path / "main.rs"
+    main.write_text("fn main() {}\n")
+    argv = ["rustc", str(main), "--extern", f"util={util}", "-L", f"dependency={deps}"]
+    got = inputs.read_inputs(argv, str(main))
+    assert got == inputs.Inputs(core.stat().st_size + util.stat().st_size, 2, 13)
+    assert inputs.read_inputs(["rustc", "-vV"], None) is None
+    missing = ["rustc", "--extern", f"util={deps}/libgone-{H['app']}.rlib"]
+    assert inputs.read_inputs(missing, None) is None
+
+
+def test_the_prediction_grows_with_what_is_linked_and_with_debug_info() -> None:
+    small = {"deps": 2 * MiB, "crates": 3, "source": 10_000}
+    large = {"deps": 20 * MiB, "crates": 30, "source": 10_000}
+    assert inputs.predict(small) < inputs.predict(large)
+    assert inputs.predict(small, debuginfo="2") > inputs.predict(small)
+    assert inputs.predict(small, debuginfo="0") == inputs.predict(small)
+    assert inputs.predict({"deps": 0, "crates": 0, "source": 0}) == inputs.BASE
+
+
+def pred(d: dict[str, int]) -> int:
+    return 100 * MiB + d["deps"] * 10
+
+
+def test_inputs_beat_the_default_but_history_beats_inputs() -> None:
+    mine = {"deps": 30 * MiB, "crates": 9, "source": 0}
+    h = History()
+    assert h.estimate("k", "g", inputs=mine, predict=pred) == (400 * MiB, "inputs")
+    assert h.estimate("k", "g")[1] == "default"
+    h.record("k", "g", 300 * MiB, inputs=mine)
+    assert h.estimate("k", "g", inputs=mine, predict=pred) == (
+        int(300 * MiB * HISTORY_HEADROOM),
+        "history",
+    )
+
+
+def test_siblings_scale_the_prediction_instead_of_lending_their_largest_peak() -> None:
+    """A small binary beside a big one is not assumed as big (issue #11 item 0)."""
+    h = History()
+    h.record("big", "g", 500 * MiB, inputs={"deps": 40 * MiB, "crates": 20, "source": 0})
+    h.record("tiny", "g", 110 * MiB, inputs={"deps": 1 * MiB, "crates": 2, "source": 0})
+    small = {"deps": 2 * MiB, "crates": 3, "source": 0}
+    est, basis = h.estimate("new", "g", inputs=small, predict=pred)
+    assert basis == "siblings, scaled by inputs"
+    # the prediction was 500/500 = 1.0 off for big, 110/110 for tiny: the worst ratio
+    ratio = max(500 / 500, 110 / 110)
+    assert est == int(pred(small) * ratio * HISTORY_HEADROOM)
+    assert est < 200 * MiB < 500 * MiB
+    # without inputs the old rule holds: the largest sibling, plus headroom
+    assert h.estimate("new", "g") == (int(500 * MiB * HISTORY_HEADROOM), "siblings")
+
+
+def test_scaling_takes_the_worst_miss_among_siblings() -> None:
+    h = History()
+    h.record("a", "g", 1000 * MiB, inputs={"deps": 40 * MiB, "crates": 1, "source": 0})  # 2x
+    h.record("b", "g", 250 * MiB, inputs={"deps": 40 * MiB, "crates": 1, "source": 0})  # 0.5x
+    small = {"deps": 10 * MiB, "crates": 1, "source": 0}
+    est, _ = h.estimate("new", "g", inputs=small, predict=pred)
+    assert est == int(pred(small) * 2 * HISTORY_HEADROOM)
+
+
+def test_inputs_survive_a_save_and_malformed_ones_are_only_forgotten(tmp_path: Path) -> None:
+    path = str(tmp_path / "h.json")
+    h = History()
+    h.record("k", "g", 300 * MiB, "tc", inputs={"deps": 5, "crates": 1, "source": 2})
+    h.save(path)
+    again = History.load(path)
+    assert again.estimate("n", "g", toolchain="tc", inputs={"deps": 5, "crates": 1, "source": 2},
+                          predict=pred)[1] == "siblings, scaled by inputs"  # fmt: skip
+    data = json.loads(Path(path).read_text())
+    data["entries"]["k"]["inputs"] = {"deps": "many"}
+    Path(path).write_text(json.dumps(data))
+    broken = History.load(path)
+    assert len(broken) == 1
+    assert broken.estimate("n", "g", toolchain="tc", inputs={"deps": 5, "crates": 1, "source": 2},
+                           predict=pred)[1] == "siblings"  # fmt: skip
