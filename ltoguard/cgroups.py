@@ -87,11 +87,12 @@ def working_set(usage: int, stat: dict[str, int], names: tuple[str, str, str, st
 
     Page cache a compile wrote or read (rlibs, sources) is reclaimed before the
     kernel kills anything, so it counts as free; the compiler's own mapped library
-    pages stay counted, once: a second rustc maps the same pages and adds none.
+    pages stay counted, once: a second rustc maps the same pages and adds none
+    (what each job adds is its anonymous memory, which is what estimates count).
     The older measure (usage minus inactive_file) is a floor for what is reclaimable.
     """
     cache, mapped, shmem, dirty, writeback = (stat.get(n, 0) for n in names)
-    unmapped = cache - mapped - shmem - dirty - writeback
+    unmapped = cache - mapped - shmem - dirty - writeback - stat.get("unevictable", 0)
     return max(0, usage - max(stat.get("inactive_file", 0), unmapped))
 
 

@@ -5,7 +5,6 @@ prediction drawn from it, and where that prediction stands among the other bases
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest

@@ -12,7 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from ltoguard.cgroups import cgroup_constraints, cgroup_oom_kills, host_oom_kills
+from ltoguard.cgroups import (
+    V1_NAMES,
+    V2_NAMES,
+    cgroup_constraints,
+    cgroup_oom_kills,
+    host_oom_kills,
+    working_set,
+)
 from ltoguard.memory import HostMemory, available_memory
 from ltoguard.proctree import PeakSampler, tree_rss
 from ltoguard.sizes import GiB, KiB, MiB, TiB, format_size, parse_size
@@ -565,3 +572,100 @@ def test_real_v1_cgroup_limit_is_seen_inside() -> None:
             assert cgroup_oom_kills(pid=sleeper.pid) == before + 1
             sleeper.kill()
     assert not group.exists()
+
+
+@pytest.mark.parametrize(
+    ("stat", "working"),
+    [
+        # The old measure: only the inactive list is reclaimable.
+        ({"cache": 0, "inactive_file": 200}, 800),
+        # Active page cache nobody maps (rlibs just written and read) is reclaimable too.
+        ({"cache": 600, "inactive_file": 100, "mapped_file": 0}, 400),
+        # The compiler's mapped library pages stay counted (once, however many map them).
+        ({"cache": 600, "inactive_file": 100, "mapped_file": 150}, 550),
+        # shmem, dirty and writeback pages are not freed by reclaim alone.
+        ({"cache": 600, "mapped_file": 100, "shmem": 100, "dirty": 50, "writeback": 50}, 700),
+        ({"cache": 600, "unevictable": 600}, 1000),
+        # Never below zero, never less than the inactive list frees.
+        ({"cache": 5000}, 0),
+        ({"cache": 300, "mapped_file": 300, "inactive_file": 250}, 750),
+    ],
+)
+def test_working_set_counts_unmapped_page_cache_as_free(stat: dict[str, int], working: int) -> None:
+    assert working_set(1000, stat, V1_NAMES) == working
+    v2 = {V2_NAMES[V1_NAMES.index(k)] if k in V1_NAMES else k: v for k, v in stat.items()}
+    assert working_set(1000, v2, V2_NAMES) == working
+
+
+def test_v1_reads_the_hierarchical_counters(tmp_path: Path) -> None:
+    fake = v1_system(tmp_path)
+    stat = (
+        "cache 0\nmapped_file 0\ninactive_file 0\n"
+        f"total_cache {500 * MiB}\ntotal_mapped_file {100 * MiB}\ntotal_inactive_file 0"
+    )
+    fake.files(
+        "/sys/fs/cgroup/memory/build/job",
+        memory__limit_in_bytes=1000 * MiB,
+        memory__usage_in_bytes=800 * MiB,
+        memory__stat=stat,
+    )
+    snap = available_memory(root=fake.write(), host=HOST)
+    # 800 used - (500 cache - 100 mapped) reclaimable = 400 held, 600 free.
+    assert snap.available == 600 * MiB
+
+
+# Joins the group, fills page cache with a file it reads twice (the active list),
+# prints what ltoguard and the old measure count as free, then allocates that much.
+CACHE_CHILD = r"""
+import json, os, sys
+open(os.path.join(sys.argv[1], "cgroup.procs"), "w").write(str(os.getpid()))
+from ltoguard.memory import available_memory
+path = sys.argv[2]
+with open(path, "wb") as f:
+    for _ in range(200):
+        f.write(b"c" * (1 << 20))
+    f.flush()
+    os.fsync(f.fileno())
+for _ in range(2):
+    with open(path, "rb") as f:
+        while f.read(1 << 20):
+            pass
+g = sys.argv[1]
+usage = int(open(os.path.join(g, "memory.usage_in_bytes")).read())
+stat = dict(l.split() for l in open(os.path.join(g, "memory.stat")))
+old = int(sys.argv[3]) - (usage - int(stat["total_inactive_file"]))
+now = available_memory().available
+print(json.dumps([now, old]), flush=True)
+b = bytearray(b"x") * (now - (40 << 20))
+print("allocated", flush=True)
+"""
+
+
+@pytest.mark.cgroup
+@pytest.mark.timeout(120)
+def test_the_kernel_agrees_that_unmapped_page_cache_is_free(tmp_path: Path) -> None:
+    """Issue #11 item 0: checked against the kernel's own verdict. With 200 MiB of
+    active page cache in a 400 MiB group, the free memory ltoguard counts can really
+    be allocated (the kernel reclaims the cache, nobody is OOM-killed), where the old
+    measure would have counted most of the cache as used."""
+    why = MemoryCgroup.unavailable()
+    if why:
+        pytest.skip(why)
+    limit = 400 * MiB
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    with MemoryCgroup(limit) as cg:
+        before = cg.oom_kills()
+        proc = subprocess.run(
+            [sys.executable, "-c", CACHE_CHILD, str(cg.path), str(tmp_path / "f"), str(limit)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+        assert proc.returncode == 0, proc.stderr
+        first, second = proc.stdout.splitlines()
+        now, old = json.loads(first)
+        assert second == "allocated"
+        assert now > old + 100 * MiB, (now, old)  # most of the cache counted free
+        assert now > 250 * MiB
+        assert cg.oom_kills() == before
