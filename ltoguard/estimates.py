@@ -141,8 +141,8 @@ def _inputs(value: object) -> dict[str, int] | None:
     if not isinstance(value, dict):
         return None
     out = {}
-    for name in ("deps", "crates", "source"):
-        v = value.get(name)
+    for name in ("deps", "crates", "source", "meta"):
+        v = value.get(name, 0 if name == "meta" else None)  # "meta" came later
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
             return None
         out[name] = v

@@ -36,9 +36,10 @@ class Inputs:
     deps: int  # the rlibs the compile links, its own dependencies' dependencies included
     crates: int  # how many such rlibs
     source: int  # the .rs files in the crate root's folder and below
+    meta: int = 0  # of ``deps``, the crates' metadata (generic code lives there, as MIR)
 
     def as_dict(self) -> dict[str, int]:
-        return {"deps": self.deps, "crates": self.crates, "source": self.source}
+        return {"deps": self.deps, "crates": self.crates, "source": self.source, "meta": self.meta}
 
 
 def _options(argv: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -111,11 +112,11 @@ def metadata(rlib: str) -> bytes:
         return b""
 
 
-def closure(externs: Sequence[str], dirs: Sequence[str]) -> dict[str, int]:
-    """Every rlib the compile links, with its size: the ``--extern`` ones and, from
-    their metadata, what they were built against, found in ``dirs``."""
+def closure(externs: Sequence[str], dirs: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """Every rlib the compile links, with its size and its metadata's: the ``--extern``
+    ones and, from their metadata, what they were built against, found in ``dirs``."""
     by_suffix = _rlibs_by_suffix(dirs)
-    sizes: dict[str, int] = {}
+    sizes: dict[str, tuple[int, int]] = {}
     todo = list(externs)
     budget = MAX_METADATA
     while todo and len(sizes) < MAX_CRATES:
@@ -123,12 +124,11 @@ def closure(externs: Sequence[str], dirs: Sequence[str]) -> dict[str, int]:
         if path in sizes:
             continue
         try:
-            sizes[path] = os.stat(path).st_size
+            size = os.stat(path).st_size
         except OSError:
             continue
-        if budget <= 0:
-            continue
-        meta = metadata(path)
+        meta = metadata(path) if budget > 0 else b""
+        sizes[path] = (size, min(size, len(meta)))
         budget -= len(meta)
         for m in set(_SUFFIX.findall(meta)):
             dep = by_suffix.get(m.decode())
@@ -169,7 +169,9 @@ def read_inputs(argv: Sequence[str], crate_root: str | None) -> Inputs | None:
         return None
     if not rlibs and not source:
         return None
-    return Inputs(sum(rlibs.values()), len(rlibs), source)
+    deps = sum(size for size, _ in rlibs.values())
+    meta = sum(m for _, m in rlibs.values())
+    return Inputs(deps, len(rlibs), source, meta)
 
 
 # The cold estimate: peak anonymous memory of the LTO compile as a line in its
@@ -178,7 +180,8 @@ def read_inputs(argv: Sequence[str], crate_root: str | None) -> Inputs | None:
 # it errs high: a job it overrates waits for memory it would not have needed, one
 # it underrates is paused (or stopped and rerun) before the kernel kills anything.
 BASE = 200 * 1024 * 1024  # the compiler and std's bitcode
-PER_DEP_BYTE = 1.0  # per byte of linked rlibs
+PER_CODE_BYTE = 24.0  # per byte of the linked rlibs' object code / bitcode
+PER_META_BYTE = 3.0  # per byte of their metadata (generic code, instantiated here)
 PER_SOURCE_BYTE = 20.0  # per byte of the crate's own source
 DEBUG_FACTOR = 1.5  # debuginfo (any level but 0/none)
 THIN_FACTOR = 1.0  # lto=thin against fat
@@ -190,7 +193,9 @@ def debug_on(debuginfo: str) -> bool:
 
 def predict(inputs: dict[str, int], *, debuginfo: str = "", lto: str = "fat") -> int:
     """The cold estimate (bytes) of an LTO compile with these inputs and profile."""
-    grows = PER_DEP_BYTE * inputs.get("deps", 0) + PER_SOURCE_BYTE * inputs.get("source", 0)
+    meta = inputs.get("meta", 0)
+    code = max(0, inputs.get("deps", 0) - meta)
+    grows = PER_CODE_BYTE * code + PER_META_BYTE * meta + PER_SOURCE_BYTE * inputs.get("source", 0)
     if debug_on(debuginfo):
         grows *= DEBUG_FACTOR
     if lto == "thin":

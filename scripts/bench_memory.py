@@ -12,10 +12,18 @@ and these rows per limit (--rows picks a subset):
 
   plain       cargo build --release -j2
   j1          cargo build --release -j1
+  flock       a one-at-a-time flock wrapper as RUSTC_WORKSPACE_WRAPPER (what users
+              write today: `flock LOCK rustc ...` for every bin), -j2
   slots1      ltoguard as RUSTC_WORKSPACE_WRAPPER, LTOGUARD_SLOTS=1, -j2
   auto-cold   ltoguard, LTOGUARD_SLOTS=auto, empty state directory, -j2
   auto-warm   ltoguard, auto, a copy of a state directory that already went
               through one build of this workspace (the calibration build), -j2
+
+The cap "uncapped" runs its rows without a limit of their own (plain there is the
+"plain cargo without a cap" of issue #11's targets). --kind picks the workspace:
+gen (scripts/gen_workspace.py), real (scripts/gen_realcrates.py: fat-LTO bins over
+Debian's packaged crates) or many (gen_realcrates --small: 50 small bins, a full
+clean build where library crates still compile while LTO jobs wait).
 
 The limits come from a calibration build (ltoguard, 1 slot, no limit): its peak
 cgroup charge is what "one LTO job plus the rest of the build" needs; tight is
@@ -26,7 +34,11 @@ how many of them reached cargo (kills minus ltoguard's reruns),
 wall time, peak memory (memory.max_usage_in_bytes, which includes page cache, and
 the sampled peak of rss+mapped_file, what the OOM killer cannot reclaim), and for
 ltoguard rows the reruns (kernel OOM kills ltoguard absorbed) and requeues
-(compiles it stopped itself) from events-UID.jsonl. Ratios compare rows of the
+(compiles it stopped itself), seconds paused, and how often two guarded jobs
+ran side by side (pairs: overlaps of more than a second, with the largest sum of
+their peaks) from events-UID.jsonl; "cpu+" is CPU seconds over the slots1 row of
+the same cap (work lost to stopped or rerun compiles, within the noise of a
+build's CPU time). Ratios compare rows of the
 same run; with --repeat N the rows alternate per repeat and medians are shown.
 
 Usage: bench_memory.py [--workspace DIR] [--size S] [--bins N] [--libs M]
@@ -62,8 +74,16 @@ sys.path.insert(0, str(CHECKOUT))
 from tests.cgroups import MemoryCgroup  # noqa: E402
 
 MiB = 1 << 20
-ROWS = ("plain", "j1", "slots1", "auto-cold", "auto-warm")
-CAPS = ("tight", "roomy")
+ROWS = ("plain", "j1", "flock", "slots1", "auto-cold", "auto-warm")
+CAPS = ("tight", "roomy", "uncapped")
+UNCAPPED_ROWS = ("plain",)  # without a limit only plain cargo is a reference
+# A user's one-at-a-time wrapper: every bin compile under one lock.
+FLOCK_WRAPPER = """#!/bin/sh
+case " $* " in
+*" --crate-type bin "*) exec flock "$BENCH_FLOCK" "$@" ;;
+esac
+exec "$@"
+"""
 # One LTO job plus the rest of the build needs the calibration peak P. Two LTO jobs
 # need about 2P minus what they share (the compiler's mapped text, cargo): 1.5P
 # lets one run with room to spare and not two; 3P lets two run with room to spare.
@@ -76,6 +96,20 @@ WRAPPER_VARS = ("RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER", "CARGO_BUILD_RUSTC_W
 # which is the shape that makes a build fit with one LTO job and not with two.
 QUICK = {"size": "small", "bins": 3, "libs": 4, "debug": True}
 FULL = {"size": "small", "bins": 4, "libs": 6, "debug": True}
+KINDS = ("gen", "real", "many")
+REAL_BINS = 6  # --kind real: 6 bins over 1 to 19 real crates
+MANY_BINS = 50  # --kind many: small bins over 1-3 crates each,
+MANY_LARGE_EVERY = 10  # and every 10th over all 19
+
+
+def load_script(name: str) -> ModuleType:
+    path = CHECKOUT / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def load_gen_workspace() -> ModuleType:
@@ -220,6 +254,13 @@ class Bench:
         env = dict(self.env)
         if row in ("plain", "j1"):
             return env, 1 if row == "j1" else 2
+        if row == "flock":
+            wrapper = self.work / "flock-wrapper.sh"
+            wrapper.write_text(FLOCK_WRAPPER)
+            wrapper.chmod(0o755)
+            env["RUSTC_WORKSPACE_WRAPPER"] = str(wrapper)
+            env["BENCH_FLOCK"] = str(self.work / "flock.lock")
+            return env, 2
         env["RUSTC_WORKSPACE_WRAPPER"] = self.ltoguard
         env["LTOGUARD_SLOTS"] = "1" if row == "slots1" else "auto"
         assert state is not None
@@ -227,7 +268,7 @@ class Bench:
         return env, 2
 
     def state_for(self, row: str) -> Path | None:
-        if row in ("plain", "j1"):
+        if row in ("plain", "j1", "flock"):
             return None
         self.n += 1
         state = self.work / f"state-{self.n}"
@@ -256,6 +297,8 @@ class Bench:
             res["reruns"] = sum(int(e.get("reruns") or 0) for e in events)
             res["requeues"] = sum(int(e.get("requeues") or 0) for e in events)
             res["guarded_peak"] = max((int(e.get("peak") or 0) for e in events), default=0)
+            res["paused"] = sum(float(e.get("paused_s") or 0) for e in events)
+            res["pairs"], res["pair_peak"] = pairs(events)
         if self.args.cleanup_state and state is not None and made_here:
             shutil.rmtree(state, ignore_errors=True)
         return res
@@ -269,6 +312,23 @@ class Bench:
         if res["rc"] != 0:
             raise SystemExit(f"bench: error: calibration build failed; see {res['log']}")
         return res
+
+
+def pairs(events: list[dict[str, Any]]) -> tuple[int, int]:
+    """Guarded jobs that ran side by side for over a second, and the largest sum of
+    two such jobs' peaks (an upper bound of what the pair held at once)."""
+    spans = [
+        (float(e["admitted"]), float(e["finished"]), int(e.get("peak") or 0))
+        for e in events
+        if e.get("admitted") and e.get("finished")
+    ]
+    count = top = 0
+    for i, (a0, a1, pa) in enumerate(spans):
+        for b0, b1, pb in spans[i + 1 :]:
+            if min(a1, b1) - max(a0, b0) > 1.0:
+                count += 1
+                top = max(top, pa + pb)
+    return count, top
 
 
 def median(values: list[float]) -> float:
@@ -285,9 +345,11 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
     out["oom_kills"] = max(r["oom_kills"] for r in results)
     # A kernel kill ltoguard absorbed shows as a rerun; the others reached cargo.
     out["reached"] = max(max(0, r["oom_kills"] - int(r.get("reruns", 0))) for r in results)
-    for k in ("reruns", "requeues", "guarded"):
+    for k in ("reruns", "requeues", "guarded", "pairs", "pair_peak"):
         if k in results[0]:
             out[k] = max(r[k] for r in results)
+    if "paused" in results[0]:
+        out["paused"] = median([r["paused"] for r in results])
     return out
 
 
@@ -305,71 +367,87 @@ def check(ok: bool | None) -> str:
     return "n/a" if ok is None else ("✓" if ok else "✗")
 
 
-def targets(cap: str, rows: dict[str, dict[str, Any]]) -> list[tuple[str, bool | None]]:
-    """Issue #3's targets for one cap, each with a pass mark (None: rows missing)."""
+def _target(out: list[tuple[str, bool | None]], text: str, x: float | None, bound: float) -> None:
+    out.append((f"{text} <= {bound} ({fmt_ratio(x)})", None if x is None else x <= bound))
+
+
+def targets(
+    cap: str, rows: dict[str, dict[str, Any]], uncapped: dict[str, dict[str, Any]] | None = None
+) -> list[tuple[str, bool | None]]:
+    """Issue #11's targets for one cap, each with a pass mark (None: rows missing)."""
     out: list[tuple[str, bool | None]] = []
-    plain, one = rows.get("plain"), rows.get("slots1")
-    if cap == "tight":
-        for name in ("auto-cold", "auto-warm"):
-            r = rows.get(name)
-            if r is None:
-                continue
+    plain, one, flock = rows.get("plain"), rows.get("slots1"), rows.get("flock")
+    free = (uncapped or {}).get("plain")
+    for name in ("auto-cold", "auto-warm"):
+        r = rows.get(name)
+        if r is None:
+            continue
+        if cap == "tight":
             out.append(
                 (
                     f"{name} succeeds, 0 OOM kills reaching the build",
                     r["ok"] == r["runs"] and not r["reached"],
                 )
             )
-            rr = ratio(r, one)
+            _target(out, f"{name} wall / flock", ratio(r, flock), 1.02)
+            lost = cpu_lost(r, one)
             out.append(
                 (
-                    f"{name} wall <= 1.05 x slots1 ({fmt_ratio(rr)})",
-                    None if rr is None else rr <= 1.05,
+                    f"{name} CPU lost to stopped or rerun jobs <= 5% ({fmt_pct(lost)})",
+                    None if lost is None else lost <= 0.05,
                 )
             )
-    else:
-        for name, bound in (("auto-warm", 1.15), ("auto-cold", 1.35)):
-            r = rows.get(name)
-            if r is None:
-                continue
-            rp = ratio(r, plain)
+            if free is not None and plain is not None and plain["ok"] < plain["runs"]:
+                _target(out, f"{name} wall / flock (many bins)", ratio(r, flock), 0.80)
+                _target(out, f"{name} wall / plain without a cap", ratio(r, free), 1.30)
+        elif cap == "roomy":
+            bound = 1.05 if name == "auto-cold" else 1.02
+            _target(out, f"{name} wall / plain", ratio(r, plain), bound)
             out.append(
-                (
-                    f"{name} wall <= {bound} x plain ({fmt_ratio(rp)})",
-                    None if rp is None else rp <= bound,
-                )
-            )
-            r1 = ratio(r, one)
-            # "well under 1-slot": at least 10% faster.
-            out.append(
-                (
-                    f"{name} wall well under slots1 ({fmt_ratio(r1)})",
-                    None if r1 is None else r1 <= 0.9,
-                )
+                (f"{name} ran LTO jobs in pairs ({r.get('pairs', 0)})", bool(r.get("pairs")))
             )
     return out
 
 
-def table(cap: str, limit: int, rows: dict[str, dict[str, Any]]) -> str:
+def cpu_lost(r: dict[str, Any] | None, base: dict[str, Any] | None) -> float | None:
+    if not r or not base or not base["ok"] or not r["ok"]:
+        return None
+    return max(0.0, float(r["cpu"] - base["cpu"])) / float(base["cpu"])
+
+
+def fmt_pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.1%}"
+
+
+def table(
+    cap: str, limit: int | None, rows: dict[str, dict[str, Any]], uncapped: dict[str, Any] | None
+) -> str:
     head = (
-        "| row | outcome | wall s | cpu s | max_usage MiB | peak rss MiB | OOM kills"
-        " | reached cargo | reruns | requeues | /slots1 | /plain | /j1 |\n"
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+        "| row | outcome | wall s | cpu s | cpu+ | peak rss MiB | OOM kills | reached cargo"
+        " | reruns | requeues | paused s | pairs (max sum MiB) | /plain | /flock | /slots1 |\n"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     )
-    lines = [f"### {cap}: limit {mib(limit)} MiB\n\n", head]
+    title = f"limit {mib(limit)} MiB" if limit is not None else "no limit"
+    lines = [f"### {cap}: {title}\n\n", head]
     for name in ROWS:
         r = rows.get(name)
         if r is None:
             continue
         outcome = "ok" if r["ok"] == r["runs"] else f"FAIL {r['runs'] - r['ok']}/{r['runs']}"
+        pair = f"{r['pairs']} ({mib(r['pair_peak'])})" if "pairs" in r else "-"
+        paused = f"{r['paused']:.1f}" if "paused" in r else "-"
         lines.append(
-            f"| {name} | {outcome} | {r['wall']:.1f} | {r['cpu']:.1f} | {mib(r['max_usage'])}"
-            f" | {mib(r['peak_rss'])} | {r['oom_kills']} | {r['reached']} | {r.get('reruns', '-')}"
-            f" | {r.get('requeues', '-')} | {fmt_ratio(ratio(r, rows.get('slots1')))}"
-            f" | {fmt_ratio(ratio(r, rows.get('plain')))} | {fmt_ratio(ratio(r, rows.get('j1')))} |\n"
+            f"| {name} | {outcome} | {r['wall']:.1f} | {r['cpu']:.1f}"
+            f" | {fmt_pct(cpu_lost(r, rows.get('slots1')))} | {mib(r['peak_rss'])}"
+            f" | {r['oom_kills']} | {r['reached']} | {r.get('reruns', '-')}"
+            f" | {r.get('requeues', '-')} | {paused} | {pair}"
+            f" | {fmt_ratio(ratio(r, rows.get('plain')))} | {fmt_ratio(ratio(r, rows.get('flock')))}"
+            f" | {fmt_ratio(ratio(r, rows.get('slots1')))} |\n"
         )
-    lines.append("\nTargets:\n")
-    for text, ok in targets(cap, rows):
+    found = targets(cap, rows, uncapped)
+    if found:
+        lines.append("\nTargets:\n")
+    for text, ok in found:
         lines.append(f"- {check(ok)} {text}\n")
     return "".join(lines)
 
@@ -379,13 +457,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--workspace", type=Path, help="an existing workspace to build (not generated)")
+    p.add_argument("--kind", choices=KINDS, default="gen", help="generated workspace kind")
     p.add_argument("--size", help=f"gen_workspace size (default {FULL['size']}; --quick: small)")
     p.add_argument("--bins", type=int)
     p.add_argument("--libs", type=int)
     p.add_argument("--debug", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--tight", type=parse_size, help="tight limit (default: calibrated)")
     p.add_argument("--roomy", type=parse_size, help="roomy limit (default: calibrated)")
-    p.add_argument("--caps", default=",".join(CAPS))
+    p.add_argument("--caps", default="tight,roomy", help=f"subset of {','.join(CAPS)}")
     p.add_argument("--rows", default=",".join(ROWS), help=f"subset of {','.join(ROWS)}")
     p.add_argument("--repeat", type=int, default=1)
     p.add_argument("--quick", action="store_true", help="small workspace, for a smoke run")
@@ -412,7 +491,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="ltoguard-bench-memory-"))
     work.mkdir(parents=True, exist_ok=True)
     args.cleanup_state = not args.keep
-    if args.workspace is None:
+    if args.workspace is None and args.kind != "gen":
+        args.workspace = work / "workspace"
+        small = args.kind == "many"
+        bins = args.bins or (MANY_BINS if small else REAL_BINS)
+        debug = bool(args.debug)
+        load_script("gen_realcrates").generate(
+            args.workspace, bins=bins, small=small, debug=debug, large_every=MANY_LARGE_EVERY
+        )
+        what = f"Debian crates ({args.kind}): bins={bins} debug={debug}"
+    elif args.workspace is None:
         args.workspace = work / "workspace"
         load_gen_workspace().generate(args.workspace, lto="fat", **spec)
         what = f"generated: size={spec['size']} bins={spec['bins']} libs={spec['libs']} debug={spec['debug']}"
@@ -430,9 +518,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             f" largest guarded job {mib(calib.get('guarded_peak'))} MiB",
             file=log,
         )
-        limits = {
+        limits: dict[str, int | None] = {
             "tight": args.tight or int(calib["peak_rss"] * TIGHT_FACTOR),
             "roomy": args.roomy or int(calib["peak_rss"] * ROOMY_FACTOR),
+            "uncapped": None,
         }
         raw: dict[str, dict[str, list[dict[str, Any]]]] = {c: {r: [] for r in rows} for c in caps}
         for rep in range(args.repeat):
@@ -440,6 +529,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             order = rows if rep % 2 == 0 else list(reversed(rows))
             for cap in caps:
                 for row in order:
+                    if cap == "uncapped" and row not in UNCAPPED_ROWS:
+                        continue
                     res = bench.build(row, limits[cap], None)
                     raw[cap][row].append(res)
                     print(
@@ -455,7 +546,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.keep and args.work is None:
             shutil.rmtree(work, ignore_errors=True)
 
-    summary = {c: {r: summarise(raw[c][r]) for r in rows} for c in caps}
+    summary = {c: {r: summarise(raw[c][r]) for r in rows if raw[c][r]} for c in caps}
     out = [
         f"## bench_memory: {what}, repeat {args.repeat} (medians)\n",
         f"calibration (ltoguard 1 slot, no limit): wall {calib['wall']:.1f} s,"
@@ -463,7 +554,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f" {mib(calib.get('guarded_peak'))} MiB (process-tree RSS)\n",
     ]
     for cap in caps:
-        out.append("\n" + table(cap, limits[cap], summary[cap]))
+        out.append("\n" + table(cap, limits[cap], summary[cap], summary.get("uncapped")))
     print("".join(out))
     if args.json is not None:
         data = json.dumps(

@@ -7,7 +7,11 @@ compile's), and reads each guarded job's event: the inputs the cold estimate saw
 (linked rlib bytes, crate count, own source bytes), its profile, and the peak
 anonymous memory of its process tree. Then it fits
 
-    peak = BASE + (PER_DEP_BYTE * deps + PER_SOURCE_BYTE * source) * (DEBUG_FACTOR if debug)
+    peak = BASE + (PER_CODE_BYTE * code + PER_META_BYTE * meta + PER_SOURCE_BYTE * source)
+                  * (DEBUG_FACTOR if debug)
+
+where meta is the linked crates' metadata, code the rest of their rlibs (object code
+or bitcode), source the crate's own .rs files
 
 by least squares, and prints every point with the error of the shipped constants
 and of the fit. A peak does not depend on what else runs beside it, so this may
@@ -106,23 +110,34 @@ def build(name: str, gen: str, args: list[str], work: Path) -> list[dict[str, An
 def predicted(p: dict[str, Any], consts: dict[str, float] | None = None) -> float:
     if consts is None:
         return model.predict(p["inputs"], debuginfo=p["debug"], lto=p["lto"])
-    grows = consts["dep"] * p["inputs"]["deps"] + consts["src"] * p["inputs"]["source"]
+    i = p["inputs"]
+    meta = i.get("meta", 0)
+    grows = (
+        consts["code"] * (i["deps"] - meta) + consts["meta"] * meta + consts["src"] * i["source"]
+    )
     if model.debug_on(p["debug"]):
         grows *= consts["debug"]
     return consts["base"] + grows
 
 
 def fit(points: list[dict[str, Any]]) -> dict[str, float]:
-    """Least squares of base + dep*deps + src*source on the points without debug info,
-    then the debug factor as the median of debug points' growth over the fitted growth."""
+    """Least squares of base + code*c + meta*m + src*s on the points without debug
+    info, then the debug factor as the median of debug points' growth over the fit's."""
     plain = [p for p in points if not model.debug_on(p["debug"])]
-    rows = [(1.0, p["inputs"]["deps"] / MiB, p["inputs"]["source"] / MiB) for p in plain]
+
+    def row(p: dict[str, Any]) -> tuple[float, ...]:
+        i = p["inputs"]
+        meta = i.get("meta", 0)
+        return (1.0, (i["deps"] - meta) / MiB, meta / MiB, i["source"] / MiB)
+
+    rows = [row(p) for p in plain]
     ys = [p["peak"] / MiB for p in plain]
-    n = 3
+    n = 4
     ata = [[sum(r[i] * r[j] for r in rows) for j in range(n)] for i in range(n)]
     aty = [sum(r[i] * y for r, y in zip(rows, ys)) for i in range(n)]
     coef = _solve(ata, aty)
-    consts = {"base": coef[0] * MiB, "dep": coef[1], "src": coef[2], "debug": 1.0}
+    consts = {"base": coef[0] * MiB, "code": coef[1], "meta": coef[2], "src": coef[3]}
+    consts["debug"] = 1.0
     debug = [p for p in points if model.debug_on(p["debug"])]
     factors = sorted(
         (p["peak"] - consts["base"]) / max(1.0, predicted(p, consts) - consts["base"])
@@ -150,15 +165,16 @@ def _solve(a: list[list[float]], b: list[float]) -> list[float]:
 
 def report(points: list[dict[str, Any]], consts: dict[str, float]) -> str:
     lines = [
-        "| set | job | debug | rlibs | linked MiB | source KiB | peak MiB |"
+        "| set | job | debug | rlibs | linked MiB | of it metadata | source KiB | peak MiB |"
         " shipped MiB (err) | fit MiB (err) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for p in points:
         peak, ship, fitted = p["peak"], predicted(p), predicted(p, consts)
         lines.append(
             f"| {p['set']} | {p['crate']} | {'yes' if model.debug_on(p['debug']) else 'no'} "
             f"| {p['inputs']['crates']} | {p['inputs']['deps'] / MiB:.1f} "
+            f"| {p['inputs'].get('meta', 0) / MiB:.1f} "
             f"| {p['inputs']['source'] / 1024:.0f} | {peak / MiB:.0f} "
             f"| {ship / MiB:.0f} ({(ship - peak) / peak:+.0%}) "
             f"| {fitted / MiB:.0f} ({(fitted - peak) / peak:+.0%}) |"
@@ -167,8 +183,9 @@ def report(points: list[dict[str, Any]], consts: dict[str, float]) -> str:
     errs = sorted((predicted(p) - p["peak"]) / p["peak"] for p in points)
     lines.append("")
     lines.append(
-        f"fit: BASE {consts['base'] / MiB:.0f} MiB, PER_DEP_BYTE {consts['dep']:.2f}, "
-        f"PER_SOURCE_BYTE {consts['src']:.1f}, DEBUG_FACTOR {consts['debug']:.2f}"
+        f"fit: BASE {consts['base'] / MiB:.0f} MiB, PER_CODE_BYTE {consts['code']:.2f}, "
+        f"PER_META_BYTE {consts['meta']:.2f}, PER_SOURCE_BYTE {consts['src']:.1f}, "
+        f"DEBUG_FACTOR {consts['debug']:.2f}"
     )
     if errs:
         lines.append(

@@ -496,8 +496,12 @@ def resolve_versions(registry: Path, names: Sequence[str]) -> dict[str, str]:
     return {n: "{}.{}".format(*max(versions[n])[:2]) for n in wanted}
 
 
-def plan(bins: int, seed: int = 0, small: bool = False) -> dict[str, list[str]]:
-    """Each binary's name -> the crates it uses (in CRATES order)."""
+def plan(
+    bins: int, seed: int = 0, small: bool = False, large_every: int = 0
+) -> dict[str, list[str]]:
+    """Each binary's name -> the crates it uses (in CRATES order). With ``small`` and
+    ``large_every`` K, every K-th bin uses every crate (a few large LTO jobs among
+    many small ones, the shape of a real tools workspace)."""
     if bins < 1:
         raise ValueError("need at least one bin")
     rng = random.Random(f"realcrates/{seed}/{'small' if small else 'normal'}/{bins}")
@@ -507,9 +511,11 @@ def plan(bins: int, seed: int = 0, small: bool = False) -> dict[str, list[str]]:
     result: dict[str, list[str]] = {}
     if small:
         pool = [c.name for c in CRATES if c.cheap]
-        for name in names:
+        for n, name in enumerate(names):
             k = rng.randint(*SMALL_CRATES_PER_BIN)
             result[name] = sorted(rng.sample(pool, k), key=order.index)
+            if large_every > 0 and n % large_every == large_every - 1:
+                result[name] = list(order)
         return result
     # Counts spread from 1 to all crates, dealt to the bins in seeded order.
     total = len(order)
@@ -622,6 +628,7 @@ def generate(
     debug: bool = False,
     lto: str = "fat",
     registry: Path = DEFAULT_REGISTRY,
+    large_every: int = 0,
 ) -> list[Path]:
     """Write the workspace under `out`; return every path it consists of.
 
@@ -630,7 +637,7 @@ def generate(
     """
     if lto not in LTO_VALUES:
         raise ValueError(f"lto must be one of {', '.join(LTO_VALUES)}")
-    bin_crates = plan(bins, seed=seed, small=small)
+    bin_crates = plan(bins, seed=seed, small=small, large_every=large_every)
     used = [c.name for c in CRATES if any(c.name in cs for cs in bin_crates.values())]
     registry = registry.resolve()
     versions = resolve_versions(registry, used)
@@ -696,6 +703,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--small", action="store_true", help="1-3 cheap crates and little own code per bin"
     )
     parser.add_argument("--debug", action="store_true", help="debug = true in the release profile")
+    parser.add_argument(
+        "--large-every",
+        type=int,
+        default=0,
+        metavar="K",
+        help="with --small: every K-th bin uses every crate (default 0: none)",
+    )
     parser.add_argument("--lto", choices=sorted(LTO_VALUES), default="fat")
     parser.add_argument(
         "--registry",
@@ -723,6 +737,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             debug=args.debug,
             lto=args.lto,
             registry=args.registry,
+            large_every=args.large_every,
         )
     except ValueError as exc:
         parser.error(str(exc))

@@ -54,7 +54,8 @@ def test_the_closure_follows_metadata_to_the_crates_it_was_built_against(deps: P
     argv += ["--extern", f"util={util}"]
     got = inputs.closure(*inputs._options(argv))
     assert set(got) == {str(util), str(core)}
-    assert got[str(core)] == core.stat().st_size
+    assert got[str(core)] == (core.stat().st_size, len(inputs.metadata(str(core))))
+    assert 0 < got[str(core)][1] < got[str(core)][0]
 
 
 def test_a_cycle_and_a_repeated_crate_are_counted_once(deps: Path) -> None:
@@ -113,7 +114,8 @@ def test_read_inputs_sums_the_closure_and_says_none_when_there_is_nothing(
     main.write_text("fn main() {}\n")
     argv = ["rustc", str(main), "--extern", f"util={util}", "-L", f"dependency={deps}"]
     got = inputs.read_inputs(argv, str(main))
-    assert got == inputs.Inputs(core.stat().st_size + util.stat().st_size, 2, 13)
+    meta = len(inputs.metadata(str(core))) + len(inputs.metadata(str(util)))
+    assert got == inputs.Inputs(core.stat().st_size + util.stat().st_size, 2, 13, meta)
     assert inputs.read_inputs(["rustc", "-vV"], None) is None
     missing = ["rustc", "--extern", f"util={deps}/libgone-{H['app']}.rlib"]
     assert inputs.read_inputs(missing, None) is None
