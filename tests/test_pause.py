@@ -21,7 +21,9 @@ from typing import Any
 import psutil
 import pytest
 
+from ltoguard.admission import Running
 from ltoguard.events import read_events
+from ltoguard.pause import PauseWatch, Reading, Reclaimer
 from ltoguard.sizes import GiB, MiB
 from tests.procs import Procs, clean_env, ltoguard_cmd, make_fake_rustc, pid_alive, read_log
 from tests.procs import wait_for as _wait_for
@@ -203,3 +205,84 @@ def test_a_job_never_paused_says_so(tmp_path: Path, procs: Procs) -> None:
     assert p.returncode == 0
     [event] = events(tmp_path)
     assert event["paused_s"] == 0.0
+
+
+# -- the watch itself, in this process, over a sleeping child ----------------------
+
+
+def _reading(available: int, older: bool = True) -> Reading:
+    me = Running(pid=2, estimate=100 * MiB, current=0, started=20.0)
+    others = [Running(pid=1, estimate=GiB, current=0, started=10.0)] if older else []
+    return Reading(me, others, available, 24 * GiB)
+
+
+class _Fakes:
+    def __init__(self) -> None:
+        self.reading: Reading | None = _reading(100 * GiB)
+        self.published: list[dict[str, Any]] = []
+        self.now = 0.0
+
+
+def _watch(procs: Procs, fakes: _Fakes) -> tuple[PauseWatch, int]:
+    child = procs.start(["sleep", "60"], dict(os.environ)).pid
+    watch = PauseWatch(
+        child,
+        "crate x",
+        read=lambda: fakes.reading,
+        publish=fakes.published.append,
+        lease=None,
+        reclaimer=Reclaimer(None),
+        clock=lambda: fakes.now,
+    )
+    return watch, child
+
+
+def test_watch_pauses_resumes_and_counts_paused_time(procs: Procs) -> None:
+    fakes = _Fakes()
+    watch, child = _watch(procs, fakes)
+    assert watch.step() is False and not watch.paused and fakes.published == []
+    fakes.reading = _reading(GiB)
+    assert watch.step() is False and watch.paused
+    assert wait_for(lambda: state(child) == "T")
+    assert fakes.published[-1]["paused"] is True and fakes.published[-1]["paused_since"]
+    fakes.now = 0.5
+    fakes.reading = _reading(100 * GiB)
+    watch.step()  # room, but paused for less than MIN_PAUSE: stays
+    assert watch.paused and state(child) == "T"
+    fakes.now = 3.0
+    watch.step()
+    assert not watch.paused and wait_for(lambda: state(child) in "RS")
+    assert fakes.published[-1] == {"paused": False, "paused_since": None, "paused_s": 3.0}
+    fakes.reading = _reading(GiB)
+    watch.step()
+    fakes.now = 4.0
+    fakes.reading = None  # cannot tell: not left paused blind
+    watch.step()
+    assert not watch.paused and wait_for(lambda: state(child) in "RS")
+    assert watch.finish() == 4.0
+
+
+def test_watch_continues_at_once_on_a_signal_and_never_pauses_again(procs: Procs) -> None:
+    fakes = _Fakes()
+    watch, child = _watch(procs, fakes)
+    fakes.reading = _reading(GiB)
+    watch.step()
+    assert wait_for(lambda: state(child) == "T")
+    watch.on_signal()  # what the Forwarder calls from its handler
+    assert wait_for(lambda: state(child) in "RS")
+    assert watch.step() is False and not watch.paused  # accounted, quietly
+    fakes.reading = _reading(100 * MiB)  # critical: still no kill, no pause
+    assert watch.step() is False and not watch.paused and pid_alive(child)
+
+
+def test_watch_kills_a_paused_compile_when_memory_is_critical(procs: Procs) -> None:
+    fakes = _Fakes()
+    watch, child = _watch(procs, fakes)
+    fakes.reading = _reading(GiB)
+    watch.step()
+    assert wait_for(lambda: state(child) == "T")
+    fakes.now = 2.0
+    fakes.reading = _reading(100 * MiB)
+    assert watch.step() is True
+    assert wait_for(lambda: not pid_alive(child))
+    assert not watch.paused and watch.finish() == 2.0
