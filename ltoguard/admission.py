@@ -3,6 +3,8 @@
 The semaphore gathers the facts (a MemorySnapshot, the running jobs and their
 sampled memory, the head of the queue's estimate) and asks here whether the head
 may start, which job to stop when memory runs out, and what counts as running out.
+A running job asks here (`pause_step`) whether to pause itself before memory runs
+out, to resume, or to stop itself because it ran out all the same.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class Running:
     estimate: int
     current: int
     started: float  # time.time() when it was admitted
+    paused: bool = False  # stopped (SIGSTOP) to leave room for older jobs; grows no more
 
 
 def critical_floor(total: int) -> int:
@@ -104,3 +107,76 @@ def choose_victim(running: Sequence[Running]) -> Running | None:
 def critical(available: int, total: int) -> bool:
     """Is free memory below the critical floor of a bound of size ``total``?"""
     return available < critical_floor(total)
+
+
+# What a running guarded job does with its compile (pause_step).
+KEEP, PAUSE, RESUME, KILL = "keep", "pause", "resume", "kill"
+MIN_PAUSE = 1.0  # seconds a job stays paused before free memory may resume it
+
+
+def _age_key(r: Running) -> tuple[float, int]:
+    return (r.started, r.pid)
+
+
+def still_to_grow(me: Running, others: Sequence[Running]) -> int:
+    """What this job and the other running, not-paused jobs are still expected to
+    take on top of what they hold (a paused job grows no more until it resumes)."""
+    return outstanding([me, *(r for r in others if not r.paused)])
+
+
+def older_running(me: Running, others: Sequence[Running]) -> int:
+    """How many running, not-paused jobs are older than this one."""
+    return sum(1 for r in others if not r.paused and _age_key(r) < _age_key(me))
+
+
+def should_pause(me: Running, others: Sequence[Running], available: int, total: int) -> bool:
+    """Pause this (running) job? When free memory minus what the running jobs are
+    still expected to grow would go below the critical floor, the youngest running
+    job pauses, so the older ones finish without anybody being killed. Never with no
+    older job running: pausing it would free memory for nobody."""
+    if older_running(me, others) == 0:
+        return False
+    if any(not r.paused and _age_key(r) > _age_key(me) for r in others):
+        return False  # a younger running job pauses first
+    return available - still_to_grow(me, others) < critical_floor(total)
+
+
+def should_resume(
+    me: Running, others: Sequence[Running], available: int, total: int, paused_for: float
+) -> bool:
+    """Resume this (paused) job? At once when no older job holds a slot (they
+    finished: the oldest job always runs) or a younger one runs (it yields first);
+    else when free memory covers everybody's growth, this job's included, with the
+    admission margin to spare above the floor, after MIN_PAUSE seconds paused (the
+    margin and the wait keep it from pausing and resuming in turn)."""
+    if not any(_age_key(r) < _age_key(me) for r in others):
+        return True
+    if any(not r.paused and _age_key(r) > _age_key(me) for r in others):
+        return True
+    if paused_for < MIN_PAUSE:
+        return False
+    room = available - still_to_grow(me, others)
+    return room >= critical_floor(total) + default_margin(total)
+
+
+def pause_step(
+    *,
+    me: Running,
+    others: Sequence[Running],
+    available: int,
+    total: int,
+    paused: bool,
+    paused_for: float = 0.0,
+) -> str:
+    """KEEP, PAUSE, RESUME or KILL for a running or paused job (``me``; ``others``:
+    the other jobs holding slots). Free memory really critical: the youngest job of
+    several is killed, paused or not (choose_victim), and a paused job that is not
+    the victim stays paused; the oldest job is never left paused."""
+    oldest = not any(_age_key(r) < _age_key(me) for r in others)
+    if paused and oldest:
+        return RESUME
+    if critical(available, total):
+        return KILL if choose_victim([me, *others]) is me else KEEP
+    if paused:
+        return RESUME if should_resume(me, others, available, total, paused_for) else KEEP
+    return PAUSE if should_pause(me, others, available, total) else KEEP

@@ -1,9 +1,11 @@
 """One attempt of an admitted job: spawn it holding the slot, watch it, report how it ended.
 
 While the compiler runs, its process tree's memory is sampled (the peak is learned)
-and free memory is checked every MONITOR_INTERVAL: when it gets critical while
-several guarded jobs run, the youngest job stops its own compile (it lost least
-work) and says so in its result; the caller queues it again. Whether a SIGKILL was
+and free memory is checked every MONITOR_INTERVAL (pause.py): when what the running
+jobs are still expected to grow would take it below the critical floor, the youngest
+job pauses its compile until there is room again; only when memory gets critical
+all the same does the youngest job stop its own compile (it lost least work) and say
+so in its result; the caller queues it again. Whether a SIGKILL was
 the kernel's OOM killer is told from the OOM counters before and after, and an
 LLVM allocation failure from the compiler's stderr (relay.py).
 """
@@ -18,21 +20,24 @@ import time
 from dataclasses import dataclass
 
 from ltoguard import process
-from ltoguard.admission import choose_victim, critical
 from ltoguard.cgroups import cgroup_oom_kills, host_oom_kills
 from ltoguard.estimates import DEFAULT_ESTIMATE
 from ltoguard.memory import available_memory
 from ltoguard.messages import EXIT_CANNOT_RUN, error
 from ltoguard.passthrough import HELD_ENV
+from ltoguard.pause import PauseWatch, Reading, Reclaimer
 from ltoguard.policy import running_jobs
 from ltoguard.proctree import PeakSampler
 from ltoguard.statedir import StateDirError, write_private_file
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ltoguard.admission import Running
     from ltoguard.jobs import JobRecord
     from ltoguard.jobserver import Lease
+    from ltoguard.policy import ReadMemory
     from ltoguard.relay import StderrRelay
     from ltoguard.semaphore import Semaphore, Slot
 
@@ -53,7 +58,10 @@ class AttemptResult:
 
 
 class Attempt:
-    """Runs the job's command once under a held slot."""
+    """Runs the job's command once under a held slot.
+
+    ``running_now`` (the slot holders, default: read from the semaphore) and
+    ``read_memory`` are what the pause decisions read; tests pass their own."""
 
     def __init__(
         self,
@@ -61,17 +69,23 @@ class Attempt:
         sem: Semaphore,
         memory_setting: str | None,
         relay: StderrRelay | None,
+        *,
+        running_now: Callable[[], list[Running]] | None = None,
+        read_memory: ReadMemory = available_memory,
     ) -> None:
         self.record = record
         self.sem = sem
         self.memory_setting = memory_setting
         self.relay = relay
+        self.running_now = running_now or self._running_now
+        self.read_memory = read_memory
 
     def run(
         self, slot: Slot, signals: process.Forwarder, lease: Lease | None = None
     ) -> AttemptResult:
         """``lease``: the jobserver token lent while queued, taken back in the
-        background while the compiler runs (it starts one job over -j meanwhile)."""
+        background while the compiler runs (it starts one job over -j meanwhile);
+        lent again while the compile is paused."""
         # Signals were held back since admission: from here on they go to the
         # compiler (kept until it exists), never raised half-way through starting it.
         signals.install()
@@ -87,10 +101,19 @@ class Attempt:
             error(f"cannot run {self.record.job.argv[0]}: {exc.strerror}")
             return AttemptResult(EXIT_CANNOT_RUN, 0)
         signals.forward_to(proc)
-        self._publish_child(slot, proc.pid)
-        reclaimer = _Reclaimer(lease)
+        self._publish(slot, {"child": proc.pid})
+        reclaimer = Reclaimer(lease)
+        watch = PauseWatch(
+            proc.pid,
+            self.record.job.what,
+            read=lambda: self._reading(proc.pid),
+            publish=lambda fields: self._publish(slot, fields),
+            lease=lease,
+            reclaimer=reclaimer,
+        )
+        signals.after_forward = watch.on_signal
         try:
-            code, peak, stopped = self._watch(proc)
+            code, peak, stopped = self._watch(proc, watch)
             if self.relay is not None:
                 self.relay.join()
             self.sem.release(slot)
@@ -99,6 +122,7 @@ class Attempt:
             # the jobserver has no private non-blocking descriptor (macOS); the slot
             # must not wait for that.
             reclaimer.stop()
+            signals.after_forward = None
         oom = not stopped and self._out_of_memory(code, oom_before)
         return AttemptResult(code, peak, stopped_itself=stopped, out_of_memory=oom)
 
@@ -121,17 +145,18 @@ class Attempt:
             if stderr_w is not None:
                 os.close(stderr_w)
 
-    def _publish_child(self, slot: Slot, pid: int) -> None:
-        """The run record names the compiler, whose memory the others' policies read."""
+    def _publish(self, slot: Slot, fields: dict[str, object]) -> None:
+        """The run record names the compiler, whose memory the others' policies read,
+        and whether it is paused (the others' pause decisions read that)."""
         try:
-            slot.info["child"] = pid
+            slot.info.update(fields)
             write_private_file(self.sem.dir_fd, slot.record_name, json.dumps(slot.info).encode())
         except OSError:
             pass  # the record is for display; the slot lock is what counts
 
-    def _watch(self, proc: subprocess.Popen[bytes]) -> tuple[int, int, bool]:
-        """Wait for the compiler, sampling it; stop it if memory gets critical and it is
-        the youngest of several. Returns (returncode, peak, stopped_itself)."""
+    def _watch(self, proc: subprocess.Popen[bytes], watch: PauseWatch) -> tuple[int, int, bool]:
+        """Wait for the compiler, sampling it; pause, resume or stop it as the watch
+        says. Returns (returncode, peak, stopped_itself)."""
         samples = self.record.samples
         sampler = PeakSampler(proc.pid).start()
         stopped = False
@@ -148,9 +173,9 @@ class Attempt:
             if now >= next_sample and len(samples) < MAX_SAMPLES:
                 samples.append([round(now, 2), sampler.current])
                 next_sample = now + max(1.0, (now - t0) / 60)
-            if not stopped and self._should_yield(proc.pid):
+            if not stopped and watch.step():
                 stopped = True
-                process.kill_tree(proc.pid)
+        self.record.paused_s += watch.finish()
         peak = max(sampler.stop(), 0)
         samples.append([round(time.time(), 2), 0])
         return code, peak, stopped
@@ -168,22 +193,28 @@ class Attempt:
         """Above every ordinary compile (a killed guarded job is rerun; a killed library
         compile fails the build), and higher for each job admitted beside others, so the
         kernel's choice matches ours: the youngest guarded job goes first."""
-        others = max(0, len(self._running_now()) - 1)
+        others = max(0, len(self.running_now()) - 1)
         return min(1000, OOM_SCORE_ADJ_BASE + OOM_SCORE_ADJ_STEP * others)
 
-    def _should_yield(self, child: int) -> bool:
-        """Free memory is critical, several guarded jobs run, and we are the youngest."""
-        running = self._running_now()
-        victim = choose_victim(running)
-        if victim is None or victim.pid not in (child, os.getpid()):
-            return False
+    def _reading(self, child: int) -> Reading | None:
+        """This job and the other slot holders, and free memory, for pause_step;
+        None when this job is not among them or memory cannot be read."""
+        running = self.running_now()
+        me = next((r for r in running if r.pid in (child, os.getpid())), None)
+        if me is None:
+            return None
+        if len(running) == 1:
+            # Alone, nothing depends on memory (it resumes, and is never paused or
+            # stopped: that would free memory for nobody); it costs 1-2 ms to read.
+            return Reading(me, [], 0, 0)
         try:
-            mem = available_memory(
+            mem = self.read_memory(
                 self.memory_setting, guarded_usage=sum(r.current for r in running)
             )
         except ValueError:
-            return False
-        return critical(mem.available, mem.total)
+            return None
+        others = [r for r in running if r is not me]
+        return Reading(me, others, mem.available, mem.total)
 
     def _out_of_memory(self, code: int, before: tuple[int | None, int | None]) -> bool:
         if self.relay is not None and code != 0 and self.relay.out_of_memory():
@@ -195,27 +226,3 @@ class Attempt:
         if not counted:
             return True  # no counter to ask: a SIGKILL we did not send is most likely OOM
         return any(a > b for b, a in counted)
-
-
-class _Reclaimer:
-    """Takes a lent jobserver token back in a thread while the compile runs; what it
-    did not get back, guard.py waits for after the compile, holding no slot."""
-
-    def __init__(self, lease: Lease | None) -> None:
-        import threading
-
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        if lease is not None and lease.lent:
-            self._thread = threading.Thread(
-                target=lease.reclaim,
-                kwargs={"should_stop": self._stop.is_set},
-                name="ltoguard-reclaim",
-                daemon=True,
-            )
-            self._thread.start()
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            self._stop.set()
-            self._thread.join()

@@ -12,7 +12,8 @@ Writing the log must never cost a build, so ``append_event`` never raises.
 
 Record fields (written by guard.py, schema version ``"v": 1``; readers must
 tolerate any of them missing): kind, crate, types, lto, workspace, cwd, pid,
-queued, admitted, finished, waited, peak, estimate, estimate_basis, exit,
+queued, admitted, finished, waited, paused_s (seconds its compile was paused to leave
+room for older jobs; missing in older logs), peak, estimate, estimate_basis, exit,
 reruns, requeues, outcome, budget, available_at_admit, samples, mem_source.
 """
 

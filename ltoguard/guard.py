@@ -7,7 +7,8 @@ One guarded invocation goes through these steps, each in its own module:
    jobserver token back (jobserver.py); at the head it takes it back, then waits
    until its admission policy says yes (policy.py: memory and the slot cap);
 3. one attempt (attempt.py): the compiler runs holding the slot, its memory is
-   sampled, and it stops itself if memory gets critical while it is the youngest;
+   sampled; the youngest job pauses while the others' growth would leave too little
+   free (pause.py), and stops itself if memory gets critical all the same;
 4. the next step (retry.py, pure): queue again at the head with a raised
    estimate, rerun once alone after an OOM kill, or done with the compiler's status;
 5. the peak is learned (history) and one event written (`ltoguard report`).

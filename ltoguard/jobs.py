@@ -207,6 +207,7 @@ class JobRecord:
     build: str = field(default_factory=cargo_build_id)  # the cargo run it belongs to
     samples: list[list[float]] = field(default_factory=list)  # [time, bytes] for the report
     inputs: dict[str, int] | None = None  # inputs.Inputs: what the cold estimate read
+    paused_s: float = 0.0  # seconds its compile was paused to leave room, over every attempt
 
     def ticket(self) -> dict[str, Any]:
         job = self.job
@@ -237,6 +238,7 @@ class JobRecord:
             admitted=self.admitted,
             finished=time.time(),
             waited=round(self.waited, 3),
+            paused_s=round(self.paused_s, 3),
             peak=self.peak,
             exit=code,
             reruns=reruns,

@@ -71,6 +71,7 @@ def running_jobs(
                 estimate=est if isinstance(est, int) else default,
                 current=rss(pid) if valid_pid else 0,
                 started=float(started) if isinstance(started, (int, float)) else 0.0,
+                paused=rec.get("paused") is True,
             )
         )
     return out

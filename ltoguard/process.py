@@ -104,6 +104,10 @@ class Forwarder:
         self.proc: subprocess.Popen[bytes] | None = None
         self.pending: list[int] = []
         self.received: list[int] = []  # every signal, forwarded or not
+        # Run after each forward, from the handler: a paused compile (pause.py) is
+        # continued, or it would not act on the signal. It must only set flags and
+        # send signals: it may run between any two bytecodes of the main thread.
+        self.after_forward: Callable[[], None] | None = None
 
     def install(self) -> None:
         for s in FORWARDED:
@@ -120,6 +124,8 @@ class Forwarder:
             self.pending.append(signum)
         else:
             self._send(signum)
+            if self.after_forward is not None:
+                self.after_forward()
 
     def _send(self, signum: int) -> None:
         assert self.proc is not None

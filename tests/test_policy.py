@@ -216,3 +216,9 @@ def test_policy_module_reads_memory_through_available_memory() -> None:
         memory_setting=None,
     )
     assert pol.read_memory is memory_mod.available_memory
+
+
+def test_running_jobs_reads_the_paused_flag() -> None:
+    records = snap({"pid": 5, "paused": True}, {"pid": 6, "paused": "yes"}, {"pid": 7})
+    got = running_jobs(records, GiB, lambda pid: 0)
+    assert [r.paused for r in got] == [True, False, False]  # only a real true counts

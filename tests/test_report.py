@@ -118,6 +118,17 @@ def test_page_has_one_bar_per_job() -> None:
     assert report_html.COLOURS["failed"] in page
 
 
+def test_page_shows_paused_time_per_job() -> None:
+    es = [job("alpha", T0, T0, T0 + 30, paused_s=12.4), job("beta", T0, T0, T0 + 5)]
+    page = report_html.render_html(es, "/w/demo")
+    check_page(page)
+    assert ">paused</th>" in page
+    alpha = page.split("<td>alpha</td>", 1)[1].split("</tr>", 1)[0]
+    beta = page.split("<td>beta</td>", 1)[1].split("</tr>", 1)[0]
+    assert "<td>12s</td>" in alpha  # after ran (30s): paused 12s
+    assert "<td>-</td>" in beta  # never paused (an event from before pausing, too)
+
+
 def test_page_escapes_names() -> None:
     es = [job("<script>alert(1)</script>", T0, T0, T0 + 5, ws="/w/a&b")]
     page = report_html.render_html(es, "/w/a&b")

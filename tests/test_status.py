@@ -163,8 +163,9 @@ def test_json_with_holder_and_waiters(busy: Busy, capsys: pytest.CaptureFixture[
     [run] = doc["running"]
     assert set(run) == {
         "slot", "crate", "kind", "pid", "child", "workspace", "started", "age",
-        "rss", "estimate", "estimate_basis", "budget", "budget_source",
+        "rss", "paused", "paused_s", "estimate", "estimate_basis", "budget", "budget_source",
     }  # fmt: skip
+    assert (run["paused"], run["paused_s"]) == (False, 0.0)
     assert run["crate"] == "holder_bin"
     assert (run["budget"], run["budget_source"]) == (1 << 30, "LTOGUARD_MEMORY=1G budget")
     assert run["pid"] == busy.holder.pid
@@ -196,6 +197,7 @@ def test_text_with_holder_and_waiters(busy: Busy, capsys: pytest.CaptureFixture[
     assert "waiting (2, next first):" in lines
     holder_row = next(x for x in lines if "holder_bin" in x)
     assert str(busy.holder.pid) in holder_row and "~700 MiB (history)" in holder_row
+    assert " running " in holder_row and "STATE" in lines[lines.index("running (1):") + 1]
     assert "1 GiB (LTOGUARD_MEMORY=1G budget)" in holder_row
     ia = next(i for i, x in enumerate(lines) if "waiter_a" in x)
     ib = next(i for i, x in enumerate(lines) if "waiter_b" in x)
@@ -374,3 +376,15 @@ def test_learned_empty_state_dir(env: Path, capsys: pytest.CaptureFixture[str]) 
     assert learned.main([]) == 0
     out = capsys.readouterr().out
     assert "memory history: empty" in out and "event log: empty" in out
+
+
+def test_a_paused_job_shows_its_state_and_time() -> None:
+    now = 1000.0
+    rec = {"crate": "app07", "paused": True, "paused_s": 2.0, "paused_since": now - 10.5}
+    run = status._running(0, rec, now)
+    assert (run["paused"], run["paused_s"]) == (True, 12.5)  # 2 s before, 10.5 s now
+    [row] = [x for x in status._running_lines([run]) if "app07" in x]
+    assert "paused 12s" in row and "running" not in row
+    resumed = status._running(0, dict(rec, paused=False, paused_since=None), now)
+    assert (resumed["paused"], resumed["paused_s"]) == (False, 2.0)
+    assert status._running(0, {"paused": "yes", "paused_s": "x"}, now)["paused"] is False

@@ -312,12 +312,14 @@ def _row(e: dict[str, Any]) -> str:
     outcome = ev.text(e, "outcome", "unknown")
     est = ev.num(e, "estimate")
     basis = ev.text(e, "estimate_basis")
+    paused = ev.num(e, "paused_s") or 0.0
     return (
         "<tr>"
         f"<td>{esc(ev.text(e, 'crate', '?'))}</td>"
         f"<td>{esc(ev.kind_of(e))}</td>"
         f"<td>{esc(fmt_age(ev.waited(e)))}</td>"
         f"<td>{esc(fmt_age(ran))}</td>"
+        f"<td>{esc(fmt_age(paused) if paused else '-')}</td>"
         f"<td>{esc(fmt_bytes(int(ev.num(e, 'peak') or 0)))}</td>"
         f"<td>{esc(fmt_bytes(int(est)) if est is not None else '?')}"
         f"{esc(f' ({basis})' if basis else '')}</td>"
@@ -363,7 +365,7 @@ def render_html(
 <p class="note">Memory source: {esc(", ".join(sources) or "not recorded")}.</p>
 <h2>Jobs</h2>
 <table>
-<thead><tr><th>crate</th><th>kind</th><th>waited</th><th>ran</th><th>peak</th><th>estimate</th><th>exit</th><th>outcome</th><th>reruns</th><th>requeues</th></tr></thead>
+<thead><tr><th>crate</th><th>kind</th><th>waited</th><th>ran</th><th title="paused to leave room for older jobs">paused</th><th>peak</th><th>estimate</th><th>exit</th><th>outcome</th><th>reruns</th><th>requeues</th></tr></thead>
 <tbody>
 {chr(10).join(_row(e) for e in events)}
 </tbody>

@@ -28,6 +28,8 @@ Schema, version 1 (keys are always present; ``null`` where unknown)::
         "child": int | null,          # the compiler's pid, once spawned
         "workspace": str | null, "started": float | null, "age": float | null,
         "rss": int | null,            # bytes, current, whole process tree
+        "paused": bool,               # its compile is paused to leave room for older jobs
+        "paused_s": float,            # seconds paused in all, the current pause included
         "estimate": int | null, "estimate_basis": str | null,
         "budget": int | null,         # the memory bound this job decides against (its
         "budget_source": str | null}, ...],  # own settings and cgroup), from its record
@@ -120,10 +122,21 @@ def _running(slot: int, rec: Mapping[str, Any], now: float) -> dict[str, Any]:
         "started": started,
         "age": None if started is None else max(0.0, now - started),
         "rss": tree_rss(target) if target else None,
+        **_paused(rec, now),
         "estimate": int_or_none(rec.get("estimate")),
         "estimate_basis": str_or_none(rec.get("estimate_basis")),
         **_bound(rec),
     }
+
+
+def _paused(rec: Mapping[str, Any], now: float) -> dict[str, Any]:
+    """Whether the job's compile is paused now (pause.py), and for how long in all."""
+    paused = rec.get("paused") is True
+    total = float_or_none(rec.get("paused_s")) or 0.0
+    since = float_or_none(rec.get("paused_since"))
+    if paused and since is not None:
+        total += max(0.0, now - since)
+    return {"paused": paused, "paused_s": round(total, 3)}
 
 
 def _bound(rec: Mapping[str, Any]) -> dict[str, Any]:
@@ -233,13 +246,14 @@ def _running_lines(run: list[dict[str, Any]]) -> list[str]:
             str(r["pid"] or "?"),
             str(r["child"] or "-"),
             fmt_age(r["age"]),
+            f"paused {fmt_age(r['paused_s'])}" if r["paused"] else "running",
             fmt_bytes(r["rss"]),
             fmt_estimate(r["estimate"], r["estimate_basis"]),
             _fmt_bound(r),
         ]
         for r in run
     ]
-    header = ["SLOT", "CRATE", "PID", "CHILD", "AGE", "MEMORY", "ESTIMATE", "BUDGET"]
+    header = ["SLOT", "CRATE", "PID", "CHILD", "AGE", "STATE", "MEMORY", "ESTIMATE", "BUDGET"]
     return [f"running ({len(run)}):", *table(header, rows)]
 
 

@@ -1,0 +1,233 @@
+"""Pausing a guarded compile before memory runs out, rather than killing it (issue #11).
+
+While its compiler runs, each attempt asks admission.pause_step every MONITOR_INTERVAL
+what to do with it; this module carries the answer out:
+
+- pause: SIGSTOP the compile's process tree (children first, then the compiler, and
+  once more for any child it started meanwhile), lend the jobserver token back to
+  cargo (it can run an ordinary compile meanwhile), and say `paused: true` in the
+  run record, which the other jobs' watchers read (policy.running_jobs);
+- resume: SIGCONT the tree, at once, without waiting for a token: one is taken back
+  in the background (Reclaimer), as for a job admitted without its token in hand;
+- kill: memory is critical all the same and this job is the youngest: SIGKILL the
+  tree (then SIGCONT, which a stopped process needs to die at once) and the caller
+  queues it again, as before pausing existed.
+
+A signal forwarded to a paused compiler would wait until it is continued:
+`on_signal`, run from the signal handler after the forward, continues the stopped
+processes at once (os.kill only, safe to run between any two bytecodes), and the
+next check resumes the job for good and pauses it never again.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ltoguard import process
+from ltoguard.admission import KILL, PAUSE, RESUME, older_running, pause_step, still_to_grow
+from ltoguard.messages import note
+from ltoguard.sizes import format_size
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ltoguard.admission import Running
+    from ltoguard.jobserver import Lease
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What pause_step decides on: this job, the other slot holders, free memory."""
+
+    me: Running
+    others: list[Running]
+    available: int
+    total: int
+
+
+class Reclaimer:
+    """Takes a lent jobserver token back in a thread while the compile runs; what it
+    did not get back, guard.py waits for after the compile, holding no slot. Stopped
+    before the token is lent again (a pause) and started again on resume: one thread
+    at most, and never a lend while it may be reading."""
+
+    def __init__(self, lease: Lease | None) -> None:
+        self._lease = lease
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.start()
+
+    def start(self) -> None:
+        lease = self._lease
+        if self._thread is not None or lease is None or not lease.lent:
+            return
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=lease.reclaim,
+            kwargs={"should_stop": self._stop.is_set},
+            name="ltoguard-reclaim",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._thread = None
+
+
+def _tree(pid: int) -> list[int]:
+    """The compile's processes, children first and the compiler last."""
+    try:
+        import psutil
+
+        return [p.pid for p in psutil.Process(pid).children(recursive=True)] + [pid]
+    except Exception:
+        return [pid]
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except OSError:
+        pass
+
+
+class PauseWatch:
+    """Pauses, resumes or kills one compile as admission.pause_step says."""
+
+    def __init__(
+        self,
+        child: int,
+        what: str,
+        *,
+        read: Callable[[], Reading | None],
+        publish: Callable[[dict[str, Any]], None],
+        lease: Lease | None,
+        reclaimer: Reclaimer,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.child = child
+        self.what = what
+        self.read = read
+        self.publish = publish
+        self.lease = lease
+        self.reclaimer = reclaimer
+        self.clock = clock
+        self.paused_s = 0.0  # seconds paused in all, the current pause excluded
+        self.signalled = False  # a signal was forwarded: never pause again
+        self._paused_at: float | None = None  # clock() when paused
+        self._paused_since: float | None = None  # time.time() when paused, for the record
+        self._stopped: list[int] = []
+
+    @property
+    def paused(self) -> bool:
+        return self._paused_at is not None
+
+    def step(self) -> bool:
+        """One check; True when it killed the compile (the caller requeues it)."""
+        if self.signalled:
+            if self.paused:
+                self.resume(quiet=True)
+            return False
+        reading = self.read()
+        if reading is None:  # cannot tell: never left paused blind
+            if self.paused:
+                self.resume()
+            return False
+        paused_for = 0.0 if self._paused_at is None else self.clock() - self._paused_at
+        action = pause_step(
+            me=reading.me,
+            others=reading.others,
+            available=reading.available,
+            total=reading.total,
+            paused=self.paused,
+            paused_for=paused_for,
+        )
+        if action == KILL:
+            self.kill()
+            return True
+        if action == PAUSE:
+            self.pause(reading)
+        elif action == RESUME:
+            self.resume()
+        return False
+
+    def pause(self, reading: Reading) -> None:
+        self._paused_at = self.clock()
+        self._paused_since = time.time()
+        self._stopped = []
+        for _ in range(2):  # again for a child started while the first pass ran
+            for pid in _tree(self.child):
+                if pid not in self._stopped:
+                    self._stopped.append(pid)
+                    _signal(pid, signal.SIGSTOP)
+        if self.signalled:  # a signal came meanwhile: the compile must see it
+            self._cont()
+        # The token goes back to cargo while we hold only memory; the reclaimer
+        # (if it still runs) is stopped first, so it is never lent twice.
+        self.reclaimer.stop()
+        if self.lease is not None:
+            self.lease.lend()
+        self._publish()
+        n = older_running(reading.me, reading.others)
+        note(
+            f"paused {self.what} to leave room for {n} older guarded job{'s' if n != 1 else ''}"
+            f" (expected to grow by ~{format_size(still_to_grow(reading.me, reading.others))},"
+            f" {format_size(reading.available)} free)"
+        )
+
+    def resume(self, *, quiet: bool = False) -> None:
+        self._cont()
+        took = self._end_pause()
+        if not self.signalled:
+            self.reclaimer.start()  # resumed without a token in hand: one comes back later
+        self._publish()
+        if not quiet:
+            note(f"resumed {self.what} after {took:.1f}s")
+
+    def kill(self) -> None:
+        process.kill_tree(self.child)
+        self._cont()  # SIGKILL ends a stopped process too; SIGCONT for good measure
+        self._end_pause()
+
+    def on_signal(self) -> None:
+        """From the signal handler, after the signal was forwarded to the compiler."""
+        self.signalled = True
+        if self.paused:
+            self._cont()
+
+    def finish(self) -> float:
+        """The compile ended: seconds paused in all (a pause still on is ended)."""
+        if self.paused:
+            self._cont()
+            self._end_pause()
+        return self.paused_s
+
+    def _cont(self) -> None:
+        for pid in list(self._stopped):
+            _signal(pid, signal.SIGCONT)
+
+    def _end_pause(self) -> float:
+        took = 0.0
+        if self._paused_at is not None:
+            took = max(0.0, self.clock() - self._paused_at)
+            self.paused_s += took
+        self._paused_at = self._paused_since = None
+        return took
+
+    def _publish(self) -> None:
+        self.publish(
+            {
+                "paused": self.paused,
+                "paused_since": self._paused_since,
+                "paused_s": round(self.paused_s, 3),
+            }
+        )

@@ -1,0 +1,288 @@
+"""A guarded compile paused to leave room for an older one (issue #11 item 4).
+
+Real ltoguard processes (tests/pause_driver.py: the CLI, with the pause decisions'
+inputs read from a control file each test rewrites) in front of the fake rustc: the
+compile's tree is really stopped and continued, a signal ends a paused job at once,
+memory that gets critical all the same kills and requeues it, the jobserver token is
+lent while it is paused, and the paused time shows in `status --json` and the event.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from ltoguard.admission import Running
+from ltoguard.events import read_events
+from ltoguard.pause import PauseWatch, Reading, Reclaimer
+from ltoguard.sizes import GiB, MiB
+from tests.procs import Procs, clean_env, ltoguard_cmd, make_fake_rustc, pid_alive, read_log
+from tests.procs import wait_for as _wait_for
+from tests.test_lending import Pool
+
+pytestmark = pytest.mark.timeout(120)
+
+DRIVER = Path(__file__).with_name("pause_driver.py")
+# An older job still expected to grow by 1 GiB; 24 GiB total: floor 256 MiB.
+RUN = {
+    "older": True,
+    "older_estimate": GiB,
+    "me_estimate": 100 * MiB,
+    "available": 100 * GiB,
+    "total": 24 * GiB,
+}
+PAUSE = dict(RUN, available=GiB)  # 1.1 GiB still to come would leave less than the floor
+CRITICAL = dict(RUN, available=100 * MiB)  # below the floor now
+ALONE = dict(RUN, older=False)  # the older job finished
+
+
+def wait_for(pred: Any, timeout: float = 10.0) -> bool:
+    return _wait_for(pred, timeout=timeout)
+
+
+def control(tmp: Path, doc: dict[str, Any]) -> None:
+    part = tmp / "ctl.part"
+    part.write_text(json.dumps(doc))
+    os.replace(part, tmp / "ctl.json")
+
+
+def state(pid: int) -> str:
+    """The process's state letter in /proc/PID/stat ('T': stopped); '' once gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(") ", 1)[1][0]
+    except (OSError, IndexError):
+        return ""
+
+
+def start(procs: Procs, tmp: Path, crate: str = "app07", **extra: str) -> subprocess.Popen[str]:
+    rustc = make_fake_rustc(tmp)
+    control(tmp, RUN)
+    env = clean_env(tmp, tmp / "state", PAUSE_CTL=str(tmp / "ctl.json"), **extra)
+    cmd = [sys.executable, str(DRIVER), *ltoguard_cmd(rustc, crate)[3:]]
+    return procs.start(cmd, env, text=True, cwd=tmp)
+
+
+def compiler(tmp: Path, n: int = 1) -> int:
+    """The pid of the fake rustc's n-th start."""
+    log = tmp / "log.jsonl"
+    assert wait_for(lambda: sum(e["what"] == "start" for e in read_log(log)) >= n)
+    return int([e for e in read_log(log) if e["what"] == "start"][n - 1]["pid"])
+
+
+def events(tmp: Path) -> list[dict[str, Any]]:
+    fd = os.open(tmp / "state", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        return read_events(fd)
+    finally:
+        os.close(fd)
+
+
+def status_json(tmp: Path) -> dict[str, Any]:
+    env = clean_env(tmp, tmp / "state")
+    out = subprocess.run(
+        [sys.executable, "-m", "ltoguard", "status", "--json"],
+        env=env, cwd=tmp, capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    doc: dict[str, Any] = json.loads(out.stdout)
+    return doc
+
+
+def test_paused_tree_is_stopped_resumed_and_shown(tmp_path: Path, procs: Procs) -> None:
+    # An inner wrapper that runs rustc as its child: the compile is a tree of two.
+    wrap = tmp_path / "wrap"
+    wrap.write_text(
+        f"#!{sys.executable}\nimport subprocess, sys\nsys.exit(subprocess.call(sys.argv[1:]))\n"
+    )
+    wrap.chmod(0o755)
+    release = tmp_path / "release"
+    p = start(procs, tmp_path, LTOGUARD_WRAP=str(wrap), FAKE_UNTIL=str(release))
+    rustc = compiler(tmp_path)
+    tree = [psutil.Process(rustc).ppid(), rustc]
+    assert psutil.Process(tree[0]).ppid() == p.pid  # ltoguard > wrap > rustc
+    assert all(state(pid) in "RS" for pid in tree)
+    control(tmp_path, PAUSE)
+    assert wait_for(lambda: all(state(pid) == "T" for pid in tree)), [state(x) for x in tree]
+    time.sleep(0.6)  # it stays paused: the projection has not changed
+    assert all(state(pid) == "T" for pid in tree)
+    [run] = status_json(tmp_path)["running"]
+    assert run["paused"] is True and run["paused_s"] >= 0.5
+    control(tmp_path, RUN)  # room again (after the minimum pause)
+    assert wait_for(lambda: all(state(pid) in "RS" for pid in tree))
+    [run] = status_json(tmp_path)["running"]
+    assert run["paused"] is False and run["paused_s"] >= 0.5
+    release.touch()
+    _, err = p.communicate(timeout=30)
+    assert p.returncode == 0, err
+    lines = err.splitlines()
+    assert any(
+        line.startswith("ltoguard: paused crate app07 (bin, lto=fat) to leave room for 1 older")
+        and "expected to grow by ~1.1 GiB, 1 GiB free" in line
+        for line in lines
+    ), err
+    assert any(line.startswith("ltoguard: resumed crate app07") for line in lines), err
+    [event] = events(tmp_path)
+    assert event["outcome"] == "ok" and event["requeues"] == 0
+    assert event["paused_s"] >= 0.5
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_ends_a_paused_job_promptly(
+    tmp_path: Path, procs: Procs, sig: signal.Signals
+) -> None:
+    p = start(procs, tmp_path, FAKE_SLEEP="60")
+    rustc = compiler(tmp_path)
+    control(tmp_path, PAUSE)
+    assert wait_for(lambda: state(rustc) == "T")
+    t0 = time.monotonic()
+    os.kill(p.pid, sig)
+    p.communicate(timeout=30)
+    assert p.returncode == -sig  # died by the compiler's signal, as ever
+    assert time.monotonic() - t0 < 3.0
+    assert not pid_alive(rustc)
+    [event] = events(tmp_path)
+    assert event["exit"] == -sig and event["paused_s"] > 0
+
+
+def test_critical_memory_kills_a_paused_job_and_requeues_it(tmp_path: Path, procs: Procs) -> None:
+    release = tmp_path / "release"
+    p = start(procs, tmp_path, FAKE_UNTIL=str(release))
+    first = compiler(tmp_path)
+    control(tmp_path, PAUSE)
+    assert wait_for(lambda: state(first) == "T")
+    release.touch()  # a stopped compile does not see it
+    time.sleep(0.3)
+    assert pid_alive(first) and state(first) == "T"
+    control(tmp_path, CRITICAL)
+    assert wait_for(lambda: not pid_alive(first))
+    control(tmp_path, ALONE)
+    _, err = p.communicate(timeout=30)
+    assert p.returncode == 0, err
+    assert "free memory is critical; stopped this compile" in err
+    assert compiler(tmp_path, 2) != first  # it ran again, from the start
+    [event] = events(tmp_path)
+    assert event["outcome"] == "ok" and event["requeues"] >= 1 and event["paused_s"] > 0
+
+
+def test_the_token_is_lent_while_paused_and_balanced(tmp_path: Path, procs: Procs) -> None:
+    pool = Pool(tmp_path / "fifo", 0)
+    try:
+        release = tmp_path / "release"
+        makeflags = f"-j4 --jobserver-auth=fifo:{tmp_path / 'fifo'}"
+        p = start(procs, tmp_path, MAKEFLAGS=makeflags, FAKE_UNTIL=str(release))
+        rustc = compiler(tmp_path)
+        assert pool.count() == 0  # admitted at once: it kept its token
+        for _ in range(2):  # paused twice: lent once each time, never twice
+            control(tmp_path, PAUSE)
+            assert wait_for(lambda: state(rustc) == "T")
+            assert wait_for(lambda: pool.count() == 1), pool.count()
+            time.sleep(0.3)
+            assert pool.count() == 1
+            control(tmp_path, ALONE)  # resumed at once, the token taken back meanwhile
+            assert wait_for(lambda: state(rustc) in "RS")
+            assert wait_for(lambda: pool.count() == 0), pool.count()
+        release.touch()
+        _, err = p.communicate(timeout=30)
+        assert p.returncode == 0, err
+        assert pool.count() == 0
+        assert "could not take back" not in err
+    finally:
+        pool.close()
+
+
+def test_a_job_never_paused_says_so(tmp_path: Path, procs: Procs) -> None:
+    p = start(procs, tmp_path, FAKE_SLEEP="0.6")
+    p.communicate(timeout=30)
+    assert p.returncode == 0
+    [event] = events(tmp_path)
+    assert event["paused_s"] == 0.0
+
+
+# -- the watch itself, in this process, over a sleeping child ----------------------
+
+
+def _reading(available: int, older: bool = True) -> Reading:
+    me = Running(pid=2, estimate=100 * MiB, current=0, started=20.0)
+    others = [Running(pid=1, estimate=GiB, current=0, started=10.0)] if older else []
+    return Reading(me, others, available, 24 * GiB)
+
+
+class _Fakes:
+    def __init__(self) -> None:
+        self.reading: Reading | None = _reading(100 * GiB)
+        self.published: list[dict[str, Any]] = []
+        self.now = 0.0
+
+
+def _watch(procs: Procs, fakes: _Fakes) -> tuple[PauseWatch, int]:
+    child = procs.start(["sleep", "60"], dict(os.environ)).pid
+    watch = PauseWatch(
+        child,
+        "crate x",
+        read=lambda: fakes.reading,
+        publish=fakes.published.append,
+        lease=None,
+        reclaimer=Reclaimer(None),
+        clock=lambda: fakes.now,
+    )
+    return watch, child
+
+
+def test_watch_pauses_resumes_and_counts_paused_time(procs: Procs) -> None:
+    fakes = _Fakes()
+    watch, child = _watch(procs, fakes)
+    assert watch.step() is False and not watch.paused and fakes.published == []
+    fakes.reading = _reading(GiB)
+    assert watch.step() is False and watch.paused
+    assert wait_for(lambda: state(child) == "T")
+    assert fakes.published[-1]["paused"] is True and fakes.published[-1]["paused_since"]
+    fakes.now = 0.5
+    fakes.reading = _reading(100 * GiB)
+    watch.step()  # room, but paused for less than MIN_PAUSE: stays
+    assert watch.paused and state(child) == "T"
+    fakes.now = 3.0
+    watch.step()
+    assert not watch.paused and wait_for(lambda: state(child) in "RS")
+    assert fakes.published[-1] == {"paused": False, "paused_since": None, "paused_s": 3.0}
+    fakes.reading = _reading(GiB)
+    watch.step()
+    fakes.now = 4.0
+    fakes.reading = None  # cannot tell: not left paused blind
+    watch.step()
+    assert not watch.paused and wait_for(lambda: state(child) in "RS")
+    assert watch.finish() == 4.0
+
+
+def test_watch_continues_at_once_on_a_signal_and_never_pauses_again(procs: Procs) -> None:
+    fakes = _Fakes()
+    watch, child = _watch(procs, fakes)
+    fakes.reading = _reading(GiB)
+    watch.step()
+    assert wait_for(lambda: state(child) == "T")
+    watch.on_signal()  # what the Forwarder calls from its handler
+    assert wait_for(lambda: state(child) in "RS")
+    assert watch.step() is False and not watch.paused  # accounted, quietly
+    fakes.reading = _reading(100 * MiB)  # critical: still no kill, no pause
+    assert watch.step() is False and not watch.paused and pid_alive(child)
+
+
+def test_watch_kills_a_paused_compile_when_memory_is_critical(procs: Procs) -> None:
+    fakes = _Fakes()
+    watch, child = _watch(procs, fakes)
+    fakes.reading = _reading(GiB)
+    watch.step()
+    assert wait_for(lambda: state(child) == "T")
+    fakes.now = 2.0
+    fakes.reading = _reading(100 * MiB)
+    assert watch.step() is True
+    assert wait_for(lambda: not pid_alive(child))
+    assert not watch.paused and watch.finish() == 2.0

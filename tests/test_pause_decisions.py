@@ -1,0 +1,124 @@
+"""The pure pause/resume/kill decisions of a running guarded job (admission.py)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from ltoguard.admission import (
+    KEEP,
+    KILL,
+    MIN_PAUSE,
+    PAUSE,
+    RESUME,
+    Running,
+    older_running,
+    pause_step,
+    should_pause,
+    should_resume,
+    still_to_grow,
+)
+from ltoguard.sizes import GiB, MiB
+
+TOTAL = 24 * GiB  # critical floor 256 MiB, margin 384 MiB
+
+
+def job(pid: int, estimate: int, current: int, started: float, paused: bool = False) -> Running:
+    return Running(pid=pid, estimate=estimate, current=current, started=started, paused=paused)
+
+
+OLD = job(1, 2 * GiB, GiB, 10.0)  # 1 GiB still to come
+ME = job(2, GiB, 600 * MiB, 20.0)  # 424 MiB still to come
+YOUNG = job(3, GiB, 100 * MiB, 30.0)  # 924 MiB still to come
+NEEDS = GiB + 424 * MiB  # OLD's and ME's growth
+EDGE = NEEDS + 256 * MiB  # free memory at which the projection meets the floor
+
+
+def test_growth_counts_only_running_jobs() -> None:
+    assert still_to_grow(ME, [OLD]) == NEEDS
+    assert still_to_grow(ME, [replace(OLD, paused=True)]) == 424 * MiB
+    assert still_to_grow(ME, [OLD, YOUNG]) == NEEDS + 924 * MiB
+    assert older_running(ME, [OLD, YOUNG]) == 1
+    assert older_running(ME, [replace(OLD, paused=True), YOUNG]) == 0
+
+
+@pytest.mark.parametrize(
+    ("me", "others", "available", "expected"),
+    [
+        (ME, [OLD], EDGE - 1, True),  # the projection goes below the floor
+        (ME, [OLD], EDGE, False),  # exactly at the floor: not below it
+        (ME, [OLD], 100 * GiB, False),
+        (ME, [], 0, False),  # alone: pausing frees memory for nobody
+        (OLD, [ME], 0, False),  # the oldest never pauses
+        (ME, [OLD, YOUNG], 0, False),  # a younger running job pauses first
+        # ... unless it is paused already: then it grows no more, and ME is next.
+        (ME, [OLD, replace(YOUNG, paused=True)], EDGE - 1, True),
+        (ME, [OLD, replace(YOUNG, paused=True)], EDGE, False),
+        # Every older job paused: none would profit from ME pausing.
+        (ME, [replace(OLD, paused=True)], 0, False),
+        # Over its estimate, ME reserves nothing more: only OLD's growth counts.
+        (replace(ME, current=2 * GiB), [OLD], GiB + 256 * MiB - 1, True),
+        (replace(ME, current=2 * GiB), [OLD], GiB + 256 * MiB, False),
+        # The same start time: the higher pid counts as the younger (choose_victim).
+        (replace(ME, started=10.0), [OLD], 0, True),
+        (replace(OLD, started=20.0), [replace(ME, started=20.0, pid=0)], 0, True),
+    ],
+)
+def test_should_pause(me: Running, others: list[Running], available: int, expected: bool) -> None:
+    assert should_pause(me, others, available, TOTAL) is expected
+
+
+ROOM = NEEDS + 256 * MiB + 384 * MiB  # the floor and the margin above the growth
+
+
+@pytest.mark.parametrize(
+    ("others", "available", "paused_for", "expected"),
+    [
+        ([], 0, 0.0, True),  # the older jobs finished: at once, whatever memory says
+        ([YOUNG], 0, 0.0, True),  # only younger ones left: ME is the oldest
+        ([OLD, YOUNG], 0, 0.0, True),  # a younger job runs: it yields first
+        ([OLD, replace(YOUNG, paused=True)], 0, 9.0, False),
+        ([OLD], ROOM, MIN_PAUSE, True),  # room for everybody's growth and the margin
+        ([OLD], ROOM - 1, 60.0, False),  # above the floor but within the margin: stay
+        ([OLD], EDGE, 60.0, False),  # where it paused: no flapping
+        ([OLD], 100 * GiB, MIN_PAUSE - 0.01, False),  # hysteresis: not too soon
+        ([OLD], 100 * GiB, MIN_PAUSE, True),
+        # The older job is paused itself (it will resume first, as the oldest).
+        ([replace(OLD, paused=True)], 0, 60.0, False),
+        ([replace(OLD, paused=True)], 424 * MiB + 640 * MiB, 60.0, True),
+    ],
+)
+def test_should_resume(
+    others: list[Running], available: int, paused_for: float, expected: bool
+) -> None:
+    assert should_resume(ME, others, available, TOTAL, paused_for) is expected
+
+
+@pytest.mark.parametrize(
+    ("me", "others", "available", "paused", "expected"),
+    [
+        (ME, [OLD], 100 * GiB, False, KEEP),
+        (ME, [OLD], EDGE - 1, False, PAUSE),
+        (ME, [OLD], EDGE - 1, True, KEEP),
+        (ME, [OLD], 100 * GiB, True, RESUME),
+        # Really critical: the youngest of several is killed, running or paused.
+        (ME, [OLD], 255 * MiB, False, KILL),
+        (ME, [OLD], 255 * MiB, True, KILL),
+        (ME, [OLD], 256 * MiB, True, KEEP),  # at the floor: not critical yet
+        (ME, [OLD, YOUNG], 255 * MiB, False, KEEP),  # YOUNG is the victim
+        (ME, [OLD, YOUNG], 255 * MiB, True, KEEP),  # ... and ME does not resume
+        (OLD, [ME], 255 * MiB, False, KEEP),
+        (ME, [], 255 * MiB, False, KEEP),  # alone: killing it would help nobody
+        # The oldest job is never left paused, critical or not.
+        (ME, [], 255 * MiB, True, RESUME),
+        (ME, [YOUNG], 255 * MiB, True, RESUME),
+    ],
+)
+def test_pause_step(
+    me: Running, others: list[Running], available: int, paused: bool, expected: str
+) -> None:
+    got = pause_step(
+        me=me, others=others, available=available, total=TOTAL, paused=paused, paused_for=60.0
+    )
+    assert got == expected
