@@ -7,11 +7,11 @@ compile's), and reads each guarded job's event: the inputs the cold estimate saw
 (linked rlib bytes, crate count, own source bytes), its profile, and the peak
 anonymous memory of its process tree. Then it fits
 
-    peak = BASE + (PER_CODE_BYTE * code + PER_META_BYTE * meta + PER_SOURCE_BYTE * source)
-                  * (DEBUG_FACTOR if debug)
+    peak = BASE + PER_CODE_BYTE * code * (DEBUG_FACTOR if debug)
 
-where meta is the linked crates' metadata, code the rest of their rlibs (object code
-or bitcode), source the crate's own .rs files
+where code is the linked rlibs' bytes less their metadata (object code or bitcode),
+and prints every point with the error of the shipped constants (which add a small
+term per byte of the crate's own source) and of the fit
 
 by least squares, and prints every point with the error of the shipped constants
 and of the fit. A peak does not depend on what else runs beside it, so this may
@@ -44,7 +44,7 @@ sys.path.insert(0, str(CHECKOUT))
 from ltoguard import inputs as model  # noqa: E402
 
 MiB = 1024 * 1024
-# (name, generator, arguments): sizes spread the linked bytes from ~1 to ~30 MB.
+# (name, generator, arguments): sizes spread the linked code from ~0.1 to ~14 MiB.
 GENERATED = [
     ("gen-u2", "gen_workspace", ["--bins", "3", "--libs", "4", "--size", "2"]),
     ("gen-u6", "gen_workspace", ["--bins", "3", "--libs", "4", "--size", "6"]),
@@ -121,46 +121,28 @@ def predicted(p: dict[str, Any], consts: dict[str, float] | None = None) -> floa
 
 
 def fit(points: list[dict[str, Any]]) -> dict[str, float]:
-    """Least squares of base + code*c + meta*m + src*s on the points without debug
-    info, then the debug factor as the median of debug points' growth over the fit's."""
+    """Least squares of peak = base + code * c on the points without debug info (the
+    metadata and own-source terms had no measurable weight: see the README), then
+    the debug factor as the median of the debug points' growth over the fitted one."""
     plain = [p for p in points if not model.debug_on(p["debug"])]
-
-    def row(p: dict[str, Any]) -> tuple[float, ...]:
-        i = p["inputs"]
-        meta = i.get("meta", 0)
-        return (1.0, (i["deps"] - meta) / MiB, meta / MiB, i["source"] / MiB)
-
-    rows = [row(p) for p in plain]
+    xs = [_code(p) / MiB for p in plain]
     ys = [p["peak"] / MiB for p in plain]
-    n = 4
-    ata = [[sum(r[i] * r[j] for r in rows) for j in range(n)] for i in range(n)]
-    aty = [sum(r[i] * y for r, y in zip(rows, ys)) for i in range(n)]
-    coef = _solve(ata, aty)
-    consts = {"base": coef[0] * MiB, "code": coef[1], "meta": coef[2], "src": coef[3]}
-    consts["debug"] = 1.0
-    debug = [p for p in points if model.debug_on(p["debug"])]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    spread = sum((x - mx) ** 2 for x in xs) or 1.0
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / spread
+    consts = {"base": (my - slope * mx) * MiB, "code": slope, "meta": 0.0, "src": 0.0}
     factors = sorted(
-        (p["peak"] - consts["base"]) / max(1.0, predicted(p, consts) - consts["base"])
-        for p in debug
+        (p["peak"] - consts["base"]) / max(1.0, slope * _code(p))
+        for p in points
+        if model.debug_on(p["debug"])
     )
-    if factors:
-        consts["debug"] = factors[len(factors) // 2]
+    consts["debug"] = factors[len(factors) // 2] if factors else 1.0
+    consts["debug_max"] = factors[-1] if factors else 1.0
     return consts
 
 
-def _solve(a: list[list[float]], b: list[float]) -> list[float]:
-    n = len(b)
-    m = [row[:] + [b[i]] for i, row in enumerate(a)]
-    for col in range(n):
-        piv = max(range(col, n), key=lambda r: abs(m[r][col]))
-        m[col], m[piv] = m[piv], m[col]
-        if abs(m[col][col]) < 1e-12:
-            return [0.0] * n
-        for r in range(n):
-            if r != col:
-                f = m[r][col] / m[col][col]
-                m[r] = [x - f * y for x, y in zip(m[r], m[col])]
-    return [m[i][n] / m[i][i] for i in range(n)]
+def _code(p: dict[str, Any]) -> float:
+    return float(p["inputs"]["deps"] - p["inputs"].get("meta", 0))
 
 
 def report(points: list[dict[str, Any]], consts: dict[str, float]) -> str:
@@ -184,8 +166,7 @@ def report(points: list[dict[str, Any]], consts: dict[str, float]) -> str:
     lines.append("")
     lines.append(
         f"fit: BASE {consts['base'] / MiB:.0f} MiB, PER_CODE_BYTE {consts['code']:.2f}, "
-        f"PER_META_BYTE {consts['meta']:.2f}, PER_SOURCE_BYTE {consts['src']:.1f}, "
-        f"DEBUG_FACTOR {consts['debug']:.2f}"
+        f"DEBUG_FACTOR {consts['debug']:.2f} (median; at most {consts['debug_max']:.2f})"
     )
     if errs:
         lines.append(
