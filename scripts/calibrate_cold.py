@@ -109,7 +109,7 @@ def build(name: str, gen: str, args: list[str], work: Path) -> list[dict[str, An
 
 def predicted(p: dict[str, Any], consts: dict[str, float] | None = None) -> float:
     if consts is None:
-        return model.predict(p["inputs"], debuginfo=p["debug"], lto=p["lto"])
+        return float(model.predict(p["inputs"], debuginfo=p["debug"], lto=p["lto"]))
     i = p["inputs"]
     meta = i.get("meta", 0)
     grows = (
