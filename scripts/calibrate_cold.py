@@ -110,11 +110,7 @@ def build(name: str, gen: str, args: list[str], work: Path) -> list[dict[str, An
 def predicted(p: dict[str, Any], consts: dict[str, float] | None = None) -> float:
     if consts is None:
         return float(model.predict(p["inputs"], debuginfo=p["debug"], lto=p["lto"]))
-    i = p["inputs"]
-    meta = i.get("meta", 0)
-    grows = (
-        consts["code"] * (i["deps"] - meta) + consts["meta"] * meta + consts["src"] * i["source"]
-    )
+    grows = consts["code"] * _code(p)
     if model.debug_on(p["debug"]):
         grows *= consts["debug"]
     return consts["base"] + grows
