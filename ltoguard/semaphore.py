@@ -205,15 +205,16 @@ class Semaphore:
         *,
         seq: int | None = None,
         poll: float = HEAD_POLL,
-        gate: Callable[[bool], bool] | None = None,
+        gate: Callable[[int], bool] | None = None,
         hold_signals: bool = False,
     ) -> Slot:
         """Wait in FIFO order until `admit` says yes, then hold a slot.
 
         `seq` re-enters the queue at an earlier position (a job stopped to save memory
-        goes back to the head). `gate(is_head)` runs before every admission attempt;
-        returning False defers it (the jobserver lease uses it to lend its token while
-        queued and take it back at the head).
+        goes back to the head). `gate(ahead)` runs before every admission attempt
+        (ahead 0: at the head) and whenever the waiter looks again (ahead: how many wait
+        before it); returning False at the head defers the attempt (the jobserver lease
+        uses it to lend its token while queued).
 
         A waiter is interrupted by a signal whose handler raises. Such signals are
         held back (blocked) while a ticket or a slot changes hands, so an interruption
@@ -259,7 +260,7 @@ class Semaphore:
         admit: Callable[[Snapshot], tuple[bool, str]],
         on_wait: Callable[[Snapshot, str], None] | None,
         poll: float,
-        gate: Callable[[bool], bool] | None,
+        gate: Callable[[int], bool] | None,
         mask: set[int | signal.Signals],
         probes: list[int],
     ) -> Slot:
@@ -274,14 +275,15 @@ class Semaphore:
                     continue
                 locks.close_all(probes)
             pred: str | None = None
+            waiting_ahead = 0
             with self.mutex():
                 names = self._names()
                 ahead = self._live_tickets_before(ticket, names)
-                if not ahead and gate is not None and not gate(True):
+                if not ahead and gate is not None and not gate(0):
                     snap = self.snapshot(names)
                     reason = "taking a jobserver token back"
                 elif ahead:
-                    pred = ahead[-1]
+                    pred, waiting_ahead = ahead[-1], len(ahead)
                     snap = self.snapshot(names)
                     reason = f"{len(ahead)} waiting ahead"
                 else:
@@ -299,7 +301,7 @@ class Semaphore:
                 on_wait(snap, reason)
                 announced = True
             if pred is not None and gate is not None:
-                gate(False)
+                gate(waiting_ahead)
             if pred is not None:
                 locks.wait_until_free(self.dir_fd, pred)
             else:

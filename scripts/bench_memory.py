@@ -196,6 +196,7 @@ def run_build(
                 start_new_session=True,
             )
             peak_rss = 0
+            series: list[tuple[float, int]] = []  # (seconds, charged) every second
             deadline = t0 + timeout
             status = ru = None
             try:
@@ -204,7 +205,10 @@ def run_build(
                     if pid:
                         status, ru = st, r
                         break
-                    peak_rss = max(peak_rss, charged(cg))
+                    now_charged = charged(cg)
+                    peak_rss = max(peak_rss, now_charged)
+                    if not series or time.monotonic() - t0 - series[-1][0] >= 1.0:
+                        series.append((round(time.monotonic() - t0, 1), now_charged))
                     if time.monotonic() > deadline:
                         os.killpg(proc.pid, signal.SIGKILL)
                     time.sleep(SAMPLE_INTERVAL)
@@ -224,6 +228,7 @@ def run_build(
             "oom_kills": cg.oom_kills(),
             "max_usage": cg.max_usage(),
             "peak_rss": peak_rss,
+            "series": series,
         }
     finally:
         cg.cleanup()
@@ -472,6 +477,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--work", type=Path, help="scratch directory (default: a temp dir)")
     p.add_argument("--keep", action="store_true", help="keep the scratch directory")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds per build")
+    p.add_argument(
+        "--no-calibrate",
+        action="store_true",
+        help="skip the calibration build (needs --tight/--roomy, no auto-warm row)",
+    )
     args = p.parse_args(argv)
     rows = [r for r in args.rows.split(",") if r]
     caps = [c for c in args.caps.split(",") if c]
@@ -511,8 +521,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"bench: workspace {what}; scratch {work}", file=log)
     try:
         bench = Bench(args, work)
-        print("bench: calibration build (ltoguard, 1 slot, no limit)...", file=log)
-        calib = bench.calibrate()
+        if args.no_calibrate:
+            if "auto-warm" in rows or (not args.tight and "tight" in caps):
+                raise SystemExit("bench: error: --no-calibrate needs --tight and no auto-warm row")
+            if not args.roomy and "roomy" in caps:
+                raise SystemExit("bench: error: --no-calibrate needs --roomy for the roomy cap")
+            calib = {"wall": 0.0, "peak_rss": 0, "guarded_peak": 0}
+        else:
+            print("bench: calibration build (ltoguard, 1 slot, no limit)...", file=log)
+            calib = bench.calibrate()
         print(
             f"bench: calibration: {calib['wall']:.1f} s, peak rss {mib(calib['peak_rss'])} MiB,"
             f" largest guarded job {mib(calib.get('guarded_peak'))} MiB",

@@ -13,10 +13,12 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from ltoguard.guard import LendWhileWaiting, lend_depth
 from tests.procs import Procs, clean_env, ltoguard_cmd, make_fake_rustc, read_log, wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -69,12 +71,16 @@ def test_waiters_lend_and_reclaim_balanced(tmp_path: Path, procs: Procs) -> None
         holder = procs.start(ltoguard_cmd(rustc, "holder"), dict(env, FAKE_UNTIL=str(release)))
         assert wait_for(lambda: any(e["what"] == "start" for e in read_log(tmp_path / "log.jsonl")))
         waiters = []
-        for i in range(3):
+        depth = lend_depth()
+        for i in range(depth + 1):
             waiters.append(procs.start(ltoguard_cmd(rustc, f"w{i}"), env))
             assert wait_for(lambda n=i + 1: _queued(tmp_path / "state") == n)
-        # Every waiter lends its token, the head (w0) included (issue #11); the
-        # holder, admitted at once, lent nothing.
-        assert wait_for(lambda: pool.count() == 3, timeout=10), pool.count()
+        # The first `depth` waiters lend their token, the head (w0) included (issue
+        # #11); the holder, admitted at once, lent nothing; the last keeps its token
+        # (a lent one would only let cargo start yet another waiting binary).
+        assert wait_for(lambda: pool.count() == depth, timeout=10), pool.count()
+        time.sleep(1.0)
+        assert pool.count() == depth
         release.touch()
         for p in [holder, *waiters]:
             assert p.wait(timeout=60) == 0
@@ -122,7 +128,8 @@ def test_anonymous_pipe_jobserver_reaches_rustc_and_balances(tmp_path: Path, pro
         )
         assert wait_for(lambda: any(e["what"] == "start" for e in read_log(tmp_path / "log.jsonl")))
         ps = [holder]
-        for i in range(3):
+        depth = lend_depth()
+        for i in range(depth):
             ps.append(procs.start(ltoguard_cmd(rustc, f"w{i}"), env, pass_fds=(r, w)))
             assert wait_for(lambda n=i + 1: _queued(tmp_path / "state") == n)
 
@@ -138,9 +145,9 @@ def test_anonymous_pipe_jobserver_reaches_rustc_and_balances(tmp_path: Path, pro
                 os.write(w, got)
             return len(got)
 
-        assert wait_for(lambda: tokens() == 3, timeout=10)  # every waiter lends
+        assert wait_for(lambda: tokens() == depth, timeout=10)  # every waiter lends
         release.touch()
-        assert [p.wait(timeout=60) for p in ps] == [0, 0, 0, 0]
+        assert [p.wait(timeout=60) for p in ps] == [0] * (depth + 1)
         assert tokens() == 0
     finally:
         os.close(r)
@@ -242,3 +249,32 @@ def test_an_admitted_head_takes_its_token_back_before_it_exits(
         assert pool.count() == 0
     finally:
         pool.close()
+
+
+class _FakeLease:
+    def __init__(self) -> None:
+        self.lent = False
+        self.lends = 0
+
+    def lend(self) -> bool:
+        self.lent, self.lends = True, self.lends + 1
+        return True
+
+
+@pytest.mark.parametrize(
+    ("calls", "lends"),
+    [
+        ([0], 0),  # admitted at once: its first attempt is made with the token
+        ([0, 0], 1),  # told "no" once: it lends at the next look
+        ([1], 1),  # one ahead: within the depth
+        ([2], 0),  # too deep: keeps its token
+        ([3, 2, 1], 1),  # moving up: lends once near enough, and only once
+        ([2, 0, 0], 1),  # reaching the head
+    ],
+)
+def test_only_waiters_near_the_head_lend(calls: list[int], lends: int) -> None:
+    lease = _FakeLease()
+    gate = LendWhileWaiting(lease, depth=2)  # type: ignore[arg-type]
+    for ahead in calls:
+        assert gate(ahead) is (ahead == 0)
+    assert lease.lends == lends
