@@ -24,6 +24,7 @@ from functools import partial
 
 from ltoguard import process
 from ltoguard.jobs import Job, JobRecord, job_from_decision, job_inputs
+from ltoguard.lending import LendWhileWaiting, LentTokens
 from ltoguard.messages import EXIT_CONFIG, channel, error, note, say
 from ltoguard.passthrough import exec_program, nested
 from ltoguard.retry import DONE, RERUN_ALONE, RetryState, next_step
@@ -79,42 +80,6 @@ def run_job(job: Job, settings: Settings) -> int:
         return EXIT_CONFIG
 
 
-class LendWhileWaiting:
-    """The semaphore's gate: a job lends cargo its jobserver token once it waits, the
-    head of the queue included, so cargo keeps all its -j jobs busy (issue #11).
-
-    The first admission attempt is made with the token in hand: a job admitted at
-    once lends nothing (and cargo starts nothing its admission did not see). Once
-    told "no" it lends; admitted later, it starts without a token in hand (one job
-    over -j for a while) and takes one back in the background while its compile
-    runs (attempt.py). Admission never waits for a token, so no memory slot idles
-    while ltoguard races cargo for one (a reclaim under a busy cargo was measured at
-    ~24 s median). Only the first lend_depth() waiters lend (see there)."""
-
-    def __init__(self, lease: Lease, depth: int | None = None) -> None:
-        self.lease = lease
-        self.depth = lend_depth() if depth is None else depth
-        self.tried = False  # the head has made its first admission attempt
-
-    def __call__(self, ahead: int) -> bool:
-        is_head = ahead == 0
-        if (self.tried or not is_head) and ahead < self.depth and not self.lease.lent:
-            self.lease.lend()
-        self.tried = self.tried or is_head
-        return is_head
-
-
-def lend_depth() -> int:
-    """How near the head a waiter must be to lend its token. Every token lent lets
-    cargo start one more compile, and when that is another LTO binary it only queues
-    too, lending again: with no bound, all of a workspace's bins end up waiting at
-    once, each an ltoguard process of ~13 MiB (measured: 50 small bins, 864 MiB in
-    all at the peak of a one-slot build against 461 MiB for plain cargo). So only the
-    first few waiters lend; the others keep their token (cargo then starts nothing
-    more for them) until they move up."""
-    return max(2, os.cpu_count() or 1)
-
-
 class GuardedRun:
     """One guarded job from its first ticket to its exit status."""
 
@@ -150,7 +115,8 @@ class GuardedRun:
         signals = process.Forwarder()
         # One lease for the whole job: its token stays lent between a requeue and
         # the next admission (it is queued again), and is balanced before it exits.
-        with Lease(jobserver) as lease:
+        marks = LentTokens(self.sem.dir_fd)
+        with Lease(jobserver, on_change=marks.mark) as lease:
             while True:
                 try:
                     process.raise_on_signals()
@@ -244,7 +210,7 @@ class GuardedRun:
             policy,
             self._announce,
             seq=seq,
-            gate=LendWhileWaiting(lease),
+            gate=LendWhileWaiting(lease, LentTokens(self.sem.dir_fd)),
             hold_signals=True,
         )
         self.record.waited += time.time() - t_wait

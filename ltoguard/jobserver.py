@@ -210,9 +210,16 @@ class Lease:
     The jobserver may be None (no jobserver): every method then does nothing.
     """
 
-    def __init__(self, jobserver: Jobserver | None, *, exit_timeout: float = 2.0) -> None:
+    def __init__(
+        self,
+        jobserver: Jobserver | None,
+        *,
+        exit_timeout: float = 2.0,
+        on_change: Callable[[bool], None] | None = None,
+    ) -> None:
         self._jobserver = jobserver
         self._lent = False
+        self._on_change = on_change  # told True once lent, False once no longer
         self._parent = os.getppid()
         self.exit_timeout = exit_timeout
         self.leaked = False
@@ -228,7 +235,16 @@ class Lease:
         with _signals_blocked():
             # Blocked so that a handler cannot raise between the write and the flag.
             self._lent = self._jobserver.release()
+            if self._lent:
+                self._changed(True)
         return self._lent
+
+    def _changed(self, lent: bool) -> None:
+        if self._on_change is not None:
+            try:
+                self._on_change(lent)
+            except OSError:
+                pass  # the count of lent tokens is advice; the token itself is what counts
 
     def reclaim(
         self,
@@ -255,6 +271,7 @@ class Lease:
                 result = jobserver.take()
                 if result != EMPTY:
                     self._lent = False
+                    self._changed(False)
             if result == TAKEN:
                 return True
             if result == GONE:
@@ -283,7 +300,9 @@ class Lease:
                     f" {self.exit_timeout:g}s; this build may run one job more than -j"
                     " until it ends"
                 )
-            self._lent = False
+            if self._lent:
+                self._lent = False
+                self._changed(False)
 
     def parent_gone(self) -> bool:
         """Has the process that owns the jobserver (cargo, make) gone? Then there is

@@ -624,3 +624,22 @@ def test_shared_description_fallback() -> None:
         assert os.get_blocking(r)
         js.close()
         assert tokens(r) == 0 and os.fstat(r)  # inherited fds are not closed
+
+
+@pytest.mark.timeout(30)
+def test_the_lease_tells_when_its_token_goes_out_and_comes_back() -> None:
+    """lending.LentTokens counts tokens out over the state dir from these calls."""
+    seen: list[bool] = []
+    with jobserver_pipe(1) as (r, w):
+        js = js_from(f"{r},{w}")
+        assert js is not None
+        with Lease(js, on_change=seen.append) as lease:
+            assert lease.lend()
+            assert seen == [True]
+            lease.lend()
+            assert seen == [True]  # never lent twice
+            assert lease.reclaim(timeout=5)
+            assert seen == [True, False]
+            assert lease.lend()
+        # left the block lent: taken back on exit, and told so
+        assert seen == [True, False, True, False]

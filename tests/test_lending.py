@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from ltoguard.guard import LendWhileWaiting, lend_depth
+from ltoguard.lending import LendWhileWaiting, LentTokens, lend_depth
 from tests.procs import Procs, clean_env, ltoguard_cmd, make_fake_rustc, read_log, wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -274,7 +274,33 @@ class _FakeLease:
 )
 def test_only_waiters_near_the_head_lend(calls: list[int], lends: int) -> None:
     lease = _FakeLease()
-    gate = LendWhileWaiting(lease, depth=2)  # type: ignore[arg-type]
+    gate = LendWhileWaiting(lease, LentTokens(None), depth=2)  # type: ignore[arg-type]
     for ahead in calls:
         assert gate(ahead) is (ahead == 0)
     assert lease.lends == lends
+
+
+def test_no_more_tokens_go_out_than_the_depth_over_the_state_dir(tmp_path: Path) -> None:
+    """Issue #11: unbounded lending put every bin of a 50-bin workspace in flight."""
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        mine, other = LentTokens(fd), LentTokens(fd, pid=os.getppid())
+        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead.wait()
+        LentTokens(fd, pid=dead.pid).mark(True)  # a process gone counts no more
+        (tmp_path / "lent-notapid").touch()
+        assert mine.count() == 0
+        other.mark(True)
+        assert mine.count() == 1
+        LentTokens(fd, pid=1).mark(True)
+        assert mine.count() == 2
+        lease = _FakeLease()
+        gate = LendWhileWaiting(lease, mine, depth=2)  # type: ignore[arg-type]
+        gate(1)
+        assert lease.lends == 0  # two tokens are out already: the depth
+        other.mark(False)
+        other.mark(False)  # twice is harmless
+        gate(1)
+        assert lease.lends == 1
+    finally:
+        os.close(fd)

@@ -1,0 +1,106 @@
+"""Which waiting jobs lend cargo their jobserver token, and how many tokens are out.
+
+A guarded job that waits hands its token back so cargo keeps its -j jobs busy
+(issue #11). Each token lent lets cargo start one more compile; when that is another
+LTO binary it queues too and lends in its turn, and a job admitted without a token
+runs one over -j until it takes one back. Unbounded, that chain put every binary of
+a 50-bin workspace in flight at once (each an ltoguard process of ~13 MiB, and the
+compiles over -j): under a memory cap the ltoguard processes themselves ran the
+build out of memory. So two bounds:
+
+- only the waiters nearest the head lend (``lend_depth``), and
+- at most ``lend_depth`` tokens are out at a time over the whole state directory:
+  each lent token is a file ``lent-PID`` there while it is out (one per process at
+  most, removed when it comes back; a file whose process is gone does not count).
+"""
+
+from __future__ import annotations
+
+import os
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ltoguard.jobserver import Lease
+
+PREFIX = "lent-"
+
+
+def lend_depth() -> int:
+    """How many waiters nearest the head may lend, and how many tokens may be out:
+    as many as the machine has CPUs, at least 2."""
+    return max(2, os.cpu_count() or 1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # another user's process: alive
+    return True
+
+
+class LentTokens:
+    """The tokens ltoguard processes have lent and not taken back, as files in the
+    state directory (``dir_fd``; None: not counted)."""
+
+    def __init__(self, dir_fd: int | None, pid: int | None = None) -> None:
+        self.dir_fd = dir_fd
+        self.name = f"{PREFIX}{os.getpid() if pid is None else pid}"
+
+    def count(self) -> int:
+        if self.dir_fd is None:
+            return 0
+        try:
+            names = os.listdir(self.dir_fd)
+        except OSError:
+            return 0
+        pids = [n[len(PREFIX) :] for n in names if n.startswith(PREFIX)]
+        return sum(1 for p in pids if p.isdigit() and _alive(int(p)))
+
+    def mark(self, lent: bool) -> None:
+        """Lease.on_change: this process's token went out (True) or came back."""
+        if self.dir_fd is None:
+            return
+        if lent:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+            fd = os.open(self.name, flags, 0o600, dir_fd=self.dir_fd)
+            os.close(fd)
+        else:
+            try:
+                os.unlink(self.name, dir_fd=self.dir_fd)
+            except FileNotFoundError:
+                pass
+
+
+class LendWhileWaiting:
+    """The semaphore's gate: a job lends cargo its jobserver token once it waits, the
+    head of the queue included, so cargo keeps its -j jobs busy (issue #11).
+
+    The first admission attempt is made with the token in hand: a job admitted at
+    once lends nothing (and cargo starts nothing its admission did not see). Once
+    told "no" it lends, if it is among the ``depth`` waiters nearest the head and
+    fewer than ``depth`` tokens are out; admitted later, it starts without a token in
+    hand (one job over -j for a while) and takes one back in the background while
+    its compile runs (attempt.py). Admission never waits for a token, so no memory
+    slot idles while ltoguard races cargo for one (a reclaim under a busy cargo was
+    measured at ~24 s median)."""
+
+    def __init__(self, lease: Lease, tokens: LentTokens, depth: int | None = None) -> None:
+        self.lease = lease
+        self.tokens = tokens
+        self.depth = lend_depth() if depth is None else depth
+        self.tried = False  # the head has made its first admission attempt
+
+    def __call__(self, ahead: int) -> bool:
+        is_head = ahead == 0
+        if (
+            (self.tried or not is_head)
+            and ahead < self.depth
+            and not self.lease.lent
+            and self.tokens.count() < self.depth
+        ):
+            self.lease.lend()
+        self.tried = self.tried or is_head
+        return is_head
