@@ -669,3 +669,18 @@ def test_the_kernel_agrees_that_unmapped_page_cache_is_free(tmp_path: Path) -> N
         assert now > old + 100 * MiB, (now, old)  # most of the cache counted free
         assert now > 250 * MiB
         assert cg.oom_kills() == before
+
+
+def test_host_memory_reads_meminfo_as_psutil_does(tmp_path: Path) -> None:
+    import psutil
+
+    from ltoguard.memory import host_memory
+
+    mine, theirs = host_memory(), psutil.virtual_memory()
+    assert mine.total == theirs.total
+    assert abs(mine.available - theirs.available) < 64 * MiB  # read a moment apart
+    fake = tmp_path / "meminfo"
+    fake.write_text("MemTotal:  1000 kB\nMemFree:  10 kB\nMemAvailable:   500 kB\n")
+    assert host_memory(str(fake)) == (500 * 1024, 1000 * 1024)
+    fake.write_text("MemTotal:  1000 kB\n")  # an old kernel: psutil estimates it
+    assert host_memory(str(fake)).total == theirs.total
