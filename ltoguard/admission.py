@@ -145,12 +145,16 @@ def should_resume(
     me: Running, others: Sequence[Running], available: int, total: int, paused_for: float
 ) -> bool:
     """Resume this (paused) job? At once when no older job holds a slot (they
-    finished: the oldest job always runs) or a younger one runs (it yields first);
-    else when free memory covers everybody's growth, this job's included, with the
-    admission margin to spare above the floor, after MIN_PAUSE seconds paused (the
-    margin and the wait keep it from pausing and resuming in turn)."""
+    finished: the oldest job always runs); never while an older job is still paused
+    (it resumes first: two resuming at once would grow together); at once when a
+    younger one runs (it yields first); else when free memory covers everybody's
+    growth, this job's included, with the admission margin to spare above the floor,
+    after MIN_PAUSE seconds paused (the margin and the wait keep it from pausing and
+    resuming in turn)."""
     if not any(_age_key(r) < _age_key(me) for r in others):
         return True
+    if any(r.paused and _age_key(r) < _age_key(me) for r in others):
+        return False  # an older paused job resumes first (else both grow at once)
     if any(not r.paused and _age_key(r) > _age_key(me) for r in others):
         return True
     if paused_for < MIN_PAUSE:

@@ -112,6 +112,8 @@ class Attempt:
             reclaimer=reclaimer,
         )
         signals.after_forward = watch.on_signal
+        if signals.received:  # forwarded before the hook was in place
+            watch.on_signal()
         try:
             code, peak, stopped = self._watch(proc, watch)
             if self.relay is not None:
@@ -121,6 +123,7 @@ class Attempt:
             # After the release: a take() that lost a race can block in read() where
             # the jobserver has no private non-blocking descriptor (macOS); the slot
             # must not wait for that.
+            watch.finish()  # never leave a compile stopped, whatever escaped _watch
             reclaimer.stop()
             signals.after_forward = None
         oom = not stopped and self._out_of_memory(code, oom_before)

@@ -258,6 +258,8 @@ class History:
         peaks = entry.peaks if entry is not None and entry.toolchain == toolchain else []
         # A new toolchain starts the job's peaks afresh: its memory may differ a lot.
         peaks = (peaks + [int(peak_bytes)])[-MAX_SAMPLES:]
+        if inputs is None and entry is not None:
+            inputs = entry.inputs  # a run that read no inputs forgets none
         self._entries[key] = Entry(group, peaks, toolchain, inputs)
         while len(self._entries) > MAX_KEYS:
             del self._entries[next(iter(self._entries))]

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 _SUFFIX = re.compile(rb"-([0-9a-f]{16})")
 _RLIB_NAME = re.compile(r"^lib.+-([0-9a-f]{16})\.rlib$")
 MAX_CRATES = 2000  # a closure larger than this is read no further (and is not small)
-MAX_SOURCE_FILES = 5000  # .rs files counted under the crate root's folder
+MAX_SOURCE_FILES = 5000  # files looked at under the crate root's folder
 MAX_METADATA = 256 * 1024 * 1024  # bytes of metadata read per job, at most
 
 
@@ -86,30 +86,33 @@ def _rlibs_by_suffix(dirs: Sequence[str]) -> dict[str, str]:
     return found
 
 
-def metadata(rlib: str) -> bytes:
-    """The crate's metadata: cargo's ``.rmeta`` beside the rlib when there is one (the
-    same bytes), else the ``lib.rmeta`` member of the rlib (an ar archive)."""
+def metadata(rlib: str, limit: int = MAX_METADATA) -> tuple[int, bytes]:
+    """The crate's metadata: its size, and up to ``limit`` of its bytes. cargo's
+    ``.rmeta`` beside the rlib when there is one (the same bytes), else the
+    ``lib.rmeta`` member of the rlib (an ar archive). (0, b"") when unreadable."""
     rmeta = rlib[: -len(".rlib")] + ".rmeta"
     try:
         with open(rmeta, "rb") as f:
-            return f.read(MAX_METADATA)
+            return os.fstat(f.fileno()).st_size, f.read(limit)
     except OSError:
         pass
     try:
         with open(rlib, "rb") as f:
             if f.read(8) != b"!<arch>\n":
-                return b""
+                return 0, b""
             while True:
                 header = f.read(60)
                 if len(header) < 60:
-                    return b""
+                    return 0, b""
                 name = header[:16].rstrip(b" ")
                 size = int(header[48:58].strip() or b"0")
+                if size < 0:
+                    return 0, b""
                 if name in (b"lib.rmeta/", b"lib.rmeta"):
-                    return f.read(min(size, MAX_METADATA))
+                    return size, f.read(min(size, limit))
                 f.seek(size + (size & 1), os.SEEK_CUR)
     except (OSError, ValueError):
-        return b""
+        return 0, b""
 
 
 def closure(externs: Sequence[str], dirs: Sequence[str]) -> dict[str, tuple[int, int]]:
@@ -127,8 +130,8 @@ def closure(externs: Sequence[str], dirs: Sequence[str]) -> dict[str, tuple[int,
             size = os.stat(path).st_size
         except OSError:
             continue
-        meta = metadata(path) if budget > 0 else b""
-        sizes[path] = (size, min(size, len(meta)))
+        meta_size, meta = metadata(path, max(0, budget))
+        sizes[path] = (size, min(size, meta_size))
         budget -= len(meta)
         for m in set(_SUFFIX.findall(meta)):
             dep = by_suffix.get(m.decode())
@@ -138,23 +141,44 @@ def closure(externs: Sequence[str], dirs: Sequence[str]) -> dict[str, tuple[int,
 
 
 def source_size(crate_root: str | None) -> int:
-    """Bytes of Rust source under the crate root's folder (``src/main.rs`` -> ``src/``)."""
+    """Bytes of Rust source the crate root's module tree may span: its folder and
+    below (``src/main.rs`` -> ``src/``), without other binaries' roots (``src/bin``,
+    a folder whose files are each a crate of their own) and without ``lib.rs`` beside
+    a ``main.rs`` (that crate is an rlib, counted as such). For ``src/bin/x.rs``:
+    that file and a folder ``src/bin/x/``. A rough figure: its weight is small."""
     if not crate_root:
         return 0
-    top = os.path.dirname(os.path.abspath(crate_root))
-    total = files = 0
+    root = os.path.abspath(crate_root)
+    top = os.path.dirname(root)
+    if os.path.basename(top) == "bin":
+        return _file_size(root) + _tree_size(os.path.splitext(root)[0], skip=())
+    skip = ("bin",)
+    total = _tree_size(top, skip=skip)
+    if os.path.basename(root) == "main.rs":
+        total -= _file_size(os.path.join(top, "lib.rs"))
+    return max(0, total)
+
+
+def _file_size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
+def _tree_size(top: str, *, skip: tuple[str, ...]) -> int:
+    total = visited = 0
     for dirpath, dirnames, filenames in os.walk(top):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".") and d != "target"]
+        keep = [d for d in dirnames if not d.startswith(".") and d != "target"]
+        if dirpath == top:
+            keep = [d for d in keep if d not in skip]
+        dirnames[:] = keep
         for name in filenames:
-            if not name.endswith(".rs"):
-                continue
-            files += 1
-            if files > MAX_SOURCE_FILES:
+            visited += 1
+            if visited > MAX_SOURCE_FILES:
                 return total
-            try:
-                total += os.stat(os.path.join(dirpath, name)).st_size
-            except OSError:
-                pass
+            if name.endswith(".rs"):
+                total += _file_size(os.path.join(dirpath, name))
     return total
 
 

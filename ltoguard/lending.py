@@ -10,12 +10,15 @@ build out of memory. So two bounds:
 
 - only the waiters nearest the head lend (``lend_depth``), and
 - at most ``lend_depth`` tokens are out at a time over the whole state directory:
-  each lent token is a file ``lent-PID`` there while it is out (one per process at
-  most, removed when it comes back; a file whose process is gone does not count).
+  each lent token is a file ``lent-UID-PID`` there while it is out (one per process
+  at most, removed when it comes back; a file whose process is gone does not count).
+  A paused job's token (pause.py) is lent whatever the count: it is counted, but a
+  paused job holds a CPU token for nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 TYPE_CHECKING = False
@@ -27,8 +30,13 @@ PREFIX = "lent-"
 
 def lend_depth() -> int:
     """How many waiters nearest the head may lend, and how many tokens may be out:
-    as many as the machine has CPUs, at least 2."""
-    return max(2, os.cpu_count() or 1)
+    as many CPUs as this process may run on (a container's affinity, not the
+    host's count), at least 2."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(2, cpus)
 
 
 def _alive(pid: int) -> bool:
@@ -42,12 +50,16 @@ def _alive(pid: int) -> bool:
 
 
 class LentTokens:
-    """The tokens ltoguard processes have lent and not taken back, as files in the
-    state directory (``dir_fd``; None: not counted)."""
+    """The tokens ltoguard processes have lent and not taken back, as files
+    ``lent-UID-PID`` in the state directory (``dir_fd``; None: not counted). A file
+    counts only while its process lives and its owner is the uid its name says (in a
+    shared state directory nobody can stop the others lending with a planted file);
+    one left by a process of ours that is gone (kill -9) is removed."""
 
     def __init__(self, dir_fd: int | None, pid: int | None = None) -> None:
         self.dir_fd = dir_fd
-        self.name = f"{PREFIX}{os.getpid() if pid is None else pid}"
+        self.uid = os.geteuid()
+        self.name = f"{PREFIX}{self.uid}-{os.getpid() if pid is None else pid}"
 
     def count(self) -> int:
         if self.dir_fd is None:
@@ -56,8 +68,24 @@ class LentTokens:
             names = os.listdir(self.dir_fd)
         except OSError:
             return 0
-        pids = [n[len(PREFIX) :] for n in names if n.startswith(PREFIX)]
-        return sum(1 for p in pids if p.isdigit() and _alive(int(p)))
+        return sum(1 for n in names if n.startswith(PREFIX) and self._counts(n))
+
+    def _counts(self, name: str) -> bool:
+        uid, sep, pid = name[len(PREFIX) :].partition("-")
+        if not (sep and uid.isdigit() and pid.isdigit()):
+            return False
+        try:
+            st = os.stat(name, dir_fd=self.dir_fd, follow_symlinks=False)
+        except OSError:
+            return False
+        if st.st_uid != int(uid):
+            return False
+        if _alive(int(pid)):
+            return True
+        if st.st_uid == self.uid:
+            with contextlib.suppress(OSError):
+                os.unlink(name, dir_fd=self.dir_fd)
+        return False
 
     def mark(self, lent: bool) -> None:
         """Lease.on_change: this process's token went out (True) or came back."""
@@ -68,10 +96,8 @@ class LentTokens:
             fd = os.open(self.name, flags, 0o600, dir_fd=self.dir_fd)
             os.close(fd)
         else:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.name, dir_fd=self.dir_fd)
-            except FileNotFoundError:
-                pass
 
 
 class LendWhileWaiting:

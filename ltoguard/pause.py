@@ -205,7 +205,8 @@ class PauseWatch:
             self._cont()
 
     def finish(self) -> float:
-        """The compile ended: seconds paused in all (a pause still on is ended)."""
+        """The compile ended: seconds paused in all (a pause still on is ended).
+        Called again after that, it does nothing more."""
         if self.paused:
             self._cont()
             self._end_pause()

@@ -275,7 +275,6 @@ class Semaphore:
                     continue
                 locks.close_all(probes)
             pred: str | None = None
-            waiting_ahead = 0
             with self.mutex():
                 names = self._names()
                 ahead = self._live_tickets_before(ticket, names)
@@ -283,9 +282,11 @@ class Semaphore:
                     snap = self.snapshot(names)
                     reason = "taking a jobserver token back"
                 elif ahead:
-                    pred, waiting_ahead = ahead[-1], len(ahead)
+                    pred = ahead[-1]
                     snap = self.snapshot(names)
                     reason = f"{len(ahead)} waiting ahead"
+                    if gate is not None:
+                        gate(len(ahead))  # under the mutex: a count-then-lend is atomic
                 else:
                     process.hold_signals()
                     slot = self._try_admit(names, info, admit)
@@ -300,8 +301,6 @@ class Semaphore:
             if not announced and on_wait is not None:
                 on_wait(snap, reason)
                 announced = True
-            if pred is not None and gate is not None:
-                gate(waiting_ahead)
             if pred is not None:
                 locks.wait_until_free(self.dir_fd, pred)
             else:

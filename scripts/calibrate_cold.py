@@ -121,6 +121,8 @@ def fit(points: list[dict[str, Any]]) -> dict[str, float]:
     metadata and own-source terms had no measurable weight: see the README), then
     the debug factor as the median of the debug points' growth over the fitted one."""
     plain = [p for p in points if not model.debug_on(p["debug"])]
+    if not plain:
+        raise SystemExit("calibrate: error: no point without debug info to fit the line on")
     xs = [_code(p) / MiB for p in plain]
     ys = [p["peak"] / MiB for p in plain]
     mx, my = sum(xs) / len(xs), sum(ys) / len(ys)

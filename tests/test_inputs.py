@@ -54,7 +54,7 @@ def test_the_closure_follows_metadata_to_the_crates_it_was_built_against(deps: P
     argv += ["--extern", f"util={util}"]
     got = inputs.closure(*inputs._options(argv))
     assert set(got) == {str(util), str(core)}
-    assert got[str(core)] == (core.stat().st_size, len(inputs.metadata(str(core))))
+    assert got[str(core)] == (core.stat().st_size, inputs.metadata(str(core))[0])
     assert 0 < got[str(core)][1] < got[str(core)][0]
 
 
@@ -103,6 +103,30 @@ def test_source_size_counts_the_crate_roots_folder_without_target(tmp_path: Path
     (src / "target" / "gen.rs").write_text("w" * 1000)
     assert inputs.source_size(str(src / "main.rs")) == 150
     assert inputs.source_size(None) == 0
+    # lib.rs beside main.rs is its own crate (an rlib, counted as such); the bins
+    # under src/bin are crates of their own
+    (src / "lib.rs").write_text("l" * 70)
+    (src / "bin" / "tool").mkdir(parents=True)
+    (src / "bin" / "tool.rs").write_text("t" * 30)
+    (src / "bin" / "tool" / "part.rs").write_text("p" * 5)
+    (src / "bin" / "other.rs").write_text("o" * 400)
+    assert inputs.source_size(str(src / "main.rs")) == 150
+    assert inputs.source_size(str(src / "lib.rs")) == 220  # a lib crate: its whole src
+    assert inputs.source_size(str(src / "bin" / "tool.rs")) == 35
+
+
+def test_a_malformed_archive_is_read_no_further(tmp_path: Path) -> None:
+    bad = tmp_path / "libx-0000000000000001.rlib"
+    bad.write_bytes(b"!<arch>\n" + b"x.o/".ljust(48) + b"-60".ljust(10) + b"`\n" + b"\0" * 80)
+    assert inputs.metadata(str(bad)) == (0, b"")
+    bad.write_bytes(b"not an archive")
+    assert inputs.metadata(str(bad)) == (0, b"")
+
+
+def test_metadata_sizes_count_past_the_read_budget(deps: Path) -> None:
+    util = rlib(deps, "util", [H["core"]], pad=100)
+    size, head = inputs.metadata(str(util), limit=4)
+    assert len(head) == 4 and size > 4  # the size comes from the archive, not the bytes read
 
 
 def test_read_inputs_sums_the_closure_and_says_none_when_there_is_nothing(
@@ -114,7 +138,7 @@ def test_read_inputs_sums_the_closure_and_says_none_when_there_is_nothing(
     main.write_text("fn main() {}\n")
     argv = ["rustc", str(main), "--extern", f"util={util}", "-L", f"dependency={deps}"]
     got = inputs.read_inputs(argv, str(main))
-    meta = len(inputs.metadata(str(core))) + len(inputs.metadata(str(util)))
+    meta = inputs.metadata(str(core))[0] + inputs.metadata(str(util))[0]
     assert got == inputs.Inputs(core.stat().st_size + util.stat().st_size, 2, 13, meta)
     assert inputs.read_inputs(["rustc", "-vV"], None) is None
     missing = ["rustc", "--extern", f"util={deps}/libgone-{H['app']}.rlib"]

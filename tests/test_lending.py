@@ -289,7 +289,11 @@ def test_no_more_tokens_go_out_than_the_depth_over_the_state_dir(tmp_path: Path)
         dead.wait()
         LentTokens(fd, pid=dead.pid).mark(True)  # a process gone counts no more
         (tmp_path / "lent-notapid").touch()
+        # a name that says another uid than the file's owner is planted: not counted
+        other_uid = os.geteuid() + 1
+        (tmp_path / f"lent-{other_uid}-{os.getppid()}").touch()
         assert mine.count() == 0
+        assert not (tmp_path / f"lent-{os.geteuid()}-{dead.pid}").exists()  # ours, stale
         other.mark(True)
         assert mine.count() == 1
         LentTokens(fd, pid=1).mark(True)

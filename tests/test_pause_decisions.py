@@ -84,9 +84,11 @@ ROOM = NEEDS + 256 * MiB + 384 * MiB  # the floor and the margin above the growt
         ([OLD], EDGE, 60.0, False),  # where it paused: no flapping
         ([OLD], 100 * GiB, MIN_PAUSE - 0.01, False),  # hysteresis: not too soon
         ([OLD], 100 * GiB, MIN_PAUSE, True),
-        # The older job is paused itself (it will resume first, as the oldest).
+        # The older job is paused itself: it resumes first (as the oldest, at once),
+        # whatever the room: two resuming at once would grow together.
         ([replace(OLD, paused=True)], 0, 60.0, False),
-        ([replace(OLD, paused=True)], 424 * MiB + 640 * MiB, 60.0, True),
+        ([replace(OLD, paused=True)], 100 * GiB, 60.0, False),
+        ([job(0, GiB, GiB, 5.0), replace(OLD, paused=True)], 100 * GiB, 60.0, False),
     ],
 )
 def test_should_resume(
