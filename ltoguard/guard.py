@@ -115,8 +115,7 @@ class GuardedRun:
         signals = process.Forwarder()
         # One lease for the whole job: its token stays lent between a requeue and
         # the next admission (it is queued again), and is balanced before it exits.
-        marks = LentTokens(self.sem.dir_fd)
-        with Lease(jobserver, on_change=marks.mark) as lease:
+        with Lease(jobserver, on_change=self._mark_lent) as lease:
             while True:
                 try:
                     process.raise_on_signals()
@@ -161,6 +160,11 @@ class GuardedRun:
                     break
                 policy.again(step.estimate_at_least, alone=step.action == RERUN_ALONE)
         return process.exit_like(code)
+
+    def _mark_lent(self, lent: bool) -> None:
+        """Lease.on_change: counted in the state directory in use now (it may have
+        been made again mid-build), as the lending gate counts it (lending.py)."""
+        LentTokens(self.sem.dir_fd).mark(lent)
 
     def _policy(self) -> AdmissionPolicy:
         from ltoguard.policy import AdmissionPolicy

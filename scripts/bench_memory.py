@@ -113,13 +113,7 @@ def load_script(name: str) -> ModuleType:
 
 
 def load_gen_workspace() -> ModuleType:
-    path = CHECKOUT / "scripts" / "gen_workspace.py"
-    spec = importlib.util.spec_from_file_location("_gen_workspace", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("gen_workspace")
 
 
 def parse_size(text: str) -> int:

@@ -41,6 +41,8 @@ from typing import Any
 CHECKOUT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(CHECKOUT))
 
+from bench_memory import ltoguard_path  # noqa: E402
+
 from ltoguard import inputs as model  # noqa: E402
 
 MiB = 1024 * 1024
@@ -58,14 +60,6 @@ REAL = [
     ("real-small-12", "gen_realcrates", ["--bins", "12", "--small"]),
     ("real-6-debug", "gen_realcrates", ["--bins", "4", "--debug", "--seed", "7"]),
 ]
-
-
-def ltoguard_path() -> str:
-    venv = CHECKOUT / ".venv" / "bin" / "ltoguard"
-    found = str(venv) if venv.exists() else shutil.which("ltoguard")
-    if not found:
-        raise SystemExit("calibrate: error: no ltoguard console script (.venv/bin/ltoguard)")
-    return found
 
 
 def build(name: str, gen: str, args: list[str], work: Path) -> list[dict[str, Any]]:
