@@ -472,6 +472,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--size", help=f"gen_workspace size (default {FULL['size']}; --quick: small)")
     p.add_argument("--bins", type=int)
     p.add_argument("--libs", type=int)
+    p.add_argument(
+        "--large-every",
+        type=int,
+        default=MANY_LARGE_EVERY,
+        help=f"--kind many: every K-th bin uses all 19 crates (default {MANY_LARGE_EVERY})",
+    )
     p.add_argument("--debug", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--tight", type=parse_size, help="tight limit (default: calibrated)")
     p.add_argument("--roomy", type=parse_size, help="roomy limit (default: calibrated)")
@@ -513,9 +519,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         bins = args.bins or (MANY_BINS if small else REAL_BINS)
         debug = bool(args.debug)
         load_script("gen_realcrates").generate(
-            args.workspace, bins=bins, small=small, debug=debug, large_every=MANY_LARGE_EVERY
+            args.workspace, bins=bins, small=small, debug=debug, large_every=args.large_every
         )
         what = f"Debian crates ({args.kind}): bins={bins} debug={debug}"
+        if small:
+            what += f" large-every={args.large_every}"
     elif args.workspace is None:
         args.workspace = work / "workspace"
         load_gen_workspace().generate(args.workspace, lto="fat", **spec)
