@@ -71,7 +71,7 @@ ONE = {"pid": 11, "estimate": GiB, "started": 1.0}
         (16 * GiB, 1 * GiB, (), None, True, "no other guarded job running"),
         # Fits beside one job that is still expected to grow by 1 GiB (rss 0).
         (1 * GiB, 3 * GiB, (ONE,), None, True, "1 job running"),
-        # 1 GiB head + 1 GiB growth + margin 384 MiB > 2 GiB free.
+        # 1 GiB head + 1 GiB growth + margin 256 MiB > 2 GiB free.
         (1 * GiB, 2 * GiB, (ONE,), None, False, "expected to grow by 1 GiB"),
         # The slot cap decides before memory.
         (1 * MiB, 64 * GiB, (ONE,), 1, False, "all 1 slot in use (LTOGUARD_SLOTS)"),
