@@ -162,7 +162,7 @@ class Semaphore:
         """Running holders and free slots; call with the mutex held for a consistent view."""
         if names is None:
             names = self._names()
-        held, free, _ = locks.probe_slots(self.dir_fd, self.path, names)
+        held, free = locks.probe_slots(self.dir_fd, self.path, names)
         recs = self.read_records(names)
         return Snapshot([Holder(k, recs.get(k)) for k in held], free)
 
@@ -319,40 +319,25 @@ class Semaphore:
     def _try_admit(
         self, names: list[str], info: Info, admit: Callable[[Snapshot], tuple[bool, str]]
     ) -> Slot | tuple[Snapshot, str]:
-        held, free, kept = locks.probe_slots(self.dir_fd, self.path, names, keep=1)
-        recs = self.read_records(names)
-        snap = Snapshot([Holder(k, recs.get(k)) for k in held], free)
+        snap = self.snapshot(names)
+        ok, reason = admit(snap)
+        if not ok:
+            return snap, reason
+        held = [h.slot for h in snap.holders]
+        fields = dict(_fields(info), pid=self.pid, uid=self.uid, started=time.time(), reason=reason)
+        index, fd = locks.take_new_slot(self.dir_fd, held)
+        fields["slot"] = index
+        record_name = records.record_name(self.uid, self.pid)
         try:
-            ok, reason = admit(snap)
-            if not ok:
-                return snap, reason
-            if kept:
-                index, fd = next(iter(kept.items()))
-                kept.clear()
-            else:
-                index, fd = locks.take_new_slot(self.dir_fd, held)
-            fields = dict(
-                _fields(info),
-                slot=index,
-                pid=self.pid,
-                uid=self.uid,
-                started=time.time(),
-                reason=reason,
-            )
-            record_name = records.record_name(self.uid, self.pid)
-            try:
-                for stale in records.stale_records(self.dir_fd, names, self.uid, self.pid, held):
-                    unlink_quietly(self.dir_fd, stale)
-                write_private_file(self.dir_fd, record_name, json.dumps(fields).encode())
-            except OSError:
-                pass  # a full disk: the record is for display; the slot lock is what counts
-            except BaseException:
-                os.close(fd)
-                raise
-            return Slot(fd, index, record_name, fields)
-        finally:
-            for fd in kept.values():
-                os.close(fd)
+            for stale in records.stale_records(self.dir_fd, names, self.uid, self.pid, held):
+                unlink_quietly(self.dir_fd, stale)
+            write_private_file(self.dir_fd, record_name, json.dumps(fields).encode())
+        except OSError:
+            pass  # a full disk: the record is for display; the slot lock is what counts
+        except BaseException:
+            os.close(fd)
+            raise
+        return Slot(fd, index, record_name, fields)
 
     def release(self, slot: Slot) -> None:
         unlink_quietly(self.dir_fd, slot.record_name)

@@ -1,0 +1,45 @@
+"""A job that only waits stays small: ~40 waiting ltoguard processes of a
+many-binary build share one memory cap with the compiles (issue #11). What it
+imports is most of what it holds; filelock alone is ~6 MiB of anonymous memory,
+psutil more, so neither is loaded before a job is admitted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.procs import Procs, clean_env, ltoguard_cmd, make_fake_rustc, read_log, wait_for
+
+
+def _imports_while_waiting(tmp_path: Path) -> list[str]:
+    rustc = make_fake_rustc(tmp_path)
+    env = clean_env(tmp_path, tmp_path / "state", LTOGUARD_MEMORY="200M")
+    env.pop("LTOGUARD_SLOTS", None)  # auto: memory decides, the way a waiter polls
+    release = tmp_path / "release"
+    procs = Procs()
+    try:
+        procs.start(ltoguard_cmd(rustc, "holder"), dict(env, FAKE_UNTIL=str(release)))
+        log = tmp_path / "log.jsonl"
+        assert wait_for(lambda: any(e["what"] == "start" for e in read_log(log)), timeout=30)
+        waiter = procs.start(ltoguard_cmd(rustc, "waiter"), dict(env, PYTHONPROFILEIMPORTTIME="1"))
+        assert waiter.stderr is not None
+        modules = []
+        while True:
+            line = waiter.stderr.readline().decode()
+            assert line, "the waiter ended without saying it waits"
+            if "waits" in line:
+                break
+            if line.startswith("import time:") and "|" in line:
+                modules.append(line.rsplit("|", 1)[1].strip())
+        release.touch()
+        assert waiter.wait(timeout=60) == 0
+        return modules
+    finally:
+        release.touch()
+        procs.cleanup()
+
+
+def test_a_waiting_job_imports_neither_filelock_nor_psutil(tmp_path: Path) -> None:
+    modules = _imports_while_waiting(tmp_path)
+    assert "ltoguard.semaphore" in modules  # it did go through the guarded path
+    assert "filelock" not in modules
+    assert "psutil" not in modules
