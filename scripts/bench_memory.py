@@ -39,7 +39,9 @@ ran side by side (pairs: overlaps of more than a second, with the largest sum of
 their peaks) from events-UID.jsonl; "cpu+" is CPU seconds over the slots1 row of
 the same cap, or over flock without a slots1 row (work lost to stopped or rerun
 compiles, within the noise of a build's CPU time). Ratios compare rows of the
-same run; with --repeat N the rows alternate per repeat and medians are shown.
+same run; with --repeat N the rows alternate per repeat, medians are shown, and a
+ratio is the median of the ratios taken repeat by repeat (with their spread under
+Targets), so drift in the machine's speed between repeats cancels out.
 
 Usage: bench_memory.py [--workspace DIR] [--size S] [--bins N] [--libs M]
                        [--debug | --no-debug] [--tight SIZE] [--roomy SIZE]
@@ -339,6 +341,10 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
     ok = [r for r in results if r["rc"] == 0]
     keys = ("wall", "cpu", "max_usage", "peak_rss")
     out: dict[str, Any] = {"runs": len(results), "ok": len(ok)}
+    # Per repeat, for ratios taken pair by pair (the machine's speed drifts between
+    # repeats far more than between two builds in one repeat).
+    out["walls"] = [r["wall"] for r in results]
+    out["cpus"] = [r["cpu"] for r in results]
     for k in keys:
         out[k] = median([r[k] for r in results])
     out["oom_kills"] = max(r["oom_kills"] for r in results)
@@ -352,10 +358,26 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | None:
+def ratios(a: dict[str, Any] | None, b: dict[str, Any] | None, key: str = "wall") -> list[float]:
+    """a's wall over b's, repeat by repeat (both ran in the same repeat, minutes
+    apart); one figure of the medians where the repeats do not pair up."""
     if not a or not b or not a["ok"] or not b["ok"]:
-        return None
-    return float(a["wall"] / b["wall"])
+        return []
+    wa, wb = a.get(key + "s", []), b.get(key + "s", [])
+    if len(wa) == len(wb) > 1 and a["ok"] == a["runs"] and b["ok"] == b["runs"]:
+        return [float(x / y) for x, y in zip(wa, wb, strict=True)]
+    return [float(a[key] / b[key])]
+
+
+def ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | None:
+    """The median of the pairwise ratios (with one repeat: the ratio)."""
+    found = ratios(a, b)
+    return median(found) if found else None
+
+
+def spread(a: dict[str, Any] | None, b: dict[str, Any] | None) -> str:
+    found = ratios(a, b)
+    return f", per repeat {min(found):.2f}-{max(found):.2f}" if len(found) > 1 else ""
 
 
 def fmt_ratio(x: float | None) -> str:
@@ -366,8 +388,17 @@ def check(ok: bool | None) -> str:
     return "n/a" if ok is None else ("✓" if ok else "✗")
 
 
-def _target(out: list[tuple[str, bool | None]], text: str, x: float | None, bound: float) -> None:
-    out.append((f"{text} <= {bound} ({fmt_ratio(x)})", None if x is None else x <= bound))
+def _target(
+    out: list[tuple[str, bool | None]],
+    text: str,
+    r: dict[str, Any] | None,
+    base: dict[str, Any] | None,
+    bound: float,
+) -> None:
+    x = ratio(r, base)
+    out.append(
+        (f"{text} <= {bound} ({fmt_ratio(x)}{spread(r, base)})", None if x is None else x <= bound)
+    )
 
 
 def targets(
@@ -389,7 +420,7 @@ def targets(
                     r["ok"] == r["runs"] and not r["reached"],
                 )
             )
-            _target(out, f"{name} wall / flock", ratio(r, flock), 1.02)
+            _target(out, f"{name} wall / flock", r, flock, 1.02)
             lost = cpu_lost(r, one)
             out.append(
                 (
@@ -398,11 +429,11 @@ def targets(
                 )
             )
             if free is not None and plain is not None and plain["ok"] < plain["runs"]:
-                _target(out, f"{name} wall / flock (many bins)", ratio(r, flock), 0.80)
-                _target(out, f"{name} wall / plain without a cap", ratio(r, free), 1.30)
+                _target(out, f"{name} wall / flock (many bins)", r, flock, 0.80)
+                _target(out, f"{name} wall / plain without a cap", r, free, 1.30)
         elif cap == "roomy":
             bound = 1.05 if name == "auto-cold" else 1.02
-            _target(out, f"{name} wall / plain", ratio(r, plain), bound)
+            _target(out, f"{name} wall / plain", r, plain, bound)
             out.append(
                 (f"{name} ran LTO jobs in pairs ({r.get('pairs', 0)})", bool(r.get("pairs")))
             )
@@ -416,13 +447,13 @@ def cpu_lost(r: dict[str, Any] | None, base: dict[str, Any] | None) -> float | N
         return None
     if not r.get("reruns") and not r.get("requeues"):
         return 0.0
-    return max(0.0, float(r["cpu"] - base["cpu"])) / float(base["cpu"])
+    return cpu_over(r, base)
 
 
 def cpu_over(r: dict[str, Any] | None, base: dict[str, Any] | None) -> float | None:
-    if not r or not base or not base["ok"] or not r["ok"]:
-        return None
-    return max(0.0, float(r["cpu"] - base["cpu"])) / float(base["cpu"])
+    """CPU seconds over base's, as a fraction (pair by pair, like the wall ratios)."""
+    found = ratios(r, base, "cpu")
+    return max(0.0, median(found) - 1.0) if found else None
 
 
 def fmt_pct(x: float | None) -> str:
