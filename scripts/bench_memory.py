@@ -32,7 +32,11 @@ TIGHT_FACTOR times that, roomy ROOMY_FACTOR times. --tight/--roomy override them
 Per row: outcome (ok, or FAIL), the OOM kills counted in memory.oom_control and
 how many of them reached cargo (kills minus ltoguard's reruns),
 wall time, peak memory (memory.max_usage_in_bytes, which includes page cache, and
-the sampled peak of rss+mapped_file, what the OOM killer cannot reclaim), and for
+the sampled peak of rss+mapped_file, what the OOM killer cannot reclaim), major
+page faults (total_pgmajfault: pages read back from disk, e.g. the compiler's own
+code evicted under the limit and faulted in again), for ltoguard rows the
+seconds in which a guarded job waited while none ran ("idle": the queue's own
+handoff cost; events-UID.jsonl), and for
 ltoguard rows the reruns (kernel OOM kills ltoguard absorbed) and requeues
 (compiles it stopped itself), seconds paused, and how often two guarded jobs
 ran side by side (pairs: overlaps of more than a second, with the largest sum of
@@ -224,21 +228,27 @@ def run_build(
             "oom_kills": cg.oom_kills(),
             "max_usage": cg.max_usage(),
             "peak_rss": peak_rss,
+            "majflt": stat_of(cg, "total_pgmajfault"),
             "series": series,
         }
     finally:
         cg.cleanup()
 
 
-def charged(cg: MemoryCgroup) -> int:
-    """Anonymous plus mapped memory of the group: what reclaiming page cache cannot free."""
+def stat_of(cg: MemoryCgroup, *keys: str) -> int:
+    """The sum of these counters of the group's memory.stat (0 when unreadable)."""
     try:
         stat = dict(
             line.split() for line in (cg.path / "memory.stat").read_text().splitlines() if line
         )
-        return int(stat.get("total_rss", 0)) + int(stat.get("total_mapped_file", 0))
+        return sum(int(stat.get(k, 0)) for k in keys)
     except (OSError, ValueError):
         return 0
+
+
+def charged(cg: MemoryCgroup) -> int:
+    """Anonymous plus mapped memory of the group: what reclaiming page cache cannot free."""
+    return stat_of(cg, "total_rss", "total_mapped_file")
 
 
 class Bench:
@@ -287,6 +297,7 @@ class Bench:
         env, jobs = self.row_env(row, state)
         self.builds += 1
         log = self.work / f"build-{self.builds}-{row}.log"
+        started = time.time()
         res = run_build(
             self.args.workspace, self.work / "target", env, jobs, limit, log, self.args.timeout
         )
@@ -300,6 +311,7 @@ class Bench:
             res["guarded_peak"] = max((int(e.get("peak") or 0) for e in events), default=0)
             res["paused"] = sum(float(e.get("paused_s") or 0) for e in events)
             res["pairs"], res["pair_peak"] = pairs(events)
+            res["idle"] = idle([e for e in events if float(e.get("queued") or 0) >= started])
         if self.args.cleanup_state and state is not None and made_here:
             shutil.rmtree(state, ignore_errors=True)
         return res
@@ -332,6 +344,25 @@ def pairs(events: list[dict[str, Any]]) -> tuple[int, int]:
     return count, top
 
 
+def idle(events: list[dict[str, Any]]) -> float:
+    """Seconds in which a guarded job waited while none ran: the handoff cost of the
+    queue itself (with one slot, the gap between one job's end and the next's start)."""
+    marks: list[tuple[float, int, int]] = []  # (time, change in waiting, in running)
+    for e in events:
+        q, a, f = (e.get(k) for k in ("queued", "admitted", "finished"))
+        if q is not None and a is not None and f is not None:
+            marks += [(float(q), 1, 0), (float(a), -1, 1), (float(f), 0, -1)]
+    marks.sort()
+    total = 0.0
+    waiting = running = 0
+    last = marks[0][0] if marks else 0.0
+    for t, dw, dr in marks:
+        if waiting > 0 and running == 0:
+            total += t - last
+        waiting, running, last = waiting + dw, running + dr, t
+    return total
+
+
 def median(values: list[float]) -> float:
     return float(statistics.median(values))
 
@@ -339,22 +370,23 @@ def median(values: list[float]) -> float:
 def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
     """Medians over the repeats of one (cap, row)."""
     ok = [r for r in results if r["rc"] == 0]
-    keys = ("wall", "cpu", "max_usage", "peak_rss")
+    keys = ("wall", "cpu", "max_usage", "peak_rss", "majflt")
     out: dict[str, Any] = {"runs": len(results), "ok": len(ok)}
     # Per repeat, for ratios taken pair by pair (the machine's speed drifts between
     # repeats far more than between two builds in one repeat).
     out["walls"] = [r["wall"] for r in results]
     out["cpus"] = [r["cpu"] for r in results]
     for k in keys:
-        out[k] = median([r[k] for r in results])
+        out[k] = median([r.get(k, 0) for r in results])
     out["oom_kills"] = max(r["oom_kills"] for r in results)
     # A kernel kill ltoguard absorbed shows as a rerun; the others reached cargo.
     out["reached"] = max(max(0, r["oom_kills"] - int(r.get("reruns", 0))) for r in results)
     for k in ("reruns", "requeues", "guarded", "pairs", "pair_peak"):
         if k in results[0]:
             out[k] = max(r[k] for r in results)
-    if "paused" in results[0]:
-        out["paused"] = median([r["paused"] for r in results])
+    for k in ("paused", "idle"):
+        if k in results[0]:
+            out[k] = median([r[k] for r in results])
     return out
 
 
@@ -464,9 +496,10 @@ def table(
     cap: str, limit: int | None, rows: dict[str, dict[str, Any]], uncapped: dict[str, Any] | None
 ) -> str:
     head = (
-        "| row | outcome | wall s | cpu s | cpu+ | peak rss MiB | OOM kills | reached cargo"
+        "| row | outcome | wall s | cpu s | cpu+ | peak rss MiB | major faults | OOM kills"
+        " | reached cargo | idle s"
         " | reruns | requeues | paused s | pairs (max sum MiB) | /plain | /flock | /slots1 |\n"
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     )
     title = f"limit {mib(limit)} MiB" if limit is not None else "no limit"
     lines = [f"### {cap}: {title}\n\n", head]
@@ -477,11 +510,13 @@ def table(
         outcome = "ok" if r["ok"] == r["runs"] else f"FAIL {r['runs'] - r['ok']}/{r['runs']}"
         pair = f"{r['pairs']} ({mib(r['pair_peak'])})" if "pairs" in r else "-"
         paused = f"{r['paused']:.1f}" if "paused" in r else "-"
+        idle_s = f"{r['idle']:.2f}" if "idle" in r else "-"
         lines.append(
             f"| {name} | {outcome} | {r['wall']:.1f} | {r['cpu']:.1f}"
             f" | {fmt_pct(cpu_over(r, rows.get('slots1') or rows.get('flock')))}"
-            f" | {mib(r['peak_rss'])}"
-            f" | {r['oom_kills']} | {r['reached']} | {r.get('reruns', '-')}"
+            f" | {mib(r['peak_rss'])} | {r['majflt']:.0f}"
+            f" | {r['oom_kills']} | {r['reached']}"
+            f" | {idle_s} | {r.get('reruns', '-')}"
             f" | {r.get('requeues', '-')} | {paused} | {pair}"
             f" | {fmt_ratio(ratio(r, rows.get('plain')))} | {fmt_ratio(ratio(r, rows.get('flock')))}"
             f" | {fmt_ratio(ratio(r, rows.get('slots1')))} |\n"
@@ -598,7 +633,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     print(
                         f"bench: [{rep + 1}/{args.repeat}] {cap} {row}: rc={res['rc']}"
                         f" wall={res['wall']:.1f}s oom_kills={res['oom_kills']}"
-                        f" peak_rss={mib(res['peak_rss'])}MiB",
+                        f" peak_rss={mib(res['peak_rss'])}MiB majflt={res['majflt']}",
                         file=log,
                     )
     except KeyboardInterrupt:
