@@ -34,10 +34,9 @@ how many of them reached cargo (kills minus ltoguard's reruns),
 wall time, peak memory (memory.max_usage_in_bytes, which includes page cache, and
 the sampled peak of rss+mapped_file, what the OOM killer cannot reclaim), major
 page faults (total_pgmajfault: pages read back from disk, e.g. the compiler's own
-code evicted under the limit and faulted in again), for ltoguard rows the
+code evicted under the limit and faulted in again), and for ltoguard rows the
 seconds in which a guarded job waited while none ran ("idle": the queue's own
-handoff cost; events-UID.jsonl), and for
-ltoguard rows the reruns (kernel OOM kills ltoguard absorbed) and requeues
+handoff cost), the reruns (kernel OOM kills ltoguard absorbed) and requeues
 (compiles it stopped itself), seconds paused, and how often two guarded jobs
 ran side by side (pairs: overlaps of more than a second, with the largest sum of
 their peaks) from events-UID.jsonl; "cpu+" is CPU seconds over the slots1 row of
@@ -311,6 +310,7 @@ class Bench:
             res["guarded_peak"] = max((int(e.get("peak") or 0) for e in events), default=0)
             res["paused"] = sum(float(e.get("paused_s") or 0) for e in events)
             res["pairs"], res["pair_peak"] = pairs(events)
+            # A warm state directory also holds the calibration build's events.
             res["idle"] = idle([e for e in events if float(e.get("queued") or 0) >= started])
         if self.args.cleanup_state and state is not None and made_here:
             shutil.rmtree(state, ignore_errors=True)
@@ -374,10 +374,9 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"runs": len(results), "ok": len(ok)}
     # Per repeat, for ratios taken pair by pair (the machine's speed drifts between
     # repeats far more than between two builds in one repeat).
-    out["walls"] = [r["wall"] for r in results]
-    out["cpus"] = [r["cpu"] for r in results]
+    out["per_repeat"] = {k: [r[k] for r in results] for k in ("wall", "cpu")}
     for k in keys:
-        out[k] = median([r.get(k, 0) for r in results])
+        out[k] = median([r[k] for r in results])
     out["oom_kills"] = max(r["oom_kills"] for r in results)
     # A kernel kill ltoguard absorbed shows as a rerun; the others reached cargo.
     out["reached"] = max(max(0, r["oom_kills"] - int(r.get("reruns", 0))) for r in results)
@@ -391,11 +390,12 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def ratios(a: dict[str, Any] | None, b: dict[str, Any] | None, key: str = "wall") -> list[float]:
-    """a's wall over b's, repeat by repeat (both ran in the same repeat, minutes
-    apart); one figure of the medians where the repeats do not pair up."""
+    """a's ``key`` (wall or cpu) over b's, repeat by repeat (both ran in the same
+    repeat, minutes apart); one figure of the medians where the repeats do not pair
+    up (one repeat, or a failed build)."""
     if not a or not b or not a["ok"] or not b["ok"]:
         return []
-    wa, wb = a.get(key + "s", []), b.get(key + "s", [])
+    wa, wb = a["per_repeat"][key], b["per_repeat"][key]
     if len(wa) == len(wb) > 1 and a["ok"] == a["runs"] and b["ok"] == b["runs"]:
         return [float(x / y) for x, y in zip(wa, wb, strict=True)]
     return [float(a[key] / b[key])]

@@ -38,7 +38,7 @@ def summary(walls: list[float]) -> dict[str, Any]:
         "runs": len(walls),
         "ok": len(walls),
         "wall": sorted(walls)[len(walls) // 2],
-        "walls": walls,
+        "per_repeat": {"wall": walls, "cpu": walls},
     }
 
 
