@@ -14,7 +14,9 @@ Record fields (written by guard.py, schema version ``"v": 1``; readers must
 tolerate any of them missing): kind, crate, types, lto, workspace, cwd, pid,
 queued, admitted, finished, waited, paused_s (seconds its compile was paused to leave
 room for older jobs; missing in older logs), peak, estimate, estimate_basis, exit,
-reruns, requeues, outcome, budget, available_at_admit, samples, mem_source.
+reruns, requeues, outcome, budget, available_at_admit, samples, mem_source,
+guard_cpu_s and compile_cpu_s (CPU seconds of the guard process itself and of the
+compiles it reaped; missing in older logs).
 """
 
 from __future__ import annotations

@@ -251,6 +251,11 @@ class JobRecord:
             physical=self.physical,
             build=self.build,
         )
+        # CPU seconds of this guard process itself (its waiting, probes and watch
+        # threads) and of the compiles it ran and reaped: what ltoguard costs a build.
+        cpu = os.times()
+        fields["guard_cpu_s"] = round(cpu.user + cpu.system, 3)
+        fields["compile_cpu_s"] = round(cpu.children_user + cpu.children_system, 3)
         if self.inputs is not None:
             fields["inputs"] = self.inputs
             fields["profile"] = {"opt": self.job.opt_level, "debug": self.job.debuginfo}

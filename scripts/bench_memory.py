@@ -36,7 +36,8 @@ the sampled peak of rss+mapped_file, what the OOM killer cannot reclaim), major
 page faults (total_pgmajfault: pages read back from disk, e.g. the compiler's own
 code evicted under the limit and faulted in again), and for ltoguard rows the
 seconds in which a guarded job waited while none ran ("idle": the queue's own
-handoff cost), the reruns (kernel OOM kills ltoguard absorbed) and requeues
+handoff cost), the CPU seconds of ltoguard's guard processes themselves against
+their guarded compiles' ("guard / LTO cpu"), the reruns (kernel OOM kills ltoguard absorbed) and requeues
 (compiles it stopped itself), seconds paused, and how often two guarded jobs
 ran side by side (pairs: overlaps of more than a second, with the largest sum of
 their peaks) from events-UID.jsonl; "cpu+" is CPU seconds over the slots1 row of
@@ -311,7 +312,11 @@ class Bench:
             res["paused"] = sum(float(e.get("paused_s") or 0) for e in events)
             res["pairs"], res["pair_peak"] = pairs(events)
             # A warm state directory also holds the calibration build's events.
-            res["idle"] = idle([e for e in events if float(e.get("queued") or 0) >= started])
+            mine = [e for e in events if float(e.get("queued") or 0) >= started]
+            res["idle"] = idle(mine)
+            # ltoguard's own CPU (the guard processes) against its guarded compiles'.
+            res["guard_cpu"] = sum(float(e.get("guard_cpu_s") or 0) for e in mine)
+            res["lto_cpu"] = sum(float(e.get("compile_cpu_s") or 0) for e in mine)
         if self.args.cleanup_state and state is not None and made_here:
             shutil.rmtree(state, ignore_errors=True)
         return res
@@ -383,7 +388,7 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
     for k in ("reruns", "requeues", "guarded", "pairs", "pair_peak"):
         if k in results[0]:
             out[k] = max(r[k] for r in results)
-    for k in ("paused", "idle"):
+    for k in ("paused", "idle", "guard_cpu", "lto_cpu"):
         if k in results[0]:
             out[k] = median([r[k] for r in results])
     return out
@@ -497,9 +502,9 @@ def table(
 ) -> str:
     head = (
         "| row | outcome | wall s | cpu s | cpu+ | peak rss MiB | major faults | OOM kills"
-        " | reached cargo | idle s"
+        " | reached cargo | idle s | guard / LTO cpu s"
         " | reruns | requeues | paused s | pairs (max sum MiB) | /plain | /flock | /slots1 |\n"
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
     )
     title = f"limit {mib(limit)} MiB" if limit is not None else "no limit"
     lines = [f"### {cap}: {title}\n\n", head]
@@ -511,12 +516,13 @@ def table(
         pair = f"{r['pairs']} ({mib(r['pair_peak'])})" if "pairs" in r else "-"
         paused = f"{r['paused']:.1f}" if "paused" in r else "-"
         idle_s = f"{r['idle']:.2f}" if "idle" in r else "-"
+        cpus = f"{r['guard_cpu']:.1f} / {r['lto_cpu']:.1f}" if "guard_cpu" in r else "-"
         lines.append(
             f"| {name} | {outcome} | {r['wall']:.1f} | {r['cpu']:.1f}"
             f" | {fmt_pct(cpu_over(r, rows.get('slots1') or rows.get('flock')))}"
             f" | {mib(r['peak_rss'])} | {r['majflt']:.0f}"
             f" | {r['oom_kills']} | {r['reached']}"
-            f" | {idle_s} | {r.get('reruns', '-')}"
+            f" | {idle_s} | {cpus} | {r.get('reruns', '-')}"
             f" | {r.get('requeues', '-')} | {paused} | {pair}"
             f" | {fmt_ratio(ratio(r, rows.get('plain')))} | {fmt_ratio(ratio(r, rows.get('flock')))}"
             f" | {fmt_ratio(ratio(r, rows.get('slots1')))} |\n"

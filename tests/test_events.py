@@ -8,12 +8,14 @@ import json
 import os
 import stat
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from ltoguard import events
+from tests.procs import Procs, clean_env, ltoguard_cmd
 
 UID = os.geteuid()
 
@@ -256,3 +258,29 @@ def test_summarize_tolerates_missing_keys() -> None:
 )
 def test_in_workspace(workspace: str, cwd: str, asked: str, expected: bool) -> None:
     assert events.in_workspace({"workspace": workspace, "cwd": cwd}, asked) is expected
+
+
+BUSY_RUSTC = """#!{python}
+import time
+end = time.process_time() + 1.0
+while time.process_time() < end:
+    pass
+"""
+
+
+def test_event_splits_the_guards_cpu_from_the_compiles(tmp_path: Path, procs: Procs) -> None:
+    """guard_cpu_s is the guard process's own CPU, compile_cpu_s the compile's: a
+    compile that burns a second of CPU shows in the second, not in the first."""
+    rustc = tmp_path / "rustc"
+    rustc.write_text(BUSY_RUSTC.format(python=sys.executable))
+    rustc.chmod(0o755)
+    p = procs.start(ltoguard_cmd(rustc, "app07"), clean_env(tmp_path, tmp_path / "state"))
+    p.communicate(timeout=60)
+    assert p.returncode == 0
+    fd = os.open(tmp_path / "state", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        [event] = events.read_events(fd)
+    finally:
+        os.close(fd)
+    assert 0.95 <= event["compile_cpu_s"] < 1.5
+    assert 0 < event["guard_cpu_s"] < 0.9
