@@ -166,18 +166,17 @@ class Attempt:
         t0 = time.time()
         samples.append([round(t0, 2), 0])
         next_sample = 0.0
-        while True:
-            try:
-                code = proc.wait(timeout=MONITOR_INTERVAL)
-                break
-            except subprocess.TimeoutExpired:
-                pass
-            now = time.time()
-            if now >= next_sample and len(samples) < MAX_SAMPLES:
-                samples.append([round(now, 2), sampler.current])
-                next_sample = now + max(1.0, (now - t0) / 60)
-            if not stopped and watch.step():
-                stopped = True
+        exit_wait = process.ExitWait(proc)
+        try:
+            while (code := exit_wait.wait(MONITOR_INTERVAL)) is None:
+                now = time.time()
+                if now >= next_sample and len(samples) < MAX_SAMPLES:
+                    samples.append([round(now, 2), sampler.current])
+                    next_sample = now + max(1.0, (now - t0) / 60)
+                if not stopped and watch.step():
+                    stopped = True
+        finally:
+            exit_wait.close()
         self.record.paused_s += watch.finish()
         peak = max(sampler.stop(), 0)
         samples.append([round(time.time(), 2), 0])

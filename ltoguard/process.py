@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -90,6 +91,35 @@ def spawn(
                 os.set_inheritable(fd, False)
             except OSError:
                 pass
+
+
+class ExitWait:
+    """Waits up to a timeout for a child to exit in one blocking call on a pidfd
+    (Linux 5.3+), where Popen.wait(timeout) wakes every 50 ms to poll: the watch
+    waits this way for as long as a compile runs. Elsewhere, Popen.wait."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
+        self.fd: int | None = None
+        try:
+            self.fd = os.pidfd_open(proc.pid)  # close-on-exec, like all our fds
+        except (AttributeError, OSError):
+            pass
+
+    def wait(self, timeout: float) -> int | None:
+        """The returncode once the child has exited (reaped), else None after `timeout`."""
+        if self.fd is None:
+            try:
+                return self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                return None
+        ready, _, _ = select.select([self.fd], [], [], timeout)
+        return self.proc.wait() if ready else None
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 class Forwarder:
