@@ -57,3 +57,42 @@ def test_ratio_falls_back_to_medians_when_repeats_do_not_pair(bench: ModuleType)
     failed = dict(summary([50.0, 60.0]), ok=1)
     assert bench.ratio(failed, summary([50.0, 50.0])) == pytest.approx(1.2)
     assert bench.ratio(dict(failed, ok=0), one) is None
+
+
+def build(wall: float, cpu: float, guard_cpu: float | None = None) -> dict[str, Any]:
+    res: dict[str, Any] = {
+        "rc": 0,
+        "wall": wall,
+        "cpu": cpu,
+        "max_usage": 0,
+        "peak_rss": 0,
+        "majflt": 0,
+        "oom_kills": 0,
+    }
+    if guard_cpu is not None:
+        res.update(reruns=0, requeues=0, guarded=4, pairs=3, pair_peak=0)
+        res.update(paused=0.0, idle=0.0, guard_cpu=guard_cpu, lto_cpu=cpu / 2)
+    return res
+
+
+def test_pace_takes_the_machines_speed_out_and_keeps_idle_cpus(bench: ModuleType) -> None:
+    # Repeat 1: the machine ran 20% slower for ltoguard's build (wall and CPU alike)
+    # and its guards used 1 CPU second: per second of work it kept pace.
+    # Repeat 2: same CPU, 10% more wall: CPUs stood idle.
+    plain = bench.summarise([build(30.0, 60.0), build(30.0, 60.0)])
+    auto = bench.summarise([build(36.0, 73.0, guard_cpu=1.0), build(33.0, 61.0, guard_cpu=1.0)])
+    assert bench.ratios(auto, plain) == pytest.approx([1.2, 1.1])
+    assert bench.ratios(auto, plain, "pace") == pytest.approx([1.0, 1.1])
+    text, ok = bench.targets("roomy", {"plain": plain, "auto-cold": auto})[0]
+    assert ok is False
+    assert "(1.15, per repeat 1.10-1.20; per CPU second of work 1.05" in text
+
+
+def test_pace_is_left_out_when_a_build_recorded_no_cpu(bench: ModuleType) -> None:
+    plain = bench.summarise([build(30.0, 0.0)])
+    auto = bench.summarise([build(31.0, 60.0, guard_cpu=1.0)])
+    assert bench.ratio(auto, plain, "pace") is None
+    text, _ = bench.targets("roomy", {"plain": plain, "auto-cold": auto})[0]
+    assert "per CPU second" not in text
+    # Summaries from before the figure existed have no pace at all.
+    assert bench.ratio(summary([40.0]), summary([40.0]), "pace") is None
