@@ -34,6 +34,10 @@ from pathlib import Path
 CHECKOUT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(CHECKOUT))
 
+from checkout_venv import use_checkout_venv  # noqa: E402
+
+use_checkout_venv()
+
 from tests.procs import clean_env, make_fake_rustc  # noqa: E402
 
 HOLDER_S, WAITER_S, ORDINARY_S = 4.0, 0.5, 1.0

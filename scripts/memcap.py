@@ -178,6 +178,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         print(f"memcap: {why}; no `systemd-run --user` either", file=sys.stderr)
         return 1
+    if args in (["-h"], ["--help"]):
+        print(__doc__)
+        return 0
     if len(args) < 3 or args[1] != "--":
         print(__doc__, file=sys.stderr)
         return 2
