@@ -34,7 +34,7 @@ from pathlib import Path
 CHECKOUT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(CHECKOUT))
 
-from checkout_venv import use_checkout_venv  # noqa: E402
+from scripts.checkout_venv import use_checkout_venv  # noqa: E402
 
 use_checkout_venv()
 

@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from checkout_venv import use_checkout_venv  # noqa: E402
+from scripts.checkout_venv import use_checkout_venv  # noqa: E402
 
 use_checkout_venv()
 

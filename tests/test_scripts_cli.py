@@ -47,7 +47,12 @@ def test_without_a_venv_it_says_how_to_make_one(tmp_path: Path) -> None:
     scripts.mkdir(parents=True)
     shutil.copy(SCRIPTS / "checkout_venv.py", scripts)
     (scripts / "needs.py").write_text(
-        "from checkout_venv import use_checkout_venv\nuse_checkout_venv()\nprint('ran')\n"
+        "import sys\n"
+        "from pathlib import Path\n"
+        "sys.path.insert(0, str(Path(__file__).resolve().parent.parent))\n"
+        "from scripts.checkout_venv import use_checkout_venv\n"
+        "use_checkout_venv()\n"
+        "print('ran')\n"
     )
     got = subprocess.run(
         [*BARE, str(scripts / "needs.py")], capture_output=True, text=True, timeout=60
