@@ -149,6 +149,16 @@ def test_summary_figures() -> None:
     assert s["held_back"] == 1
 
 
+def test_peak_card_is_never_below_a_jobs_own_peak() -> None:
+    # The samples saw 216 MiB; the job's high-water mark, 432 MiB (a spike between
+    # samples at the end of fat LTO). The card must not show less than the table.
+    es = [job("alpha", T0, T0, T0 + 20, peak=432 * MiB)]
+    assert max(v for _, v in report_data.memory_series(es)) == 216 * MiB
+    assert report_data.summary(es)["peak_total"] == 432 * MiB
+    page = report_html.render_html(es, "/w/demo")
+    assert "<b>432 MiB</b><span>peak memory of guarded jobs" in page
+
+
 def test_held_back_needs_a_budget() -> None:
     es = [job("a", T0, T0, T0 + 10), job("b", T0, T0 + 10, T0 + 20)]
     assert report_data.summary(es)["held_back"] is None

@@ -294,7 +294,12 @@ def _cards(s: dict[str, Any], span: float) -> list[str]:
         ),
         _card(str(s["oom_reruns"]), "OOM reruns performed"),
         _card(str(s["requeues"]), "requeues (stopped to free memory)"),
-        _card(peak, f"peak memory of guarded jobs; {budget}"),
+        _card(
+            peak,
+            f"peak memory of guarded jobs; {budget}",
+            "the larger of the running jobs' sampled sum and the largest single job's"
+            " peak (its high-water mark, which catches spikes between samples)",
+        ),
     ]
 
 
