@@ -33,6 +33,7 @@ class MemorySnapshot:
 class HostMemory(NamedTuple):
     available: int
     total: int
+    source: str = "MemAvailable"  # or "psutil", off Linux
 
 
 def host_memory(meminfo: str = "/proc/meminfo") -> HostMemory:
@@ -49,7 +50,7 @@ def host_memory(meminfo: str = "/proc/meminfo") -> HostMemory:
     import psutil  # type: ignore[import-untyped, unused-ignore]
 
     vm = psutil.virtual_memory()
-    return HostMemory(int(vm.available), int(vm.total))
+    return HostMemory(int(vm.available), int(vm.total), "psutil")
 
 
 def available_memory(
@@ -79,7 +80,7 @@ def available_memory(
             raise ValueError(f"LTOGUARD_MEMORY={setting!r}: {exc}") from None
 
     hm = host if host is not None else host_memory()
-    found = [Constraint(hm.available, hm.total, "host (psutil)")]
+    found = [Constraint(hm.available, hm.total, f"host ({hm.source})")]
     found += cgroup_constraints(root=root, pid=pid)
     tightest = min(found, key=lambda c: c.available)
     constraints = tuple(found)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from ltoguard import proctree
 from ltoguard.cgroups import (
     V1_NAMES,
     V2_NAMES,
@@ -21,7 +22,7 @@ from ltoguard.cgroups import (
     working_set,
 )
 from ltoguard.memory import HostMemory, available_memory
-from ltoguard.proctree import PeakSampler, tree_rss
+from ltoguard.proctree import PeakSampler, descendants, start_time, tree_rss
 from ltoguard.sizes import GiB, KiB, MiB, TiB, format_size, parse_size
 from tests.cgroups import MemoryCgroup, oom_kills_in, own_v1_memory_dir
 
@@ -188,7 +189,7 @@ def v2_files(limit: int | str, usage: int, inactive: int = 0, **extra: object) -
 
 def test_no_cgroup_files_means_host(tmp_path: Path) -> None:
     snap = available_memory(root=str(tmp_path), host=HOST)
-    assert (snap.available, snap.total, snap.source) == (20 * GiB, 24 * GiB, "host (psutil)")
+    assert (snap.available, snap.total, snap.source) == (20 * GiB, 24 * GiB, "host (MemAvailable)")
 
 
 def test_v1_limit_minus_working_set(tmp_path: Path) -> None:
@@ -228,7 +229,7 @@ def test_v1_unlimited_everywhere_means_host(tmp_path: Path) -> None:
     # 64 KiB pages give another "unlimited" figure.
     fake.files("/sys/fs/cgroup/memory/build", **v1_files(9223372036854710272, GiB))
     snap = available_memory(root=fake.write(), host=HOST)
-    assert snap.source == "host (psutil)"
+    assert snap.source == "host (MemAvailable)"
     assert snap.available == HOST.available
 
 
@@ -236,7 +237,7 @@ def test_host_tighter_than_cgroup(tmp_path: Path) -> None:
     fake = v1_system(tmp_path)
     fake.files("/sys/fs/cgroup/memory/build/job", **v1_files(64 * GiB, GiB))
     snap = available_memory(root=fake.write(), host=HostMemory(3 * GiB, 24 * GiB))
-    assert (snap.available, snap.source) == (3 * GiB, "host (psutil)")
+    assert (snap.available, snap.source) == (3 * GiB, "host (MemAvailable)")
 
 
 def test_usage_above_limit_is_zero_not_negative(tmp_path: Path) -> None:
@@ -312,7 +313,7 @@ def test_v2_memory_high_bounds_too(tmp_path: Path) -> None:
 def test_v2_all_max_means_host(tmp_path: Path) -> None:
     fake = v2_system(tmp_path)
     fake.files("/sys/fs/cgroup/user.slice/job", **v2_files("max", GiB, memory__high="max"))
-    assert available_memory(root=fake.write(), host=HOST).source == "host (psutil)"
+    assert available_memory(root=fake.write(), host=HOST).source == "host (MemAvailable)"
 
 
 def test_hybrid_v1_memory_with_empty_unified(tmp_path: Path) -> None:
@@ -328,7 +329,7 @@ def test_hybrid_v1_memory_with_empty_unified(tmp_path: Path) -> None:
 def test_dotdot_cgroup_path_is_not_followed(tmp_path: Path) -> None:
     fake = v2_system(tmp_path, path="/../../etc")
     fake.files("/etc", **v2_files(GiB, 0))
-    assert available_memory(root=fake.write(), host=HOST).source == "host (psutil)"
+    assert available_memory(root=fake.write(), host=HOST).source == "host (MemAvailable)"
 
 
 # --------------------------------------------------------------------------- settings
@@ -342,7 +343,7 @@ def test_auto_and_empty_settings_detect(tmp_path: Path) -> None:
 def test_negative_setting_keeps_memory_free(tmp_path: Path) -> None:
     snap = available_memory("-3G", root=str(tmp_path), host=HOST)
     assert snap.available == 17 * GiB
-    assert snap.source == "host (psutil) minus 3 GiB kept free (LTOGUARD_MEMORY=-3G)"
+    assert snap.source == "host (MemAvailable) minus 3 GiB kept free (LTOGUARD_MEMORY=-3G)"
     assert available_memory("-30G", root=str(tmp_path), host=HOST).available == 0
 
 
@@ -465,7 +466,8 @@ def test_tree_rss_counts_descendants() -> None:
 
 @pytest.mark.timeout(60)
 @pytest.mark.slow
-def test_peak_sampler_catches_a_real_allocation() -> None:
+@pytest.mark.parametrize("children_files", [True, False], ids=["proc", "psutil"], indirect=True)
+def test_peak_sampler_catches_a_real_allocation(children_files: bool) -> None:
     with reaped(sys.executable, "-c", ALLOC, str(200 * MiB), "0.3", "0.5") as child:
         sampler = PeakSampler(child.pid, interval=0.05).start()
         assert sampler.sampling
@@ -480,9 +482,72 @@ def test_peak_sampler_catches_a_real_allocation() -> None:
     assert sampler.samples >= 3
 
 
+# Both ways of listing a tree: the kernel's children files, and psutil's scan of
+# every process (kernels without CONFIG_PROC_CHILDREN, platforms without /proc).
+@pytest.fixture
+def children_files(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    wanted = bool(request.param)
+    if wanted and not proctree.has_children_files():
+        pytest.skip("this kernel has no /proc/PID/task/TID/children")
+    monkeypatch.setattr(proctree, "has_children_files", lambda: wanted)
+    return wanted
+
+
+GRANDCHILD = (
+    "import subprocess, sys, time; "
+    "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)']); "
+    "print(p.pid, flush=True); time.sleep(30)"
+)
+
+
+@pytest.mark.timeout(60)
+def test_descendants_lists_the_tree_as_psutil_does() -> None:
+    import psutil
+
+    with reaped(sys.executable, "-c", GRANDCHILD, stdout=subprocess.PIPE) as child:
+        assert child.stdout is not None
+        grandchild = int(child.stdout.readline())
+        if not proctree.has_children_files():
+            pytest.skip("this kernel has no /proc/PID/task/TID/children")
+        mine = descendants(os.getpid())
+        assert child.pid in mine and grandchild in mine
+        theirs = {c.pid for c in psutil.Process().children(recursive=True)}
+        assert set(mine) == theirs
+        assert descendants(child.pid) == [grandchild]
+        os.kill(grandchild, signal.SIGKILL)
+
+
+def test_start_time_tells_processes_apart() -> None:
+    first = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.3)"])
+    try:
+        started = start_time(first.pid)
+        assert started is not None and started >= (start_time(os.getpid()) or 0)
+        assert start_time(first.pid) == started
+    finally:
+        first.wait()
+    assert start_time(first.pid) is None  # reaped: the pid names no process now
+
+
+def test_peak_sampler_on_linux_never_imports_psutil() -> None:
+    if not proctree.has_children_files():
+        pytest.skip("this kernel has no /proc/PID/task/TID/children")
+    code = (
+        "import subprocess, sys\n"
+        "from ltoguard.proctree import PeakSampler\n"
+        f"p = subprocess.Popen([sys.executable, '-c', {ALLOC!r}, str(64 << 20), '0', '0.5'],"
+        " stdout=subprocess.DEVNULL)\n"
+        "s = PeakSampler(p.pid, interval=0.05).start()\n"
+        "p.wait()\n"
+        "print(s.stop() >= 64 << 20, s.samples >= 3, 'psutil' in sys.modules)\n"
+    )
+    got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert got.stdout.split() == ["True", "True", "False"], got.stderr
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.slow
-def test_peak_sampler_sums_grandchildren() -> None:
+@pytest.mark.parametrize("children_files", [True, False], ids=["proc", "psutil"], indirect=True)
+def test_peak_sampler_sums_grandchildren(children_files: bool) -> None:
     # A small parent whose grandchild allocates, like rustc spawning cc/ld.
     parent = (
         "import subprocess, sys; "
@@ -498,7 +563,8 @@ def test_peak_sampler_sums_grandchildren() -> None:
 
 @pytest.mark.timeout(60)
 @pytest.mark.slow
-def test_peak_sampler_cpu_cost_is_small() -> None:
+@pytest.mark.parametrize("children_files", [True, False], ids=["proc", "psutil"], indirect=True)
+def test_peak_sampler_cpu_cost_is_small(children_files: bool) -> None:
     with reaped(sys.executable, "-c", "import time; time.sleep(3)") as child:
         start_cpu = time.process_time()
         with PeakSampler(child.pid, interval=0.1) as sampler:
@@ -681,6 +747,6 @@ def test_host_memory_reads_meminfo_as_psutil_does(tmp_path: Path) -> None:
     assert abs(mine.available - theirs.available) < 64 * MiB  # read a moment apart
     fake = tmp_path / "meminfo"
     fake.write_text("MemTotal:  1000 kB\nMemFree:  10 kB\nMemAvailable:   500 kB\n")
-    assert host_memory(str(fake)) == (500 * 1024, 1000 * 1024)
+    assert host_memory(str(fake)) == (500 * 1024, 1000 * 1024, "MemAvailable")
     fake.write_text("MemTotal:  1000 kB\n")  # an old kernel: psutil estimates it
-    assert host_memory(str(fake)).total == theirs.total
+    assert host_memory(str(fake))[1:] == (theirs.total, "psutil")

@@ -40,7 +40,7 @@ def job(
         "estimate": 700 * MiB, "estimate_basis": "history",
         "exit": 0 if outcome == "ok" else 1, "reruns": 0, "requeues": 0,
         "outcome": outcome, "budget": None, "available_at_admit": None,
-        "samples": samples, "mem_source": "host (psutil)",
+        "samples": samples, "mem_source": "host (MemAvailable)",
     }  # fmt: skip
     e.update(kw)
     return e

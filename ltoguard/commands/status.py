@@ -21,7 +21,7 @@ Schema, version 1 (keys are always present; ``null`` where unknown)::
       "memory": null | {              # null only when "exists" is false
         "available": int,             # bytes a new guarded job can count on
         "total": int,                 # size of the bound that decided it
-        "source": str,                # e.g. "host (psutil)", "cgroup v1 ... (limit 8 GiB)"
+        "source": str,                # e.g. "host (MemAvailable)", "cgroup v1 ... (limit 8 GiB)"
         "constraints": [{"available": int, "total": int, "source": str}, ...]},
       "running": [{                   # by slot
         "slot": int, "crate": str | null, "kind": str | null, "pid": int | null,
