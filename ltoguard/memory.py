@@ -33,7 +33,7 @@ class MemorySnapshot:
 class HostMemory(NamedTuple):
     available: int
     total: int
-    source: str = "MemAvailable"  # or "psutil", off Linux
+    source: str = "MemAvailable"  # "psutil" without a readable MemAvailable (off Linux)
 
 
 def host_memory(meminfo: str = "/proc/meminfo") -> HostMemory:

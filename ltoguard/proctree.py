@@ -81,7 +81,11 @@ def has_children_files() -> bool:
 
 def descendants(pid: int) -> list[int]:
     """Every descendant of ``pid``, from /proc/PID/task/TID/children: a few small
-    reads per process of the tree, not a scan of every process on the host."""
+    reads per process of the tree, not a scan of every process on the host.
+
+    Each pid once: when a thread that forked ends, the kernel hands its children to
+    another thread of the process, and a listing read meanwhile can name them twice."""
+    seen = {pid}
     found: list[int] = []
     todo = [pid]
     while todo:
@@ -96,8 +100,11 @@ def descendants(pid: int) -> list[int]:
                     kids = [int(k) for k in f.read().split()]
             except (OSError, ValueError):
                 continue  # the thread ended meanwhile
-            found += kids
-            todo += kids
+            for kid in kids:
+                if kid not in seen:
+                    seen.add(kid)
+                    found.append(kid)
+                    todo.append(kid)
     return found
 
 
@@ -160,6 +167,7 @@ class PeakSampler:
         self.samples = 0
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        self._started: int | None = None
         self._thread = threading.Thread(target=self._run, name=f"ltoguard-peak-{pid}", daemon=True)
 
     @property
@@ -178,6 +186,9 @@ class PeakSampler:
         return self._thread.is_alive()
 
     def start(self) -> PeakSampler:
+        # The start time is read here, by the caller, before it can reap the process:
+        # read in the thread, it could already be another process's.
+        self._started = start_time(self.pid)
         self._thread.start()
         return self
 
@@ -198,7 +209,7 @@ class PeakSampler:
         if not has_children_files():
             self._run_psutil()
             return
-        started = start_time(self.pid)
+        started = self._started
         if started is None:
             return
         children: list[int] = []

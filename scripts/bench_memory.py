@@ -417,11 +417,12 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def pace(res: dict[str, Any]) -> float:
+def pace(res: dict[str, Any]) -> float | None:
     """Seconds of wall per CPU second of the build's own work (ltoguard's guard
-    processes left out): what the schedule cost, with the machine's speed taken out."""
+    processes left out): what the schedule cost, with the machine's speed taken out.
+    None for a build that recorded no CPU time."""
     work = float(res["cpu"]) - float(res.get("guard_cpu") or 0)
-    return float(res["wall"]) / work if work > 0 else float("nan")
+    return float(res["wall"]) / work if work > 0 else None
 
 
 def ratios(a: dict[str, Any] | None, b: dict[str, Any] | None, key: str = "wall") -> list[float]:
@@ -434,10 +435,12 @@ def ratios(a: dict[str, Any] | None, b: dict[str, Any] | None, key: str = "wall"
     if not wa or not wb:
         return []
     if len(wa) == len(wb) > 1 and a["ok"] == a["runs"] and b["ok"] == b["runs"]:
-        found = [float(x / y) for x, y in zip(wa, wb, strict=True)]
-    else:
-        found = [float(median(wa) / median(wb))] if key == "pace" else [float(a[key] / b[key])]
-    return [x for x in found if x == x]  # NaN: a build that recorded no CPU time
+        return [float(x / y) for x, y in zip(wa, wb, strict=True) if x is not None and y]
+    if key != "pace":
+        return [float(a[key] / b[key])]
+    # pace: None where a build recorded no CPU time
+    xa, xb = [x for x in wa if x is not None], [x for x in wb if x is not None]
+    return [float(median(xa) / median(xb))] if xa and xb else []
 
 
 def ratio(a: dict[str, Any] | None, b: dict[str, Any] | None, key: str = "wall") -> float | None:

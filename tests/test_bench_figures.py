@@ -3,6 +3,7 @@ time and the ratios taken repeat by repeat (what the README's tables quote)."""
 
 from __future__ import annotations
 
+import json
 from types import ModuleType
 from typing import Any
 
@@ -94,5 +95,15 @@ def test_pace_is_left_out_when_a_build_recorded_no_cpu(bench: ModuleType) -> Non
     assert bench.ratio(auto, plain, "pace") is None
     text, _ = bench.targets("roomy", {"plain": plain, "auto-cold": auto})[0]
     assert "per CPU second" not in text
+    assert "NaN" not in json.dumps(plain)  # the --json output stays valid JSON
     # Summaries from before the figure existed have no pace at all.
     assert bench.ratio(summary([40.0]), summary([40.0]), "pace") is None
+
+
+def test_calibration_line_says_when_it_was_skipped(bench: ModuleType) -> None:
+    assert bench.calibration_line(None) == (
+        "calibration skipped (--no-calibrate): the limits are the ones given"
+    )
+    line = bench.calibration_line({"wall": 58.46, "peak_rss": 426 << 20, "guarded_peak": 403 << 20})
+    assert line.startswith("calibration (ltoguard 1 slot, no limit): wall 58.5 s, peak rss 426")
+    assert "largest guarded job 403 MiB" in line

@@ -517,15 +517,53 @@ def test_descendants_lists_the_tree_as_psutil_does() -> None:
         os.kill(grandchild, signal.SIGKILL)
 
 
-def test_start_time_tells_processes_apart() -> None:
-    first = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.3)"])
+def test_start_time_is_the_kernels_even_for_an_awkward_name() -> None:
+    import psutil
+
+    # A name with spaces and ')' shifts the fields of /proc/PID/stat for a naive split.
+    code = "open('/proc/self/comm', 'w').write('a) b ) (c 9'); print(1, flush=True); input()"
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
-        started = start_time(first.pid)
-        assert started is not None and started >= (start_time(os.getpid()) or 0)
-        assert start_time(first.pid) == started
+        assert child.stdout is not None and child.stdout.readline() == "1\n"
+        assert psutil.Process(child.pid).name() == "a) b ) (c 9"
+        ticks = start_time(child.pid)
+        assert ticks is not None
+        since_boot = ticks / os.sysconf("SC_CLK_TCK")
+        created = psutil.Process(child.pid).create_time()
+        assert abs(psutil.boot_time() + since_boot - created) < 0.05
     finally:
-        first.wait()
-    assert start_time(first.pid) is None  # reaped: the pid names no process now
+        child.kill()
+        child.wait()
+    assert start_time(child.pid) is None  # reaped: the pid names no process now
+
+
+def test_sampler_stops_once_the_pid_names_another_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    if not proctree.has_children_files():
+        pytest.skip("this kernel has no /proc/PID/task/TID/children")
+    real = proctree.start_time
+    calls = 0
+
+    def reused_after_three(pid: int) -> int | None:
+        nonlocal calls
+        calls += 1
+        found = real(pid)
+        # start() reads it once; the thread, once a sample: the 4th sample finds
+        # another process under the pid.
+        return found if calls <= 4 or found is None else found + 1
+
+    monkeypatch.setattr(proctree, "start_time", reused_after_three)
+    with reaped(sys.executable, "-c", "import time; time.sleep(30)") as child:
+        sampler = PeakSampler(child.pid, interval=0.02).start()
+        deadline = time.monotonic() + 10
+        while sampler.sampling and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not sampler.sampling  # ended by itself, the process still running
+        assert child.poll() is None
+        assert sampler.samples == 3
 
 
 def test_peak_sampler_on_linux_never_imports_psutil() -> None:

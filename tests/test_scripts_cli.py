@@ -13,13 +13,16 @@ import pytest
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 VENV_PYTHON = SCRIPTS.parent / ".venv" / "bin" / "python"
-# -S: no site-packages, so neither psutil nor filelock can be found, whatever the
-# system Python has installed.
-BARE = [sys.base_exec_prefix + "/bin/python3", "-S"]
+# The Python this venv was made from, with -S (no site-packages) and -E (no
+# PYTHONPATH): neither psutil nor filelock can be found, whatever it has installed.
+BARE = [getattr(sys, "_base_executable", sys.executable), "-S", "-E"]
 
 
 @pytest.mark.parametrize(
-    "script", sorted(p.name for p in SCRIPTS.glob("*.py") if p.name != "checkout_venv.py")
+    "script",
+    sorted(
+        p.name for p in SCRIPTS.glob("*.py") if p.name not in ("checkout_venv.py", "__init__.py")
+    ),
 )
 def test_every_script_answers_help(script: str) -> None:
     got = subprocess.run(

@@ -146,9 +146,9 @@ def summary(events: list[dict[str, Any]]) -> dict[str, Any]:
     s = ev.summarize(events)
     mem = memory_series(events)
     budgets = budget_series(events)
-    # The samples (every 0.25 s, thinned) miss a fat-LTO compile's last spike, which
-    # each job's own peak (its kernel high-water mark) keeps: the card shows the
-    # larger, so it is never below the jobs table's largest peak.
+    # The samples (every 0.25 s, thinned) miss spikes between them, which each job's
+    # own peak (its kernel high-water mark, read while it runs) keeps: the card
+    # shows the larger, so it is never below the jobs table's largest peak.
     largest = max((ev.num(e, "peak") or 0 for e in events), default=0)
     s["peak_total"] = max(max((v for _, v in mem), default=0.0), float(largest))
     s["budget_min"] = min((b for _, b in budgets), default=None)
