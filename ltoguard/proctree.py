@@ -11,12 +11,15 @@ import contextlib
 import os
 import threading
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
 
 from ltoguard.sizes import KiB
 
 if TYPE_CHECKING:
     import psutil  # type: ignore[import-untyped, unused-ignore]
+
+_Tree = TypeVar("_Tree")  # how one way of listing names the descendants
 
 
 def _anon(info: object) -> int:
@@ -48,6 +51,8 @@ def tree_rss(pid: int) -> int:
     Not PSS: PSS needs smaps_rollup (slow, and root-only for other users'
     processes); a rustc tree shares little anonymous memory (the linker is exec'd).
     """
+    if has_children_files():
+        return anon_rss(pid) + sum(anon_rss(child) for child in descendants(pid))
     import psutil  # type: ignore[import-untyped, unused-ignore]
 
     try:
@@ -210,19 +215,23 @@ class PeakSampler:
             self._run_psutil()
             return
         started = self._started
-        if started is None:
-            return
-        children: list[int] = []
+        if started is not None:
+            self._loop(lambda: descendants(self.pid), lambda kids: self._sample_proc(started, kids))
+
+    def _loop(self, scan: Callable[[], _Tree], sample: Callable[[_Tree], bool]) -> None:
+        """Sample every ``interval`` until the process is gone or ``stop()`` (then once
+        more); list its descendants again every ``rescan`` seconds."""
         next_scan = 0.0
         while True:
             now = time.monotonic()
             if now >= next_scan:
-                children = descendants(self.pid)
+                children = scan()
+                # Back off on hosts where listing is slow: scans stay under ~1% of a core.
                 next_scan = now + max(self.rescan, 100 * (time.monotonic() - now))
-            alive = self._sample_proc(started, children)
+            alive = sample(children)
             if not alive or self._stop.wait(self.interval):
                 if alive:
-                    self._sample_proc(started, children)
+                    sample(children)
                 return
 
     def _sample_proc(self, started: int, children: list[int]) -> bool:
@@ -249,22 +258,14 @@ class PeakSampler:
             root = psutil.Process(self.pid)
         except psutil.Error:
             return
-        children: dict[int, psutil.Process] = {}
-        next_scan = 0.0
-        while True:
-            now = time.monotonic()
-            if now >= next_scan:
-                try:
-                    children = {c.pid: c for c in root.children(recursive=True)}
-                except psutil.Error:
-                    children = {}
-                # Back off on hosts with many processes: scans stay under ~1% of a core.
-                next_scan = now + max(self.rescan, 100 * (time.monotonic() - now))
-            alive = self._sample(root, children)
-            if not alive or self._stop.wait(self.interval):
-                if alive:
-                    self._sample(root, children)
-                return
+
+        def scan() -> dict[int, psutil.Process]:
+            try:
+                return {c.pid: c for c in root.children(recursive=True)}
+            except psutil.Error:
+                return {}
+
+        self._loop(scan, lambda kids: self._sample(root, kids))
 
     def _sample(self, root: psutil.Process, children: dict[int, psutil.Process]) -> bool:
         import psutil  # type: ignore[import-untyped, unused-ignore]

@@ -402,7 +402,9 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
     # Per repeat, for ratios taken pair by pair (the machine's speed drifts between
     # repeats far more than between two builds in one repeat).
     out["per_repeat"] = {k: [r[k] for r in results] for k in ("wall", "cpu")}
-    out["per_repeat"]["pace"] = [pace(r) for r in results]
+    out["per_repeat"]["pace"] = paces = [pace(r) for r in results]
+    known = [x for x in paces if x is not None]
+    out["pace"] = median(known) if known else None
     for k in keys:
         out[k] = median([r[k] for r in results])
     out["oom_kills"] = max(r["oom_kills"] for r in results)
@@ -435,12 +437,9 @@ def ratios(a: dict[str, Any] | None, b: dict[str, Any] | None, key: str = "wall"
     if not wa or not wb:
         return []
     if len(wa) == len(wb) > 1 and a["ok"] == a["runs"] and b["ok"] == b["runs"]:
+        # pace is None for a build that recorded no CPU time
         return [float(x / y) for x, y in zip(wa, wb, strict=True) if x is not None and y]
-    if key != "pace":
-        return [float(a[key] / b[key])]
-    # pace: None where a build recorded no CPU time
-    xa, xb = [x for x in wa if x is not None], [x for x in wb if x is not None]
-    return [float(median(xa) / median(xb))] if xa and xb else []
+    return [float(a[key] / b[key])] if a.get(key) and b.get(key) else []
 
 
 def ratio(a: dict[str, Any] | None, b: dict[str, Any] | None, key: str = "wall") -> float | None:
@@ -471,8 +470,9 @@ def _target(
 ) -> None:
     x = ratio(r, base)
     work = ratio(r, base, "pace")
-    per_work = "" if work is None else f"; per CPU second of work {work:.2f}"
-    per_work += spread(r, base, "pace") if work is not None else ""
+    per_work = (
+        "" if work is None else f"; per CPU second of work {work:.2f}" + spread(r, base, "pace")
+    )
     out.append(
         (
             f"{text} <= {bound} ({fmt_ratio(x)}{spread(r, base)}{per_work})",

@@ -451,7 +451,8 @@ def test_tree_rss_of_gone_process_is_zero() -> None:
 
 
 @pytest.mark.timeout(60)
-def test_tree_rss_counts_descendants() -> None:
+@pytest.mark.parametrize("children_files", [True, False], ids=["proc", "psutil"], indirect=True)
+def test_tree_rss_counts_descendants(children_files: bool) -> None:
     own = tree_rss(os.getpid())
     assert own > 10 * MiB
     with reaped(
