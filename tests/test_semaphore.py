@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -560,3 +561,28 @@ def test_a_heads_probe_is_not_a_running_job(tmp_path: Path) -> None:
     finally:
         os.close(probe)
         sem.release(a)
+
+
+@pytest.mark.parametrize("code", [errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOLCK])
+def test_a_slot_lock_that_cannot_be_taken_is_an_error_not_a_free_slot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int
+) -> None:
+    """Fails closed: on a filesystem without flock the slot is not taken as free (a
+    job would run unguarded) but raised, and run_job names LTOGUARD_DIR."""
+    path, dir_fd = open_state_dir(str(tmp_path / "state"))
+    fd = os.open(os.path.join(path, locks.slot_name(0)), os.O_RDONLY | os.O_CREAT, 0o644)
+
+    def no_flock(_fd: int, _op: int) -> None:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    try:
+        for shared in (False, True):
+            with pytest.raises(OSError) as info:
+                locks.try_lock(fd, shared=shared)
+            assert info.value.errno == code
+        with pytest.raises(OSError):
+            locks.take_new_slot(dir_fd, [])
+    finally:
+        os.close(fd)
+        os.close(dir_fd)

@@ -43,3 +43,28 @@ def test_a_waiting_job_imports_neither_filelock_nor_psutil(tmp_path: Path) -> No
     assert "ltoguard.semaphore" in modules  # it did go through the guarded path
     assert "filelock" not in modules
     assert "psutil" not in modules
+
+
+def test_an_admitted_job_imports_neither_filelock_nor_psutil(tmp_path: Path) -> None:
+    """Running under its slot: the slot lock is a plain flock and the sampler reads
+    /proc, so neither is paid for by each LTO job (psutil only to pause or kill)."""
+    rustc = make_fake_rustc(tmp_path)
+    cmd = ltoguard_cmd(rustc, "alone")
+    cmd[1:1] = ["-X", "importtime"]  # ltoguard's imports only, not the fake rustc's
+    procs = Procs()
+    try:
+        job = procs.start(cmd, clean_env(tmp_path, tmp_path / "state"))
+        _, err = job.communicate(timeout=60)
+    finally:
+        procs.cleanup()
+    assert job.returncode == 0
+    log = tmp_path / "log.jsonl"
+    assert [e["what"] for e in read_log(log)][:1] == ["start"]  # the compile ran
+    modules = [
+        line.rsplit("|", 1)[1].strip()
+        for line in err.decode().splitlines()
+        if line.startswith("import time:") and "|" in line
+    ]
+    assert "ltoguard.attempt" in modules  # it went through an attempt under a slot
+    assert "filelock" not in modules
+    assert "psutil" not in modules
