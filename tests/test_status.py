@@ -20,6 +20,7 @@ import pytest
 from ltoguard import events
 from ltoguard.commands import learned, status
 from ltoguard.estimates import History, group_key, job_key
+from ltoguard.jobs import toolchain_id
 from ltoguard.semaphore import Semaphore
 from ltoguard.statedir import open_state_dir
 from tests.conftest import REPO
@@ -323,7 +324,10 @@ def test_watch_rejects_bad_interval(env: Path, bad: str) -> None:
 # -- learned ---------------------------------------------------------------------------
 
 
-def test_learned_from_synthetic_history(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_learned_from_synthetic_history(
+    env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RUSTC", str(env / "no-such-rustc"))  # toolchain unknown
     env.mkdir(mode=0o700)
     ws = "/w/demo"
     h = History()
@@ -369,6 +373,62 @@ def test_learned_from_synthetic_history(env: Path, capsys: pytest.CaptureFixture
     row = next(x for x in out.splitlines() if "app_one" in x)
     assert "600 MiB 650 MiB" in row and "lto=fat" in row and "(history)" in row
     assert "event log: 2 jobs (2 ok), total wait 4.0s, 2 serialised, 1 OOM reruns" in out
+    assert "toolchain: unknown (rustc did not run here)" in out
+    assert doc["toolchain"] == {"rustc": None, "id": None}
+    assert one["this_toolchain"] is None
+
+
+def _fake_toolchain(root: Path, driver: str) -> Path:
+    """A sysroot whose bin/rustc answers `--print sysroot` as rustup's proxy would
+    lead to, with its librustc_driver (its name is part of the toolchain id)."""
+    (root / "bin").mkdir(parents=True)
+    (root / "lib").mkdir()
+    (root / "lib" / f"librustc_driver-{driver}.so").write_bytes(b"")
+    rustc = root / "bin" / "rustc"
+    rustc.write_text(f"#!/bin/sh\necho {root}\n")
+    rustc.chmod(0o755)
+    return rustc
+
+
+def test_learned_estimates_for_the_toolchain_rustc_resolves_to_here(
+    env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """After a compiler update the old peaks are a hint, as the guard will take them."""
+    old = _fake_toolchain(tmp_path / "old", "0123abcd")
+    new = _fake_toolchain(tmp_path / "new", "4567ef01")
+    ws = "/w/demo"
+    g = group_key(ws, "3", "fat", "0", "x86_64-unknown-linux-gnu")
+    k_old = job_key("app_old", ws, "3", "fat", "0", "x86_64-unknown-linux-gnu", ["bin"])
+    # Another profile: a sibling measured with the new toolchain would be preferred.
+    g2 = group_key(ws, "3", "fat", "2", "x86_64-unknown-linux-gnu")
+    k_new = job_key("app_new", ws, "3", "fat", "2", "x86_64-unknown-linux-gnu", ["bin"])
+    h = History()
+    h.record(k_old, g, 600 << 20, toolchain=toolchain_id([str(old)]))
+    h.record(k_new, g2, 400 << 20, toolchain=toolchain_id([str(new)]))
+    env.mkdir(mode=0o700)
+    h.save(str(env / f"memory-history-{os.geteuid()}.json"))
+
+    monkeypatch.setenv("RUSTC", str(new))
+    assert learned.main(["--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["toolchain"] == {"rustc": str(new), "id": toolchain_id([str(new)])}
+    by_crate = {j["crate"]: j for j in doc["jobs"]}
+    assert by_crate["app_new"]["this_toolchain"] is True
+    assert by_crate["app_new"]["estimate_basis"] == "history"
+    assert by_crate["app_old"]["this_toolchain"] is False
+    assert by_crate["app_old"]["estimate_basis"] == "history, other toolchain"
+    assert by_crate["app_old"]["estimate"] == int((600 << 20) * 1.10 * 1.5)
+
+    assert learned.main([]) == 0
+    out = capsys.readouterr().out
+    assert f"toolchain: {new}; 1 of 2 jobs were measured with another one" in out
+    row = next(x for x in out.splitlines() if "app_old" in x)
+    assert "(history, other toolchain)" in row
+
+    monkeypatch.setenv("RUSTC", str(old))  # back on the old compiler: its own again
+    assert learned.main(["--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert {j["crate"]: j["estimate_basis"] for j in doc["jobs"]}["app_old"] == "history"
 
 
 def test_learned_empty_state_dir(env: Path, capsys: pytest.CaptureFixture[str]) -> None:

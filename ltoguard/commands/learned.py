@@ -2,11 +2,17 @@
 
 ``ltoguard learned [--json]`` lists the memory history (per job: crate,
 workspace, profile, recent peaks, current estimate) and a summary of the event
-log. Its JSON: ``{"version": 1, "state_dir", "history_file", "jobs": [{"key",
-"crate", "workspace", "opt_level", "lto", "debuginfo", "target", "types",
-"group", "peaks", "estimate", "estimate_basis"}], "events": {"all": SUMMARY,
-"last_build": SUMMARY | null}}`` where SUMMARY is ``{"jobs", "total_wait",
-"serialised", "oom_reruns", "requeues", "outcomes", "first", "last"}``.
+log. Estimates are the ones a compile by the toolchain ``rustc`` resolves to here
+(``$RUSTC``, else ``rustc``; rustup's override for this directory included) would
+get: peaks measured with another toolchain count only as a hint. Its JSON:
+``{"version": 1, "state_dir", "history_file", "toolchain": {"rustc", "id"},
+"jobs": [{"key", "crate", "workspace", "opt_level", "lto", "debuginfo", "target",
+"types", "group", "peaks", "toolchain", "this_toolchain", "estimate",
+"estimate_basis"}], "events": {"all": SUMMARY, "last_build": SUMMARY | null}}``
+where SUMMARY is ``{"jobs", "total_wait", "serialised", "oom_reruns",
+"requeues", "outcomes", "first", "last"}``; toolchain ids are null where unknown
+(``this_toolchain`` null: the current one is unknown; false also for a peak
+recorded before ltoguard kept toolchains).
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from ltoguard.statedir import StateDirError, open_state_dir
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
     from typing import Any
 
     from ltoguard.estimates import History
@@ -54,17 +60,45 @@ def _history_file(dir_fd: int) -> str | None:
     return name
 
 
-def learned_doc(view: View, dir_fd: int) -> dict[str, Any]:
+def current_toolchain(environ: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """(real rustc path, toolchain id) of the compiler cargo would run here: ``$RUSTC``
+    or ``rustc``, through rustup's proxy to ``<sysroot>/bin/rustc`` (the path cargo
+    hands the wrapper). ("", "") when it cannot be found or run."""
+    import shutil
+    import subprocess
+
+    from ltoguard.jobs import toolchain_id
+
+    env = os.environ if environ is None else environ
+    rustc = shutil.which(env.get("RUSTC") or "rustc", path=env.get("PATH"))
+    if rustc is None:
+        return "", ""
+    try:
+        out = subprocess.run(
+            [rustc, "--print", "sysroot"],
+            # A toolchain rustup does not have is not installed just to be named.
+            capture_output=True, text=True, timeout=30, check=True,
+            env=dict(env, RUSTUP_AUTO_INSTALL="0"),
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError, UnicodeError):
+        return "", ""
+    real = os.path.join(out, "bin", "rustc")
+    ident = toolchain_id([real]) if out and os.path.isfile(real) else ""
+    return (real, ident) if ident else ("", "")
+
+
+def learned_doc(view: View, dir_fd: int, toolchain: tuple[str, str] = ("", "")) -> dict[str, Any]:
     from ltoguard.estimates import History
 
     name = _history_file(dir_fd)
-    jobs = [] if name is None else _jobs(History.load(name, dir_fd=dir_fd))
+    jobs = [] if name is None else _jobs(History.load(name, dir_fd=dir_fd), toolchain[1])
     records = ev.read_events(dir_fd, os.geteuid())
     builds = ev.group_builds(records)
     return {
         "version": SCHEMA_VERSION,
         "state_dir": view.dir,
         "history_file": None if name is None else os.path.join(view.dir, name),
+        "toolchain": {"rustc": toolchain[0] or None, "id": toolchain[1] or None},
         "jobs": jobs,
         "events": {
             "all": ev.summarize(records),
@@ -73,18 +107,21 @@ def learned_doc(view: View, dir_fd: int) -> dict[str, Any]:
     }
 
 
-def empty_doc(view: View) -> dict[str, Any]:
+def empty_doc(view: View, toolchain: tuple[str, str] = ("", "")) -> dict[str, Any]:
     """The document when no state directory exists yet."""
     return {
         "version": SCHEMA_VERSION,
         "state_dir": view.dir,
         "history_file": None,
+        "toolchain": {"rustc": toolchain[0] or None, "id": toolchain[1] or None},
         "jobs": [],
         "events": {"all": ev.summarize([]), "last_build": None},
     }
 
 
-def _jobs(history: History) -> list[dict[str, Any]]:
+def _jobs(history: History, toolchain: str = "") -> list[dict[str, Any]]:
+    """Each job, with the estimate a compile by ``toolchain`` (an id; "": unknown,
+    every peak counts) would get."""
     jobs = []
     for key, group, peaks in reversed(history.items()):  # most recent first
         try:
@@ -94,7 +131,8 @@ def _jobs(history: History) -> list[dict[str, Any]]:
         if not (isinstance(parts, list) and len(parts) == 7):
             parts = [None] * 7
         ws, crate, opt, lto, debug, target, types = parts
-        estimate, basis = history.estimate(key, group)
+        estimate, basis = history.estimate(key, group, toolchain=toolchain)
+        measured_with = history.toolchain(key)
         jobs.append(
             {
                 "key": key,
@@ -107,6 +145,8 @@ def _jobs(history: History) -> list[dict[str, Any]]:
                 "types": types if isinstance(types, list) else [],
                 "group": group,
                 "peaks": peaks,
+                "toolchain": measured_with or None,
+                "this_toolchain": measured_with == toolchain if toolchain else None,
                 "estimate": estimate,
                 "estimate_basis": basis,
             }
@@ -149,8 +189,25 @@ def _history_lines(doc: dict[str, Any]) -> list[str]:
     ]
     return [
         f"memory history: {len(jobs)} jobs in {doc['history_file']}, most recent first",
+        *_toolchain_lines(doc),
         *table(["CRATE", "WORKSPACE", "PROFILE", "RECENT PEAKS", "ESTIMATE"], rows),
     ]
+
+
+def _toolchain_lines(doc: dict[str, Any]) -> list[str]:
+    from ltoguard.estimates import OTHER_TOOLCHAIN_FACTOR
+
+    rustc = doc["toolchain"]["rustc"]
+    if rustc is None:
+        return ["toolchain: unknown (rustc did not run here); estimates count every peak"]
+    other = sum(1 for j in doc["jobs"] if j["this_toolchain"] is False)
+    line = f"toolchain: {rustc}"
+    if other:
+        line += (
+            f"; {other} of {len(doc['jobs'])} jobs were measured with another one: their"
+            f" peaks are a hint only (x{OTHER_TOOLCHAIN_FACTOR:g}) until this one has built them"
+        )
+    return [line]
 
 
 def _event_lines(every: dict[str, Any], last: dict[str, Any] | None) -> list[str]:
@@ -189,14 +246,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not args.json:
             sys.stdout.write(no_state_message(view.dir) + "\n")
             return EXIT_OK
-        doc = empty_doc(view)
+        doc = empty_doc(view, current_toolchain())
     else:
         try:
             _path, dir_fd = open_state_dir(view.dir)
         except StateDirError as exc:
             return error(str(exc))
         try:
-            doc = learned_doc(view, dir_fd)
+            doc = learned_doc(view, dir_fd, current_toolchain())
         finally:
             os.close(dir_fd)
     sys.stdout.write(json.dumps(doc, indent=2) + "\n" if args.json else render_learned(doc))
