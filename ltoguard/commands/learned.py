@@ -40,7 +40,7 @@ from ltoguard.statedir import StateDirError, open_state_dir
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Sequence
     from typing import Any
 
     from ltoguard.estimates import History
@@ -60,7 +60,7 @@ def _history_file(dir_fd: int) -> str | None:
     return name
 
 
-def current_toolchain(environ: Mapping[str, str] | None = None) -> tuple[str, str]:
+def current_toolchain() -> tuple[str, str]:
     """(real rustc path, toolchain id) of the compiler cargo would run here: ``$RUSTC``
     or ``rustc``, through rustup's proxy to ``<sysroot>/bin/rustc`` (the path cargo
     hands the wrapper). ("", "") when it cannot be found or run."""
@@ -69,8 +69,7 @@ def current_toolchain(environ: Mapping[str, str] | None = None) -> tuple[str, st
 
     from ltoguard.jobs import toolchain_id
 
-    env = os.environ if environ is None else environ
-    rustc = shutil.which(env.get("RUSTC") or "rustc", path=env.get("PATH"))
+    rustc = shutil.which(os.environ.get("RUSTC") or "rustc")
     if rustc is None:
         return "", ""
     try:
@@ -78,7 +77,7 @@ def current_toolchain(environ: Mapping[str, str] | None = None) -> tuple[str, st
             [rustc, "--print", "sysroot"],
             # A toolchain rustup does not have is not installed just to be named.
             capture_output=True, text=True, timeout=30, check=True,
-            env=dict(env, RUSTUP_AUTO_INSTALL="0"),
+            env=dict(os.environ, RUSTUP_AUTO_INSTALL="0"),
         ).stdout.strip()  # fmt: skip
     except (OSError, subprocess.SubprocessError, UnicodeError):
         return "", ""
@@ -98,7 +97,7 @@ def learned_doc(view: View, dir_fd: int, toolchain: tuple[str, str] = ("", "")) 
         "version": SCHEMA_VERSION,
         "state_dir": view.dir,
         "history_file": None if name is None else os.path.join(view.dir, name),
-        "toolchain": {"rustc": toolchain[0] or None, "id": toolchain[1] or None},
+        "toolchain": _toolchain_doc(toolchain),
         "jobs": jobs,
         "events": {
             "all": ev.summarize(records),
@@ -113,10 +112,14 @@ def empty_doc(view: View, toolchain: tuple[str, str] = ("", "")) -> dict[str, An
         "version": SCHEMA_VERSION,
         "state_dir": view.dir,
         "history_file": None,
-        "toolchain": {"rustc": toolchain[0] or None, "id": toolchain[1] or None},
+        "toolchain": _toolchain_doc(toolchain),
         "jobs": [],
         "events": {"all": ev.summarize([]), "last_build": None},
     }
+
+
+def _toolchain_doc(toolchain: tuple[str, str]) -> dict[str, str | None]:
+    return {"rustc": toolchain[0] or None, "id": toolchain[1] or None}
 
 
 def _jobs(history: History, toolchain: str = "") -> list[dict[str, Any]]:
