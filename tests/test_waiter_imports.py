@@ -47,7 +47,8 @@ def test_a_waiting_job_imports_neither_filelock_nor_psutil(tmp_path: Path) -> No
 
 def test_an_admitted_job_imports_neither_filelock_nor_psutil(tmp_path: Path) -> None:
     """Running under its slot: the slot lock is a plain flock and the sampler reads
-    /proc, so neither is paid for by each LTO job (psutil only to pause or kill)."""
+    /proc, so neither is paid for by each LTO job (psutil only to pause or kill);
+    with LTOGUARD_DIR set, tempfile is not needed, and whole sizes need no decimal."""
     rustc = make_fake_rustc(tmp_path)
     cmd = ltoguard_cmd(rustc, "alone")
     cmd[1:1] = ["-X", "importtime"]  # ltoguard's imports only, not the fake rustc's
@@ -68,3 +69,5 @@ def test_an_admitted_job_imports_neither_filelock_nor_psutil(tmp_path: Path) -> 
     assert "ltoguard.attempt" in modules  # it went through an attempt under a slot
     assert "filelock" not in modules
     assert "psutil" not in modules
+    assert "tempfile" not in modules
+    assert "decimal" not in modules
