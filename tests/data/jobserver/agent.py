@@ -95,8 +95,9 @@ def main(argv: list[str]) -> int:
                 raise SystemExit(128 + signum)
 
         signal.signal(signal.SIGTERM, on_signal)
-        if mode == "flag":
-            signal.signal(signal.SIGINT, on_signal)
+        # Set either way: a shell that starts the suite in the background (`&`) hands
+        # its children SIGINT ignored, and Python then installs no KeyboardInterrupt.
+        signal.signal(signal.SIGINT, on_signal if mode == "flag" else signal.default_int_handler)
         with Lease(js, exit_timeout=exit_timeout) as lease:
             if not lease.lend():
                 return 4
