@@ -33,7 +33,7 @@ def try_lock(fd: int, *, shared: bool = False) -> bool:
     fcntl directly, not filelock: filelock's UnixFileLock is this same flock call,
     but `import filelock` (4.3: typing, logging, inspect, secrets...) took 65 ms of
     CPU and 7 MiB of memory in every admitted job, about half of a guarded job's own
-    cost (README, Figures: "Where issue #11's targets stand")."""
+    cost (README, Figures: "Issue #11's targets")."""
     try:
         fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except OSError as exc:
