@@ -10,8 +10,10 @@ pause / resume / stop step of every running job), so a policy is judged on real
 memory profiles in seconds instead of a 15-minute build per data point.
 
 The model, kept deliberately small:
-- a job is available to ltoguard at its recorded queueing time (cargo's order and
-  timing are taken as they were);
+- cargo starts a binary when it gets a jobserver token: a job recorded as queued
+  just after another ended (or just after a waiting one lent its token) queues
+  that long after the same event in the replay (``--arrivals linked``); the others
+  at their recorded time. Running compiles share ``--cpus`` CPUs;
 - a running job needs its recorded run time (pauses excluded) and holds, at each
   moment of its run, the memory its samples say (linear between samples; its
   recorded peak at the end when the samples missed the last spike); a paused job
@@ -75,6 +77,11 @@ class TraceJob:
     estimate: int  # what ltoguard estimated when it queued
     baseline: int  # bytes the rest of the build held when it was admitted (trace cap - budget)
     admitted: float
+    finished: float = 0.0
+    # What made cargo start it (see link_arrivals): ("fin", m) another job's end gave
+    # cargo a token, ("que", m) a job that queued lent it one, or ("at", -1): on its own.
+    trigger: tuple[str, int] = ("at", -1)
+    lag: float = 0.0  # seconds from the trigger to its queueing
 
     def memory_at(self, tau: float) -> int:
         """Bytes held ``tau`` seconds into the run (linear between samples)."""
@@ -146,6 +153,7 @@ def job_from_event(row: dict[str, Any], trace_cap: int, where: str) -> TraceJob:
         estimate=int(est) if isinstance(est, (int, float)) else peak,
         baseline=max(0, baseline),
         admitted=admitted,
+        finished=finished,
     )
 
 
@@ -180,7 +188,46 @@ def load_trace(path: Path, trace_cap: int | None = None) -> list[TraceJob]:
     for j in jobs:
         j.queued -= t0
         j.admitted -= t0
+        j.finished -= t0
+    link_arrivals(jobs)
     return jobs
+
+
+FINISH_TRIGGER = 1.0  # a job queued this soon after another ended took its token
+LEND_TRIGGER = 6.0  # ... this soon after another queued, the token that one lent
+
+
+def link_arrivals(jobs: Sequence[TraceJob]) -> None:
+    """Tie each job's queueing to what made cargo start it, so a replay that runs jobs
+    sooner also starts the next ones sooner. cargo starts a binary when it gets a
+    jobserver token: mostly when a guarded job ends (its token comes back), else when
+    a waiting job lends its own. Each end and each lend frees one token, so each
+    triggers at most one start; the rest keep their recorded time."""
+    used: set[tuple[str, int]] = set()
+    for k, job in enumerate(jobs):
+        q = job.queued
+        ends = sorted(
+            (q - o.finished, m)
+            for m, o in enumerate(jobs)
+            if m != k and 0 <= q - o.finished < FINISH_TRIGGER and ("fin", m) not in used
+        )
+        lends = sorted(
+            (q - o.queued, m)
+            for m, o in enumerate(jobs)
+            if m < k
+            and 0 <= q - o.queued < LEND_TRIGGER
+            and o.admitted > q  # still waiting then: it had lent its token
+            and ("que", m) not in used
+        )
+        if ends:
+            job.lag, m = ends[0]
+            job.trigger = ("fin", m)
+        elif lends:
+            job.lag, m = lends[0]
+            job.trigger = ("que", m)
+        else:
+            continue
+        used.add(job.trigger)
 
 
 @dataclass
@@ -282,13 +329,24 @@ def simulate(
     cap: int,
     *,
     estimates: str = "recorded",
+    arrivals: str = "linked",
     slot_limit: int | None = None,
+    cpus: int = 2,
 ) -> Result:
     """Replay ``jobs`` under a cap of ``cap`` bytes with ltoguard's admission rules."""
     base = Baseline.of(jobs)
     res = Result(cap=cap, cpu=sum(j.run_s for j in jobs))
     margin = admission.default_margin(cap)
-    pending = sorted(jobs, key=lambda j: j.queued)
+    index = {id(j): k for k, j in enumerate(jobs)}
+    happened: dict[tuple[str, int], float] = {}  # ("fin"|"que", job index) -> when
+    pending = list(jobs)
+
+    def arrival(j: TraceJob) -> float | None:
+        if arrivals == "recorded" or j.trigger[0] == "at":
+            return j.queued
+        when = happened.get(j.trigger)
+        return None if when is None else when + j.lag
+
     queue: list[Live] = []
     running: list[Live] = []
     seen_refusals: set[tuple[str, str]] = set()
@@ -308,18 +366,23 @@ def simulate(
         return cap - base.at(now) - sum(r.current() for r in running)
 
     while done < len(jobs):
-        while pending and pending[0].queued <= t:
-            queue.append(Live(pending.pop(0), estimate=0))
-            queue[-1].estimate = estimate_of(queue[-1].job)
+        due = [(a, index[id(j)], j) for j in pending if (a := arrival(j)) is not None and a <= t]
+        for _, k, j in sorted(due, key=lambda d: (d[0], d[1])):
+            pending.remove(j)
+            queue.append(Live(j, estimate=estimate_of(j)))
+            happened[("que", k)] = t
         # Progress of the running jobs over the last tick.
+        active = sum(1 for r in running if r.paused_at is None)
+        pace = min(1.0, cpus / active) if active else 1.0  # more compiles than CPUs share them
         for r in list(running):
             if r.paused_at is None:
-                r.tau += TICK
+                r.tau += TICK * pace
             if r.tau >= r.job.run_s:
                 running.remove(r)
                 done += 1
                 res.wall = t
-        if sum(1 for r in running if r.paused_at is None) >= 2 or len(running) >= 2:
+                happened[("fin", index[id(r.job)])] = t
+        if len(running) >= 2:
             res.overlap_s += TICK
         # The kernel: nothing may hold more than the cap.
         while running and free(t) < 0:
@@ -444,6 +507,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="recorded: what ltoguard estimated then (a cold build); history: each job's"
         " own peak + 10%% (a warm build); peak: exactly its peak",
     )
+    ap.add_argument(
+        "--arrivals",
+        choices=("linked", "recorded"),
+        default="linked",
+        help="linked: a job cargo started when another ended (or lent its token) starts that"
+        " long after the same event in the replay; recorded: at its recorded time",
+    )
+    ap.add_argument("--cpus", type=int, default=2, help="CPUs the compiles share (default 2)")
     ap.add_argument("--slots", type=int, default=None, help="LTOGUARD_SLOTS")
     ap.add_argument("--json", action="store_true", help="one JSON object per replay")
     args = ap.parse_args(argv)
@@ -453,7 +524,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             jobs = load_trace(path, args.trace_cap[0] if args.trace_cap else None)
             caps = args.cap or [args.trace_cap[0] if args.trace_cap else cap_from_name(path)]
             for cap in caps:
-                res = simulate(jobs, cap, estimates=args.estimates, slot_limit=args.slots)
+                res = simulate(
+                    jobs,
+                    cap,
+                    estimates=args.estimates,
+                    arrivals=args.arrivals,
+                    slot_limit=args.slots,
+                    cpus=args.cpus,
+                )
                 rows.append({"trace": path.name, "estimates": args.estimates, **res.row()})
                 if not args.json and res.refused_examples:
                     rows[-1]["examples"] = res.refused_examples

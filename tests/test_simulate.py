@@ -132,3 +132,23 @@ def test_cli_prints_one_row_per_cap(capsys: pytest.CaptureFixture[str]) -> None:
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["cap_mib"] for r in rows] == [600, 900]
     assert rows[1]["pairs"] > rows[0]["pairs"]
+
+
+def test_a_job_cargo_started_when_another_ended_starts_when_it_ends_in_the_replay(
+    tmp_path: Path,
+) -> None:
+    # Recorded one at a time: b queued 0.1 s after a ended. Replayed with room for two,
+    # a and c pair up, so b's trigger (a's end) comes sooner and b with it.
+    rows = [event("a", 0, 10, 200), event("c", 0.05, 10, 200), event("b", 10.1, 10, 200)]
+    rows[1]["admitted"] = 10.0  # c waited behind a in the recording
+    rows[1]["finished"] = 20.0
+    rows[1]["samples"] = [[10.0, 0], [11.0, 200 * MiB], [19.9, 200 * MiB]]
+    jobs = simulate.load_trace(write(tmp_path, rows))
+    assert [(j.name, j.trigger[0]) for j in jobs] == [("a", "at"), ("c", "at"), ("b", "fin")]
+    linked = simulate.simulate(jobs, 1000 * MiB)
+    recorded = simulate.simulate(jobs, 1000 * MiB, arrivals="recorded")
+    assert linked.wall == pytest.approx(20.1, abs=0.3)  # a+c together, then b
+    assert recorded.wall == pytest.approx(20.1, abs=0.3)
+    # With only one CPU the pair shares it: no faster than one after the other.
+    one_cpu = simulate.simulate(jobs, 1000 * MiB, cpus=1)
+    assert one_cpu.wall > 29
