@@ -3,7 +3,7 @@
 cargo parses rustc's JSON diagnostics on stderr. When a compile is rerun (after an
 OOM kill, or after it stopped itself to save memory), the rerun prints the same
 diagnostics again; the relay drops the bytes cargo has already seen and resumes at
-the first byte that differs (issue #3).
+the first byte that differs.
 """
 
 from __future__ import annotations
