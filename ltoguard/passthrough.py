@@ -31,4 +31,3 @@ def exec_program(args: Sequence[str]) -> int:
     except OSError as exc:
         sys.stderr.write(f"ltoguard: error: cannot run {args[0]}: {exc.strerror}\n")
         return 127
-    return 127  # pragma: no cover - execvp does not return

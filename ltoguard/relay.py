@@ -55,8 +55,6 @@ class StderrRelay:
             while True:
                 try:
                     chunk = os.read(fd, 65536)
-                except InterruptedError:  # pragma: no cover
-                    continue
                 except OSError:
                     break
                 if not chunk:
@@ -96,8 +94,6 @@ class StderrRelay:
         while view:
             try:
                 n = os.write(2, view)
-            except InterruptedError:  # pragma: no cover
-                continue
             except OSError:
                 return  # our stderr is gone (cargo died): keep draining the child
             view = view[n:]

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark jobserver lending (issue #4): wall time and CPU use, lending on vs off.
+"""Benchmark jobserver lending: wall time and CPU use, lending on vs off.
 
 The scenario: several fat-LTO binaries become ready early and queue behind one
 slot (LTOGUARD_SLOTS=1), while the workspace still has ordinary work left
@@ -50,9 +50,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_memory import base_env, load_gen_workspace, ltoguard_path, read_events  # noqa: E402
 
 # bins use lib00 plus three libs each (gen_workspace), so with B bins the libs
-# past 1 + 3B are ordinary work no binary waits for. A small lib compiles in ~1 s
-# and a small bin's fat LTO takes ~12 s here: ~20 spare libs keep cargo busy
-# for about as long as three bins take one after another.
+# past 1 + 3B are ordinary work no binary waits for: enough of them to keep cargo
+# busy about as long as the bins take one after another.
 QUICK = {"size": "small", "bins": 3, "libs": 30}
 FULL = {"size": "small", "bins": 4, "libs": 48}
 

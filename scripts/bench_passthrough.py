@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 CHECKOUT = Path(__file__).resolve().parent.parent
-# cargo 1.95's target-info probe, verbatim (RUSTC-FACTS.md).
+# cargo 1.95's target-info probe, verbatim.
 PROBE_ARGS = [
     "-",
     "--crate-name",
@@ -95,7 +95,7 @@ def make_venv(python: str, venv: Path) -> Path:
         log(f"creating venv {venv} with {python}")
         run_checked([python, "-m", "venv", str(venv)])
     pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "-q"]
-    # pip >= 24's console-script template has no `import re` (~15 ms).
+    # pip >= 24's console-script template does not import re, a cost on every call.
     run_checked([*pip, "install", "--upgrade", "pip>=24"])
     with tempfile.TemporaryDirectory(prefix="ltoguard-bench-src-") as stage:
         # Staged copy: an in-tree build would leave build/ and *.egg-info in
