@@ -23,9 +23,9 @@ Usage: bench_lending.py [--workspace DIR] [--bins N] [--libs M] [--size S]
 
 Exit status: 0 after printing the table; 1 if a build failed or could not run.
 
-Note: ltoguard keeps the token of the head of the queue (so the head can start
-the moment the slot frees) and lends the others': the gain grows with the number
-of queued bins and with -j. The machine's other load shows in the CPU figures:
+Note: the waiters nearest the head lend, the head included (once admitted it takes
+a token back in the background): the gain grows with the number of queued bins
+and with -j. The machine's other load shows in the CPU figures:
 compare rows of one run only, and prefer --repeat 3 or more on a quiet machine.
 """
 

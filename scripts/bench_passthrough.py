@@ -11,8 +11,10 @@ call by call:
   RUSTC -vV            / ltoguard RUSTC -vV
   RUSTC <cargo probe>  / ltoguard RUSTC <cargo probe>   (stdin /dev/null)
 
-with the installed `ltoguard` console script invoked as cargo does. It prints
-median and p90 per command and the median overhead (ltoguard - direct).
+with the installed `ltoguard` console script invoked as cargo does, and the same
+two calls through the launcher install.sh registers (`ltoguard-fast`, when it is
+there). It prints median and p90 per command and the median overhead of each way
+in (wrapped - direct).
 
 Usage: bench_passthrough.py [--runs 200] [--warmup 20] [--python PYTHON]
                             [--rustc PATH] [--venv DIR] [--ltoguard PATH]
