@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from ltoguard import memory as memory_mod
+from ltoguard.admission import Admission, Why
 from ltoguard.jobs import Job, JobRecord
 from ltoguard.memory import MemorySnapshot
 from ltoguard.policy import MEMORY_RECHECK, AdmissionPolicy, running_jobs
@@ -30,7 +31,7 @@ class Memory:
     total: int = 8 * GiB
     calls: list[int] = field(default_factory=list)  # guarded_usage of each call
 
-    def __call__(self, setting: str | None = None, *, guarded_usage: int = 0) -> MemorySnapshot:
+    def __call__(self, setting: object = None, *, guarded_usage: int = 0) -> MemorySnapshot:
         self.calls.append(guarded_usage)
         return MemorySnapshot(self.available, self.total, "test")
 
@@ -52,7 +53,7 @@ def make(
     pol = AdmissionPolicy(
         record,
         slots=slots,
-        memory_setting=None,
+        memory=None,
         relearn=relearn,
         read_memory=memory,
         rss=rss,
@@ -89,16 +90,16 @@ def test_admission_table(
     reason_part: str,
 ) -> None:
     pol, _record, _memory = make(estimate, available=available, total=24 * GiB, slots=slots)
-    got, reason = pol(snap(*running))
-    assert got is ok
-    assert reason_part in reason
+    got = pol(snap(*running))
+    assert got.ok is ok
+    assert reason_part in got.text
 
 
 def test_alone_waits_for_an_empty_gate() -> None:
     pol, _record, memory = make(GiB)
     pol.again(2 * GiB, alone=True)
-    assert pol(snap(ONE)) == (False, "rerunning alone after running out of memory")
-    assert pol(snap()) == (True, "alone, after running out of memory")
+    assert pol(snap(ONE)) == Admission(False, Why.NOT_ALONE, running=1)
+    assert pol(snap()) == Admission(True, Why.ALONE)
     assert memory.calls == []  # alone asks nothing of memory
 
 
@@ -107,12 +108,12 @@ def test_once_alone_always_alone() -> None:
     pol, _record, _memory = make(GiB)
     pol.again(2 * GiB, alone=True)
     pol.again(3 * GiB, alone=False)
-    assert pol(snap(ONE)) == (False, "rerunning alone after running out of memory")
+    assert pol(snap(ONE)).why is Why.NOT_ALONE
 
 
 def test_again_raises_the_estimate_and_forgets_the_last_no() -> None:
     pol, record, memory = make(GiB, available=2 * GiB)
-    assert not pol(snap(ONE))[0]
+    assert not pol(snap(ONE)).ok
     pol.again(3 * GiB, alone=False)
     assert (record.estimate, record.basis) == (3 * GiB, "raised")
     pol(snap(ONE))
@@ -123,7 +124,7 @@ def test_again_raises_the_estimate_and_forgets_the_last_no() -> None:
 
 def test_admission_records_the_memory_it_decided_on() -> None:
     pol, record, memory = make(GiB, available=3 * GiB, rss=lambda pid: 500 * MiB)
-    assert pol(snap(ONE))[0]
+    assert pol(snap(ONE)).ok
     assert memory.calls == [500 * MiB]  # the running job's memory is passed as guarded usage
     assert record.available_at_admit == 3 * GiB
     assert record.budget == 3 * GiB + 500 * MiB
@@ -132,7 +133,7 @@ def test_admission_records_the_memory_it_decided_on() -> None:
 
 def test_the_default_estimate_scales_to_the_budget() -> None:
     pol, record, _memory = make(2 * GiB, "default", available=900 * MiB, total=1000 * MiB)
-    assert pol(snap())[0]
+    assert pol(snap()).ok
     assert record.estimate == 500 * MiB  # half of a 1000 MiB bound
     assert record.ticket()["estimate"] == 500 * MiB  # what the run record will show
 
@@ -173,7 +174,7 @@ def test_waiting_head_rereads_memory_only_when_it_may_have_changed() -> None:
     two = snap(None, None)
     for _ in range(50):  # 2.5 s of polling at one instant: one read
         assert pol(one) == pol(one)
-        assert not pol(one)[0]
+        assert not pol(one).ok
     assert len(memory.calls) == 1
     clock[0] += MEMORY_RECHECK / 2
     pol(one)
@@ -213,7 +214,7 @@ def test_policy_module_reads_memory_through_available_memory() -> None:
     pol = AdmissionPolicy(
         JobRecord(Job(["x"], kind="run", name="x", what="run x", key="k", group="g"), 1, "x"),
         slots=None,
-        memory_setting=None,
+        memory=None,
     )
     assert pol.read_memory is memory_mod.available_memory
 
