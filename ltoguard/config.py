@@ -1,4 +1,4 @@
-"""Settings and where each came from (issue #5).
+"""Settings and where each came from.
 
 Highest first: the environment (``LTOGUARD_*``); the workspace's ``Cargo.toml``
 (``[workspace.metadata.ltoguard]``, or ``[package.metadata.ltoguard]`` for a

@@ -3,10 +3,10 @@
 The semaphore calls the policy, under its mutex, whenever the job is at the head of
 the queue. The policy gathers the facts (the running jobs' estimates and current
 memory, free memory, the job's own estimate, freshly learned if a sibling finished
-meanwhile) and asks admission.py's rules, reading memory only when they need it. It owns the estimate of its job
-(kept in the job's record, so the record written at admission shows it) and a short
-cache of its last "no", because reading memory costs 1-2 ms and the head decides
-every FULL_RECHECK seconds and whenever a slot frees.
+meanwhile) and applies admission.py's rules, reading memory only when they need it.
+It owns the estimate of its job (kept in the job's record, so the record written at
+admission shows it) and a short cache of its last "no", because reading memory
+costs a millisecond or two and the head decides again whenever a slot frees.
 
 Memory, learning and the clock are passed in, so the policy is tested without a
 semaphore or a machine in a given state.

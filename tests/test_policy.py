@@ -3,6 +3,7 @@ clock are made up, so each rule is pinned by a table."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 
 from ltoguard import memory as memory_mod
 from ltoguard.admission import Admission, Why
+from ltoguard.estimates import Basis
 from ltoguard.jobs import Job, JobRecord
 from ltoguard.memory import MemorySnapshot
 from ltoguard.policy import MEMORY_RECHECK, AdmissionPolicy, running_jobs
@@ -223,3 +225,59 @@ def test_running_jobs_reads_the_paused_flag() -> None:
     records = snap({"pid": 5, "paused": True}, {"pid": 6, "paused": "yes"}, {"pid": 7})
     got = running_jobs(records, GiB, lambda pid: 0)
     assert [r.paused for r in got] == [True, False, False]  # only a real true counts
+
+
+@pytest.mark.parametrize(
+    ("decision", "line"),
+    [
+        # A memory decision names the estimate already: only its basis is added.
+        (
+            Admission(False, Why.NO_ROOM, 700 * MiB, 450 * MiB, 0, 0, 2),
+            "needs ~700 MiB, 450 MiB free; 2 jobs running; estimated from siblings",
+        ),
+        # Any other reason gets the estimate and its basis.
+        (Admission(False, Why.BEHIND, ahead=3), "3 waiting ahead; needs ~700 MiB (siblings)"),
+        (
+            Admission(False, Why.SLOTS_FULL, running=1, limit=1),
+            "all 1 slot in use (LTOGUARD_SLOTS); needs ~700 MiB (siblings)",
+        ),
+    ],
+)
+def test_the_waiting_line_is_made_from_the_decision(
+    decision: Admission, line: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ltoguard.guard import GuardedRun
+
+    run = GuardedRun.__new__(GuardedRun)  # only what _announce reads
+    run.job = Job(["rustc"], kind="rustc", name="w", what="crate w (bin)", key="k", group="g")
+    run.record = JobRecord(run.job, 700 * MiB, Basis.SIBLINGS)
+    run.waiting = None
+    run._announce(snap(), decision)
+    run._announce(snap(), Admission(False, Why.BEHIND, ahead=1))  # once per job
+    assert run.waiting == line
+    err = capsys.readouterr().err
+    assert err == f"ltoguard: crate w (bin) waits ({line}; running: none)\n"
+
+
+def test_basis_values_are_what_records_and_events_hold() -> None:
+    assert [b.value for b in Basis] == [
+        "history",
+        "siblings, scaled by inputs",
+        "siblings",
+        "history, other toolchain",
+        "siblings, other toolchain",
+        "inputs",
+        "default",
+        "configured",
+        "raised",
+    ]
+    assert {b for b in Basis if b.relearnable} == {
+        Basis.DEFAULT,
+        Basis.INPUTS,
+        Basis.SIBLINGS,
+        Basis.SIBLINGS_SCALED,
+        Basis.HISTORY_OTHER_TOOLCHAIN,
+        Basis.SIBLINGS_OTHER_TOOLCHAIN,
+    }
+    assert json.dumps({"b": Basis.SIBLINGS_SCALED}) == '{"b": "siblings, scaled by inputs"}'
+    assert f"({Basis.RAISED})" == "(raised)" and Basis("raised") is Basis.RAISED
