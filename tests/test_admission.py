@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from ltoguard.admission import (
+    DEFAULT,
     Admission,
     Lend,
     Limits,
@@ -132,9 +133,15 @@ def test_admit_applies_every_rule_in_order(
 
 def test_admit_takes_other_limits() -> None:
     """A replay may try another margin: here none, where the default keeps 256 MiB."""
-    args = {"estimate": GiB, "running": [A], "available": GiB + 624 * MiB, "total": 24 * GiB}
-    assert not admit(**args).ok  # type: ignore[arg-type]
-    assert admit(**args, limits=Limits(margin_floors=0)).ok  # type: ignore[arg-type]
+
+    def ok(limits: Limits) -> bool:
+        available = GiB + 624 * MiB  # the head and A's growth, nothing to spare
+        return admit(
+            estimate=GiB, running=[A], available=available, total=24 * GiB, limits=limits
+        ).ok
+
+    assert not ok(DEFAULT)
+    assert ok(Limits(margin_floors=0))
 
 
 @pytest.mark.parametrize(
