@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from ltoguard.admission import Running
     from ltoguard.jobs import JobRecord
     from ltoguard.jobserver import Lease
+    from ltoguard.memory import MemorySetting
     from ltoguard.policy import ReadMemory
     from ltoguard.relay import StderrRelay
     from ltoguard.semaphore import Semaphore, Slot
@@ -67,7 +68,7 @@ class Attempt:
         self,
         record: JobRecord,
         sem: Semaphore,
-        memory_setting: str | None,
+        memory_setting: MemorySetting | None,
         relay: StderrRelay | None,
         *,
         running_now: Callable[[], list[Running]] | None = None,
