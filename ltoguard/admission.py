@@ -1,23 +1,56 @@
-"""Admission decisions for guarded jobs: pure functions over numbers, no I/O.
+"""Every admission rule of ltoguard: pure functions over numbers, no I/O, no clock.
 
-The semaphore gathers the facts (a MemorySnapshot, the running jobs and their
-sampled memory, the head of the queue's estimate) and asks here whether the head
-may start, which job to stop when memory runs out, and what counts as running out.
-A running job asks here (`pause_step`) whether to pause itself before memory runs
-out, to resume, or to stop itself because it ran out all the same.
+Who may try to start (only the head of the FIFO queue), which waiter lends cargo
+its jobserver token, the slot cap (LTOGUARD_SLOTS), the rerun alone after an OOM
+kill, the first job that always starts, whether the head fits in free memory, and
+what a running job does with its compile (keep, pause, resume, stop). Each rule
+returns its decision as data (`Admission`, `Lend`, `Step`) carrying the figures it
+decided on; `Admission.text` renders the human line from them.
+
+The I/O layers gather the facts and carry the decisions out: semaphore.py (queue
+position, under its mutex), policy.py (memory, run records), lending.py (tokens
+out), pause.py (signals). The tunable numbers live in `Limits`; every rule takes
+one (default `DEFAULT`), so a replay can try others.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import enum
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ltoguard.sizes import MiB, format_size
 
-# Below this much free memory the OOM killer is close. A fat-LTO rustc can grow by
-# tens of MB within one 100 ms sample, so the floor leaves room to notice and act;
-# 10% keeps a small cgroup (1000 MiB -> 100 MiB) from being "critical" all the time.
-CRITICAL_FLOOR_MAX = 256 * MiB
+
+@dataclass(frozen=True)
+class Limits:
+    """The policy's tunable numbers; the defaults are what ltoguard runs with."""
+
+    # Free memory below the critical floor means the OOM killer is close: room to
+    # notice a fast-growing compile between two samples and act.
+    critical_floor_max: int = 256 * MiB
+    # The floor is at most this share of the bound's size, so a small cgroup is
+    # not "critical" all the time (1000 MiB -> 100 MiB).
+    critical_floor_divisor: int = 10
+    # Free memory admission keeps after all estimates, in critical floors:
+    # estimates lead the peaks already, and a pair that outgrows them pauses.
+    margin_floors: int = 1
+    # Seconds a paused job stays paused before free memory may resume it, so it
+    # does not pause and resume in turn.
+    min_pause: float = 1.0
+
+    def critical_floor(self, total: int) -> int:
+        """Free memory below this is critical, under a bound of size ``total``."""
+        return max(0, min(self.critical_floor_max, total // self.critical_floor_divisor))
+
+    def margin(self, total: int) -> int:
+        """Free memory admission keeps after all estimates."""
+        return self.margin_floors * self.critical_floor(total)
+
+
+DEFAULT = Limits()
+CRITICAL_FLOOR_MAX = DEFAULT.critical_floor_max
+MIN_PAUSE = DEFAULT.min_pause
 
 
 @dataclass(frozen=True)
@@ -31,24 +64,19 @@ class Running:
     paused: bool = False  # stopped (SIGSTOP) to leave room for older jobs; grows no more
 
 
-def critical_floor(total: int) -> int:
-    """min(256 MiB, 10% of the bound's size): free memory below this is critical."""
-    return max(0, min(CRITICAL_FLOOR_MAX, total // 10))
+def critical_floor(total: int, limits: Limits = DEFAULT) -> int:
+    """min(256 MiB, 10% of the bound's size) by default."""
+    return limits.critical_floor(total)
 
 
-def default_margin(total: int) -> int:
-    """Free memory admission keeps after all estimates: the critical floor itself.
+def default_margin(total: int, limits: Limits = DEFAULT) -> int:
+    """Free memory admission keeps after all estimates: the critical floor by default."""
+    return limits.margin(total)
 
-    Estimates already lead the measured peaks (by 10% from history, more from the
-    cold estimate), and a pair that outgrows them after all pauses its younger job
-    (pause_step) before memory turns critical. Measured (gen workspace, two ~400
-    MiB fat-LTO jobs): at 1.5 x the floor the two paired only from a 1050 MiB cap
-    up, though plain cargo fitted both with ~240 MiB to spare at 950 MiB; at 1 x
-    they paired from 1000 MiB up, with 0 OOM kills, and where a warm pair was
-    admitted at the edge its younger job paused instead (~10 s, no loss against
-    running them one after the other).
-    """
-    return critical_floor(total)
+
+def critical(available: int, total: int, limits: Limits = DEFAULT) -> bool:
+    """Is free memory below the critical floor of a bound of size ``total``?"""
+    return available < limits.critical_floor(total)
 
 
 def outstanding(running: Sequence[Running]) -> int:
@@ -56,44 +84,171 @@ def outstanding(running: Sequence[Running]) -> int:
     return sum(max(0, r.estimate - r.current) for r in running)
 
 
+# -- admission -------------------------------------------------------------------
+
+
+class Why(enum.Enum):
+    """The rule that decided an admission."""
+
+    BEHIND = "behind"  # others wait ahead in the queue: only the head may try
+    ALONE = "alone"  # rerun after an OOM kill, nothing else runs: starts
+    NOT_ALONE = "not alone"  # rerun after an OOM kill waits for the others to end
+    FIRST = "first"  # no other guarded job runs: starts, fits or not (liveness)
+    SLOT_FREE = "slot free"  # under the slot cap (memory decides next)
+    SLOTS_FULL = "slots full"  # LTOGUARD_SLOTS jobs run already
+    FITS = "fits"  # estimate + the others' growth + margin fit in free memory
+    NO_ROOM = "no room"  # they do not
+
+
+@dataclass(frozen=True)
+class Admission:
+    """An admission decision and the figures it was made on (bytes; None: not read)."""
+
+    ok: bool
+    why: Why
+    estimate: int | None = None  # the head's estimate
+    available: int | None = None  # free memory now (what running jobs hold excluded)
+    reserved: int = 0  # what the running jobs are still expected to grow by
+    margin: int = 0  # free memory kept after all that
+    running: int = 0  # guarded jobs holding slots
+    limit: int | None = None  # LTOGUARD_SLOTS
+    ahead: int = 0  # waiters ahead in the queue
+
+    @property
+    def names_estimate(self) -> bool:
+        """Does `text` say the estimate already (a memory decision)?"""
+        return self.estimate is not None and self.available is not None
+
+    @property
+    def text(self) -> str:
+        """The human reason, one line."""
+        return render(self)
+
+
 def _jobs(n: int) -> str:
     return "1 job running" if n == 1 else f"{n} jobs running"
 
 
+def render(d: Admission) -> str:
+    """The human reason for an admission decision, made from its figures only."""
+    if d.why is Why.BEHIND:
+        return f"{d.ahead} waiting ahead"
+    if d.why is Why.ALONE:
+        return "alone, after running out of memory"
+    if d.why is Why.NOT_ALONE:
+        return "rerunning alone after running out of memory"
+    if d.why is Why.SLOT_FREE:
+        return f"{d.running} of {d.limit} slots in use"
+    if d.why is Why.SLOTS_FULL:
+        plural = "slot" if d.limit == 1 else "slots"
+        return f"all {d.limit} {plural} in use (LTOGUARD_SLOTS)"
+    if d.estimate is None or d.available is None:
+        return "no other guarded job running"
+    needs = f"needs ~{format_size(d.estimate)}, {format_size(d.available)} free"
+    if d.why is Why.FIRST:
+        if d.estimate + d.margin > d.available:
+            return f"{needs}; starting anyway: no other guarded job is running"
+        return f"{needs}; no other guarded job running"
+    detail = f"{needs}; {_jobs(d.running)}"
+    if d.reserved:
+        detail += f", expected to grow by {format_size(d.reserved)}"
+    if d.margin:
+        detail += f"; keeping {format_size(d.margin)} spare"
+    return detail
+
+
+def is_head(ahead: int) -> bool:
+    """FIFO: only the waiter with nobody live ahead of it may try to be admitted."""
+    return ahead == 0
+
+
+def behind(ahead: int) -> Admission:
+    """The "no" of a waiter with ``ahead`` live waiters before it."""
+    return Admission(False, Why.BEHIND, ahead=ahead)
+
+
+def slot_cap(running: int, limit: int | None) -> Admission:
+    """LTOGUARD_SLOTS: at most ``limit`` guarded jobs at once (None: no cap)."""
+    if limit is None or running < limit:
+        return Admission(True, Why.SLOT_FREE, running=running, limit=limit)
+    return Admission(False, Why.SLOTS_FULL, running=running, limit=limit)
+
+
+def before_memory(*, running: int, alone: bool, limit: int | None) -> Admission | None:
+    """The rules that need no memory reading, in order: the rerun alone after an
+    OOM kill, the first job (nothing runs: it starts, as no guarded job would ever
+    free memory for it), the slot cap. None: memory decides (`fit`)."""
+    if alone:
+        return Admission(
+            running == 0, Why.ALONE if running == 0 else Why.NOT_ALONE, running=running
+        )
+    if running == 0:
+        return Admission(True, Why.FIRST)
+    cap = slot_cap(running, limit)
+    return None if cap.ok else cap
+
+
+def fit(*, estimate: int, running: Sequence[Running], available: int, margin: int) -> Admission:
+    """Does the head fit beside the running jobs? ``available`` is free memory now,
+    so it already excludes what they hold; their remaining growth (estimate minus
+    current, per job) is reserved on top of the head's estimate and ``margin``. With
+    nothing running it starts all the same (FIRST, with the figures)."""
+    reserved = outstanding(running)
+    if not running:
+        return Admission(True, Why.FIRST, estimate, available, 0, margin)
+    ok = available >= estimate + reserved + margin
+    why = Why.FITS if ok else Why.NO_ROOM
+    return Admission(ok, why, estimate, available, reserved, margin, len(running))
+
+
 def admit(
     *,
-    head_estimate: int,
+    estimate: int,
     running: Sequence[Running],
     available: int,
-    margin: int,
-    slot_limit: int | None,
-) -> tuple[bool, str]:
-    """May the job at the head of the queue start now? Returns (yes, human reason).
+    total: int,
+    limit: int | None = None,
+    alone: bool = False,
+    limits: Limits = DEFAULT,
+) -> Admission:
+    """May the head of the queue start now? Every rule in order, from figures alone
+    (the policy applies the same rules, reading memory only when they need it)."""
+    early = before_memory(running=len(running), alone=alone, limit=limit)
+    if early is not None:
+        return early
+    return fit(estimate=estimate, running=running, available=available, margin=limits.margin(total))
 
-    ``available`` is free memory now, so it already excludes what running jobs
-    hold; their remaining growth (estimate minus current, per job) is reserved on
-    top of the head's estimate and ``margin``. With no guarded job running the head
-    always starts: no guarded job would ever free memory for it, so waiting could
-    last forever (liveness); the reason says so when it does not fit.
-    ``slot_limit`` (LTOGUARD_SLOTS=N) caps the count.
-    """
-    if slot_limit is not None and slot_limit < 1:
-        raise ValueError(f"slot_limit must be at least 1, not {slot_limit}")
-    needs = f"needs ~{format_size(head_estimate)}, {format_size(available)} free"
-    if not running:
-        if head_estimate + margin > available:
-            return True, f"{needs}; starting anyway: no other guarded job is running"
-        return True, f"{needs}; no other guarded job running"
-    if slot_limit is not None and len(running) >= slot_limit:
-        return False, f"{_jobs(len(running))}, the limit is {slot_limit} (LTOGUARD_SLOTS)"
-    reserved = outstanding(running)
-    fits = available >= head_estimate + reserved + margin
-    detail = f"{needs}; {_jobs(len(running))}"
-    if reserved:
-        detail += f", expected to grow by {format_size(reserved)}"
-    if margin:
-        detail += f"; keeping {format_size(margin)} spare"
-    return fits, detail
+
+# -- lending ---------------------------------------------------------------------
+
+
+class Lend(enum.Enum):
+    """Does a waiter lend cargo its jobserver token now, and if not, why not."""
+
+    LEND = "lend"
+    FIRST_TRY = "first try"  # the head's first attempt is made with the token in hand
+    TOO_FAR = "too far"  # not among the ``depth`` waiters nearest the head
+    LENT = "lent"  # lent already
+    TOKENS_OUT = "tokens out"  # ``depth`` tokens are out over the state directory
+
+
+def lending(
+    *, ahead: int, tried: bool, lent: bool, depth: int, tokens_out: int | Callable[[], int]
+) -> Lend:
+    """A waiter lends once it waits (the head after its first attempt), if it is
+    among the ``depth`` nearest the head and fewer than ``depth`` tokens are out.
+    ``tokens_out`` may be a callable: it is called only when the count decides."""
+    if not tried and is_head(ahead):
+        return Lend.FIRST_TRY
+    if ahead >= depth:
+        return Lend.TOO_FAR
+    if lent:
+        return Lend.LENT
+    out = tokens_out() if callable(tokens_out) else tokens_out
+    return Lend.LEND if out < depth else Lend.TOKENS_OUT
+
+
+# -- a running job: keep, pause, resume or stop ----------------------------------
 
 
 def choose_victim(running: Sequence[Running]) -> Running | None:
@@ -104,17 +259,22 @@ def choose_victim(running: Sequence[Running]) -> Running | None:
     """
     if len(running) < 2:
         return None
-    return max(running, key=lambda r: (r.started, r.pid))
+    return max(running, key=_age_key)
 
 
-def critical(available: int, total: int) -> bool:
-    """Is free memory below the critical floor of a bound of size ``total``?"""
-    return available < critical_floor(total)
+class Step(str, enum.Enum):
+    """What a running guarded job does with its compile (pause_step)."""
+
+    KEEP = "keep"
+    PAUSE = "pause"
+    RESUME = "resume"
+    KILL = "kill"
+
+    def __str__(self) -> str:
+        return self.value
 
 
-# What a running guarded job does with its compile (pause_step).
-KEEP, PAUSE, RESUME, KILL = "keep", "pause", "resume", "kill"
-MIN_PAUSE = 1.0  # seconds a job stays paused before free memory may resume it
+KEEP, PAUSE, RESUME, KILL = Step.KEEP, Step.PAUSE, Step.RESUME, Step.KILL
 
 
 def _age_key(r: Running) -> tuple[float, int]:
@@ -132,7 +292,9 @@ def older_running(me: Running, others: Sequence[Running]) -> int:
     return sum(1 for r in others if not r.paused and _age_key(r) < _age_key(me))
 
 
-def should_pause(me: Running, others: Sequence[Running], available: int, total: int) -> bool:
+def should_pause(
+    me: Running, others: Sequence[Running], available: int, total: int, limits: Limits = DEFAULT
+) -> bool:
     """Pause this (running) job? When free memory minus what the running jobs are
     still expected to grow would go below the critical floor, the youngest running
     job pauses, so the older ones finish without anybody being killed. Never with no
@@ -141,29 +303,34 @@ def should_pause(me: Running, others: Sequence[Running], available: int, total: 
         return False
     if any(not r.paused and _age_key(r) > _age_key(me) for r in others):
         return False  # a younger running job pauses first
-    return available - still_to_grow(me, others) < critical_floor(total)
+    return available - still_to_grow(me, others) < limits.critical_floor(total)
 
 
 def should_resume(
-    me: Running, others: Sequence[Running], available: int, total: int, paused_for: float
+    me: Running,
+    others: Sequence[Running],
+    available: int,
+    total: int,
+    paused_for: float,
+    limits: Limits = DEFAULT,
 ) -> bool:
     """Resume this (paused) job? At once when no older job holds a slot (they
     finished: the oldest job always runs); never while an older job is still paused
     (it resumes first: two resuming at once would grow together); at once when a
     younger one runs (it yields first); else when free memory covers everybody's
     growth, this job's included, with the admission margin to spare above the floor,
-    after MIN_PAUSE seconds paused (the margin and the wait keep it from pausing and
-    resuming in turn)."""
+    after ``min_pause`` seconds paused (the margin and the wait keep it from pausing
+    and resuming in turn)."""
     if not any(_age_key(r) < _age_key(me) for r in others):
         return True
     if any(r.paused and _age_key(r) < _age_key(me) for r in others):
         return False  # an older paused job resumes first (else both grow at once)
     if any(not r.paused and _age_key(r) > _age_key(me) for r in others):
         return True
-    if paused_for < MIN_PAUSE:
+    if paused_for < limits.min_pause:
         return False
     room = available - still_to_grow(me, others)
-    return room >= critical_floor(total) + default_margin(total)
+    return room >= limits.critical_floor(total) + limits.margin(total)
 
 
 def pause_step(
@@ -174,16 +341,18 @@ def pause_step(
     total: int,
     paused: bool,
     paused_for: float = 0.0,
-) -> str:
+    limits: Limits = DEFAULT,
+) -> Step:
     """KEEP, PAUSE, RESUME or KILL for a running or paused job (``me``; ``others``:
     the other jobs holding slots). Free memory really critical: the youngest job of
     several is killed, paused or not (choose_victim), and a paused job that is not
     the victim stays paused; the oldest job is never left paused."""
     oldest = not any(_age_key(r) < _age_key(me) for r in others)
     if paused and oldest:
-        return RESUME
-    if critical(available, total):
-        return KILL if choose_victim([me, *others]) is me else KEEP
+        return Step.RESUME
+    if critical(available, total, limits):
+        return Step.KILL if choose_victim([me, *others]) is me else Step.KEEP
     if paused:
-        return RESUME if should_resume(me, others, available, total, paused_for) else KEEP
-    return PAUSE if should_pause(me, others, available, total) else KEEP
+        resume = should_resume(me, others, available, total, paused_for, limits)
+        return Step.RESUME if resume else Step.KEEP
+    return Step.PAUSE if should_pause(me, others, available, total, limits) else Step.KEEP

@@ -14,8 +14,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-# Cap on an argfile we are willing to read: cargo's are a few MB at most (2.2 MB
-# measured with 160k rustflags); this only stops `@/dev/zero`-style accidents.
+# Far above any argfile cargo writes: this only stops `@/dev/zero`-style accidents.
 ARGFILE_MAX = 64 * 1024 * 1024
 
 

@@ -37,13 +37,14 @@ if TYPE_CHECKING:
     from ltoguard.admission import Running
     from ltoguard.jobs import JobRecord
     from ltoguard.jobserver import Lease
+    from ltoguard.memory import MemorySetting
     from ltoguard.policy import ReadMemory
     from ltoguard.relay import StderrRelay
     from ltoguard.semaphore import Semaphore, Slot
 
 MONITOR_INTERVAL = 0.25  # seconds between free-memory checks while a job runs
-OOM_SCORE_ADJ_BASE = 300
-OOM_SCORE_ADJ_STEP = 100
+OOM_SCORE_ADJ_BASE = 300  # above every ordinary compile (see _oom_score_adj)
+OOM_SCORE_ADJ_STEP = 100  # per guarded job admitted beside it
 MAX_SAMPLES = 600  # memory samples kept per job for the report
 
 
@@ -67,7 +68,7 @@ class Attempt:
         self,
         record: JobRecord,
         sem: Semaphore,
-        memory_setting: str | None,
+        memory_setting: MemorySetting | None,
         relay: StderrRelay | None,
         *,
         running_now: Callable[[], list[Running]] | None = None,
@@ -207,7 +208,7 @@ class Attempt:
             return None
         if len(running) == 1:
             # Alone, nothing depends on memory (it resumes, and is never paused or
-            # stopped: that would free memory for nobody); it costs 1-2 ms to read.
+            # stopped: that would free memory for nobody), so it is not read.
             return Reading(me, [], 0, 0)
         try:
             mem = self.read_memory(

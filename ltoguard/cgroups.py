@@ -1,10 +1,9 @@
 """Memory cgroups: the limits on a process's groups and the kernel's OOM kill counters.
 
-A bound is the limit minus the usage that cannot be reclaimed (usage minus inactive
-page cache, the "working set" docker and the kubelet use), for every group the
-process is in and each of its ancestors, v1 memory controller and v2 alike.
-psutil's ``virtual_memory()`` does not see these limits (RUSTC-FACTS.md, "Memory
-limits"). Every function takes ``root`` so tests can build a fake /proc and /sys.
+A bound is the limit minus the usage that cannot be reclaimed (see ``working_set``),
+for every group the process is in and each of its ancestors, v1 memory controller
+and v2 alike, since psutil's ``virtual_memory()`` does not see these limits. Every
+function takes ``root`` so tests can build a fake /proc and /sys.
 """
 
 from __future__ import annotations
@@ -89,7 +88,8 @@ def working_set(usage: int, stat: dict[str, int], names: tuple[str, str, str, st
     kernel kills anything, so it counts as free; the compiler's own mapped library
     pages stay counted, once: a second rustc maps the same pages and adds none
     (what each job adds is its anonymous memory, which is what estimates count).
-    The older measure (usage minus inactive_file) is a floor for what is reclaimable.
+    The "working set" of docker and the kubelet counts inactive_file as reclaimable
+    instead; the larger of the two reclaimable figures is taken.
     """
     cache, mapped, shmem, dirty, writeback = (stat.get(n, 0) for n in names)
     unmapped = cache - mapped - shmem - dirty - writeback - stat.get("unevictable", 0)
@@ -111,8 +111,8 @@ class _Mount(NamedTuple):
 
 @functools.lru_cache(maxsize=4)
 def _cgroup_mounts(mountinfo: str) -> tuple[_Mount, ...]:
-    # Parsed once per distinct mount table: a waiting head reads memory twice a
-    # second, and parsing a long mountinfo was most of that cost.
+    # Parsed once per distinct mount table: a waiting head reads memory on every
+    # recheck, and parsing a long mountinfo was most of that cost.
     mounts = []
     for line in mountinfo.splitlines():
         left, sep, right = line.partition(" - ")

@@ -1,4 +1,4 @@
-"""Settings and where each came from (issue #5).
+"""Settings and where each came from.
 
 Highest first: the environment (``LTOGUARD_*``); the workspace's ``Cargo.toml``
 (``[workspace.metadata.ltoguard]``, or ``[package.metadata.ltoguard]`` for a
@@ -43,6 +43,7 @@ from ltoguard.manifest import (
     toml_error_type,
     toml_loads,
 )
+from ltoguard.memory import MemorySetting, parse_memory_setting
 from ltoguard.verdict import Verdict
 from ltoguard.verdict import decide as _decide
 
@@ -87,6 +88,8 @@ class Settings:
         self.mode: str = v["mode"]
         self.slots: int | None = v["slots"]
         self.memory: str | None = v["memory"]  # type: ignore[assignment]
+        # Parsed once here; every memory reading of the guarded job takes this.
+        self.memory_parsed: MemorySetting | None = parse_memory_setting(self.memory)
         self.wrap: str | None = v["wrap"]  # type: ignore[assignment]
         self.dir: str | None = v["dir"]  # type: ignore[assignment]
         self.linker: str = v["linker"]

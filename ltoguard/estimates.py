@@ -13,6 +13,7 @@ milliseconds.
 
 from __future__ import annotations
 
+import enum
 import errno
 import json
 import os
@@ -37,6 +38,40 @@ DEFAULT_ESTIMATE = 2 * GiB
 # to the stopped job (scripts/bench_memory.py, closing note of issue #3).
 DEFAULT_ESTIMATE_FRACTION = 2
 DEFAULT_ESTIMATE_MIN = 256 * MiB
+
+
+class Basis(str, enum.Enum):
+    """Where an estimate comes from; the value is what records, events and the
+    history commands write and read."""
+
+    HISTORY = "history"  # this job's largest recent peak, plus headroom
+    SIBLINGS_SCALED = "siblings, scaled by inputs"
+    SIBLINGS = "siblings"
+    HISTORY_OTHER_TOOLCHAIN = "history, other toolchain"
+    SIBLINGS_OTHER_TOOLCHAIN = "siblings, other toolchain"
+    INPUTS = "inputs"  # the cold prediction alone
+    DEFAULT = "default"  # nothing known
+    CONFIGURED = "configured"  # the crate's memory setting
+    RAISED = "raised"  # queued again after outgrowing its estimate
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def relearnable(self) -> bool:
+        """May a job still improve on it while it waits? A sibling that finishes
+        meanwhile knows more than the default, and the job's own history more than both."""
+        return self in _RELEARNABLE
+
+
+_RELEARNABLE = (
+    Basis.DEFAULT,
+    Basis.INPUTS,
+    Basis.SIBLINGS,
+    Basis.SIBLINGS_SCALED,
+    Basis.HISTORY_OTHER_TOOLCHAIN,
+    Basis.SIBLINGS_OTHER_TOOLCHAIN,
+)
 
 
 def default_estimate(budget_total: int) -> int:
@@ -272,7 +307,7 @@ class History:
         toolchain: str = "",
         inputs: dict[str, int] | None = None,
         predict: Callable[[dict[str, int]], int] | None = None,
-    ) -> tuple[int, str]:
+    ) -> tuple[int, Basis]:
         """Expected peak of a job and where that figure comes from.
 
         ``history``: this job's largest recent peak plus headroom. ``siblings, scaled
@@ -288,24 +323,25 @@ class History:
         """
         entry = self._entries.get(key)
         if entry is not None and _same(entry, toolchain):
-            return int(max(entry.peaks) * HISTORY_HEADROOM), "history"
+            return int(max(entry.peaks) * HISTORY_HEADROOM), Basis.HISTORY
         group_entries = [e for e in self._entries.values() if e.group == group]
         same = [e for e in group_entries if _same(e, toolchain)]
         if same and inputs is not None and predict is not None:
             ratios = [max(e.peaks) / max(1, predict(e.inputs)) for e in same if e.inputs]
             if ratios:
                 scaled = predict(inputs) * max(ratios) * HISTORY_HEADROOM
-                return int(scaled), "siblings, scaled by inputs"
+                return int(scaled), Basis.SIBLINGS_SCALED
         if same:
-            return int(max(max(e.peaks) for e in same) * HISTORY_HEADROOM), "siblings"
+            return int(max(max(e.peaks) for e in same) * HISTORY_HEADROOM), Basis.SIBLINGS
         hint = HISTORY_HEADROOM * OTHER_TOOLCHAIN_FACTOR
         if entry is not None:
-            return int(max(entry.peaks) * hint), "history, other toolchain"
+            return int(max(entry.peaks) * hint), Basis.HISTORY_OTHER_TOOLCHAIN
         if group_entries:
-            return int(max(max(e.peaks) for e in group_entries) * hint), "siblings, other toolchain"
+            peak = max(max(e.peaks) for e in group_entries)
+            return int(peak * hint), Basis.SIBLINGS_OTHER_TOOLCHAIN
         if inputs is not None and predict is not None:
-            return predict(inputs), "inputs"
-        return default, "default"
+            return predict(inputs), Basis.INPUTS
+        return default, Basis.DEFAULT
 
 
 def describe(estimate: int, basis: str) -> str:

@@ -1,4 +1,4 @@
-"""The event log: one JSON line per finished guarded invocation (issue #5 item 7).
+"""The event log: one JSON line per finished guarded invocation.
 
 ``events-UID.jsonl`` in the state directory, one file per user so that in a
 shared (sticky) directory nobody writes into another user's file, and a reader
@@ -7,16 +7,17 @@ the file is renamed to ``events-UID.1.jsonl`` (replacing the previous one): the
 log stays bounded at about twice that without a daemon or a lock held across
 writes.
 
-guard.py imports this module on the guarded path: it needs only os, json and sys.
-Writing the log must never cost a build, so ``append_event`` never raises.
+guard.py imports this module on the guarded path, so it imports only small standard
+modules. Writing the log must never cost a build, so ``append_event`` never raises.
 
-Record fields (written by guard.py, schema version ``"v": 1``; readers must
-tolerate any of them missing): kind, crate, types, lto, workspace, cwd, pid,
-queued, admitted, finished, waited, paused_s (seconds its compile was paused to leave
-room for older jobs; missing in older logs), peak, estimate, estimate_basis, exit,
-reruns, requeues, outcome, budget, available_at_admit, samples, mem_source,
-guard_cpu_s and compile_cpu_s (CPU seconds of the guard process itself and of the
-compiles it reaped; missing in older logs).
+Record fields (``jobs.JobRecord.event``, schema version ``"v": 1``; readers must
+tolerate any of them missing, as older logs lack the later ones): kind, crate,
+types, lto, workspace, cwd, pid, queued, admitted, finished, waited, paused_s
+(seconds its compile was paused to leave room for older jobs), peak, estimate,
+estimate_basis, exit, reruns, requeues, outcome, budget, available_at_admit,
+samples, mem_source, physical, build (the cargo run it belongs to), guard_cpu_s and
+compile_cpu_s (CPU seconds of the guard process itself and of the compiles it
+reaped), and, when the cold estimate read them, inputs and profile.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ MAX_BYTES = 4 * 1024 * 1024
 READ_LIMIT = 64 * 1024 * 1024
 
 # Consecutive jobs belong to one build while the next is queued less than this
-# long after the jobs so far have finished (issue #5: "times close together").
+# long after the jobs so far have finished (for events that do not name their build).
 BUILD_GAP = 60.0
 SERIALISED_WAIT = 0.5  # seconds; a job that waited longer was held back by the gate
 

@@ -3,9 +3,9 @@
 One guarded invocation goes through these steps, each in its own module:
 
 1. its estimate: its own history, else siblings', else a default (estimates.py);
-2. the queue (FIFO, semaphore.py): while queued behind others it lends cargo's
-   jobserver token back (jobserver.py); at the head it takes it back, then waits
-   until its admission policy says yes (policy.py: memory and the slot cap);
+2. the queue (FIFO, semaphore.py): once told to wait it lends cargo its jobserver
+   token (lending.py, jobserver.py), and at the head it waits until admission says
+   yes (admission.py's rules, applied by policy.py);
 3. one attempt (attempt.py): the compiler runs holding the slot, its memory is
    sampled; the youngest job pauses while the others' growth would leave too little
    free (pause.py), and stops itself if memory gets critical all the same;
@@ -35,6 +35,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from ltoguard.admission import Admission
     from ltoguard.config import Settings
     from ltoguard.jobserver import Lease
     from ltoguard.policy import AdmissionPolicy
@@ -84,15 +85,16 @@ class GuardedRun:
     """One guarded job from its first ticket to its exit status."""
 
     def __init__(self, job: Job, settings: Settings, sem: Semaphore) -> None:
-        from ltoguard.estimates import history_file
+        from ltoguard.estimates import Basis, history_file
 
         self.job = job
         self.settings = settings
         self.sem = sem
         self.history_name = history_file(os.geteuid())
         self.inputs = job_inputs(job) if job.estimate is None else None
+        basis: str
         if job.estimate is not None:
-            estimate, basis = job.estimate, "configured"
+            estimate, basis = job.estimate, Basis.CONFIGURED
         else:
             estimate, basis = self._relearn(quiet=False)
         self.record = JobRecord(job, estimate, basis)
@@ -138,7 +140,7 @@ class GuardedRun:
                     # an ordinary compile with its token included.
                     lease.reclaim(timeout=RECLAIM_BEFORE_ALONE)
                 signals = process.Forwarder()
-                attempt = Attempt(self.record, self.sem, self.settings.memory, relay)
+                attempt = Attempt(self.record, self.sem, self.settings.memory_parsed, relay)
                 result = attempt.run(slot, signals, lease)
                 self.record.peak = max(self.record.peak, result.peak)
                 step = next_step(result, state, self.job.what)
@@ -175,7 +177,7 @@ class GuardedRun:
         policy = AdmissionPolicy(
             self.record,
             slots=self.settings.slots,
-            memory_setting=self.settings.memory,
+            memory=self.settings.memory_parsed,
             relearn=relearn,
         )
         policy.read_bound()
@@ -222,7 +224,7 @@ class GuardedRun:
         self._started(self.record.waited)
         return slot
 
-    def _announce(self, snap: Snapshot, reason: str) -> None:
+    def _announce(self, snap: Snapshot, decision: Admission) -> None:
         """The waiting line, once per job (not once per requeue). Under cargo it goes
         past cargo's message cache (messages.py); where it cannot, it is said in the
         past tense once the job starts (`_started`), so a replay stays true."""
@@ -230,12 +232,12 @@ class GuardedRun:
             return
         now = time.time()
         running = ", ".join(h.describe(now) for h in snap.holders) or "none"
-        if reason.startswith("needs ~"):  # admission's reason names the estimate already
-            why = f"{reason}; estimated from {self.record.basis}"
+        if decision.names_estimate:
+            why = f"{decision.text}; estimated from {self.record.basis}"
         else:
             from ltoguard.estimates import describe
 
-            why = f"{reason}; needs {describe(self.record.estimate, self.record.basis)}"
+            why = f"{decision.text}; needs {describe(self.record.estimate, self.record.basis)}"
         self.waiting = why
         if not channel().replayed:
             note(f"{self.job.what} waits ({why}; running: {running})")

@@ -198,21 +198,13 @@ def read_inputs(argv: Sequence[str], crate_root: str | None) -> Inputs | None:
     return Inputs(deps, len(rlibs), source, meta)
 
 
-# The cold estimate: peak anonymous memory of the LTO compile as a line in what it
-# links, fitted on measured peaks (README, "The cold estimate"; scripts/calibrate_cold.py
-# measures and fits). What fat LTO loads is the crates' object code (bitcode), not
-# their metadata: real crates' rlibs are mostly metadata (generic code, as MIR), of
-# which little ends up in the binary. Without debug info the least-squares line was
-# 115 MiB + 22.8 x code bytes (within -11% .. +15% on 22 jobs, generated and real
-# crates); the constants below sit above it, so it errs high: a job it overrates
-# waits for memory it would not have needed, one it underrates is paused (or
-# stopped and rerun) before the kernel kills anything.
+# The cold estimate: a compile's peak anonymous memory as a line in the object code it
+# links (metadata is generic code as MIR, little of which reaches the binary); the
+# constants sit above the fitted line (scripts/calibrate_cold.py), so it errs high.
 BASE = 120 * 1024 * 1024  # the compiler and std's bitcode
 PER_CODE_BYTE = 26.0  # per byte of the linked rlibs' object code / bitcode
-PER_META_BYTE = 0.0  # per byte of their metadata: no measurable effect
-PER_SOURCE_BYTE = 100.0  # per byte of the crate's own source (not identifiable in the data)
-DEBUG_FACTOR = 2.0  # debuginfo: growth x1.7 .. x2.2 measured
-THIN_FACTOR = 1.0  # lto=thin against fat: not measured, taken as fat
+PER_SOURCE_BYTE = 100.0  # a guess: the fitted crates had too little source of their own to weigh
+DEBUG_FACTOR = 2.0  # debug info grows what LLVM holds
 
 
 def debug_on(debuginfo: str) -> bool:
@@ -220,12 +212,10 @@ def debug_on(debuginfo: str) -> bool:
 
 
 def predict(inputs: dict[str, int], *, debuginfo: str = "", lto: str = "fat") -> int:
-    """The cold estimate (bytes) of an LTO compile with these inputs and profile."""
-    meta = inputs.get("meta", 0)
-    code = max(0, inputs.get("deps", 0) - meta)
-    grows = PER_CODE_BYTE * code + PER_META_BYTE * meta + PER_SOURCE_BYTE * inputs.get("source", 0)
+    """The cold estimate (bytes) of an LTO compile with these inputs and profile.
+    ``lto`` is accepted but unused: thin LTO is not measured and is taken as fat."""
+    code = max(0, inputs.get("deps", 0) - inputs.get("meta", 0))
+    grows = PER_CODE_BYTE * code + PER_SOURCE_BYTE * inputs.get("source", 0)
     if debug_on(debuginfo):
         grows *= DEBUG_FACTOR
-    if lto == "thin":
-        grows *= THIN_FACTOR
     return int(BASE + grows)

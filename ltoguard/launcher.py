@@ -4,8 +4,8 @@ cargo runs the wrapper once per crate, and most of a pass-through call is the
 interpreter starting. A pip console script starts Python with `site`, which
 scans site-packages and runs every `.pth` file. The launcher's shebang runs
 Python with `-I -S` (isolated: no PYTHON* variables, no user site, no `site`),
-then puts this environment's site-packages on sys.path itself. Same code, same
-behaviour, a few milliseconds less per rustc call (README, Figures).
+then puts the package's folder and this environment's site-packages on sys.path
+itself. Same code, same behaviour, less start-up time per rustc call.
 
 Usage: python -m ltoguard.launcher DEST
 """

@@ -1,12 +1,12 @@
 """Which waiting jobs lend cargo their jobserver token, and how many tokens are out.
 
-A guarded job that waits hands its token back so cargo keeps its -j jobs busy
-(issue #11). Each token lent lets cargo start one more compile; when that is another
+A guarded job that waits hands its token back so cargo keeps its -j jobs busy.
+Each token lent lets cargo start one more compile; when that is another
 LTO binary it queues too and lends in its turn, and a job admitted without a token
 runs one over -j until it takes one back. Unbounded, that chain put every binary of
 a 50-bin workspace in flight at once (each an ltoguard process of ~13 MiB, and the
 compiles over -j): under a memory cap the ltoguard processes themselves ran the
-build out of memory. So two bounds:
+build out of memory. So two bounds (the rule: admission.lending):
 
 - only the waiters nearest the head lend (``lend_depth``), and
 - at most ``lend_depth`` tokens are out at a time over the whole state directory:
@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+
+from ltoguard.admission import Lend, is_head, lending
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -102,7 +104,7 @@ class LentTokens:
 
 class LendWhileWaiting:
     """The semaphore's gate: a job lends cargo its jobserver token once it waits, the
-    head of the queue included, so cargo keeps its -j jobs busy (issue #11).
+    head of the queue included, so cargo keeps its -j jobs busy (admission.lending).
 
     The first admission attempt is made with the token in hand: a job admitted at
     once lends nothing (and cargo starts nothing its admission did not see). Once
@@ -110,8 +112,8 @@ class LendWhileWaiting:
     fewer than ``depth`` tokens are out; admitted later, it starts without a token in
     hand (one job over -j for a while) and takes one back in the background while
     its compile runs (attempt.py). Admission never waits for a token, so no memory
-    slot idles while ltoguard races cargo for one (a reclaim under a busy cargo was
-    measured at ~24 s median)."""
+    slot idles while ltoguard races cargo for one (a reclaim under a busy cargo
+    takes many seconds)."""
 
     def __init__(self, lease: Lease, tokens: LentTokens, depth: int | None = None) -> None:
         self.lease = lease
@@ -119,14 +121,15 @@ class LendWhileWaiting:
         self.depth = lend_depth() if depth is None else depth
         self.tried = False  # the head has made its first admission attempt
 
-    def __call__(self, ahead: int) -> bool:
-        is_head = ahead == 0
-        if (
-            (self.tried or not is_head)
-            and ahead < self.depth
-            and not self.lease.lent
-            and self.tokens.count() < self.depth
-        ):
+    def __call__(self, ahead: int) -> Lend:
+        decision = lending(
+            ahead=ahead,
+            tried=self.tried,
+            lent=self.lease.lent,
+            depth=self.depth,
+            tokens_out=self.tokens.count,  # listed only when the count decides
+        )
+        if decision is Lend.LEND:
             self.lease.lend()
-        self.tried = self.tried or is_head
-        return is_head
+        self.tried = self.tried or is_head(ahead)
+        return decision

@@ -1,8 +1,9 @@
 """The flock locks of the state directory: the mutex, the slots, and probes of them.
 
 Locks are flock-style, so the kernel drops them when a holder dies, and lock files
-are never unlinked (STYLE.md, 7). A filesystem without flock is an error that names
-LTOGUARD_DIR: ltoguard never falls back to running unguarded.
+are never unlinked (a new file beside the old one's holders would split them into
+two locks). A filesystem without flock is an error that names LTOGUARD_DIR:
+ltoguard never falls back to running unguarded.
 """
 
 from __future__ import annotations
@@ -30,10 +31,8 @@ def try_lock(fd: int, *, shared: bool = False) -> bool:
     "held" is raised (ENOSYS and the like on a filesystem without flock), and the
     callers turn it into an error: never run unguarded.
 
-    fcntl directly, not filelock: filelock's UnixFileLock is this same flock call,
-    but `import filelock` (4.3: typing, logging, inspect, secrets...) took 65 ms of
-    CPU and 7 MiB of memory in every admitted job, about half of a guarded job's own
-    cost (README, Figures: "Issue #11's targets")."""
+    fcntl directly: filelock's UnixFileLock is this same call, and importing filelock
+    would be a large share of what an admitted job costs in CPU and memory."""
     try:
         fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except OSError as exc:

@@ -27,8 +27,9 @@ class Endpoints:
     """The descriptors of one jobserver connection.
 
     ``private_read_fd`` is our own non-blocking description of the read end, or None
-    when none could be opened (no /proc). ``inherited``: read_fd and write_fd are
-    cargo's (never closed by us); otherwise they are ours (the fifo form).
+    when there is none: in the fifo form (read_fd is already ours and non-blocking)
+    or when /proc could not give one. ``inherited``: read_fd and write_fd are cargo's
+    (never closed by us); otherwise they are ours (the fifo form).
     """
 
     read_fd: int

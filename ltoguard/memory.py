@@ -2,8 +2,8 @@
 
 The tightest of the host's available memory and every cgroup bound
 (ltoguard.cgroups), or an explicit budget. Only the guarded path and the subcommands
-import this module (it pulls in psutil); the pass-through path must stay tiny
-(issue #3).
+import this module (psutil only as a fallback, off Linux); the pass-through path
+must stay tiny.
 """
 
 from __future__ import annotations
@@ -13,6 +13,25 @@ from typing import NamedTuple
 
 from ltoguard.cgroups import Constraint, cgroup_constraints
 from ltoguard.sizes import format_size, parse_size
+
+
+@dataclass(frozen=True)
+class MemorySetting:
+    """``LTOGUARD_MEMORY`` parsed, once, when the settings are read."""
+
+    text: str  # as the user wrote it, for the bound's description
+    size: int  # bytes: a budget for the guarded jobs, or negative: all but that much
+
+
+def parse_memory_setting(text: str | None) -> MemorySetting | None:
+    """None for auto (or unset); raises ValueError naming LTOGUARD_MEMORY and the
+    accepted forms on a bad setting."""
+    if text is None or text.strip().lower() in ("", "auto"):
+        return None
+    try:
+        return MemorySetting(text, parse_size(text))
+    except ValueError as exc:
+        raise ValueError(f"LTOGUARD_MEMORY={text!r}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -54,7 +73,7 @@ def host_memory(meminfo: str = "/proc/meminfo") -> HostMemory:
 
 
 def available_memory(
-    setting: str | None = None,
+    setting: MemorySetting | str | None = None,
     *,
     guarded_usage: int = 0,
     root: str = "/",
@@ -63,21 +82,18 @@ def available_memory(
 ) -> MemorySnapshot:
     """The memory a new guarded job can count on, under the ``LTOGUARD_MEMORY`` setting.
 
-    ``setting`` None, empty or ``auto``: the tightest of host and cgroup bounds.
+    ``setting`` (parsed, or the text: parse_memory_setting) None or ``auto``: the
+    tightest of host and cgroup bounds.
     ``-SIZE``: that, minus SIZE kept free for everything else (floored at 0).
     ``SIZE``: a cap on the sum of the guarded jobs' memory. ``guarded_usage`` is
     what the running guarded jobs hold now, so the budget left is SIZE minus it;
     the real free memory still bounds it (a budget larger than the machine must not
     admit a job the machine cannot hold).
 
-    Raises ValueError naming LTOGUARD_MEMORY and the accepted forms on a bad setting.
+    Raises ValueError (parse_memory_setting's) on a bad setting given as text.
     """
-    explicit: int | None = None
-    if setting is not None and setting.strip().lower() not in ("", "auto"):
-        try:
-            explicit = parse_size(setting)
-        except ValueError as exc:
-            raise ValueError(f"LTOGUARD_MEMORY={setting!r}: {exc}") from None
+    if isinstance(setting, str):
+        setting = parse_memory_setting(setting)
 
     hm = host if host is not None else host_memory()
     found = [Constraint(hm.available, hm.total, f"host ({hm.source})")]
@@ -85,21 +101,22 @@ def available_memory(
     tightest = min(found, key=lambda c: c.available)
     constraints = tuple(found)
 
-    if explicit is not None and explicit < 0:
-        reserve = -explicit
+    if setting is not None and setting.size < 0:
+        reserve = -setting.size
         return MemorySnapshot(
             max(0, tightest.available - reserve),
             tightest.total,
-            f"{tightest.source} minus {format_size(reserve)} kept free (LTOGUARD_MEMORY={setting})",
+            f"{tightest.source} minus {format_size(reserve)} kept free"
+            f" (LTOGUARD_MEMORY={setting.text})",
             constraints,
         )
-    if explicit is not None:
-        left = max(0, explicit - guarded_usage)
+    if setting is not None:
+        left = max(0, setting.size - guarded_usage)
         if left <= tightest.available:
             return MemorySnapshot(
                 left,
-                explicit,
-                f"LTOGUARD_MEMORY={setting} budget ({format_size(guarded_usage)} held by"
+                setting.size,
+                f"LTOGUARD_MEMORY={setting.text} budget ({format_size(guarded_usage)} held by"
                 " guarded jobs)",
                 constraints,
             )

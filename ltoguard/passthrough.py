@@ -1,7 +1,7 @@
 """Handing an invocation to the real program: exec, and the "already guarded" check.
 
 Runs for every rustc call cargo makes (cli.py's pass-through), so it imports only
-``os`` and ``sys``: ``signal`` alone costs ~6 ms (it imports enum).
+``os`` and ``sys``: even ``signal`` costs noticeable start-up time (it imports enum).
 """
 
 from __future__ import annotations
@@ -31,4 +31,3 @@ def exec_program(args: Sequence[str]) -> int:
     except OSError as exc:
         sys.stderr.write(f"ltoguard: error: cannot run {args[0]}: {exc.strerror}\n")
         return 127
-    return 127  # pragma: no cover - execvp does not return

@@ -3,10 +3,10 @@
 The semaphore calls the policy, under its mutex, whenever the job is at the head of
 the queue. The policy gathers the facts (the running jobs' estimates and current
 memory, free memory, the job's own estimate, freshly learned if a sibling finished
-meanwhile) and asks admission.py's pure rules. It owns the estimate of its job
-(kept in the job's record, so the record written at admission shows it) and a short
-cache of its last "no", because reading memory costs 1-2 ms and the head decides
-every FULL_RECHECK seconds and whenever a slot frees.
+meanwhile) and applies admission.py's rules, reading memory only when they need it.
+It owns the estimate of its job (kept in the job's record, so the record written at
+admission shows it) and a short cache of its last "no", because reading memory
+costs a millisecond or two and the head decides again whenever a slot frees.
 
 Memory, learning and the clock are passed in, so the policy is tested without a
 semaphore or a machine in a given state.
@@ -17,40 +17,30 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from ltoguard.admission import Running, admit, default_margin
-from ltoguard.estimates import DEFAULT_ESTIMATE, default_estimate
+from ltoguard.admission import DEFAULT, Admission, Limits, Running, Why, before_memory, fit
+from ltoguard.estimates import DEFAULT_ESTIMATE, Basis, default_estimate
 from ltoguard.memory import available_memory
 from ltoguard.proctree import anon_rss
-from ltoguard.semaphore import Snapshot, slot_limit_policy
+from ltoguard.semaphore import Snapshot
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ltoguard.jobs import JobRecord
-    from ltoguard.memory import MemorySnapshot
+    from ltoguard.memory import MemorySetting, MemorySnapshot
 
     ReadMemory = Callable[..., MemorySnapshot]  # available_memory's signature
     Relearn = Callable[[], tuple[int, str]]  # (estimate, basis) from the history now
 
 MEMORY_RECHECK = 0.5  # seconds a waiting head reuses a "does not fit" (= FULL_RECHECK)
-# Bases a job may still improve on while it waits: a sibling that finishes
-# meanwhile knows more than the default, and the job's own history more than both.
-_RELEARNABLE = (
-    "default",
-    "inputs",
-    "siblings",
-    "siblings, scaled by inputs",
-    "history, other toolchain",
-    "siblings, other toolchain",
-)
 
 
 @dataclass
 class _LastNo:
     running: tuple[int, ...]  # the slots held when it was decided
     when: float
-    reason: str
+    decision: Admission
 
 
 def running_jobs(
@@ -78,80 +68,71 @@ def running_jobs(
 
 
 class AdmissionPolicy:
-    """Called as ``policy(snapshot) -> (admit?, human reason)``."""
+    """Called as ``policy(snapshot) -> Admission`` (admission.py's decision)."""
 
     def __init__(
         self,
         record: JobRecord,
         *,
         slots: int | None,
-        memory_setting: str | None,
+        memory: MemorySetting | None,
         relearn: Relearn | None = None,
         read_memory: ReadMemory = available_memory,
         rss: Callable[[int], int] = anon_rss,
         clock: Callable[[], float] = time.monotonic,
+        limits: Limits = DEFAULT,
     ) -> None:
         self.record = record
         self.slots = slots
-        self.memory_setting = memory_setting
+        self.memory = memory
         self.relearn = relearn
         self.read_memory = read_memory
         self.rss = rss
         self.clock = clock
+        self.limits = limits
         self.alone = False  # rerunning after an OOM kill: only with nothing else running
-        self._slot_cap = slot_limit_policy(slots) if slots is not None else None
         self._last_no: _LastNo | None = None
 
-    def __call__(self, snap: Snapshot) -> tuple[bool, str]:
-        if self.alone:
-            if snap.running:
-                return False, "rerunning alone after running out of memory"
-            return True, "alone, after running out of memory"
-        if snap.running == 0:
-            return self._first(), "no other guarded job running"
-        if self._slot_cap is not None:  # before memory: it costs nothing to read
-            ok, why = self._slot_cap(snap)
-            if not ok:
-                return False, f"{why} (LTOGUARD_SLOTS)"
+    def __call__(self, snap: Snapshot) -> Admission:
+        early = before_memory(running=snap.running, alone=self.alone, limit=self.slots)
+        if early is not None:
+            if early.why is Why.FIRST:
+                self._first()
+            return early
         # Re-read at once when the set of running jobs changes (one ended: memory
         # freed), else at most every MEMORY_RECHECK seconds.
         held = tuple(sorted(h.slot for h in snap.holders))
         now = self.clock()
         last = self._last_no
         if last is not None and last.running == held and now - last.when < MEMORY_RECHECK:
-            return False, last.reason
+            return last.decision
         if last is None or last.running != held:
             self.refresh_estimate()
         return self._decide(snap, held, now)
 
-    def _first(self) -> bool:
-        """Nothing else runs: start (no guarded job would ever free memory for it);
-        still read memory, for the estimate's scale and the report."""
-        try:
-            mem = self.read_memory(self.memory_setting)
-        except ValueError:
-            return True
+    def _first(self) -> None:
+        """Nothing else runs and the job starts: still read memory, for the
+        estimate's scale and the report."""
+        mem = self.read_memory(self.memory)
         self._saw(mem)
         self._admitted_with(mem, 0)
-        return True
 
-    def _decide(self, snap: Snapshot, held: tuple[int, ...], now: float) -> tuple[bool, str]:
+    def _decide(self, snap: Snapshot, held: tuple[int, ...], now: float) -> Admission:
         running = running_jobs(snap, DEFAULT_ESTIMATE, self.rss)
         usage = sum(r.current for r in running)
-        mem = self.read_memory(self.memory_setting, guarded_usage=usage)
+        mem = self.read_memory(self.memory, guarded_usage=usage)
         self._saw(mem)
-        ok, reason = admit(
-            head_estimate=self.record.estimate,
+        decision = fit(
+            estimate=self.record.estimate,
             running=running,
             available=mem.available,
-            margin=default_margin(mem.total),
-            slot_limit=self.slots,
+            margin=self.limits.margin(mem.total),
         )
-        if ok:
+        if decision.ok:
             self._admitted_with(mem, usage)
         else:
-            self._last_no = _LastNo(held, now, reason)
-        return ok, reason
+            self._last_no = _LastNo(held, now, decision)
+        return decision
 
     def _admitted_with(self, mem: MemorySnapshot, usage: int) -> None:
         """What memory looked like when the job was admitted (for the report)."""
@@ -164,29 +145,26 @@ class AdmissionPolicy:
     def _saw(self, mem: MemorySnapshot) -> None:
         """A memory reading: the bound it decides against, and the default's scale."""
         self.record.limit_total, self.record.limit_source = mem.total, mem.source
-        if self.record.basis == "default":
+        if self.record.basis == Basis.DEFAULT:
             self.record.estimate = default_estimate(mem.total)
 
     def read_bound(self) -> None:
         """Read memory once before queueing, so the ticket names the bound (and the
-        default estimate its scale) from the start; a bad setting waits for later."""
-        try:
-            self._saw(self.read_memory(self.memory_setting))
-        except ValueError:
-            pass
+        default estimate its scale) from the start."""
+        self._saw(self.read_memory(self.memory))
 
     def refresh_estimate(self) -> None:
         """A job that queued knowing little may learn from a sibling that finished meanwhile."""
-        if self.relearn is None or self.record.basis not in _RELEARNABLE:
+        if self.relearn is None or not Basis(self.record.basis).relearnable:
             return
         estimate, basis = self.relearn()
-        if basis != "default":
+        if basis != Basis.DEFAULT:
             self.record.estimate, self.record.basis = estimate, basis
 
     def again(self, estimate_at_least: int, *, alone: bool) -> None:
         """The job queues again after outgrowing its estimate: wait for at least this
         much (and, with ``alone``, for nothing else to run); no earlier "no" holds."""
         self.record.estimate = max(self.record.estimate, estimate_at_least)
-        self.record.basis = "raised"
+        self.record.basis = Basis.RAISED
         self.alone = self.alone or alone  # once rerunning alone, alone for good
         self._last_no = None

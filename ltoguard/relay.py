@@ -3,7 +3,7 @@
 cargo parses rustc's JSON diagnostics on stderr. When a compile is rerun (after an
 OOM kill, or after it stopped itself to save memory), the rerun prints the same
 diagnostics again; the relay drops the bytes cargo has already seen and resumes at
-the first byte that differs (issue #3).
+the first byte that differs.
 """
 
 from __future__ import annotations
@@ -55,8 +55,6 @@ class StderrRelay:
             while True:
                 try:
                     chunk = os.read(fd, 65536)
-                except InterruptedError:  # pragma: no cover
-                    continue
                 except OSError:
                     break
                 if not chunk:
@@ -96,8 +94,6 @@ class StderrRelay:
         while view:
             try:
                 n = os.write(2, view)
-            except InterruptedError:  # pragma: no cover
-                continue
             except OSError:
                 return  # our stderr is gone (cargo died): keep draining the child
             view = view[n:]

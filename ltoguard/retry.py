@@ -21,8 +21,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ltoguard.attempt import AttemptResult
 
-VICTIM_HEADROOM = 1.10
-OOM_RERUN_HEADROOM = 1.25
+VICTIM_HEADROOM = 1.10  # it was stopped while still growing
+OOM_RERUN_HEADROOM = 1.25  # its peak was cut short by the kill
 
 REQUEUE = "requeue"  # queue again at the head
 RERUN_ALONE = "rerun alone"  # queue again, admitted only when no other guarded job runs

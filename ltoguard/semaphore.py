@@ -32,6 +32,7 @@ import time
 from dataclasses import dataclass
 
 from ltoguard import locks, process, records
+from ltoguard.admission import Admission, behind, is_head, slot_cap
 from ltoguard.records import Holder, printable
 from ltoguard.statedir import StateDirError, unlink_quietly, write_private_file
 
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from typing import Any, Union
 
     Info = Union[dict[str, Any], Callable[[], dict[str, Any]]]
+    Admit = Callable[["Snapshot"], Admission]  # the admission policy of the waiter
 
 __all__ = [
     "FULL_RECHECK",
@@ -55,11 +57,11 @@ __all__ = [
     "slot_limit_policy",
 ]
 
-HEAD_POLL = 0.05  # seconds; a freed slot is noticed within this (issue #2: < 100 ms)
+HEAD_POLL = 0.05  # seconds; a freed slot is noticed within this
 # A head told "no" re-decides at once when a slot it saw held is freed, else at
 # least this often (memory moves, a ticket may have re-entered ahead). Between
 # decisions it only probes those slots: a flock call each, instead of the mutex,
-# a directory listing and every record (issue #2: a waiter uses <= 1% CPU).
+# a directory listing and every record, so a waiter costs next to no CPU.
 FULL_RECHECK = 0.5
 
 
@@ -106,12 +108,11 @@ def _fields(info: Info) -> dict[str, Any]:
     return info() if callable(info) else info
 
 
-def slot_limit_policy(limit: int) -> Callable[[Snapshot], tuple[bool, str]]:
-    def admit(snap: Snapshot) -> tuple[bool, str]:
-        if snap.running < limit:
-            return True, f"{snap.running} of {limit} slots in use"
-        plural = "slot" if limit == 1 else "slots"
-        return False, f"all {limit} {plural} in use"
+def slot_limit_policy(limit: int) -> Admit:
+    """An admission policy of the slot cap alone (admission.slot_cap), memory unread."""
+
+    def admit(snap: Snapshot) -> Admission:
+        return slot_cap(snap.running, limit)
 
     return admit
 
@@ -200,21 +201,21 @@ class Semaphore:
     def acquire(
         self,
         info: Info,
-        admit: Callable[[Snapshot], tuple[bool, str]],
-        on_wait: Callable[[Snapshot, str], None] | None = None,
+        admit: Admit,
+        on_wait: Callable[[Snapshot, Admission], None] | None = None,
         *,
         seq: int | None = None,
         poll: float = HEAD_POLL,
-        gate: Callable[[int], bool] | None = None,
+        gate: Callable[[int], object] | None = None,
         hold_signals: bool = False,
     ) -> Slot:
         """Wait in FIFO order until `admit` says yes, then hold a slot.
 
         `seq` re-enters the queue at an earlier position (a job stopped to save memory
-        goes back to the head). `gate(ahead)` runs before every admission attempt
-        (ahead 0: at the head) and whenever the waiter looks again (ahead: how many wait
-        before it); returning False at the head defers the attempt (the jobserver lease
-        uses it to lend its token while queued).
+        goes back to the head). `gate(ahead)` runs, under the mutex, whenever the
+        waiter looks (ahead: how many wait before it; 0: at the head, before each
+        admission attempt): the jobserver lease lends its token there while queued
+        (lending.py).
 
         A waiter is interrupted by a signal whose handler raises. Such signals are
         held back (blocked) while a ticket or a slot changes hands, so an interruption
@@ -257,10 +258,10 @@ class Semaphore:
         self,
         ticket: Ticket,
         info: Info,
-        admit: Callable[[Snapshot], tuple[bool, str]],
-        on_wait: Callable[[Snapshot, str], None] | None,
+        admit: Admit,
+        on_wait: Callable[[Snapshot, Admission], None] | None,
         poll: float,
-        gate: Callable[[int], bool] | None,
+        gate: Callable[[int], object] | None,
         mask: set[int | signal.Signals],
         probes: list[int],
     ) -> Slot:
@@ -278,15 +279,12 @@ class Semaphore:
             with self.mutex():
                 names = self._names()
                 ahead = self._live_tickets_before(ticket, names)
-                if not ahead and gate is not None and not gate(0):
-                    snap = self.snapshot(names)
-                    reason = "taking a jobserver token back"
-                elif ahead:
+                if gate is not None:
+                    gate(len(ahead))  # under the mutex: a count-then-lend is atomic
+                if not is_head(len(ahead)):
                     pred = ahead[-1]
                     snap = self.snapshot(names)
-                    reason = f"{len(ahead)} waiting ahead"
-                    if gate is not None:
-                        gate(len(ahead))  # under the mutex: a count-then-lend is atomic
+                    decision = behind(len(ahead))
                 else:
                     process.hold_signals()
                     slot = self._try_admit(names, info, admit)
@@ -294,12 +292,12 @@ class Semaphore:
                         self._drop_ticket(ticket)
                         slot.seq = ticket.seq
                         return slot
-                    snap, reason = slot
+                    snap, decision = slot
                     decided = time.monotonic()
                     probes[:] = locks.open_slots(self.dir_fd, [h.slot for h in snap.holders])
             process.restore_signals(mask)
             if not announced and on_wait is not None:
-                on_wait(snap, reason)
+                on_wait(snap, decision)
                 announced = True
             if pred is not None:
                 locks.wait_until_free(self.dir_fd, pred)
@@ -317,14 +315,16 @@ class Semaphore:
             raise StateDirGone(f"state directory {self.path} was removed") from exc
 
     def _try_admit(
-        self, names: list[str], info: Info, admit: Callable[[Snapshot], tuple[bool, str]]
-    ) -> Slot | tuple[Snapshot, str]:
+        self, names: list[str], info: Info, admit: Admit
+    ) -> Slot | tuple[Snapshot, Admission]:
         snap = self.snapshot(names)
-        ok, reason = admit(snap)
-        if not ok:
-            return snap, reason
+        decision = admit(snap)
+        if not decision.ok:
+            return snap, decision
         held = [h.slot for h in snap.holders]
-        fields = dict(_fields(info), pid=self.pid, uid=self.uid, started=time.time(), reason=reason)
+        fields = dict(
+            _fields(info), pid=self.pid, uid=self.uid, started=time.time(), reason=decision.text
+        )
         index, fd = locks.take_new_slot(self.dir_fd, held)
         fields["slot"] = index
         record_name = records.record_name(self.uid, self.pid)

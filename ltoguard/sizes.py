@@ -1,7 +1,7 @@
 """Memory sizes as users write them (``12G``, ``-3G``) and as ltoguard prints them.
 
 No heavy imports: settings validation and the subcommands use it without pulling in
-psutil (STYLE.md, 5).
+psutil.
 """
 
 from __future__ import annotations

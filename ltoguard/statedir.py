@@ -20,7 +20,7 @@ def default_path() -> str:
     runtime = os.environ.get("XDG_RUNTIME_DIR", "")
     if runtime and os.path.isabs(runtime) and os.path.isdir(runtime):
         return os.path.join(runtime, "ltoguard")
-    # Imported here: a job under LTOGUARD_DIR or XDG_RUNTIME_DIR pays no ~4 ms for it.
+    # Imported here: a job under LTOGUARD_DIR or XDG_RUNTIME_DIR does not pay for it.
     import tempfile
 
     return os.path.join(tempfile.gettempdir(), f"ltoguard-{os.geteuid()}")

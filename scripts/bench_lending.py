@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark jobserver lending (issue #4): wall time and CPU use, lending on vs off.
+"""Benchmark jobserver lending: wall time and CPU use, lending on vs off.
 
 The scenario: several fat-LTO binaries become ready early and queue behind one
 slot (LTOGUARD_SLOTS=1), while the workspace still has ordinary work left
@@ -23,9 +23,9 @@ Usage: bench_lending.py [--workspace DIR] [--bins N] [--libs M] [--size S]
 
 Exit status: 0 after printing the table; 1 if a build failed or could not run.
 
-Note: ltoguard keeps the token of the head of the queue (so the head can start
-the moment the slot frees) and lends the others': the gain grows with the number
-of queued bins and with -j. The machine's other load shows in the CPU figures:
+Note: the waiters nearest the head lend, the head included (once admitted it takes
+a token back in the background): the gain grows with the number of queued bins
+and with -j. The machine's other load shows in the CPU figures:
 compare rows of one run only, and prefer --repeat 3 or more on a quiet machine.
 """
 
@@ -50,9 +50,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_memory import base_env, load_gen_workspace, ltoguard_path, read_events  # noqa: E402
 
 # bins use lib00 plus three libs each (gen_workspace), so with B bins the libs
-# past 1 + 3B are ordinary work no binary waits for. A small lib compiles in ~1 s
-# and a small bin's fat LTO takes ~12 s here: ~20 spare libs keep cargo busy
-# for about as long as three bins take one after another.
+# past 1 + 3B are ordinary work no binary waits for: enough of them to keep cargo
+# busy about as long as the bins take one after another.
 QUICK = {"size": "small", "bins": 3, "libs": 30}
 FULL = {"size": "small", "bins": 4, "libs": 48}
 

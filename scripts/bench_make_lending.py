@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Does a waiting head lend its jobserver token? A `make -j2` scenario (issue #11).
+"""Does a waiting head lend its jobserver token? A `make -j2` scenario.
 
 Five jobs under `make -j2` (two tokens: one implicit, one in the pipe):
 

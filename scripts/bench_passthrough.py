@@ -11,8 +11,10 @@ call by call:
   RUSTC -vV            / ltoguard RUSTC -vV
   RUSTC <cargo probe>  / ltoguard RUSTC <cargo probe>   (stdin /dev/null)
 
-with the installed `ltoguard` console script invoked as cargo does. It prints
-median and p90 per command and the median overhead (ltoguard - direct).
+with the installed `ltoguard` console script invoked as cargo does, and the same
+two calls through the launcher install.sh registers (`ltoguard-fast`, when it is
+there). It prints median and p90 per command and the median overhead of each way
+in (wrapped - direct).
 
 Usage: bench_passthrough.py [--runs 200] [--warmup 20] [--python PYTHON]
                             [--rustc PATH] [--venv DIR] [--ltoguard PATH]
@@ -35,7 +37,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 CHECKOUT = Path(__file__).resolve().parent.parent
-# cargo 1.95's target-info probe, verbatim (RUSTC-FACTS.md).
+# cargo 1.95's target-info probe, verbatim.
 PROBE_ARGS = [
     "-",
     "--crate-name",
@@ -95,7 +97,7 @@ def make_venv(python: str, venv: Path) -> Path:
         log(f"creating venv {venv} with {python}")
         run_checked([python, "-m", "venv", str(venv)])
     pip = [str(venv / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "-q"]
-    # pip >= 24's console-script template has no `import re` (~15 ms).
+    # pip >= 24's console-script template does not import re, a cost on every call.
     run_checked([*pip, "install", "--upgrade", "pip>=24"])
     with tempfile.TemporaryDirectory(prefix="ltoguard-bench-src-") as stage:
         # Staged copy: an in-tree build would leave build/ and *.egg-info in

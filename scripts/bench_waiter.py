@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""CPU used by the head of the queue while it waits (issue #2: a waiter uses <= 1%).
+"""CPU used by the head of the queue while it waits (the target: at most 1% of a core).
 
 One guarded job holds the only slot's worth of memory (LTOGUARD_MEMORY=200M, a fake
 rustc that sleeps until released); a second queues behind it and, being the head,

@@ -10,12 +10,10 @@ anonymous memory of its process tree. Then it fits
     peak = BASE + PER_CODE_BYTE * code * (DEBUG_FACTOR if debug)
 
 where code is the linked rlibs' bytes less their metadata (object code or bitcode),
-and prints every point with the error of the shipped constants (which add a small
-term per byte of the crate's own source) and of the fit
-
 by least squares, and prints every point with the error of the shipped constants
-and of the fit. A peak does not depend on what else runs beside it, so this may
-run while the machine is busy (its timings are not figures).
+(which add a small term per byte of the crate's own source) and of the fit. A
+peak does not depend on what else runs beside it, so this may run while the
+machine is busy (its timings are not figures).
 
     python3 scripts/calibrate_cold.py --json data.json           # generated workspaces
     python3 scripts/calibrate_cold.py --realcrates --json d.json # + Debian's crates
@@ -46,7 +44,7 @@ from bench_memory import ltoguard_path  # noqa: E402
 from ltoguard import inputs as model  # noqa: E402
 
 MiB = 1024 * 1024
-# (name, generator, arguments): sizes spread the linked code from ~0.1 to ~14 MiB.
+# (name, generator, arguments): sizes chosen to spread the linked code over a wide range.
 GENERATED = [
     ("gen-u2", "gen_workspace", ["--bins", "3", "--libs", "4", "--size", "2"]),
     ("gen-u6", "gen_workspace", ["--bins", "3", "--libs", "4", "--size", "6"]),
@@ -112,8 +110,8 @@ def predicted(p: dict[str, Any], consts: dict[str, float] | None = None) -> floa
 
 def fit(points: list[dict[str, Any]]) -> dict[str, float]:
     """Least squares of peak = base + code * c on the points without debug info (the
-    metadata and own-source terms had no measurable weight: see the README), then
-    the debug factor as the median of the debug points' growth over the fitted one."""
+    metadata and own-source terms had no measurable weight on the measured points),
+    then the debug factor as the median of the debug points' growth over the line."""
     plain = [p for p in points if not model.debug_on(p["debug"])]
     if not plain:
         raise SystemExit("calibrate: error: no point without debug info to fit the line on")
@@ -122,7 +120,7 @@ def fit(points: list[dict[str, Any]]) -> dict[str, float]:
     mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
     spread = sum((x - mx) ** 2 for x in xs) or 1.0
     slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / spread
-    consts = {"base": (my - slope * mx) * MiB, "code": slope, "meta": 0.0, "src": 0.0}
+    consts = {"base": (my - slope * mx) * MiB, "code": slope}
     factors = sorted(
         (p["peak"] - consts["base"]) / max(1.0, slope * _code(p))
         for p in points

@@ -28,21 +28,7 @@ crates while the first binaries' LTO jobs wait.
 The release profile: `lto = "fat"` (or thin), `codegen-units = 1`,
 `opt-level = 3`, `debug` per --debug.
 
-Measured with rustc 1.95 (LLVM 22), Debian's crates (clap 4.0.32, regex
-1.7.1, serde_json 1.0.87, chrono 0.4.23, ...), 2 cores, `lto = "fat"`, no
-debug info, clean `cargo build --release -j2 --offline` (dependencies
-included); peak RSS and time of each binary's rustc from `/usr/bin/time`
-in a RUSTC_WORKSPACE_WRAPPER:
-
-    workspace              clean build   bin rustc peak RSS   bin rustc time
-    --bins 6 (seed 0)      3 min 8 s     187-336 MB           9-73 s
-    --bins 20 --small      2 min 18 s    175-189 MB           6-24 s
-
-In the 6-bin one, the binary with 1 crate (unicode-segmentation) peaked at
-187 MB in 9 s, the one with all 19 at 332 MB in 73 s. (A fat-LTO "hello
-world" peaks at ~180 MB: that is std.) The bin times above ran beside
-other compiles; rebuilding only the 6 bins took 53 s, 3.5-35 s each, at the
-same peaks.
+docs/benchmarks.md gives the clean-build times and the binaries' peaks.
 
 The output is deterministic: the same arguments (and registry) write the same
 bytes, and files whose content is unchanged are not rewritten.

@@ -13,22 +13,11 @@ from `main` through `std::hint::black_box` seeds. Each binary prints one line,
 `appNN checksum 0123456789abcdef`, that is the same on every run.
 
 --size sets how much code one binary's LTO sees (spread over the libs it
-uses), so the peak of a binary's rustc stays about the same whatever M is.
-Measured with rustc 1.95 (LLVM 22), 2 cores, 24 GiB, `lto = "fat"`, no debug
-info, default codegen-units, `cargo build --release -j2`; peak RSS and wall
-time of each binary's rustc from `/usr/bin/time -f "%M %e"` run by a
-RUSTC_WORKSPACE_WRAPPER script:
-
-    size    units  bin rustc peak RSS   bin rustc time   clean build
-    small       4   ~230 MB              15-25 s         3 bins + 4 libs: 39 s
-    medium    115   735 MB               183 s           1 bin + 4 libs: 229 s
-    large     240   1.38 GB              365 s           1 bin + 4 libs: 477 s
-
-(For scale: a fat-LTO "hello world" peaks at 181 MB in 5 s; that is std.)
-Lib crates peak at 150 MB (small), 240 MB (medium), 340 MB (large). Binaries
-build in parallel, so N binaries take about N/2 times the bin time at -j2.
-`--size` also takes a number of units. `--debug` (debug = true) roughly
-doubles the bin peaks: small went from 229 MB to 492 MB.
+uses), so the peak of a binary's rustc stays about the same whatever M is:
+small, medium, large, or a number of units (docs/benchmarks.md gives the peak
+and time each reached). Binaries build in parallel, so N binaries take about
+N/2 times one binary's time at -j2. `--debug` (debug = true) roughly doubles
+the bin peaks.
 
 The output is deterministic: the same arguments write the same bytes, and
 files whose content is unchanged are not rewritten (so cargo sees no change).
@@ -42,7 +31,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-# Units of code one binary's LTO sees, by size name (calibrated, see docstring).
+# Units of code one binary's LTO sees, by size name (calibrated on measured peaks).
 SIZES = {"small": 4, "medium": 115, "large": 240}
 LTO_VALUES = {
     "fat": '"fat"',
@@ -260,7 +249,7 @@ def _unit(rng: random.Random, crate: str, u: int, core: str) -> str:
     arms.append("            (s, _) if b % 2 == 0 => s,")
     arms.append(f"            _ => {build(0)},")
 
-    key_field, key_kind, _ = fields[rng.randrange(len(fields))]
+    key_field, _, _ = fields[rng.randrange(len(fields))]
     vlist = ",\n".join(f"    {v}" for v in variants)
     return f"""
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]

@@ -73,7 +73,11 @@ case ":$PATH:" in
     *) echo "note: $bindir is not on PATH (cargo does not need it to be)" ;;
 esac
 echo
-echo "add to ~/.cargo/config.toml (or a project's .cargo/config.toml):"
+echo "next, in each workspace to guard:"
 echo
-echo "[build]"
-echo "rustc-workspace-wrapper = \"$bindir/ltoguard\""
+echo "    $bindir/ltoguard init     # registers this path in .cargo/config.toml"
+echo "    $bindir/ltoguard doctor   # checks the set-up"
+echo
+echo "or, for every workspace, in your shell profile:"
+echo
+echo "    export RUSTC_WORKSPACE_WRAPPER=\"$bindir/ltoguard\""

@@ -3,13 +3,25 @@ from __future__ import annotations
 import pytest
 
 from ltoguard.admission import (
+    DEFAULT,
+    Admission,
+    Lend,
+    Limits,
     Running,
+    Why,
     admit,
+    before_memory,
+    behind,
     choose_victim,
     critical,
     critical_floor,
     default_margin,
+    fit,
+    is_head,
+    lending,
     outstanding,
+    render,
+    slot_cap,
 )
 from ltoguard.sizes import GiB, MiB
 
@@ -22,77 +34,181 @@ A = job(1, GiB, 400 * MiB, 10.0)  # 624 MiB still to come
 B = job(2, 500 * MiB, 600 * MiB, 20.0)  # above its estimate: reserves nothing
 
 
+def fit_of(head: int, running: list[Running], available: int, margin: int) -> Admission:
+    return fit(estimate=head, running=running, available=available, margin=margin)
+
+
 @pytest.mark.parametrize(
-    ("head", "running", "available", "margin", "slots", "expected"),
+    ("head", "running", "available", "margin", "why"),
     [
         # Liveness: nothing guarded runs, so the head starts whatever memory says.
-        (GiB, [], 8 * GiB, 0, None, True),
-        (8 * GiB, [], GiB, 256 * MiB, None, True),
-        (GiB, [], 0, 0, 1, True),
-        # Slot limit alone.
-        (MiB, [A], 100 * GiB, 0, 1, False),
-        (MiB, [A], 100 * GiB, 0, 2, True),
-        (MiB, [A, B], 100 * GiB, 0, 2, False),
+        (GiB, [], 8 * GiB, 0, Why.FIRST),
+        (8 * GiB, [], GiB, 256 * MiB, Why.FIRST),
+        (GiB, [], 0, 0, Why.FIRST),
         # Memory: head + A's outstanding 624 MiB + margin.
-        (GiB, [A], GiB + 624 * MiB + 256 * MiB, 256 * MiB, None, True),
-        (GiB, [A], GiB + 624 * MiB + 256 * MiB - 1, 256 * MiB, None, False),
-        (GiB, [A], GiB + 624 * MiB, 0, None, True),
+        (GiB, [A], GiB + 624 * MiB + 256 * MiB, 256 * MiB, Why.FITS),
+        (GiB, [A], GiB + 624 * MiB + 256 * MiB - 1, 256 * MiB, Why.NO_ROOM),
+        (GiB, [A], GiB + 624 * MiB, 0, Why.FITS),
         # B is over its estimate: it reserves nothing more (its usage is already
         # out of `available`).
-        (GiB, [B], GiB, 0, None, True),
-        (GiB, [A, B], GiB + 624 * MiB, 0, None, True),
-        (GiB, [A, B], GiB + 623 * MiB, 0, None, False),
-        # Both limits: memory fits but slots do not, and the other way round.
-        (MiB, [A, B], 100 * GiB, 0, 3, True),
-        (GiB, [A, B], GiB, 0, 3, False),
-        (MiB, [A, B], 100 * GiB, 0, 2, False),
+        (GiB, [B], GiB, 0, Why.FITS),
+        (GiB, [A, B], GiB + 624 * MiB, 0, Why.FITS),
+        (GiB, [A, B], GiB + 623 * MiB, 0, Why.NO_ROOM),
     ],
 )
-def test_admit_truth_table(
-    head: int,
+def test_fit_truth_table(
+    head: int, running: list[Running], available: int, margin: int, why: Why
+) -> None:
+    d = fit_of(head, running, available, margin)
+    assert (d.ok, d.why) == (why is not Why.NO_ROOM, why)
+    assert (d.estimate, d.available, d.margin) == (head, available, margin)
+    assert d.reserved == outstanding(running) and d.running == len(running)
+    assert d.names_estimate
+    assert d.text and "\n" not in d.text
+
+
+@pytest.mark.parametrize(
+    ("running", "alone", "limit", "expected"),
+    [
+        (0, False, None, Admission(True, Why.FIRST)),
+        (0, False, 1, Admission(True, Why.FIRST)),  # the first job starts whatever the cap
+        (1, False, None, None),  # memory decides
+        (1, False, 2, None),
+        (1, False, 1, Admission(False, Why.SLOTS_FULL, running=1, limit=1)),
+        (3, False, 2, Admission(False, Why.SLOTS_FULL, running=3, limit=2)),
+        # A rerun after an OOM kill waits for every other job, cap or not.
+        (0, True, None, Admission(True, Why.ALONE)),
+        (0, True, 1, Admission(True, Why.ALONE)),
+        (1, True, None, Admission(False, Why.NOT_ALONE, running=1)),
+        (1, True, 5, Admission(False, Why.NOT_ALONE, running=1)),
+    ],
+)
+def test_rules_before_memory(
+    running: int, alone: bool, limit: int | None, expected: Admission | None
+) -> None:
+    assert before_memory(running=running, alone=alone, limit=limit) == expected
+
+
+@pytest.mark.parametrize(
+    ("running", "limit", "ok"),
+    [(0, None, True), (5, None, True), (0, 1, True), (1, 1, False), (1, 2, True), (2, 2, False)],
+)
+def test_slot_cap(running: int, limit: int | None, ok: bool) -> None:
+    d = slot_cap(running, limit)
+    assert (d.ok, d.why) == (ok, Why.SLOT_FREE if ok else Why.SLOTS_FULL)
+    assert (d.running, d.limit) == (running, limit)
+    assert not d.names_estimate
+
+
+@pytest.mark.parametrize(
+    ("running", "available", "total", "limit", "alone", "ok", "why"),
+    [
+        ([], 0, GiB, None, False, True, Why.FIRST),
+        ([A], 100 * GiB, 64 * GiB, 1, False, False, Why.SLOTS_FULL),  # cap before memory
+        ([A], 100 * GiB, 64 * GiB, 2, False, True, Why.FITS),
+        ([A, B], 100 * GiB, 64 * GiB, 2, False, False, Why.SLOTS_FULL),
+        ([A, B], 100 * GiB, 64 * GiB, 3, False, True, Why.FITS),
+        ([A, B], GiB, 64 * GiB, 3, False, False, Why.NO_ROOM),  # slots fit, memory does not
+        # The margin is the critical floor of the bound's size: 256 MiB of 24 GiB.
+        ([A], GiB + 880 * MiB, 24 * GiB, None, False, True, Why.FITS),
+        ([A], GiB + 880 * MiB - 1, 24 * GiB, None, False, False, Why.NO_ROOM),
+        ([A], 100 * GiB, 64 * GiB, None, True, False, Why.NOT_ALONE),
+        ([], 0, GiB, None, True, True, Why.ALONE),
+    ],
+)
+def test_admit_applies_every_rule_in_order(
     running: list[Running],
     available: int,
-    margin: int,
-    slots: int | None,
-    expected: bool,
+    total: int,
+    limit: int | None,
+    alone: bool,
+    ok: bool,
+    why: Why,
 ) -> None:
-    ok, reason = admit(
-        head_estimate=head, running=running, available=available, margin=margin, slot_limit=slots
+    d = admit(
+        estimate=GiB, running=running, available=available, total=total, limit=limit, alone=alone
     )
-    assert ok is expected
-    assert reason and "\n" not in reason
+    assert (d.ok, d.why) == (ok, why)
 
 
-def test_reasons_are_human() -> None:
-    ok, reason = admit(
-        head_estimate=700 * MiB, running=[A, B], available=450 * MiB, margin=0, slot_limit=None
-    )
-    assert not ok
-    assert reason == "needs ~700 MiB, 450 MiB free; 2 jobs running, expected to grow by 624 MiB"
+def test_admit_takes_other_limits() -> None:
+    """A replay may try another margin: here none, where the default keeps 256 MiB."""
 
-    ok, reason = admit(
-        head_estimate=700 * MiB, running=[B], available=4 * GiB, margin=256 * MiB, slot_limit=None
-    )
-    assert ok
-    assert reason == "needs ~700 MiB, 4 GiB free; 1 job running; keeping 256 MiB spare"
+    def ok(limits: Limits) -> bool:
+        available = GiB + 624 * MiB  # the head and A's growth, nothing to spare
+        return admit(
+            estimate=GiB, running=[A], available=available, total=24 * GiB, limits=limits
+        ).ok
 
-    ok, reason = admit(head_estimate=MiB, running=[A, B], available=4 * GiB, margin=0, slot_limit=2)
-    assert (ok, reason) == (False, "2 jobs running, the limit is 2 (LTOGUARD_SLOTS)")
+    assert not ok(DEFAULT)
+    assert ok(Limits(margin_floors=0))
 
 
-def test_liveness_reason_warns_when_it_does_not_fit() -> None:
-    ok, reason = admit(head_estimate=2 * GiB, running=[], available=GiB, margin=0, slot_limit=None)
-    assert ok
-    assert reason == "needs ~2 GiB, 1 GiB free; starting anyway: no other guarded job is running"
-    ok, reason = admit(head_estimate=GiB, running=[], available=2 * GiB, margin=0, slot_limit=None)
-    assert ok
-    assert "anyway" not in reason
+@pytest.mark.parametrize(
+    ("decision", "text"),
+    [
+        (
+            fit_of(700 * MiB, [A, B], 450 * MiB, 0),
+            "needs ~700 MiB, 450 MiB free; 2 jobs running, expected to grow by 624 MiB",
+        ),
+        (
+            fit_of(700 * MiB, [B], 4 * GiB, 256 * MiB),
+            "needs ~700 MiB, 4 GiB free; 1 job running; keeping 256 MiB spare",
+        ),
+        (
+            fit_of(2 * GiB, [], GiB, 0),
+            "needs ~2 GiB, 1 GiB free; starting anyway: no other guarded job is running",
+        ),
+        (fit_of(GiB, [], 2 * GiB, 0), "needs ~1 GiB, 2 GiB free; no other guarded job running"),
+        (Admission(True, Why.FIRST), "no other guarded job running"),
+        (slot_cap(2, 2), "all 2 slots in use (LTOGUARD_SLOTS)"),
+        (slot_cap(1, 1), "all 1 slot in use (LTOGUARD_SLOTS)"),
+        (slot_cap(1, 3), "1 of 3 slots in use"),
+        (
+            before_memory(running=1, alone=True, limit=None),
+            "rerunning alone after running out of memory",
+        ),
+        (before_memory(running=0, alone=True, limit=None), "alone, after running out of memory"),
+        (behind(3), "3 waiting ahead"),
+    ],
+)
+def test_reasons_are_rendered_from_the_figures(decision: Admission | None, text: str) -> None:
+    assert decision is not None
+    assert decision.text == render(decision) == text
 
 
-@pytest.mark.parametrize("slots", [0, -1])
-def test_bad_slot_limit(slots: int) -> None:
-    with pytest.raises(ValueError, match="slot_limit"):
-        admit(head_estimate=1, running=[], available=1, margin=0, slot_limit=slots)
+def test_only_the_head_tries() -> None:
+    assert is_head(0)
+    assert not is_head(1)
+    assert behind(2) == Admission(False, Why.BEHIND, ahead=2)
+    assert not behind(2).names_estimate
+
+
+@pytest.mark.parametrize(
+    ("ahead", "tried", "lent", "out", "expected"),
+    [
+        (0, False, False, 0, Lend.FIRST_TRY),  # the head tries once with its token
+        (0, True, False, 0, Lend.LEND),  # told "no" once: it lends
+        (1, False, False, 0, Lend.LEND),  # behind one, within the depth of 2
+        (2, False, False, 0, Lend.TOO_FAR),
+        (1, True, True, 0, Lend.LENT),
+        (1, False, False, 1, Lend.LEND),
+        (1, False, False, 2, Lend.TOKENS_OUT),  # the depth's worth is out already
+        (0, True, False, 5, Lend.TOKENS_OUT),
+    ],
+)
+def test_lending(ahead: int, tried: bool, lent: bool, out: int, expected: Lend) -> None:
+    got = lending(ahead=ahead, tried=tried, lent=lent, depth=2, tokens_out=out)
+    assert got is expected
+    counted: list[int] = []
+
+    def count() -> int:
+        counted.append(1)
+        return out
+
+    assert lending(ahead=ahead, tried=tried, lent=lent, depth=2, tokens_out=count) is expected
+    # Counting lists the state directory: only when the count decides.
+    assert bool(counted) is (expected in (Lend.LEND, Lend.TOKENS_OUT))
 
 
 def test_outstanding() -> None:
@@ -132,3 +248,11 @@ def test_floor_and_margin_scale() -> None:
     # Admission with the default margin never lands in the critical zone by itself.
     for total in (512 * MiB, 1000 * MiB, 4 * GiB, 64 * GiB):
         assert default_margin(total) >= critical_floor(total)
+
+
+def test_limits_scale_floor_and_margin() -> None:
+    small = Limits(critical_floor_max=64 * MiB, critical_floor_divisor=20, margin_floors=2)
+    assert critical_floor(24 * GiB, small) == 64 * MiB
+    assert critical_floor(1000 * MiB, small) == 50 * MiB
+    assert default_margin(1000 * MiB, small) == 100 * MiB
+    assert critical(49 * MiB, 1000 * MiB, small) and not critical(50 * MiB, 1000 * MiB, small)

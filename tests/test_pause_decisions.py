@@ -7,12 +7,15 @@ from dataclasses import replace
 import pytest
 
 from ltoguard.admission import (
+    DEFAULT,
     KEEP,
     KILL,
     MIN_PAUSE,
     PAUSE,
     RESUME,
+    Limits,
     Running,
+    Step,
     older_running,
     pause_step,
     should_pause,
@@ -118,9 +121,43 @@ def test_should_resume(
     ],
 )
 def test_pause_step(
-    me: Running, others: list[Running], available: int, paused: bool, expected: str
+    me: Running, others: list[Running], available: int, paused: bool, expected: Step
 ) -> None:
     got = pause_step(
         me=me, others=others, available=available, total=TOTAL, paused=paused, paused_for=60.0
     )
-    assert got == expected
+    assert got is expected and isinstance(got, Step)
+
+
+# Another policy, as a replay may try: a 128 MiB floor, no margin, 5 s minimum pause.
+OTHER = Limits(critical_floor_max=128 * MiB, margin_floors=0, min_pause=5.0)
+
+
+@pytest.mark.parametrize(
+    ("available", "paused", "paused_for", "default", "other"),
+    [
+        (NEEDS + 200 * MiB, False, 0.0, PAUSE, KEEP),  # below 256 MiB's edge, above 128's
+        (NEEDS + 127 * MiB, False, 0.0, PAUSE, PAUSE),
+        (200 * MiB, False, 0.0, KILL, PAUSE),  # critical only under the larger floor
+        (127 * MiB, False, 0.0, KILL, KILL),
+        # Resuming wants floor + margin of room, after the minimum pause.
+        (NEEDS + 200 * MiB, True, 60.0, KEEP, RESUME),
+        (NEEDS + 512 * MiB, True, 2.0, RESUME, KEEP),
+        (NEEDS + 512 * MiB, True, 5.0, RESUME, RESUME),
+    ],
+)
+def test_pause_step_takes_other_limits(
+    available: int, paused: bool, paused_for: float, default: Step, other: Step
+) -> None:
+    def step(limits: Limits) -> Step:
+        return pause_step(
+            me=ME,
+            others=[OLD],
+            available=available,
+            total=TOTAL,
+            paused=paused,
+            paused_for=paused_for,
+            limits=limits,
+        )
+
+    assert (step(DEFAULT), step(OTHER)) == (default, other)

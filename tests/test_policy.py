@@ -3,6 +3,7 @@ clock are made up, so each rule is pinned by a table."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,6 +11,8 @@ from typing import Any
 import pytest
 
 from ltoguard import memory as memory_mod
+from ltoguard.admission import Admission, Why
+from ltoguard.estimates import Basis
 from ltoguard.jobs import Job, JobRecord
 from ltoguard.memory import MemorySnapshot
 from ltoguard.policy import MEMORY_RECHECK, AdmissionPolicy, running_jobs
@@ -30,7 +33,7 @@ class Memory:
     total: int = 8 * GiB
     calls: list[int] = field(default_factory=list)  # guarded_usage of each call
 
-    def __call__(self, setting: str | None = None, *, guarded_usage: int = 0) -> MemorySnapshot:
+    def __call__(self, setting: object = None, *, guarded_usage: int = 0) -> MemorySnapshot:
         self.calls.append(guarded_usage)
         return MemorySnapshot(self.available, self.total, "test")
 
@@ -52,7 +55,7 @@ def make(
     pol = AdmissionPolicy(
         record,
         slots=slots,
-        memory_setting=None,
+        memory=None,
         relearn=relearn,
         read_memory=memory,
         rss=rss,
@@ -89,16 +92,16 @@ def test_admission_table(
     reason_part: str,
 ) -> None:
     pol, _record, _memory = make(estimate, available=available, total=24 * GiB, slots=slots)
-    got, reason = pol(snap(*running))
-    assert got is ok
-    assert reason_part in reason
+    got = pol(snap(*running))
+    assert got.ok is ok
+    assert reason_part in got.text
 
 
 def test_alone_waits_for_an_empty_gate() -> None:
     pol, _record, memory = make(GiB)
     pol.again(2 * GiB, alone=True)
-    assert pol(snap(ONE)) == (False, "rerunning alone after running out of memory")
-    assert pol(snap()) == (True, "alone, after running out of memory")
+    assert pol(snap(ONE)) == Admission(False, Why.NOT_ALONE, running=1)
+    assert pol(snap()) == Admission(True, Why.ALONE)
     assert memory.calls == []  # alone asks nothing of memory
 
 
@@ -107,12 +110,12 @@ def test_once_alone_always_alone() -> None:
     pol, _record, _memory = make(GiB)
     pol.again(2 * GiB, alone=True)
     pol.again(3 * GiB, alone=False)
-    assert pol(snap(ONE)) == (False, "rerunning alone after running out of memory")
+    assert pol(snap(ONE)).why is Why.NOT_ALONE
 
 
 def test_again_raises_the_estimate_and_forgets_the_last_no() -> None:
     pol, record, memory = make(GiB, available=2 * GiB)
-    assert not pol(snap(ONE))[0]
+    assert not pol(snap(ONE)).ok
     pol.again(3 * GiB, alone=False)
     assert (record.estimate, record.basis) == (3 * GiB, "raised")
     pol(snap(ONE))
@@ -123,7 +126,7 @@ def test_again_raises_the_estimate_and_forgets_the_last_no() -> None:
 
 def test_admission_records_the_memory_it_decided_on() -> None:
     pol, record, memory = make(GiB, available=3 * GiB, rss=lambda pid: 500 * MiB)
-    assert pol(snap(ONE))[0]
+    assert pol(snap(ONE)).ok
     assert memory.calls == [500 * MiB]  # the running job's memory is passed as guarded usage
     assert record.available_at_admit == 3 * GiB
     assert record.budget == 3 * GiB + 500 * MiB
@@ -132,7 +135,7 @@ def test_admission_records_the_memory_it_decided_on() -> None:
 
 def test_the_default_estimate_scales_to_the_budget() -> None:
     pol, record, _memory = make(2 * GiB, "default", available=900 * MiB, total=1000 * MiB)
-    assert pol(snap())[0]
+    assert pol(snap()).ok
     assert record.estimate == 500 * MiB  # half of a 1000 MiB bound
     assert record.ticket()["estimate"] == 500 * MiB  # what the run record will show
 
@@ -173,7 +176,7 @@ def test_waiting_head_rereads_memory_only_when_it_may_have_changed() -> None:
     two = snap(None, None)
     for _ in range(50):  # 2.5 s of polling at one instant: one read
         assert pol(one) == pol(one)
-        assert not pol(one)[0]
+        assert not pol(one).ok
     assert len(memory.calls) == 1
     clock[0] += MEMORY_RECHECK / 2
     pol(one)
@@ -213,7 +216,7 @@ def test_policy_module_reads_memory_through_available_memory() -> None:
     pol = AdmissionPolicy(
         JobRecord(Job(["x"], kind="run", name="x", what="run x", key="k", group="g"), 1, "x"),
         slots=None,
-        memory_setting=None,
+        memory=None,
     )
     assert pol.read_memory is memory_mod.available_memory
 
@@ -222,3 +225,59 @@ def test_running_jobs_reads_the_paused_flag() -> None:
     records = snap({"pid": 5, "paused": True}, {"pid": 6, "paused": "yes"}, {"pid": 7})
     got = running_jobs(records, GiB, lambda pid: 0)
     assert [r.paused for r in got] == [True, False, False]  # only a real true counts
+
+
+@pytest.mark.parametrize(
+    ("decision", "line"),
+    [
+        # A memory decision names the estimate already: only its basis is added.
+        (
+            Admission(False, Why.NO_ROOM, 700 * MiB, 450 * MiB, 0, 0, 2),
+            "needs ~700 MiB, 450 MiB free; 2 jobs running; estimated from siblings",
+        ),
+        # Any other reason gets the estimate and its basis.
+        (Admission(False, Why.BEHIND, ahead=3), "3 waiting ahead; needs ~700 MiB (siblings)"),
+        (
+            Admission(False, Why.SLOTS_FULL, running=1, limit=1),
+            "all 1 slot in use (LTOGUARD_SLOTS); needs ~700 MiB (siblings)",
+        ),
+    ],
+)
+def test_the_waiting_line_is_made_from_the_decision(
+    decision: Admission, line: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ltoguard.guard import GuardedRun
+
+    run = GuardedRun.__new__(GuardedRun)  # only what _announce reads
+    run.job = Job(["rustc"], kind="rustc", name="w", what="crate w (bin)", key="k", group="g")
+    run.record = JobRecord(run.job, 700 * MiB, Basis.SIBLINGS)
+    run.waiting = None
+    run._announce(snap(), decision)
+    run._announce(snap(), Admission(False, Why.BEHIND, ahead=1))  # once per job
+    assert run.waiting == line
+    err = capsys.readouterr().err
+    assert err == f"ltoguard: crate w (bin) waits ({line}; running: none)\n"
+
+
+def test_basis_values_are_what_records_and_events_hold() -> None:
+    assert [b.value for b in Basis] == [
+        "history",
+        "siblings, scaled by inputs",
+        "siblings",
+        "history, other toolchain",
+        "siblings, other toolchain",
+        "inputs",
+        "default",
+        "configured",
+        "raised",
+    ]
+    assert {b for b in Basis if b.relearnable} == {
+        Basis.DEFAULT,
+        Basis.INPUTS,
+        Basis.SIBLINGS,
+        Basis.SIBLINGS_SCALED,
+        Basis.HISTORY_OTHER_TOOLCHAIN,
+        Basis.SIBLINGS_OTHER_TOOLCHAIN,
+    }
+    assert json.dumps({"b": Basis.SIBLINGS_SCALED}) == '{"b": "siblings, scaled by inputs"}'
+    assert f"({Basis.RAISED})" == "(raised)" and Basis("raised") is Basis.RAISED

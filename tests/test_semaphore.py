@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from ltoguard import locks, process, semaphore
+from ltoguard.admission import Admission, Why
 from ltoguard.semaphore import Semaphore, Snapshot, slot_limit_policy
 from ltoguard.statedir import open_state_dir
 from tests.procs import (
@@ -444,9 +445,9 @@ class _HeadBehindAHolder:
         )
         self.thread.start()
 
-    def policy(self, snap: Snapshot) -> tuple[bool, str]:
+    def policy(self, snap: Snapshot) -> Admission:
         self.calls.append(snap.running)
-        return self.fits.is_set(), "memory"
+        return Admission(self.fits.is_set(), Why.FITS if self.fits.is_set() else Why.NO_ROOM)
 
     def admit(self) -> Any:
         self.fits.set()

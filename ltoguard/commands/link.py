@@ -3,8 +3,8 @@
 For `-C linker-plugin-lto` builds LTO runs in the linker (clang/lld's LTO plugin),
 not in rustc, and very large non-LTO links can also need gigabytes: this runs the
 real linker (LTOGUARD_LINKER, default `cc`) under the same semaphore and memory
-admission as guarded compiles. Inside a compile ltoguard already guards (its slot
-is inherited), the link passes straight through.
+admission as guarded compiles. Inside a job ltoguard already admitted
+(LTOGUARD_HELD is set), or with mode off, the link passes straight through.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load()
     except Exception as exc:  # SettingsError: one line naming the setting
         return error(str(exc))
-    cmd = [settings.linker or "cc", *args]
+    cmd = [settings.linker, *args]
     if nested() or settings.mode == "off":
         return exec_program(cmd)
     name = _output_name(args)

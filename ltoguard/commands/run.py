@@ -1,4 +1,4 @@
-"""`ltoguard run [--slots N] [--memory SIZE] [--name NAME] -- CMD ARGS...`.
+"""`ltoguard run [--slots N] [--memory SIZE] [--name NAME] [--estimate SIZE] -- CMD ARGS...`.
 
 Runs any heavy command (a C++ link, wasm-opt, a test shard) under the same
 semaphore and memory admission as guarded compiles: like GNU parallel's `sem`,
