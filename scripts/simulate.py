@@ -52,13 +52,13 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ltoguard import admission
+from ltoguard.estimates import HISTORY_HEADROOM
+from ltoguard.retry import OOM_RERUN_HEADROOM, VICTIM_HEADROOM
 from ltoguard.sizes import MiB, parse_size
 
 TICK = 0.05  # seconds of simulated time per step: the head's poll interval
 WATCH = 0.25  # seconds between a running job's pause checks (pause.py's cadence)
 RECHECK = 0.5  # seconds a head reuses a "no" while the running set is unchanged
-HISTORY_HEADROOM = 1.10  # a warm build's estimate: the job's own peak + 10%
-STOP_HEADROOM = 1.10  # a stopped job waits next time for what it reached + 10%
 
 
 class TraceError(ValueError):
@@ -332,11 +332,11 @@ def simulate(
     arrivals: str = "linked",
     slot_limit: int | None = None,
     cpus: int = 2,
+    limits: admission.Limits = admission.DEFAULT,
 ) -> Result:
     """Replay ``jobs`` under a cap of ``cap`` bytes with ltoguard's admission rules."""
     base = Baseline.of(jobs)
     res = Result(cap=cap, cpu=sum(j.run_s for j in jobs))
-    margin = admission.default_margin(cap)
     index = {id(j): k for k, j in enumerate(jobs)}
     happened: dict[tuple[str, int], float] = {}  # ("fin"|"que", job index) -> when
     pending = list(jobs)
@@ -390,7 +390,7 @@ def simulate(
             running.remove(victim)
             res.kills += 1
             res.cpu_lost += victim.tau
-            _requeue(queue, victim, alone=True, estimate=int(victim.current() * 1.25))
+            _requeue(queue, victim, alone=True, estimate=int(victim.current() * OOM_RERUN_HEADROOM))
         # Each running job's watch (only while two or more run, as in pause.py).
         if t >= next_watch:
             next_watch = t + WATCH
@@ -407,6 +407,7 @@ def simulate(
                         total=cap,
                         paused=r.paused_at is not None,
                         paused_for=paused_for,
+                        limits=limits,
                     )
                     if step == admission.KILL:
                         running.remove(r)
@@ -414,7 +415,7 @@ def simulate(
                         res.cpu_lost += r.tau
                         if r.paused_at is not None:
                             res.paused_s += t - r.paused_at
-                        _requeue(queue, r, alone=False, estimate=int(r.current() * STOP_HEADROOM))
+                        _requeue(queue, r, alone=False, estimate=int(r.current() * VICTIM_HEADROOM))
                     elif step == admission.PAUSE:
                         r.paused_at = t
                         res.pauses += 1
@@ -428,20 +429,17 @@ def simulate(
         while queue:
             head = queue[0]
             held = tuple(sorted(id(r) for r in running))
-            if head.alone:
-                ok = not running
-            elif not running:
-                ok = True
-            else:
-                if last_no is not None and last_no[0] == held and t - last_no[1] < RECHECK:
-                    break
-                ok, _why = admission.admit(
-                    head_estimate=head.estimate,
-                    running=[r.running() for r in running],
-                    available=free(t),
-                    margin=margin,
-                    slot_limit=slot_limit,
-                )
+            if last_no is not None and last_no[0] == held and t - last_no[1] < RECHECK:
+                break
+            ok = admission.admit(
+                estimate=head.estimate,
+                running=[r.running() for r in running],
+                available=free(t),
+                total=cap,
+                limit=slot_limit,
+                alone=head.alone,
+                limits=limits,
+            ).ok
             if not ok:
                 last_no = (held, t)
                 if running and not head.alone:
@@ -515,9 +513,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         " long after the same event in the replay; recorded: at its recorded time",
     )
     ap.add_argument("--cpus", type=int, default=2, help="CPUs the compiles share (default 2)")
+    ap.add_argument(
+        "--margin-floors",
+        type=float,
+        default=admission.DEFAULT.margin_floors,
+        help="admission keeps this many critical floors free (default %(default)s)",
+    )
     ap.add_argument("--slots", type=int, default=None, help="LTOGUARD_SLOTS")
     ap.add_argument("--json", action="store_true", help="one JSON object per replay")
     args = ap.parse_args(argv)
+    limits = admission.Limits(margin_floors=args.margin_floors)
     rows = []
     try:
         for path in traces(args.trace):
@@ -531,6 +536,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     arrivals=args.arrivals,
                     slot_limit=args.slots,
                     cpus=args.cpus,
+                    limits=limits,
                 )
                 rows.append({"trace": path.name, "estimates": args.estimates, **res.row()})
                 if not args.json and res.refused_examples:
