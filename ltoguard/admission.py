@@ -34,7 +34,7 @@ class Limits:
     critical_floor_divisor: int = 10
     # Free memory admission keeps after all estimates, in critical floors:
     # estimates lead the peaks already, and a pair that outgrows them pauses.
-    margin_floors: int = 1
+    margin_floors: float = 1.0
     # Seconds a paused job stays paused before free memory may resume it, so it
     # does not pause and resume in turn.
     min_pause: float = 1.0
@@ -45,7 +45,7 @@ class Limits:
 
     def margin(self, total: int) -> int:
         """Free memory admission keeps after all estimates."""
-        return self.margin_floors * self.critical_floor(total)
+        return int(self.margin_floors * self.critical_floor(total))
 
 
 DEFAULT = Limits()

@@ -1,0 +1,571 @@
+#!/usr/bin/env python3
+"""Replay the LTO phase of recorded builds under another memory cap or policy.
+
+A trace is an event log of guarded jobs (ltoguard's ``events-UID.jsonl``, or an
+anonymised copy such as tests/data/traces/*.jsonl): per job its queueing time,
+how long its compile ran, its memory samples and what was free when it started.
+The replay runs the jobs again, on a simulated clock, through ltoguard's own
+decision code (``ltoguard.admission``: admission of the queue's head, and the
+pause / resume / stop step of every running job), so a policy is judged on real
+memory profiles in seconds instead of a 15-minute build per data point.
+
+The model, kept deliberately small:
+- cargo starts a binary when it gets a jobserver token: a job recorded as queued
+  just after another ended (or just after a waiting one lent its token) queues
+  that long after the same event in the replay (``--arrivals linked``); the others
+  at their recorded time. Running compiles share ``--cpus`` CPUs;
+- a running job needs its recorded run time (pauses excluded) and holds, at each
+  moment of its run, the memory its samples say (linear between samples; its
+  recorded peak at the end when the samples missed the last spike); a paused job
+  holds its memory and makes no progress;
+- what the rest of the build held (cargo, ordinary compiles, waiters, page cache
+  reclaim cannot free) is the trace's own: its cap less the budget each job saw
+  at admission, carried between admissions;
+- free memory = cap - that - what the running guarded jobs hold. Below zero the
+  kernel OOM-kills the youngest guarded job (ltoguard raises its oom_score_adj),
+  which is rerun alone; ltoguard's own stop requeues the job at the head.
+
+Reported: the LTO phase's wall time, seconds with two or more jobs running, pairs
+started, pauses, ltoguard's stops and the kernel's kills, CPU seconds lost to
+both, and every pair admission refused, with whether it would have fit (the two
+measured profiles side by side at the offset they would have had).
+
+Usage: simulate.py TRACE... [--cap SIZE[,SIZE...]] [--trace-cap SIZE]
+                   [--estimates recorded|history|peak] [--json]
+TRACE is a .jsonl file or a directory of them. Exit status 0, 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+from bisect import bisect_right
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ltoguard import admission
+from ltoguard.estimates import HISTORY_HEADROOM
+from ltoguard.retry import OOM_RERUN_HEADROOM, VICTIM_HEADROOM
+from ltoguard.sizes import MiB, parse_size
+
+TICK = 0.05  # seconds of simulated time per step: the head's poll interval
+WATCH = 0.25  # seconds between a running job's pause checks (pause.py's cadence)
+RECHECK = 0.5  # seconds a head reuses a "no" while the running set is unchanged
+
+
+class TraceError(ValueError):
+    """A trace that cannot be replayed, with the file and line that says why."""
+
+
+@dataclass
+class TraceJob:
+    """One guarded job as recorded."""
+
+    name: str
+    queued: float
+    run_s: float  # seconds its compile ran, pauses excluded
+    profile: list[tuple[float, int]]  # (seconds into the run, bytes held)
+    peak: int
+    estimate: int  # what ltoguard estimated when it queued
+    baseline: int  # bytes the rest of the build held when it was admitted (trace cap - budget)
+    admitted: float
+    finished: float = 0.0
+    # What made cargo start it (see link_arrivals): ("fin", m) another job's end gave
+    # cargo a token, ("que", m) a job that queued lent it one, or ("at", -1): on its own.
+    trigger: tuple[str, int] = ("at", -1)
+    lag: float = 0.0  # seconds from the trigger to its queueing
+
+    def memory_at(self, tau: float) -> int:
+        """Bytes held ``tau`` seconds into the run (linear between samples)."""
+        prof = self.profile
+        i = bisect_right(prof, (tau, math.inf))
+        if i == 0:
+            return prof[0][1]
+        if i >= len(prof):
+            return prof[-1][1]
+        (t0, m0), (t1, m1) = prof[i - 1], prof[i]
+        if t1 <= t0:
+            return m1
+        return int(m0 + (m1 - m0) * (tau - t0) / (t1 - t0))
+
+    def max_from(self, tau: float, length: float) -> list[tuple[float, int]]:
+        """The profile from ``tau`` on for ``length`` seconds, as (offset, bytes) points."""
+        pts = [(0.0, self.memory_at(tau))]
+        for t, m in self.profile:
+            if tau < t < tau + length:
+                pts.append((t - tau, m))
+        end = min(self.run_s, tau + length)
+        pts.append((end - tau, self.memory_at(end)))
+        return pts
+
+
+def _num(row: dict[str, Any], key: str, where: str) -> float:
+    value = row.get(key)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise TraceError(f"{where}: field {key!r} is missing or not a number")
+    return float(value)
+
+
+def job_from_event(row: dict[str, Any], trace_cap: int, where: str) -> TraceJob:
+    """A TraceJob from one event line (ltoguard's event fields)."""
+    queued = _num(row, "queued", where)
+    admitted = _num(row, "admitted", where)
+    finished = _num(row, "finished", where)
+    paused = float(row.get("paused_s") or 0.0)
+    peak = int(_num(row, "peak", where))
+    span = max(0.0, finished - admitted)
+    run_s = max(TICK, span - paused)
+    squeeze = run_s / span if span > 0 else 1.0  # pauses are taken out evenly
+    raw = row.get("samples") or []
+    prof: list[tuple[float, int]] = []
+    for s in raw:
+        if (
+            isinstance(s, list)
+            and len(s) == 2
+            and all(isinstance(v, (int, float)) for v in s)
+            and admitted <= s[0] < finished - 1e-3
+        ):
+            prof.append(((s[0] - admitted) * squeeze, int(s[1])))
+    prof.sort()
+    if not prof or prof[0][0] > 0:
+        prof.insert(0, (0.0, 0))
+    if max(m for _, m in prof) < peak:
+        # The samples missed the high-water mark; fat LTO's last spike is at the end.
+        prof.append((max(prof[-1][0], run_s * 0.98), peak))
+    prof.append((run_s, max(prof[-1][1], 0)))
+    budget = row.get("budget")
+    baseline = trace_cap - int(budget) if isinstance(budget, (int, float)) else 0
+    est = row.get("estimate")
+    return TraceJob(
+        name=str(row.get("crate") or "?"),
+        queued=queued,
+        run_s=run_s,
+        profile=prof,
+        peak=peak,
+        estimate=int(est) if isinstance(est, (int, float)) else peak,
+        baseline=max(0, baseline),
+        admitted=admitted,
+        finished=finished,
+    )
+
+
+def cap_from_name(path: Path) -> int | None:
+    """A trace named like ``...-600MiB.jsonl`` says the cap it was recorded under."""
+    m = re.search(r"(\d+(?:\.\d+)?)(MiB|GiB|M|G)\b", path.stem)
+    return parse_size(m.group(1) + m.group(2)) if m else None
+
+
+def load_trace(path: Path, trace_cap: int | None = None) -> list[TraceJob]:
+    cap = trace_cap if trace_cap is not None else cap_from_name(path)
+    if cap is None:
+        raise TraceError(f"{path}: cannot tell the cap it was recorded under; pass --trace-cap")
+    jobs = []
+    with path.open() as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise TraceError(f"{path}:{n}: not JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise TraceError(f"{path}:{n}: not a JSON object")
+            if row.get("outcome") not in (None, "ok"):
+                continue  # a failed compile says nothing about a successful one's needs
+            jobs.append(job_from_event(row, cap, f"{path}:{n}"))
+    if not jobs:
+        raise TraceError(f"{path}: no finished guarded job in it")
+    jobs.sort(key=lambda j: j.queued)
+    t0 = jobs[0].queued
+    for j in jobs:
+        j.queued -= t0
+        j.admitted -= t0
+        j.finished -= t0
+    link_arrivals(jobs)
+    return jobs
+
+
+FINISH_TRIGGER = 1.0  # a job queued this soon after another ended took its token
+LEND_TRIGGER = 6.0  # ... this soon after another queued, the token that one lent
+
+
+def link_arrivals(jobs: Sequence[TraceJob]) -> None:
+    """Tie each job's queueing to what made cargo start it, so a replay that runs jobs
+    sooner also starts the next ones sooner. cargo starts a binary when it gets a
+    jobserver token: mostly when a guarded job ends (its token comes back), else when
+    a waiting job lends its own. Each end and each lend frees one token, so each
+    triggers at most one start; the rest keep their recorded time."""
+    used: set[tuple[str, int]] = set()
+    for k, job in enumerate(jobs):
+        q = job.queued
+        ends = sorted(
+            (q - o.finished, m)
+            for m, o in enumerate(jobs)
+            if m != k and 0 <= q - o.finished < FINISH_TRIGGER and ("fin", m) not in used
+        )
+        lends = sorted(
+            (q - o.queued, m)
+            for m, o in enumerate(jobs)
+            if m < k
+            and 0 <= q - o.queued < LEND_TRIGGER
+            and o.admitted > q  # still waiting then: it had lent its token
+            and ("que", m) not in used
+        )
+        if ends:
+            job.lag, m = ends[0]
+            job.trigger = ("fin", m)
+        elif lends:
+            job.lag, m = lends[0]
+            job.trigger = ("que", m)
+        else:
+            continue
+        used.add(job.trigger)
+
+
+@dataclass
+class Baseline:
+    """What the rest of the build held, as a step function of time."""
+
+    times: list[float]
+    values: list[int]
+
+    @classmethod
+    def of(cls, jobs: Sequence[TraceJob]) -> Baseline:
+        pts = sorted((j.admitted, j.baseline) for j in jobs)
+        return cls([t for t, _ in pts], [v for _, v in pts])
+
+    def at(self, t: float) -> int:
+        i = bisect_right(self.times, t)
+        return self.values[max(0, i - 1)]
+
+
+@dataclass
+class Live:
+    """A job in the replay: waiting, running or paused."""
+
+    job: TraceJob
+    estimate: int
+    tau: float = 0.0  # seconds of its run done
+    started: float = 0.0  # simulated time of its (latest) admission
+    paused_at: float | None = None
+    alone: bool = False  # rerunning after an OOM kill: only with nothing else running
+    attempts: int = 0
+
+    def current(self) -> int:
+        return self.job.memory_at(self.tau)
+
+    def running(self) -> admission.Running:
+        return admission.Running(
+            pid=id(self),
+            estimate=self.estimate,
+            current=self.current(),
+            started=self.started,
+            paused=self.paused_at is not None,
+        )
+
+
+@dataclass
+class Result:
+    cap: int
+    wall: float = 0.0
+    overlap_s: float = 0.0  # seconds with two or more guarded jobs running
+    pairs: int = 0  # jobs started beside another
+    pauses: int = 0
+    paused_s: float = 0.0
+    stops: int = 0  # ltoguard stopped a compile and requeued it
+    kills: int = 0  # the kernel OOM-killed a compile
+    cpu_lost: float = 0.0
+    cpu: float = 0.0  # compile seconds the jobs needed
+    refused: int = 0  # distinct (head, running job) pairs admission turned away
+    refused_fit: int = 0  # ... of which the two would have fit side by side
+    refused_examples: list[str] = field(default_factory=list)
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "cap_mib": round(self.cap / MiB),
+            "wall_s": round(self.wall, 1),
+            "two_running_s": round(self.overlap_s, 1),
+            "two_running_frac": round(self.overlap_s / self.wall, 3) if self.wall else 0.0,
+            "pairs": self.pairs,
+            "pauses": self.pauses,
+            "paused_s": round(self.paused_s, 1),
+            "stops": self.stops,
+            "kills": self.kills,
+            "cpu_lost_s": round(self.cpu_lost, 1),
+            "cpu_lost_frac": round(self.cpu_lost / self.cpu, 4) if self.cpu else 0.0,
+            "refused_pairs": self.refused,
+            "refused_would_fit": self.refused_fit,
+        }
+
+
+def would_fit(head: TraceJob, others: Sequence[Live], room: int) -> bool:
+    """Would ``head``, started now beside ``others`` (from where they are), have stayed
+    within ``room`` bytes all along? Checked at every sample point of either profile."""
+    length = head.run_s
+    tracks = [head.max_from(0.0, length)] + [
+        o.job.max_from(o.tau, length) for o in others if o.paused_at is None
+    ]
+    points = sorted({t for tr in tracks for t, _ in tr})
+    mine = [head] + [o.job for o in others if o.paused_at is None]
+    starts = [0.0] + [o.tau for o in others if o.paused_at is None]
+    for t in points:
+        held = sum(j.memory_at(s + t) if s + t <= j.run_s else 0 for j, s in zip(mine, starts))
+        held += sum(o.current() for o in others if o.paused_at is not None)
+        if held > room:
+            return False
+    return True
+
+
+def simulate(
+    jobs: Sequence[TraceJob],
+    cap: int,
+    *,
+    estimates: str = "recorded",
+    arrivals: str = "linked",
+    slot_limit: int | None = None,
+    cpus: int = 2,
+    limits: admission.Limits = admission.DEFAULT,
+) -> Result:
+    """Replay ``jobs`` under a cap of ``cap`` bytes with ltoguard's admission rules."""
+    base = Baseline.of(jobs)
+    res = Result(cap=cap, cpu=sum(j.run_s for j in jobs))
+    index = {id(j): k for k, j in enumerate(jobs)}
+    happened: dict[tuple[str, int], float] = {}  # ("fin"|"que", job index) -> when
+    pending = list(jobs)
+
+    def arrival(j: TraceJob) -> float | None:
+        if arrivals == "recorded" or j.trigger[0] == "at":
+            return j.queued
+        when = happened.get(j.trigger)
+        return None if when is None else when + j.lag
+
+    queue: list[Live] = []
+    running: list[Live] = []
+    seen_refusals: set[tuple[str, str]] = set()
+    last_no: tuple[tuple[int, ...], float] | None = None
+    next_watch = 0.0
+    t = 0.0
+    done = 0
+
+    def estimate_of(j: TraceJob) -> int:
+        if estimates == "recorded":
+            return j.estimate
+        if estimates == "history":
+            return int(j.peak * HISTORY_HEADROOM)
+        return j.peak
+
+    def free(now: float) -> int:
+        return cap - base.at(now) - sum(r.current() for r in running)
+
+    while done < len(jobs):
+        due = [(a, index[id(j)], j) for j in pending if (a := arrival(j)) is not None and a <= t]
+        for _, k, j in sorted(due, key=lambda d: (d[0], d[1])):
+            pending.remove(j)
+            queue.append(Live(j, estimate=estimate_of(j)))
+            happened[("que", k)] = t
+        # Progress of the running jobs over the last tick.
+        active = sum(1 for r in running if r.paused_at is None)
+        pace = min(1.0, cpus / active) if active else 1.0  # more compiles than CPUs share them
+        for r in list(running):
+            if r.paused_at is None:
+                r.tau += TICK * pace
+            if r.tau >= r.job.run_s:
+                running.remove(r)
+                done += 1
+                res.wall = t
+                happened[("fin", index[id(r.job)])] = t
+        if len(running) >= 2:
+            res.overlap_s += TICK
+        # The kernel: nothing may hold more than the cap.
+        while running and free(t) < 0:
+            victim = max(running, key=lambda r: (r.started, id(r)))
+            running.remove(victim)
+            res.kills += 1
+            res.cpu_lost += victim.tau
+            _requeue(queue, victim, alone=True, estimate=int(victim.current() * OOM_RERUN_HEADROOM))
+        # Each running job's watch (only while two or more run, as in pause.py).
+        if t >= next_watch:
+            next_watch = t + WATCH
+            if len(running) >= 2:
+                for r in sorted(running, key=lambda r: (r.started, id(r)), reverse=True):
+                    if r not in running:
+                        continue
+                    others = [o.running() for o in running if o is not r]
+                    paused_for = 0.0 if r.paused_at is None else t - r.paused_at
+                    step = admission.pause_step(
+                        me=r.running(),
+                        others=others,
+                        available=free(t),
+                        total=cap,
+                        paused=r.paused_at is not None,
+                        paused_for=paused_for,
+                        limits=limits,
+                    )
+                    if step == admission.KILL:
+                        running.remove(r)
+                        res.stops += 1
+                        res.cpu_lost += r.tau
+                        if r.paused_at is not None:
+                            res.paused_s += t - r.paused_at
+                        _requeue(queue, r, alone=False, estimate=int(r.current() * VICTIM_HEADROOM))
+                    elif step == admission.PAUSE:
+                        r.paused_at = t
+                        res.pauses += 1
+                    elif step == admission.RESUME and r.paused_at is not None:
+                        res.paused_s += t - r.paused_at
+                        r.paused_at = None
+            elif running and running[0].paused_at is not None:
+                res.paused_s += t - running[0].paused_at  # the oldest never stays paused
+                running[0].paused_at = None
+        # Admission of the queue's head, as often as ltoguard's head decides.
+        while queue:
+            head = queue[0]
+            held = tuple(sorted(id(r) for r in running))
+            if last_no is not None and last_no[0] == held and t - last_no[1] < RECHECK:
+                break
+            ok = admission.admit(
+                estimate=head.estimate,
+                running=[r.running() for r in running],
+                available=free(t),
+                total=cap,
+                limit=slot_limit,
+                alone=head.alone,
+                limits=limits,
+            ).ok
+            if not ok:
+                last_no = (held, t)
+                if running and not head.alone:
+                    key = (head.job.name, ",".join(sorted(r.job.name for r in running)))
+                    if key not in seen_refusals:
+                        seen_refusals.add(key)
+                        res.refused += 1
+                        room = cap - base.at(t)
+                        if would_fit(head.job, running, room):
+                            res.refused_fit += 1
+                            if len(res.refused_examples) < 5:
+                                res.refused_examples.append(
+                                    f"{head.job.name} beside {key[1]} at {t:.1f}s"
+                                )
+                break
+            queue.pop(0)
+            last_no = None
+            if running:
+                res.pairs += 1
+            head.started, head.tau, head.paused_at = t, 0.0, None
+            head.attempts += 1
+            running.append(head)
+        t += TICK
+        if t > 1e6:
+            raise RuntimeError("replay did not end")
+    return res
+
+
+def _requeue(queue: list[Live], job: Live, *, alone: bool, estimate: int) -> None:
+    job.alone = job.alone or alone
+    job.estimate = max(job.estimate, estimate)
+    job.tau, job.paused_at = 0.0, None
+    queue.insert(0, job)
+
+
+def _caps(text: str) -> list[int]:
+    try:
+        return [parse_size(p.strip()) for p in text.split(",") if p.strip()]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def traces(paths: Sequence[str]) -> list[Path]:
+    out: list[Path] = []
+    for p in map(Path, paths):
+        out.extend(sorted(p.glob("*.jsonl")) if p.is_dir() else [p])
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="simulate.py", description=__doc__.split("\n\n")[0] if __doc__ else None
+    )
+    ap.add_argument("trace", nargs="+", help="event log(s) (.jsonl) or directories of them")
+    ap.add_argument(
+        "--cap", type=_caps, help="cap(s) to replay under, e.g. 600M,800M (default: the trace's)"
+    )
+    ap.add_argument("--trace-cap", type=_caps, help="the cap the trace was recorded under")
+    ap.add_argument(
+        "--estimates",
+        choices=("recorded", "history", "peak"),
+        default="recorded",
+        help="recorded: what ltoguard estimated then (a cold build); history: each job's"
+        " own peak + 10%% (a warm build); peak: exactly its peak",
+    )
+    ap.add_argument(
+        "--arrivals",
+        choices=("linked", "recorded"),
+        default="linked",
+        help="linked: a job cargo started when another ended (or lent its token) starts that"
+        " long after the same event in the replay; recorded: at its recorded time",
+    )
+    ap.add_argument("--cpus", type=int, default=2, help="CPUs the compiles share (default 2)")
+    ap.add_argument(
+        "--margin-floors",
+        type=float,
+        default=admission.DEFAULT.margin_floors,
+        help="admission keeps this many critical floors free (default %(default)s)",
+    )
+    ap.add_argument("--slots", type=int, default=None, help="LTOGUARD_SLOTS")
+    ap.add_argument("--json", action="store_true", help="one JSON object per replay")
+    args = ap.parse_args(argv)
+    limits = admission.Limits(margin_floors=args.margin_floors)
+    rows = []
+    try:
+        for path in traces(args.trace):
+            jobs = load_trace(path, args.trace_cap[0] if args.trace_cap else None)
+            caps = args.cap or [args.trace_cap[0] if args.trace_cap else cap_from_name(path)]
+            for cap in caps:
+                res = simulate(
+                    jobs,
+                    cap,
+                    estimates=args.estimates,
+                    arrivals=args.arrivals,
+                    slot_limit=args.slots,
+                    cpus=args.cpus,
+                    limits=limits,
+                )
+                rows.append({"trace": path.name, "estimates": args.estimates, **res.row()})
+                if not args.json and res.refused_examples:
+                    rows[-1]["examples"] = res.refused_examples
+    except (OSError, TraceError) as exc:
+        print(f"simulate.py: error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        for r in rows:
+            print(json.dumps(r))
+        return 0
+    cols = [
+        "trace",
+        "cap_mib",
+        "wall_s",
+        "two_running_frac",
+        "pairs",
+        "pauses",
+        "stops",
+        "kills",
+        "cpu_lost_frac",
+        "refused_pairs",
+        "refused_would_fit",
+    ]
+    print("  ".join(cols))
+    for r in rows:
+        print("  ".join(str(r[c]) for c in cols))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

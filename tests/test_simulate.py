@@ -1,0 +1,154 @@
+"""scripts/simulate.py: replaying recorded LTO phases through ltoguard's own rules."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ltoguard.sizes import MiB
+from scripts import simulate
+
+TRACES = Path(__file__).resolve().parent / "data" / "traces"
+REAL = TRACES / "real-100-bins-600MiB.jsonl"
+
+
+def event(name: str, queued: float, run: float, peak_mib: int, **extra: Any) -> dict[str, Any]:
+    """A job that ran ``run`` seconds from ``queued``, growing to its peak within 1 s and
+    holding it, recorded under a 1000 MiB cap with 100 MiB held by the rest."""
+    peak = peak_mib * MiB
+    row: dict[str, Any] = {
+        "crate": name,
+        "queued": queued,
+        "admitted": queued,
+        "finished": queued + run,
+        "peak": peak,
+        "estimate": int(peak * 1.1),
+        "budget": 900 * MiB,
+        "samples": [[queued, 0], [queued + 1.0, peak], [queued + run - 0.1, peak]],
+        "outcome": "ok",
+    }
+    row.update(extra)
+    return row
+
+
+def write(tmp_path: Path, rows: list[dict[str, Any]], name: str = "t-1000MiB.jsonl") -> Path:
+    path = tmp_path / name
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def replay(tmp_path: Path, rows: list[dict[str, Any]], cap_mib: int, **kw: Any) -> simulate.Result:
+    jobs = simulate.load_trace(write(tmp_path, rows))
+    return simulate.simulate(jobs, cap_mib * MiB, **kw)
+
+
+def test_two_jobs_that_fit_run_as_a_pair(tmp_path: Path) -> None:
+    res = replay(tmp_path, [event("a", 0, 10, 200), event("b", 0, 10, 200)], 1000)
+    assert res.pairs == 1
+    assert res.wall == pytest.approx(10, abs=0.3)
+    assert res.overlap_s > 9
+    assert (res.kills, res.stops, res.refused) == (0, 0, 0)
+
+
+def test_two_jobs_that_do_not_fit_run_one_after_the_other(tmp_path: Path) -> None:
+    res = replay(tmp_path, [event("a", 0, 10, 300), event("b", 0, 10, 300)], 550)
+    assert res.pairs == 0
+    assert res.wall == pytest.approx(20, abs=0.5)
+    assert res.refused == 1 and res.refused_fit == 0
+    assert res.kills == 0
+
+
+def test_a_refused_pair_that_would_have_fit_is_counted(tmp_path: Path) -> None:
+    # 2 x 200 MiB in 500 MiB of room fits, but estimates padded to 440 MiB each do not.
+    rows = [event("a", 0, 10, 200, estimate=440 * MiB), event("b", 0, 10, 200, estimate=440 * MiB)]
+    res = replay(tmp_path, rows, 600)
+    assert res.pairs == 0
+    assert (res.refused, res.refused_fit) == (1, 1)
+    # The same trace with exact estimates pairs them.
+    rows = [event("a", 0, 10, 200), event("b", 0, 10, 200)]
+    assert replay(tmp_path, rows, 600, estimates="peak").pairs == 1
+
+
+def test_an_underestimated_pair_pauses_or_stops_and_is_never_oom_killed(tmp_path: Path) -> None:
+    # Both estimated at 100 MiB, each grows to 300 MiB within its first second; 500 MiB of room.
+    rows = [event(n, 0, 10, 300, estimate=100 * MiB) for n in ("a", "b")]
+    res = replay(tmp_path, rows, 600)
+    assert res.pairs == 1
+    assert res.pauses + res.stops >= 1
+    assert res.kills == 0
+    assert res.wall > 15  # they ended up one after the other
+
+
+def test_arrivals_are_kept(tmp_path: Path) -> None:
+    res = replay(tmp_path, [event("a", 0, 5, 100), event("b", 20, 5, 100)], 1000)
+    assert res.pairs == 0 and res.refused == 0
+    assert res.wall == pytest.approx(25, abs=0.3)
+
+
+def test_load_trace_takes_the_cap_from_the_name_and_the_peak_from_the_event(tmp_path: Path) -> None:
+    row = event("a", 5, 10, 200)
+    row["peak"] = 260 * MiB  # the samples missed the last spike
+    row["samples"].append([16.0, 0])  # after it finished: dropped
+    jobs = simulate.load_trace(write(tmp_path, [row]))
+    (job,) = jobs
+    assert job.queued == 0 and job.admitted == 0  # times start at the first queueing
+    assert job.baseline == 100 * MiB
+    assert max(m for _, m in job.profile) == 260 * MiB
+    assert job.memory_at(0.5) == pytest.approx(100 * MiB, rel=0.01)
+
+
+def test_bad_traces_name_the_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "t-1000MiB.jsonl"
+    path.write_text(json.dumps(event("a", 0, 1, 10)) + "\n{not json\n")
+    with pytest.raises(simulate.TraceError, match=r"t-1000MiB.jsonl:2: not JSON"):
+        simulate.load_trace(path)
+    path.write_text(json.dumps({"crate": "a", "queued": 0}) + "\n")
+    with pytest.raises(simulate.TraceError, match=r":1: field 'admitted' is missing"):
+        simulate.load_trace(path)
+    nocap = tmp_path / "t.jsonl"
+    nocap.write_text(json.dumps(event("a", 0, 1, 10)) + "\n")
+    with pytest.raises(simulate.TraceError, match="--trace-cap"):
+        simulate.load_trace(nocap)
+    assert simulate.main([str(nocap)]) == 2
+
+
+def test_the_real_trace_replays_as_it_ran() -> None:
+    """Replayed with the estimates it had, at its own cap, the recorded build comes back:
+    its LTO phase (791 s) within 10%, no pair, no kill."""
+    jobs = simulate.load_trace(REAL)
+    assert len(jobs) == 100
+    res = simulate.simulate(jobs, 600 * MiB)
+    assert res.wall == pytest.approx(791.2, rel=0.10)
+    assert res.pairs == 0 and res.kills == 0
+    # Most of the pairs it refused would have fit: the finding a better policy must use.
+    assert res.refused_fit > res.refused / 2
+
+
+def test_cli_prints_one_row_per_cap(capsys: pytest.CaptureFixture[str]) -> None:
+    assert simulate.main([str(TRACES), "--cap", "600M,900M", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["cap_mib"] for r in rows] == [600, 900]
+    assert rows[1]["pairs"] > rows[0]["pairs"]
+
+
+def test_a_job_cargo_started_when_another_ended_starts_when_it_ends_in_the_replay(
+    tmp_path: Path,
+) -> None:
+    # Recorded one at a time: b queued 0.1 s after a ended. Replayed with room for two,
+    # a and c pair up, so b's trigger (a's end) comes sooner and b with it.
+    rows = [event("a", 0, 10, 200), event("c", 0.05, 10, 200), event("b", 10.1, 10, 200)]
+    rows[1]["admitted"] = 10.0  # c waited behind a in the recording
+    rows[1]["finished"] = 20.0
+    rows[1]["samples"] = [[10.0, 0], [11.0, 200 * MiB], [19.9, 200 * MiB]]
+    jobs = simulate.load_trace(write(tmp_path, rows))
+    assert [(j.name, j.trigger[0]) for j in jobs] == [("a", "at"), ("c", "at"), ("b", "fin")]
+    linked = simulate.simulate(jobs, 1000 * MiB)
+    recorded = simulate.simulate(jobs, 1000 * MiB, arrivals="recorded")
+    assert linked.wall == pytest.approx(20.1, abs=0.3)  # a+c together, then b
+    assert recorded.wall == pytest.approx(20.1, abs=0.3)
+    # With only one CPU the pair shares it: no faster than one after the other.
+    one_cpu = simulate.simulate(jobs, 1000 * MiB, cpus=1)
+    assert one_cpu.wall > 29
