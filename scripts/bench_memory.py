@@ -83,7 +83,7 @@ from typing import Any
 CHECKOUT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(CHECKOUT))
 
-from tests.cgroups import MemoryCgroup  # noqa: E402
+from scripts.cgroups import MemoryCgroup  # noqa: E402
 
 MiB = 1 << 20
 ROWS = ("plain", "j1", "flock", "slots1", "auto-cold", "auto-warm")

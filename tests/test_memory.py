@@ -24,7 +24,7 @@ from ltoguard.cgroups import (
 from ltoguard.memory import HostMemory, available_memory
 from ltoguard.proctree import PeakSampler, descendants, start_time, tree_rss
 from ltoguard.sizes import GiB, KiB, MiB, TiB, format_size, parse_size
-from tests.cgroups import MemoryCgroup, oom_kills_in, own_v1_memory_dir
+from scripts.cgroups import MemoryCgroup, oom_kills_in, own_v1_memory_dir
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = HostMemory(available=20 * GiB, total=24 * GiB)
