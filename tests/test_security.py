@@ -2,7 +2,7 @@
 symlinks planted in it, records as hostile data, and sharing it between users.
 
 Real ltoguard processes (the CLI, so exit codes and messages are what users see)
-in front of the fake rustc of tests/procs.py. Each test names its protection.
+in front of the fake rustc of scripts/fakerustc.py. Each test names its protection.
 """
 
 from __future__ import annotations
