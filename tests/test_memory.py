@@ -438,34 +438,36 @@ def test_tree_rss_of_gone_process_is_zero() -> None:
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("children_files", [True, False], ids=["proc", "psutil"], indirect=True)
-def test_tree_rss_counts_descendants(children_files: bool, procs: Procs) -> None:
+def test_tree_rss_counts_descendants(children_files: bool) -> None:
     own = tree_rss(os.getpid())
     assert own > 10 * MiB
-    child = procs.start(
-        [sys.executable, "-c", ALLOC, str(150 * MiB), "0", "30"], text=True, stderr=None
-    )
-    assert child.stdout is not None
-    assert child.stdout.readline() == "allocated\n"
-    total = tree_rss(os.getpid())
-    assert total >= own + 150 * MiB
+    with Procs() as procs:
+        child = procs.start(
+            [sys.executable, "-c", ALLOC, str(150 * MiB), "0", "30"], text=True, stderr=None
+        )
+        assert child.stdout is not None
+        assert child.stdout.readline() == "allocated\n"
+        total = tree_rss(os.getpid())
+        assert total >= own + 150 * MiB
 
 
 @pytest.mark.timeout(60)
 @pytest.mark.slow
 @pytest.mark.parametrize("children_files", [True, False], ids=["proc", "psutil"], indirect=True)
-def test_peak_sampler_catches_a_real_allocation(children_files: bool, procs: Procs) -> None:
-    child = procs.start(
-        [sys.executable, "-c", ALLOC, str(200 * MiB), "0.3", "0.5"], stdout=None, stderr=None
-    )
-    sampler = PeakSampler(child.pid, interval=0.05).start()
-    assert sampler.sampling
-    child.wait()
-    # Once the child is gone the thread ends by itself, before anyone stops it.
-    deadline = time.monotonic() + 10
-    while sampler.sampling and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert not sampler.sampling
-    peak = sampler.stop()
+def test_peak_sampler_catches_a_real_allocation(children_files: bool) -> None:
+    with Procs() as procs:
+        child = procs.start(
+            [sys.executable, "-c", ALLOC, str(200 * MiB), "0.3", "0.5"], stdout=None, stderr=None
+        )
+        sampler = PeakSampler(child.pid, interval=0.05).start()
+        assert sampler.sampling
+        child.wait()
+        # Once the child is gone the thread ends by itself, before anyone stops it.
+        deadline = time.monotonic() + 10
+        while sampler.sampling and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not sampler.sampling
+        peak = sampler.stop()
     assert 200 * MiB <= peak <= 300 * MiB, format_size(peak)
     assert sampler.samples >= 3
 
@@ -489,19 +491,20 @@ GRANDCHILD = (
 
 
 @pytest.mark.timeout(60)
-def test_descendants_lists_the_tree_as_psutil_does(procs: Procs) -> None:
+def test_descendants_lists_the_tree_as_psutil_does() -> None:
     import psutil
 
-    child = procs.start([sys.executable, "-c", GRANDCHILD], text=True, stderr=None)
-    assert child.stdout is not None
-    grandchild = int(child.stdout.readline())
-    if not proctree.has_children_files():
-        pytest.skip("this kernel has no /proc/PID/task/TID/children")
-    mine = descendants(os.getpid())
-    assert child.pid in mine and grandchild in mine
-    theirs = {c.pid for c in psutil.Process().children(recursive=True)}
-    assert set(mine) == theirs
-    assert descendants(child.pid) == [grandchild]
+    with Procs() as procs:
+        child = procs.start([sys.executable, "-c", GRANDCHILD], text=True, stderr=None)
+        assert child.stdout is not None
+        grandchild = int(child.stdout.readline())
+        if not proctree.has_children_files():
+            pytest.skip("this kernel has no /proc/PID/task/TID/children")
+        mine = descendants(os.getpid())
+        assert child.pid in mine and grandchild in mine
+        theirs = {c.pid for c in psutil.Process().children(recursive=True)}
+        assert set(mine) == theirs
+        assert descendants(child.pid) == [grandchild]
 
 
 def test_start_time_is_the_kernels_even_for_an_awkward_name() -> None:
@@ -524,7 +527,7 @@ def test_start_time_is_the_kernels_even_for_an_awkward_name() -> None:
 
 
 def test_sampler_stops_once_the_pid_names_another_process(
-    monkeypatch: pytest.MonkeyPatch, procs: Procs
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     if not proctree.has_children_files():
         pytest.skip("this kernel has no /proc/PID/task/TID/children")
@@ -540,14 +543,17 @@ def test_sampler_stops_once_the_pid_names_another_process(
         return found if calls <= 4 or found is None else found + 1
 
     monkeypatch.setattr(proctree, "start_time", reused_after_three)
-    child = procs.start([sys.executable, "-c", "import time; time.sleep(30)"])
-    sampler = PeakSampler(child.pid, interval=0.02).start()
-    deadline = time.monotonic() + 10
-    while sampler.sampling and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert not sampler.sampling  # ended by itself, the process still running
-    assert child.poll() is None
-    assert sampler.samples == 3
+    with Procs() as procs:
+        child = procs.start(
+            [sys.executable, "-c", "import time; time.sleep(30)"], stdout=None, stderr=None
+        )
+        sampler = PeakSampler(child.pid, interval=0.02).start()
+        deadline = time.monotonic() + 10
+        while sampler.sampling and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not sampler.sampling  # ended by itself, the process still running
+        assert child.poll() is None
+        assert sampler.samples == 3
 
 
 def test_peak_sampler_on_linux_never_imports_psutil() -> None:
@@ -569,16 +575,17 @@ def test_peak_sampler_on_linux_never_imports_psutil() -> None:
 @pytest.mark.timeout(60)
 @pytest.mark.slow
 @pytest.mark.parametrize("children_files", [True, False], ids=["proc", "psutil"], indirect=True)
-def test_peak_sampler_sums_grandchildren(children_files: bool, procs: Procs) -> None:
+def test_peak_sampler_sums_grandchildren(children_files: bool) -> None:
     # A small parent whose grandchild allocates, like rustc spawning cc/ld.
     parent = (
         "import subprocess, sys; "
         f"subprocess.run([sys.executable, '-c', {ALLOC!r}, str({160 * MiB}), '0', '1.0'])"
     )
-    child = procs.start([sys.executable, "-c", parent], stdout=None, stderr=None)
-    sampler = PeakSampler(child.pid, interval=0.05, rescan=0.2).start()
-    child.wait()
-    sampler.stop()
+    with Procs() as procs:
+        child = procs.start([sys.executable, "-c", parent], stdout=None, stderr=None)
+        sampler = PeakSampler(child.pid, interval=0.05, rescan=0.2).start()
+        child.wait()
+        sampler.stop()
     assert sampler.peak >= 160 * MiB, format_size(sampler.peak)
     assert sampler.peak <= 300 * MiB, format_size(sampler.peak)
 
@@ -586,12 +593,15 @@ def test_peak_sampler_sums_grandchildren(children_files: bool, procs: Procs) -> 
 @pytest.mark.timeout(60)
 @pytest.mark.slow
 @pytest.mark.parametrize("children_files", [True, False], ids=["proc", "psutil"], indirect=True)
-def test_peak_sampler_cpu_cost_is_small(children_files: bool, procs: Procs) -> None:
-    child = procs.start([sys.executable, "-c", "import time; time.sleep(3)"])
-    start_cpu = time.process_time()
-    with PeakSampler(child.pid, interval=0.1) as sampler:
-        time.sleep(2)
-    used = time.process_time() - start_cpu
+def test_peak_sampler_cpu_cost_is_small(children_files: bool) -> None:
+    with Procs() as procs:
+        child = procs.start(
+            [sys.executable, "-c", "import time; time.sleep(3)"], stdout=None, stderr=None
+        )
+        start_cpu = time.process_time()
+        with PeakSampler(child.pid, interval=0.1) as sampler:
+            time.sleep(2)
+        used = time.process_time() - start_cpu
     assert sampler.samples >= 10
     # Generous bound: the measured cost is ~0.1% of a core at 10 samples/s.
     assert used < 0.2, used
