@@ -30,7 +30,7 @@ class Procs:
     group. `cleanup` (the `procs` fixture's teardown; also `with Procs() as procs:`)
     SIGKILLs every group and any live descendant that left it, waits for every
     process and closes our ends of its pipes: no test leaves a process or an fd behind.
-    stdout and stderr are pipes unless the caller says otherwise.
+    stdout and stderr are pipes, and env is ours, unless the caller says otherwise.
     """
 
     def __init__(self) -> None:

@@ -1,7 +1,7 @@
-"""Helpers for tests that run real processes, in one place: what tests and
-scripts share is in scripts/ (the fake rustc and `clean_env` in scripts/fakerustc.py,
-the reaper `Procs`, `Holder` and the waits in scripts/processes.py) and is imported
-from here; the probes only tests use follow.
+"""Helpers for tests that run real processes, imported from here. What scripts/ uses
+too lives there (scripts/ never imports tests/) and is re-exported: the fake rustc,
+`clean_env`, `starts` and `counter_max` (scripts/fakerustc.py); `Procs` (the one
+reaper), `Holder` and the waits (scripts/processes.py). The probes below are the tests' own.
 """
 
 from __future__ import annotations
