@@ -1,2 +1,3 @@
-"""A package only so that scripts can share scripts/checkout_venv.py (a regular
-package, so no other top-level `scripts` on the path can shadow it)."""
+"""A package, so that scripts share modules (checkout_venv, fakerustc, processes,
+cgroups) and the tests import them as `scripts.NAME`; a regular package, so no other
+top-level `scripts` on the path can shadow it. Nothing here imports tests/."""

@@ -10,7 +10,7 @@ Five jobs under `make -j2` (two tokens: one implicit, one in the pipe):
 If the waiting head keeps its token, the ordinary jobs queue behind it: about
 6 s. If it lends its token while it waits, they run while the holder does and
 the build takes about the holder plus the waiter: ~4.5 s. The fake compiler is
-tests/procs.py's; nothing here is compiled.
+scripts/fakerustc.py's; nothing here is compiled.
 
 Usage: bench_make_lending.py [--repeat N] [--checkout DIR] [--vs DIR]
   --checkout DIR   the ltoguard checkout to time (default: this one)
@@ -38,7 +38,7 @@ from scripts.checkout_venv import use_checkout_venv  # noqa: E402
 
 use_checkout_venv()
 
-from tests.procs import clean_env, make_fake_rustc  # noqa: E402
+from scripts.fakerustc import clean_env, make_fake_rustc  # noqa: E402
 
 HOLDER_S, WAITER_S, ORDINARY_S = 4.0, 0.5, 1.0
 LTO = "--crate-type bin --emit=dep-info,link -C opt-level=3 -C lto=fat"

@@ -65,7 +65,7 @@ Exit status: 0 after printing the table (targets missed are marked, not fatal);
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
 import json
 import os
 import shutil
@@ -83,7 +83,7 @@ from typing import Any
 CHECKOUT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(CHECKOUT))
 
-from tests.cgroups import MemoryCgroup  # noqa: E402
+from scripts.cgroups import MemoryCgroup  # noqa: E402
 
 MiB = 1 << 20
 ROWS = ("plain", "j1", "flock", "slots1", "auto-cold", "auto-warm")
@@ -115,13 +115,8 @@ MANY_LARGE_EVERY = 10  # and every 10th over all 19
 
 
 def load_script(name: str) -> ModuleType:
-    path = CHECKOUT / "scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"_{name}", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    """scripts/NAME.py, imported only by the runs that generate with it."""
+    return importlib.import_module(f"scripts.{name}")
 
 
 def load_gen_workspace() -> ModuleType:

@@ -28,15 +28,8 @@ from scripts.checkout_venv import use_checkout_venv  # noqa: E402
 
 use_checkout_venv()
 
-from tests.procs import (  # noqa: E402
-    Procs,
-    clean_env,
-    cpu_fraction,
-    ltoguard_cmd,
-    make_fake_rustc,
-    read_log,
-    wait_for,
-)
+from scripts.fakerustc import clean_env, ltoguard_cmd, make_fake_rustc  # noqa: E402
+from scripts.processes import Procs, cpu_fraction  # noqa: E402
 
 
 def one(seconds: float) -> float:
@@ -45,26 +38,21 @@ def one(seconds: float) -> float:
         rustc = make_fake_rustc(tmp)
         env = clean_env(tmp, tmp / "state", LTOGUARD_MEMORY="200M")
         env.pop("LTOGUARD_SLOTS", None)  # auto: memory decides
-        release = tmp / "release"
-        procs = Procs()
-        try:
-            procs.start(ltoguard_cmd(rustc, "holder"), dict(env, FAKE_UNTIL=str(release)))
-            log = tmp / "log.jsonl"
-            if not wait_for(lambda: any(e["what"] == "start" for e in read_log(log)), timeout=30):
-                raise SystemExit("the holder never started")
+        with Procs() as procs:
+            try:
+                holder = procs.holder(rustc, env, timeout=30)
+            except AssertionError as e:
+                raise SystemExit(f"the holder never started: {e}") from None
             waiter = procs.start(ltoguard_cmd(rustc, "waiter"), env)
             assert waiter.stderr is not None
             line = waiter.stderr.readline().decode()
             if "waits" not in line:
                 raise SystemExit(f"the waiter did not wait: {line!r}")
             used = cpu_fraction(waiter.pid, seconds)
-            release.touch()
+            holder.release()
             if waiter.wait(timeout=60) != 0:
                 raise SystemExit("the waiter failed")
             return used
-        finally:
-            release.touch()
-            procs.cleanup()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,7 +6,7 @@ directory, with one random LTOGUARD_SLOTS=N (1..4) for the whole round and a ran
 duration per compile. It checks and reports:
 
 - the most compiles running at once, counted by the fake compilers themselves
-  (an flock'd list of live pids, tests/procs.py): never more than N;
+  (an flock'd list of live pids, scripts/fakerustc.py): never more than N;
 - every invocation finished within a bound (no deadlock) with the exit status its
   compiler chose (some exit 3 on purpose), or was one this script SIGKILLed;
 - admission latency: from a compile's end to the next compile's start, taken
@@ -46,14 +46,8 @@ from scripts.checkout_venv import use_checkout_venv  # noqa: E402
 
 use_checkout_venv()
 
-from tests.procs import (  # noqa: E402
-    Procs,
-    clean_env,
-    cpu_seconds,
-    ltoguard_cmd,
-    make_fake_rustc,
-    read_log,
-)
+from scripts.fakerustc import clean_env, ltoguard_cmd, make_fake_rustc, read_log  # noqa: E402
+from scripts.processes import Procs, cpu_seconds  # noqa: E402
 
 ALLOWED_PREFIXES = ("mutex.lock", "slot-", "memory-history-", "events-")
 POLL = 0.1  # seconds between the monitor's looks at tickets and CPU times

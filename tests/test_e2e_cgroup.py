@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from tests.cgroups import MemoryCgroup
+from scripts.cgroups import MemoryCgroup
 from tests.conftest import HAVE_CARGO, cargo_env
 from tests.procs import Procs, clean_env
 

@@ -11,11 +11,12 @@ import time
 import pytest
 
 from ltoguard import process
+from tests.procs import Procs
 
 
-def child(seconds: float, code: int = 0) -> subprocess.Popen[bytes]:
+def child(procs: Procs, seconds: float, code: int = 0) -> subprocess.Popen[bytes]:
     script = f"import sys, time; time.sleep({seconds}); sys.exit({code})"
-    return subprocess.Popen([sys.executable, "-c", script])
+    return procs.start([sys.executable, "-c", script], stdout=None, stderr=None)
 
 
 @pytest.fixture(params=["pidfd", "polling"])
@@ -29,8 +30,8 @@ def how(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     return str(request.param)
 
 
-def test_times_out_while_running_then_returns_the_exit_code(how: str) -> None:
-    p = child(0.8, code=3)
+def test_times_out_while_running_then_returns_the_exit_code(how: str, procs: Procs) -> None:
+    p = child(procs, 0.8, code=3)
     waiter = process.ExitWait(p)
     try:
         assert (waiter.fd is not None) == (how == "pidfd")
@@ -43,13 +44,11 @@ def test_times_out_while_running_then_returns_the_exit_code(how: str) -> None:
         assert code == 3 and p.returncode == 3  # reaped
     finally:
         waiter.close()
-        p.kill()
-        p.wait()
     assert waiter.fd is None
 
 
-def test_an_exit_ends_the_wait_at_once_not_at_the_timeout(how: str) -> None:
-    p = child(0.3)
+def test_an_exit_ends_the_wait_at_once_not_at_the_timeout(how: str, procs: Procs) -> None:
+    p = child(procs, 0.3)
     waiter = process.ExitWait(p)
     try:
         t = time.monotonic()
@@ -59,8 +58,8 @@ def test_an_exit_ends_the_wait_at_once_not_at_the_timeout(how: str) -> None:
         waiter.close()
 
 
-def test_a_killed_child_reports_its_signal(how: str) -> None:
-    p = child(30)
+def test_a_killed_child_reports_its_signal(how: str, procs: Procs) -> None:
+    p = child(procs, 30)
     waiter = process.ExitWait(p)
     try:
         os.kill(p.pid, signal.SIGKILL)
@@ -69,8 +68,8 @@ def test_a_killed_child_reports_its_signal(how: str) -> None:
         waiter.close()
 
 
-def test_a_stopped_child_is_not_an_exit(how: str) -> None:
-    p = child(30)
+def test_a_stopped_child_is_not_an_exit(how: str, procs: Procs) -> None:
+    p = child(procs, 30)
     waiter = process.ExitWait(p)
     try:
         os.kill(p.pid, signal.SIGSTOP)
@@ -80,5 +79,3 @@ def test_a_stopped_child_is_not_an_exit(how: str) -> None:
         assert waiter.wait(20) == -signal.SIGTERM
     finally:
         waiter.close()
-        p.kill()
-        p.wait()

@@ -22,6 +22,7 @@ import pytest
 
 from ltoguard.jobserver import Jobserver, Lease
 from ltoguard.makeflags import parse_makeflags
+from tests.procs import Procs
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data" / "jobserver"
@@ -58,18 +59,6 @@ def env_for(auth: str, var: str = "CARGO_MAKEFLAGS") -> dict[str, str]:
     env[var] = f"-j --jobserver-fds={auth} --jobserver-auth={auth}"
     env["PYTHONPATH"] = str(ROOT)
     return env
-
-
-@contextlib.contextmanager
-def spawn(args: list[str], **kwargs: object) -> Iterator[subprocess.Popen[str]]:
-    """Popen that never leaves its process behind."""
-    proc: subprocess.Popen[str] = subprocess.Popen(args, text=True, **kwargs)  # type: ignore[call-overload]
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
 
 
 def js_from(auth: str) -> Jobserver | None:
@@ -381,7 +370,7 @@ def test_child_keeps_jobserver_only_with_pass_fds() -> None:
 
 @pytest.mark.timeout(60)
 @pytest.mark.slow
-def test_reclaim_never_blocks_under_contention() -> None:
+def test_reclaim_never_blocks_under_contention(procs: Procs) -> None:
     """Many processes lending and taking back on one blocking read end, with the
     non-blocking reclaim a queued head uses: one losing a race for a byte must not
     block in read, and the pool ends as it began."""
@@ -398,12 +387,14 @@ def test_reclaim_never_blocks_under_contention() -> None:
     )
     with jobserver_pipe(1) as (r, w):
         env = env_for(f"{r},{w}")
-        with contextlib.ExitStack() as stack:
-            procs = [
-                stack.enter_context(spawn([sys.executable, "-c", script], env=env, pass_fds=(r, w)))
-                for _ in range(6)
-            ]
-            assert [p.wait(timeout=40) for p in procs] == [0] * 6
+        # No pipes: a failing child's traceback shows in the test's output.
+        ps = [
+            procs.start(
+                [sys.executable, "-c", script], env, pass_fds=(r, w), stdout=None, stderr=None
+            )
+            for _ in range(6)
+        ]
+        assert [p.wait(timeout=40) for p in ps] == [0] * 6
         assert tokens(r) == 1
         assert os.get_blocking(r)
 
@@ -452,7 +443,7 @@ def test_make_counter_sees_a_leak(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_balanced_on_a_fifo_jobserver(tmp_path: Path) -> None:
+def test_balanced_on_a_fifo_jobserver(tmp_path: Path, procs: Procs) -> None:
     path = tmp_path / "fifo"
     os.mkfifo(path)
     holder = os.open(path, os.O_RDWR)
@@ -460,12 +451,9 @@ def test_balanced_on_a_fifo_jobserver(tmp_path: Path) -> None:
         os.write(holder, b"+++")
         env = env_for("", "MAKEFLAGS")
         env["MAKEFLAGS"] = f" -j4 --jobserver-auth=fifo:{path}"
-        with contextlib.ExitStack() as stack:
-            procs = [
-                stack.enter_context(spawn([sys.executable, AGENT, "lend", "4", "0.02"], env=env))
-                for _ in range(4)
-            ]
-            assert [p.wait(timeout=50) for p in procs] == [0] * 4
+        agent = [sys.executable, AGENT, "lend", "4", "0.02"]
+        ps = [procs.start(agent, env, stdout=None, stderr=None) for _ in range(4)]
+        assert [p.wait(timeout=50) for p in ps] == [0] * 4
         assert tokens(holder) == 3
     finally:
         os.close(holder)
@@ -519,51 +507,49 @@ def test_balanced_under_cargo(tmp_path: Path) -> None:
         ("flag", signal.SIGINT, 0),
     ],
 )
-def test_interrupted_lender_gives_the_token_back(mode: str, signum: int, code: int) -> None:
+def test_interrupted_lender_gives_the_token_back(
+    procs: Procs, mode: str, signum: int, code: int
+) -> None:
     with jobserver_pipe(2) as (r, w):
         env = env_for(f"{r},{w}")
         cmd = [sys.executable, AGENT, "wait", mode, "20"]
-        with spawn(
-            cmd, env=env, pass_fds=(r, w), stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        ) as proc:
-            assert proc.stdout is not None and proc.stdout.readline() == "lent\n"
-            assert tokens(r) == 3
-            proc.send_signal(signum)
-            assert proc.wait(timeout=30) == code
-            assert "warning" not in proc.stderr.read()  # type: ignore[union-attr]
+        proc = procs.start(cmd, env, pass_fds=(r, w), text=True)
+        assert proc.stdout is not None and proc.stdout.readline() == "lent\n"
+        assert tokens(r) == 3
+        proc.send_signal(signum)
+        assert proc.wait(timeout=30) == code
+        assert "warning" not in proc.stderr.read()  # type: ignore[union-attr]
         assert tokens(r) == 2
 
 
 @pytest.mark.timeout(60)
-def test_killed_lender_leaks_one_token() -> None:
+def test_killed_lender_leaks_one_token(procs: Procs) -> None:
     """The documented limit, and the control for the test above: SIGKILL runs no
     cleanup, so the lent byte stays in the pool."""
     with jobserver_pipe(2) as (r, w):
         env = env_for(f"{r},{w}")
         cmd = [sys.executable, AGENT, "wait", "raise", "20"]
-        with spawn(cmd, env=env, pass_fds=(r, w), stdout=subprocess.PIPE) as proc:
-            assert proc.stdout is not None and proc.stdout.readline() == "lent\n"
-            proc.kill()
-            proc.wait(timeout=30)
+        proc = procs.start(cmd, env, pass_fds=(r, w), text=True, stderr=None)
+        assert proc.stdout is not None and proc.stdout.readline() == "lent\n"
+        proc.kill()
+        proc.wait(timeout=30)
         assert tokens(r) == 3
 
 
 @pytest.mark.timeout(60)
-def test_interrupted_lender_with_empty_pool_exits_within_exit_timeout() -> None:
+def test_interrupted_lender_with_empty_pool_exits_within_exit_timeout(procs: Procs) -> None:
     with jobserver_pipe(0) as (r, w):
         env = env_for(f"{r},{w}")
         cmd = [sys.executable, AGENT, "wait", "raise", "0.5"]
-        with spawn(
-            cmd, env=env, pass_fds=(r, w), stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        ) as proc:
-            assert proc.stdout is not None and proc.stdout.readline() == "lent\n"
-            assert os.read(r, 1)  # "cargo" took the lent token for another job
-            t0 = time.monotonic()
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=30)
-            assert time.monotonic() - t0 < 10
-            err = proc.stderr.read()  # type: ignore[union-attr]
-            assert err.startswith("ltoguard: warning: could not take back the jobserver token")
+        proc = procs.start(cmd, env, pass_fds=(r, w), text=True)
+        assert proc.stdout is not None and proc.stdout.readline() == "lent\n"
+        assert os.read(r, 1)  # "cargo" took the lent token for another job
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        assert time.monotonic() - t0 < 10
+        err = proc.stderr.read()  # type: ignore[union-attr]
+        assert err.startswith("ltoguard: warning: could not take back the jobserver token")
 
 
 PR_SET_CHILD_SUBREAPER = 36
@@ -571,7 +557,7 @@ PR_SET_CHILD_SUBREAPER = 36
 
 @pytest.mark.timeout(60)
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl subreaper is Linux only")
-def test_lender_whose_parent_died_does_not_wait() -> None:
+def test_lender_whose_parent_died_does_not_wait(procs: Procs) -> None:
     """When cargo itself is gone (Ctrl-C hit the whole group) there is no pool left to
     balance: the exit reclaim must not sit out its whole exit_timeout."""
     libc = ctypes.CDLL(None, use_errno=True)
@@ -589,12 +575,12 @@ def test_lender_whose_parent_died_does_not_wait() -> None:
                 "assert p.stdout.readline() == 'lent\\n'\n"
                 "print(p.pid, flush=True)\n"
             )
-            with spawn(
-                [sys.executable, "-c", middle], env=env, pass_fds=(r, w), stdout=subprocess.PIPE
-            ) as proc:
-                assert proc.stdout is not None
-                pid = int(proc.stdout.readline())
-                assert proc.wait(timeout=30) == 0
+            proc = procs.start(
+                [sys.executable, "-c", middle], env, pass_fds=(r, w), text=True, stderr=None
+            )
+            assert proc.stdout is not None
+            pid = int(proc.stdout.readline())
+            assert proc.wait(timeout=30) == 0
             assert os.read(r, 1)  # the pool is empty: a reclaim would wait 30 s
             t0 = time.monotonic()
             os.kill(pid, signal.SIGTERM)

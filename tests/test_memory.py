@@ -1,13 +1,11 @@
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,7 +22,8 @@ from ltoguard.cgroups import (
 from ltoguard.memory import HostMemory, available_memory
 from ltoguard.proctree import PeakSampler, descendants, start_time, tree_rss
 from ltoguard.sizes import GiB, KiB, MiB, TiB, format_size, parse_size
-from tests.cgroups import MemoryCgroup, oom_kills_in, own_v1_memory_dir
+from scripts.cgroups import MemoryCgroup, oom_kills_in, own_v1_memory_dir
+from tests.procs import Procs
 
 REPO = Path(__file__).resolve().parent.parent
 HOST = HostMemory(available=20 * GiB, total=24 * GiB)
@@ -431,19 +430,6 @@ time.sleep(0.2)
 """
 
 
-@contextlib.contextmanager
-def reaped(*args: str, **kwargs: object) -> Iterator[subprocess.Popen[str]]:
-    proc = subprocess.Popen(args, text=True, **kwargs)  # type: ignore[call-overload]
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
-
-
 def test_tree_rss_of_gone_process_is_zero() -> None:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
@@ -455,21 +441,24 @@ def test_tree_rss_of_gone_process_is_zero() -> None:
 def test_tree_rss_counts_descendants(children_files: bool) -> None:
     own = tree_rss(os.getpid())
     assert own > 10 * MiB
-    with reaped(
-        sys.executable, "-c", ALLOC, str(150 * MiB), "0", "30", stdout=subprocess.PIPE
-    ) as child:
+    with Procs() as procs:
+        child = procs.start(
+            [sys.executable, "-c", ALLOC, str(150 * MiB), "0", "30"], text=True, stderr=None
+        )
         assert child.stdout is not None
         assert child.stdout.readline() == "allocated\n"
         total = tree_rss(os.getpid())
         assert total >= own + 150 * MiB
-        child.kill()
 
 
 @pytest.mark.timeout(60)
 @pytest.mark.slow
 @pytest.mark.parametrize("children_files", [True, False], ids=["proc", "psutil"], indirect=True)
 def test_peak_sampler_catches_a_real_allocation(children_files: bool) -> None:
-    with reaped(sys.executable, "-c", ALLOC, str(200 * MiB), "0.3", "0.5") as child:
+    with Procs() as procs:
+        child = procs.start(
+            [sys.executable, "-c", ALLOC, str(200 * MiB), "0.3", "0.5"], stdout=None, stderr=None
+        )
         sampler = PeakSampler(child.pid, interval=0.05).start()
         assert sampler.sampling
         child.wait()
@@ -505,7 +494,8 @@ GRANDCHILD = (
 def test_descendants_lists_the_tree_as_psutil_does() -> None:
     import psutil
 
-    with reaped(sys.executable, "-c", GRANDCHILD, stdout=subprocess.PIPE) as child:
+    with Procs() as procs:
+        child = procs.start([sys.executable, "-c", GRANDCHILD], text=True, stderr=None)
         assert child.stdout is not None
         grandchild = int(child.stdout.readline())
         if not proctree.has_children_files():
@@ -515,7 +505,6 @@ def test_descendants_lists_the_tree_as_psutil_does() -> None:
         theirs = {c.pid for c in psutil.Process().children(recursive=True)}
         assert set(mine) == theirs
         assert descendants(child.pid) == [grandchild]
-        os.kill(grandchild, signal.SIGKILL)
 
 
 def test_start_time_is_the_kernels_even_for_an_awkward_name() -> None:
@@ -523,10 +512,10 @@ def test_start_time_is_the_kernels_even_for_an_awkward_name() -> None:
 
     # A name with spaces and ')' shifts the fields of /proc/PID/stat for a naive split.
     code = "open('/proc/self/comm', 'w').write('a) b ) (c 9'); print(1, flush=True); input()"
-    child = subprocess.Popen(
-        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    try:
+    with Procs() as procs:
+        child = procs.start(
+            [sys.executable, "-c", code], stdin=subprocess.PIPE, text=True, stderr=None
+        )
         assert child.stdout is not None and child.stdout.readline() == "1\n"
         assert psutil.Process(child.pid).name() == "a) b ) (c 9"
         ticks = start_time(child.pid)
@@ -534,9 +523,6 @@ def test_start_time_is_the_kernels_even_for_an_awkward_name() -> None:
         since_boot = ticks / os.sysconf("SC_CLK_TCK")
         created = psutil.Process(child.pid).create_time()
         assert abs(psutil.boot_time() + since_boot - created) < 0.05
-    finally:
-        child.kill()
-        child.wait()
     assert start_time(child.pid) is None  # reaped: the pid names no process now
 
 
@@ -557,7 +543,10 @@ def test_sampler_stops_once_the_pid_names_another_process(
         return found if calls <= 4 or found is None else found + 1
 
     monkeypatch.setattr(proctree, "start_time", reused_after_three)
-    with reaped(sys.executable, "-c", "import time; time.sleep(30)") as child:
+    with Procs() as procs:
+        child = procs.start(
+            [sys.executable, "-c", "import time; time.sleep(30)"], stdout=None, stderr=None
+        )
         sampler = PeakSampler(child.pid, interval=0.02).start()
         deadline = time.monotonic() + 10
         while sampler.sampling and time.monotonic() < deadline:
@@ -592,7 +581,8 @@ def test_peak_sampler_sums_grandchildren(children_files: bool) -> None:
         "import subprocess, sys; "
         f"subprocess.run([sys.executable, '-c', {ALLOC!r}, str({160 * MiB}), '0', '1.0'])"
     )
-    with reaped(sys.executable, "-c", parent) as child:
+    with Procs() as procs:
+        child = procs.start([sys.executable, "-c", parent], stdout=None, stderr=None)
         sampler = PeakSampler(child.pid, interval=0.05, rescan=0.2).start()
         child.wait()
         sampler.stop()
@@ -604,12 +594,14 @@ def test_peak_sampler_sums_grandchildren(children_files: bool) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("children_files", [True, False], ids=["proc", "psutil"], indirect=True)
 def test_peak_sampler_cpu_cost_is_small(children_files: bool) -> None:
-    with reaped(sys.executable, "-c", "import time; time.sleep(3)") as child:
+    with Procs() as procs:
+        child = procs.start(
+            [sys.executable, "-c", "import time; time.sleep(3)"], stdout=None, stderr=None
+        )
         start_cpu = time.process_time()
         with PeakSampler(child.pid, interval=0.1) as sampler:
             time.sleep(2)
         used = time.process_time() - start_cpu
-        child.kill()
     assert sampler.samples >= 10
     # Generous bound: the measured cost is ~0.1% of a core at 10 samples/s.
     assert used < 0.2, used
@@ -661,13 +653,17 @@ def test_real_v1_cgroup_limit_is_seen_inside() -> None:
         assert after <= available - 90 * MiB
 
         # The OOM killer acts inside the group, and the counter sees it.
-        with reaped(
-            sys.executable,
-            "-c",
-            f"import os; open({str(group / 'cgroup.procs')!r}, 'w').write(str(os.getpid()));"
-            " print('in', flush=True); import time; time.sleep(60)",
-            stdout=subprocess.PIPE,
-        ) as sleeper:
+        with Procs() as procs:  # reaped before the group is removed
+            sleeper = procs.start(
+                [
+                    sys.executable,
+                    "-c",
+                    f"import os; open({str(group / 'cgroup.procs')!r}, 'w').write(str(os.getpid()));"
+                    " print('in', flush=True); import time; time.sleep(60)",
+                ],
+                text=True,
+                stderr=None,
+            )
             assert sleeper.stdout is not None
             assert sleeper.stdout.readline() == "in\n"
             before = cgroup_oom_kills(pid=sleeper.pid)
@@ -675,7 +671,6 @@ def test_real_v1_cgroup_limit_is_seen_inside() -> None:
             hog = subprocess.run([sys.executable, "-c", OOM_CHILD, str(group)], timeout=60, env=env)
             assert hog.returncode == -signal.SIGKILL
             assert cgroup_oom_kills(pid=sleeper.pid) == before + 1
-            sleeper.kill()
     assert not group.exists()
 
 

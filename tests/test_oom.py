@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from ltoguard.estimates import History, group_key, job_key
-from tests.cgroups import MemoryCgroup
+from scripts.cgroups import MemoryCgroup
 from tests.procs import Procs, clean_env, ltoguard_cmd, wait_for
 
 pytestmark = [pytest.mark.cgroup, pytest.mark.timeout(180)]

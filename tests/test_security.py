@@ -2,7 +2,7 @@
 symlinks planted in it, records as hostile data, and sharing it between users.
 
 Real ltoguard processes (the CLI, so exit codes and messages are what users see)
-in front of the fake rustc of tests/procs.py. Each test names its protection.
+in front of the fake rustc of scripts/fakerustc.py. Each test names its protection.
 """
 
 from __future__ import annotations
@@ -22,24 +22,18 @@ from tests.procs import (
     Procs,
     as_nobody,
     clean_env,
+    counter_max,
     ltoguard_cmd,
     make_fake_rustc,
-    read_log,
+    starts,
     state_leftovers,
     system_python,
+    tickets,
     wait_for,
 )
 
 # slow: every test runs several real ltoguard processes (~30 s in all here).
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
-
-
-def starts(log_dir: Path) -> list[str]:
-    return [e["name"] for e in read_log(log_dir / "log.jsonl") if e["what"] == "start"]
-
-
-def tickets(state: Path) -> list[str]:
-    return sorted(n for n in os.listdir(state) if n.startswith("q-"))
 
 
 def fingerprint(path: Path) -> tuple[bytes, int, int, int]:
@@ -186,15 +180,14 @@ def test_symlinked_record_and_temp_names_are_never_followed(
     state = tmp_path / "state"
     env = clean_env(tmp_path, state)
     rustc = make_fake_rustc(tmp_path)
-    gate = tmp_path / "go"
-    h = procs.start(ltoguard_cmd(rustc, "h"), dict(env, FAKE_NAME="h", FAKE_UNTIL=str(gate)))
-    assert wait_for(lambda: starts(tmp_path) == ["h"])
+    h = procs.holder(rustc, env, "h")
+    assert starts(tmp_path) == ["h"]
     w = procs.start(ltoguard_cmd(rustc, "w"), dict(env, FAKE_NAME="w"))
     assert wait_for(lambda: len(tickets(state)) == 1)
     uid, pid = os.geteuid(), w.pid
     (state / f"run-{uid}-{pid}.json").symlink_to(victim)
     before = fingerprint(victim)
-    gate.touch()
+    h.release()
     assert h.wait(timeout=30) == 0
     assert w.wait(timeout=30) == 0
     assert fingerprint(victim) == before
@@ -354,13 +347,8 @@ def test_shared_sticky_dir_serves_two_users_who_cannot_touch_each_other(
     env = clean_env(logs, shared)
     (logs / "xdg-config").chmod(0o777)
     env["HOME"] = str(logs)
-    gate = logs / "go"
-    root_job = procs.start(
-        ltoguard_cmd(rustc, "rootjob"),
-        dict(env, FAKE_NAME="rootjob", FAKE_UNTIL=str(gate)),
-        cwd=world,
-    )
-    assert wait_for(lambda: starts(logs) == ["rootjob"])
+    root_job = procs.holder(rustc, env, "rootjob", cwd=world)
+    assert starts(logs) == ["rootjob"]
     nobody_job = procs.start(
         as_nobody(ltoguard_cmd(rustc, "nobodyjob")),
         dict(env, FAKE_NAME="nobodyjob", FAKE_EXIT="3"),
@@ -399,9 +387,9 @@ def test_shared_sticky_dir_serves_two_users_who_cannot_touch_each_other(
         os.close(dir_fd)
     assert [r.get("crate") for r in records.values()] == ["rootjob"]
 
-    gate.touch()
+    root_job.release()
     assert root_job.wait(timeout=30) == 0
     assert nobody_job.wait(timeout=30) == 3
     assert starts(logs) == ["rootjob", "nobodyjob"]
-    assert json.loads((logs / "counter.json").read_text())["max"] == 1
+    assert counter_max(logs) == 1
     assert [n for n in state_leftovers(shared) if n != forged] == []

@@ -6,26 +6,13 @@ The long run is the script itself (`.venv/bin/python scripts/stress.py --rounds 
 
 from __future__ import annotations
 
-import importlib.util
 import random
-import sys
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 
+from tests.conftest import load_script
+
 pytestmark = pytest.mark.timeout(240)
-
-SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "stress.py"
-
-
-def load_stress() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("_scripts_stress", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.slow
@@ -39,7 +26,7 @@ def test_stress_round(seed: int, slots: int, kill: int) -> None:
     deadlock) with its compiler's exit status; only one-line ltoguard messages on
     stderr; no tickets, records or temp files left except killed holders' records;
     no more slot files than N; waiters do not spin."""
-    stress = load_stress()
+    stress = load_script("stress")
     res = stress.run_round(
         procs=64,
         slots=slots,
@@ -68,7 +55,7 @@ def test_stress_round(seed: int, slots: int, kill: int) -> None:
 
 
 def test_admission_latency_counts_only_releases_someone_waited_for() -> None:
-    stress = load_stress()
+    stress = load_script("stress")
     log = [
         {"name": "a", "pid": 1, "what": "start", "t": 0.0},
         {"name": "a", "pid": 1, "what": "end", "t": 1.0},

@@ -1,4 +1,5 @@
-"""Real memory cgroups for tests: a child group under our own, with a limit.
+"""Real memory cgroups for tests and scripts/bench_memory.py: a child group under our
+own, with a limit.
 
 cgroup v1 (this kind of machine): root can mkdir a child under its own memory group
 and set memory.limit_in_bytes; the OOM killer then acts inside it and counts its kills
