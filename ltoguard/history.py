@@ -337,7 +337,7 @@ class HistoryStore:
 def where_line(where: Mapping[str, Any]) -> str:
     """``HistoryStore.as_dict()`` in one line, for doctor, explain and learned."""
     written, *older = where["read"]
-    line = f"written to {written}"
+    line = f"read from and written to {written}"
     if older:
         line += f"; also read from {', '.join(older)} (older versions kept it there)"
     if where["cache_dir_problem"]:

@@ -443,3 +443,63 @@ def test_cargo_ci_runs_with_rust_cache_start_from_history(
     second = run(2, tmp_path / "cache-2")
     assert sorted(e["crate"] for e in second) == generated_workspace.bins
     assert [e["estimate_basis"] for e in second] == ["history"] * len(second)
+
+
+# -- doctor, explain and learned say where -------------------------------------------
+
+
+def test_doctor_explain_and_learned_say_where_history_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ltoguard.commands import doctor, explain, learned
+
+    state, xdg = tmp_path / "state", tmp_path / "xdg"
+    monkeypatch.setenv("LTOGUARD_DIR", str(state))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(xdg))
+    monkeypatch.setenv("RUSTC", str(tmp_path / "no-such-rustc"))
+    monkeypatch.chdir(tmp_path)
+    file = str(xdg / "ltoguard" / history_file(os.geteuid()))
+    line = f"read from and written to {file}"
+
+    [check] = [c for c in doctor.run_checks(str(tmp_path), os.environ) if c.name == "history"]
+    assert (check.status, check.message) == ("ok", line)
+    assert check.detail["written"] == file and check.detail["read"] == [file]
+
+    argv = ["rustc", "--crate-name", "app", "--crate-type", "bin", "-C", "lto=fat", "main.rs"]
+    assert explain.main(argv) == 0
+    assert f"  history   = {line}\n" in capsys.readouterr().out
+    assert explain.main(["--json", *argv]) == 0
+    assert json.loads(capsys.readouterr().out)["files"]["history"]["written"] == file
+
+    assert learned.main([]) == 0
+    assert f"history: {line}\n" in capsys.readouterr().out
+    assert learned.main(["--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["history_file"] == file and doc["history"]["read"] == [file]
+    assert not xdg.exists()  # looking makes nothing
+
+    monkeypatch.setenv("XDG_CACHE_HOME", "")
+    monkeypatch.setenv("HOME", str(tmp_path / "no-such-home"))
+    [check] = [c for c in doctor.run_checks(str(tmp_path), os.environ) if c.name == "history"]
+    assert check.status == "warn" and str(state / history_file(os.geteuid())) in check.message
+    assert str(tmp_path / "no-such-home" / ".cache" / "ltoguard") in check.message
+
+
+def test_learned_lists_the_history_after_a_reboot(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The state directory is gone (a reboot); what was learned is still listed."""
+    from ltoguard.commands import learned
+
+    xdg = tmp_path / "xdg"
+    monkeypatch.setenv("LTOGUARD_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(xdg))
+    monkeypatch.setenv("RUSTC", str(tmp_path / "no-such-rustc"))
+    h = History()
+    h.record('["/w","app","3","fat","0","",["bin"]]', "g", 600 * MiB)
+    (xdg / "ltoguard").mkdir(parents=True, mode=0o700)
+    h.save(str(xdg / "ltoguard" / history_file(os.geteuid())))
+    assert learned.main([]) == 0
+    out = capsys.readouterr().out
+    assert "memory history: 1 jobs" in out and "app" in out
+    assert not (tmp_path / "state").exists()

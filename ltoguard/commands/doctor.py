@@ -223,7 +223,12 @@ def check_history(state_path: str, state_fd: int | None, environ: Mapping[str, s
     finally:
         store.close()
     if store.problem is not None:
-        return Check("history", WARN, f"{line}: what is learned is lost at reboot", where)
+        return Check(
+            "history",
+            WARN,
+            f"{line}: the state directory stands in, and by default it does not outlive a reboot",
+            where,
+        )
     return Check("history", OK, line, where)
 
 
