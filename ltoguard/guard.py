@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from ltoguard.config import Settings
+    from ltoguard.history import HistoryStore
     from ltoguard.jobserver import Lease
     from ltoguard.policy import AdmissionPolicy
     from ltoguard.semaphore import Slot
@@ -85,12 +86,10 @@ class GuardedRun:
     """One guarded job from its first ticket to its exit status."""
 
     def __init__(self, job: Job, settings: Settings, sem: Semaphore) -> None:
-        from ltoguard.history import HistoryStore
-
         self.job = job
         self.settings = settings
         self.sem = sem
-        self.history = HistoryStore.for_job(self._state_dir, job.target)
+        self._history: HistoryStore | None = None
         self.inputs = job_inputs(job) if job.estimate is None else None
         if job.estimate is not None:
             estimate, basis = job.estimate, "configured"
@@ -182,6 +181,15 @@ class GuardedRun:
         policy.read_bound()
         return policy
 
+    def history(self) -> HistoryStore:
+        """What was learned, opened when first needed: a job with a configured estimate
+        neither reads nor records it (nor warns about where it lives)."""
+        if self._history is None:
+            from ltoguard.history import HistoryStore
+
+            self._history = HistoryStore.for_job(self._state_dir, self.job.target)
+        return self._history
+
     def _state_dir(self) -> tuple[str, int | None]:
         """The state directory in use now (it may have been made again mid-build)."""
         return self.sem.path, self.sem.dir_fd
@@ -189,7 +197,7 @@ class GuardedRun:
     def _relearn(self, quiet: bool = True) -> tuple[int, str]:
         """The estimate from everything learned so far (a sibling may just have finished)."""
         job = self.job
-        return self.history.estimate(
+        return self.history().estimate(
             job.key, job.group, toolchain=job.toolchain, inputs=self.inputs,
             predict=self._predict, quiet=quiet,
         )  # fmt: skip
@@ -246,7 +254,7 @@ class GuardedRun:
         if self.job.estimate is not None:
             return  # a configured estimate is not learned over
         job = self.job
-        self.history.record(job.key, job.group, peak, job.toolchain, self.inputs)
+        self.history().record(job.key, job.group, peak, job.toolchain, self.inputs)
 
     def _event(self, code: int, outcome: str, state: RetryState) -> None:
         from ltoguard.events import append_event

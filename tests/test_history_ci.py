@@ -407,6 +407,17 @@ def test_a_read_only_home_costs_one_warning_and_no_slot(tmp_path: Path, procs: P
     assert not [n for n in os.listdir(state) if n.startswith(("queue", "ticket", "run-"))]
 
 
+def test_a_configured_estimate_neither_learns_nor_warns(tmp_path: Path, procs: Procs) -> None:
+    state = tmp_path / "state"
+    env = clean_env(tmp_path, state, HOME=str(tmp_path / "nonexistent"))
+    env.pop("XDG_CACHE_HOME")
+    cmd = [sys.executable, "-m", "ltoguard", "run", "--estimate", "100M", "--", "true"]
+    p = procs.start(cmd, env, cwd=tmp_path)
+    _, err = p.communicate(timeout=60)
+    assert (p.returncode, err) == (0, b"")
+    assert not (state / history_file(os.geteuid())).exists()
+
+
 @pytest.mark.cargo
 def test_cargo_ci_runs_with_rust_cache_start_from_history(
     generated_workspace: Workspace, tmp_path: Path
