@@ -6,7 +6,6 @@ The history file is JSON only (never executed or evaluated), written atomically
 file, opened with O_NOFOLLOW and refused unless it belongs to the current uid. A
 file that cannot be used is ignored with one warning: the history only sharpens
 estimates, a build must never fail over it.
-
 """
 
 from __future__ import annotations
