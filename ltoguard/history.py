@@ -11,8 +11,8 @@ hold is written into it with the next peak, so an upgrade loses nothing; the
 target copy is no longer written (see ``TARGET_HISTORY``).
 
 A cache directory that cannot be used (HOME unset or read-only, as in some CI
-containers) costs one warning per job, and the state directory keeps the history
-as before. Nothing here fails a build: the history only sharpens estimates.
+containers) costs one warning per state directory's life (once per boot or CI
+run, not once per job), and the state directory keeps the history as before. Nothing here fails a build: the history only sharpens estimates.
 
 Concurrent jobs can lose each other's update (read-merge-replace, no lock): the
 cost is one sample, the file stays valid (estimates.History.save is atomic), and
@@ -26,6 +26,7 @@ import stat
 
 from ltoguard.estimates import DEFAULT_ESTIMATE, History
 from ltoguard.messages import warning
+from ltoguard.statedir import read_small_file, write_private_file
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -179,7 +180,8 @@ class HistoryStore:
             store = cls(
                 state, cache=None, cache_fd=None, problem=str(exc), target=target, wanted=path
             )
-            warning(store.fallback_line())
+            if not store._told_before():
+                warning(store.fallback_line())
             return store
         return cls(state, cache=path, cache_fd=fd, target=target)
 
@@ -210,6 +212,24 @@ class HistoryStore:
         if self._cache_fd is not None:
             os.close(self._cache_fd)
             self._cache_fd = None
+
+    def _told_before(self) -> bool:
+        """Has a job said this already in the state directory's life? Notes it if not."""
+        _, fd = self._state()
+        if fd is None:
+            return False
+        name, said = f"{self.name}.fallback", (self.wanted or "").encode()
+        try:
+            data, st = read_small_file(fd, name)
+            if data == said and st.st_uid == os.geteuid():
+                return True
+        except OSError:
+            pass
+        try:
+            write_private_file(fd, name, said, mode=0o600)
+        except OSError:
+            pass  # said again next time: better than never
+        return False
 
     def fallback_line(self) -> str:
         state_path, _ = self._state()

@@ -324,6 +324,8 @@ def test_an_unusable_cache_dir_falls_back_to_the_state_dir_with_one_warning(
     assert store.written() == str(dirs.state / dirs.name)
     assert store.as_dict()["cache_dir_problem"]
     assert not (tmp_path / "no-such-home").exists()  # a home is never made
+    dirs.store(**env).record("k", "g", 700 * MiB, "tc")  # the next job of the build
+    assert capsys.readouterr().err == ""  # said once, not once per job
 
 
 def test_a_cache_dir_that_fails_on_write_falls_back(
@@ -397,11 +399,14 @@ def test_a_read_only_home_costs_one_warning_and_no_slot(tmp_path: Path, procs: P
     state = tmp_path / "state"
     env = clean_env(tmp_path, state, FAKE_SLEEP="0.3", HOME=str(tmp_path / "nonexistent"))
     env.pop("XDG_CACHE_HOME")
-    p = procs.start(ltoguard_cmd(rustc, "app"), env, cwd=tmp_path)
-    _, err = p.communicate(timeout=60)
-    assert p.returncode == 0
-    lines = err.decode().splitlines()
-    assert len(lines) == 1 and str(tmp_path / "nonexistent" / ".cache" / "ltoguard") in lines[0]
+    said = []
+    for crate in ("app", "tool"):
+        p = procs.start(ltoguard_cmd(rustc, crate), env, cwd=tmp_path)
+        _, err = p.communicate(timeout=60)
+        assert p.returncode == 0
+        said.append(err.decode().splitlines())
+    assert len(said[0]) == 1 and said[1] == []  # once per state directory, not per job
+    assert str(tmp_path / "nonexistent" / ".cache" / "ltoguard") in said[0][0]
     assert History.load(str(state / history_file(os.geteuid()))).items()
     assert state_leftovers(state) == []
     assert not [n for n in os.listdir(state) if n.startswith(("queue", "ticket", "run-"))]
