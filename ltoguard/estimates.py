@@ -1,14 +1,11 @@
-"""Per-job peak-memory history, kept in the state directory, and the estimates drawn from it.
+"""Per-job peak-memory history and the estimates drawn from it; where the history is
+kept, and how a job reads and records it, is history.py (HistoryStore).
 
 The history file is JSON only (never executed or evaluated), written atomically
 (a temp file in the same directory, then os.replace) so a reader never sees half a
 file, opened with O_NOFOLLOW and refused unless it belongs to the current uid. A
 file that cannot be used is ignored with one warning: the history only sharpens
 estimates, a build must never fail over it.
-
-Concurrent writers can lose each other's update (read-modify-replace): the cost is
-one sample, and the file stays valid. ``record_peak`` keeps that window to
-milliseconds.
 """
 
 from __future__ import annotations
@@ -25,17 +22,12 @@ from ltoguard.messages import warning
 from ltoguard.sizes import GiB, MiB, format_size
 from ltoguard.statedir import write_private_file
 
-# Used when neither this job nor a sibling has run before. Measured here
-# (RUSTC-FACTS.md): fat-LTO bins over a few common crates peaked at ~680 MB; large
-# applications take several GiB. 2 GiB lets a 7 GiB CI runner (GitHub's private
-# 2-core size) start up to three unknown LTO jobs, most real ones fit in it, and
-# the first run's peaks replace it for every later build.
+# Used when neither this job nor a sibling has run before: most fat-LTO links fit
+# in it, and a 7 GiB CI runner can still start three; the first run's peaks replace it.
 DEFAULT_ESTIMATE = 2 * GiB
-# On a smaller budget the default is half of it (at least 256 MiB), so that a
-# roomy budget can start an unknown job beside another while a tight one keeps
-# them apart; if a pair still does not fit, the youngest stops itself and reruns
-# (guard.py). A third was measured to start pairs under a tight cap and lose 13%
-# to the stopped job (scripts/bench_memory.py, closing note of issue #3).
+# On a smaller budget, half of it: a roomy budget starts an unknown job beside
+# another while a tight one keeps them apart (a pair that does not fit after all
+# pauses its youngest, which stops and queues again only if memory gets critical).
 DEFAULT_ESTIMATE_FRACTION = 2
 DEFAULT_ESTIMATE_MIN = 256 * MiB
 
@@ -90,14 +82,9 @@ MAX_KEYS = 500  # jobs kept; the least recently recorded go first
 
 FORMAT_VERSION = 1  # "toolchain" was added as an optional field: older readers skip it
 # A job's peaks under another compiler are only a hint: compiler updates have
-# doubled fat-LTO memory before (issue #11). Raised by this much, and the running
-# job's own growth is watched as ever (it stops itself if memory gets critical).
+# doubled fat-LTO memory before. Raised by this much, and the running job's own
+# growth is watched as ever.
 OTHER_TOOLCHAIN_FACTOR = 1.5
-
-
-def history_file(uid: int) -> str:
-    """The per-user history in the state directory (one writer per file, even when shared)."""
-    return f"memory-history-{uid}.json"
 
 
 def _canon(value: object) -> str:
@@ -215,9 +202,9 @@ class History:
         return entry.toolchain if entry else ""
 
     def merged_under(self, other: History, toolchain: str = "") -> History:
-        """This history, with ``other``'s jobs that it lacks (e.g. a copy restored by a
-        CI cache into the target directory, under the live state directory's); for a
-        job in both, the entry measured with ``toolchain`` wins, else this one."""
+        """This history, with ``other``'s jobs that it lacks (an older file under the
+        current one); for a job in both, the entry measured with ``toolchain`` wins,
+        else this one."""
         out = History()
         out._entries = dict(other._entries)
         for key, entry in self._entries.items():
@@ -230,11 +217,18 @@ class History:
         return out
 
     @classmethod
-    def load(cls, path: str, *, dir_fd: int | None = None, quiet: bool = False) -> History:
+    def load(
+        cls, path: str, *, dir_fd: int | None = None, quiet: bool = False, label: str = ""
+    ) -> History:
         """Read the history; missing means empty, anything unusable means empty plus one warning
-        (none with `quiet`, for a re-read by a process that already warned)."""
+        naming ``label`` (else ``path``); none with `quiet`, for a re-read by a process that
+        already warned."""
         history = cls()
-        _warn = _no_warning if quiet else _warn_line
+        warn_line = _no_warning if quiet else _warn_line
+
+        def _warn(path: str, reason: str) -> None:
+            warn_line(label or path, reason)
+
         try:
             # O_NONBLOCK: a FIFO planted here must not hang the build in open().
             flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
@@ -347,25 +341,3 @@ class History:
 def describe(estimate: int, basis: str) -> str:
     """``~700 MiB (history)``, for admission messages."""
     return f"~{format_size(estimate)} ({basis})"
-
-
-def record_peak(
-    path: str,
-    key: str,
-    group: str,
-    peak_bytes: int,
-    *,
-    dir_fd: int | None = None,
-    toolchain: str = "",
-    inputs: dict[str, int] | None = None,
-) -> None:
-    """Load, record and save at once so concurrent jobs rarely overwrite each other.
-
-    Never raises on I/O: a history that cannot be written costs precision, not the build.
-    """
-    history = History.load(path, dir_fd=dir_fd)
-    history.record(key, group, peak_bytes, toolchain, inputs)
-    try:
-        history.save(path, dir_fd=dir_fd)
-    except OSError as exc:
-        warning(f"cannot write memory history {path}: {exc.strerror or exc}")

@@ -2,7 +2,8 @@
 
 One guarded invocation goes through these steps, each in its own module:
 
-1. its estimate: its own history, else siblings', else a default (estimates.py);
+1. its estimate: its own history, else siblings', else a default (estimates.py,
+   read through history.py's store);
 2. the queue (FIFO, semaphore.py): once told to wait it lends cargo its jobserver
    token (lending.py, jobserver.py), and at the head it waits until admission says
    yes (admission.py's rules, applied by policy.py);
@@ -11,7 +12,7 @@ One guarded invocation goes through these steps, each in its own module:
    free (pause.py), and stops itself if memory gets critical all the same;
 4. the next step (retry.py, pure): queue again at the head with a raised
    estimate, rerun once alone after an OOM kill, or done with the compiler's status;
-5. the peak is learned (history) and one event written (`ltoguard report`).
+5. the peak is learned (history.py) and one event written (`ltoguard report`).
 
 This module carries the steps out; it holds no policy of its own.
 """
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
 
     from ltoguard.admission import Admission
     from ltoguard.config import Settings
+    from ltoguard.estimates import Basis
+    from ltoguard.history import HistoryStore
     from ltoguard.jobserver import Lease
     from ltoguard.policy import AdmissionPolicy
     from ltoguard.semaphore import Slot
@@ -85,12 +88,12 @@ class GuardedRun:
     """One guarded job from its first ticket to its exit status."""
 
     def __init__(self, job: Job, settings: Settings, sem: Semaphore) -> None:
-        from ltoguard.estimates import Basis, history_file
+        from ltoguard.estimates import Basis
 
         self.job = job
         self.settings = settings
         self.sem = sem
-        self.history_name = history_file(os.geteuid())
+        self._history: HistoryStore | None = None
         self.inputs = job_inputs(job) if job.estimate is None else None
         basis: str
         if job.estimate is not None:
@@ -183,23 +186,26 @@ class GuardedRun:
         policy.read_bound()
         return policy
 
-    def _relearn(self, quiet: bool = True) -> tuple[int, str]:
-        """The estimate from what was learned: the state directory's history, over the
-        copy in the target directory (which a CI cache may have brought back)."""
-        from ltoguard.estimates import History
+    def history(self) -> HistoryStore:
+        """What was learned, opened when first needed: a job with a configured estimate
+        neither reads nor records it (nor warns about where it lives)."""
+        if self._history is None:
+            from ltoguard.history import HistoryStore
 
-        hist = History.load(self.history_name, dir_fd=self.sem.dir_fd, quiet=quiet)
-        copy = _target_fd(self.job.target)
-        if copy is not None:
-            try:
-                copied = History.load(TARGET_HISTORY, dir_fd=copy, quiet=quiet)
-                hist = hist.merged_under(copied, self.job.toolchain)
-            finally:
-                os.close(copy)
+            self._history = HistoryStore.for_job(self._state_dir, self.job.target)
+        return self._history
+
+    def _state_dir(self) -> tuple[str, int | None]:
+        """The state directory in use now (it may have been made again mid-build)."""
+        return self.sem.path, self.sem.dir_fd
+
+    def _relearn(self, quiet: bool = True) -> tuple[int, Basis]:
+        """The estimate from everything learned so far (a sibling may just have finished)."""
         job = self.job
-        return hist.estimate(
-            job.key, job.group, toolchain=job.toolchain, inputs=self.inputs, predict=self._predict
-        )
+        return self.history().estimate(
+            job.key, job.group, toolchain=job.toolchain, inputs=self.inputs,
+            predict=self._predict, quiet=quiet,
+        )  # fmt: skip
 
     def _predict(self, inputs: dict[str, int]) -> int:
         from ltoguard.inputs import predict
@@ -250,24 +256,10 @@ class GuardedRun:
         note(f"{self.job.what} waited {waited:.1f}s before it started ({self.waiting})")
 
     def _learn(self, peak: int) -> None:
-        if self.job.estimate is not None or peak <= 0:
-            return
-        from ltoguard.estimates import record_peak
-
+        if self.job.estimate is not None:
+            return  # a configured estimate is not learned over
         job = self.job
-        record_peak(
-            self.history_name, job.key, job.group, peak, dir_fd=self.sem.dir_fd,
-            toolchain=job.toolchain, inputs=self.inputs,
-        )  # fmt: skip
-        copy = _target_fd(job.target)
-        if copy is not None:
-            try:
-                record_peak(
-                    TARGET_HISTORY, job.key, job.group, peak, dir_fd=copy,
-                    toolchain=job.toolchain, inputs=self.inputs,
-                )  # fmt: skip
-            finally:
-                os.close(copy)
+        self.history().record(job.key, job.group, peak, job.toolchain, self.inputs)
 
     def _event(self, code: int, outcome: str, state: RetryState) -> None:
         from ltoguard.events import append_event
@@ -281,26 +273,6 @@ class GuardedRun:
 RECLAIM_AFTER_RUN = 120.0
 # Seconds an OOM rerun, admitted alone, waits for its token before it starts.
 RECLAIM_BEFORE_ALONE = 30.0
-
-# Beside the state directory, what was learned is kept in the cargo target
-# directory too: CI caches usually restore that, while /tmp starts empty (issue #11).
-TARGET_HISTORY = "ltoguard-history.json"
-
-
-def _target_fd(target: str) -> int | None:
-    """The target directory, opened for the history copy if it is ours (a symlinked
-    target, e.g. onto a scratch volume, is followed: the owner check is what counts;
-    the file inside is opened O_NOFOLLOW)."""
-    if not target:
-        return None
-    try:
-        fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError:
-        return None
-    if os.fstat(fd).st_uid != os.geteuid():
-        os.close(fd)
-        return None
-    return fd
 
 
 def _signalled_or_orphaned(signals: process.Forwarder, lease: Lease) -> bool:

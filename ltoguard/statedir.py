@@ -1,4 +1,6 @@
-"""The state directory: where slot locks, the queue, holder records and history live.
+"""The state directory: where slot locks, the queue, holder records and the event log live
+(what must not outlive a boot; the memory history is kept in the cache directory,
+history.py, and here only where that cannot be used).
 
 It is opened once as a directory fd and every file in it is opened relative to that
 fd with O_NOFOLLOW, so a symlink planted in the directory (or the directory swapped

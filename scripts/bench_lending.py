@@ -64,9 +64,10 @@ def lend_switch_supported() -> bool:
 
 def run(workspace: Path, work: Path, variant: str, n: int, jobs: int) -> dict[str, Any]:
     target = work / "target"
-    state = work / f"state-{n}"
+    state, cache = work / f"state-{n}", work / f"cache-{n}"
     shutil.rmtree(target, ignore_errors=True)
     shutil.rmtree(state, ignore_errors=True)
+    shutil.rmtree(cache, ignore_errors=True)
     state.mkdir(mode=0o700)
     env = base_env()
     env.update(
@@ -74,6 +75,7 @@ def run(workspace: Path, work: Path, variant: str, n: int, jobs: int) -> dict[st
         RUSTC_WORKSPACE_WRAPPER=ltoguard_path(),
         LTOGUARD_SLOTS="1",
         LTOGUARD_DIR=str(state),
+        XDG_CACHE_HOME=str(cache),  # no history: every run starts alike
     )
     if variant == "off":
         env["LTOGUARD_LEND"] = "0"

@@ -15,9 +15,10 @@ and these rows per limit (--rows picks a subset):
   flock       a one-at-a-time flock wrapper as RUSTC_WORKSPACE_WRAPPER (what users
               write today: `flock LOCK rustc ...` for every bin), -j2
   slots1      ltoguard as RUSTC_WORKSPACE_WRAPPER, LTOGUARD_SLOTS=1, -j2
-  auto-cold   ltoguard, LTOGUARD_SLOTS=auto, empty state directory, -j2
-  auto-warm   ltoguard, auto, a copy of a state directory that already went
-              through one build of this workspace (the calibration build), -j2
+  auto-cold   ltoguard, LTOGUARD_SLOTS=auto, empty state and cache directories
+              (no history), -j2
+  auto-warm   ltoguard, auto, a copy of the state and cache directories of a
+              build of this workspace (the calibration build), -j2
 
 The cap "uncapped" runs its rows without a limit of their own (plain there is the
 "plain cargo without a cap" of issue #11's targets). --kind picks the workspace:
@@ -156,6 +157,11 @@ def base_env() -> dict[str, str]:
     return env
 
 
+def cache_of(state: Path) -> Path:
+    """The XDG_CACHE_HOME that goes with a state directory: ltoguard keeps its history there."""
+    return state.with_name(f"{state.name}-cache")
+
+
 def read_events(state: Path) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for path in sorted(state.glob("events-*.jsonl")):
@@ -283,6 +289,7 @@ class Bench:
         env["LTOGUARD_SLOTS"] = "1" if row == "slots1" else "auto"
         assert state is not None
         env["LTOGUARD_DIR"] = str(state)
+        env["XDG_CACHE_HOME"] = str(cache_of(state))
         return env, 2
 
     def state_for(self, row: str) -> Path | None:
@@ -291,8 +298,10 @@ class Bench:
         self.n += 1
         state = self.work / f"state-{self.n}"
         shutil.rmtree(state, ignore_errors=True)
+        shutil.rmtree(cache_of(state), ignore_errors=True)
         if row == "auto-warm":
             shutil.copytree(self.warm_template, state, symlinks=True)
+            shutil.copytree(cache_of(self.warm_template), cache_of(state), symlinks=True)
         else:
             state.mkdir(mode=0o700)
         return state
@@ -326,12 +335,14 @@ class Bench:
             res["lto_cpu"] = sum(float(e.get("compile_cpu_s") or 0) for e in mine)
         if self.args.cleanup_state and state is not None and made_here:
             shutil.rmtree(state, ignore_errors=True)
+            shutil.rmtree(cache_of(state), ignore_errors=True)
         return res
 
     def calibrate(self) -> dict[str, Any]:
         """ltoguard with one slot and no limit: the peak of one LTO job plus the rest,
         and a state directory that has been through one build (the warm template)."""
         shutil.rmtree(self.warm_template, ignore_errors=True)
+        shutil.rmtree(cache_of(self.warm_template), ignore_errors=True)
         self.warm_template.mkdir(mode=0o700)
         res = self.build("slots1", None, state=self.warm_template)
         if res["rc"] != 0:

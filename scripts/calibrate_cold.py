@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Measure LTO peaks against their inputs, and fit the cold estimate (ltoguard/inputs.py).
 
-Builds workspaces through ltoguard with a fresh state directory each, one LTO job at
-a time (LTOGUARD_SLOTS=1: nothing is stopped or paused, so every peak is a whole
-compile's), and reads each guarded job's event: the inputs the cold estimate saw
+Builds workspaces through ltoguard with fresh state and cache directories each (no
+history), one LTO job at a time (LTOGUARD_SLOTS=1: nothing is stopped or paused,
+so every peak is a whole compile's), and reads each guarded job's event: the inputs the cold estimate saw
 (linked rlib bytes, crate count, own source bytes), its profile, and the peak
 anonymous memory of its process tree. Then it fits
 
@@ -61,14 +61,16 @@ REAL = [
 
 
 def build(name: str, gen: str, args: list[str], work: Path) -> list[dict[str, Any]]:
-    ws, state = work / name, work / f"{name}-state"
+    ws, state, cache = work / name, work / f"{name}-state", work / f"{name}-cache"
     shutil.rmtree(state, ignore_errors=True)
+    shutil.rmtree(cache, ignore_errors=True)
     script = CHECKOUT / "scripts" / f"{gen}.py"
     subprocess.run([sys.executable, str(script), str(ws), *args], check=True, capture_output=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LTOGUARD_", "RUSTC_"))}
     env.update(
         RUSTC_WORKSPACE_WRAPPER=ltoguard_path(),
         LTOGUARD_DIR=str(state),
+        XDG_CACHE_HOME=str(cache),  # where ltoguard keeps its history
         LTOGUARD_SLOTS="1",
         CARGO_TARGET_DIR=str(ws / "target"),
         CARGO_TERM_COLOR="never",

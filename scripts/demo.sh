@@ -50,7 +50,9 @@ unset RUSTC_WRAPPER RUSTC_WORKSPACE_WRAPPER CARGO_BUILD_RUSTC_WRAPPER CARGO_TARG
 for v in $(env | sed -n 's/^\(LTOGUARD_[A-Z_]*\)=.*/\1/p'); do
     case $v in LTOGUARD_DEMO_*) ;; *) unset "$v" ;; esac
 done
-export CARGO_NET_OFFLINE=true LTOGUARD_DIR=$demo/state
+# Its own state and history: the build starts cold, and the demo's workspace is not
+# learned into the user's ~/.cache/ltoguard.
+export CARGO_NET_OFFLINE=true LTOGUARD_DIR=$demo/state XDG_CACHE_HOME=$demo/cache
 
 build() { # build NAME [VAR=VALUE ...]: a clean release build; prints its wall time
     local name=$1

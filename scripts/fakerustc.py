@@ -144,7 +144,8 @@ def counter_max(log_dir: Path) -> int:
 def clean_env(tmp: Path, state: Path, **extra: str) -> dict[str, str]:
     """The environment of every child a test starts that may run ltoguard: no inherited
     LTOGUARD_/jobserver/fake variables, no user config file (XDG_CONFIG_HOME is an
-    empty tmp/xdg-config), state in `state`, LTOGUARD_SLOTS=1, the fake rustc's log and
+    empty tmp/xdg-config), no history but its own (XDG_CACHE_HOME is tmp/xdg-cache,
+    made when a job first records), state in `state`, LTOGUARD_SLOTS=1, the fake rustc's log and
     counter in `tmp`; `extra` on top."""
     env = dict(os.environ)
     for k in list(env):
@@ -154,6 +155,7 @@ def clean_env(tmp: Path, state: Path, **extra: str) -> dict[str, str]:
     cfg.mkdir(exist_ok=True)
     env.update(
         XDG_CONFIG_HOME=str(cfg),
+        XDG_CACHE_HOME=str(tmp / "xdg-cache"),
         LTOGUARD_DIR=str(state),
         LTOGUARD_SLOTS="1",
         FAKE_LOG=str(tmp / "log.jsonl"),

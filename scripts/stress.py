@@ -13,8 +13,9 @@ duration per compile. It checks and reports:
   only while all N slots were busy and someone was queued (median, p99);
 - waiters' CPU: the run time of each ltoguard process (/proc/PID/schedstat, in ns)
   while its queue ticket exists, over that wall time;
-- what is left in the state directory: only lock files, the memory history and
-  the event log may stay; tickets, records and temp files are leftovers.
+- what is left in the state directory: only lock files and the event log may
+  stay; tickets, records, temp files and a memory history (each round keeps its
+  own in its XDG_CACHE_HOME, set by scripts/fakerustc.clean_env) are leftovers.
 
 --kill K SIGKILLs K random invocations per round (wrapper and compiler, as the
 OOM killer would) at random moments; they are excluded from the exit-status check
@@ -49,7 +50,7 @@ use_checkout_venv()
 from scripts.fakerustc import clean_env, ltoguard_cmd, make_fake_rustc, read_log  # noqa: E402
 from scripts.processes import Procs, cpu_seconds  # noqa: E402
 
-ALLOWED_PREFIXES = ("mutex.lock", "slot-", "memory-history-", "events-")
+ALLOWED_PREFIXES = ("mutex.lock", "slot-", "events-")
 POLL = 0.1  # seconds between the monitor's looks at tickets and CPU times
 SETTLE = 0.3  # seconds of a waiter's start-up not counted as waiting
 MIN_WINDOW = 1.0  # seconds of waiting before a waiter's CPU share is counted

@@ -354,7 +354,10 @@ def test_learned_from_synthetic_history(
     assert learned.main(["--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["version"] == 1
-    assert doc["history_file"] == str(env / f"memory-history-{os.geteuid()}.json")
+    # Planted where older versions kept it: read, under the cache directory's file.
+    old = str(env / f"memory-history-{os.geteuid()}.json")
+    assert doc["history"]["read"] == [doc["history_file"], old]
+    assert doc["history_file"].startswith(os.environ["XDG_CACHE_HOME"])
     by_crate = {j["crate"]: j for j in doc["jobs"]}
     assert [j["crate"] for j in doc["jobs"]] == ["app_two", "app_one"]  # most recent first
     one = by_crate["app_one"]

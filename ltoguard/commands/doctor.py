@@ -10,6 +10,8 @@ verdict. Exit 0 when nothing failed, 1 otherwise (``EXIT_FAILED``). Checks:
   PATH; a moved venv leaves a dangling symlink); sccache as the outer wrapper
   strips cargo's jobserver;
 - settings, state dir: what a build would check, with the same messages;
+- history: where the memory history is read and written (a warning when the
+  cache directory cannot be used and the state directory stands in);
 - lto: does the release profile run LTO at all (else nothing is guarded);
 - memory: where free memory is measured (host, cgroup v1/v2 with its path) and
   the budget now;
@@ -197,13 +199,37 @@ def check_settings(cwd: str, environ: Mapping[str, str]) -> tuple[list[Check], A
         return [Check("settings", FAIL, str(exc))], None
     checks = [Check("settings", OK, f"valid (mode {settings.mode}; `ltoguard explain` shows each)")]
     path = settings.dir or default_path()
+    fd = None
     try:
         _, fd = open_state_dir(settings.dir)
-        os.close(fd)
         checks.append(Check("state dir", OK, path, {"path": path}))
     except StateDirError as exc:
         checks.append(Check("state dir", FAIL, str(exc), {"path": path}))
+    try:
+        checks.append(check_history(path, fd, environ))
+    finally:
+        if fd is not None:
+            os.close(fd)
     return checks, settings
+
+
+def check_history(state_path: str, state_fd: int | None, environ: Mapping[str, str]) -> Check:
+    from ltoguard.history import HistoryStore
+
+    store = HistoryStore.for_reading(lambda: (state_path, state_fd), environ=environ)
+    try:
+        where = store.as_dict()
+        line = store.describe()
+    finally:
+        store.close()
+    if store.problem is not None:
+        return Check(
+            "history",
+            WARN,
+            f"{line}: the state directory stands in, and by default it does not outlive a reboot",
+            where,
+        )
+    return Check("history", OK, line, where)
 
 
 def _lto_value(value: object) -> str | None:

@@ -91,6 +91,25 @@ def _value(key: str, value: object, settings: Settings) -> str:
     return toml_value(value)  # as it would be written in a settings file
 
 
+def _history(settings: Settings, argv: Sequence[str]) -> dict[str, object]:
+    """Where this job's history would be read and written (nothing is created)."""
+    from ltoguard.history import HistoryStore
+    from ltoguard.jobs import target_dir
+
+    path = _state_dir(settings)
+    try:
+        fd: int | None = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        fd = None
+    store = HistoryStore.for_reading(lambda: (path, fd), target_dir(argv))
+    try:
+        return store.as_dict()
+    finally:
+        store.close()
+        if fd is not None:
+            os.close(fd)
+
+
 def report(verdict: Verdict, settings: Settings, argv: Sequence[str]) -> dict[str, object]:
     """The explanation as a JSON-ready object (the ``--json`` schema)."""
     from ltoguard.classify import describe
@@ -123,11 +142,12 @@ def report(verdict: Verdict, settings: Settings, argv: Sequence[str]) -> dict[st
             "user": settings.user_file,
             "user_exists": settings.user_file is not None and os.path.exists(settings.user_file),
             "state_dir": _state_dir(settings),
+            "history": _history(settings, argv),
         },
     }
 
 
-def render(verdict: Verdict, settings: Settings) -> str:
+def render(verdict: Verdict, settings: Settings, argv: Sequence[str] = ()) -> str:
     from ltoguard.classify import describe
 
     d = verdict.decision
@@ -154,6 +174,9 @@ def render(verdict: Verdict, settings: Settings) -> str:
     lines.append("files:")
     lines.append(f"  workspace = {settings.manifest or 'none found'}")
     lines.append(f"  user      = {user}")
+    from ltoguard.history import where_line
+
+    lines.append(f"  history   = {where_line(_history(settings, argv))}")
     return "\n".join(lines) + "\n"
 
 
@@ -177,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         sys.stdout.write(json.dumps(report(verdict, settings, words), indent=2) + "\n")
     else:
-        sys.stdout.write(render(verdict, settings))
+        sys.stdout.write(render(verdict, settings, words))
     from ltoguard.statedir import StateDirError, check_state_dir
 
     try:

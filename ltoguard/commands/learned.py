@@ -1,18 +1,20 @@
 """`ltoguard learned`: what ltoguard has measured and what it will expect.
 
-``ltoguard learned [--json]`` lists the memory history (per job: crate,
-workspace, profile, recent peaks, current estimate) and a summary of the event
-log. Estimates are the ones a compile by the toolchain ``rustc`` resolves to here
+``ltoguard learned [--json]`` says where the memory history is read and written,
+lists it (per job: crate, workspace, profile, recent peaks, current estimate) and
+summarises the event log. Estimates are the ones a compile by the toolchain ``rustc`` resolves to here
 (``$RUSTC``, else ``rustc``; rustup's override for this directory included) would
 get: peaks measured with another toolchain count only as a hint. Its JSON:
-``{"version": 1, "state_dir", "history_file", "toolchain": {"rustc", "id"},
+``{"version": 1, "state_dir", "history_file", "history": {"written", "read",
+"cache_dir", "cache_dir_problem"}, "toolchain": {"rustc", "id"},
 "jobs": [{"key", "crate", "workspace", "opt_level", "lto", "debuginfo", "target",
 "types", "group", "peaks", "toolchain", "this_toolchain", "estimate",
 "estimate_basis"}], "events": {"all": SUMMARY, "last_build": SUMMARY | null}}``
 where SUMMARY is ``{"jobs", "total_wait", "serialised", "oom_reruns",
 "requeues", "outcomes", "first", "last"}``; toolchain ids are null where unknown
 (``this_toolchain`` null: the current one is unknown; false also for a peak
-recorded before ltoguard kept toolchains).
+recorded before ltoguard kept toolchains). ``history_file`` is the file written
+(``history.written``); ``history.read`` lists the files read, that one first.
 """
 
 from __future__ import annotations
@@ -44,20 +46,9 @@ if TYPE_CHECKING:
     from typing import Any
 
     from ltoguard.estimates import History
+    from ltoguard.history import HistoryStore
 
 SCHEMA_VERSION = 1
-
-
-def _history_file(dir_fd: int) -> str | None:
-    """This user's history file, if there is one."""
-    from ltoguard.estimates import history_file
-
-    name = history_file(os.geteuid())
-    try:
-        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except OSError:
-        return None
-    return name
 
 
 def current_toolchain() -> tuple[str, str]:
@@ -86,35 +77,24 @@ def current_toolchain() -> tuple[str, str]:
     return (real, ident) if ident else ("", "")
 
 
-def learned_doc(view: View, dir_fd: int, toolchain: tuple[str, str] = ("", "")) -> dict[str, Any]:
-    from ltoguard.estimates import History
-
-    name = _history_file(dir_fd)
-    jobs = [] if name is None else _jobs(History.load(name, dir_fd=dir_fd), toolchain[1])
-    records = ev.read_events(dir_fd, os.geteuid())
+def learned_doc(
+    view: View, dir_fd: int | None, store: HistoryStore, toolchain: tuple[str, str] = ("", "")
+) -> dict[str, Any]:
+    """The document; ``dir_fd`` None: no state directory yet (the history may exist)."""
+    jobs = _jobs(store.load(toolchain[1], quiet=False), toolchain[1])
+    records = [] if dir_fd is None else ev.read_events(dir_fd, os.geteuid())
     builds = ev.group_builds(records)
     return {
         "version": SCHEMA_VERSION,
         "state_dir": view.dir,
-        "history_file": None if name is None else os.path.join(view.dir, name),
+        "history_file": store.written(),
+        "history": store.as_dict(),
         "toolchain": _toolchain_doc(toolchain),
         "jobs": jobs,
         "events": {
             "all": ev.summarize(records),
             "last_build": ev.summarize(builds[-1]) if builds else None,
         },
-    }
-
-
-def empty_doc(view: View, toolchain: tuple[str, str] = ("", "")) -> dict[str, Any]:
-    """The document when no state directory exists yet."""
-    return {
-        "version": SCHEMA_VERSION,
-        "state_dir": view.dir,
-        "history_file": None,
-        "toolchain": _toolchain_doc(toolchain),
-        "jobs": [],
-        "events": {"all": ev.summarize([]), "last_build": None},
     }
 
 
@@ -178,7 +158,7 @@ def _profile(j: dict[str, Any]) -> str:
 
 def _history_lines(doc: dict[str, Any]) -> list[str]:
     jobs = doc["jobs"]
-    if doc["history_file"] is None or not jobs:
+    if not jobs:
         return ["memory history: empty (no guarded job has finished yet)"]
     rows = [
         [
@@ -191,7 +171,7 @@ def _history_lines(doc: dict[str, Any]) -> list[str]:
         for j in jobs
     ]
     return [
-        f"memory history: {len(jobs)} jobs in {doc['history_file']}, most recent first",
+        f"memory history: {len(jobs)} jobs, most recent first",
         *_toolchain_lines(doc),
         *table(["CRATE", "WORKSPACE", "PROFILE", "RECENT PEAKS", "ESTIMATE"], rows),
     ]
@@ -225,8 +205,11 @@ def _event_lines(every: dict[str, Any], last: dict[str, Any] | None) -> list[str
 
 
 def render_learned(doc: dict[str, Any]) -> str:
+    from ltoguard.history import where_line
+
     lines = [
         f"ltoguard learned (state dir {doc['state_dir']})",
+        f"history: {where_line(doc['history'])}",
         *_history_lines(doc),
         "",
         *_event_lines(doc["events"]["all"], doc["events"]["last_build"]),
@@ -245,19 +228,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         view = load_view()
     except ValueError as exc:
         return error(str(exc))
-    if not os.path.isdir(view.dir):
-        if not args.json:
-            sys.stdout.write(no_state_message(view.dir) + "\n")
-            return EXIT_OK
-        doc = empty_doc(view, current_toolchain())
-    else:
+    from ltoguard.history import HistoryStore
+
+    dir_fd = None
+    if os.path.isdir(view.dir):
         try:
             _path, dir_fd = open_state_dir(view.dir)
         except StateDirError as exc:
             return error(str(exc))
-        try:
-            doc = learned_doc(view, dir_fd, current_toolchain())
-        finally:
+    # The history outlives the state directory (a reboot): read it all the same.
+    store = HistoryStore.for_reading(lambda: (view.dir, dir_fd))
+    try:
+        if dir_fd is None and not args.json and not len(store.load()):
+            sys.stdout.write(no_state_message(view.dir) + "\n")
+            return EXIT_OK
+        doc = learned_doc(view, dir_fd, store, current_toolchain())
+    finally:
+        store.close()
+        if dir_fd is not None:
             os.close(dir_fd)
     sys.stdout.write(json.dumps(doc, indent=2) + "\n" if args.json else render_learned(doc))
     return EXIT_OK
