@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 USAGE = """\
 usage: ltoguard PROGRAM [ARGS...]         as cargo's rustc wrapper (cargo calls it so)
        ltoguard init [--dry-run]          register ltoguard in this workspace's .cargo/config.toml
+       ltoguard init --remove [--dry-run] take that line out again
        ltoguard doctor [--json]           check the set-up: wrapper path, settings, LTO, memory
        ltoguard explain RUSTC-ARGS...     what ltoguard would do with one invocation, and why
        ltoguard status [--json] [--watch] running and waiting guarded jobs, memory
