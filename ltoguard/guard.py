@@ -47,7 +47,7 @@ def run_guarded(argv: Sequence[str]) -> int:
     from ltoguard.config import SettingsError, decide, load
 
     try:
-        settings = load()
+        settings = load(warn=False)
     except SettingsError as exc:
         error(str(exc))
         return EXIT_CONFIG
@@ -57,6 +57,7 @@ def run_guarded(argv: Sequence[str]) -> int:
     verdict = decide(argv, settings)
     if not verdict.guarded:
         return exec_program(command)
+    settings.warn()  # for a guarded job only: a file's `wrap` brings every crate here
     return run_job(job_from_decision(command, verdict.decision, verdict.override), settings)
 
 
