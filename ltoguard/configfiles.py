@@ -16,7 +16,9 @@ if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
 
 USER_FILE = os.path.join("ltoguard", "config.toml")
-MAX_FILE = 4 << 20  # a config file or Cargo.toml larger than this is not read
+# A settings file or Cargo.toml larger than this is refused when parsed (manifest.py);
+# the byte search here reads only its first ~4 MiB.
+MAX_FILE = 4 << 20
 
 
 def normalise_crate(name: str) -> str:
