@@ -99,6 +99,9 @@ class GuardedRun:
         self.record = JobRecord(job, estimate, basis)
         self.record.inputs = self.inputs
         self.waiting: str | None = None  # why it waited, once it did
+        # Each attempt for the report: [queued, admitted, ended, paused_s, next step]
+        # (shorter if it never got that far); the event log's "attempts".
+        self.attempts: list[list[float | str]] = []
         self.told_wait = False
 
     def run(self) -> int:
@@ -140,10 +143,13 @@ class GuardedRun:
                     lease.reclaim(timeout=RECLAIM_BEFORE_ALONE)
                 signals = process.Forwarder()
                 attempt = Attempt(self.record, self.sem, self.settings.memory, relay)
+                paused_before = self.record.paused_s
                 result = attempt.run(slot, signals, lease)
                 self.record.peak = max(self.record.peak, result.peak)
                 step = next_step(result, state, self.job.what)
                 state = step.state
+                paused = round(self.record.paused_s - paused_before, 3)
+                self.attempts[-1] += [round(time.time(), 3), paused, step.action]
                 if step.learn:
                     self._learn(result.peak)
                 if step.message:
@@ -210,6 +216,7 @@ class GuardedRun:
         until the policy admits it, lending the token meanwhile; signals stay held
         until the attempt forwards them."""
         t_wait = time.time()
+        self.attempts.append([round(t_wait, 3)])
         slot = self.sem.acquire(
             self.record.ticket,
             policy,
@@ -220,6 +227,7 @@ class GuardedRun:
         )
         self.record.waited += time.time() - t_wait
         self.record.admitted = self.record.admitted or time.time()
+        self.attempts[-1].append(round(time.time(), 3))
         self._started(self.record.waited)
         return slot
 
@@ -272,6 +280,7 @@ class GuardedRun:
         from ltoguard.events import append_event
 
         event = self.record.event(code, outcome, state.reruns, state.requeues)
+        event["attempts"] = self.attempts
         append_event(self.sem.dir_fd, os.geteuid(), event)
 
 

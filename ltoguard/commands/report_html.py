@@ -15,7 +15,15 @@ import time
 
 from ltoguard import events as ev
 from ltoguard.commands.common import fmt_age, fmt_bytes, fmt_when
-from ltoguard.commands.report_data import budget_series, memory_series, samples, summary
+from ltoguard.commands.report_data import (
+    Attempt,
+    attempts,
+    budget_series,
+    memory_series,
+    samples,
+    summary,
+    times,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -30,6 +38,12 @@ COLOURS = {
 }
 UNKNOWN_COLOUR = "#6b7280"
 WAIT_COLOUR = "#d9dde3"
+STOPPED_COLOUR = "#9db4cc"  # an attempt stopped to free memory, then queued again
+# What an attempt that was not the last led to, for its tooltip.
+THEN = {
+    "requeue": "stopped to free memory, queued again",
+    "rerun alone": "killed out of memory, queued to rerun alone",
+}
 
 # Geometry of the charts (px). The page is laid out for a 1200 px wide chart.
 LABEL_W = 190
@@ -90,6 +104,67 @@ def _axis(t0: float, span: float, y: float, height: float) -> list[str]:
     return out
 
 
+def _attempt_tip(crate: str, n: int, of: int, t: Attempt) -> str:
+    waited = (t.admitted if t.admitted is not None else t.ended) - t.queued
+    tip = f"{crate}, attempt {n} of {of}: waited {fmt_age(waited)}"
+    if t.admitted is not None:
+        tip += f", ran {fmt_age(t.ended - t.admitted)}"
+        if t.paused:
+            tip += f" (paused {fmt_age(t.paused)} of it)"
+    return tip + (f"; then {THEN[t.then]}" if t.then in THEN else "")
+
+
+def _stripes(start: float, stop: float, step: float = 4.0) -> list[float]:
+    out = []
+    while start < stop:
+        out.append(start)
+        start += step
+    return out
+
+
+def _job_bars(
+    e: dict[str, Any], y: float, x: Callable[[float], float], crate: str, outcome: str
+) -> list[str]:
+    """A job's attempts: each its wait, then its run (striped if it was paused)."""
+    parts = []
+    tries = attempts(e)
+    last = len(tries) - 1
+    for i, t in enumerate(tries):
+        title = f"<title>{esc(_attempt_tip(crate, i + 1, len(tries), t))}</title>"
+        wait_end = t.admitted if t.admitted is not None else t.ended
+        if wait_end > t.queued:
+            parts.append(
+                f'<rect x="{x(t.queued):.1f}" y="{y + 4}" width="{max(1.0, x(wait_end) - x(t.queued)):.1f}"'
+                f' height="{ROW_H - 8}" class="wait">{title if len(tries) > 1 else ""}</rect>'
+            )
+        if t.admitted is None:
+            continue
+        if i == last:
+            colour = COLOURS.get(outcome, UNKNOWN_COLOUR)
+        else:
+            colour = COLOURS["oom"] if t.then == "rerun alone" else STOPPED_COLOUR
+        w = max(2.0, x(t.ended) - x(t.admitted))
+        box = f'x="{x(t.admitted):.1f}" y="{y + 3}" width="{w:.1f}" height="{ROW_H - 6}" rx="2"'
+        parts.append(
+            f'<rect {box} fill="{colour}" class="run">{title if len(tries) > 1 else ""}</rect>'
+        )
+        if t.paused > 0:
+            # Stripes drawn, not a pattern (the page references nothing, not even
+            # url(#id)); in the bar's lower part, under its label.
+            x0, x1 = x(t.admitted), x(t.admitted) + w
+            d = "".join(
+                f"M{sx:.1f},{y + ROW_H / 2 + 5:.1f}V{y + ROW_H - 3}"
+                for sx in _stripes(x0 + 2, x1 - 1)
+            )
+            parts.append(f'<path d="{d}" class="paused"/>')
+        dur = fmt_age(max(0.0, t.ended - t.admitted))
+        if i == last and w > 8 * len(dur) + 8:
+            parts.append(
+                f'<text x="{x(t.admitted) + 5:.1f}" y="{y + ROW_H / 2 + 4:.1f}" class="inbar">{esc(dur)}</text>'
+            )
+    return parts
+
+
 def timeline_svg(events: list[dict[str, Any]], t0: float, span: float) -> str:
     height = AXIS_H + ROW_H * len(events) + 8
     width = LABEL_W + PLOT_W + 20
@@ -106,11 +181,13 @@ def timeline_svg(events: list[dict[str, Any]], t0: float, span: float) -> str:
         y = AXIS_H + i * ROW_H
         crate = ev.text(e, "crate", "?")
         outcome = ev.text(e, "outcome", "unknown")
-        q, a, f = ev.start_time(e), ev.num(e, "admitted"), ev.end_time(e)
-        run_from = a if a is not None else q
+        waited, ran, paused = times(e)
+        tries = len(attempts(e))
         tip = (
-            f"{crate}: waited {fmt_age(ev.waited(e))}, ran {fmt_age(max(0.0, f - run_from))},"
-            f" peak {fmt_bytes(int(ev.num(e, 'peak') or 0))},"
+            f"{crate}: waited {fmt_age(waited)}, ran {fmt_age(ran)}"
+            + (f" (paused {fmt_age(paused)} of it)" if paused else "")
+            + (f" in {tries} attempts" if tries > 1 else "")
+            + f", peak {fmt_bytes(int(ev.num(e, 'peak') or 0))},"
             f" estimate {fmt_bytes(int(ev.num(e, 'estimate') or 0))}, {outcome}"
             f" (exit {exit_text(e.get('exit'))})"
         )
@@ -120,22 +197,7 @@ def timeline_svg(events: list[dict[str, Any]], t0: float, span: float) -> str:
         parts.append(
             f'<text x="{LABEL_W - 8}" y="{y + ROW_H / 2 + 4:.1f}" class="label" text-anchor="end">{esc(crate)}</text>'
         )
-        if a is not None and a > q:
-            parts.append(
-                f'<rect x="{x(q):.1f}" y="{y + 4}" width="{max(1.0, x(a) - x(q)):.1f}"'
-                f' height="{ROW_H - 8}" class="wait"/>'
-            )
-        colour = COLOURS.get(outcome, UNKNOWN_COLOUR)
-        w = max(2.0, x(f) - x(run_from))
-        parts.append(
-            f'<rect x="{x(run_from):.1f}" y="{y + 3}" width="{w:.1f}" height="{ROW_H - 6}"'
-            f' rx="2" fill="{colour}" class="run"/>'
-        )
-        dur = fmt_age(max(0.0, f - run_from))
-        if w > 8 * len(dur) + 8:
-            parts.append(
-                f'<text x="{x(run_from) + 5:.1f}" y="{y + ROW_H / 2 + 4:.1f}" class="inbar">{esc(dur)}</text>'
-            )
+        parts += _job_bars(e, y, x, crate, outcome)
         parts.append("</g>")
     parts.append("</svg>")
     return "\n".join(parts)
@@ -242,7 +304,7 @@ svg .tick{fill:#7b8794;font-size:11px}svg .label{fill:#1f2933}
 svg .stripe{fill:#f7f8fa}svg .wait{fill:"""
     + WAIT_COLOUR
     + """}
-svg .inbar{fill:#fff;font-size:11px}
+svg .inbar{fill:#fff;font-size:11px}svg .paused{stroke:#fff;stroke-opacity:.6;stroke-width:1.5}
 svg .area{fill:#3b82c4;fill-opacity:.35;stroke:#3b82c4;stroke-width:1.2}
 svg .budget{fill:none;stroke:#d14b4b;stroke-width:2;stroke-dasharray:6 4}
 svg g.job:hover .run{opacity:.8}
@@ -307,22 +369,25 @@ def _legend() -> str:
     legend = "".join(
         f'<span><i style="background:{c}"></i>{esc(o)}</span>' for o, c in COLOURS.items()
     )
-    return f'<span><i style="background:{WAIT_COLOUR}"></i>waiting</span>' + legend
+    stopped = (
+        f'<span><i style="background:{STOPPED_COLOUR}"></i>stopped to free memory, queued again</span>'
+        '<span><i style="background:repeating-linear-gradient(90deg,#3b82c4 0 2px,#b9d3ea 2px 4px)">'
+        "</i>striped: paused for part of that run</span>"
+    )
+    return f'<span><i style="background:{WAIT_COLOUR}"></i>waiting</span>' + legend + stopped
 
 
 def _row(e: dict[str, Any]) -> str:
     """One job's line of the table."""
-    a, f = ev.num(e, "admitted"), ev.end_time(e)
-    ran = max(0.0, f - (a if a is not None else ev.start_time(e)))
+    waited, ran, paused = times(e)
     outcome = ev.text(e, "outcome", "unknown")
     est = ev.num(e, "estimate")
     basis = ev.text(e, "estimate_basis")
-    paused = ev.num(e, "paused_s") or 0.0
     return (
         "<tr>"
         f"<td>{esc(ev.text(e, 'crate', '?'))}</td>"
         f"<td>{esc(ev.kind_of(e))}</td>"
-        f"<td>{esc(fmt_age(ev.waited(e)))}</td>"
+        f"<td>{esc(fmt_age(waited))}</td>"
         f"<td>{esc(fmt_age(ran))}</td>"
         f"<td>{esc(fmt_age(paused) if paused else '-')}</td>"
         f"<td>{esc(fmt_bytes(int(ev.num(e, 'peak') or 0)))}</td>"
@@ -370,7 +435,7 @@ def render_html(
 <p class="note">Memory source: {esc(", ".join(sources) or "not recorded")}.</p>
 <h2>Jobs</h2>
 <table>
-<thead><tr><th>crate</th><th>kind</th><th>waited</th><th>ran</th><th title="paused to leave room for older jobs">paused</th><th>peak</th><th>estimate</th><th>exit</th><th>outcome</th><th>reruns</th><th>requeues</th></tr></thead>
+<thead><tr><th>crate</th><th>kind</th><th title="every attempt's wait for admission">waited</th><th title="the rest of the bar: from each admission to the attempt's end, paused time included">ran</th><th title="of ran: paused to leave room for older jobs">paused</th><th>peak</th><th>estimate</th><th>exit</th><th>outcome</th><th>reruns</th><th>requeues</th></tr></thead>
 <tbody>
 {chr(10).join(_row(e) for e in events)}
 </tbody>
