@@ -89,12 +89,18 @@ def _compile(args: list[str]) -> int:
         mode = checked
     decision = classify(args, mode)
     guarded = decision.guarded
-    if not guarded:
-        texts = scan(env)
-        if texts:
-            from ltoguard.verdict import files_may_change
+    texts = scan(env)
+    if texts or any(k.startswith("LTOGUARD_") for k in env):
+        from ltoguard.configfiles import first_call_of_build
 
-            guarded = files_may_change(args, decision, mode, env, texts)
+        if first_call_of_build(env):  # every other call: one failed O_EXCL open
+            from ltoguard.buildcheck import say_problems
+
+            say_problems(env)
+    if not guarded and texts:
+        from ltoguard.verdict import files_may_change
+
+        guarded = files_may_change(args, decision, mode, env, texts)
     if guarded:
         from ltoguard.guard import run_guarded
 

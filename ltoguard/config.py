@@ -102,10 +102,13 @@ class Settings:
     def warn(self) -> None:
         """Say the warnings, each on one line: past cargo's message cache when a
         guarded job says them (messages.note), on stderr otherwise."""
-        from ltoguard.messages import warning
+        from ltoguard.messages import channel, warning
 
+        # Where cargo stores the line and shows it again while the crate is fresh, it
+        # says when it was true.
+        when = " (as of this crate's last compile)" if channel().replayed else ""
         for w in self.warnings:
-            warning(w)
+            warning(w + when)
 
     def crate(self, name: str | None) -> CrateOverride | None:
         """The override for a crate, by the name cargo passes (``--crate-name``)."""

@@ -57,7 +57,10 @@ def run_guarded(argv: Sequence[str]) -> int:
     verdict = decide(argv, settings)
     if not verdict.guarded:
         return exec_program(command)
-    settings.warn()  # for a guarded job only: a file's `wrap` brings every crate here
+    from ltoguard.buildcheck import said_early
+
+    if not said_early():  # for a guarded job only: a file's `wrap` brings every crate here
+        settings.warn()
     return run_job(job_from_decision(command, verdict.decision, verdict.override), settings)
 
 

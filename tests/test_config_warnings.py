@@ -143,3 +143,20 @@ def test_under_cargo_it_goes_past_cargos_message_cache(
         os.close(r)
     assert said.startswith("ltoguard: warning: ") and "slot: unknown key, ignored" in said
     assert capsys.readouterr().err == ""
+
+
+def test_where_cargo_would_replay_it_the_line_says_when(
+    env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    # cargo's stderr out of reach (a regular file, no /proc): the line goes to ours,
+    # which cargo stores and prints again on later builds while the crate is fresh.
+    from ltoguard import messages
+
+    monkeypatch.setattr(messages, "_channel", messages.Channel(-1, False, True))
+    user_file(env, "slot = 2\n")
+    config.load(env, str(tmp_path))
+    err = capsys.readouterr().err
+    assert err.startswith("ltoguard: warning: ") and err.endswith(
+        "(as of this crate's last compile)\n"
+    )
