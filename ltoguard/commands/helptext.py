@@ -62,7 +62,10 @@ def settings_table() -> str:
         "ltoguard settings, highest first: the environment, the workspace's Cargo.toml",
         "([workspace.metadata.ltoguard], or [package.metadata.ltoguard]), the user file",
         "$XDG_CONFIG_HOME/ltoguard/config.toml (~/.config/ltoguard/config.toml), defaults.",
-        "`ltoguard explain` shows each value in force and where it came from.",
+        "`ltoguard explain` shows each value in force and where it came from. A bad value",
+        "is an error; a key this ltoguard does not know is a warning naming the file and",
+        "the key (a newer ltoguard may know it). Under cargo, the first compile of a build",
+        "that sees the settings says what is wrong with them, once for the build.",
         "",
     ]
     for key in KEYS:
