@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from ltoguard.config import Settings
     from ltoguard.jobserver import Lease
     from ltoguard.policy import AdmissionPolicy
+    from ltoguard.retry import Step
     from ltoguard.semaphore import Slot
 
 
@@ -105,6 +106,7 @@ class GuardedRun:
         # Each attempt for the report: [queued, admitted, ended, paused_s, next step]
         # (shorter if it never got that far); the event log's "attempts".
         self.attempts: list[list[float | str]] = []
+        self.paused_at_admission = 0.0
         self.told_wait = False
 
     def run(self) -> int:
@@ -146,13 +148,10 @@ class GuardedRun:
                     lease.reclaim(timeout=RECLAIM_BEFORE_ALONE)
                 signals = process.Forwarder()
                 attempt = Attempt(self.record, self.sem, self.settings.memory, relay)
-                paused_before = self.record.paused_s
                 result = attempt.run(slot, signals, lease)
                 self.record.peak = max(self.record.peak, result.peak)
                 step = next_step(result, state, self.job.what)
-                state = step.state
-                paused = round(self.record.paused_s - paused_before, 3)
-                self.attempts[-1] += [round(time.time(), 3), paused, step.action]
+                state = self._attempt_ended(step)
                 if step.learn:
                     self._learn(result.peak)
                 if step.message:
@@ -231,8 +230,16 @@ class GuardedRun:
         self.record.waited += time.time() - t_wait
         self.record.admitted = self.record.admitted or time.time()
         self.attempts[-1].append(round(time.time(), 3))
+        self.paused_at_admission = self.record.paused_s
         self._started(self.record.waited)
         return slot
+
+    def _attempt_ended(self, step: Step) -> RetryState:
+        """Record the attempt for the report (its end, its own paused seconds, what
+        comes next); the retry state to go on with."""
+        paused = round(self.record.paused_s - self.paused_at_admission, 3)
+        self.attempts[-1] += [round(time.time(), 3), paused, step.action]
+        return step.state
 
     def _announce(self, snap: Snapshot, reason: str) -> None:
         """The waiting line, once per job (not once per requeue). Under cargo it goes

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from ltoguard import events
-from ltoguard.commands import report_data, report_html
+from ltoguard.commands import report_data, report_html, report_svg
 from ltoguard.commands.common import fmt_age
 from tests.procs import Procs, clean_env, ltoguard_cmd, make_fake_rustc, pid_alive, wait_for
 from tests.test_report import T0, check_page, job
@@ -50,13 +50,13 @@ def test_each_attempt_is_drawn_apart() -> None:
     check_page(page)
     drawn = rects(page, "beta")
     assert [c for c, _, _ in drawn] == ["run", "wait", "run"]
-    scale = report_html.PLOT_W / 30.0  # the page spans T0 .. T0+30
+    scale = report_svg.PLOT_W / 30.0  # the page spans T0 .. T0+30
     first, wait, second = drawn
-    assert first[1] == pytest.approx(report_html.LABEL_W + 1 * scale, abs=0.1)
+    assert first[1] == pytest.approx(report_svg.LABEL_W + 1 * scale, abs=0.1)
     assert first[2] == pytest.approx(5 * scale, abs=0.1)  # ends at 6, not at 30
-    assert wait[1] == pytest.approx(report_html.LABEL_W + 6.01 * scale, abs=0.1)
-    assert second[1] == pytest.approx(report_html.LABEL_W + 20 * scale, abs=0.1)
-    assert report_html.STOPPED_COLOUR in page.split(">beta</text>", 1)[1].split("</g>", 1)[0]
+    assert wait[1] == pytest.approx(report_svg.LABEL_W + 6.01 * scale, abs=0.1)
+    assert second[1] == pytest.approx(report_svg.LABEL_W + 20 * scale, abs=0.1)
+    assert report_svg.STOPPED_COLOUR in page.split(">beta</text>", 1)[1].split("</g>", 1)[0]
     assert 'class="paused"' in page  # the second run was paused for part of it
     assert "attempt 1 of 2" in page and "then stopped to free memory, queued again" in page
 
