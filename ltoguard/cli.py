@@ -89,17 +89,41 @@ def _compile(args: list[str]) -> int:
         mode = checked
     decision = classify(args, mode)
     guarded = decision.guarded
-    if not guarded:
-        texts = scan(env)
-        if texts:
-            from ltoguard.verdict import files_may_change
+    texts = scan(env)
+    if texts or any(k.startswith("LTOGUARD_") for k in env):
+        from ltoguard.configfiles import first_call_of_build
 
-            guarded = files_may_change(args, decision, mode, env, texts)
+        if first_call_of_build(env):  # every other call: one failed O_EXCL open
+            from ltoguard.buildcheck import say_problems
+
+            say_problems(env)
+    if not guarded and texts:
+        from ltoguard.verdict import files_may_change
+
+        guarded = files_may_change(args, decision, mode, env, texts)
     if guarded:
         from ltoguard.guard import run_guarded
 
         return run_guarded(args)
+    wrap = env.get("LTOGUARD_WRAP")  # set but empty: no inner wrapper (like RUSTC_WRAPPER="")
+    if wrap:
+        args = [wrap, *args]
+    try:
+        os.execvp(args[0], args)
+    except FileNotFoundError:
+        # Only a failed exec pays for the hint: cargo's PROGRAM is found.
+        if not wrap and mistyped(args[0]):
+            return 2
     from ltoguard.passthrough import exec_program
 
-    wrap = env.get("LTOGUARD_WRAP")  # set but empty: no inner wrapper (like RUSTC_WRAPPER="")
-    return exec_program([wrap, *args] if wrap else args)
+    return exec_program(args)  # says why it cannot run
+
+
+def mistyped(word: str) -> bool:
+    """Say so if ``word``, which is no program, looks like a subcommand's typo."""
+    import difflib
+
+    close = difflib.get_close_matches(word, SUBCOMMANDS, n=1) if "/" not in word else []
+    if close:
+        sys.stderr.write(f"ltoguard: error: no such command '{word}'; did you mean '{close[0]}'?\n")
+    return bool(close)

@@ -7,9 +7,10 @@ single-package project); the user file ``$XDG_CONFIG_HOME/ltoguard/config.toml``
 (``crates.NAME``) come from the files only; a workspace entry for a crate replaces
 the user file's entry for it as a whole.
 
-Every value is checked, including ones a higher source overrides: a typo in a
-file is an error that names the file, the key, the value and what is accepted,
-never a silently ignored setting. An empty or blank ``LTOGUARD_*`` variable counts
+Every value is checked, including ones a higher source overrides: a bad value in
+a file is an error that names the file, the key, the value and what is accepted,
+never a silently ignored setting. A key this ltoguard does not know is a warning
+naming the file and the key: a newer ltoguard (a teammate's) may know it. An empty or blank ``LTOGUARD_*`` variable counts
 as unset, except ``LTOGUARD_WRAP=""`` which means "no inner wrapper" (like cargo's
 empty ``RUSTC_WRAPPER``).
 
@@ -76,6 +77,7 @@ class Settings:
         crates: Mapping[str, CrateOverride] | None = None,
         manifest: str | None = None,
         user_file: str | None = None,
+        warnings: Sequence[str] = (),
     ) -> None:
         merged = {key: Setting(DEFAULTS[key], "default") for key in KEYS}
         merged.update(values)
@@ -98,6 +100,18 @@ class Settings:
         self.origins: dict[str, str] = {key: s.origin for key, s in merged.items()}
         self.manifest = manifest  # the workspace Cargo.toml consulted, if any
         self.user_file = user_file  # the user config path looked at (it may not exist)
+        self.warnings = list(warnings)  # unknown keys, each naming its file
+
+    def warn(self) -> None:
+        """Say the warnings, each on one line: past cargo's message cache when a
+        guarded job says them (messages.note), on stderr otherwise."""
+        from ltoguard.messages import channel, warning
+
+        # Where cargo stores the line and shows it again while the crate is fresh, it
+        # says when it was true.
+        when = " (as of this crate's last compile)" if channel().replayed else ""
+        for w in self.warnings:
+            warning(w + when)
 
     def crate(self, name: str | None) -> CrateOverride | None:
         """The override for a crate, by the name cargo passes (``--crate-name``)."""
@@ -109,18 +123,24 @@ class Settings:
         return [(key, self.settings[key]) for key in KEYS]
 
 
-def load(environ: Mapping[str, str] | None = None, cwd: str | None = None) -> Settings:
+def load(
+    environ: Mapping[str, str] | None = None, cwd: str | None = None, *, warn: bool = True
+) -> Settings:
     """The settings in force for a rustc run in ``cwd`` (default: the current
-    directory) with ``environ`` (default: os.environ). Raises SettingsError."""
+    directory) with ``environ`` (default: os.environ). Raises SettingsError.
+
+    ``warn``: say the warnings (unknown keys) now, for every command that reads the
+    settings; the guarded path says them only for a job it guards."""
     env = os.environ if environ is None else environ
     here = cwd or os.getcwd()
     values: dict[str, Setting] = {}
     crates: dict[str, CrateOverride] = {}
+    warnings: list[str] = []
 
     user = user_config_path(env)
     data = read_toml(user, missing_ok=True)
     if data is not None:
-        apply_file(data, user, "", "crates", values, crates)
+        apply_file(data, user, "", "crates", values, crates, warnings)
 
     # cargo runs rustc in the workspace root but sets CARGO_MANIFEST_DIR to the
     # package's directory: that is where cargo itself starts its root search.
@@ -133,7 +153,8 @@ def load(environ: Mapping[str, str] | None = None, cwd: str | None = None) -> Se
         assert data is not None
         table, dotted = metadata_table(data, manifest)
         if table is not None:
-            apply_file(table, manifest, f"[{dotted}] ", f"{dotted}.crates", values, crates)
+            crates_table = f"{dotted}.crates"
+            apply_file(table, manifest, f"[{dotted}] ", crates_table, values, crates, warnings)
 
     for key in KEYS:
         raw = env.get(ENV_VARS[key])
@@ -141,7 +162,10 @@ def load(environ: Mapping[str, str] | None = None, cwd: str | None = None) -> Se
             continue
         values[key] = env_setting(key, raw)
 
-    return Settings(values, crates, manifest, user)
+    settings = Settings(values, crates, manifest, user, warnings)
+    if warn:
+        settings.warn()
+    return settings
 
 
 def decide(argv: Sequence[str], settings: Settings) -> Verdict:

@@ -4,6 +4,8 @@ cli.py runs for every crate cargo compiles. Before it execs rustc it asks whethe
 settings file could change the decision (an inner wrapper, a file-set mode, a
 per-crate override). That question costs one read of each candidate file and a
 byte search, done once per call; TOML is parsed (config.py) only when it says yes.
+It also tells the first call of a cargo build that sees any settings, which checks
+them for the whole build (buildcheck.py): every other call pays one failed open.
 Imports only ``os``.
 """
 
@@ -16,7 +18,9 @@ if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
 
 USER_FILE = os.path.join("ltoguard", "config.toml")
-MAX_FILE = 4 << 20  # a config file or Cargo.toml larger than this is not read
+# A settings file or Cargo.toml larger than this is refused when parsed (manifest.py);
+# the byte search here reads only its first ~4 MiB.
+MAX_FILE = 4 << 20
 
 
 def normalise_crate(name: str) -> str:
@@ -96,3 +100,80 @@ def may_override(texts: list[bytes], crate_name: str | None) -> bool:
     needle = normalise_crate(crate_name).encode("utf-8", "surrogateescape")
     # Hyphens folded on both sides so `[crates.my-crate]` matches `my_crate`.
     return any(needle in data.replace(b"-", b"_") for data in texts)
+
+
+# ---------------------------------------------------------------------------
+# once per build: the first call that sees settings checks them (buildcheck.py)
+
+MARK = ".checked-"  # + cargo's pid and start time: one file per build
+
+
+def cargo_build() -> str:
+    """ "PID-STARTTIME" of our parent if it is cargo, else "" (run by hand, or by sccache)."""
+    ppid = os.getppid()
+    try:
+        with open(f"/proc/{ppid}/stat", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return ""
+    head, _, rest = raw.rpartition(b")")
+    fields = rest.split()
+    if head.partition(b"(")[2] != b"cargo" or len(fields) < 20:
+        return ""
+    return f"{ppid}-{fields[19].decode()}"
+
+
+def mark_dir(env: Mapping[str, str]) -> str:
+    """Where the marks go: the state directory as the environment names it, else the
+    default's location without statedir's costlier checks (a settings file's `dir`
+    is not read here; the mark only has to be the same for every call of a build)."""
+    explicit = env.get("LTOGUARD_DIR", "").strip()
+    if explicit:
+        return os.path.abspath(explicit)
+    runtime = env.get("XDG_RUNTIME_DIR", "")
+    if runtime and os.path.isabs(runtime):
+        return os.path.join(runtime, "ltoguard")
+    return os.path.join(env.get("TMPDIR") or "/tmp", f"ltoguard-{os.geteuid()}")
+
+
+def first_call(directory: str, build: str) -> bool:
+    """True for exactly one call per build: the one that made the mark."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    path = os.path.join(directory, MARK + build)
+    try:
+        os.close(os.open(path, flags, 0o600))
+    except FileExistsError:
+        return False
+    except FileNotFoundError:
+        try:
+            os.mkdir(directory, 0o700)  # a fresh boot: as a build would make it
+            os.close(os.open(path, flags, 0o600))
+        except OSError:
+            return False  # the guarded path says what is wrong with it
+    except OSError:
+        return False
+    _forget_old(directory, build)
+    return True
+
+
+def _forget_old(directory: str, build: str) -> None:
+    # One mark per build: those of cargo processes gone are removed by the next build.
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        if not name.startswith(MARK) or name == MARK + build:
+            continue
+        pid = name[len(MARK) :].partition("-")[0]
+        if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            try:
+                os.unlink(os.path.join(directory, name))
+            except OSError:
+                pass
+
+
+def first_call_of_build(env: Mapping[str, str]) -> bool:
+    """Is this the first call of its cargo build to see settings? False outside cargo."""
+    build = cargo_build()
+    return bool(build) and first_call(mark_dir(env), build)

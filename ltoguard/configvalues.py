@@ -200,14 +200,14 @@ def bad_value(where: str, value: object, accepted: str, detail: str = "") -> Set
     return SettingsError(f"{where} = {toml_value(value)} is not valid{why}; accepted: {accepted}")
 
 
-def _unknown(where: str, key: str, value: object, accepted: Sequence[str]) -> SettingsError:
+def unknown_key(where: str, key: str, accepted: Sequence[str]) -> str:
+    """The warning for a key this ltoguard does not know: a newer ltoguard may (a
+    teammate's), so it is ignored, not refused."""
     import difflib
 
     close = difflib.get_close_matches(key, accepted, n=1)
     hint = f" (did you mean {close[0]}?)" if close else ""
-    return SettingsError(
-        f"{where}{key} = {toml_value(value)}: unknown key{hint}; accepted keys: {', '.join(accepted)}"
-    )
+    return f"{where}{key}: unknown key, ignored{hint}; this ltoguard knows: {', '.join(accepted)}"
 
 
 def apply_file(
@@ -217,8 +217,10 @@ def apply_file(
     crates_table: str,
     values: dict[str, Setting],
     crates: dict[str, CrateOverride],
+    warnings: list[str],
 ) -> None:
-    """Check one file's ltoguard table and record its settings.
+    """Check one file's ltoguard table and record its settings; an unknown key is
+    appended to ``warnings``, a bad value of a known one raises SettingsError.
 
     ``prefix`` is how a key is located in the file ("" or "[workspace.metadata.ltoguard] ");
     ``crates_table`` the dotted name of its crates table, for messages.
@@ -231,10 +233,11 @@ def apply_file(
                 raise bad_value(
                     where, value, "a table of crate tables: [crates.NAME] with memory and guard"
                 )
-            crates.update(_crates(value, path, crates_table))
+            crates.update(_crates(value, path, crates_table, warnings))
             continue
         if key not in KEYS:
-            raise _unknown(f"{path} {prefix}", key, value, (*KEYS, "crates"))
+            warnings.append(unknown_key(f"{path} {prefix}", key, (*KEYS, "crates")))
+            continue
         try:
             checked = _check(key, value, False, base_dir)
         except _Invalid as exc:
@@ -242,7 +245,9 @@ def apply_file(
         values[key] = Setting(checked, where)
 
 
-def _crates(table: Mapping[str, object], path: str, dotted: str) -> dict[str, CrateOverride]:
+def _crates(
+    table: Mapping[str, object], path: str, dotted: str, warnings: list[str]
+) -> dict[str, CrateOverride]:
     found: dict[str, CrateOverride] = {}
     spelled: dict[str, str] = {}
     for name, entry in table.items():
@@ -256,7 +261,8 @@ def _crates(table: Mapping[str, object], path: str, dotted: str) -> dict[str, Cr
         for key, value in entry.items():
             where = f"{origin} {key}"
             if key not in CRATE_KEYS:
-                raise _unknown(f"{origin} ", key, value, CRATE_KEYS)
+                warnings.append(unknown_key(f"{origin} ", key, CRATE_KEYS))
+                continue
             if key == "guard":
                 if value not in GUARD_VALUES:
                     raise bad_value(where, value, CRATE_ACCEPTED[key])

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from ltoguard.history import HistoryStore
     from ltoguard.jobserver import Lease
     from ltoguard.policy import AdmissionPolicy
+    from ltoguard.retry import Step
     from ltoguard.semaphore import Slot
 
 
@@ -51,7 +52,7 @@ def run_guarded(argv: Sequence[str]) -> int:
     from ltoguard.config import SettingsError, decide, load
 
     try:
-        settings = load()
+        settings = load(warn=False)
     except SettingsError as exc:
         error(str(exc))
         return EXIT_CONFIG
@@ -61,6 +62,10 @@ def run_guarded(argv: Sequence[str]) -> int:
     verdict = decide(argv, settings)
     if not verdict.guarded:
         return exec_program(command)
+    from ltoguard.buildcheck import said_early
+
+    if not said_early():  # for a guarded job only: a file's `wrap` brings every crate here
+        settings.warn()
     return run_job(job_from_decision(command, verdict.decision, verdict.override), settings)
 
 
@@ -103,6 +108,10 @@ class GuardedRun:
         self.record = JobRecord(job, estimate, basis)
         self.record.inputs = self.inputs
         self.waiting: str | None = None  # why it waited, once it did
+        # Each attempt for the report: [queued, admitted, ended, paused_s, next step]
+        # (shorter if it never got that far); the event log's "attempts".
+        self.attempts: list[list[float | str]] = []
+        self.paused_at_admission = 0.0
         self.told_wait = False
 
     def run(self) -> int:
@@ -147,7 +156,7 @@ class GuardedRun:
                 result = attempt.run(slot, signals, lease)
                 self.record.peak = max(self.record.peak, result.peak)
                 step = next_step(result, state, self.job.what)
-                state = step.state
+                state = self._attempt_ended(step)
                 if step.learn:
                     self._learn(result.peak)
                 if step.message:
@@ -217,6 +226,7 @@ class GuardedRun:
         until the policy admits it, lending the token meanwhile; signals stay held
         until the attempt forwards them."""
         t_wait = time.time()
+        self.attempts.append([round(t_wait, 3)])
         slot = self.sem.acquire(
             self.record.ticket,
             policy,
@@ -227,8 +237,17 @@ class GuardedRun:
         )
         self.record.waited += time.time() - t_wait
         self.record.admitted = self.record.admitted or time.time()
+        self.attempts[-1].append(round(time.time(), 3))
+        self.paused_at_admission = self.record.paused_s
         self._started(self.record.waited)
         return slot
+
+    def _attempt_ended(self, step: Step) -> RetryState:
+        """Record the attempt for the report (its end, its own paused seconds, what
+        comes next); the retry state to go on with."""
+        paused = round(self.record.paused_s - self.paused_at_admission, 3)
+        self.attempts[-1] += [round(time.time(), 3), paused, step.action]
+        return step.state
 
     def _announce(self, snap: Snapshot, decision: Admission) -> None:
         """The waiting line, once per job (not once per requeue). Under cargo it goes
@@ -265,6 +284,7 @@ class GuardedRun:
         from ltoguard.events import append_event
 
         event = self.record.event(code, outcome, state.reruns, state.requeues)
+        event["attempts"] = self.attempts
         append_event(self.sem.dir_fd, os.geteuid(), event)
 
 

@@ -26,7 +26,9 @@ def build_says(path: Path) -> str:
 
 
 @pytest.mark.parametrize("argv", COMMANDS, ids=lambda a: a[0])
-@pytest.mark.parametrize("kind", ["file", "world-writable", "no parent"])
+@pytest.mark.parametrize(
+    "kind", ["file", "world-writable", "no parent", "under a file", "cannot be made"]
+)
 def test_a_bad_state_dir_is_refused_like_a_build(
     argv: list[str],
     kind: str,
@@ -40,8 +42,16 @@ def test_a_bad_state_dir_is_refused_like_a_build(
     elif kind == "world-writable":
         bad.mkdir()
         os.chmod(bad, 0o777)
-    else:
+    elif kind == "no parent":
         bad = tmp_path / "missing" / "state"
+    elif kind == "under a file":
+        (tmp_path / "file").write_text("")
+        bad = tmp_path / "file" / "state"
+    else:
+        # The parent exists, but nothing can be made in it (procfs).
+        if not os.path.isdir("/proc/self"):
+            pytest.skip("no /proc here")
+        bad = Path("/proc/ltoguard-state")
     expected = build_says(bad)
     monkeypatch.setenv("LTOGUARD_DIR", str(bad))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
@@ -64,3 +74,14 @@ def test_a_state_dir_not_made_yet_is_fine(
     assert cli.main(argv) == 0
     assert "no guarded compile has run yet" in capsys.readouterr().out
     assert not (tmp_path / "state").exists()  # looking does not create it
+
+
+def test_looking_leaves_nothing_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The check makes and removes an empty sibling: the parent is as it was.
+    monkeypatch.setenv("LTOGUARD_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["status"]) == 0
+    assert sorted(os.listdir(tmp_path)) == []

@@ -37,3 +37,9 @@ def test_help_settings_has_the_full_table(capsys: pytest.CaptureFixture[str]) ->
 def test_help_on_something_unknown(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["help", "bogus"]) == 2
     assert capsys.readouterr().err.startswith("ltoguard: error: no help on 'bogus'")
+
+
+def test_help_settings_says_unknown_keys_warn(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["help", "settings"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "a key this ltoguard does not know is a warning naming the file and the key" in out

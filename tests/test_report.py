@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from ltoguard import events
-from ltoguard.commands import report, report_data, report_html
+from ltoguard.commands import report, report_data, report_html, report_svg
 
 MiB = 1 << 20
 T0 = 1_760_000_000.0
@@ -115,7 +115,7 @@ def test_page_has_one_bar_per_job() -> None:
     for crate in ("alpha", "beta", "gamma"):
         assert f">{crate}</text>" in page and f"<td>{crate}</td>" in page
     assert 'data-outcome="failed"' in page
-    assert report_html.COLOURS["failed"] in page
+    assert report_svg.COLOURS["failed"] in page
 
 
 def test_page_shows_paused_time_per_job() -> None:

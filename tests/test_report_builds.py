@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from ltoguard import events
-from ltoguard.commands import report, report_data, report_html
+from ltoguard.commands import report, report_data, report_html, report_svg
 from tests.test_report import T0, build, job
 
 
@@ -71,11 +71,11 @@ def test_avoided_counts_only_what_the_machine_could_not_hold() -> None:
 
 def test_memory_axis_fits_the_jobs_not_a_huge_host() -> None:
     huge = [dict(e, budget=23 << 30) if e.get("budget") else e for e in build()]
-    svg = report_html.memory_svg(huge, T0, 40.0)
+    svg = report_svg.memory_svg(huge, T0, 40.0)
     assert 'class="budget"' not in svg  # not drawn on a scale that would flatten the jobs
     assert "above this scale" in svg
     assert "20 GiB" not in svg and "GiB</text>" not in svg.split("above")[0]  # ticks in MiB
-    near = report_html.memory_svg(build(), T0, 40.0)
+    near = report_svg.memory_svg(build(), T0, 40.0)
     assert 'class="budget"' in near and "above this scale" not in near
 
 

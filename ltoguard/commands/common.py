@@ -54,7 +54,7 @@ def load_view(environ: Mapping[str, str] | None = None, cwd: str | None = None) 
     Raises ValueError with a one-line message naming the setting.
     """
     from ltoguard.config import load
-    from ltoguard.statedir import StateDirError, check_state_dir
+    from ltoguard.statedir import StateDirError
 
     env = os.environ if environ is None else environ
     cwd = os.getcwd() if cwd is None else cwd
@@ -63,10 +63,45 @@ def load_view(environ: Mapping[str, str] | None = None, cwd: str | None = None) 
     except Exception as exc:  # its errors name the file and key; show them as they are
         raise ValueError(str(exc)) from None
     try:
-        path = check_state_dir(s.dir)  # what a build would refuse, with its message
+        path = check_state(s.dir)
     except StateDirError as exc:
         raise ValueError(str(exc)) from None
     return View(s.slots, s.memory, path, dict(s.origins))
+
+
+def check_state(setting: str | None) -> str:
+    """The one check of the state directory for every command that reads it: what a
+    build would refuse, with the build's message (StateDirError), without leaving a
+    directory behind; returns the absolute path.
+
+    A directory not made yet is tried the way a build makes it: an empty sibling is
+    made and removed at once (making the directory itself could race a build that
+    makes it at the same moment and starts using it)."""
+    from ltoguard.statedir import StateDirError, check_state_dir, default_path
+
+    path = os.path.abspath(setting or default_path())
+    if os.path.lexists(path):
+        return check_state_dir(setting)
+    probe = os.path.join(os.path.dirname(path), f".ltoguard-probe-{os.getpid()}")
+    try:
+        os.mkdir(probe, 0o700)
+    except FileNotFoundError:
+        # statedir.open_state_dir's words: the build's message, not a second one.
+        what = "LTOGUARD_DIR" if setting else "the default state directory"
+        raise StateDirError(
+            f"cannot create {what} {path}: its parent directory does not exist"
+        ) from None
+    except FileExistsError:
+        pass  # a probe left by a process of ours that died: creating works
+    except OSError as exc:
+        raise StateDirError(
+            f"cannot create state directory {path}: {exc.strerror}; set LTOGUARD_DIR to a writable directory"
+        ) from None
+    try:
+        os.rmdir(probe)
+    except OSError:
+        pass
+    return path
 
 
 def no_state_message(path: str) -> str:

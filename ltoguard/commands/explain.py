@@ -201,10 +201,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(json.dumps(report(verdict, settings, words), indent=2) + "\n")
     else:
         sys.stdout.write(render(verdict, settings, words))
-    from ltoguard.statedir import StateDirError, check_state_dir
+    from ltoguard.commands.common import check_state
+    from ltoguard.statedir import StateDirError
 
     try:
-        check_state_dir(settings.dir)  # what a guarded compile would refuse
+        check_state(settings.dir)  # what a guarded compile would refuse
     except StateDirError as exc:
         return error(str(exc))
     return EXIT_OK

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 USAGE = """\
 usage: ltoguard PROGRAM [ARGS...]         as cargo's rustc wrapper (cargo calls it so)
        ltoguard init [--dry-run]          register ltoguard in this workspace's .cargo/config.toml
+       ltoguard init --remove [--dry-run] take that line out again
        ltoguard doctor [--json]           check the set-up: wrapper path, settings, LTO, memory
        ltoguard explain RUSTC-ARGS...     what ltoguard would do with one invocation, and why
        ltoguard status [--json] [--watch] running and waiting guarded jobs, memory
@@ -61,7 +62,10 @@ def settings_table() -> str:
         "ltoguard settings, highest first: the environment, the workspace's Cargo.toml",
         "([workspace.metadata.ltoguard], or [package.metadata.ltoguard]), the user file",
         "$XDG_CONFIG_HOME/ltoguard/config.toml (~/.config/ltoguard/config.toml), defaults.",
-        "`ltoguard explain` shows each value in force and where it came from.",
+        "`ltoguard explain` shows each value in force and where it came from. A bad value",
+        "is an error; a key this ltoguard does not know is a warning naming the file and",
+        "the key (a newer ltoguard may know it). Under cargo, the first compile of a build",
+        "that sees the settings says what is wrong with them, once for the build.",
         "",
     ]
     for key in KEYS:

@@ -39,6 +39,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--dry-run", action="store_true", help="print the change and write nothing")
     parser.add_argument(
+        "--remove",
+        action="store_true",
+        help="remove the wrapper line init added (only one that names ltoguard)",
+    )
+    parser.add_argument(
         "--wrapper-path",
         metavar="PATH",
         help="the absolute path cargo should run (default: the path this ltoguard was "
@@ -291,6 +296,8 @@ def run(cwd: str, key: str, value: str, dry_run: bool) -> tuple[str, str, str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     opts = _parser().parse_args(sys.argv[1:] if argv is None else list(argv))
+    if opts.remove:
+        return _remove(opts.dry_run)
     key = "rustc-wrapper" if opts.rustc_wrapper else "rustc-workspace-wrapper"
     try:
         value = opts.wrapper_path or default_wrapper_path()
@@ -309,4 +316,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             "note: the next build recompiles every workspace member once "
             "(cargo hashes the wrapper's path into their metadata)\n"
         )
+    return EXIT_OK
+
+
+def _remove(dry_run: bool) -> int:
+    from ltoguard.commands.init_remove import names_ltoguard, remove
+
+    try:
+        _, message = remove(os.getcwd(), dry_run)
+    except InitError as exc:
+        return error(str(exc))
+    except OSError as exc:
+        return error(f"cannot write {exc.filename}: {exc.strerror}")
+    sys.stdout.write(message)
+    for var in ("RUSTC_WORKSPACE_WRAPPER", "RUSTC_WRAPPER"):
+        if names_ltoguard(os.environ.get(var)):
+            warning(f"{var} names ltoguard in this environment; cargo still runs it")
     return EXIT_OK

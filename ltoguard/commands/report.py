@@ -1,6 +1,7 @@
 """`ltoguard report`: one self-contained HTML timeline of a build (issue #5 item 7).
 
-The events to show and the figures are ``report_data``; the page is ``report_html``.
+The events to show and the figures are ``report_data``; the page is ``report_html``,
+its charts ``report_svg``.
 A build is the events of one workspace whose times are close together
 (``events.group_builds``). Default: the latest build of the workspace around the
 current directory, else the latest build of any workspace.

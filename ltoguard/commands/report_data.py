@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 import os
+from typing import NamedTuple
 
 from ltoguard import events as ev
 
@@ -48,6 +49,72 @@ def select(
         return [e for e in mine if ev.start_time(e) >= since], chosen
     builds = ev.group_builds(mine)
     return (builds[-1] if builds else []), chosen
+
+
+# ---------------------------------------------------------------------------
+# attempts: a job stopped to free memory (or killed by the OOM killer) queues again
+
+
+class Attempt(NamedTuple):
+    """One admission of a job: it waited from ``queued`` to ``admitted`` (None: it
+    never was, e.g. interrupted while waiting), then ran until ``ended``."""
+
+    queued: float
+    admitted: float | None
+    ended: float
+    paused: float  # seconds of its run the compile was paused
+    then: str  # what came next: "requeue", "rerun alone", "done" ("" unknown)
+
+
+def _field(raw: list[Any], i: int) -> float | None:
+    v = raw[i] if i < len(raw) else None
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
+        return None
+    return float(v)
+
+
+def _logged(e: dict[str, Any]) -> list[list[Any]]:
+    raw = e.get("attempts")
+    if not isinstance(raw, list):
+        return []
+    return [r for r in raw if isinstance(r, list) and _field(r, 0) is not None]
+
+
+def attempts(e: dict[str, Any]) -> list[Attempt]:
+    """The job's attempts, in order, each within the job's own span.
+
+    From the log's ``attempts``; a log without them (older ltoguard) gives one
+    attempt from the first admission to the end, its requeues' waits inside."""
+    q0, end = ev.start_time(e), ev.end_time(e)
+    rows = _logged(e)
+    if not rows:
+        # No admission recorded (a sparse record): drawn as run from its start, as before.
+        a = min(max(ev.num(e, "admitted") or q0, q0), end)
+        return [Attempt(q0, a, end, ev.num(e, "paused_s") or 0.0, "done")]
+    out = []
+    for i, r in enumerate(rows):
+        q = min(max(_field(r, 0) or q0, q0), end)
+        # An attempt cut short (a signal while it waited) lasts until the next, or the end.
+        nxt = _field(rows[i + 1], 0) if i + 1 < len(rows) else None
+        stop = max(min(_field(r, 2) or nxt or end, end), q)
+        adm = _field(r, 1)
+        adm = None if adm is None else min(max(adm, q), stop)
+        then = r[4] if len(r) > 4 and isinstance(r[4], str) else ""
+        out.append(Attempt(q, adm, stop, max(0.0, _field(r, 3) or 0.0), then))
+    return out
+
+
+def times(e: dict[str, Any]) -> tuple[float, float, float]:
+    """(waited, ran, paused) in seconds, as the timeline draws them: waited + ran is
+    the job's bar, from first queued to finished; paused is part of ran."""
+    total = max(0.0, ev.end_time(e) - ev.start_time(e))
+    tries = attempts(e)
+    if _logged(e):
+        waited = sum((t.admitted if t.admitted is not None else t.ended) - t.queued for t in tries)
+    else:
+        waited = ev.waited(e)  # older logs: the total the job recorded
+    waited = min(max(0.0, waited), total)
+    return waited, total - waited, sum(t.paused for t in tries)
 
 
 # ---------------------------------------------------------------------------

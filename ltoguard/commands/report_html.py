@@ -1,230 +1,33 @@
 """`ltoguard report`'s page: one self-contained HTML file of a build.
 
-In the spirit of ``cargo build --timings``: a summary, one bar per guarded job
-(waiting, then running, coloured by outcome), the memory the guarded jobs held
-over time against the budget, and a table. Inline CSS and SVG only: no scripts,
+In the spirit of ``cargo build --timings``: a summary, one row per guarded job
+(each attempt waiting, then running, coloured by how it ended; report_svg), the
+memory the guarded jobs held over time against the budget, and a table. Inline CSS and SVG only: no scripts,
 no fonts, no URLs, so the file can be attached to a CI run and opened anywhere.
 SVG ``<title>`` elements give tooltips without JavaScript.
 """
 
 from __future__ import annotations
 
-import html
 import os
 import time
 
 from ltoguard import events as ev
 from ltoguard.commands.common import fmt_age, fmt_bytes, fmt_when
-from ltoguard.commands.report_data import budget_series, memory_series, samples, summary
+from ltoguard.commands.report_data import samples, summary, times
+from ltoguard.commands.report_svg import (
+    COLOURS,
+    STOPPED_COLOUR,
+    WAIT_COLOUR,
+    esc,
+    exit_text,
+    memory_svg,
+    timeline_svg,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
     from typing import Any
-
-COLOURS = {
-    "ok": "#3b82c4",
-    "failed": "#d14b4b",
-    "oom": "#e8912d",
-    "interrupted": "#8a8f98",
-}
-UNKNOWN_COLOUR = "#6b7280"
-WAIT_COLOUR = "#d9dde3"
-
-# Geometry of the charts (px). The page is laid out for a 1200 px wide chart.
-LABEL_W = 190
-PLOT_W = 960
-ROW_H = 22
-AXIS_H = 26
-MEM_H = 220
-
-# ---------------------------------------------------------------------------
-# the charts
-
-
-def esc(v: object) -> str:
-    return html.escape(str(v), quote=True)
-
-
-def _nice_step(span: float, max_ticks: int = 12) -> float:
-    for step in (0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400):
-        if span / step <= max_ticks:
-            return float(step)
-    return span / max_ticks
-
-
-def _nice_size_step(highest: float, max_lines: int = 6) -> float:
-    """A power-of-two size step (256 MiB, 512 MiB, 1 GiB...) giving at most max_lines grid lines."""
-    step = 1024.0 * 1024
-    while highest / step > max_lines:
-        step *= 2
-    return step
-
-
-def _tick_label(t: float) -> str:
-    if t == 0:
-        return "0"
-    if t < 60:
-        return f"{t:g}s"
-    m, s = divmod(int(t), 60)
-    if m < 60:
-        return f"{m}m" if s == 0 else f"{m}m{s:02d}s"
-    h, m = divmod(m, 60)
-    return f"{h}h" if m == 0 else f"{h}h{m:02d}m"
-
-
-def _axis(t0: float, span: float, y: float, height: float) -> list[str]:
-    """Vertical grid lines and time labels across a plot."""
-    out = []
-    step = _nice_step(span)
-    k = 0
-    while k * step <= span + 1e-9:
-        x = LABEL_W + PLOT_W * (k * step) / span
-        out.append(
-            f'<line x1="{x:.1f}" y1="{y:.1f}" x2="{x:.1f}" y2="{y + height:.1f}" class="grid"/>'
-        )
-        out.append(
-            f'<text x="{x:.1f}" y="{y - 6:.1f}" class="tick" text-anchor="middle">{_tick_label(k * step)}</text>'
-        )
-        k += 1
-    return out
-
-
-def timeline_svg(events: list[dict[str, Any]], t0: float, span: float) -> str:
-    height = AXIS_H + ROW_H * len(events) + 8
-    width = LABEL_W + PLOT_W + 20
-
-    def x(t: float) -> float:
-        return LABEL_W + PLOT_W * max(0.0, t - t0) / span
-
-    parts = [
-        f'<svg class="timeline" width="{width}" height="{height}" viewBox="0 0 {width} {height}"'
-        ' role="img" aria-label="guarded jobs over time">',
-        *_axis(t0, span, AXIS_H, ROW_H * len(events)),
-    ]
-    for i, e in enumerate(events):
-        y = AXIS_H + i * ROW_H
-        crate = ev.text(e, "crate", "?")
-        outcome = ev.text(e, "outcome", "unknown")
-        q, a, f = ev.start_time(e), ev.num(e, "admitted"), ev.end_time(e)
-        run_from = a if a is not None else q
-        tip = (
-            f"{crate}: waited {fmt_age(ev.waited(e))}, ran {fmt_age(max(0.0, f - run_from))},"
-            f" peak {fmt_bytes(int(ev.num(e, 'peak') or 0))},"
-            f" estimate {fmt_bytes(int(ev.num(e, 'estimate') or 0))}, {outcome}"
-            f" (exit {exit_text(e.get('exit'))})"
-        )
-        parts.append(f'<g class="job" data-outcome="{esc(outcome)}"><title>{esc(tip)}</title>')
-        if i % 2:
-            parts.append(f'<rect x="0" y="{y}" width="{width}" height="{ROW_H}" class="stripe"/>')
-        parts.append(
-            f'<text x="{LABEL_W - 8}" y="{y + ROW_H / 2 + 4:.1f}" class="label" text-anchor="end">{esc(crate)}</text>'
-        )
-        if a is not None and a > q:
-            parts.append(
-                f'<rect x="{x(q):.1f}" y="{y + 4}" width="{max(1.0, x(a) - x(q)):.1f}"'
-                f' height="{ROW_H - 8}" class="wait"/>'
-            )
-        colour = COLOURS.get(outcome, UNKNOWN_COLOUR)
-        w = max(2.0, x(f) - x(run_from))
-        parts.append(
-            f'<rect x="{x(run_from):.1f}" y="{y + 3}" width="{w:.1f}" height="{ROW_H - 6}"'
-            f' rx="2" fill="{colour}" class="run"/>'
-        )
-        dur = fmt_age(max(0.0, f - run_from))
-        if w > 8 * len(dur) + 8:
-            parts.append(
-                f'<text x="{x(run_from) + 5:.1f}" y="{y + ROW_H / 2 + 4:.1f}" class="inbar">{esc(dur)}</text>'
-            )
-        parts.append("</g>")
-    parts.append("</svg>")
-    return "\n".join(parts)
-
-
-BUDGET_SCALE = 3.0  # a budget above this many times the peak is named, not drawn
-
-
-def _budget_marks(
-    shown: list[tuple[float, float]],
-    above: list[float],
-    end: float,
-    x: Callable[[float], float],
-    y: Callable[[float], float],
-    y0: float,
-) -> list[str]:
-    """The budget each admission saw, as steps; or its name, when it is off the scale."""
-    parts = []
-    if above:
-        parts.append(
-            # Under the plot, right-aligned: above it the time axis is labelled.
-            f'<text x="{LABEL_W + PLOT_W}" y="{y0 + MEM_H + 18}" class="tick" text-anchor="end">'
-            f"budget seen at admission: {esc(fmt_bytes(int(min(above))))} and up, above this"
-            " scale</text>"
-        )
-    if shown:
-        d = []
-        for i, (t, b) in enumerate(shown):
-            nxt = shown[i + 1][0] if i + 1 < len(shown) else end
-            d.append(f"M{x(t):.1f},{y(b):.1f}H{x(nxt):.1f}")
-        parts.append(
-            f'<path d="{"".join(d)}" class="budget"><title>budget seen at each admission</title></path>'
-        )
-    return parts
-
-
-def memory_svg(events: list[dict[str, Any]], t0: float, span: float) -> str:
-    mem = memory_series(events)
-    budgets = budget_series(events)
-    peak = max([v for _, v in mem] + [1.0])
-    # The axis fits the jobs' memory; the budget line is drawn when it is on the
-    # same scale, else named under the chart (a 24 GiB host would flatten 400 MiB
-    # jobs to nothing).
-    shown = [(t, b) for t, b in budgets if b <= BUDGET_SCALE * peak]
-    above = [b for _, b in budgets if b > BUDGET_SCALE * peak]
-    highest = max([peak] + [b for _, b in shown])
-    step = _nice_size_step(highest)
-    top = max(highest * 1.05, step)
-    width = LABEL_W + PLOT_W + 20
-    y0 = AXIS_H
-    height = y0 + MEM_H + (26 if above else 10)
-
-    def x(t: float) -> float:
-        return LABEL_W + PLOT_W * min(1.0, max(0.0, (t - t0) / span))
-
-    def y(v: float) -> float:
-        return y0 + MEM_H * (1 - v / top)
-
-    parts = [
-        f'<svg class="memory" width="{width}" height="{height}" viewBox="0 0 {width} {height}"'
-        ' role="img" aria-label="memory over time">',
-        *_axis(t0, span, y0, MEM_H),
-    ]
-    v = 0.0
-    while v <= top:
-        parts.append(
-            f'<line x1="{LABEL_W}" y1="{y(v):.1f}" x2="{LABEL_W + PLOT_W}" y2="{y(v):.1f}" class="grid"/>'
-        )
-        parts.append(
-            f'<text x="{LABEL_W - 8}" y="{y(v) + 4:.1f}" class="tick" text-anchor="end">{fmt_bytes(int(v))}</text>'
-        )
-        v += step
-    if mem:
-        d = [f"M{x(mem[0][0]):.1f},{y(0):.1f}"]
-        for i, (t, v) in enumerate(mem):
-            if i:
-                d.append(f"H{x(t):.1f}")
-            d.append(f"V{y(v):.1f}")
-        d.append(f"V{y(0):.1f}Z")
-        parts.append(
-            f'<path d="{"".join(d)}" class="area"><title>memory held by guarded jobs (sampled)</title></path>'
-        )
-    parts += _budget_marks(shown, above, t0 + span, x, y, y0)
-    parts.append(
-        f'<line x1="{LABEL_W}" y1="{y(0):.1f}" x2="{LABEL_W + PLOT_W}" y2="{y(0):.1f}" class="baseline"/>'
-    )
-    parts.append("</svg>")
-    return "\n".join(parts)
-
 
 CSS = (
     """
@@ -242,7 +45,7 @@ svg .tick{fill:#7b8794;font-size:11px}svg .label{fill:#1f2933}
 svg .stripe{fill:#f7f8fa}svg .wait{fill:"""
     + WAIT_COLOUR
     + """}
-svg .inbar{fill:#fff;font-size:11px}
+svg .inbar{fill:#fff;font-size:11px}svg .paused{stroke:#fff;stroke-opacity:.6;stroke-width:1.5}
 svg .area{fill:#3b82c4;fill-opacity:.35;stroke:#3b82c4;stroke-width:1.2}
 svg .budget{fill:none;stroke:#d14b4b;stroke-width:2;stroke-dasharray:6 4}
 svg g.job:hover .run{opacity:.8}
@@ -253,19 +56,6 @@ td.outcome-failed,td.outcome-oom{color:#b42318;font-weight:600}
 .note{color:#7b8794;font-size:12px}
 """
 )
-
-
-def exit_text(code: object) -> str:
-    if isinstance(code, bool) or not isinstance(code, int):
-        return "?"
-    if code < 0:
-        import signal
-
-        try:
-            return signal.Signals(-code).name
-        except ValueError:
-            return f"signal {-code}"
-    return str(code)
 
 
 def _card(value: str, label: str, title: str = "") -> str:
@@ -307,22 +97,25 @@ def _legend() -> str:
     legend = "".join(
         f'<span><i style="background:{c}"></i>{esc(o)}</span>' for o, c in COLOURS.items()
     )
-    return f'<span><i style="background:{WAIT_COLOUR}"></i>waiting</span>' + legend
+    stopped = (
+        f'<span><i style="background:{STOPPED_COLOUR}"></i>stopped to free memory, queued again</span>'
+        '<span><i style="background:repeating-linear-gradient(90deg,#3b82c4 0 2px,#b9d3ea 2px 4px)">'
+        "</i>striped: paused for part of that run</span>"
+    )
+    return f'<span><i style="background:{WAIT_COLOUR}"></i>waiting</span>' + legend + stopped
 
 
 def _row(e: dict[str, Any]) -> str:
     """One job's line of the table."""
-    a, f = ev.num(e, "admitted"), ev.end_time(e)
-    ran = max(0.0, f - (a if a is not None else ev.start_time(e)))
+    waited, ran, paused = times(e)
     outcome = ev.text(e, "outcome", "unknown")
     est = ev.num(e, "estimate")
     basis = ev.text(e, "estimate_basis")
-    paused = ev.num(e, "paused_s") or 0.0
     return (
         "<tr>"
         f"<td>{esc(ev.text(e, 'crate', '?'))}</td>"
         f"<td>{esc(ev.kind_of(e))}</td>"
-        f"<td>{esc(fmt_age(ev.waited(e)))}</td>"
+        f"<td>{esc(fmt_age(waited))}</td>"
         f"<td>{esc(fmt_age(ran))}</td>"
         f"<td>{esc(fmt_age(paused) if paused else '-')}</td>"
         f"<td>{esc(fmt_bytes(int(ev.num(e, 'peak') or 0)))}</td>"
@@ -370,7 +163,7 @@ def render_html(
 <p class="note">Memory source: {esc(", ".join(sources) or "not recorded")}.</p>
 <h2>Jobs</h2>
 <table>
-<thead><tr><th>crate</th><th>kind</th><th>waited</th><th>ran</th><th title="paused to leave room for older jobs">paused</th><th>peak</th><th>estimate</th><th>exit</th><th>outcome</th><th>reruns</th><th>requeues</th></tr></thead>
+<thead><tr><th>crate</th><th>kind</th><th title="every attempt's wait for admission">waited</th><th title="the rest of the bar: from each admission to the attempt's end, paused time included">ran</th><th title="of ran: paused to leave room for older jobs">paused</th><th>peak</th><th>estimate</th><th>exit</th><th>outcome</th><th>reruns</th><th>requeues</th></tr></thead>
 <tbody>
 {chr(10).join(_row(e) for e in events)}
 </tbody>
