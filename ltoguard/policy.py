@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from ltoguard.admission import Running, admit, default_margin
 from ltoguard.estimates import DEFAULT_ESTIMATE, default_estimate
 from ltoguard.memory import available_memory
-from ltoguard.proctree import anon_rss
+from ltoguard.proctree import job_memory
 from ltoguard.semaphore import Snapshot, slot_limit_policy
 
 TYPE_CHECKING = False
@@ -54,7 +54,7 @@ class _LastNo:
 
 
 def running_jobs(
-    snap: Snapshot, default: int, rss: Callable[[int], int] = anon_rss
+    snap: Snapshot, default: int, rss: Callable[[int], int] = job_memory
 ) -> list[Running]:
     """The guarded jobs holding slots, from their records (estimate, start) and their
     memory now. A record that says nothing counts as a job of ``default`` size."""
@@ -88,7 +88,7 @@ class AdmissionPolicy:
         memory_setting: str | None,
         relearn: Relearn | None = None,
         read_memory: ReadMemory = available_memory,
-        rss: Callable[[int], int] = anon_rss,
+        rss: Callable[[int], int] = job_memory,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.record = record

@@ -22,7 +22,7 @@ from ltoguard.cgroups import (
     working_set,
 )
 from ltoguard.memory import HostMemory, available_memory
-from ltoguard.proctree import PeakSampler, descendants, start_time, tree_rss
+from ltoguard.proctree import PeakSampler, descendants, job_memory, start_time
 from ltoguard.sizes import GiB, KiB, MiB, TiB, format_size, parse_size
 from tests.cgroups import MemoryCgroup, oom_kills_in, own_v1_memory_dir
 
@@ -444,23 +444,23 @@ def reaped(*args: str, **kwargs: object) -> Iterator[subprocess.Popen[str]]:
             proc.stdout.close()
 
 
-def test_tree_rss_of_gone_process_is_zero() -> None:
+def test_job_memory_of_gone_process_is_zero() -> None:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
-    assert tree_rss(proc.pid) == 0
+    assert job_memory(proc.pid) == 0
 
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("children_files", [True, False], ids=["proc", "psutil"], indirect=True)
-def test_tree_rss_counts_descendants(children_files: bool) -> None:
-    own = tree_rss(os.getpid())
+def test_job_memory_counts_descendants(children_files: bool) -> None:
+    own = job_memory(os.getpid())
     assert own > 10 * MiB
     with reaped(
         sys.executable, "-c", ALLOC, str(150 * MiB), "0", "30", stdout=subprocess.PIPE
     ) as child:
         assert child.stdout is not None
         assert child.stdout.readline() == "allocated\n"
-        total = tree_rss(os.getpid())
+        total = job_memory(os.getpid())
         assert total >= own + 150 * MiB
         child.kill()
 
@@ -548,7 +548,7 @@ def test_sampler_stops_once_the_pid_names_another_process(
     real = proctree.start_time
     calls = 0
 
-    def reused_after_three(pid: int) -> int | None:
+    def reused_after_three(pid: int) -> float | None:
         nonlocal calls
         calls += 1
         found = real(pid)
