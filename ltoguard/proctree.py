@@ -169,11 +169,12 @@ def parse_status(raw: bytes) -> Memory | None:
     file-backed part of a compiler barely moves, so VmHWM minus the current file and
     shmem pages is the anonymous peak."""
     kib: dict[bytes, int] = {}
-    for line in raw.splitlines():
-        name, _, rest = line.partition(b":")
-        if name in (b"VmRSS", b"VmHWM", b"RssAnon", b"RssFile", b"RssShmem"):
+    for name in (b"VmRSS", b"VmHWM", b"RssAnon", b"RssFile", b"RssShmem"):
+        # Found, not split into lines: the sampler parses this every quarter second.
+        at = raw.find(b"\n" + name + b":")
+        if at >= 0:
             with contextlib.suppress(ValueError, IndexError):
-                kib[name] = int(rest.split()[0]) * KiB
+                kib[name] = int(raw[at + len(name) + 2 :].split(None, 1)[0]) * KiB
     if b"VmRSS" not in kib or b"VmHWM" not in kib:
         return None
     shared = kib.get(b"RssFile", 0) + kib.get(b"RssShmem", 0)

@@ -73,10 +73,12 @@ def status(**kib: int) -> bytes:
         (status(VmHWM=100_000, VmRSS=100_000, RssAnon=60_000, RssFile=80_000),
          Memory(60_000 * KiB, 60_000 * KiB)),
         (status(), None),  # a zombie: no Vm lines
+        (b"Name:\tx\nVmHWM:\nVmRSS:\t8 kB\n", None),  # a field without its figure
+        (b"Name:\tx\nVmRSS:\t8 kB\nVmHWM:\t9 kB", Memory(8 * KiB, 9 * KiB)),  # no last newline
         (status(VmRSS=300_000, RssAnon=200_000), None),
         (b"", None),
     ],
-    ids=["all", "no-RssAnon", "peak-floor", "zombie", "no-hwm", "empty"],
+    ids=["all", "no-RssAnon", "peak-floor", "zombie", "no-figure", "no-newline", "no-hwm", "empty"],
 )  # fmt: skip
 def test_parse_status(raw: bytes, expected: Memory | None) -> None:
     assert parse_status(raw) == expected
