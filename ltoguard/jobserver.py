@@ -62,8 +62,8 @@ def _signals_blocked() -> Iterator[None]:
 class Jobserver:
     """A connection to the jobserver named in the environment. Never raises on use.
 
-    Build it with :meth:`from_environ`. Methods return False instead of raising when
-    the jobserver misbehaves: a jobserver problem must never fail the build.
+    Build it with :meth:`from_environ`. Methods report a jobserver that misbehaves
+    (False, GONE) instead of raising: a jobserver problem must never fail the build.
     """
 
     def __init__(
@@ -156,7 +156,8 @@ class Jobserver:
                 return False
 
     def take(self) -> str:
-        """Read one token if one is there right now; never blocks.
+        """Read one token if one is there right now, without waiting for one (but see
+        the shared blocking description below).
 
         TAKEN, EMPTY, or GONE (EOF or an error: the jobserver is gone for good)."""
         if self.gone:

@@ -32,11 +32,12 @@ class Memory(NamedTuple):
     """One process's anonymous resident memory, in bytes."""
 
     anon: int  # now
-    peak: int  # its high-water mark, which covers spikes between samples
+    peak: int  # its high-water mark (= anon where the kernel keeps none for us): spikes between samples count
 
 
 class Proc(NamedTuple):
-    """One process: a pid is reused once its process is reaped, the start time is not."""
+    """One process: its pid, reused once the process is reaped, and its start time,
+    which tells the next process under that pid apart."""
 
     pid: int
     start: float
@@ -81,7 +82,7 @@ def parse_stat(raw: bytes) -> Stat | None:
         return Stat(
             name.decode("utf-8", "replace"), fields[0].decode(), int(fields[1]), int(fields[19])
         )
-    except (ValueError, UnicodeDecodeError):
+    except ValueError:
         return None
 
 
@@ -156,7 +157,7 @@ def tree(pid: int) -> list[Proc]:
 
 
 def send(proc: Proc, sig: int) -> None:
-    """Send ``sig`` to the process, unless it is gone and its pid names another."""
+    """Send ``sig`` to the process, unless it has ended (its pid then names nothing, or another)."""
     if start_time(proc.pid) == proc.start:
         with contextlib.suppress(OSError):
             os.kill(proc.pid, sig)
@@ -221,8 +222,8 @@ class PeakSampler:
     The descendants are listed again every ``rescan`` seconds (less often where
     listing is slow); each ``interval`` only the processes known are read. The
     root's high-water mark covers spikes between samples: for fat LTO the peak is
-    inside rustc itself. Every running guarded job pays for this thread, hence the
-    quarter second.
+    inside rustc itself. A sample every quarter second by default: every running
+    guarded job pays for this thread.
     """
 
     def __init__(self, pid: int, interval: float = 0.25, rescan: float = 2.0) -> None:
@@ -293,7 +294,7 @@ class PeakSampler:
                 return
 
     def _sample(self, started: float, children: list[int]) -> bool:
-        # Once the lead reaps the compile its pid may belong to another process:
+        # Once the main thread reaps the compile its pid may belong to another process:
         # the start time tells them apart. A zombie has no memory to read: done too.
         root = memory(self.pid)
         if root is None or start_time(self.pid) != started:
