@@ -220,3 +220,23 @@ def test_cargo_build_id_finds_the_cargo_ancestor_by_its_name(procs: Procs) -> No
         kid = int(parent.stdout.readline())
         want = f"{parent.pid}-{proctree.start_time(parent.pid)}" if found else ""
         assert cargo_build_id(kid) == want, name
+
+
+def test_on_linux_nothing_here_imports_psutil() -> None:
+    """Listing, signalling, killing and measuring a tree read /proc only: psutil is
+    the fallback for kernels without children files and platforms without /proc."""
+    if not proctree.has_children_files():
+        pytest.skip("this kernel has no /proc/PID/task/TID/children")
+    code = (
+        "import signal, subprocess, sys\n"
+        "from ltoguard import pause, process, proctree\n"
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])\n"
+        "assert proctree.job_memory(p.pid) > 0 and proctree.descendants(p.pid) == []\n"
+        "[me] = proctree.tree(p.pid)\n"
+        "proctree.send(me, signal.SIGSTOP)\n"
+        "proctree.send(me, signal.SIGCONT)\n"
+        "process.kill_tree(p.pid)\n"
+        "print(p.wait(), 'psutil' in sys.modules)\n"
+    )
+    got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert got.stdout.split() == [str(-signal.SIGKILL), "False"], got.stderr
