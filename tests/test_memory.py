@@ -749,7 +749,7 @@ print("allocated", flush=True)
 @pytest.mark.cgroup
 @pytest.mark.timeout(120)
 def test_the_kernel_agrees_that_unmapped_page_cache_is_free(tmp_path: Path) -> None:
-    """Issue #11 item 0: checked against the kernel's own verdict. With 200 MiB of
+    """Checked against the kernel's own verdict. With 200 MiB of
     active page cache in a 400 MiB group, the free memory ltoguard counts can really
     be allocated (the kernel reclaims the cache, nobody is OOM-killed), where the old
     measure would have counted most of the cache as used."""

@@ -1,7 +1,7 @@
-"""A job that only waits stays small: ~40 waiting ltoguard processes of a
-many-binary build share one memory cap with the compiles (issue #11). What it
-imports is most of what it holds; filelock alone is ~6 MiB of anonymous memory,
-psutil more, so neither is loaded before a job is admitted."""
+"""A job that only waits stays small: dozens of waiting ltoguard processes of a
+many-binary build share one memory cap with the compiles. What it imports is most
+of what it holds, and filelock and psutil are large, so neither is loaded before a
+job is admitted."""
 
 from __future__ import annotations
 
