@@ -141,36 +141,22 @@ def command_job(cmd: Sequence[str], kind: str, name: str | None, estimate: int |
     )
 
 
-def _stat(pid: int) -> tuple[str, int, str] | None:
-    """(comm, ppid, start time in clock ticks) from /proc/PID/stat, or None."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read().decode("utf-8", "replace")
-    except OSError:
-        return None
-    # comm may hold spaces and parentheses: it ends at the last ")".
-    head, _, rest = raw.rpartition(")")
-    fields = rest.split()
-    if len(fields) < 20:
-        return None
-    return head.partition("(")[2], int(fields[1]), fields[19]
-
-
 def cargo_build_id(start: int | None = None, levels: int = 8) -> str:
     """The cargo invocation this job runs under, as "PID-STARTTIME" (the start time
     tells a reused pid apart), found among our ancestors (a linker run by
     ltoguard-link is rustc's child); "" outside cargo or without /proc."""
+    from ltoguard.proctree import read_stat
+
     pid = os.getppid() if start is None else start
     for _ in range(levels):
-        st = _stat(pid)
+        st = read_stat(pid)
         if st is None:
             return ""
-        comm, ppid, started = st
-        if comm == "cargo":
-            return f"{pid}-{started}"
-        if ppid <= 1:
+        if st.name == "cargo":
+            return f"{pid}-{st.start}"
+        if st.ppid <= 1:
             return ""
-        pid = ppid
+        pid = st.ppid
     return ""
 
 
@@ -189,7 +175,8 @@ class JobRecord:
     estimate: int
     basis: str  # where the estimate comes from: history, siblings, default, configured, raised
     queued: float = field(default_factory=time.time)
-    cwd: str = field(default_factory=os.getcwd)
+    # The directory it ran in: cargo runs a workspace member's rustc at the workspace root.
+    workspace: str = field(default_factory=os.getcwd)
     pid: int = field(default_factory=os.getpid)
     admitted: float | None = None  # first admission
     waited: float = 0.0  # seconds queued, over every attempt
@@ -216,8 +203,7 @@ class JobRecord:
             "crate": job.name,
             "types": job.types,
             "lto": job.lto,
-            "cwd": self.cwd,
-            "workspace": self.cwd,
+            "workspace": self.workspace,
             "since": self.queued,
             "pid": self.pid,
             "estimate": self.estimate,

@@ -1,16 +1,19 @@
 """A minimal GNU make / cargo jobserver client: lend our job's token while we wait.
 
 cargo runs a job only while it holds one of its ``-j`` tokens; an ltoguard process
-queued for an LTO slot would sit on that token with the CPU idle (issue #4). While it
-waits it writes one byte back into the jobserver (``Lease.lend``), letting cargo start
-another job, and it reads one byte back (``Lease.reclaim``) before its rustc starts.
+queued for an LTO slot would sit on that token with the CPU idle. While it waits (and
+while its compile is paused) it writes one byte back into the jobserver
+(``Lease.lend``), letting cargo start another job. It does not wait for a byte to
+start its rustc: it reads one back (``Lease.reclaim``) in the background while the
+compile runs (pause.Reclaimer), and waits for it after the compile, holding no slot.
 
 Accounting, which every exit path must respect: the token our process stands for is
 cargo's, held implicitly for our job, and cargo gives it back itself when we exit. We
 never write that one. The only byte we write is the lent one, so after a lend we must
-read exactly one byte back before we exit or run rustc, or the build runs one job more
-than ``-j`` until it ends. Which byte comes back does not matter (make uses several
-values); we write ``+`` like GNU make and cargo do.
+read exactly one byte back before we exit, or the build runs one job more than ``-j``
+until it ends (as it does while a compile runs before its byte is back). Which byte
+comes back does not matter (make uses several values); we write ``+`` like GNU make
+and cargo do.
 
 Finding the jobserver and opening our descriptors for it is ltoguard.makeflags. The
 rustc we start keeps cargo's descriptors because ltoguard spawns it with every
@@ -29,25 +32,27 @@ from typing import Callable
 
 from ltoguard.makeflags import jobserver_auth, open_endpoints
 from ltoguard.messages import warning
+from ltoguard.process import FORWARDED
 
 __all__ = ["Jobserver", "Lease"]
 
 _TOKEN = b"+"
-# Signals whose handlers could otherwise run between a read/write of a token and the
-# bookkeeping of it, which would leave the pool one token off.
-_GUARDED_SIGNALS = frozenset((signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT))
 
 TAKEN, EMPTY, GONE = "taken", "empty", "gone"
 
 
 @contextlib.contextmanager
 def _signals_blocked() -> Iterator[None]:
-    """Defer SIGINT/SIGTERM/SIGHUP/SIGQUIT handlers for the length of the block.
+    """Defer the forwarded signals' handlers for the length of the block: one that
+    raised between a read or write of a token and its bookkeeping would leave the
+    pool one token off.
 
-    Only the calling thread's mask changes: this protects a single-threaded process
-    (ltoguard's wrapper path), not one whose other threads accept these signals.
+    Only the calling thread's mask changes, and CPython runs handlers in the main
+    thread whichever thread the kernel picked: this holds them off only while no
+    other thread takes these signals (the waiting path and the exit); while a
+    compile runs, beside the sampler's thread, the handlers installed do not raise.
     """
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _GUARDED_SIGNALS)
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
     try:
         yield
     finally:
@@ -57,8 +62,8 @@ def _signals_blocked() -> Iterator[None]:
 class Jobserver:
     """A connection to the jobserver named in the environment. Never raises on use.
 
-    Build it with :meth:`from_environ`. Methods return False instead of raising when
-    the jobserver misbehaves: a jobserver problem must never fail the build.
+    Build it with :meth:`from_environ`. Methods report a jobserver that misbehaves
+    (False, GONE) instead of raising: a jobserver problem must never fail the build.
     """
 
     def __init__(
@@ -151,7 +156,8 @@ class Jobserver:
                 return False
 
     def take(self) -> str:
-        """Read one token if one is there right now; never blocks.
+        """Read one token if one is there right now, without waiting for one (but see
+        the shared blocking description below).
 
         TAKEN, EMPTY, or GONE (EOF or an error: the jobserver is gone for good)."""
         if self.gone:
@@ -194,11 +200,11 @@ class Jobserver:
 class Lease:
     """At most one token lent to the jobserver, and the duty to take it back.
 
-    ``lend()`` when starting to wait, ``reclaim()`` before running rustc. Used as a
-    context manager, leaving the block with the token still lent (an exception, a
-    signal handler that raised, an early return) reclaims it, waiting at most
-    ``exit_timeout`` seconds with SIGINT/SIGTERM/SIGHUP/SIGQUIT deferred so that a
-    second Ctrl-C cannot cut the balancing short. It stops early when our parent
+    ``lend()`` when starting to wait or pausing, ``reclaim()`` while the compile runs
+    and before exiting. Used as a context manager, leaving the block with the token
+    still lent (an exception, a signal handler that raised, an early return) reclaims
+    it, waiting at most ``exit_timeout`` seconds with the forwarded signals deferred so
+    that a second Ctrl-C cannot cut the balancing short. It stops early when our parent
     (cargo or make) has gone: nothing is left to balance for. If the token cannot be
     taken back in time (cargo started a long job with it) ``leaked`` is set and one
     warning line goes to stderr: the build then runs one job over ``-j`` until it ends.
@@ -294,7 +300,7 @@ class Lease:
             self.reclaim(should_stop=self.parent_gone, timeout=self.exit_timeout)
             if self._lent and not self.parent_gone():
                 self.leaked = True
-                # A compile that goes on: past cargo's message cache (messages.py).
+                # The build goes on: a warning, not through cargo's message cache.
                 warning(
                     "could not take back the jobserver token lent while waiting within"
                     f" {self.exit_timeout:g}s; this build may run one job more than -j"

@@ -2,8 +2,8 @@
 
 The tightest of the host's available memory and every cgroup bound
 (ltoguard.cgroups), or an explicit budget. Only the guarded path and the subcommands
-import this module (psutil only as a fallback, off Linux); the pass-through path
-must stay tiny.
+import this module: the pass-through path, which every rustc call takes, stays tiny.
+psutil is imported only where /proc/meminfo cannot be read (macOS).
 """
 
 from __future__ import annotations
@@ -57,8 +57,8 @@ class HostMemory(NamedTuple):
 
 def host_memory(meminfo: str = "/proc/meminfo") -> HostMemory:
     """MemAvailable and MemTotal, as psutil reports them on Linux, read directly: every
-    waiting job reads this, and importing psutil costs each one ~5 MiB of memory
-    (a 50-bin build has several waiting at once, under a memory cap)."""
+    waiting job reads this, and importing psutil would cost each one memory (a
+    many-binary build has several waiting at once, under a memory cap)."""
     try:
         with open(meminfo, "rb") as f:
             fields = dict(line.split(b":", 1) for line in f.read().splitlines() if b":" in line)

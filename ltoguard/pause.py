@@ -15,20 +15,19 @@ what to do with it; this module carries the answer out:
 
 A signal forwarded to a paused compiler would wait until it is continued:
 `on_signal`, run from the signal handler after the forward, continues the stopped
-processes at once (os.kill only, safe to run between any two bytecodes), and the
+processes at once (a /proc read and os.kill each, safe between any two bytecodes), and the
 next check resumes the job for good and pauses it never again.
 """
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from ltoguard import process
+from ltoguard import process, proctree
 from ltoguard.admission import KILL, PAUSE, RESUME, older_running, pause_step, still_to_grow
 from ltoguard.messages import note
 from ltoguard.sizes import format_size
@@ -83,23 +82,6 @@ class Reclaimer:
             self._thread = None
 
 
-def _tree(pid: int) -> list[int]:
-    """The compile's processes, children first and the compiler last."""
-    try:
-        import psutil
-
-        return [p.pid for p in psutil.Process(pid).children(recursive=True)] + [pid]
-    except Exception:
-        return [pid]
-
-
-def _signal(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except OSError:
-        pass
-
-
 class PauseWatch:
     """Pauses, resumes or kills one compile as admission.pause_step says."""
 
@@ -125,7 +107,7 @@ class PauseWatch:
         self.signalled = False  # a signal was forwarded: never pause again
         self._paused_at: float | None = None  # clock() when paused
         self._paused_since: float | None = None  # time.time() when paused, for the record
-        self._stopped: list[int] = []
+        self._stopped: list[proctree.Proc] = []
 
     @property
     def paused(self) -> bool:
@@ -165,10 +147,10 @@ class PauseWatch:
         self._paused_since = time.time()
         self._stopped = []
         for _ in range(2):  # again for a child started while the first pass ran
-            for pid in _tree(self.child):
-                if pid not in self._stopped:
-                    self._stopped.append(pid)
-                    _signal(pid, signal.SIGSTOP)
+            for proc in proctree.tree(self.child):
+                if proc not in self._stopped:
+                    self._stopped.append(proc)
+                    proctree.send(proc, signal.SIGSTOP)
         if self.signalled:  # a signal came meanwhile: the compile must see it
             self._cont()
         # The token goes back to cargo while we hold only memory; the reclaimer
@@ -213,8 +195,8 @@ class PauseWatch:
         return self.paused_s
 
     def _cont(self) -> None:
-        for pid in list(self._stopped):
-            _signal(pid, signal.SIGCONT)
+        for proc in list(self._stopped):
+            proctree.send(proc, signal.SIGCONT)
 
     def _end_pause(self) -> float:
         took = 0.0

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from ltoguard.admission import DEFAULT, Admission, Limits, Running, Why, before_memory, fit
 from ltoguard.estimates import DEFAULT_ESTIMATE, Basis, default_estimate
 from ltoguard.memory import available_memory
-from ltoguard.proctree import anon_rss
+from ltoguard.proctree import job_memory
 from ltoguard.semaphore import Snapshot
 
 TYPE_CHECKING = False
@@ -44,7 +44,7 @@ class _LastNo:
 
 
 def running_jobs(
-    snap: Snapshot, default: int, rss: Callable[[int], int] = anon_rss
+    snap: Snapshot, default: int, rss: Callable[[int], int] = job_memory
 ) -> list[Running]:
     """The guarded jobs holding slots, from their records (estimate, start) and their
     memory now. A record that says nothing counts as a job of ``default`` size."""
@@ -78,7 +78,7 @@ class AdmissionPolicy:
         memory: MemorySetting | None,
         relearn: Relearn | None = None,
         read_memory: ReadMemory = available_memory,
-        rss: Callable[[int], int] = anon_rss,
+        rss: Callable[[int], int] = job_memory,
         clock: Callable[[], float] = time.monotonic,
         limits: Limits = DEFAULT,
     ) -> None:

@@ -8,10 +8,14 @@ import signal
 import subprocess
 import sys
 
+from ltoguard import proctree
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
+# The signals ltoguard handles and passes on to the compiler; blocked wherever a handler
+# must not run between two steps that belong together (jobserver.py).
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 _PR_SET_PDEATHSIG = 1
 
@@ -123,7 +127,7 @@ class ExitWait:
 
 
 class Forwarder:
-    """Passes SIGINT/SIGTERM/SIGHUP/SIGQUIT on to the compiler.
+    """Passes each FORWARDED signal on to the compiler.
 
     Installed while the slot is taken and before the compiler exists: a signal that
     comes before it starts (or after it ended) is kept in `pending`, never lost and
@@ -135,8 +139,8 @@ class Forwarder:
         self.pending: list[int] = []
         self.received: list[int] = []  # every signal, forwarded or not
         # Run after each forward, from the handler: a paused compile (pause.py) is
-        # continued, or it would not act on the signal. It must only set flags and
-        # send signals: it may run between any two bytecodes of the main thread.
+        # continued, or it would not act on the signal. It must not raise, block or
+        # take a lock: it may run between any two bytecodes of the main thread.
         self.after_forward: Callable[[], None] | None = None
 
     def install(self) -> None:
@@ -176,24 +180,9 @@ def restore_signals(mask: set[int | signal.Signals]) -> None:
 
 
 def kill_tree(pid: int) -> None:
-    """SIGKILL the compile and its children (the linker), children first."""
-    try:
-        import psutil
-
-        root = psutil.Process(pid)
-        procs = root.children(recursive=True) + [root]
-    except Exception:
-        procs = []
-    for p in procs:
-        try:
-            p.kill()
-        except Exception:
-            pass
-    if not procs:
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:
-            pass
+    """SIGKILL the compile and its children (the linker), the compiler last."""
+    for proc in proctree.tree(pid):
+        proctree.send(proc, signal.SIGKILL)
 
 
 def exit_like(returncode: int) -> int:
@@ -204,9 +193,8 @@ def exit_like(returncode: int) -> int:
     try:
         import resource
 
-        resource.setrlimit(
-            resource.RLIMIT_CORE, (0, 0)
-        )  # the child already dumped core if it was going to
+        # The child already dumped core if it was going to.
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     except (ImportError, ValueError, OSError):
         pass
     try:
@@ -218,7 +206,3 @@ def exit_like(returncode: int) -> int:
     sys.stderr.flush()
     os.kill(os.getpid(), sig)
     return 128 + sig  # a signal whose default action is not to terminate
-
-
-def die_by(signum: int) -> int:
-    return exit_like(-signum)

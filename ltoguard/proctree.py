@@ -1,8 +1,11 @@
-"""The memory a process tree holds: anonymous resident memory, summed and sampled.
+"""A compile's process tree and the memory it holds, read from /proc.
 
-Anonymous, not all resident memory: file-backed pages (rustc's own
-librustc_driver.so) are shared page cache, not memory a new job adds. The sampler
-runs in a thread of the guarded wrapper while its compile runs.
+The one place ltoguard lists processes and reads their memory: the peak sampler,
+pausing and killing a compile, admission and ``ltoguard status`` all go through it.
+Memory is anonymous resident memory, not all of it: file-backed pages (rustc's own
+librustc_driver.so) are shared page cache, not memory a new job adds. psutil is
+imported only where the kernel lists no children (no CONFIG_PROC_CHILDREN) or
+there is no /proc (macOS): importing it costs every guarded job memory and CPU.
 """
 
 from __future__ import annotations
@@ -11,72 +14,55 @@ import contextlib
 import os
 import threading
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import NamedTuple
 
 from ltoguard.sizes import KiB
 
-if TYPE_CHECKING:
-    import psutil  # type: ignore[import-untyped, unused-ignore]
 
-_Tree = TypeVar("_Tree")  # how one way of listing names the descendants
+class Stat(NamedTuple):
+    """The fields of /proc/PID/stat that ltoguard reads."""
 
-
-def _anon(info: object) -> int:
-    """Anonymous resident memory from psutil's memory_info: rss minus file-backed/shared.
-
-    File-backed pages (rustc's own librustc_driver.so, ~100+ MiB mapped by every
-    rustc) are shared page cache, not memory a new job adds: counting them made
-    two jobs that fit (cgroup charge ~395 MiB each) look like 2 x 550 MiB.
-    """
-    rss = int(getattr(info, "rss", 0))
-    shared = int(getattr(info, "shared", 0))
-    return max(0, rss - shared)
+    name: str  # comm: at most 15 bytes, any of them spaces or parentheses
+    state: str  # "R", "S", "T" (stopped), "Z" (zombie)...
+    ppid: int
+    start: int  # clock ticks after boot: with the pid, it names one process
 
 
-def anon_rss(pid: int) -> int:
-    """Anonymous resident memory of one process from /proc/PID/statm (resident - shared):
-    one small read, cheap enough for a waiting head's every poll."""
+class Memory(NamedTuple):
+    """One process's anonymous resident memory, in bytes."""
+
+    anon: int  # now
+    peak: int  # its high-water mark (= anon where the kernel keeps none for us): spikes between samples count
+
+
+class Proc(NamedTuple):
+    """One process: its pid, reused once the process is reaped, and its start time,
+    which tells the next process under that pid apart."""
+
+    pid: int
+    start: float
+
+
+def _read(path: str) -> bytes | None:
+    # os.open, not open(): no buffered file object for a few hundred bytes, read often.
     try:
-        with open(f"/proc/{pid}/statm", "rb") as f:
-            fields = f.read().split()
-        return max(0, int(fields[1]) - int(fields[2])) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-def tree_rss(pid: int) -> int:
-    """Anonymous resident memory of ``pid`` and all its descendants, in bytes; 0 if gone.
-
-    Not PSS: PSS needs smaps_rollup (slow, and root-only for other users'
-    processes); a rustc tree shares little anonymous memory (the linker is exec'd).
-    """
-    if has_children_files():
-        return anon_rss(pid) + sum(anon_rss(child) for child in descendants(pid))
-    import psutil  # type: ignore[import-untyped, unused-ignore]
-
-    try:
-        proc = psutil.Process(pid)
-        total = _anon(proc.memory_info())
-        children = proc.children(recursive=True)
-    except psutil.Error:
-        return 0
-    for child in children:
-        with contextlib.suppress(psutil.Error):
-            total += _anon(child.memory_info())
-    return total
-
-
-def start_time(pid: int) -> int | None:
-    """The process's start time in clock ticks (/proc/PID/stat field 22), None if gone:
-    with the pid, it names one process (a pid is reused once its process is reaped)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            # The name (field 2) is in parentheses and may hold spaces or ')'.
-            fields = f.read().rpartition(b")")[2].split()
-        return int(fields[19])
-    except (OSError, ValueError, IndexError):
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
         return None
+    try:
+        chunks = []
+        while chunk := os.read(fd, 4096):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError:
+        return None  # the process went away between open and read
+    finally:
+        os.close(fd)
+
+
+def has_proc() -> bool:
+    """Whether processes can be read from /proc (Linux), rather than through psutil."""
+    return os.path.exists("/proc/self/stat")
 
 
 def has_children_files() -> bool:
@@ -84,12 +70,53 @@ def has_children_files() -> bool:
     return os.path.exists(f"/proc/self/task/{threading.get_native_id()}/children")
 
 
-def descendants(pid: int) -> list[int]:
-    """Every descendant of ``pid``, from /proc/PID/task/TID/children: a few small
-    reads per process of the tree, not a scan of every process on the host.
+def parse_stat(raw: bytes) -> Stat | None:
+    """The contents of /proc/PID/stat, parsed; None if they are not that."""
+    # The name (field 2) may hold spaces and ')': it runs to the last ')'.
+    head, paren, rest = raw.rpartition(b")")
+    _, open_paren, name = head.partition(b"(")
+    fields = rest.split()
+    if not paren or not open_paren or len(fields) < 20:
+        return None
+    try:
+        return Stat(
+            name.decode("utf-8", "replace"), fields[0].decode(), int(fields[1]), int(fields[19])
+        )
+    except ValueError:
+        return None
 
-    Each pid once: when a thread that forked ends, the kernel hands its children to
-    another thread of the process, and a listing read meanwhile can name them twice."""
+
+def read_stat(pid: int) -> Stat | None:
+    """/proc/PID/stat, parsed; None if the process is gone (or there is no /proc)."""
+    raw = _read(f"/proc/{pid}/stat")
+    return None if raw is None else parse_stat(raw)
+
+
+def start_time(pid: int) -> float | None:
+    """When the process started, None if it is gone: compared, never shown (clock
+    ticks from /proc, seconds since the epoch from psutil)."""
+    stat = read_stat(pid)
+    if stat is not None:
+        return stat.start
+    if has_proc():
+        return None
+    import psutil  # type: ignore[import-untyped, unused-ignore]
+
+    try:
+        return float(psutil.Process(pid).create_time())
+    except psutil.Error:
+        return None
+
+
+def descendants(pid: int) -> list[int]:
+    """Every descendant of ``pid``, parents before their children; [] if it is gone.
+
+    From /proc/PID/task/TID/children: a few small reads per process of the tree, not
+    a scan of every process on the host (which is what psutil does on Linux)."""
+    if not has_children_files():
+        return _psutil_descendants(pid)
+    # Each pid once: when a thread that forked ends, the kernel hands its children to
+    # another thread of the process, and a listing read meanwhile can name them twice.
     seen = {pid}
     found: list[int] = []
     todo = [pid]
@@ -100,12 +127,8 @@ def descendants(pid: int) -> list[int]:
         except OSError:
             continue  # gone meanwhile
         for tid in tids:
-            try:
-                with open(f"/proc/{parent}/task/{tid}/children", "rb") as f:
-                    kids = [int(k) for k in f.read().split()]
-            except (OSError, ValueError):
-                continue  # the thread ended meanwhile
-            for kid in kids:
+            raw = _read(f"/proc/{parent}/task/{tid}/children")
+            for kid in map(int, raw.split() if raw else ()):
                 if kid not in seen:
                     seen.add(kid)
                     found.append(kid)
@@ -113,54 +136,94 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def _read_status(pid: int) -> str | None:
-    # The process may be gone or a zombie by now: no status is not an error.
+def _psutil_descendants(pid: int) -> list[int]:
+    import psutil  # type: ignore[import-untyped, unused-ignore]
+
     try:
-        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
-            return f.read()
-    except (OSError, ValueError):
-        return None
+        return [int(p.pid) for p in psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:
+        return []
 
 
-def _status_rss_hwm(pid: int) -> tuple[int, int] | None:
-    """(anonymous RSS, its high-water mark) of one process from /proc, or None.
+def tree(pid: int) -> list[Proc]:
+    """``pid``'s descendants, then ``pid`` itself, each with its start time, so that
+    a signal sent later reaches no process that took a pid over; [] if it is gone."""
+    found = []
+    for p in [*descendants(pid), pid]:
+        started = start_time(p)
+        if started is not None:  # ended since the listing
+            found.append(Proc(p, started))
+    return found
 
-    The kernel keeps VmHWM for all resident memory only; the file-backed part of a
-    compiler barely moves, so VmHWM minus the current file/shmem pages is the
-    anonymous peak, including spikes between samples.
-    """
-    text = _read_status(pid)
-    if text is None:
+
+def send(proc: Proc, sig: int) -> None:
+    """Send ``sig`` to the process, unless it has ended (its pid then names nothing, or another)."""
+    if start_time(proc.pid) == proc.start:
+        with contextlib.suppress(OSError):
+            os.kill(proc.pid, sig)
+
+
+def parse_status(raw: bytes) -> Memory | None:
+    """Anonymous memory and its peak from /proc/PID/status; None without Vm lines (a zombie).
+
+    The kernel keeps a high-water mark (VmHWM) for all resident memory only; the
+    file-backed part of a compiler barely moves, so VmHWM minus the current file and
+    shmem pages is the anonymous peak."""
+    kib: dict[bytes, int] = {}
+    for name in (b"VmRSS", b"VmHWM", b"RssAnon", b"RssFile", b"RssShmem"):
+        # Found, not split into lines: the sampler parses this every quarter second.
+        at = raw.find(b"\n" + name + b":")
+        if at >= 0:
+            with contextlib.suppress(ValueError, IndexError):
+                kib[name] = int(raw[at + len(name) + 2 :].split(None, 1)[0]) * KiB
+    if b"VmRSS" not in kib or b"VmHWM" not in kib:
         return None
-    fields: dict[str, int] = {}
-    for line in text.splitlines():
-        name, _, rest = line.partition(":")
-        if name in ("VmRSS", "VmHWM", "RssAnon", "RssFile", "RssShmem"):
-            try:
-                fields[name] = int(rest.split()[0]) * KiB
-            except (ValueError, IndexError):
-                pass
-    if "VmRSS" not in fields or "VmHWM" not in fields:
+    shared = kib.get(b"RssFile", 0) + kib.get(b"RssShmem", 0)
+    anon = kib.get(b"RssAnon", max(0, kib[b"VmRSS"] - shared))
+    return Memory(anon, max(anon, kib[b"VmHWM"] - shared))
+
+
+def memory(pid: int) -> Memory | None:
+    """One process's anonymous resident memory; None if it is gone or a zombie."""
+    raw = _read(f"/proc/{pid}/status")
+    if raw is not None:
+        return parse_status(raw)
+    if has_proc():
         return None
-    shared = fields.get("RssFile", 0) + fields.get("RssShmem", 0)
-    anon = fields.get("RssAnon", max(0, fields["VmRSS"] - shared))
-    return anon, max(anon, fields["VmHWM"] - shared)
+    import psutil  # type: ignore[import-untyped, unused-ignore]
+
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        info = proc.memory_info()
+    except psutil.Error:
+        return None
+    # Resident minus shared (file-backed) where psutil reports it; no peak is kept.
+    anon = max(0, int(getattr(info, "rss", 0)) - int(getattr(info, "shared", 0)))
+    return Memory(anon, anon)
+
+
+def job_memory(pid: int) -> int:
+    """A job's memory now: the anonymous resident memory of its whole tree (the
+    compiler and its linker), in bytes; 0 if it is gone.
+
+    The sampler's peaks, and so the estimates, measure the tree: admission and
+    ``ltoguard status`` compare an estimate with this figure. Not PSS, which needs
+    smaps_rollup (slow, and root-only for other users' processes); a compile's tree
+    shares little anonymous memory (the linker is exec'd)."""
+    found = (memory(p) for p in [pid, *descendants(pid)])
+    return sum(m.anon for m in found if m is not None)
 
 
 class PeakSampler:
     """Samples the memory of a process tree in a background thread and keeps the peak.
 
-    Descendants are listed every ``rescan`` seconds (or less often when that is
-    slow) from the tree's own /proc/PID/task/*/children files, ~0.03 ms for a
-    compile and its linker; each ``interval`` only the known processes are read.
-    No psutil on Linux: importing it and its scan of every /proc/*/stat (1-4 ms with
-    65-90 processes) were a quarter of a guarded job's own CPU; psutil remains the
-    fallback where the kernel has no children files, or no /proc.
-    The root's VmHWM (its kernel-kept high-water mark) covers spikes between
-    samples: for fat LTO the peak is inside rustc itself (RUSTC-FACTS.md, "Where the memory goes").
-    Every 0.25 s by default: the sampling thread then costs ~0.2% of a core
-    (measured over 5 s; 0.7% through psutil, its import included), which every
-    running guarded job pays.
+    The descendants are listed again every ``rescan`` seconds (less often where
+    listing is slow); each ``interval`` only the processes known are read. The
+    root's high-water mark covers spikes between samples: for fat LTO the peak is
+    inside rustc itself. A sample every quarter second by default: every running
+    guarded job pays for this thread.
     """
 
     def __init__(self, pid: int, interval: float = 0.25, rescan: float = 2.0) -> None:
@@ -172,7 +235,7 @@ class PeakSampler:
         self.samples = 0
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._started: int | None = None
+        self._started: float | None = None
         self._thread = threading.Thread(target=self._run, name=f"ltoguard-peak-{pid}", daemon=True)
 
     @property
@@ -211,85 +274,35 @@ class PeakSampler:
         self.stop()
 
     def _run(self) -> None:
-        if not has_children_files():
-            self._run_psutil()
-            return
-        started = self._started
-        if started is not None:
-            self._loop(lambda: descendants(self.pid), lambda kids: self._sample_proc(started, kids))
-
-    def _loop(self, scan: Callable[[], _Tree], sample: Callable[[_Tree], bool]) -> None:
         """Sample every ``interval`` until the process is gone or ``stop()`` (then once
         more); list its descendants again every ``rescan`` seconds."""
+        started = self._started
+        if started is None:
+            return
+        children: list[int] = []
         next_scan = 0.0
         while True:
             now = time.monotonic()
             if now >= next_scan:
-                children = scan()
+                children = descendants(self.pid)
                 # Back off on hosts where listing is slow: scans stay under ~1% of a core.
                 next_scan = now + max(self.rescan, 100 * (time.monotonic() - now))
-            alive = sample(children)
+            alive = self._sample(started, children)
             if not alive or self._stop.wait(self.interval):
                 if alive:
-                    sample(children)
+                    self._sample(started, children)
                 return
 
-    def _sample_proc(self, started: int, children: list[int]) -> bool:
-        # Once the lead reaps the compile its pid may belong to another process:
-        # the start time tells them apart. A zombie has no Vm lines: done too.
-        status = _status_rss_hwm(self.pid)
-        if status is None or start_time(self.pid) != started:
+    def _sample(self, started: float, children: list[int]) -> bool:
+        # Once the main thread reaps the compile its pid may belong to another process:
+        # the start time tells them apart. A zombie has no memory to read: done too.
+        root = memory(self.pid)
+        if root is None or start_time(self.pid) != started:
             return False
-        total, hwm = status
-        total += sum(anon_rss(pid) for pid in children)
-        self._record(total, hwm)
-        return True
-
-    def _record(self, total: int, hwm: int) -> None:
+        found = (memory(pid) for pid in children)
+        total = root.anon + sum(m.anon for m in found if m is not None)
         with self._lock:
             self._current = total
-            self._peak = max(self._peak, total, hwm)
+            self._peak = max(self._peak, total, root.peak)
             self.samples += 1
-
-    def _run_psutil(self) -> None:
-        import psutil  # type: ignore[import-untyped, unused-ignore]
-
-        try:
-            root = psutil.Process(self.pid)
-        except psutil.Error:
-            return
-
-        def scan() -> dict[int, psutil.Process]:
-            try:
-                return {c.pid: c for c in root.children(recursive=True)}
-            except psutil.Error:
-                return {}
-
-        self._loop(scan, lambda kids: self._sample(root, kids))
-
-    def _sample(self, root: psutil.Process, children: dict[int, psutil.Process]) -> bool:
-        import psutil  # type: ignore[import-untyped, unused-ignore]
-
-        # is_running() compares start times: after the lead reaps the child its
-        # pid may already belong to another process.
-        if not root.is_running():
-            return False
-        hwm = 0
-        status = _status_rss_hwm(root.pid)
-        if status is not None:
-            total, hwm = status
-        else:
-            # No Vm lines: a zombie (Linux) or a platform without /proc.
-            try:
-                if root.status() == psutil.STATUS_ZOMBIE:
-                    return False
-                total = _anon(root.memory_info())
-            except psutil.Error:
-                return False
-        for pid, child in list(children.items()):
-            try:
-                total += _anon(child.memory_info())
-            except psutil.Error:
-                del children[pid]
-        self._record(total, hwm)
         return True

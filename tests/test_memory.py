@@ -20,7 +20,7 @@ from ltoguard.cgroups import (
     working_set,
 )
 from ltoguard.memory import HostMemory, available_memory
-from ltoguard.proctree import PeakSampler, descendants, start_time, tree_rss
+from ltoguard.proctree import PeakSampler, descendants, job_memory, start_time
 from ltoguard.sizes import GiB, KiB, MiB, TiB, format_size, parse_size
 from scripts.cgroups import MemoryCgroup, oom_kills_in, own_v1_memory_dir
 from tests.procs import Procs
@@ -430,16 +430,16 @@ time.sleep(0.2)
 """
 
 
-def test_tree_rss_of_gone_process_is_zero() -> None:
+def test_job_memory_of_gone_process_is_zero() -> None:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
-    assert tree_rss(proc.pid) == 0
+    assert job_memory(proc.pid) == 0
 
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("children_files", [True, False], ids=["proc", "psutil"], indirect=True)
-def test_tree_rss_counts_descendants(children_files: bool) -> None:
-    own = tree_rss(os.getpid())
+def test_job_memory_counts_descendants(children_files: bool) -> None:
+    own = job_memory(os.getpid())
     assert own > 10 * MiB
     with Procs() as procs:
         child = procs.start(
@@ -447,7 +447,7 @@ def test_tree_rss_counts_descendants(children_files: bool) -> None:
         )
         assert child.stdout is not None
         assert child.stdout.readline() == "allocated\n"
-        total = tree_rss(os.getpid())
+        total = job_memory(os.getpid())
         assert total >= own + 150 * MiB
 
 
@@ -534,7 +534,7 @@ def test_sampler_stops_once_the_pid_names_another_process(
     real = proctree.start_time
     calls = 0
 
-    def reused_after_three(pid: int) -> int | None:
+    def reused_after_three(pid: int) -> float | None:
         nonlocal calls
         calls += 1
         found = real(pid)
@@ -744,7 +744,7 @@ print("allocated", flush=True)
 @pytest.mark.cgroup
 @pytest.mark.timeout(120)
 def test_the_kernel_agrees_that_unmapped_page_cache_is_free(tmp_path: Path) -> None:
-    """Issue #11 item 0: checked against the kernel's own verdict. With 200 MiB of
+    """Checked against the kernel's own verdict. With 200 MiB of
     active page cache in a 400 MiB group, the free memory ltoguard counts can really
     be allocated (the kernel reclaims the cache, nobody is OOM-killed), where the old
     measure would have counted most of the cache as used."""

@@ -1,7 +1,7 @@
-"""A job that only waits stays small: ~40 waiting ltoguard processes of a
-many-binary build share one memory cap with the compiles (issue #11). What it
-imports is most of what it holds; filelock alone is ~6 MiB of anonymous memory,
-psutil more, so neither is loaded before a job is admitted."""
+"""A job that only waits stays small: dozens of waiting ltoguard processes of a
+many-binary build share one memory cap with the compiles. What it imports is most
+of what it holds, and filelock and psutil are large, so neither is loaded before a
+job is admitted."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def test_a_waiting_job_imports_neither_filelock_nor_psutil(tmp_path: Path) -> No
 
 def test_an_admitted_job_imports_neither_filelock_nor_psutil(tmp_path: Path) -> None:
     """Running under its slot: the slot lock is a plain flock and the sampler reads
-    /proc, so neither is paid for by each LTO job (psutil only to pause or kill);
+    /proc, so neither is paid for by each LTO job (pausing and killing read /proc too);
     with LTOGUARD_DIR set, tempfile is not needed, and decimal is not loaded up front."""
     rustc = make_fake_rustc(tmp_path)
     cmd = ltoguard_cmd(rustc, "alone")

@@ -27,7 +27,7 @@ Schema, version 1 (keys are always present; ``null`` where unknown)::
         "slot": int, "crate": str | null, "kind": str | null, "pid": int | null,
         "child": int | null,          # the compiler's pid, once spawned
         "workspace": str | null, "started": float | null, "age": float | null,
-        "rss": int | null,            # bytes, current, whole process tree
+        "rss": int | null,            # bytes now, the compile's whole tree (as admission counts)
         "paused": bool,               # its compile is paused to leave room for older jobs
         "paused_s": float,            # seconds paused in all, the current pause included
         "estimate": int | null, "estimate_basis": str | null,
@@ -107,7 +107,7 @@ def collect(view: View, dir_fd: int, now: float | None = None) -> dict[str, Any]
 
 
 def _running(slot: int, rec: Mapping[str, Any], now: float) -> dict[str, Any]:
-    from ltoguard.proctree import tree_rss
+    from ltoguard.proctree import job_memory
 
     pid, child = int_or_none(rec.get("pid")), int_or_none(rec.get("child"))
     started = float_or_none(rec.get("started"))
@@ -121,7 +121,7 @@ def _running(slot: int, rec: Mapping[str, Any], now: float) -> dict[str, Any]:
         "workspace": str_or_none(rec.get("workspace")),
         "started": started,
         "age": None if started is None else max(0.0, now - started),
-        "rss": tree_rss(target) if target else None,
+        "rss": job_memory(target) if target else None,
         **_paused(rec, now),
         "estimate": int_or_none(rec.get("estimate")),
         "estimate_basis": str_or_none(rec.get("estimate_basis")),

@@ -1,0 +1,242 @@
+"""The one process-tree API (ltoguard.proctree): its /proc parsers as tables, and
+listing, signalling and measuring real process trees in each of the three ways it
+reads them (the kernel's children files; psutil's listing where the kernel has none;
+psutil for everything where there is no /proc), a reaped and a reused pid included.
+The peak sampler's own tests are in test_memory.py."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from ltoguard import process, proctree
+from ltoguard.jobs import cargo_build_id
+from ltoguard.proctree import Memory, Proc, Stat, parse_stat, parse_status
+from ltoguard.sizes import KiB, MiB
+from tests.procs import Procs, pid_alive, wait_for
+
+pytestmark = pytest.mark.timeout(60)
+
+AWKWARD = "a) b ) (c 9"  # spaces and parentheses: a naive split shifts every field
+
+
+def stat_line(pid: int, name: bytes, state: str = "S", ppid: int = 1, start: int = 98765) -> bytes:
+    """A /proc/PID/stat line as Linux writes it (52 fields)."""
+    rest = [state, str(ppid), "7", "7", "0", "-1", "4194560", "9", "0", "0", "0", "5", "3"]
+    rest += ["0", "0", "20", "0", "17", "0", str(start), "31457280", "2048"]
+    rest += ["0"] * (50 - len(rest))
+    return b"%d (%s) %s\n" % (pid, name, " ".join(rest).encode())
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (stat_line(1234, b"rustc"), Stat("rustc", "S", 1, 98765)),
+        (stat_line(42, AWKWARD.encode(), "R", 7, 5), Stat(AWKWARD, "R", 7, 5)),
+        (stat_line(42, b"x) 1 2 3 (y", "T", 7, 5), Stat("x) 1 2 3 (y", "T", 7, 5)),
+        (stat_line(42, b"", "Z", 3, 1), Stat("", "Z", 3, 1)),
+        (stat_line(42, b"cargo\xff", ppid=9), Stat("cargo\N{REPLACEMENT CHARACTER}", "S", 9, 98765)),
+        (stat_line(42, b"rustc")[:40], None),  # cut short
+        (stat_line(42, b"rustc").replace(b"98765", b"9876x"), None),
+        (b"42 rustc S 1 7 7 0 -1 4194560 9 0 0 0 5 3 0 0 20 0 17 0 98765 3 2048 0\n", None),
+        (b"42 (rustc S 1 7 7 0 -1 4194560 9 0 0 0 5 3 0 0 20 0 17 0 98765 3 2048 0\n", None),
+        (b"", None),
+    ],
+    ids=["plain", "awkward", "digits-in-name", "empty-name", "not-utf8", "short", "bad-start",
+         "no-parens", "no-close", "empty"],
+)  # fmt: skip
+def test_parse_stat(raw: bytes, expected: Stat | None) -> None:
+    assert parse_stat(raw) == expected
+
+
+def status(**kib: int) -> bytes:
+    lines = ["Name:\trustc", "State:\tR (running)", "Tgid:\t42"]
+    lines += [f"{name}:\t{value} kB" for name, value in kib.items()]
+    return ("\n".join([*lines, "Threads:\t17", ""])).encode()
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        # VmHWM minus the file and shmem pages now is the anonymous peak.
+        (status(VmHWM=500_000, VmRSS=300_000, RssAnon=200_000, RssFile=90_000, RssShmem=10_000),
+         Memory(200_000 * KiB, 400_000 * KiB)),
+        # No RssAnon (kernels before 4.5): resident minus shared.
+        (status(VmHWM=500_000, VmRSS=300_000, RssFile=100_000),
+         Memory(200_000 * KiB, 400_000 * KiB)),
+        # The peak is never below what is held now.
+        (status(VmHWM=100_000, VmRSS=100_000, RssAnon=60_000, RssFile=80_000),
+         Memory(60_000 * KiB, 60_000 * KiB)),
+        (status(), None),  # a zombie: no Vm lines
+        (b"Name:\tx\nVmHWM:\nVmRSS:\t8 kB\n", None),  # a field without its figure
+        (b"Name:\tx\nVmRSS:\t8 kB\nVmHWM:\t9 kB", Memory(8 * KiB, 9 * KiB)),  # no last newline
+        (status(VmRSS=300_000, RssAnon=200_000), None),
+        (b"", None),
+    ],
+    ids=["all", "no-RssAnon", "peak-floor", "zombie", "no-figure", "no-newline", "no-hwm", "empty"],
+)  # fmt: skip
+def test_parse_status(raw: bytes, expected: Memory | None) -> None:
+    assert parse_status(raw) == expected
+
+
+def test_the_parsers_read_this_process() -> None:
+    stat = proctree.read_stat(os.getpid())
+    assert stat is not None and stat.ppid == os.getppid() and stat.state == "R"
+    mem = proctree.memory(os.getpid())
+    assert mem is not None and 10 * MiB < mem.anon <= mem.peak
+
+
+# -------------------------------------------------------------------------- real trees
+
+# A parent (named AWKWARD) that starts a grandchild, prints its pid and waits; with
+# ALLOC in its argv, the grandchild holds that many bytes first.
+PARENT = f"""
+import subprocess, sys
+open("/proc/self/comm", "w").write({AWKWARD!r})
+code = "import sys, time; b = bytearray(int(sys.argv[1])); b[::4096] = "
+code += "b'x' * len(b[::4096]); print(1, flush=True); time.sleep(60)"
+kid = subprocess.Popen([sys.executable, "-c", code, sys.argv[1]], stdout=subprocess.PIPE)
+kid.stdout.readline()
+print(kid.pid, flush=True)
+sys.stdin.read()
+"""
+
+
+def state(pid: int) -> str:
+    """The process's state letter, read past proctree (which a test may blind)."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        return f.read().rpartition(b") ")[2][:1].decode()
+
+
+@pytest.fixture(params=["proc", "psutil", "no-proc"])
+def way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each way proctree reads processes: the kernel's children files; psutil's
+    listing (no CONFIG_PROC_CHILDREN); psutil for everything (no /proc: macOS)."""
+    if request.param == "proc" and not proctree.has_children_files():
+        pytest.skip("this kernel has no /proc/PID/task/TID/children")
+    if request.param != "proc":
+        monkeypatch.setattr(proctree, "has_children_files", lambda: False)
+    if request.param == "no-proc":
+        monkeypatch.setattr(proctree, "has_proc", lambda: False)
+        monkeypatch.setattr(proctree, "_read", lambda path: None)
+    return str(request.param)
+
+
+@pytest.fixture
+def family(procs: Procs) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """(the parent, its grandchild's pid), the grandchild holding 64 MiB."""
+    parent = procs.start(
+        [sys.executable, "-c", PARENT, str(64 * MiB)], dict(os.environ), text=True,
+        stdin=subprocess.PIPE,
+    )  # fmt: skip
+    assert parent.stdout is not None
+    yield parent, int(parent.stdout.readline())
+
+
+def test_tree_lists_descendants_first_each_with_its_start_time(
+    way: str, family: tuple[subprocess.Popen[str], int]
+) -> None:
+    parent, kid = family
+    found = proctree.tree(parent.pid)
+    assert [p.pid for p in found] == [kid, parent.pid]
+    assert all(p.start == proctree.start_time(p.pid) for p in found)
+    assert proctree.descendants(parent.pid) == [kid]
+    assert proctree.descendants(kid) == []
+    assert os.getpid() not in [p.pid for p in found]
+    mine = proctree.tree(os.getpid())
+    assert mine[-1].pid == os.getpid() and {parent.pid, kid} <= {p.pid for p in mine}
+
+
+def test_job_memory_sums_the_tree(way: str, family: tuple[subprocess.Popen[str], int]) -> None:
+    parent, kid = family
+    parent_mem, kid_mem = proctree.memory(parent.pid), proctree.memory(kid)
+    assert parent_mem is not None and kid_mem is not None
+    assert 64 * MiB <= kid_mem.anon < 128 * MiB
+    total = proctree.job_memory(parent.pid)
+    assert total >= 64 * MiB + parent_mem.anon - 4 * MiB  # a little may move meanwhile
+    assert total < 64 * MiB + parent_mem.anon + 32 * MiB
+
+
+def test_a_reused_pid_is_not_signalled(way: str, family: tuple[subprocess.Popen[str], int]) -> None:
+    parent, kid = family
+    [kid_proc, parent_proc] = proctree.tree(parent.pid)
+    # The same pid, started at another time: another process that took the pid over.
+    proctree.send(Proc(kid, kid_proc.start + 1), signal.SIGKILL)
+    proctree.send(parent_proc._replace(start=parent_proc.start - 1), signal.SIGKILL)
+    assert pid_alive(kid) and parent.poll() is None
+    proctree.send(kid_proc, signal.SIGSTOP)
+    assert wait_for(lambda: state(kid) == "T")
+    proctree.send(kid_proc, signal.SIGCONT)
+    assert wait_for(lambda: state(kid) in ("R", "S"))
+
+
+def test_a_reaped_pid_names_nothing(way: str, procs: Procs) -> None:
+    child = procs.start([sys.executable, "-c", "input()"], dict(os.environ), stdin=subprocess.PIPE)
+    [proc] = proctree.tree(child.pid)
+    assert proctree.job_memory(child.pid) > 0
+    child.kill()
+    child.wait()
+    assert proctree.start_time(child.pid) is None
+    assert proctree.tree(child.pid) == []
+    assert proctree.descendants(child.pid) == []
+    assert proctree.memory(child.pid) is None and proctree.job_memory(child.pid) == 0
+    proctree.send(proc, signal.SIGKILL)  # nothing to signal, nothing raised
+
+
+def test_kill_tree_kills_the_compile_and_its_children(
+    way: str, family: tuple[subprocess.Popen[str], int]
+) -> None:
+    parent, kid = family
+    process.kill_tree(parent.pid)
+    assert parent.wait(timeout=10) == -signal.SIGKILL
+    assert wait_for(lambda: not pid_alive(kid), timeout=10)
+
+
+def test_a_zombie_holds_no_memory(procs: Procs) -> None:
+    child = procs.start([sys.executable, "-c", "pass"], dict(os.environ))
+    assert wait_for(lambda: state(child.pid) == "Z")
+    assert proctree.memory(child.pid) is None and proctree.job_memory(child.pid) == 0
+    assert proctree.start_time(child.pid) is not None  # not reaped: the pid is still its own
+    child.wait()
+
+
+def test_cargo_build_id_finds_the_cargo_ancestor_by_its_name(procs: Procs) -> None:
+    """Through the one stat parser: the ancestor whose name is exactly "cargo"."""
+    code = (
+        "import subprocess, sys; open('/proc/self/comm', 'w').write(sys.argv[1]); "
+        "kid = subprocess.Popen([sys.executable, '-c', 'input()'], stdin=subprocess.PIPE); "
+        "print(kid.pid, flush=True); sys.stdin.read()"
+    )
+    for name, found in (("cargo", True), ("cargo) S 1", False), (AWKWARD, False)):
+        parent = procs.start(
+            [sys.executable, "-c", code, name], dict(os.environ), text=True, stdin=subprocess.PIPE
+        )
+        assert parent.stdout is not None
+        kid = int(parent.stdout.readline())
+        want = f"{parent.pid}-{proctree.start_time(parent.pid)}" if found else ""
+        assert cargo_build_id(kid) == want, name
+
+
+def test_on_linux_nothing_here_imports_psutil() -> None:
+    """Listing, signalling, killing and measuring a tree read /proc only: psutil is
+    the fallback for kernels without children files and platforms without /proc."""
+    if not proctree.has_children_files():
+        pytest.skip("this kernel has no /proc/PID/task/TID/children")
+    code = (
+        "import signal, subprocess, sys\n"
+        "from ltoguard import pause, process, proctree\n"
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)'])\n"
+        "assert proctree.job_memory(p.pid) > 0 and proctree.descendants(p.pid) == []\n"
+        "[me] = proctree.tree(p.pid)\n"
+        "proctree.send(me, signal.SIGSTOP)\n"
+        "proctree.send(me, signal.SIGCONT)\n"
+        "process.kill_tree(p.pid)\n"
+        "print(p.wait(), 'psutil' in sys.modules)\n"
+    )
+    got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert got.stdout.split() == [str(-signal.SIGKILL), "False"], got.stderr
