@@ -70,7 +70,7 @@ if [ -z "$pythons" ]; then
 fi
 
 find_python() { # an interpreter of exactly version $1 (pyenv's newest, else PATH's), or nothing
-    local candidates=() latest
+    local candidates=() latest py
     if command -v pyenv >/dev/null 2>&1 && latest=$(pyenv latest "$1" 2>/dev/null); then
         candidates+=("$(pyenv root)/versions/$latest/bin/python$1")
     fi
@@ -90,14 +90,14 @@ quick_subset() { # $1: a version; $2: its interpreter
     quietly "$2" -m venv --clear "$venv" || return 1
     # A fresh copy of the sources: setuptools builds in the tree, and a module deleted
     # since would live on in an old build/.
-    mkdir "$venv/src" "$venv/checkout"
-    cp -R pyproject.toml README.md LICENSE ltoguard "$venv/src/"
+    mkdir "$venv/src" "$venv/checkout" || return 1
+    cp -R pyproject.toml README.md LICENSE ltoguard "$venv/src/" || return 1
     quietly pip_install "$venv" -U pip || return 1
     quietly pip_install "$venv" "./$venv/src[test]" || return 1
     # The tests and scripts without the package, so they and every Python they start
     # from there (sys.executable) import the installed one; .venv: checkout_venv.py's.
-    cp -R pyproject.toml tests scripts "$venv/checkout/"
-    ln -s .. "$venv/checkout/.venv"
+    cp -R pyproject.toml tests scripts "$venv/checkout/" || return 1
+    ln -s .. "$venv/checkout/.venv" || return 1
     (
         cd "$venv/checkout"
         quietly "$python" -c "import ltoguard, sys; f = ltoguard.__file__
