@@ -444,7 +444,7 @@ def ratios(a: dict[str, Any] | None, b: dict[str, Any] | None, key: str = "wall"
         return []
     if len(wa) == len(wb) > 1 and a["ok"] == a["runs"] and b["ok"] == b["runs"]:
         # pace is None for a build that recorded no CPU time
-        return [float(x / y) for x, y in zip(wa, wb, strict=True) if x is not None and y]
+        return [float(x / y) for x, y in zip(wa, wb) if x is not None and y]
     return [float(a[key] / b[key])] if a.get(key) and b.get(key) else []
 
 

@@ -1,5 +1,5 @@
 """Run a script under this checkout's .venv when the interpreter it was started
-with lacks what ltoguard and tests/procs.py import (psutil, filelock).
+with lacks psutil, which ltoguard and tests/procs.py import.
 
 `python3 scripts/stress.py` on a machine whose system Python has no psutil would
 stop at an ImportError traceback; instead the script runs again under
@@ -17,13 +17,13 @@ CHECKOUT = Path(__file__).resolve().parent.parent
 
 
 def use_checkout_venv() -> None:
-    if all(importlib.util.find_spec(m) is not None for m in ("psutil", "filelock")):
+    if importlib.util.find_spec("psutil") is not None:
         return
     python = CHECKOUT / ".venv" / "bin" / "python"
     if python.exists() and Path(sys.executable).absolute() != python:
         os.execv(python, [str(python), *sys.argv])
     name = Path(sys.argv[0]).name
     raise SystemExit(
-        f"{name}: error: needs psutil and filelock; run `bash scripts/test.sh` once"
+        f"{name}: error: needs psutil; run `bash scripts/test.sh` once"
         f" (it makes {CHECKOUT / '.venv'}), then run {name} again"
     )

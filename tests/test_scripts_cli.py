@@ -14,7 +14,7 @@ import pytest
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 VENV_PYTHON = SCRIPTS.parent / ".venv" / "bin" / "python"
 # The Python this venv was made from, with -S (no site-packages) and -E (no
-# PYTHONPATH): neither psutil nor filelock can be found, whatever it has installed.
+# PYTHONPATH): psutil cannot be found, whatever it has installed.
 BARE = [getattr(sys, "_base_executable", sys.executable), "-S", "-E"]
 
 
@@ -62,6 +62,6 @@ def test_without_a_venv_it_says_how_to_make_one(tmp_path: Path) -> None:
     assert got.returncode == 1
     assert got.stdout == ""
     assert got.stderr.strip() == (
-        "needs.py: error: needs psutil and filelock; run `bash scripts/test.sh` once"
+        "needs.py: error: needs psutil; run `bash scripts/test.sh` once"
         f" (it makes {tmp_path / 'checkout' / '.venv'}), then run needs.py again"
     )
