@@ -475,6 +475,30 @@ def _requeue(queue: list[Live], job: Live, *, alone: bool, estimate: int) -> Non
     queue.insert(0, job)
 
 
+def as_recorded(jobs: Sequence[TraceJob], cap: int) -> dict[str, Any]:
+    """The trace's own figures, to set a replay beside: its LTO phase, the seconds in
+    which two or more jobs ran, and how many started beside another."""
+    wall = max(j.finished for j in jobs)
+    edges = sorted([(j.admitted, 1) for j in jobs] + [(j.finished, -1) for j in jobs])
+    level, last, two = 0, 0.0, 0.0
+    for t, d in edges:
+        if level >= 2:
+            two += t - last
+        level, last = level + d, t
+    pairs = sum(  # started beside another for more than a second (not at its handoff)
+        1
+        for j in jobs
+        if any(o.admitted <= j.admitted < o.finished - 1.0 for o in jobs if o is not j)
+    )
+    return {
+        "cap_mib": round(cap / MiB),
+        "wall_s": round(wall, 1),
+        "two_running_s": round(two, 1),
+        "two_running_frac": round(two / wall, 3) if wall else 0.0,
+        "pairs": pairs,
+    }
+
+
 def _caps(text: str) -> list[int]:
     try:
         return [parse_size(p.strip()) for p in text.split(",") if p.strip()]
@@ -520,6 +544,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="admission keeps this many critical floors free (default %(default)s)",
     )
     ap.add_argument("--slots", type=int, default=None, help="LTOGUARD_SLOTS")
+    ap.add_argument(
+        "--recorded", action="store_true", help="also print the trace's own figures, as it ran"
+    )
     ap.add_argument("--json", action="store_true", help="one JSON object per replay")
     args = ap.parse_args(argv)
     limits = admission.Limits(margin_floors=args.margin_floors)
@@ -527,7 +554,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         for path in traces(args.trace):
             jobs = load_trace(path, args.trace_cap[0] if args.trace_cap else None)
-            caps = args.cap or [args.trace_cap[0] if args.trace_cap else cap_from_name(path)]
+            own_cap = args.trace_cap[0] if args.trace_cap else cap_from_name(path)
+            caps = args.cap or [own_cap]
+            if args.recorded and own_cap is not None:
+                rows.append(
+                    {"trace": path.name, "estimates": "as recorded", **as_recorded(jobs, own_cap)}
+                )
             for cap in caps:
                 res = simulate(
                     jobs,
@@ -550,6 +582,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     cols = [
         "trace",
+        "estimates",
         "cap_mib",
         "wall_s",
         "two_running_frac",
@@ -563,7 +596,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     print("  ".join(cols))
     for r in rows:
-        print("  ".join(str(r[c]) for c in cols))
+        print("  ".join(str(r.get(c, "-")) for c in cols))
     return 0
 
 

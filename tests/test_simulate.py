@@ -152,3 +152,12 @@ def test_a_job_cargo_started_when_another_ended_starts_when_it_ends_in_the_repla
     # With only one CPU the pair shares it: no faster than one after the other.
     one_cpu = simulate.simulate(jobs, 1000 * MiB, cpus=1)
     assert one_cpu.wall > 29
+
+
+def test_the_trace_as_recorded(capsys: pytest.CaptureFixture[str]) -> None:
+    row = simulate.as_recorded(simulate.load_trace(REAL), 600 * MiB)
+    assert row["wall_s"] == pytest.approx(791.2, abs=0.1)
+    assert row["pairs"] == 0 and row["two_running_frac"] < 0.001
+    assert simulate.main([str(REAL), "--recorded"]) == 0
+    out = capsys.readouterr().out
+    assert "as recorded" in out
