@@ -6,6 +6,7 @@
   every process waited for. Import the fake rustc, `clean_env` and the other
   process helpers from tests.procs.
 - `world`: a directory tree under /tmp that uid 65534 can reach.
+- `state_dir`: tmp_path/state as LTOGUARD_DIR (not made), no other LTOGUARD_ setting.
 - `way`: each way ltoguard.proctree reads processes ("proc", "psutil", "no-proc"),
   set up by monkeypatching it.
 - Every test gets its own empty XDG_CACHE_HOME (autouse): none reads or writes the
@@ -194,6 +195,18 @@ def way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
         monkeypatch.setattr(proctree, "has_proc", lambda: False)
         monkeypatch.setattr(proctree, "_read", lambda path: None)
     return str(request.param)
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """tmp_path/state (not made yet) as LTOGUARD_DIR, and no other LTOGUARD_ setting
+    from the shell that runs the tests."""
+    for k in list(os.environ):
+        if k.startswith("LTOGUARD_"):
+            monkeypatch.delenv(k)
+    state = tmp_path / "state"
+    monkeypatch.setenv("LTOGUARD_DIR", str(state))
+    return state
 
 
 @pytest.fixture
