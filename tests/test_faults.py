@@ -32,6 +32,7 @@ from tests.procs import (
     ltoguard_cmd,
     make_fake_rustc,
     pid_alive,
+    prime,
     starts,
     state_leftovers,
     system_python,
@@ -330,14 +331,6 @@ def _plant_record(state: Path, pid: int, **fields: object) -> Path:
     return path
 
 
-def _prime(tmp_path: Path, procs: Procs, env: dict[str, str]) -> Path:
-    """Run one guarded compile so the state dir and slot-0.lock exist (unlocked)."""
-    rustc = make_fake_rustc(tmp_path)
-    p = procs.start(ltoguard_cmd(rustc, "prime"), dict(env, FAKE_NAME="prime"))
-    assert p.wait(timeout=30) == 0
-    return rustc
-
-
 @pytest.mark.parametrize(
     "started",
     [pytest.param(0.0, id="now"), pytest.param(1e6, id="future"), pytest.param(-1e6, id="past")],
@@ -348,7 +341,7 @@ def test_record_naming_a_reused_live_pid_does_not_hold_the_slot(
     """Protection: the slot lock, not the record, says who runs. A record for slot 0
     left by a dead holder whose pid now belongs to a live unrelated process (and
     with a wall-clock start far off) must not make anyone wait: display only."""
-    rustc = _prime(tmp_path, procs, env_)
+    rustc = prime(tmp_path, env_)
     state = tmp_path / "state"
     other = _sleeper(procs)
     _plant_record(state, other.pid, started=time.time() + started, child=other.pid)
@@ -365,7 +358,7 @@ def test_dead_tickets_with_odd_sequence_numbers_do_not_block(
     """Protection: a ticket counts only while its owner holds its lock. Dead tickets
     at the head (seq 0, or a wall-clock-like number) are skipped; our own user's are
     removed, another user's are left alone."""
-    rustc = _prime(tmp_path, procs, env_)
+    rustc = prime(tmp_path, env_)
     state = tmp_path / "state"
     dead = _sleeper(procs)
     mine = state / f"q-{0:020d}-{os.geteuid()}-{dead.pid}.json"
@@ -388,7 +381,7 @@ def test_live_ticket_with_huge_sequence_number_does_not_block_others(
     """Protection: the queue is ordered by seq, so a live waiter whose seq is
     absurdly large (a clock from the future) is behind everyone: it cannot block
     the others, who are admitted at once."""
-    rustc = _prime(tmp_path, procs, env_)
+    rustc = prime(tmp_path, env_)
     state = tmp_path / "state"
     holder_script = (
         "import fcntl, os, sys, time\n"

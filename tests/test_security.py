@@ -25,6 +25,7 @@ from tests.procs import (
     counter_max,
     ltoguard_cmd,
     make_fake_rustc,
+    prime,
     starts,
     state_leftovers,
     system_python,
@@ -118,12 +119,6 @@ def victim(tmp_path: Path) -> Path:
     return v
 
 
-def _prime(tmp_path: Path, env: dict[str, str]) -> Path:
-    rustc = make_fake_rustc(tmp_path)
-    assert run_cli(rustc, env, "prime").returncode == 0
-    return rustc
-
-
 @pytest.mark.parametrize(
     "name",
     [
@@ -144,7 +139,7 @@ def test_symlinks_planted_in_the_state_dir_are_never_followed(
     truncate, append to or chmod the victim, or create the dangling link's target."""
     state = tmp_path / "state"
     env = clean_env(tmp_path, state, LTOGUARD_SLOTS="2")
-    rustc = _prime(tmp_path, env)
+    rustc = prime(tmp_path, env)
     link = state / name.format(uid=os.geteuid())
     if link.exists():
         link.unlink()
@@ -162,7 +157,7 @@ def test_symlinks_planted_in_the_state_dir_are_never_followed(
 def test_symlinked_lock_file_gets_a_one_line_error(tmp_path: Path, victim: Path, name: str) -> None:
     state = tmp_path / "state"
     env = clean_env(tmp_path, state)
-    rustc = _prime(tmp_path, env)
+    rustc = prime(tmp_path, env)
     (state / name).unlink()
     (state / name).symlink_to(victim)
     r = run_cli(rustc, env)
@@ -211,7 +206,7 @@ def test_hostile_record_values_are_inert(tmp_path: Path, procs: Procs) -> None:
     code strings, shell syntax and huge numbers runs nothing and breaks nothing."""
     state = tmp_path / "state"
     env = clean_env(tmp_path, state)
-    rustc = _prime(tmp_path, env)
+    rustc = prime(tmp_path, env)
     pwned = tmp_path / "PWNED"
     code = HOSTILE.format(pwned=pwned)
     rec = {
@@ -245,7 +240,7 @@ def test_hostile_record_values_are_inert(tmp_path: Path, procs: Procs) -> None:
 def test_waiting_line_stays_one_line_whatever_the_record_says(tmp_path: Path, procs: Procs) -> None:
     state = tmp_path / "state"
     env = clean_env(tmp_path, state)
-    rustc = _prime(tmp_path, env)
+    rustc = prime(tmp_path, env)
     rec = {
         "pid": os.getpid(),
         "slot": 0,
@@ -269,7 +264,7 @@ def test_waiting_line_stays_one_line_whatever_the_record_says(tmp_path: Path, pr
 def test_deeply_nested_record_does_not_crash_admission(tmp_path: Path, procs: Procs) -> None:
     state = tmp_path / "state"
     env = clean_env(tmp_path, state)
-    rustc = _prime(tmp_path, env)
+    rustc = prime(tmp_path, env)
     sleeper = procs.start(["sleep", "60"], dict(os.environ))
     (state / f"run-{os.geteuid()}-{sleeper.pid}.json").write_text("[" * 30000 + "]" * 30000)
     r = run_cli(rustc, env)
@@ -306,7 +301,7 @@ def test_records_cannot_steer_reads_or_writes_outside_the_state_dir(
     admission alone."""
     state = tmp_path / "state"
     env = clean_env(tmp_path, state)
-    rustc = _prime(tmp_path, env)
+    rustc = prime(tmp_path, env)
     sleeper = procs.start(["sleep", "60"], dict(os.environ))
     rec = {"pid": sleeper.pid, "crate": "ghost", "started": time.time(), **fields}
     (state / f"run-{os.geteuid()}-{sleeper.pid}.json").write_text(json.dumps(rec))
