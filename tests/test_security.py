@@ -194,10 +194,20 @@ def test_symlinked_record_and_temp_names_are_never_followed(
 HOSTILE = "__import__('os').system('touch {pwned}')"
 
 
-def _hold_slot(state: Path, k: int = 0) -> int:
-    fd = os.open(state / f"slot-{k}.lock", os.O_RDONLY)
+def _wait_behind_our_slot(
+    procs: Procs, rustc: Path, env: dict[str, str], state: Path, seconds: float
+) -> subprocess.Popen[bytes]:
+    """Compile "c" while this test holds slot 0, so it waits (and reads slot 0's
+    record) for `seconds` after it queued; then the slot is free for it."""
+    fd = os.open(state / "slot-0.lock", os.O_RDONLY)
     fcntl.flock(fd, fcntl.LOCK_EX)
-    return fd
+    try:
+        p = procs.start(ltoguard_cmd(rustc, "c"), dict(env, FAKE_NAME="c"))
+        assert wait_for(lambda: len(tickets(state)) == 1)
+        time.sleep(seconds)
+    finally:
+        os.close(fd)
+    return p
 
 
 def test_hostile_record_values_are_inert(tmp_path: Path, procs: Procs) -> None:
@@ -224,13 +234,8 @@ def test_hostile_record_values_are_inert(tmp_path: Path, procs: Procs) -> None:
         "uid": os.geteuid(),
     }
     (state / f"run-{os.geteuid()}-{os.getpid()}.json").write_text(json.dumps(rec))
-    fd = _hold_slot(state)
-    try:
-        p = procs.start(ltoguard_cmd(rustc, "c"), dict(env, FAKE_NAME="c"))
-        assert wait_for(lambda: len(tickets(state)) == 1)
-        time.sleep(0.3)  # several admission attempts read the record
-    finally:
-        os.close(fd)
+    # Several admission attempts read the record.
+    p = _wait_behind_our_slot(procs, rustc, env, state, 0.3)
     _, err = p.communicate(timeout=30)
     assert p.returncode == 0, err
     assert not pwned.exists()
@@ -248,13 +253,7 @@ def test_waiting_line_stays_one_line_whatever_the_record_says(tmp_path: Path, pr
         "started": time.time(),
     }
     (state / f"run-{os.geteuid()}-{os.getpid()}.json").write_text(json.dumps(rec))
-    fd = _hold_slot(state)
-    try:
-        p = procs.start(ltoguard_cmd(rustc, "c"), dict(env, FAKE_NAME="c"))
-        assert wait_for(lambda: len(tickets(state)) == 1)
-        time.sleep(0.2)
-    finally:
-        os.close(fd)
+    p = _wait_behind_our_slot(procs, rustc, env, state, 0.2)
     _, err = p.communicate(timeout=30)
     assert p.returncode == 0
     assert len(err.splitlines()) == 1, err
