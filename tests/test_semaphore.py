@@ -507,13 +507,15 @@ def test_a_signal_as_a_ticket_or_slot_changes_hands_leaves_nothing_behind(
     sem.release(sem.acquire({"crate": "next"}, slot_limit_policy(1)))  # the slot is free
 
 
-def test_a_signal_before_the_compiler_exists_reaches_it_once_it_does(tmp_path: Path) -> None:
+def test_a_signal_before_the_compiler_exists_reaches_it_once_it_does(procs: Procs) -> None:
     fwd = process.Forwarder()
     fwd.install()
     try:
         os.kill(os.getpid(), signal.SIGTERM)  # admitted, not started yet: kept
         assert fwd.pending == [signal.SIGTERM]
-        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+        child = procs.start(
+            [sys.executable, "-c", "import time; time.sleep(30)"], stdout=None, stderr=None
+        )
         fwd.forward_to(child)
         assert child.wait(timeout=10) == -signal.SIGTERM
         assert fwd.pending == []
