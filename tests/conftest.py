@@ -6,6 +6,9 @@
   every process waited for. Import the fake rustc, `clean_env` and the other
   process helpers from tests.procs.
 - `world`: a directory tree under /tmp that uid 65534 can reach.
+- `state_dir`: tmp_path/state as LTOGUARD_DIR (not made), no other LTOGUARD_ setting.
+- `way`: each way ltoguard.proctree reads processes ("proc", "psutil", "no-proc"),
+  set up by monkeypatching it.
 - Every test gets its own empty XDG_CACHE_HOME (autouse): none reads or writes the
   real ~/.cache/ltoguard, where a build keeps the memory history.
 - `generated_workspace` / `built_workspace`: one small workspace per session,
@@ -36,6 +39,7 @@ from typing import Any
 
 import pytest
 
+from ltoguard import proctree
 from tests.procs import Procs, nobody_can_run_ltoguard
 
 REPO = Path(__file__).resolve().parent.parent
@@ -169,6 +173,40 @@ def _private_cache_dir(
 ) -> None:
     """No test reads or writes the real ~/.cache/ltoguard: each has its own, empty."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+
+
+NO_CHILDREN_FILES = "this kernel has no /proc/PID/task/TID/children"
+# For a test of the /proc path itself (the "proc" way skips the same way).
+needs_children_files = pytest.mark.skipif(
+    not proctree.has_children_files(), reason=NO_CHILDREN_FILES
+)
+
+
+@pytest.fixture(params=["proc", "psutil", "no-proc"])
+def way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each way proctree reads processes: the kernel's children files; psutil's
+    listing (no CONFIG_PROC_CHILDREN); psutil for everything (no /proc: macOS).
+    A test narrows them with `@pytest.mark.parametrize("way", [...], indirect=True)`."""
+    if request.param == "proc" and not proctree.has_children_files():
+        pytest.skip(NO_CHILDREN_FILES)
+    if request.param != "proc":
+        monkeypatch.setattr(proctree, "has_children_files", lambda: False)
+    if request.param == "no-proc":
+        monkeypatch.setattr(proctree, "has_proc", lambda: False)
+        monkeypatch.setattr(proctree, "_read", lambda path: None)
+    return str(request.param)
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """tmp_path/state (not made yet) as LTOGUARD_DIR, and no other LTOGUARD_ setting
+    from the shell that runs the tests."""
+    for k in list(os.environ):
+        if k.startswith("LTOGUARD_"):
+            monkeypatch.delenv(k)
+    state = tmp_path / "state"
+    monkeypatch.setenv("LTOGUARD_DIR", str(state))
+    return state
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 """Helpers for tests that run real processes, imported from here. What scripts/ uses
 too lives there (scripts/ never imports tests/) and is re-exported: the fake rustc,
 `clean_env`, `starts` and `counter_max` (scripts/fakerustc.py); `Procs` (the one
-reaper), `Holder` and the waits (scripts/processes.py). The probes below are the tests' own.
+reaper), `Holder` and the waits (scripts/processes.py). The probes below, and `prime`,
+are the tests' own.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import psutil
@@ -53,6 +55,7 @@ __all__ = [
     "make_fake_rustc",
     "nobody_can_run_ltoguard",
     "pid_alive",
+    "prime",
     "read_log",
     "starts",
     "state_leftovers",
@@ -65,6 +68,20 @@ __all__ = [
 def tickets(state: Path) -> list[str]:
     """The queue tickets (q-*) in the state directory, sorted by name; none if it is gone."""
     return sorted(n for n in os.listdir(state) if n.startswith("q-")) if state.exists() else []
+
+
+def prime(tmp: Path, env: Mapping[str, str]) -> Path:
+    """A fake rustc in `tmp`, after one guarded compile of it ("prime") ran with `env`:
+    the state directory and its slot lock exist, unlocked."""
+    rustc = make_fake_rustc(tmp)
+    r = subprocess.run(
+        ltoguard_cmd(rustc, "prime"),
+        env=dict(env, FAKE_NAME="prime"),
+        capture_output=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    return rustc
 
 
 def state_leftovers(state: Path) -> list[str]:

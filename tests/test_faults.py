@@ -27,13 +27,16 @@ from tests.procs import (
     Procs,
     as_nobody,
     clean_env,
+    counter_max,
     live_processes_running,
     ltoguard_cmd,
     make_fake_rustc,
     pid_alive,
-    read_log,
+    prime,
+    starts,
     state_leftovers,
     system_python,
+    tickets,
     wait_for,
 )
 
@@ -44,18 +47,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 @pytest.fixture
 def env_(tmp_path: Path) -> dict[str, str]:
     return clean_env(tmp_path, tmp_path / "state")
-
-
-def starts(tmp: Path) -> list[str]:
-    return [e["name"] for e in read_log(tmp / "log.jsonl") if e["what"] == "start"]
-
-
-def counter_max(tmp: Path) -> int:
-    return int(json.loads((tmp / "counter.json").read_text())["max"])
-
-
-def tickets(state: Path) -> list[str]:
-    return sorted(n for n in os.listdir(state) if n.startswith("q-")) if state.exists() else []
 
 
 def one_line_messages(err: bytes) -> list[str]:
@@ -89,9 +80,8 @@ def test_kill9_of_waiters_and_holders_keeps_fifo_for_survivors(
     rng = random.Random(seed)
     rustc = make_fake_rustc(tmp_path)
     state = tmp_path / "state"
-    gate = tmp_path / "go"
-    holder = procs.start(ltoguard_cmd(rustc, "h"), dict(env_, FAKE_NAME="h", FAKE_UNTIL=str(gate)))
-    assert wait_for(lambda: starts(tmp_path) == ["h"])
+    holder = procs.holder(rustc, env_, "h")
+    assert starts(tmp_path) == ["h"]
     names = [f"w{i}" for i in range(8)]
     waiters = {}
     for i, name in enumerate(names):
@@ -176,20 +166,16 @@ def test_state_dir_removed_while_one_runs(
     removed state dir splits the semaphore, like removing any lock directory.)"""
     rustc = make_fake_rustc(tmp_path)
     state = tmp_path / "state"
-    gate = tmp_path / "go"
-    holder = procs.start(
-        ltoguard_cmd(rustc, "h"), dict(env_, FAKE_NAME="h", FAKE_UNTIL=str(gate), FAKE_EXIT="5")
-    )
-    assert wait_for(lambda: starts(tmp_path) == ["h"])
+    holder = procs.holder(rustc, dict(env_, FAKE_EXIT="5"), "h")
     remove_tree(state)
     late = procs.start(ltoguard_cmd(rustc, "late"), dict(env_, FAKE_NAME="late", FAKE_EXIT="7"))
     _, err = late.communicate(timeout=30)
     assert late.returncode == 7, err
     one_line_messages(err)
     assert state.is_dir() and stat.S_IMODE(state.stat().st_mode) == 0o700
-    gate.touch()
-    _, err = holder.communicate(timeout=30)
-    assert holder.returncode == 5
+    holder.release()
+    _, err = holder.proc.communicate(timeout=30)
+    assert holder.proc.returncode == 5
     one_line_messages(err)
     assert live_processes_running(rustc) == []
 
@@ -201,13 +187,11 @@ def test_waiter_survives_state_dir_removal(
     (exit 2); never a traceback, never a hang."""
     rustc = make_fake_rustc(tmp_path)
     state = tmp_path / "state"
-    gate = tmp_path / "go"
-    holder = procs.start(ltoguard_cmd(rustc, "h"), dict(env_, FAKE_NAME="h", FAKE_UNTIL=str(gate)))
-    assert wait_for(lambda: starts(tmp_path) == ["h"])
+    holder = procs.holder(rustc, env_, "h")
     waiter = procs.start(ltoguard_cmd(rustc, "w"), dict(env_, FAKE_NAME="w", FAKE_EXIT="6"))
     assert wait_for(lambda: len(tickets(state)) == 1)
     remove_tree(state)
-    gate.touch()
+    holder.release()
     assert holder.wait(timeout=30) == 0
     _, err = waiter.communicate(timeout=30)
     lines = one_line_messages(err)
@@ -237,13 +221,10 @@ def test_state_dir_made_read_only_mid_build(world: Path, procs: Procs) -> None:
     os.chown(state, NOBODY, NOBODY)
     env = nobody_env(world, state)
     logs = world / "logs"
-    gate = logs / "go"
-    holder = procs.start(
-        as_nobody(ltoguard_cmd(rustc, "h")),
-        dict(env, FAKE_NAME="h", FAKE_UNTIL=str(gate), FAKE_EXIT="4"),
-        cwd=world,
+    holder = procs.holder(
+        rustc, dict(env, FAKE_EXIT="4"), "h", cmd=as_nobody(ltoguard_cmd(rustc, "h")), cwd=world
     )
-    assert wait_for(lambda: starts(logs) == ["h"])
+    assert starts(logs) == ["h"]
     state.chmod(0o500)
     late = procs.start(
         as_nobody(ltoguard_cmd(rustc, "late")), dict(env, FAKE_NAME="late"), cwd=world
@@ -254,9 +235,9 @@ def test_state_dir_made_read_only_mid_build(world: Path, procs: Procs) -> None:
     assert len(lines) == 1 and lines[0].startswith("ltoguard: error: ") and str(state) in lines[0]
     assert "late" not in starts(logs)
     assert tickets(state) == []
-    gate.touch()
-    _, err = holder.communicate(timeout=30)
-    assert holder.returncode == 4
+    holder.release()
+    _, err = holder.proc.communicate(timeout=30)
+    assert holder.proc.returncode == 4
     one_line_messages(err)  # warnings about the history/record, one line each
     assert slot_is_free(state)
     assert live_processes_running(rustc) == []
@@ -307,16 +288,12 @@ def test_disk_fills_while_the_compile_runs(tmp_path: Path, small_fs: Path, procs
     rustc = make_fake_rustc(tmp_path)
     state = small_fs / "state"
     env = clean_env(tmp_path, state)
-    gate = tmp_path / "go"
-    p = procs.start(
-        ltoguard_cmd(rustc, "c"), dict(env, FAKE_NAME="c", FAKE_UNTIL=str(gate), FAKE_EXIT="9")
-    )
-    assert wait_for(lambda: starts(tmp_path) == ["c"])
+    c = procs.holder(rustc, dict(env, FAKE_EXIT="9"), "c")
     time.sleep(0.2)  # past the record update that names the child
     fill(small_fs)
-    gate.touch()
-    _, err = p.communicate(timeout=30)
-    assert p.returncode == 9
+    c.release()
+    _, err = c.proc.communicate(timeout=30)
+    assert c.proc.returncode == 9
     lines = one_line_messages(err)
     assert all(line.startswith("ltoguard: warning: ") for line in lines), lines
     assert slot_is_free(state)
@@ -354,14 +331,6 @@ def _plant_record(state: Path, pid: int, **fields: object) -> Path:
     return path
 
 
-def _prime(tmp_path: Path, procs: Procs, env: dict[str, str]) -> Path:
-    """Run one guarded compile so the state dir and slot-0.lock exist (unlocked)."""
-    rustc = make_fake_rustc(tmp_path)
-    p = procs.start(ltoguard_cmd(rustc, "prime"), dict(env, FAKE_NAME="prime"))
-    assert p.wait(timeout=30) == 0
-    return rustc
-
-
 @pytest.mark.parametrize(
     "started",
     [pytest.param(0.0, id="now"), pytest.param(1e6, id="future"), pytest.param(-1e6, id="past")],
@@ -372,7 +341,7 @@ def test_record_naming_a_reused_live_pid_does_not_hold_the_slot(
     """Protection: the slot lock, not the record, says who runs. A record for slot 0
     left by a dead holder whose pid now belongs to a live unrelated process (and
     with a wall-clock start far off) must not make anyone wait: display only."""
-    rustc = _prime(tmp_path, procs, env_)
+    rustc = prime(tmp_path, env_)
     state = tmp_path / "state"
     other = _sleeper(procs)
     _plant_record(state, other.pid, started=time.time() + started, child=other.pid)
@@ -389,7 +358,7 @@ def test_dead_tickets_with_odd_sequence_numbers_do_not_block(
     """Protection: a ticket counts only while its owner holds its lock. Dead tickets
     at the head (seq 0, or a wall-clock-like number) are skipped; our own user's are
     removed, another user's are left alone."""
-    rustc = _prime(tmp_path, procs, env_)
+    rustc = prime(tmp_path, env_)
     state = tmp_path / "state"
     dead = _sleeper(procs)
     mine = state / f"q-{0:020d}-{os.geteuid()}-{dead.pid}.json"
@@ -412,7 +381,7 @@ def test_live_ticket_with_huge_sequence_number_does_not_block_others(
     """Protection: the queue is ordered by seq, so a live waiter whose seq is
     absurdly large (a clock from the future) is behind everyone: it cannot block
     the others, who are admitted at once."""
-    rustc = _prime(tmp_path, procs, env_)
+    rustc = prime(tmp_path, env_)
     state = tmp_path / "state"
     holder_script = (
         "import fcntl, os, sys, time\n"
@@ -441,14 +410,12 @@ def test_queue_order_uses_the_monotonic_clock(
         pytest.skip("monotonic and realtime clocks too close to tell apart")
     rustc = make_fake_rustc(tmp_path)
     state = tmp_path / "state"
-    gate = tmp_path / "go"
-    h = procs.start(ltoguard_cmd(rustc, "h"), dict(env_, FAKE_NAME="h", FAKE_UNTIL=str(gate)))
-    assert wait_for(lambda: starts(tmp_path) == ["h"])
+    h = procs.holder(rustc, env_, "h")
     w = procs.start(ltoguard_cmd(rustc, "w"), dict(env_, FAKE_NAME="w"))
     assert wait_for(lambda: len(tickets(state)) == 1)
     seq = int(tickets(state)[0].split("-")[1])
     assert abs(seq - time.monotonic_ns()) < 60 * 10**9
-    gate.touch()
+    h.release()
     assert h.wait(timeout=30) == 0 and w.wait(timeout=30) == 0
 
 
@@ -485,17 +452,13 @@ def test_signal_to_a_waiting_group(
     signal at once and never starts its compile; the holder is unaffected."""
     rustc = make_fake_rustc(tmp_path)
     state = tmp_path / "state"
-    gate = tmp_path / "go"
-    h = procs.start(
-        ltoguard_cmd(rustc, "h"), dict(env_, FAKE_NAME="h", FAKE_UNTIL=str(gate), FAKE_EXIT="3")
-    )
-    assert wait_for(lambda: starts(tmp_path) == ["h"])
+    h = procs.holder(rustc, dict(env_, FAKE_EXIT="3"), "h")
     w = procs.start(ltoguard_cmd(rustc, "w"), dict(env_, FAKE_NAME="w"))
     assert wait_for(lambda: len(tickets(state)) == 1)
     os.killpg(w.pid, sig)
     assert w.wait(timeout=5) == -sig
     assert tickets(state) == []
-    gate.touch()
+    h.release()
     assert h.wait(timeout=30) == 3
     assert starts(tmp_path) == ["h"]
     assert live_processes_running(rustc) == []

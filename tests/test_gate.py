@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import Procs, clean_env, ltoguard_cmd, make_fake_rustc
+from tests.procs import Procs, clean_env, counter_max, ltoguard_cmd, make_fake_rustc
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -48,7 +48,7 @@ def test_run_gates_any_command(tmp_path: Path, procs: Procs, env: dict[str, str]
     ]
     ps = [procs.start(cmd, dict(env, FAKE_SLEEP="0.3", FAKE_NAME=f"s{i}")) for i in range(4)]
     assert [p.wait(timeout=60) for p in ps] == [0, 0, 0, 0]
-    assert json.loads((tmp_path / "counter.json").read_text())["max"] == 1
+    assert counter_max(tmp_path) == 1
     events = _events(tmp_path / "state")
     assert [e["kind"] for e in events] == ["run"] * 4 and {e["crate"] for e in events} == {"shard"}
 

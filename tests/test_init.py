@@ -183,37 +183,9 @@ def test_warns_when_both_keys_are_ltoguard(ws: Path, capsys: pytest.CaptureFixtu
     assert "is ltoguard too" in capsys.readouterr().err
 
 
-@pytest.mark.timeout(60)
-def test_subprocess_default_path(ws: Path, tmp_path: Path) -> None:
-    # A fake `ltoguard` on PATH: init records its absolute path.
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    fake = bindir / "ltoguard"
-    fake.write_text("#!/bin/sh\nexit 0\n")
-    fake.chmod(0o755)
-    env = dict(os.environ, PYTHONPATH=str(REPO), PATH=f"{bindir}{os.pathsep}{os.environ['PATH']}")
-    env.pop("RUSTC_WORKSPACE_WRAPPER", None)
-    for _ in range(2):
-        proc = subprocess.run(
-            [sys.executable, "-m", "ltoguard", "init"],
-            cwd=ws / "app",
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith("already set:")
-    assert (ws / ".cargo" / "config.toml").read_text() == (
-        f'[build]\nrustc-workspace-wrapper = "{fake}"\n'
-    )
-
-
-@pytest.mark.timeout(60)
-def test_default_path_is_never_a_bare_name(ws: Path, tmp_path: Path) -> None:
-    """Not on PATH (a fresh install.sh user): `python -m ltoguard init` writes the
-    console script beside its Python, an absolute path cargo can run anywhere."""
-    env = dict(os.environ, PYTHONPATH=str(REPO), PATH="/nonexistent")
+def init_in_a_child(ws: Path, path: str) -> subprocess.CompletedProcess[str]:
+    """`python -m ltoguard init` in ws/app with PATH `path`; it must succeed."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), PATH=path)
     env.pop("RUSTC_WORKSPACE_WRAPPER", None)
     proc = subprocess.run(
         [sys.executable, "-m", "ltoguard", "init"],
@@ -224,6 +196,30 @@ def test_default_path_is_never_a_bare_name(ws: Path, tmp_path: Path) -> None:
         timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+@pytest.mark.timeout(60)
+def test_subprocess_default_path(ws: Path, tmp_path: Path) -> None:
+    # A fake `ltoguard` on PATH: init records its absolute path.
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    fake = bindir / "ltoguard"
+    fake.write_text("#!/bin/sh\nexit 0\n")
+    fake.chmod(0o755)
+    for _ in range(2):
+        proc = init_in_a_child(ws, f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    assert proc.stdout.startswith("already set:")
+    assert (ws / ".cargo" / "config.toml").read_text() == (
+        f'[build]\nrustc-workspace-wrapper = "{fake}"\n'
+    )
+
+
+@pytest.mark.timeout(60)
+def test_default_path_is_never_a_bare_name(ws: Path, tmp_path: Path) -> None:
+    """Not on PATH (a fresh install.sh user): `python -m ltoguard init` writes the
+    console script beside its Python, an absolute path cargo can run anywhere."""
+    init_in_a_child(ws, "/nonexistent")
     beside = Path(sys.executable).parent / "ltoguard"
     assert (ws / ".cargo" / "config.toml").read_text() == (
         f'[build]\nrustc-workspace-wrapper = "{beside}"\n'

@@ -14,13 +14,23 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from ltoguard.admission import Lend
 from ltoguard.lending import LendWhileWaiting, LentTokens, lend_depth
-from tests.procs import Procs, clean_env, ltoguard_cmd, make_fake_rustc, read_log, wait_for
+from tests.procs import (
+    Procs,
+    clean_env,
+    ltoguard_cmd,
+    make_fake_rustc,
+    read_log,
+    starts,
+    tickets,
+    wait_for,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -54,63 +64,61 @@ class Pool:
     def close(self) -> None:
         os.close(self.fd)
 
-
-def _env(tmp: Path, makeflags: str) -> dict[str, str]:
-    return clean_env(tmp, tmp / "state", MAKEFLAGS=makeflags)
-
-
-def _queued(state: Path) -> int:
-    return len(list(state.glob("q-*.json")))
+    def env(self, tmp: Path, **extra: str) -> dict[str, str]:
+        """The environment of a job under `cargo -j4` whose jobserver is this fifo."""
+        return _env(tmp, f"-j4 --jobserver-auth=fifo:{self.path}", **extra)
 
 
-def test_waiters_lend_and_reclaim_balanced(tmp_path: Path, procs: Procs) -> None:
-    pool = Pool(tmp_path / "fifo", 0)
+@pytest.fixture
+def pool(tmp_path: Path) -> Iterator[Pool]:
+    """An empty fifo jobserver in tmp_path."""
+    p = Pool(tmp_path / "fifo", 0)
     try:
-        rustc = make_fake_rustc(tmp_path)
-        release = tmp_path / "release"
-        env = _env(tmp_path, f"-j4 --jobserver-auth=fifo:{tmp_path / 'fifo'}")
-        holder = procs.start(ltoguard_cmd(rustc, "holder"), dict(env, FAKE_UNTIL=str(release)))
-        assert wait_for(lambda: any(e["what"] == "start" for e in read_log(tmp_path / "log.jsonl")))
-        waiters = []
-        depth = lend_depth()
-        for i in range(depth + 1):
-            waiters.append(procs.start(ltoguard_cmd(rustc, f"w{i}"), env))
-            assert wait_for(lambda n=i + 1: _queued(tmp_path / "state") == n)
-        # The first `depth` waiters lend their token, the head (w0) included (issue
-        # #11); the holder, admitted at once, lent nothing; the last keeps its token
-        # (a lent one would only let cargo start yet another waiting binary).
-        assert wait_for(lambda: pool.count() == depth, timeout=10), pool.count()
-        time.sleep(1.0)
-        assert pool.count() == depth
-        release.touch()
-        for p in [holder, *waiters]:
-            assert p.wait(timeout=60) == 0
-        assert pool.count() == 0
+        yield p
     finally:
-        pool.close()
+        p.close()
 
 
-def test_interrupted_lender_gives_its_token_back(tmp_path: Path, procs: Procs) -> None:
-    pool = Pool(tmp_path / "fifo", 0)
-    try:
-        rustc = make_fake_rustc(tmp_path)
-        release = tmp_path / "release"
-        env = _env(tmp_path, f"-j4 --jobserver-auth=fifo:{tmp_path / 'fifo'}")
-        holder = procs.start(ltoguard_cmd(rustc, "holder"), dict(env, FAKE_UNTIL=str(release)))
-        assert wait_for(lambda: any(e["what"] == "start" for e in read_log(tmp_path / "log.jsonl")))
-        head = procs.start(ltoguard_cmd(rustc, "head"), env)
-        assert wait_for(lambda: _queued(tmp_path / "state") == 1)
-        assert wait_for(lambda: pool.count() == 1, timeout=10)  # the head lends too
-        lender = procs.start(ltoguard_cmd(rustc, "lender"), env)
-        assert wait_for(lambda: pool.count() == 2, timeout=10)
-        os.kill(lender.pid, signal.SIGTERM)
-        assert lender.wait(timeout=10) == -signal.SIGTERM
-        assert pool.count() == 1  # it took one back before it died
-        release.touch()
-        assert holder.wait(timeout=30) == 0 and head.wait(timeout=30) == 0
-        assert pool.count() == 0
-    finally:
-        pool.close()
+def _env(tmp: Path, makeflags: str, **extra: str) -> dict[str, str]:
+    return clean_env(tmp, tmp / "state", MAKEFLAGS=makeflags, **extra)
+
+
+def test_waiters_lend_and_reclaim_balanced(tmp_path: Path, procs: Procs, pool: Pool) -> None:
+    rustc = make_fake_rustc(tmp_path)
+    env = pool.env(tmp_path)
+    holder = procs.holder(rustc, env)
+    waiters = []
+    depth = lend_depth()
+    for i in range(depth + 1):
+        waiters.append(procs.start(ltoguard_cmd(rustc, f"w{i}"), env))
+        assert wait_for(lambda n=i + 1: len(tickets(tmp_path / "state")) == n)
+    # The first `depth` waiters lend their token, the head (w0) included (issue
+    # #11); the holder, admitted at once, lent nothing; the last keeps its token
+    # (a lent one would only let cargo start yet another waiting binary).
+    assert wait_for(lambda: pool.count() == depth, timeout=10), pool.count()
+    time.sleep(1.0)
+    assert pool.count() == depth
+    holder.release()
+    for p in [holder.proc, *waiters]:
+        assert p.wait(timeout=60) == 0
+    assert pool.count() == 0
+
+
+def test_interrupted_lender_gives_its_token_back(tmp_path: Path, procs: Procs, pool: Pool) -> None:
+    rustc = make_fake_rustc(tmp_path)
+    env = pool.env(tmp_path)
+    holder = procs.holder(rustc, env)
+    head = procs.start(ltoguard_cmd(rustc, "head"), env)
+    assert wait_for(lambda: len(tickets(tmp_path / "state")) == 1)
+    assert wait_for(lambda: pool.count() == 1, timeout=10)  # the head lends too
+    lender = procs.start(ltoguard_cmd(rustc, "lender"), env)
+    assert wait_for(lambda: pool.count() == 2, timeout=10)
+    os.kill(lender.pid, signal.SIGTERM)
+    assert lender.wait(timeout=10) == -signal.SIGTERM
+    assert pool.count() == 1  # it took one back before it died
+    holder.release()
+    assert holder.wait(timeout=30) == 0 and head.wait(timeout=30) == 0
+    assert pool.count() == 0
 
 
 @pytest.mark.slow
@@ -119,20 +127,16 @@ def test_anonymous_pipe_jobserver_reaches_rustc_and_balances(tmp_path: Path, pro
     try:
         os.set_blocking(r, False)
         rustc = make_fake_rustc(tmp_path)
-        release = tmp_path / "release"
         env = _env(tmp_path, "")
         del env["MAKEFLAGS"]
         env["CARGO_MAKEFLAGS"] = f"-j --jobserver-fds={r},{w} --jobserver-auth={r},{w}"
         env["FAKE_CHECK_FDS"] = f"{r},{w}"
-        holder = procs.start(
-            ltoguard_cmd(rustc, "holder"), dict(env, FAKE_UNTIL=str(release)), pass_fds=(r, w)
-        )
-        assert wait_for(lambda: any(e["what"] == "start" for e in read_log(tmp_path / "log.jsonl")))
-        ps = [holder]
+        holder = procs.holder(rustc, env, pass_fds=(r, w))
+        ps = [holder.proc]
         depth = lend_depth()
         for i in range(depth):
             ps.append(procs.start(ltoguard_cmd(rustc, f"w{i}"), env, pass_fds=(r, w)))
-            assert wait_for(lambda n=i + 1: _queued(tmp_path / "state") == n)
+            assert wait_for(lambda n=i + 1: len(tickets(tmp_path / "state")) == n)
 
         def tokens() -> int:
             got = b""
@@ -147,7 +151,7 @@ def test_anonymous_pipe_jobserver_reaches_rustc_and_balances(tmp_path: Path, pro
             return len(got)
 
         assert wait_for(lambda: tokens() == depth, timeout=10)  # every waiter lends
-        release.touch()
+        holder.release()
         assert [p.wait(timeout=60) for p in ps] == [0] * (depth + 1)
         assert tokens() == 0
     finally:
@@ -158,25 +162,16 @@ def test_anonymous_pipe_jobserver_reaches_rustc_and_balances(tmp_path: Path, pro
 
 
 @pytest.mark.slow
-def test_lending_can_be_switched_off(tmp_path: Path, procs: Procs) -> None:
-    pool = Pool(tmp_path / "fifo", 0)
-    try:
-        rustc = make_fake_rustc(tmp_path)
-        release = tmp_path / "release"
-        env = _env(tmp_path, f"-j4 --jobserver-auth=fifo:{tmp_path / 'fifo'}")
-        env["LTOGUARD_LEND"] = "0"
-        holder = procs.start(ltoguard_cmd(rustc, "holder"), dict(env, FAKE_UNTIL=str(release)))
-        assert wait_for(lambda: any(e["what"] == "start" for e in read_log(tmp_path / "log.jsonl")))
-        ws = [procs.start(ltoguard_cmd(rustc, f"w{i}"), env) for i in range(2)]
-        assert wait_for(lambda: _queued(tmp_path / "state") == 2)
-        import time
-
-        time.sleep(0.5)
-        assert pool.count() == 0
-        release.touch()
-        assert [p.wait(timeout=60) for p in [holder, *ws]] == [0, 0, 0]
-    finally:
-        pool.close()
+def test_lending_can_be_switched_off(tmp_path: Path, procs: Procs, pool: Pool) -> None:
+    rustc = make_fake_rustc(tmp_path)
+    env = pool.env(tmp_path, LTOGUARD_LEND="0")
+    holder = procs.holder(rustc, env)
+    ws = [procs.start(ltoguard_cmd(rustc, f"w{i}"), env) for i in range(2)]
+    assert wait_for(lambda: len(tickets(tmp_path / "state")) == 2)
+    time.sleep(0.5)
+    assert pool.count() == 0
+    holder.release()
+    assert [p.wait(timeout=60) for p in [holder.proc, *ws]] == [0, 0, 0]
 
 
 def test_inner_wrapper_runs_both_paths(tmp_path: Path) -> None:
@@ -199,8 +194,7 @@ def test_inner_wrapper_runs_both_paths(tmp_path: Path) -> None:
     calls = [json.loads(line) for line in log.read_text().splitlines()]
     assert [c[0] for c in calls] == [str(rustc), str(rustc)]
     assert "lib" in calls[0] and "lto=fat" in calls[1]
-    starts = [e for e in read_log(tmp_path / "log.jsonl") if e["what"] == "start"]
-    assert len(starts) == 2
+    assert len(starts(tmp_path)) == 2
 
 
 def test_no_jobserver_is_fine(tmp_path: Path) -> None:
@@ -211,45 +205,37 @@ def test_no_jobserver_is_fine(tmp_path: Path) -> None:
 
 
 def test_an_admitted_head_takes_its_token_back_before_it_exits(
-    tmp_path: Path, procs: Procs
+    tmp_path: Path, procs: Procs, pool: Pool
 ) -> None:
     """A job admitted at once lends nothing. The head of the queue lends while it
     waits and is admitted without a token in hand; it takes one back while its
     compile runs, and if cargo keeps every token meanwhile, it waits for one after
     the compile, holding no slot, and leaves the pool balanced (issue #11)."""
-    import time
-
-    pool = Pool(tmp_path / "fifo", 0)
-    try:
-        rustc = make_fake_rustc(tmp_path)
-        release = tmp_path / "release"
-        env = _env(tmp_path, f"-j4 --jobserver-auth=fifo:{tmp_path / 'fifo'}")
-        holder = procs.start(ltoguard_cmd(rustc, "holder"), dict(env, FAKE_UNTIL=str(release)))
-        assert wait_for(lambda: any(e["what"] == "start" for e in read_log(tmp_path / "log.jsonl")))
-        assert pool.count() == 0  # admitted at once: nothing lent
-        head = procs.start(ltoguard_cmd(rustc, "head"), dict(env, FAKE_SLEEP="0.5"))
-        # Take the token the head lends the moment it appears, as a busy cargo would.
-        stolen = b""
-        deadline = time.monotonic() + 10
-        while not stolen:
-            assert time.monotonic() < deadline, "the waiting head lent nothing"
-            try:
-                stolen = os.read(pool.fd, 1)
-            except BlockingIOError:
-                time.sleep(0.005)
-        release.touch()
-        assert holder.wait(timeout=30) == 0
-        log = tmp_path / "log.jsonl"
-        # The head's compile ran and ended.
-        assert wait_for(lambda: sum(e["what"] == "end" for e in read_log(log)) == 2)
-        time.sleep(0.5)
-        assert head.poll() is None  # done compiling, still waiting for its token
-        assert list((tmp_path / "state").glob("run-*.json")) == []  # its slot is free
-        os.write(pool.fd, stolen)  # cargo finishes a job: a token comes back
-        assert head.wait(timeout=10) == 0
-        assert pool.count() == 0
-    finally:
-        pool.close()
+    rustc = make_fake_rustc(tmp_path)
+    env = pool.env(tmp_path)
+    holder = procs.holder(rustc, env)
+    assert pool.count() == 0  # admitted at once: nothing lent
+    head = procs.start(ltoguard_cmd(rustc, "head"), dict(env, FAKE_SLEEP="0.5"))
+    # Take the token the head lends the moment it appears, as a busy cargo would.
+    stolen = b""
+    deadline = time.monotonic() + 10
+    while not stolen:
+        assert time.monotonic() < deadline, "the waiting head lent nothing"
+        try:
+            stolen = os.read(pool.fd, 1)
+        except BlockingIOError:
+            time.sleep(0.005)
+    holder.release()
+    assert holder.wait(timeout=30) == 0
+    log = tmp_path / "log.jsonl"
+    # The head's compile ran and ended.
+    assert wait_for(lambda: sum(e["what"] == "end" for e in read_log(log)) == 2)
+    time.sleep(0.5)
+    assert head.poll() is None  # done compiling, still waiting for its token
+    assert list((tmp_path / "state").glob("run-*.json")) == []  # its slot is free
+    os.write(pool.fd, stolen)  # cargo finishes a job: a token comes back
+    assert head.wait(timeout=10) == 0
+    assert pool.count() == 0
 
 
 class _FakeLease:

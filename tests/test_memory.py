@@ -23,6 +23,7 @@ from ltoguard.memory import HostMemory, available_memory
 from ltoguard.proctree import PeakSampler, descendants, job_memory, start_time
 from ltoguard.sizes import GiB, KiB, MiB, TiB, format_size, parse_size
 from scripts.cgroups import MemoryCgroup, oom_kills_in, own_v1_memory_dir
+from tests.conftest import needs_children_files
 from tests.procs import Procs
 
 REPO = Path(__file__).resolve().parent.parent
@@ -437,8 +438,8 @@ def test_job_memory_of_gone_process_is_zero() -> None:
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("children_files", [True, False], ids=["proc", "psutil"], indirect=True)
-def test_job_memory_counts_descendants(children_files: bool) -> None:
+@pytest.mark.parametrize("way", ["proc", "psutil"], indirect=True)
+def test_job_memory_counts_descendants(way: str) -> None:
     own = job_memory(os.getpid())
     assert own > 10 * MiB
     with Procs() as procs:
@@ -453,8 +454,8 @@ def test_job_memory_counts_descendants(children_files: bool) -> None:
 
 @pytest.mark.timeout(60)
 @pytest.mark.slow
-@pytest.mark.parametrize("children_files", [True, False], ids=["proc", "psutil"], indirect=True)
-def test_peak_sampler_catches_a_real_allocation(children_files: bool) -> None:
+@pytest.mark.parametrize("way", ["proc", "psutil"], indirect=True)
+def test_peak_sampler_catches_a_real_allocation(way: str) -> None:
     with Procs() as procs:
         child = procs.start(
             [sys.executable, "-c", ALLOC, str(200 * MiB), "0.3", "0.5"], stdout=None, stderr=None
@@ -472,17 +473,6 @@ def test_peak_sampler_catches_a_real_allocation(children_files: bool) -> None:
     assert sampler.samples >= 3
 
 
-# Both ways of listing a tree: the kernel's children files, and psutil's scan of
-# every process (kernels without CONFIG_PROC_CHILDREN, platforms without /proc).
-@pytest.fixture
-def children_files(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
-    wanted = bool(request.param)
-    if wanted and not proctree.has_children_files():
-        pytest.skip("this kernel has no /proc/PID/task/TID/children")
-    monkeypatch.setattr(proctree, "has_children_files", lambda: wanted)
-    return wanted
-
-
 GRANDCHILD = (
     "import subprocess, sys, time; "
     "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)']); "
@@ -491,6 +481,7 @@ GRANDCHILD = (
 
 
 @pytest.mark.timeout(60)
+@needs_children_files
 def test_descendants_lists_the_tree_as_psutil_does() -> None:
     import psutil
 
@@ -498,8 +489,6 @@ def test_descendants_lists_the_tree_as_psutil_does() -> None:
         child = procs.start([sys.executable, "-c", GRANDCHILD], text=True, stderr=None)
         assert child.stdout is not None
         grandchild = int(child.stdout.readline())
-        if not proctree.has_children_files():
-            pytest.skip("this kernel has no /proc/PID/task/TID/children")
         mine = descendants(os.getpid())
         assert child.pid in mine and grandchild in mine
         theirs = {c.pid for c in psutil.Process().children(recursive=True)}
@@ -526,11 +515,10 @@ def test_start_time_is_the_kernels_even_for_an_awkward_name() -> None:
     assert start_time(child.pid) is None  # reaped: the pid names no process now
 
 
+@needs_children_files
 def test_sampler_stops_once_the_pid_names_another_process(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    if not proctree.has_children_files():
-        pytest.skip("this kernel has no /proc/PID/task/TID/children")
     real = proctree.start_time
     calls = 0
 
@@ -556,9 +544,8 @@ def test_sampler_stops_once_the_pid_names_another_process(
         assert sampler.samples == 3
 
 
+@needs_children_files
 def test_peak_sampler_on_linux_never_imports_psutil() -> None:
-    if not proctree.has_children_files():
-        pytest.skip("this kernel has no /proc/PID/task/TID/children")
     code = (
         "import subprocess, sys\n"
         "from ltoguard.proctree import PeakSampler\n"
@@ -574,8 +561,8 @@ def test_peak_sampler_on_linux_never_imports_psutil() -> None:
 
 @pytest.mark.timeout(60)
 @pytest.mark.slow
-@pytest.mark.parametrize("children_files", [True, False], ids=["proc", "psutil"], indirect=True)
-def test_peak_sampler_sums_grandchildren(children_files: bool) -> None:
+@pytest.mark.parametrize("way", ["proc", "psutil"], indirect=True)
+def test_peak_sampler_sums_grandchildren(way: str) -> None:
     # A small parent whose grandchild allocates, like rustc spawning cc/ld.
     parent = (
         "import subprocess, sys; "
@@ -592,8 +579,8 @@ def test_peak_sampler_sums_grandchildren(children_files: bool) -> None:
 
 @pytest.mark.timeout(60)
 @pytest.mark.slow
-@pytest.mark.parametrize("children_files", [True, False], ids=["proc", "psutil"], indirect=True)
-def test_peak_sampler_cpu_cost_is_small(children_files: bool) -> None:
+@pytest.mark.parametrize("way", ["proc", "psutil"], indirect=True)
+def test_peak_sampler_cpu_cost_is_small(way: str) -> None:
     with Procs() as procs:
         child = procs.start(
             [sys.executable, "-c", "import time; time.sleep(3)"], stdout=None, stderr=None

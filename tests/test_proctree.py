@@ -18,6 +18,7 @@ from ltoguard import process, proctree
 from ltoguard.jobs import cargo_build_id
 from ltoguard.proctree import Memory, Proc, Stat, parse_stat, parse_status
 from ltoguard.sizes import KiB, MiB
+from tests.conftest import needs_children_files
 from tests.procs import Procs, pid_alive, wait_for
 
 pytestmark = pytest.mark.timeout(60)
@@ -111,20 +112,6 @@ def state(pid: int) -> str:
     """The process's state letter, read past proctree (which a test may blind)."""
     with open(f"/proc/{pid}/stat", "rb") as f:
         return f.read().rpartition(b") ")[2][:1].decode()
-
-
-@pytest.fixture(params=["proc", "psutil", "no-proc"])
-def way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Each way proctree reads processes: the kernel's children files; psutil's
-    listing (no CONFIG_PROC_CHILDREN); psutil for everything (no /proc: macOS)."""
-    if request.param == "proc" and not proctree.has_children_files():
-        pytest.skip("this kernel has no /proc/PID/task/TID/children")
-    if request.param != "proc":
-        monkeypatch.setattr(proctree, "has_children_files", lambda: False)
-    if request.param == "no-proc":
-        monkeypatch.setattr(proctree, "has_proc", lambda: False)
-        monkeypatch.setattr(proctree, "_read", lambda path: None)
-    return str(request.param)
 
 
 @pytest.fixture
@@ -222,11 +209,10 @@ def test_cargo_build_id_finds_the_cargo_ancestor_by_its_name(procs: Procs) -> No
         assert cargo_build_id(kid) == want, name
 
 
+@needs_children_files
 def test_on_linux_nothing_here_imports_psutil() -> None:
     """Listing, signalling, killing and measuring a tree read /proc only: psutil is
     the fallback for kernels without children files and platforms without /proc."""
-    if not proctree.has_children_files():
-        pytest.skip("this kernel has no /proc/PID/task/TID/children")
     code = (
         "import signal, subprocess, sys\n"
         "from ltoguard import pause, process, proctree\n"

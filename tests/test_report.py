@@ -243,16 +243,11 @@ def test_parse_since() -> None:
 
 
 @pytest.fixture
-def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for k in list(os.environ):
-        if k.startswith("LTOGUARD_"):
-            monkeypatch.delenv(k)
-    d = tmp_path / "state"
-    monkeypatch.setenv("LTOGUARD_DIR", str(d))
+def state(state_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
-    return d
+    return state_dir
 
 
 def write_events(state: Path, es: list[dict[str, Any]]) -> None:

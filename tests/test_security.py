@@ -25,6 +25,7 @@ from tests.procs import (
     counter_max,
     ltoguard_cmd,
     make_fake_rustc,
+    prime,
     starts,
     state_leftovers,
     system_python,
@@ -118,12 +119,6 @@ def victim(tmp_path: Path) -> Path:
     return v
 
 
-def _prime(tmp_path: Path, env: dict[str, str]) -> Path:
-    rustc = make_fake_rustc(tmp_path)
-    assert run_cli(rustc, env, "prime").returncode == 0
-    return rustc
-
-
 @pytest.mark.parametrize(
     "name",
     [
@@ -144,7 +139,7 @@ def test_symlinks_planted_in_the_state_dir_are_never_followed(
     truncate, append to or chmod the victim, or create the dangling link's target."""
     state = tmp_path / "state"
     env = clean_env(tmp_path, state, LTOGUARD_SLOTS="2")
-    rustc = _prime(tmp_path, env)
+    rustc = prime(tmp_path, env)
     link = state / name.format(uid=os.geteuid())
     if link.exists():
         link.unlink()
@@ -162,7 +157,7 @@ def test_symlinks_planted_in_the_state_dir_are_never_followed(
 def test_symlinked_lock_file_gets_a_one_line_error(tmp_path: Path, victim: Path, name: str) -> None:
     state = tmp_path / "state"
     env = clean_env(tmp_path, state)
-    rustc = _prime(tmp_path, env)
+    rustc = prime(tmp_path, env)
     (state / name).unlink()
     (state / name).symlink_to(victim)
     r = run_cli(rustc, env)
@@ -199,10 +194,20 @@ def test_symlinked_record_and_temp_names_are_never_followed(
 HOSTILE = "__import__('os').system('touch {pwned}')"
 
 
-def _hold_slot(state: Path, k: int = 0) -> int:
-    fd = os.open(state / f"slot-{k}.lock", os.O_RDONLY)
+def _wait_behind_our_slot(
+    procs: Procs, rustc: Path, env: dict[str, str], state: Path, seconds: float
+) -> subprocess.Popen[bytes]:
+    """Compile "c" while this test holds slot 0, so it waits (and reads slot 0's
+    record) for `seconds` after it queued; then the slot is free for it."""
+    fd = os.open(state / "slot-0.lock", os.O_RDONLY)
     fcntl.flock(fd, fcntl.LOCK_EX)
-    return fd
+    try:
+        p = procs.start(ltoguard_cmd(rustc, "c"), dict(env, FAKE_NAME="c"))
+        assert wait_for(lambda: len(tickets(state)) == 1)
+        time.sleep(seconds)
+    finally:
+        os.close(fd)
+    return p
 
 
 def test_hostile_record_values_are_inert(tmp_path: Path, procs: Procs) -> None:
@@ -211,7 +216,7 @@ def test_hostile_record_values_are_inert(tmp_path: Path, procs: Procs) -> None:
     code strings, shell syntax and huge numbers runs nothing and breaks nothing."""
     state = tmp_path / "state"
     env = clean_env(tmp_path, state)
-    rustc = _prime(tmp_path, env)
+    rustc = prime(tmp_path, env)
     pwned = tmp_path / "PWNED"
     code = HOSTILE.format(pwned=pwned)
     rec = {
@@ -229,13 +234,8 @@ def test_hostile_record_values_are_inert(tmp_path: Path, procs: Procs) -> None:
         "uid": os.geteuid(),
     }
     (state / f"run-{os.geteuid()}-{os.getpid()}.json").write_text(json.dumps(rec))
-    fd = _hold_slot(state)
-    try:
-        p = procs.start(ltoguard_cmd(rustc, "c"), dict(env, FAKE_NAME="c"))
-        assert wait_for(lambda: len(tickets(state)) == 1)
-        time.sleep(0.3)  # several admission attempts read the record
-    finally:
-        os.close(fd)
+    # Several admission attempts read the record.
+    p = _wait_behind_our_slot(procs, rustc, env, state, 0.3)
     _, err = p.communicate(timeout=30)
     assert p.returncode == 0, err
     assert not pwned.exists()
@@ -245,7 +245,7 @@ def test_hostile_record_values_are_inert(tmp_path: Path, procs: Procs) -> None:
 def test_waiting_line_stays_one_line_whatever_the_record_says(tmp_path: Path, procs: Procs) -> None:
     state = tmp_path / "state"
     env = clean_env(tmp_path, state)
-    rustc = _prime(tmp_path, env)
+    rustc = prime(tmp_path, env)
     rec = {
         "pid": os.getpid(),
         "slot": 0,
@@ -253,13 +253,7 @@ def test_waiting_line_stays_one_line_whatever_the_record_says(tmp_path: Path, pr
         "started": time.time(),
     }
     (state / f"run-{os.geteuid()}-{os.getpid()}.json").write_text(json.dumps(rec))
-    fd = _hold_slot(state)
-    try:
-        p = procs.start(ltoguard_cmd(rustc, "c"), dict(env, FAKE_NAME="c"))
-        assert wait_for(lambda: len(tickets(state)) == 1)
-        time.sleep(0.2)
-    finally:
-        os.close(fd)
+    p = _wait_behind_our_slot(procs, rustc, env, state, 0.2)
     _, err = p.communicate(timeout=30)
     assert p.returncode == 0
     assert len(err.splitlines()) == 1, err
@@ -269,7 +263,7 @@ def test_waiting_line_stays_one_line_whatever_the_record_says(tmp_path: Path, pr
 def test_deeply_nested_record_does_not_crash_admission(tmp_path: Path, procs: Procs) -> None:
     state = tmp_path / "state"
     env = clean_env(tmp_path, state)
-    rustc = _prime(tmp_path, env)
+    rustc = prime(tmp_path, env)
     sleeper = procs.start(["sleep", "60"], dict(os.environ))
     (state / f"run-{os.geteuid()}-{sleeper.pid}.json").write_text("[" * 30000 + "]" * 30000)
     r = run_cli(rustc, env)
@@ -306,7 +300,7 @@ def test_records_cannot_steer_reads_or_writes_outside_the_state_dir(
     admission alone."""
     state = tmp_path / "state"
     env = clean_env(tmp_path, state)
-    rustc = _prime(tmp_path, env)
+    rustc = prime(tmp_path, env)
     sleeper = procs.start(["sleep", "60"], dict(os.environ))
     rec = {"pid": sleeper.pid, "crate": "ghost", "started": time.time(), **fields}
     (state / f"run-{os.geteuid()}-{sleeper.pid}.json").write_text(json.dumps(rec))

@@ -25,12 +25,15 @@ from tests.procs import (
     LTO_BIN,
     Procs,
     clean_env,
+    counter_max,
     cpu_fraction,
     cpu_seconds,
     ltoguard_cmd,
     make_fake_rustc,
     pid_alive,
     read_log,
+    starts,
+    tickets,
     wait_for,
 )
 
@@ -54,14 +57,6 @@ def setup(tmp_path: Path) -> Setup:
     return Setup(state=state, rustc=rustc, env=env, log=tmp_path / "log.jsonl", tmp=tmp_path)
 
 
-def counter_max(tmp: Path) -> int:
-    return int(json.loads((tmp / "counter.json").read_text())["max"])
-
-
-def starts(log: Path) -> list[dict[str, Any]]:
-    return [e for e in read_log(log) if e["what"] == "start"]
-
-
 @pytest.mark.parametrize(("m", "n"), [(6, 1), (8, 3)])
 @pytest.mark.slow
 def test_never_more_than_n(setup: Setup, procs: Procs, m: int, n: int) -> None:
@@ -72,19 +67,16 @@ def test_never_more_than_n(setup: Setup, procs: Procs, m: int, n: int) -> None:
     ]
     for p in ps:
         assert p.wait(timeout=60) == 0
-    assert len(starts(setup.log)) == m
+    assert len(starts(setup.tmp)) == m
     # Measured by the children themselves: never more than N at once, and N reached.
     assert counter_max(setup.tmp) == n
 
 
 @pytest.mark.slow
 def test_fifo_order(setup: Setup, procs: Procs) -> None:
-    release = setup.tmp / "release"
     env = dict(setup.env)
-    first = procs.start(
-        ltoguard_cmd(setup.rustc, "first"), dict(env, FAKE_NAME="first", FAKE_UNTIL=str(release))
-    )
-    assert wait_for(lambda: len(starts(setup.log)) == 1)
+    first = procs.holder(setup.rustc, env, "first")
+    assert starts(setup.tmp) == ["first"]
     names = [f"w{i}" for i in range(6)]
     waiters = []
     for name in names:
@@ -95,22 +87,22 @@ def test_fifo_order(setup: Setup, procs: Procs) -> None:
         )
         # Each waiter must have queued before the next one starts.
         expected = len(waiters)
-        assert wait_for(lambda n=expected: len(list(setup.state.glob("q-*.json"))) >= n)
-    release.touch()
-    for p in [first, *waiters]:
+        assert wait_for(lambda n=expected: len(tickets(setup.state)) >= n)
+    first.release()
+    for p in [first.proc, *waiters]:
         assert p.wait(timeout=60) == 0
-    order = [e["name"] for e in starts(setup.log)]
+    order = starts(setup.tmp)
     assert order == ["first", *names]
 
 
 def test_kill9_holder_frees_slot_quickly(setup: Setup, procs: Procs) -> None:
     env = dict(setup.env, FAKE_SLEEP="30")
     holder = procs.start(ltoguard_cmd(setup.rustc, "holder"), dict(env, FAKE_NAME="holder"))
-    assert wait_for(lambda: len(starts(setup.log)) == 1)
+    assert wait_for(lambda: len(starts(setup.tmp)) == 1)
     waiter = procs.start(
         ltoguard_cmd(setup.rustc, "waiter"), dict(env, FAKE_NAME="waiter", FAKE_SLEEP="0")
     )
-    assert wait_for(lambda: len(list(setup.state.glob("q-*.json"))) == 1)
+    assert wait_for(lambda: len(tickets(setup.state)) == 1)
     slot = setup.state / "slot-0.lock"
     fd = os.open(slot, os.O_RDONLY)
     try:
@@ -120,7 +112,7 @@ def test_kill9_holder_frees_slot_quickly(setup: Setup, procs: Procs) -> None:
         t0 = time.monotonic()
         # The slot is free as soon as the kernel reaps the holder: probe it ourselves.
         freed_or_taken = wait_for(
-            lambda: _slot_free_or_taken_by_waiter(fd, setup.log), timeout=5, interval=0.002
+            lambda: _slot_free_or_taken_by_waiter(fd, setup.tmp), timeout=5, interval=0.002
         )
         elapsed = time.monotonic() - t0
     finally:
@@ -128,11 +120,11 @@ def test_kill9_holder_frees_slot_quickly(setup: Setup, procs: Procs) -> None:
     assert freed_or_taken
     assert elapsed < 0.1, f"slot freed after {elapsed * 1000:.0f} ms"
     assert waiter.wait(timeout=30) == 0
-    assert [e["name"] for e in starts(setup.log)] == ["holder", "waiter"]
+    assert starts(setup.tmp) == ["holder", "waiter"]
 
 
-def _slot_free_or_taken_by_waiter(fd: int, log: Path) -> bool:
-    if len(starts(log)) >= 2:
+def _slot_free_or_taken_by_waiter(fd: int, log_dir: Path) -> bool:
+    if len(starts(log_dir)) >= 2:
         return True
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -147,12 +139,12 @@ def test_killing_only_the_wrapper_does_not_leave_an_orphan_beside_the_next_job(
 ) -> None:
     env = dict(setup.env, FAKE_SLEEP="30")
     holder = procs.start(ltoguard_cmd(setup.rustc, "holder"), dict(env, FAKE_NAME="holder"))
-    assert wait_for(lambda: len(starts(setup.log)) == 1)
-    child_pid = int(starts(setup.log)[0]["pid"])
+    assert wait_for(lambda: len(starts(setup.tmp)) == 1)
+    child_pid = next(int(e["pid"]) for e in read_log(setup.log) if e["what"] == "start")
     waiter = procs.start(
         ltoguard_cmd(setup.rustc, "waiter"), dict(env, FAKE_NAME="waiter", FAKE_SLEEP="0.2")
     )
-    assert wait_for(lambda: len(list(setup.state.glob("q-*.json"))) == 1)
+    assert wait_for(lambda: len(tickets(setup.state)) == 1)
     os.kill(holder.pid, signal.SIGKILL)  # only ltoguard, not its rustc
     holder.wait(timeout=10)
     assert wait_for(lambda: not pid_alive(child_pid), timeout=5), (
@@ -218,7 +210,7 @@ def test_jobserver_fds_reach_the_child(setup: Setup, procs: Procs) -> None:
 def test_signal_to_running_wrapper_reaches_child(setup: Setup, procs: Procs, sig: int) -> None:
     env = dict(setup.env, FAKE_SLEEP="30", FAKE_TRAP="42")
     p = procs.start(ltoguard_cmd(setup.rustc, "c"), env)
-    assert wait_for(lambda: len(starts(setup.log)) == 1)
+    assert wait_for(lambda: len(starts(setup.tmp)) == 1)
     time.sleep(0.2)  # let the child install its handlers
     os.kill(p.pid, sig)  # the wrapper only, as CI cancellation does
     assert p.wait(timeout=10) == 42
@@ -232,19 +224,19 @@ def test_interrupted_waiter_exits_at_once_holding_nothing(
 ) -> None:
     env = dict(setup.env, FAKE_SLEEP="1.5")
     holder = procs.start(ltoguard_cmd(setup.rustc, "holder"), dict(env, FAKE_NAME="holder"))
-    assert wait_for(lambda: len(starts(setup.log)) == 1)
+    assert wait_for(lambda: len(starts(setup.tmp)) == 1)
     w1 = procs.start(ltoguard_cmd(setup.rustc, "w1"), dict(env, FAKE_NAME="w1", FAKE_SLEEP="0"))
-    assert wait_for(lambda: len(list(setup.state.glob("q-*.json"))) == 1)
+    assert wait_for(lambda: len(tickets(setup.state)) == 1)
     w2 = procs.start(ltoguard_cmd(setup.rustc, "w2"), dict(env, FAKE_NAME="w2", FAKE_SLEEP="0"))
-    assert wait_for(lambda: len(list(setup.state.glob("q-*.json"))) == 2)
+    assert wait_for(lambda: len(tickets(setup.state)) == 2)
     os.kill(w1.pid, sig)
     t0 = time.monotonic()
     assert w1.wait(timeout=5) == -sig
     assert time.monotonic() - t0 < 1.0
     assert holder.wait(timeout=30) == 0
     assert w2.wait(timeout=30) == 0
-    assert [e["name"] for e in starts(setup.log)] == ["holder", "w2"]
-    assert list(setup.state.glob("q-*.json")) == []
+    assert starts(setup.tmp) == ["holder", "w2"]
+    assert tickets(setup.state) == []
     assert list(setup.state.glob("run-*.json")) == []
 
 
@@ -252,7 +244,7 @@ def test_interrupted_waiter_exits_at_once_holding_nothing(
 def test_waiting_line_names_the_holder(setup: Setup, procs: Procs) -> None:
     env = dict(setup.env, FAKE_SLEEP="1")
     holder = procs.start(ltoguard_cmd(setup.rustc, "bigbin"), dict(env, FAKE_NAME="bigbin"))
-    assert wait_for(lambda: len(starts(setup.log)) == 1)
+    assert wait_for(lambda: len(starts(setup.tmp)) == 1)
     w = procs.start(ltoguard_cmd(setup.rustc, "other"), dict(env, FAKE_SLEEP="0"))
     _, err = w.communicate(timeout=30)
     holder.wait(timeout=30)
@@ -267,7 +259,7 @@ def test_waiting_line_names_the_holder(setup: Setup, procs: Procs) -> None:
 def test_holder_record_published_and_removed(setup: Setup, procs: Procs) -> None:
     env = dict(setup.env, FAKE_SLEEP="1")
     holder = procs.start(ltoguard_cmd(setup.rustc, "recorded"), env)
-    assert wait_for(lambda: len(starts(setup.log)) == 1)
+    assert wait_for(lambda: len(starts(setup.tmp)) == 1)
     records = list(setup.state.glob("run-*.json"))
     assert len(records) == 1
     rec = json.loads(records[0].read_text())
@@ -282,7 +274,7 @@ def test_lowering_n_never_exceeds_the_n_in_force(setup: Setup, procs: Procs) -> 
     env = dict(setup.env, FAKE_SLEEP="1", LTOGUARD_SLOTS="2")
     a = procs.start(ltoguard_cmd(setup.rustc, "a"), dict(env, FAKE_NAME="a"))
     b = procs.start(ltoguard_cmd(setup.rustc, "b"), dict(env, FAKE_NAME="b"))
-    assert wait_for(lambda: len(starts(setup.log)) == 2)
+    assert wait_for(lambda: len(starts(setup.tmp)) == 2)
     c = procs.start(
         ltoguard_cmd(setup.rustc, "c"),
         dict(env, FAKE_NAME="c", LTOGUARD_SLOTS="1", FAKE_SLEEP="0"),
@@ -297,10 +289,7 @@ def test_lowering_n_never_exceeds_the_n_in_force(setup: Setup, procs: Procs) -> 
 
 @pytest.mark.slow
 def test_waiters_do_not_spin(setup: Setup, procs: Procs) -> None:
-    release = setup.tmp / "release"
-    env = dict(setup.env, FAKE_UNTIL=str(release))
-    procs.start(ltoguard_cmd(setup.rustc, "holder"), dict(env, FAKE_NAME="holder"))
-    assert wait_for(lambda: len(starts(setup.log)) == 1)
+    holder = procs.holder(setup.rustc, setup.env)
     waiters = [
         procs.start(ltoguard_cmd(setup.rustc, f"w{i}"), dict(setup.env, FAKE_SLEEP="0"))
         for i in range(3)
@@ -310,7 +299,7 @@ def test_waiters_do_not_spin(setup: Setup, procs: Procs) -> None:
     before = [cpu_seconds(w.pid) for w in waiters]
     time.sleep(2.0)
     used = sorted((cpu_seconds(w.pid) - b) / 2.0 for w, b in zip(waiters, before))
-    release.touch()
+    holder.release()
     for w in waiters:
         assert w.wait(timeout=60) == 0
     # The head probes the held slot every 50 ms and decides in full every 0.5 s
@@ -345,7 +334,7 @@ def test_bad_settings_fail_with_one_line(setup: Setup, procs: Procs) -> None:
         assert len(lines) == 1 and lines[0].startswith("ltoguard: error: ") and var in lines[0], (
             lines
         )
-    assert starts(setup.log) == []
+    assert starts(setup.tmp) == []
 
 
 def test_version_and_help() -> None:
@@ -363,14 +352,10 @@ def test_state_dir_removed_while_queued(setup: Setup, procs: Procs) -> None:
     """The queue is recreated: the waiter neither hangs nor crashes, and statuses are kept."""
     import shutil
 
-    release = setup.tmp / "release"
     env = dict(setup.env)
-    holder = procs.start(
-        ltoguard_cmd(setup.rustc, "holder"), dict(env, FAKE_UNTIL=str(release), FAKE_EXIT="5")
-    )
-    assert wait_for(lambda: len(starts(setup.log)) == 1)
+    holder = procs.holder(setup.rustc, dict(env, FAKE_EXIT="5"))
     waiter = procs.start(ltoguard_cmd(setup.rustc, "waiter"), dict(env, FAKE_EXIT="6"))
-    assert wait_for(lambda: len(list(setup.state.glob("q-*.json"))) == 1)
+    assert wait_for(lambda: len(tickets(setup.state)) == 1)
     # The waiter may recreate files while rmtree walks the directory: retry.
     for _ in range(50):
         try:
@@ -379,9 +364,9 @@ def test_state_dir_removed_while_queued(setup: Setup, procs: Procs) -> None:
         except OSError:
             time.sleep(0.05)
     assert waiter.wait(timeout=30) == 6
-    release.touch()
-    _, err = holder.communicate(timeout=30)
-    assert holder.returncode == 5
+    holder.release()
+    _, err = holder.proc.communicate(timeout=30)
+    assert holder.proc.returncode == 5
     # The gate works on afterwards. (Not "the directory exists now": when rmtree
     # had to retry, its second pass may remove the directory the waiter had just
     # made again; that was a race of the test, seen under load before issue #9.)
@@ -392,17 +377,15 @@ def test_state_dir_removed_while_queued(setup: Setup, procs: Procs) -> None:
 
 @pytest.mark.slow
 def test_head_waiting_for_memory_does_not_spin(setup: Setup, procs: Procs) -> None:
-    release = setup.tmp / "release"
     env = dict(setup.env, LTOGUARD_MEMORY="200M")
     del env["LTOGUARD_SLOTS"]  # auto: memory decides
-    procs.start(ltoguard_cmd(setup.rustc, "holder"), dict(env, FAKE_UNTIL=str(release)))
-    assert wait_for(lambda: len(starts(setup.log)) == 1)
+    holder = procs.holder(setup.rustc, env)
     waiter = procs.start(ltoguard_cmd(setup.rustc, "waiter"), env)
     assert waiter.stderr is not None
     line = waiter.stderr.readline().decode()  # the one waiting line: memory is the reason
     assert "free" in line and "needs" in line, line
     used = cpu_fraction(waiter.pid, 2.0)
-    release.touch()
+    holder.release()
     assert waiter.wait(timeout=30) == 0
     # ~0.5% of a core here. How often the head decides, and how often it reads
     # memory, is pinned exactly by test_waiting_head_decides_again_* and by
@@ -524,13 +507,15 @@ def test_a_signal_as_a_ticket_or_slot_changes_hands_leaves_nothing_behind(
     sem.release(sem.acquire({"crate": "next"}, slot_limit_policy(1)))  # the slot is free
 
 
-def test_a_signal_before_the_compiler_exists_reaches_it_once_it_does(tmp_path: Path) -> None:
+def test_a_signal_before_the_compiler_exists_reaches_it_once_it_does(procs: Procs) -> None:
     fwd = process.Forwarder()
     fwd.install()
     try:
         os.kill(os.getpid(), signal.SIGTERM)  # admitted, not started yet: kept
         assert fwd.pending == [signal.SIGTERM]
-        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+        child = procs.start(
+            [sys.executable, "-c", "import time; time.sleep(30)"], stdout=None, stderr=None
+        )
         fwd.forward_to(child)
         assert child.wait(timeout=10) == -signal.SIGTERM
         assert fwd.pending == []

@@ -24,7 +24,7 @@ from ltoguard.jobs import toolchain_id
 from ltoguard.semaphore import Semaphore
 from ltoguard.statedir import open_state_dir
 from tests.conftest import REPO
-from tests.procs import Procs, clean_env
+from tests.procs import Procs, clean_env, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -47,16 +47,6 @@ CLIENT = textwrap.dedent(
 )
 
 
-@pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for k in list(os.environ):
-        if k.startswith("LTOGUARD_"):
-            monkeypatch.delenv(k)
-    state = tmp_path / "state"
-    monkeypatch.setenv("LTOGUARD_DIR", str(state))
-    return state
-
-
 def start_client(procs: Procs, state: Path, info: dict[str, Any]) -> subprocess.Popen[str]:
     return procs.start(
         [sys.executable, "-c", CLIENT, str(state), json.dumps(info)],
@@ -76,13 +66,6 @@ def queue_len(state: Path) -> int:
         os.close(fd)
 
 
-def wait_until(pred: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.02)
-
-
 @dataclass
 class Busy:
     holder: subprocess.Popen[str]
@@ -92,11 +75,11 @@ class Busy:
 
 
 @pytest.fixture
-def busy(env: Path, procs: Procs) -> Iterator[Busy]:
+def busy(state_dir: Path, procs: Procs) -> Iterator[Busy]:
     """One holder and two waiters (A then B), all real processes."""
     holder = start_client(
         procs,
-        env,
+        state_dir,
         {
             "crate": "holder_bin",
             "kind": "rustc",
@@ -109,38 +92,38 @@ def busy(env: Path, procs: Procs) -> Iterator[Busy]:
     )
     assert holder.stdout is not None
     assert holder.stdout.readline().strip() == "admitted"
-    a = start_client(procs, env, {"crate": "waiter_a", "kind": "rustc", "estimate": 2 << 30})
-    wait_until(lambda: queue_len(env) == 1)
-    b = start_client(procs, env, {"crate": "waiter_b", "kind": "link"})
-    wait_until(lambda: queue_len(env) == 2)
-    yield Busy(holder=holder, a=a, b=b, state=env)
+    a = start_client(procs, state_dir, {"crate": "waiter_a", "kind": "rustc", "estimate": 2 << 30})
+    assert wait_for(lambda: queue_len(state_dir) == 1, timeout=30)
+    b = start_client(procs, state_dir, {"crate": "waiter_b", "kind": "link"})
+    assert wait_for(lambda: queue_len(state_dir) == 2, timeout=30)
+    yield Busy(holder=holder, a=a, b=b, state=state_dir)
     for p in (holder, a, b):
         if p.stdin:
             p.stdin.close()
 
 
-def test_no_state_dir(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_no_state_dir(state_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert status.main([]) == 0
     out = capsys.readouterr()
-    assert out.out == f"no guarded compile has run yet (state dir {env})\n"
-    assert not env.exists()  # status must not create it
+    assert out.out == f"no guarded compile has run yet (state dir {state_dir})\n"
+    assert not state_dir.exists()  # status must not create it
     assert status.main(["--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["version"] == 1 and doc["exists"] is False
     assert doc["running"] == [] and doc["waiting"] == [] and doc["memory"] is None
-    assert not env.exists()
+    assert not state_dir.exists()
 
 
-def test_no_state_dir_learned(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_no_state_dir_learned(state_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert learned.main([]) == 0
     assert "no guarded compile has run yet" in capsys.readouterr().out
-    assert not env.exists()
+    assert not state_dir.exists()
 
 
 def test_bad_setting_is_an_error(
-    env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    env.mkdir(mode=0o700)
+    state_dir.mkdir(mode=0o700)
     monkeypatch.setenv("LTOGUARD_MEMORY", "lots")
     assert status.main([]) == 2
     err = capsys.readouterr().err
@@ -213,7 +196,7 @@ def test_status_leaves_the_queue_moving(busy: Busy) -> None:
     assert holder.stdin and a.stdin and a.stdout and b.stdin and b.stdout
     holder.stdin.close()
     assert a.stdout.readline().strip() == "admitted"
-    wait_until(lambda: queue_len(busy.state) == 1)
+    assert wait_for(lambda: queue_len(busy.state) == 1, timeout=30)
     a.stdin.close()
     assert b.stdout.readline().strip() == "admitted"
     b.stdin.close()
@@ -221,15 +204,15 @@ def test_status_leaves_the_queue_moving(busy: Busy) -> None:
         assert p.wait(timeout=30) == 0
 
 
-def test_watch_redraws_until_ctrl_c(env: Path, procs: Procs) -> None:
+def test_watch_redraws_until_ctrl_c(state_dir: Path, procs: Procs) -> None:
     """On a terminal the screen is redrawn in place."""
     import pty
 
-    env.mkdir(mode=0o700)
+    state_dir.mkdir(mode=0o700)
     master, slave = pty.openpty()
     p = procs.start(
         [sys.executable, "-m", "ltoguard", "status", "--watch", "0.1"],
-        clean_env(env.parent, env, PYTHONPATH=str(REPO)),
+        clean_env(state_dir.parent, state_dir, PYTHONPATH=str(REPO)),
         stdout=slave,
     )
     os.close(slave)
@@ -250,11 +233,11 @@ def test_watch_redraws_until_ctrl_c(env: Path, procs: Procs) -> None:
     assert b"running: none" in seen and b"Ctrl-C" in seen
 
 
-def test_watch_into_a_pipe_sends_no_control_codes(env: Path, procs: Procs) -> None:
-    env.mkdir(mode=0o700)
+def test_watch_into_a_pipe_sends_no_control_codes(state_dir: Path, procs: Procs) -> None:
+    state_dir.mkdir(mode=0o700)
     p = procs.start(
         [sys.executable, "-m", "ltoguard", "status", "--watch", "0.1"],
-        env=clean_env(env.parent, env, PYTHONPATH=str(REPO)),
+        env=clean_env(state_dir.parent, state_dir, PYTHONPATH=str(REPO)),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -276,14 +259,14 @@ FRAME = re.compile(r"^--- \d\d:\d\d:\d\d\n", re.M)
 
 
 def test_watch_waits_for_state_dir(
-    env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     calls = []
 
     def fake_sleep(seconds: float) -> None:
         calls.append(seconds)
         if len(calls) == 1:
-            env.mkdir(mode=0o700)  # the first guarded compile starts
+            state_dir.mkdir(mode=0o700)  # the first guarded compile starts
         else:
             raise KeyboardInterrupt
 
@@ -297,9 +280,9 @@ def test_watch_waits_for_state_dir(
 
 
 def test_watch_json_is_one_object_per_line(
-    env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    env.mkdir(mode=0o700)
+    state_dir.mkdir(mode=0o700)
     calls = []
 
     def fake_sleep(seconds: float) -> None:
@@ -315,7 +298,7 @@ def test_watch_json_is_one_object_per_line(
 
 
 @pytest.mark.parametrize("bad", ["0", "-1", "soon"])
-def test_watch_rejects_bad_interval(env: Path, bad: str) -> None:
+def test_watch_rejects_bad_interval(state_dir: Path, bad: str) -> None:
     with pytest.raises(SystemExit) as exc:
         status.main(["--watch", bad])
     assert exc.value.code == 2
@@ -325,10 +308,10 @@ def test_watch_rejects_bad_interval(env: Path, bad: str) -> None:
 
 
 def test_learned_from_synthetic_history(
-    env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    state_dir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("RUSTC", str(env / "no-such-rustc"))  # toolchain unknown
-    env.mkdir(mode=0o700)
+    monkeypatch.setenv("RUSTC", str(state_dir / "no-such-rustc"))  # toolchain unknown
+    state_dir.mkdir(mode=0o700)
     ws = "/w/demo"
     h = History()
     k1 = job_key("app_one", ws, "3", "fat", "0", "x86_64-unknown-linux-gnu", ["bin"])
@@ -338,8 +321,8 @@ def test_learned_from_synthetic_history(
     for peak in (600 << 20, 650 << 20):
         h.record(k1, g1, peak)
     h.record(k2, g2, 1 << 30)
-    h.save(str(env / f"memory-history-{os.geteuid()}.json"))
-    fd = os.open(env, os.O_RDONLY | os.O_DIRECTORY)
+    h.save(str(state_dir / f"memory-history-{os.geteuid()}.json"))
+    fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY)
     try:
         for i, (crate, reruns) in enumerate([("app_one", 0), ("app_two", 1)]):
             events.append_event(
@@ -355,7 +338,7 @@ def test_learned_from_synthetic_history(
     doc = json.loads(capsys.readouterr().out)
     assert doc["version"] == 1
     # Planted where older versions kept it: read, under the cache directory's file.
-    old = str(env / f"memory-history-{os.geteuid()}.json")
+    old = str(state_dir / f"memory-history-{os.geteuid()}.json")
     assert doc["history"]["read"] == [doc["history_file"], old]
     assert doc["history_file"].startswith(os.environ["XDG_CACHE_HOME"])
     by_crate = {j["crate"]: j for j in doc["jobs"]}
@@ -394,7 +377,10 @@ def _fake_toolchain(root: Path, driver: str) -> Path:
 
 
 def test_learned_estimates_for_the_toolchain_rustc_resolves_to_here(
-    env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    state_dir: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     """After a compiler update the old peaks are a hint, as the guard will take them."""
     old = _fake_toolchain(tmp_path / "old", "0123abcd")
@@ -408,8 +394,8 @@ def test_learned_estimates_for_the_toolchain_rustc_resolves_to_here(
     h = History()
     h.record(k_old, g, 600 << 20, toolchain=toolchain_id([str(old)]))
     h.record(k_new, g2, 400 << 20, toolchain=toolchain_id([str(new)]))
-    env.mkdir(mode=0o700)
-    h.save(str(env / f"memory-history-{os.geteuid()}.json"))
+    state_dir.mkdir(mode=0o700)
+    h.save(str(state_dir / f"memory-history-{os.geteuid()}.json"))
 
     monkeypatch.setenv("RUSTC", str(new))
     assert learned.main(["--json"]) == 0
@@ -434,8 +420,8 @@ def test_learned_estimates_for_the_toolchain_rustc_resolves_to_here(
     assert {j["crate"]: j["estimate_basis"] for j in doc["jobs"]}["app_old"] == "history"
 
 
-def test_learned_empty_state_dir(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    env.mkdir(mode=0o700)
+def test_learned_empty_state_dir(state_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    state_dir.mkdir(mode=0o700)
     assert learned.main([]) == 0
     out = capsys.readouterr().out
     assert "memory history: empty" in out and "event log: empty" in out

@@ -7,19 +7,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.procs import Procs, clean_env, ltoguard_cmd, make_fake_rustc, read_log, wait_for
+from tests.procs import Procs, clean_env, ltoguard_cmd, make_fake_rustc, read_log
 
 
 def _imports_while_waiting(tmp_path: Path) -> list[str]:
     rustc = make_fake_rustc(tmp_path)
     env = clean_env(tmp_path, tmp_path / "state", LTOGUARD_MEMORY="200M")
     env.pop("LTOGUARD_SLOTS", None)  # auto: memory decides, the way a waiter polls
-    release = tmp_path / "release"
-    procs = Procs()
-    try:
-        procs.start(ltoguard_cmd(rustc, "holder"), dict(env, FAKE_UNTIL=str(release)))
-        log = tmp_path / "log.jsonl"
-        assert wait_for(lambda: any(e["what"] == "start" for e in read_log(log)), timeout=30)
+    with Procs() as procs:
+        holder = procs.holder(rustc, env, timeout=30)
         waiter = procs.start(ltoguard_cmd(rustc, "waiter"), dict(env, PYTHONPROFILEIMPORTTIME="1"))
         assert waiter.stderr is not None
         modules = []
@@ -30,12 +26,9 @@ def _imports_while_waiting(tmp_path: Path) -> list[str]:
                 break
             if line.startswith("import time:") and "|" in line:
                 modules.append(line.rsplit("|", 1)[1].strip())
-        release.touch()
+        holder.release()
         assert waiter.wait(timeout=60) == 0
         return modules
-    finally:
-        release.touch()
-        procs.cleanup()
 
 
 def test_a_waiting_job_imports_neither_filelock_nor_psutil(tmp_path: Path) -> None:
@@ -52,12 +45,9 @@ def test_an_admitted_job_imports_neither_filelock_nor_psutil(tmp_path: Path) -> 
     rustc = make_fake_rustc(tmp_path)
     cmd = ltoguard_cmd(rustc, "alone")
     cmd[1:1] = ["-X", "importtime"]  # ltoguard's imports only, not the fake rustc's
-    procs = Procs()
-    try:
+    with Procs() as procs:
         job = procs.start(cmd, clean_env(tmp_path, tmp_path / "state"))
         _, err = job.communicate(timeout=60)
-    finally:
-        procs.cleanup()
     assert job.returncode == 0
     log = tmp_path / "log.jsonl"
     assert [e["what"] for e in read_log(log)][:1] == ["start"]  # the compile ran
