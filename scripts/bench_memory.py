@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark ltoguard's memory-aware admission under a real memory cgroup (issue #3).
+"""Benchmark ltoguard's memory-aware admission under a real memory cgroup.
 
 A generated workspace (real code, path dependencies only, fat LTO) is built clean,
 each build inside a fresh child memory cgroup (cgroup v1) with a hard limit, for
@@ -21,7 +21,7 @@ and these rows per limit (--rows picks a subset):
               build of this workspace (the calibration build), -j2
 
 The cap "uncapped" runs its rows without a limit of their own (plain there is the
-"plain cargo without a cap" of issue #11's targets). --kind picks the workspace:
+"plain cargo without a cap" of the release targets in docs/benchmarks.md). --kind picks the workspace:
 gen (scripts/gen_workspace.py), real (scripts/gen_realcrates.py: fat-LTO bins over
 Debian's packaged crates) or many (gen_realcrates --small: 50 small bins, a full
 clean build where library crates still compile while LTO jobs wait).
@@ -490,7 +490,7 @@ def _target(
 def targets(
     cap: str, rows: dict[str, dict[str, Any]], uncapped: dict[str, dict[str, Any]] | None = None
 ) -> list[tuple[str, bool | None]]:
-    """Issue #11's targets for one cap, each with a pass mark (None: rows missing)."""
+    """The release targets (docs/benchmarks.md) for one cap, each with a pass mark (None: rows missing)."""
     out: list[tuple[str, bool | None]] = []
     plain, flock = rows.get("plain"), rows.get("flock")
     one = rows.get("slots1") or flock  # the one-at-a-time baseline for CPU lost
