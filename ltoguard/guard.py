@@ -219,7 +219,7 @@ class GuardedRun:
     def _predict(self, inputs: dict[str, int]) -> int:
         from ltoguard.inputs import predict
 
-        return predict(inputs, debuginfo=self.job.debuginfo, lto=self.job.lto)
+        return predict(inputs, debuginfo=self.job.debuginfo)
 
     def _acquire(self, policy: AdmissionPolicy, lease: Lease, seq: int | None) -> Slot:
         """Queue (again at ``seq``, the job's first position, after stopping itself)

@@ -103,7 +103,7 @@ def build(name: str, gen: str, args: list[str], work: Path) -> list[dict[str, An
 
 def predicted(p: dict[str, Any], consts: dict[str, float] | None = None) -> float:
     if consts is None:
-        return float(model.predict(p["inputs"], debuginfo=p["debug"], lto=p["lto"]))
+        return float(model.predict(p["inputs"], debuginfo=p["debug"]))
     grows = consts["code"] * _code(p)
     if model.debug_on(p["debug"]):
         grows *= consts["debug"]

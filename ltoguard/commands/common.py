@@ -23,6 +23,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
+    from ltoguard.memory import MemorySetting
+
 
 def error(msg: str, code: int = EXIT_CONFIG) -> int:
     """Write ``ltoguard: error: MSG`` (one line, stderr) and return ``code`` to exit with."""
@@ -43,9 +45,10 @@ class View:
     """The settings the state-reading commands need."""
 
     slots: int | None
-    memory: str | None
+    memory: str | None  # as written, for display
     dir: str  # absolute
     origins: dict[str, str] | None = None  # setting -> where its value came from
+    memory_parsed: MemorySetting | None = None  # Settings.memory_parsed: None is auto
 
 
 def load_view(environ: Mapping[str, str] | None = None, cwd: str | None = None) -> View:
@@ -66,7 +69,7 @@ def load_view(environ: Mapping[str, str] | None = None, cwd: str | None = None) 
         path = check_state(s.dir)
     except StateDirError as exc:
         raise ValueError(str(exc)) from None
-    return View(s.slots, s.memory, path, dict(s.origins))
+    return View(s.slots, s.memory, path, dict(s.origins), s.memory_parsed)
 
 
 def check_state(setting: str | None) -> str:
