@@ -9,8 +9,8 @@ decided on; `Admission.text` renders the human line from them.
 
 The I/O layers gather the facts and carry the decisions out: semaphore.py (queue
 position, under its mutex), policy.py (memory, run records), lending.py (tokens
-out), pause.py (signals). The tunable numbers live in `Limits`; every rule takes
-one (default `DEFAULT`), so a replay can try others.
+out), pause.py (signals). The tunable numbers live in `Limits`; every rule that
+uses one takes a `Limits` (default `DEFAULT`), so a replay can try others.
 """
 
 from __future__ import annotations
@@ -49,7 +49,6 @@ class Limits:
 
 
 DEFAULT = Limits()
-CRITICAL_FLOOR_MAX = DEFAULT.critical_floor_max
 MIN_PAUSE = DEFAULT.min_pause
 
 

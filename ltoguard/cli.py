@@ -1,6 +1,7 @@
 """Entry point. Kept tiny: for every non-LTO rustc call cargo makes, this module
-decides and exec()s the real compiler, importing nothing beyond os/sys and the
-classifier, so a pass-through call costs next to nothing."""
+decides and exec()s the real compiler, importing nothing beyond os/sys, the
+classifier and the settings-file scan (configfiles), so a pass-through call costs
+next to nothing."""
 
 from __future__ import annotations
 

@@ -2,8 +2,9 @@
 
 One guarded invocation goes through these steps, each in its own module:
 
-1. its estimate: its own history, else siblings', else a default (estimates.py,
-   read through history.py's store);
+1. its estimate: its own history, else siblings', else the cold estimate from
+   its inputs (inputs.py), else a default (estimates.py, read through history.py's
+   store);
 2. the queue (FIFO, semaphore.py): once told to wait it lends cargo its jobserver
    token (lending.py, jobserver.py), and at the head it waits until admission says
    yes (admission.py's rules, applied by policy.py);

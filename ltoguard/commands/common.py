@@ -1,9 +1,8 @@
-"""What the subcommands share: exit codes, error output, the state view, tables and
-the formatting of values read from records.
+"""What the subcommands share: exit codes (messages.py's, re-exported), error
+output, the state view, tables and the formatting of values read from records.
 
-Importing this costs only os, sys, time and dataclasses (everything else is
-imported where it is used), so the guarded path may use the exit codes too. The
-pass-through path (cli.py's exec) must not import it.
+Importing this costs only os, time, dataclasses and messages.py (everything else is
+imported where it is used). The pass-through path (cli.py's exec) must not import it.
 """
 
 from __future__ import annotations
