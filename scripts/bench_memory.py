@@ -49,8 +49,8 @@ ratio is the median of the ratios taken repeat by repeat (with their spread unde
 Targets), so drift in the machine's speed between repeats cancels out. Each wall
 target also gives the ratio "per CPU second of work": wall over the build's CPU
 seconds less ltoguard's own (its guard processes'), against the same for the
-baseline. The same compiles took 60-90 CPU seconds from one build to the next
-here; this figure leaves out how fast the machine ran and keeps what the schedule
+baseline. The same compiles' CPU seconds vary from one build to the next; this
+figure leaves out how fast the machine ran and keeps what the schedule
 cost (CPUs left idle). It also hides a compile made slower by ltoguard, so the
 target stays on the wall ratio.
 
@@ -105,7 +105,7 @@ ROOMY_FACTOR = 3.0
 SAMPLE_INTERVAL = 0.1
 WRAPPER_VARS = ("RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER", "CARGO_BUILD_RUSTC_WRAPPER")
 # Workspace presets. debug=true grows the binaries' LTO peak far more than the
-# libraries' (measured: small+debug, bins ~400 MiB charged each, libs ~100 MiB),
+# libraries' (docs/benchmarks.md, the generated workspaces' figures),
 # which is the shape that makes a build fit with one LTO job and not with two.
 QUICK = {"size": "small", "bins": 3, "libs": 4, "debug": True}
 FULL = {"size": "small", "bins": 4, "libs": 6, "debug": True}
@@ -142,7 +142,7 @@ def ltoguard_path() -> str:
     if venv.exists():
         # The editable install's bytecode, compiled ahead: under PYTHONDONTWRITEBYTECODE
         # (set in some shells and CI images) every ltoguard process of every build
-        # would compile its modules from source again (~40 ms of CPU a guarded job).
+        # would compile its modules from source again, in CPU time of every guarded job.
         python = str(venv.with_name("python"))
         subprocess.run([python, "-m", "compileall", "-q", str(CHECKOUT / "ltoguard")], check=False)
     return found
