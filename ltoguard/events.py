@@ -241,7 +241,7 @@ def waited(event: dict[str, Any]) -> float:
 
 
 def in_workspace(event: dict[str, Any], path: str) -> bool:
-    """True if the event's workspace or cwd is ``path``, inside it, or contains it.
+    """True if the event's workspace (cwd in older logs) is ``path``, inside it, or contains it.
 
     Both directions: a report asked for from a member's directory finds the
     workspace's jobs, and one asked for at the root finds jobs recorded with a
