@@ -49,7 +49,6 @@ class Limits:
 
 
 DEFAULT = Limits()
-MIN_PAUSE = DEFAULT.min_pause
 
 
 @dataclass(frozen=True)
@@ -61,16 +60,6 @@ class Running:
     current: int
     started: float  # time.time() when it was admitted
     paused: bool = False  # stopped (SIGSTOP) to leave room for older jobs; grows no more
-
-
-def critical_floor(total: int, limits: Limits = DEFAULT) -> int:
-    """min(256 MiB, 10% of the bound's size) by default."""
-    return limits.critical_floor(total)
-
-
-def default_margin(total: int, limits: Limits = DEFAULT) -> int:
-    """Free memory admission keeps after all estimates: the critical floor by default."""
-    return limits.margin(total)
 
 
 def critical(available: int, total: int, limits: Limits = DEFAULT) -> bool:
