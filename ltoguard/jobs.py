@@ -168,7 +168,7 @@ class JobRecord:
     writes the same fields plus slot, pid, uid, started and reason as its run
     record (the policy keeps `estimate` current until then, so the record shows
     the figure the job was admitted on); when it ends, `event()` is its line in
-    the event log (`ltoguard report`).
+    the event log (`ltoguard report`), to which guard.py adds its ``attempts``.
     """
 
     job: Job
