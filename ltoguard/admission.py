@@ -9,8 +9,8 @@ decided on; `Admission.text` renders the human line from them.
 
 The I/O layers gather the facts and carry the decisions out: semaphore.py (queue
 position, under its mutex), policy.py (memory, run records), lending.py (tokens
-out), pause.py (signals). The tunable numbers live in `Limits`; every rule takes
-one (default `DEFAULT`), so a replay can try others.
+out), pause.py (signals). The tunable numbers live in `Limits`; every rule that
+uses one takes a `Limits` (default `DEFAULT`), so a replay can try others.
 """
 
 from __future__ import annotations
@@ -49,8 +49,6 @@ class Limits:
 
 
 DEFAULT = Limits()
-CRITICAL_FLOOR_MAX = DEFAULT.critical_floor_max
-MIN_PAUSE = DEFAULT.min_pause
 
 
 @dataclass(frozen=True)
@@ -62,16 +60,6 @@ class Running:
     current: int
     started: float  # time.time() when it was admitted
     paused: bool = False  # stopped (SIGSTOP) to leave room for older jobs; grows no more
-
-
-def critical_floor(total: int, limits: Limits = DEFAULT) -> int:
-    """min(256 MiB, 10% of the bound's size) by default."""
-    return limits.critical_floor(total)
-
-
-def default_margin(total: int, limits: Limits = DEFAULT) -> int:
-    """Free memory admission keeps after all estimates: the critical floor by default."""
-    return limits.margin(total)
 
 
 def critical(available: int, total: int, limits: Limits = DEFAULT) -> bool:

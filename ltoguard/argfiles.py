@@ -1,9 +1,10 @@
-"""Expand rustc's ``@file`` arguments, for the classifier's eyes only.
+"""Expand rustc's ``@file`` arguments, for ltoguard's eyes only (rustc gets them as they are).
 
 cargo falls back to ``rustc @/tmp/cargo-argfile.XXXXXX`` when a command line is
-too long for exec (E2BIG), so the rules must see what is inside. Imported by
-``classify.tokenize`` only when an argument starts with ``@``: a normal
-pass-through run never loads this module. Imports nothing beyond ``os``.
+too long for exec (E2BIG), so the rules must see what is inside. Imported only
+when an argument starts with ``@`` (``classify.tokenize``, and jobs.py for a
+guarded job's target directory and inputs): a normal pass-through run never
+loads it. Imports nothing beyond ``os``.
 """
 
 from __future__ import annotations

@@ -201,7 +201,7 @@ class Attempt:
 
     def _reading(self, child: int) -> Reading | None:
         """This job and the other slot holders, and free memory, for pause_step;
-        None when this job is not among them or memory cannot be read."""
+        None when this job is not among them."""
         running = self.running_now()
         me = next((r for r in running if r.pid in (child, os.getpid())), None)
         if me is None:
@@ -210,12 +210,7 @@ class Attempt:
             # Alone, nothing depends on memory (it resumes, and is never paused or
             # stopped: that would free memory for nobody), so it is not read.
             return Reading(me, [], 0, 0)
-        try:
-            mem = self.read_memory(
-                self.memory_setting, guarded_usage=sum(r.current for r in running)
-            )
-        except ValueError:
-            return None
+        mem = self.read_memory(self.memory_setting, guarded_usage=sum(r.current for r in running))
         others = [r for r in running if r is not me]
         return Reading(me, others, mem.available, mem.total)
 

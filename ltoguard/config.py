@@ -10,15 +10,17 @@ the user file's entry for it as a whole.
 Every value is checked, including ones a higher source overrides: a bad value in
 a file is an error that names the file, the key, the value and what is accepted,
 never a silently ignored setting. A key this ltoguard does not know is a warning
-naming the file and the key: a newer ltoguard (a teammate's) may know it. An empty or blank ``LTOGUARD_*`` variable counts
-as unset, except ``LTOGUARD_WRAP=""`` which means "no inner wrapper" (like cargo's
-empty ``RUSTC_WRAPPER``).
+naming the file and the key: a newer ltoguard (a teammate's) may know it. An empty
+or blank ``LTOGUARD_*`` variable counts as unset, except ``LTOGUARD_WRAP=""`` which
+means "no inner wrapper" (like cargo's empty ``RUSTC_WRAPPER``).
 
-Not imported on the pass-through path: cli.py asks verdict.files_may_change
-(a byte search of the files) and loads settings here only when they can matter.
+Not imported on the pass-through path, except by the one call per build that checks
+the settings (buildcheck.py): cli.py searches the files' bytes (configfiles.scan,
+verdict.files_may_change) and loads settings here only when they can matter.
 
-Layers: configvalues.py (what each key accepts, the checks), manifest.py (finding
-and reading the files), this module (merging them), verdict.py (the decision).
+Layers: configvalues.py (what each key accepts, the checks), configfiles.py (where
+the files are, the byte search), manifest.py (finding and parsing the files), this
+module (merging them), verdict.py (the decision).
 """
 
 from __future__ import annotations

@@ -111,6 +111,7 @@ MARK = ".checked-"  # + cargo's pid and start time: one file per build
 def cargo_build() -> str:
     """ "PID-STARTTIME" of our parent if it is cargo, else "" (run by hand, or by sccache)."""
     ppid = os.getppid()
+    # Parsed here, not by proctree.read_stat: this module must import only os.
     try:
         with open(f"/proc/{ppid}/stat", "rb") as f:
             raw = f.read()

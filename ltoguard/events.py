@@ -10,14 +10,16 @@ writes.
 guard.py imports this module on the guarded path, so it imports only small standard
 modules. Writing the log must never cost a build, so ``append_event`` never raises.
 
-Record fields (``jobs.JobRecord.event``, schema version ``"v": 1``; readers must
-tolerate any of them missing, as older logs lack the later ones): kind, crate,
-types, lto, workspace, cwd, pid, queued, admitted, finished, waited, paused_s
-(seconds its compile was paused to leave room for older jobs), peak, estimate,
-estimate_basis, exit, reruns, requeues, outcome, budget, available_at_admit,
-samples, mem_source, physical, build (the cargo run it belongs to), guard_cpu_s and
-compile_cpu_s (CPU seconds of the guard process itself and of the compiles it
-reaped), and, when the cold estimate read them, inputs and profile.
+Record fields (``jobs.JobRecord.event``, plus ``attempts`` from guard.py; schema
+version ``"v": 1``; readers must tolerate any of them missing, as older logs lack
+the later ones): kind, crate, types, lto, workspace (older logs may say cwd
+instead), pid, queued, admitted, finished, waited, paused_s (seconds its compile
+was paused to leave room for older jobs), peak, estimate, estimate_basis, exit,
+reruns, requeues, outcome, budget, available_at_admit, samples, mem_source,
+physical, build (the cargo run it belongs to), guard_cpu_s and compile_cpu_s (CPU
+seconds of the guard process itself and of the compiles it reaped), attempts
+([queued, admitted, ended, paused_s, next step] per admission, shorter for one cut
+short), and, when the cold estimate read them, inputs and profile.
 """
 
 from __future__ import annotations
@@ -239,7 +241,7 @@ def waited(event: dict[str, Any]) -> float:
 
 
 def in_workspace(event: dict[str, Any], path: str) -> bool:
-    """True if the event's workspace or cwd is ``path``, inside it, or contains it.
+    """True if the event's workspace (cwd in older logs) is ``path``, inside it, or contains it.
 
     Both directions: a report asked for from a member's directory finds the
     workspace's jobs, and one asked for at the root finds jobs recorded with a

@@ -2,8 +2,9 @@
 
 One guarded invocation goes through these steps, each in its own module:
 
-1. its estimate: its own history, else siblings', else a default (estimates.py,
-   read through history.py's store);
+1. its estimate: its own history, else siblings', else the cold estimate from
+   its inputs (inputs.py), else a default (estimates.py, read through history.py's
+   store);
 2. the queue (FIFO, semaphore.py): once told to wait it lends cargo its jobserver
    token (lending.py, jobserver.py), and at the head it waits until admission says
    yes (admission.py's rules, applied by policy.py);
@@ -219,7 +220,7 @@ class GuardedRun:
     def _predict(self, inputs: dict[str, int]) -> int:
         from ltoguard.inputs import predict
 
-        return predict(inputs, debuginfo=self.job.debuginfo, lto=self.job.lto)
+        return predict(inputs, debuginfo=self.job.debuginfo)
 
     def _acquire(self, policy: AdmissionPolicy, lease: Lease, seq: int | None) -> Slot:
         """Queue (again at ``seq``, the job's first position, after stopping itself)

@@ -211,9 +211,9 @@ def debug_on(debuginfo: str) -> bool:
     return debuginfo not in ("", "0", "none", "false")
 
 
-def predict(inputs: dict[str, int], *, debuginfo: str = "", lto: str = "fat") -> int:
-    """The cold estimate (bytes) of an LTO compile with these inputs and profile.
-    ``lto`` is accepted but unused: thin LTO is not measured and is taken as fat."""
+def predict(inputs: dict[str, int], *, debuginfo: str = "") -> int:
+    """The cold estimate (bytes) of an LTO compile with these inputs and profile:
+    thin LTO is not measured and is taken as fat."""
     code = max(0, inputs.get("deps", 0) - inputs.get("meta", 0))
     grows = PER_CODE_BYTE * code + PER_SOURCE_BYTE * inputs.get("source", 0)
     if debug_on(debuginfo):

@@ -72,7 +72,7 @@ class Job:
     lto: str = ""
     estimate: int | None = None  # configured (per-crate override); None = learn
     toolchain: str = ""  # toolchain_id(): whose peaks count as this job's own
-    target: str = ""  # target_dir(): where a copy of the history is kept (CI caches it)
+    target: str = ""  # target_dir(): where older versions kept a history (read to migrate it)
     crate_root: str | None = None  # the .rs file rustc compiles (its folder's size counts)
     opt_level: str = ""
     debuginfo: str = ""
@@ -168,12 +168,12 @@ class JobRecord:
     writes the same fields plus slot, pid, uid, started and reason as its run
     record (the policy keeps `estimate` current until then, so the record shows
     the figure the job was admitted on); when it ends, `event()` is its line in
-    the event log (`ltoguard report`).
+    the event log (`ltoguard report`), to which guard.py adds its ``attempts``.
     """
 
     job: Job
     estimate: int
-    basis: str  # where the estimate comes from: history, siblings, default, configured, raised
+    basis: str  # where the estimate comes from: an estimates.Basis
     queued: float = field(default_factory=time.time)
     # The directory it ran in: cargo runs a workspace member's rustc at the workspace root.
     workspace: str = field(default_factory=os.getcwd)

@@ -4,9 +4,9 @@ A guarded job that waits hands its token back so cargo keeps its -j jobs busy.
 Each token lent lets cargo start one more compile; when that is another
 LTO binary it queues too and lends in its turn, and a job admitted without a token
 runs one over -j until it takes one back. Unbounded, that chain put every binary of
-a 50-bin workspace in flight at once (each an ltoguard process of ~13 MiB, and the
-compiles over -j): under a memory cap the ltoguard processes themselves ran the
-build out of memory. So two bounds (the rule: admission.lending):
+a 50-bin workspace in flight at once (an ltoguard process each, and the compiles
+over -j): under a memory cap the ltoguard processes themselves ran the build out
+of memory. So two bounds (the rule: admission.lending):
 
 - only the waiters nearest the head lend (``lend_depth``), and
 - at most ``lend_depth`` tokens are out at a time over the whole state directory:

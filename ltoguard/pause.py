@@ -1,4 +1,4 @@
-"""Pausing a guarded compile before memory runs out, rather than killing it (issue #11).
+"""Pausing a guarded compile before memory runs out, rather than killing it.
 
 While its compiler runs, each attempt asks admission.pause_step every MONITOR_INTERVAL
 what to do with it; this module carries the answer out:
@@ -10,8 +10,7 @@ what to do with it; this module carries the answer out:
 - resume: SIGCONT the tree, at once, without waiting for a token: one is taken back
   in the background (Reclaimer), as for a job admitted without its token in hand;
 - kill: memory is critical all the same and this job is the youngest: SIGKILL the
-  tree (then SIGCONT, which a stopped process needs to die at once) and the caller
-  queues it again, as before pausing existed.
+  tree (a stopped process dies of it too) and the caller queues it again.
 
 A signal forwarded to a paused compiler would wait until it is continued:
 `on_signal`, run from the signal handler after the forward, continues the stopped

@@ -6,7 +6,7 @@ memory, free memory, the job's own estimate, freshly learned if a sibling finish
 meanwhile) and applies admission.py's rules, reading memory only when they need it.
 It owns the estimate of its job (kept in the job's record, so the record written at
 admission shows it) and a short cache of its last "no", because reading memory
-costs a millisecond or two and the head decides again whenever a slot frees.
+costs more than the decision and the head decides again whenever a slot frees.
 
 Memory, learning and the clock are passed in, so the policy is tested without a
 semaphore or a machine in a given state.

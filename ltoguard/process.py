@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
 # The signals ltoguard handles and passes on to the compiler; blocked wherever a handler
-# must not run between two steps that belong together (jobserver.py).
+# must not run between two steps that belong together (semaphore.py, jobserver.py).
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 _PR_SET_PDEATHSIG = 1
 

@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass
 
 from ltoguard import locks, process, records
-from ltoguard.admission import Admission, behind, is_head, slot_cap
+from ltoguard.admission import Admission, behind, is_head
 from ltoguard.records import Holder, printable
 from ltoguard.statedir import StateDirError, unlink_quietly, write_private_file
 
@@ -54,7 +54,6 @@ __all__ = [
     "StateDirGone",
     "Ticket",
     "printable",
-    "slot_limit_policy",
 ]
 
 HEAD_POLL = 0.05  # seconds; a freed slot is noticed within this
@@ -106,15 +105,6 @@ def _fields(info: Info) -> dict[str, Any]:
     """A ticket's fields: a dict, or read from the caller's record each time, so the
     run record written at admission holds what the policy decided on (its estimate)."""
     return info() if callable(info) else info
-
-
-def slot_limit_policy(limit: int) -> Admit:
-    """An admission policy of the slot cap alone (admission.slot_cap), memory unread."""
-
-    def admit(snap: Snapshot) -> Admission:
-        return slot_cap(snap.running, limit)
-
-    return admit
 
 
 class Semaphore:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark ltoguard's memory-aware admission under a real memory cgroup (issue #3).
+"""Benchmark ltoguard's memory-aware admission under a real memory cgroup.
 
 A generated workspace (real code, path dependencies only, fat LTO) is built clean,
 each build inside a fresh child memory cgroup (cgroup v1) with a hard limit, for
@@ -21,7 +21,7 @@ and these rows per limit (--rows picks a subset):
               build of this workspace (the calibration build), -j2
 
 The cap "uncapped" runs its rows without a limit of their own (plain there is the
-"plain cargo without a cap" of issue #11's targets). --kind picks the workspace:
+"plain cargo without a cap" of the release targets in docs/benchmarks.md). --kind picks the workspace:
 gen (scripts/gen_workspace.py), real (scripts/gen_realcrates.py: fat-LTO bins over
 Debian's packaged crates) or many (gen_realcrates --small: 50 small bins, a full
 clean build where library crates still compile while LTO jobs wait).
@@ -49,8 +49,8 @@ ratio is the median of the ratios taken repeat by repeat (with their spread unde
 Targets), so drift in the machine's speed between repeats cancels out. Each wall
 target also gives the ratio "per CPU second of work": wall over the build's CPU
 seconds less ltoguard's own (its guard processes'), against the same for the
-baseline. The same compiles took 60-90 CPU seconds from one build to the next
-here; this figure leaves out how fast the machine ran and keeps what the schedule
+baseline. The same compiles' CPU seconds vary from one build to the next; this
+figure leaves out how fast the machine ran and keeps what the schedule
 cost (CPUs left idle). It also hides a compile made slower by ltoguard, so the
 target stays on the wall ratio.
 
@@ -105,7 +105,7 @@ ROOMY_FACTOR = 3.0
 SAMPLE_INTERVAL = 0.1
 WRAPPER_VARS = ("RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER", "CARGO_BUILD_RUSTC_WRAPPER")
 # Workspace presets. debug=true grows the binaries' LTO peak far more than the
-# libraries' (measured: small+debug, bins ~400 MiB charged each, libs ~100 MiB),
+# libraries' (docs/benchmarks.md, the generated workspaces' figures),
 # which is the shape that makes a build fit with one LTO job and not with two.
 QUICK = {"size": "small", "bins": 3, "libs": 4, "debug": True}
 FULL = {"size": "small", "bins": 4, "libs": 6, "debug": True}
@@ -142,7 +142,7 @@ def ltoguard_path() -> str:
     if venv.exists():
         # The editable install's bytecode, compiled ahead: under PYTHONDONTWRITEBYTECODE
         # (set in some shells and CI images) every ltoguard process of every build
-        # would compile its modules from source again (~40 ms of CPU a guarded job).
+        # would compile its modules from source again, in CPU time of every guarded job.
         python = str(venv.with_name("python"))
         subprocess.run([python, "-m", "compileall", "-q", str(CHECKOUT / "ltoguard")], check=False)
     return found
@@ -490,7 +490,7 @@ def _target(
 def targets(
     cap: str, rows: dict[str, dict[str, Any]], uncapped: dict[str, dict[str, Any]] | None = None
 ) -> list[tuple[str, bool | None]]:
-    """Issue #11's targets for one cap, each with a pass mark (None: rows missing)."""
+    """The release targets (docs/benchmarks.md) for one cap, each with a pass mark (None: rows missing)."""
     out: list[tuple[str, bool | None]] = []
     plain, flock = rows.get("plain"), rows.get("flock")
     one = rows.get("slots1") or flock  # the one-at-a-time baseline for CPU lost

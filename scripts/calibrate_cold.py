@@ -3,9 +3,9 @@
 
 Builds workspaces through ltoguard with fresh state and cache directories each (no
 history), one LTO job at a time (LTOGUARD_SLOTS=1: nothing is stopped or paused,
-so every peak is a whole compile's), and reads each guarded job's event: the inputs the cold estimate saw
-(linked rlib bytes, crate count, own source bytes), its profile, and the peak
-anonymous memory of its process tree. Then it fits
+so every peak is a whole compile's), and reads each guarded job's event: the
+inputs the cold estimate saw (linked rlib bytes, crate count, own source bytes),
+its profile, and the peak anonymous memory of its process tree. Then it fits
 
     peak = BASE + PER_CODE_BYTE * code * (DEBUG_FACTOR if debug)
 
@@ -103,7 +103,7 @@ def build(name: str, gen: str, args: list[str], work: Path) -> list[dict[str, An
 
 def predicted(p: dict[str, Any], consts: dict[str, float] | None = None) -> float:
     if consts is None:
-        return float(model.predict(p["inputs"], debuginfo=p["debug"], lto=p["lto"]))
+        return float(model.predict(p["inputs"], debuginfo=p["debug"]))
     grows = consts["code"] * _code(p)
     if model.debug_on(p["debug"]):
         grows *= consts["debug"]

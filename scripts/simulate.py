@@ -56,9 +56,9 @@ from ltoguard.estimates import HISTORY_HEADROOM
 from ltoguard.retry import OOM_RERUN_HEADROOM, VICTIM_HEADROOM
 from ltoguard.sizes import MiB, parse_size
 
-TICK = 0.05  # seconds of simulated time per step: the head's poll interval
-WATCH = 0.25  # seconds between a running job's pause checks (pause.py's cadence)
-RECHECK = 0.5  # seconds a head reuses a "no" while the running set is unchanged
+TICK = 0.05  # seconds of simulated time per step: the head's poll (semaphore.HEAD_POLL)
+WATCH = 0.25  # seconds between a running job's pause checks (attempt.MONITOR_INTERVAL)
+RECHECK = 0.5  # policy.MEMORY_RECHECK: a head reuses a "no" while the running set holds
 
 
 class TraceError(ValueError):
@@ -391,7 +391,7 @@ def simulate(
             res.kills += 1
             res.cpu_lost += victim.tau
             _requeue(queue, victim, alone=True, estimate=int(victim.current() * OOM_RERUN_HEADROOM))
-        # Each running job's watch (only while two or more run, as in pause.py).
+        # Each running job's watch (only while two or more run: alone, attempt.py reads nothing).
         if t >= next_watch:
             next_watch = t + WATCH
             if len(running) >= 2:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Load test of ltoguard's semaphore with real ltoguard processes and a fake rustc (issue #6).
+"""Load test of ltoguard's semaphore with real ltoguard processes and a fake rustc.
 
 Each round starts --procs guarded invocations at once against a fresh state
 directory, with one random LTOGUARD_SLOTS=N (1..4) for the whole round and a random

@@ -14,8 +14,6 @@ from ltoguard.admission import (
     behind,
     choose_victim,
     critical,
-    critical_floor,
-    default_margin,
     fit,
     is_head,
     lending,
@@ -241,18 +239,18 @@ def test_critical(available: int, total: int, expected: bool) -> None:
 
 
 def test_floor_and_margin_scale() -> None:
-    assert critical_floor(24 * GiB) == 256 * MiB
-    assert critical_floor(1000 * MiB) == 100 * MiB
-    assert default_margin(24 * GiB) == 256 * MiB
-    assert default_margin(1000 * MiB) == 100 * MiB
+    assert DEFAULT.critical_floor(24 * GiB) == 256 * MiB
+    assert DEFAULT.critical_floor(1000 * MiB) == 100 * MiB
+    assert DEFAULT.margin(24 * GiB) == 256 * MiB
+    assert DEFAULT.margin(1000 * MiB) == 100 * MiB
     # Admission with the default margin never lands in the critical zone by itself.
     for total in (512 * MiB, 1000 * MiB, 4 * GiB, 64 * GiB):
-        assert default_margin(total) >= critical_floor(total)
+        assert DEFAULT.margin(total) >= DEFAULT.critical_floor(total)
 
 
 def test_limits_scale_floor_and_margin() -> None:
     small = Limits(critical_floor_max=64 * MiB, critical_floor_divisor=20, margin_floors=2)
-    assert critical_floor(24 * GiB, small) == 64 * MiB
-    assert critical_floor(1000 * MiB, small) == 50 * MiB
-    assert default_margin(1000 * MiB, small) == 100 * MiB
+    assert small.critical_floor(24 * GiB) == 64 * MiB
+    assert small.critical_floor(1000 * MiB) == 50 * MiB
+    assert small.margin(1000 * MiB) == 100 * MiB
     assert critical(49 * MiB, 1000 * MiB, small) and not critical(50 * MiB, 1000 * MiB, small)

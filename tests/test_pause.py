@@ -247,7 +247,7 @@ def test_watch_pauses_resumes_and_counts_paused_time(procs: Procs) -> None:
     assert fakes.published[-1]["paused"] is True and fakes.published[-1]["paused_since"]
     fakes.now = 0.5
     fakes.reading = _reading(100 * GiB)
-    watch.step()  # room, but paused for less than MIN_PAUSE: stays
+    watch.step()  # room, but paused for less than Limits.min_pause: stays
     assert watch.paused and state(child) == "T"
     fakes.now = 3.0
     watch.step()

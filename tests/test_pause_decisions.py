@@ -10,7 +10,6 @@ from ltoguard.admission import (
     DEFAULT,
     KEEP,
     KILL,
-    MIN_PAUSE,
     PAUSE,
     RESUME,
     Limits,
@@ -82,11 +81,11 @@ ROOM = NEEDS + 256 * MiB + 256 * MiB  # the floor and the margin above the growt
         ([YOUNG], 0, 0.0, True),  # only younger ones left: ME is the oldest
         ([OLD, YOUNG], 0, 0.0, True),  # a younger job runs: it yields first
         ([OLD, replace(YOUNG, paused=True)], 0, 9.0, False),
-        ([OLD], ROOM, MIN_PAUSE, True),  # room for everybody's growth and the margin
+        ([OLD], ROOM, DEFAULT.min_pause, True),  # room for everybody's growth and the margin
         ([OLD], ROOM - 1, 60.0, False),  # above the floor but within the margin: stay
         ([OLD], EDGE, 60.0, False),  # where it paused: no flapping
-        ([OLD], 100 * GiB, MIN_PAUSE - 0.01, False),  # hysteresis: not too soon
-        ([OLD], 100 * GiB, MIN_PAUSE, True),
+        ([OLD], 100 * GiB, DEFAULT.min_pause - 0.01, False),  # hysteresis: not too soon
+        ([OLD], 100 * GiB, DEFAULT.min_pause, True),
         # The older job is paused itself: it resumes first (as the oldest, at once),
         # whatever the room: two resuming at once would grow together.
         ([replace(OLD, paused=True)], 0, 60.0, False),

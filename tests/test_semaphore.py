@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from ltoguard import locks, process, semaphore
-from ltoguard.admission import Admission, Why
-from ltoguard.semaphore import Semaphore, Snapshot, slot_limit_policy
+from ltoguard.admission import Admission, Why, slot_cap
+from ltoguard.semaphore import Semaphore, Snapshot
 from ltoguard.statedir import open_state_dir
 from tests.procs import (
     LTO_BIN,
@@ -417,7 +417,7 @@ class _HeadBehindAHolder:
     def __init__(self, tmp_path: Path) -> None:
         path, dir_fd = open_state_dir(str(tmp_path / "s"))
         self.holder = Semaphore(path, dir_fd)
-        self.held = self.holder.acquire({"crate": "holder"}, slot_limit_policy(1))
+        self.held = self.holder.acquire({"crate": "holder"}, lambda snap: slot_cap(snap.running, 1))
         waiter = Semaphore(path, os.dup(dir_fd))
         waiter.pid = os.getpid() + 4_000_000  # its own ticket and record names
         self.calls: list[int] = []
@@ -497,14 +497,16 @@ def test_a_signal_as_a_ticket_or_slot_changes_hands_leaves_nothing_behind(
     process.raise_on_signals()
     try:
         with pytest.raises(process.Interrupted):
-            sem.acquire({"crate": "w"}, slot_limit_policy(1))
+            sem.acquire({"crate": "w"}, lambda snap: slot_cap(snap.running, 1))
     finally:
         for s in process.FORWARDED:
             signal.signal(s, signal.SIG_DFL)
     assert [n for n in os.listdir(path) if n.startswith(("q-", "run-"))] == []
     assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == set()  # nothing left blocked
     monkeypatch.undo()
-    sem.release(sem.acquire({"crate": "next"}, slot_limit_policy(1)))  # the slot is free
+    sem.release(
+        sem.acquire({"crate": "next"}, lambda snap: slot_cap(snap.running, 1))
+    )  # the slot is free
 
 
 def test_a_signal_before_the_compiler_exists_reaches_it_once_it_does(procs: Procs) -> None:
@@ -533,8 +535,8 @@ def test_a_heads_probe_is_not_a_running_job(tmp_path: Path) -> None:
     itself, `status`) must not see a phantom second job."""
     path, dir_fd = open_state_dir(str(tmp_path / "s"))
     sem = Semaphore(path, dir_fd)
-    a = sem.acquire({"crate": "a"}, slot_limit_policy(2))
-    b = sem.acquire({"crate": "b"}, slot_limit_policy(2))
+    a = sem.acquire({"crate": "a"}, lambda snap: slot_cap(snap.running, 2))
+    b = sem.acquire({"crate": "b"}, lambda snap: slot_cap(snap.running, 2))
     sem.release(b)
     probe = os.open(os.path.join(path, locks.slot_name(b.index)), os.O_RDONLY)
     try:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ltoguard.semaphore import Semaphore, slot_limit_policy
+from ltoguard.admission import slot_cap
+from ltoguard.semaphore import Semaphore
 from ltoguard.statedir import StateDirError, open_shared_file, open_state_dir, write_private_file
 
 NOBODY = 65534
@@ -112,7 +113,7 @@ def test_lock_and_record_files_never_follow_symlinks(tmp_path: Path) -> None:
 def test_forged_record_is_ignored(tmp_path: Path) -> None:
     path, fd = open_state_dir(str(tmp_path / "s"))
     sem = Semaphore(path, fd)
-    slot = sem.acquire({"crate": "real"}, slot_limit_policy(1))
+    slot = sem.acquire({"crate": "real"}, lambda snap: slot_cap(snap.running, 1))
     try:
         # Claims to be uid NOBODY's record but is owned by us: must not be believed.
         forged = f"run-{NOBODY}-{os.getpid()}.json"
@@ -130,8 +131,8 @@ def test_forged_record_is_ignored(tmp_path: Path) -> None:
 def test_in_process_acquire_release_counts(tmp_path: Path) -> None:
     path, fd = open_state_dir(str(tmp_path / "s"))
     sem = Semaphore(path, fd)
-    a = sem.acquire({"crate": "a"}, slot_limit_policy(2))
-    b = sem.acquire({"crate": "b"}, slot_limit_policy(2))
+    a = sem.acquire({"crate": "a"}, lambda snap: slot_cap(snap.running, 2))
+    b = sem.acquire({"crate": "b"}, lambda snap: slot_cap(snap.running, 2))
     assert {a.index, b.index} == {0, 1}
     with sem.mutex():
         assert sem.snapshot().running == 2

@@ -33,13 +33,14 @@ pytestmark = pytest.mark.timeout(120)
 CLIENT = textwrap.dedent(
     """\
     import json, os, sys, time
-    from ltoguard.semaphore import Semaphore, slot_limit_policy
+    from ltoguard.admission import slot_cap
+    from ltoguard.semaphore import Semaphore
     from ltoguard.statedir import open_state_dir
     path, fd = open_state_dir(sys.argv[1])
     sem = Semaphore(path, fd)
     info = json.loads(sys.argv[2])
     info.update(since=time.time(), pid=os.getpid())  # as guard.py's ticket info
-    slot = sem.acquire(info, slot_limit_policy(1))
+    slot = sem.acquire(info, lambda snap: slot_cap(snap.running, 1))
     print("admitted", flush=True)
     sys.stdin.read()
     sem.release(slot)

@@ -1,9 +1,8 @@
-"""What the subcommands share: exit codes, error output, the state view, tables and
-the formatting of values read from records.
+"""What the subcommands share: exit codes (messages.py's, re-exported), error
+output, the state view, tables and the formatting of values read from records.
 
-Importing this costs only os, sys, time and dataclasses (everything else is
-imported where it is used), so the guarded path may use the exit codes too. The
-pass-through path (cli.py's exec) must not import it.
+Importing this costs only os, time, dataclasses and messages.py (everything else is
+imported where it is used). The pass-through path (cli.py's exec) must not import it.
 """
 
 from __future__ import annotations
@@ -22,6 +21,8 @@ from ltoguard.messages import EXIT_OK as EXIT_OK
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
+
+    from ltoguard.memory import MemorySetting
 
 
 def error(msg: str, code: int = EXIT_CONFIG) -> int:
@@ -43,9 +44,10 @@ class View:
     """The settings the state-reading commands need."""
 
     slots: int | None
-    memory: str | None
+    memory: str | None  # as written, for display
     dir: str  # absolute
     origins: dict[str, str] | None = None  # setting -> where its value came from
+    memory_parsed: MemorySetting | None = None  # Settings.memory_parsed: None is auto
 
 
 def load_view(environ: Mapping[str, str] | None = None, cwd: str | None = None) -> View:
@@ -66,7 +68,7 @@ def load_view(environ: Mapping[str, str] | None = None, cwd: str | None = None) 
         path = check_state(s.dir)
     except StateDirError as exc:
         raise ValueError(str(exc)) from None
-    return View(s.slots, s.memory, path, dict(s.origins))
+    return View(s.slots, s.memory, path, dict(s.origins), s.memory_parsed)
 
 
 def check_state(setting: str | None) -> str:

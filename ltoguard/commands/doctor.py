@@ -284,10 +284,7 @@ def check_memory(settings: Any) -> Check:
     from ltoguard.memory import available_memory
     from ltoguard.sizes import format_size
 
-    try:
-        mem = available_memory(settings.memory if settings is not None else None)
-    except ValueError as exc:
-        return Check("memory", FAIL, str(exc))
+    mem = available_memory(settings.memory_parsed if settings is not None else None)
     return Check(
         "memory",
         OK,

@@ -2,9 +2,9 @@
 
 ``ltoguard learned [--json]`` says where the memory history is read and written,
 lists it (per job: crate, workspace, profile, recent peaks, current estimate) and
-summarises the event log. Estimates are the ones a compile by the toolchain ``rustc`` resolves to here
-(``$RUSTC``, else ``rustc``; rustup's override for this directory included) would
-get: peaks measured with another toolchain count only as a hint. Its JSON:
+summarises the event log. Estimates are the ones a compile by the toolchain
+``rustc`` resolves to here (``$RUSTC``, else ``rustc``; rustup's override for this
+directory included) would get: peaks measured with another toolchain count only as a hint. Its JSON:
 ``{"version": 1, "state_dir", "history_file", "history": {"written", "read",
 "cache_dir", "cache_dir_problem"}, "toolchain": {"rustc", "id"},
 "jobs": [{"key", "crate", "workspace", "opt_level", "lto", "debuginfo", "target",

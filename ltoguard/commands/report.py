@@ -1,4 +1,4 @@
-"""`ltoguard report`: one self-contained HTML timeline of a build (issue #5 item 7).
+"""`ltoguard report`: one self-contained HTML timeline of a build.
 
 The events to show and the figures are ``report_data``; the page is ``report_html``,
 its charts ``report_svg``.

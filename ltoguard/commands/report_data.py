@@ -144,7 +144,7 @@ def samples(e: dict[str, Any]) -> list[tuple[float, float]]:
 
 
 def memory_series(events: list[dict[str, Any]]) -> list[tuple[float, float]]:
-    """The sum of the jobs' sampled RSS, as (time, bytes) steps.
+    """The sum of the jobs' sampled memory, as (time, bytes) steps.
 
     Each job holds its last sample's value until its next sample and nothing
     outside its first..last sample.
@@ -213,9 +213,9 @@ def summary(events: list[dict[str, Any]]) -> dict[str, Any]:
     s = ev.summarize(events)
     mem = memory_series(events)
     budgets = budget_series(events)
-    # The samples (every 0.25 s, thinned) miss spikes between them, which each job's
-    # own peak (its kernel high-water mark, read while it runs) keeps: the card
-    # shows the larger, so it is never below the jobs table's largest peak.
+    # The logged samples (one a second at most, fewer in a long job) miss spikes,
+    # which each job's own peak (its kernel high-water mark, read while it runs)
+    # keeps: the card shows the larger, so it is never below the jobs table's.
     largest = max((ev.num(e, "peak") or 0 for e in events), default=0)
     s["peak_total"] = max(max((v for _, v in mem), default=0.0), float(largest))
     s["budget_min"] = min((b for _, b in budgets), default=None)

@@ -2,8 +2,9 @@
 
 In the spirit of ``cargo build --timings``: a summary, one row per guarded job
 (each attempt waiting, then running, coloured by how it ended; report_svg), the
-memory the guarded jobs held over time against the budget, and a table. Inline CSS and SVG only: no scripts,
-no fonts, no URLs, so the file can be attached to a CI run and opened anywhere.
+memory the guarded jobs held over time against the budget, and a table. Inline CSS
+and SVG only: no scripts, no fonts, no URLs, so the file can be attached to a CI
+run and opened anywhere.
 SVG ``<title>`` elements give tooltips without JavaScript.
 """
 

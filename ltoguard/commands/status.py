@@ -100,7 +100,7 @@ def collect(view: View, dir_fd: int, now: float | None = None) -> dict[str, Any]
         "exists": True,
         "time": now,
         "limit": _limit(view),
-        "memory": _memory(available_memory(view.memory, guarded_usage=held)),
+        "memory": _memory(available_memory(view.memory_parsed, guarded_usage=held)),
         "running": running,
         "waiting": waiting,
     }
