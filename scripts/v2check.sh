@@ -37,12 +37,13 @@ awk '{ split($0, a, " - "); split(a[2], r, " "); split(a[1], l, " ");
 v2_mount=$(awk '{ split($0, a, " - "); split(a[2], r, " "); split(a[1], l, " ");
                   if (r[1] == "cgroup2" && l[4] == "/") { print l[5]; exit } }' /proc/self/mountinfo)
 why=""
-if [ "$(id -u)" != 0 ]; then
-    why="not root (the tests create cgroups: run with sudo)"
-elif [ -z "$v2_mount" ]; then
+if [ -z "$v2_mount" ]; then
     why="no cgroup2 hierarchy mounted"
 elif ! grep -qw memory "$v2_mount/cgroup.controllers" 2>/dev/null; then
     why="the memory controller is not on cgroup v2 (cgroup.controllers at $v2_mount: '$(cat "$v2_mount/cgroup.controllers" 2>/dev/null)'); it is on cgroup v1"
+elif [ "$(id -u)" != 0 ]; then
+    echo "v2check: not root: the tests create cgroups (run it with sudo); nothing was run" >&2
+    exit 2
 fi
 if [ -n "$v2_mount" ]; then
     echo "v2 root $v2_mount: controllers '$(cat "$v2_mount/cgroup.controllers" 2>/dev/null)'," \

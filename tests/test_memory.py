@@ -806,6 +806,26 @@ def test_real_private_cgroup_namespace_finds_the_limit_at_its_root() -> None:
     assert source == "cgroup v2 /sys/fs/cgroup (limit 300 MiB)"
 
 
+def test_v2check_stops_running_nothing_where_memory_is_not_on_v2() -> None:
+    """scripts/v2check.sh is for a v2 host: elsewhere it says why and runs no test."""
+    if not V2_ONLY.startswith("no cgroup v2 memory controller") and V2_ONLY != (
+        "no cgroup v2 hierarchy mounted"
+    ):
+        pytest.skip(f"the memory controller is on cgroup v2 here: {V2_ONLY or 'usable'}")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("V2CHECK_")}
+    proc = subprocess.run(
+        ["bash", str(REPO / "scripts/v2check.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "v2check: not a v2 host: " in proc.stderr
+    assert "nothing was run" in proc.stderr
+    assert "kernel: " in proc.stdout and "set-up" not in proc.stdout
+
+
 @pytest.mark.parametrize(
     ("stat", "working"),
     [
