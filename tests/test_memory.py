@@ -449,6 +449,24 @@ def test_v2_without_memory_controller_says_so(tmp_path: Path) -> None:
     assert why == f"no cgroup v2 memory controller on this host (at {tmp_path}/sys/fs/cgroup)"
 
 
+def test_test_group_reads_v2_files_under_v1_names(tmp_path: Path) -> None:
+    """What the real-cgroup tests read of a v2 group: kills from memory.events, usage
+    from memory.current, the peak from memory.peak, memory.stat under v1's names."""
+    cg = MemoryCgroup.__new__(MemoryCgroup)
+    cg.path, cg.version, cg.limit = tmp_path, 2, GiB
+    (tmp_path / "memory.events").write_text("low 0\nhigh 0\nmax 4\noom 2\noom_kill 2\n")
+    (tmp_path / "memory.current").write_text(f"{300 * MiB}\n")
+    (tmp_path / "memory.stat").write_text(
+        f"anon {200 * MiB}\nfile {90 * MiB}\nfile_mapped {10 * MiB}\ninactive_file 7\n"
+    )
+    assert cg.oom_kills() == 2
+    assert cg.usage() == cg.max_usage() == 300 * MiB  # no memory.peak before Linux 5.19
+    (tmp_path / "memory.peak").write_text(f"{400 * MiB}\n")
+    assert cg.max_usage() == 400 * MiB
+    assert cg.stat()["total_inactive_file"] == 7 and cg.stat()["total_cache"] == 90 * MiB
+    assert cg.charged() == 210 * MiB
+
+
 def test_oom_kills_unknown(tmp_path: Path) -> None:
     fake = v2_system(tmp_path)
     fake.files("/sys/fs/cgroup/user.slice/job", **{"memory__events": "oom 0"})
