@@ -7,8 +7,9 @@
 Where a cap comes from, first that works:
   cgroup v1   root, a writable v1 memory controller: a child of our own memory group
               (memory.limit_in_bytes; kills counted in memory.oom_control)
-  cgroup v2   a writable group with the memory controller enabled for its children
-              (memory.max; kills counted in memory.events)
+  cgroup v2   root or a delegated subtree: a child of the nearest group at or above our
+              own that has the memory controller enabled for its children or may
+              enable it (memory.max, memory.swap.max 0; kills counted in memory.events)
   systemd     `systemd-run --user --scope -p MemoryMax=SIZE` where a user manager runs
 
 After CMD ends it prints one line, `memcap: N OOM kills under a SIZE cap`, to stderr
@@ -27,6 +28,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 MiB = 1 << 20
+CHECKOUT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(CHECKOUT))
+
+from scripts.cgroups import v2_parent  # noqa: E402
 
 
 def parse_size(text: str) -> int:
@@ -60,38 +65,35 @@ def _mount(fstype: str, option: str | None) -> str | None:
 class Cap:
     """A fresh child cgroup with a memory limit (v1 or v2)."""
 
-    def __init__(self, version: int, parent: Path) -> None:
+    def __init__(self, version: int, parent: Path, enable: bool = False) -> None:
         self.version = version
+        self.enable = enable  # +memory still to be written in the parent
         self.path = parent / f"memcap-{os.getpid()}-{time.monotonic_ns()}"
 
     @classmethod
     def find(cls) -> tuple[Cap | None, str]:
         try:
             v1_mount, v1_group = _mount("cgroup", "memory"), _own_group("memory")
-            v2_mount, v2_group = _mount("cgroup2", None), _own_group("")
         except OSError as exc:
             return None, f"cannot read /proc ({exc.strerror})"
         if v1_mount and v1_group is not None:
             parent = Path(v1_mount) / v1_group.lstrip("/")
             if os.access(parent, os.W_OK):
                 return cls(1, parent), ""
-        if v2_mount and v2_group is not None:
-            parent = Path(v2_mount) / v2_group.lstrip("/")
-            try:
-                enabled = (parent / "cgroup.subtree_control").read_text().split()
-            except OSError:
-                enabled = []
-            if "memory" in enabled and os.access(parent, os.W_OK):
-                return cls(2, parent), ""
-        return (
-            None,
-            "no writable memory cgroup (needs root with cgroup v1, or a delegated v2 group)",
-        )
+        v2, enable, why = v2_parent()
+        if v2 is not None:
+            return cls(2, v2, enable), ""
+        return None, f"no writable memory cgroup: not cgroup v1 with root; {why}"
 
     def create(self, limit: int) -> None:
+        if self.enable:
+            (self.path.parent / "cgroup.subtree_control").write_text("+memory")
         self.path.mkdir()
         name = "memory.limit_in_bytes" if self.version == 1 else "memory.max"
         (self.path / name).write_text(str(limit))
+        if self.version == 2 and (self.path / "memory.swap.max").exists():
+            # Swap would let the build outgrow the cap slowly instead of being killed.
+            (self.path / "memory.swap.max").write_text("0")
 
     def oom_kills(self) -> int:
         name = "memory.oom_control" if self.version == 1 else "memory.events"

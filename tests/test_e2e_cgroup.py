@@ -1,4 +1,4 @@
-"""End to end under a real memory cgroup (issue #3 item 7).
+"""End to end under a real memory cgroup (v1 or v2, whichever the host has).
 
 A generated workspace whose binaries' fat-LTO compiles dominate the build's memory
 (small size with debug info: each binary's rustc is charged ~400 MiB here, a library
@@ -43,13 +43,8 @@ unavailable = MemoryCgroup.unavailable()
 
 
 def charged(cg: MemoryCgroup) -> int:
-    """rss + mapped_file: what the group holds that page-cache reclaim cannot free."""
-    try:
-        text = (cg.path / "memory.stat").read_text()
-    except OSError:
-        return 0
-    stat = dict(line.split() for line in text.splitlines() if line)
-    return int(stat.get("total_rss", 0)) + int(stat.get("total_mapped_file", 0))
+    """rss + mapped_file (v2: anon + file_mapped): what page-cache reclaim cannot free."""
+    return cg.charged()
 
 
 @dataclass

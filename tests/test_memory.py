@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from ltoguard.cgroups import (
 from ltoguard.memory import HostMemory, available_memory
 from ltoguard.proctree import PeakSampler, descendants, job_memory, start_time
 from ltoguard.sizes import GiB, KiB, MiB, TiB, format_size, parse_size
-from scripts.cgroups import MemoryCgroup, oom_kills_in, own_v1_memory_dir
+from scripts.cgroups import MemoryCgroup, oom_kills_in, own_v1_memory_dir, own_v2_dir, v2_parent
 from tests.conftest import needs_children_files
 from tests.procs import Procs
 
@@ -395,6 +396,78 @@ def test_oom_kills_v1_and_v2(tmp_path: Path) -> None:
     assert cgroup_oom_kills(root=fake2.write()) == 1
 
 
+def test_private_cgroup_namespace_limit_is_at_the_mount_top(tmp_path: Path) -> None:
+    """In a container with its own cgroup namespace the group reads ``0::/`` and its
+    limit is the cgroup2 mount's own memory.max."""
+    fake = v2_system(tmp_path, path="/")
+    fake.files("/sys/fs/cgroup", **v2_files(1000 * MiB, 300 * MiB, cgroup__type="domain"))
+    snap = available_memory(root=fake.write(), host=HOST)
+    assert (snap.available, snap.total) == (700 * MiB, 1000 * MiB)
+    assert snap.source == f"cgroup v2 {tmp_path}/sys/fs/cgroup (limit 1000 MiB)"
+
+
+def _v2_group(fake: FakeSystem, path: str, controllers: str, subtree: str, procs: str) -> None:
+    files: dict[str, object] = {
+        "cgroup__controllers": controllers,
+        "cgroup__subtree_control": subtree,
+        "cgroup__procs": procs,
+    }
+    if path != "/sys/fs/cgroup":
+        files["cgroup__type"] = "domain"  # every group but the real root has one
+    fake.files(path, **files)
+
+
+def test_v2_test_group_goes_under_the_nearest_enabled_ancestor(tmp_path: Path) -> None:
+    fake = v2_system(tmp_path, path="/user.slice/session.scope")
+    _v2_group(fake, "/sys/fs/cgroup", "cpu memory", "cpu memory", "1")
+    _v2_group(fake, "/sys/fs/cgroup/user.slice", "cpu memory", "memory", "")
+    _v2_group(fake, "/sys/fs/cgroup/user.slice/session.scope", "memory", "", "42")
+    root = fake.write()
+    assert v2_parent(root) == (tmp_path / "sys/fs/cgroup/user.slice", False, "")
+
+
+def test_v2_real_root_may_enable_memory_despite_its_processes(tmp_path: Path) -> None:
+    fake = v2_system(tmp_path, path="/")
+    _v2_group(fake, "/sys/fs/cgroup", "cpu memory", "cpu", "1\n42")
+    assert v2_parent(fake.write()) == (tmp_path / "sys/fs/cgroup", True, "")
+
+
+def test_v2_namespace_root_with_processes_says_why(tmp_path: Path) -> None:
+    fake = v2_system(tmp_path, path="/")
+    _v2_group(fake, "/sys/fs/cgroup", "cpu memory", "", "1")
+    fake.files("/sys/fs/cgroup", cgroup__type="domain")  # a namespace's root is no real root
+    parent, _, why = v2_parent(fake.write())
+    assert parent is None
+    assert "holds processes, so cannot enable memory for a child" in why
+
+
+def test_v2_without_memory_controller_says_so(tmp_path: Path) -> None:
+    fake = v2_system(tmp_path, path="/job")
+    _v2_group(fake, "/sys/fs/cgroup", "cpu", "cpu", "1")
+    _v2_group(fake, "/sys/fs/cgroup/job", "cpu", "", "42")
+    parent, _, why = v2_parent(fake.write())
+    assert parent is None
+    assert why == f"no cgroup v2 memory controller on this host (at {tmp_path}/sys/fs/cgroup)"
+
+
+def test_test_group_reads_v2_files_under_v1_names(tmp_path: Path) -> None:
+    """What the real-cgroup tests read of a v2 group: kills from memory.events, usage
+    from memory.current, the peak from memory.peak, memory.stat under v1's names."""
+    cg = MemoryCgroup.__new__(MemoryCgroup)
+    cg.path, cg.version, cg.limit = tmp_path, 2, GiB
+    (tmp_path / "memory.events").write_text("low 0\nhigh 0\nmax 4\noom 2\noom_kill 2\n")
+    (tmp_path / "memory.current").write_text(f"{300 * MiB}\n")
+    (tmp_path / "memory.stat").write_text(
+        f"anon {200 * MiB}\nfile {90 * MiB}\nfile_mapped {10 * MiB}\ninactive_file 7\n"
+    )
+    assert cg.oom_kills() == 2
+    assert cg.usage() == cg.max_usage() == 300 * MiB  # no memory.peak before Linux 5.19
+    (tmp_path / "memory.peak").write_text(f"{400 * MiB}\n")
+    assert cg.max_usage() == 400 * MiB
+    assert cg.stat()["total_inactive_file"] == 7 and cg.stat()["total_cache"] == 90 * MiB
+    assert cg.charged() == 210 * MiB
+
+
 def test_oom_kills_unknown(tmp_path: Path) -> None:
     fake = v2_system(tmp_path)
     fake.files("/sys/fs/cgroup/user.slice/job", **{"memory__events": "oom 0"})
@@ -414,6 +487,10 @@ def test_real_oom_counters_readable() -> None:
     assert isinstance(count, int) and count >= 0
     group, _why = own_v1_memory_dir()
     if group is not None and (group / "memory.oom_control").exists():
+        assert cgroup_oom_kills() == oom_kills_in(group)
+        return
+    group, _top, _why = own_v2_dir()
+    if group is not None and (group / "memory.events").exists():
         assert cgroup_oom_kills() == oom_kills_in(group)
 
 
@@ -616,7 +693,7 @@ b = bytearray(b"x") * (400 << 20)
 
 @pytest.mark.cgroup
 @pytest.mark.timeout(120)
-def test_real_v1_cgroup_limit_is_seen_inside() -> None:
+def test_real_cgroup_limit_is_seen_inside() -> None:
     why = MemoryCgroup.unavailable()
     if why:
         pytest.skip(why)
@@ -635,7 +712,7 @@ def test_real_v1_cgroup_limit_is_seen_inside() -> None:
         available, total, source, after = json.loads(out)
         assert available <= limit
         assert total == limit
-        assert source == f"cgroup v1 {group} (limit 300 MiB)"
+        assert source == f"cgroup v{cg.version} {group} (limit 300 MiB)"
         # 100 MiB allocated inside the group must show up as used.
         assert after <= available - 90 * MiB
 
@@ -659,6 +736,99 @@ def test_real_v1_cgroup_limit_is_seen_inside() -> None:
             assert hog.returncode == -signal.SIGKILL
             assert cgroup_oom_kills(pid=sleeper.pid) == before + 1
     assert not group.exists()
+
+
+V2_ONLY = v2_parent()[2]  # empty where a v2 test group can be made
+
+# Joins the group, then reports the bound ltoguard finds: (available, total, source).
+BOUND_CHILD = """
+import json, os, sys
+open(os.path.join(sys.argv[1], "cgroup.procs"), "w").write(str(os.getpid()))
+from ltoguard.memory import available_memory
+m = available_memory()
+print(json.dumps([m.available, m.total, m.source]))
+"""
+
+
+@pytest.mark.cgroup
+@pytest.mark.timeout(120)
+def test_real_v2_memory_high_below_max_is_the_bound() -> None:
+    """memory.high below memory.max: the kernel throttles past it, so ltoguard must
+    take the tighter of the two."""
+    if V2_ONLY:
+        pytest.skip(f"cgroup v2 only: {V2_ONLY}")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    with MemoryCgroup(400 * MiB) as cg:
+        assert cg.version == 2
+        (cg.path / "memory.high").write_text(str(200 * MiB))
+        out = subprocess.run(
+            [sys.executable, "-c", BOUND_CHILD, str(cg.path)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
+        available, total, source = json.loads(out)
+    assert total == 200 * MiB
+    assert 0 < available <= 200 * MiB
+    assert source == f"cgroup v2 {cg.path} (memory.high 200 MiB)"
+
+
+# Runs in a fresh cgroup and mount namespace with cgroup2 mounted again: our group is /.
+NS_CHILD = """
+import json
+from ltoguard.memory import available_memory
+m = available_memory()
+print(json.dumps([open("/proc/self/cgroup").read(), m.total, m.source]))
+"""
+
+
+@pytest.mark.cgroup
+@pytest.mark.timeout(120)
+def test_real_private_cgroup_namespace_finds_the_limit_at_its_root() -> None:
+    """As in a container with a private cgroup namespace: /proc/self/cgroup reads
+    ``0::/`` and the limit is /sys/fs/cgroup/memory.max of a fresh cgroup2 mount."""
+    if V2_ONLY:
+        pytest.skip(f"cgroup v2 only: {V2_ONLY}")
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare(1) on this host")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    inner = 'mount -t cgroup2 none /sys/fs/cgroup && exec "$@"'
+    with MemoryCgroup(300 * MiB) as cg:
+        cmd = cg.enter_command() + ["unshare", "--cgroup", "--mount", "sh", "-c", inner, "sh"]
+        proc = subprocess.run(
+            [*cmd, sys.executable, "-c", NS_CHILD],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert proc.returncode == 0, proc.stderr
+    cgroup, total, source = json.loads(proc.stdout)
+    assert cgroup == "0::/\n"
+    assert total == 300 * MiB
+    assert source == "cgroup v2 /sys/fs/cgroup (limit 300 MiB)"
+
+
+def test_v2check_stops_running_nothing_where_memory_is_not_on_v2() -> None:
+    """scripts/v2check.sh is for a v2 host: elsewhere it says why and runs no test."""
+    if not V2_ONLY.startswith("no cgroup v2 memory controller") and V2_ONLY != (
+        "no cgroup v2 hierarchy mounted"
+    ):
+        pytest.skip(f"the memory controller is on cgroup v2 here: {V2_ONLY or 'usable'}")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("V2CHECK_")}
+    proc = subprocess.run(
+        ["bash", str(REPO / "scripts/v2check.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "v2check: not a v2 host: " in proc.stderr
+    assert "nothing was run" in proc.stderr
+    assert "kernel: " in proc.stdout and "set-up" not in proc.stdout
 
 
 @pytest.mark.parametrize(
@@ -718,9 +888,10 @@ for _ in range(2):
         while f.read(1 << 20):
             pass
 g = sys.argv[1]
-usage = int(open(os.path.join(g, "memory.usage_in_bytes")).read())
+usage_file, inactive = sys.argv[4:6]  # v1 or v2 names
+usage = int(open(os.path.join(g, usage_file)).read())
 stat = dict(l.split() for l in open(os.path.join(g, "memory.stat")))
-old = int(sys.argv[3]) - (usage - int(stat["total_inactive_file"]))
+old = int(sys.argv[3]) - (usage - int(stat[inactive]))
 now = available_memory().available
 print(json.dumps([now, old]), flush=True)
 b = bytearray(b"x") * (now - (40 << 20))
@@ -742,8 +913,14 @@ def test_the_kernel_agrees_that_unmapped_page_cache_is_free(tmp_path: Path) -> N
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     with MemoryCgroup(limit) as cg:
         before = cg.oom_kills()
+        names = (
+            ["memory.usage_in_bytes", "total_inactive_file"]
+            if cg.version == 1
+            else ["memory.current", "inactive_file"]
+        )
         proc = subprocess.run(
-            [sys.executable, "-c", CACHE_CHILD, str(cg.path), str(tmp_path / "f"), str(limit)],
+            [sys.executable, "-c", CACHE_CHILD, str(cg.path), str(tmp_path / "f"), str(limit)]
+            + names,
             env=env,
             capture_output=True,
             text=True,

@@ -176,7 +176,11 @@ def test_text_with_holder_and_waiters(busy: Busy, capsys: pytest.CaptureFixture[
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert lines[0] == f"ltoguard status (state dir {busy.state})"
-    assert lines[1].startswith("limit: ")
+    # The budget the holder's own build decides against, not this shell's (auto).
+    assert lines[1] == (
+        "memory budgets the jobs decide against (their records): "
+        "1 GiB (LTOGUARD_MEMORY=1G budget) [1 job]; 2 jobs without a record of it"
+    )
     assert lines[2].startswith("available memory: ") and "; bound: " in lines[2]
     assert "running (1):" in lines
     assert "waiting (2, next first):" in lines
@@ -438,3 +442,75 @@ def test_a_paused_job_shows_its_state_and_time() -> None:
     resumed = status._running(0, dict(rec, paused=False, paused_since=None), now)
     assert (resumed["paused"], resumed["paused_s"]) == (False, 2.0)
     assert status._running(0, {"paused": "yes", "paused_s": "x"}, now)["paused"] is False
+
+
+def _doc(running: list[dict[str, Any]], waiting: list[dict[str, Any]]) -> dict[str, Any]:
+    mem = {"available": 300 << 20, "total": 400 << 20, "source": "host", "constraints": []}
+    limit = {"slots": None, "memory": None, "origins": {"slots": None, "memory": None}}
+    return {
+        "exists": True,
+        "state_dir": "/run/state",
+        "limit": limit,
+        "memory": mem,
+        "running": running,
+        "waiting": waiting,
+    }
+
+
+def _job(crate: str, budget: int | None, source: str | None) -> dict[str, Any]:
+    rec = {"crate": crate, "estimate": 700 << 20, "estimate_basis": "history", "pid": 4242}
+    if budget is not None:
+        rec.update(limit_total=budget, limit_source=source, started=990.0, child=4243)
+    return rec
+
+
+def test_header_tells_the_budget_the_running_jobs_decide_against() -> None:
+    src = "LTOGUARD_MEMORY=400M budget"
+    run = [status._running(i, _job(f"app{i}", 400 << 20, src), 1000.0) for i in range(2)]
+    lines = status.render(_doc(run, [])).splitlines()
+    assert lines[1] == (
+        "memory budget: 400 MiB (LTOGUARD_MEMORY=400M budget), what every job decides"
+        " against (its record)"
+    )
+    other = status._running(2, _job("app2", 8 << 30, "cgroup v2 /sys/fs/cgroup (limit 8 GiB)"), 1e3)
+    lines = status.render(_doc([*run, other], [])).splitlines()
+    assert lines[1] == (
+        "memory budgets the jobs decide against (their records): "
+        "400 MiB (LTOGUARD_MEMORY=400M budget) [2 jobs]; "
+        "8 GiB (cgroup v2 /sys/fs/cgroup (limit 8 GiB)) [1 job]"
+    )
+
+
+def test_header_falls_back_to_this_shell_only_when_no_job_runs() -> None:
+    lines = status.render(_doc([], [])).splitlines()
+    assert lines[1] == (
+        "limit: auto (memory decides); memory budget: auto (available memory)"
+        " (this shell's settings: no job runs)"
+    )
+
+
+@pytest.mark.parametrize("width", [80, 120, 200])
+def test_tables_fit_the_terminal_without_cutting_a_value(width: int) -> None:
+    long_source = "cgroup v1 /sys/fs/cgroup/memory/process_api/714cc795bce8c649b2636e1f3911c111"
+    src = f"{long_source} (limit 400 MiB)"
+    run = [status._running(i, _job(f"some_crate_{i}", 400 << 20, src), 1000.0) for i in range(2)]
+    wait = [status._waiting(1, {**_job("waiter", 400 << 20, src), "since": 995.0}, 1000.0)]
+    lines = status.render(_doc(run, wait), width).splitlines()
+    start = lines.index("running (2):")
+    tables = lines[start:]
+    assert all(len(x) <= width for x in tables), (width, tables)
+    budget = "400 MiB (" + src + ")"
+    for row in (x for x in tables if "some_crate_" in x or "waiter" in x):
+        # A budget is shown whole, or as its figure alone, or its column is gone.
+        rest = row.split("400 MiB", 1)[1] if "400 MiB" in row else ""
+        assert not rest or rest.startswith(" (" + src + ")") or "(" not in rest, row
+        assert "..." not in row and "~700 MiB (hist" not in row.replace("(history)", ""), row
+    text = "\n".join(tables)
+    if width == 200:
+        assert budget in text  # the whole value, brackets closed
+    if width == 80:
+        assert "some_crate_0" in text and "waiter" in text
+    # Every column but the ones that give way is still there.
+    assert "CRATE" in tables[1] and "STATE" in tables[1] and "MEMORY" in tables[1]
+    # Without a terminal (a pipe) nothing gives way.
+    assert budget in status.render(_doc(run, wait))
