@@ -110,18 +110,9 @@ MARK = ".checked-"  # + cargo's pid and start time: one file per build
 
 def cargo_build() -> str:
     """ "PID-STARTTIME" of our parent if it is cargo, else "" (run by hand, or by sccache)."""
-    ppid = os.getppid()
-    # Parsed here, not by proctree.read_stat: this module must import only os.
-    try:
-        with open(f"/proc/{ppid}/stat", "rb") as f:
-            raw = f.read()
-    except OSError:
-        return ""
-    head, _, rest = raw.rpartition(b")")
-    fields = rest.split()
-    if head.partition(b"(")[2] != b"cargo" or len(fields) < 20:
-        return ""
-    return f"{ppid}-{fields[19].decode()}"
+    from ltoguard.procstat import cargo_run
+
+    return cargo_run(os.getppid(), levels=1)
 
 
 def mark_dir(env: Mapping[str, str]) -> str:

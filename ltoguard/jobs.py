@@ -142,22 +142,11 @@ def command_job(cmd: Sequence[str], kind: str, name: str | None, estimate: int |
 
 
 def cargo_build_id(start: int | None = None, levels: int = 8) -> str:
-    """The cargo invocation this job runs under, as "PID-STARTTIME" (the start time
-    tells a reused pid apart), found among our ancestors (a linker run by
-    ltoguard-link is rustc's child); "" outside cargo or without /proc."""
-    from ltoguard.proctree import read_stat
+    """The cargo invocation this job runs under, as "PID-STARTTIME", found among our
+    ancestors (a linker run by ltoguard-link is rustc's child); "" outside cargo."""
+    from ltoguard.procstat import cargo_run
 
-    pid = os.getppid() if start is None else start
-    for _ in range(levels):
-        st = read_stat(pid)
-        if st is None:
-            return ""
-        if st.name == "cargo":
-            return f"{pid}-{st.start}"
-        if st.ppid <= 1:
-            return ""
-        pid = st.ppid
-    return ""
+    return cargo_run(os.getppid() if start is None else start, levels)
 
 
 @dataclass

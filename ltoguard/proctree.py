@@ -16,6 +16,7 @@ import threading
 import time
 from typing import NamedTuple
 
+from ltoguard import procstat
 from ltoguard.sizes import KiB
 
 
@@ -72,18 +73,8 @@ def has_children_files() -> bool:
 
 def parse_stat(raw: bytes) -> Stat | None:
     """The contents of /proc/PID/stat, parsed; None if they are not that."""
-    # The name (field 2) may hold spaces and ')': it runs to the last ')'.
-    head, paren, rest = raw.rpartition(b")")
-    _, open_paren, name = head.partition(b"(")
-    fields = rest.split()
-    if not paren or not open_paren or len(fields) < 20:
-        return None
-    try:
-        return Stat(
-            name.decode("utf-8", "replace"), fields[0].decode(), int(fields[1]), int(fields[19])
-        )
-    except ValueError:
-        return None
+    fields = procstat.parse_stat(raw)
+    return None if fields is None else Stat(*fields)
 
 
 def read_stat(pid: int) -> Stat | None:

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from ltoguard import events
-from ltoguard.commands import learned, status
+from ltoguard.commands import learned, status, status_render
 from ltoguard.estimates import History, group_key, job_key
 from ltoguard.jobs import toolchain_id
 from ltoguard.semaphore import Semaphore
@@ -437,7 +437,7 @@ def test_a_paused_job_shows_its_state_and_time() -> None:
     rec = {"crate": "app07", "paused": True, "paused_s": 2.0, "paused_since": now - 10.5}
     run = status._running(0, rec, now)
     assert (run["paused"], run["paused_s"]) == (True, 12.5)  # 2 s before, 10.5 s now
-    [row] = [x for x in status._running_lines([run]) if "app07" in x]
+    [row] = [x for x in status_render._running_lines([run]) if "app07" in x]
     assert "paused 12s" in row and "running" not in row
     resumed = status._running(0, dict(rec, paused=False, paused_since=None), now)
     assert (resumed["paused"], resumed["paused_s"]) == (False, 2.0)
@@ -467,13 +467,13 @@ def _job(crate: str, budget: int | None, source: str | None) -> dict[str, Any]:
 def test_header_tells_the_budget_the_running_jobs_decide_against() -> None:
     src = "LTOGUARD_MEMORY=400M budget"
     run = [status._running(i, _job(f"app{i}", 400 << 20, src), 1000.0) for i in range(2)]
-    lines = status.render(_doc(run, [])).splitlines()
+    lines = status_render.render(_doc(run, [])).splitlines()
     assert lines[1] == (
         "memory budget: 400 MiB (LTOGUARD_MEMORY=400M budget), what every job decides"
         " against (its record)"
     )
     other = status._running(2, _job("app2", 8 << 30, "cgroup v2 /sys/fs/cgroup (limit 8 GiB)"), 1e3)
-    lines = status.render(_doc([*run, other], [])).splitlines()
+    lines = status_render.render(_doc([*run, other], [])).splitlines()
     assert lines[1] == (
         "memory budgets the jobs decide against (their records): "
         "400 MiB (LTOGUARD_MEMORY=400M budget) [2 jobs]; "
@@ -482,7 +482,7 @@ def test_header_tells_the_budget_the_running_jobs_decide_against() -> None:
 
 
 def test_header_falls_back_to_this_shell_only_when_no_job_runs() -> None:
-    lines = status.render(_doc([], [])).splitlines()
+    lines = status_render.render(_doc([], [])).splitlines()
     assert lines[1] == (
         "limit: auto (memory decides); memory budget: auto (available memory)"
         " (this shell's settings: no job runs)"
@@ -495,7 +495,7 @@ def test_tables_fit_the_terminal_without_cutting_a_value(width: int) -> None:
     src = f"{long_source} (limit 400 MiB)"
     run = [status._running(i, _job(f"some_crate_{i}", 400 << 20, src), 1000.0) for i in range(2)]
     wait = [status._waiting(1, {**_job("waiter", 400 << 20, src), "since": 995.0}, 1000.0)]
-    lines = status.render(_doc(run, wait), width).splitlines()
+    lines = status_render.render(_doc(run, wait), width).splitlines()
     start = lines.index("running (2):")
     tables = lines[start:]
     assert all(len(x) <= width for x in tables), (width, tables)
@@ -513,4 +513,4 @@ def test_tables_fit_the_terminal_without_cutting_a_value(width: int) -> None:
     # Every column but the ones that give way is still there.
     assert "CRATE" in tables[1] and "STATE" in tables[1] and "MEMORY" in tables[1]
     # Without a terminal (a pipe) nothing gives way.
-    assert budget in status.render(_doc(run, wait))
+    assert budget in status_render.render(_doc(run, wait))
