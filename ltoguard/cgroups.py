@@ -28,7 +28,7 @@ class Constraint(NamedTuple):
     source: str
 
 
-def _read(path: str) -> str | None:
+def read_optional(path: str) -> str | None:
     # Every cgroup file is optional: controllers may be absent, files unreadable
     # inside containers, groups removed under us. A missing bound is not an error.
     try:
@@ -39,7 +39,7 @@ def _read(path: str) -> str | None:
 
 
 def _read_int(path: str) -> int | None:
-    text = _read(path)
+    text = read_optional(path)
     if text is None:
         return None
     try:
@@ -49,7 +49,7 @@ def _read_int(path: str) -> int | None:
 
 
 def _stat_field(path: str, field: str) -> int | None:
-    text = _read(path)
+    text = read_optional(path)
     if text is None:
         return None
     for line in text.splitlines():
@@ -65,7 +65,7 @@ def _stat_field(path: str, field: str) -> int | None:
 def _stat_fields(path: str) -> dict[str, int]:
     """Every ``name value`` line of a memory.stat file (empty when unreadable)."""
     out: dict[str, int] = {}
-    for line in (_read(path) or "").splitlines():
+    for line in (read_optional(path) or "").splitlines():
         parts = line.split()
         if len(parts) == 2:
             try:
@@ -145,17 +145,17 @@ def _own_cgroups(cgroup_text: str) -> dict[int, str]:
     return paths
 
 
-def _under(root: str, path: str) -> str:
+def under(root: str, path: str) -> str:
     return os.path.join(root, path.lstrip("/"))
 
 
-def _cgroup_dirs(root: str, pid: int | str) -> list[tuple[int, list[str]]]:
+def cgroup_dirs(root: str, pid: int | str) -> list[tuple[int, list[str]]]:
     """For each cgroup version, the directories from the process's group up to the mount.
 
     Paths are prefixed with ``root`` so tests can build a fake /proc and /sys.
     """
-    mountinfo = _read(_under(root, f"/proc/{pid}/mountinfo"))
-    cgroup_text = _read(_under(root, f"/proc/{pid}/cgroup"))
+    mountinfo = read_optional(under(root, f"/proc/{pid}/mountinfo"))
+    cgroup_text = read_optional(under(root, f"/proc/{pid}/cgroup"))
     if mountinfo is None or cgroup_text is None:
         return []
     own = _own_cgroups(cgroup_text)
@@ -168,7 +168,7 @@ def _cgroup_dirs(root: str, pid: int | str) -> list[tuple[int, list[str]]]:
         for mount in mounts:
             if mount.version != version:
                 continue
-            top = _under(root, mount.mountpoint)
+            top = under(root, mount.mountpoint)
             if mount.root == "/":
                 rel = path
             elif path == mount.root or path.startswith(mount.root.rstrip("/") + "/"):
@@ -200,7 +200,7 @@ def _v1_constraint(d: str) -> Constraint | None:
 
 
 def _v2_limit(d: str, name: str) -> int | None:
-    text = _read(os.path.join(d, name))
+    text = read_optional(os.path.join(d, name))
     if text is None or text.strip() == "max":
         return None
     try:
@@ -232,7 +232,7 @@ def _v2_constraint(d: str) -> Constraint | None:
 def cgroup_constraints(*, root: str = "/", pid: int | str = "self") -> list[Constraint]:
     """Every memory limit on ``pid``'s cgroups (v1 memory controller and v2), innermost first."""
     found = []
-    for version, dirs in _cgroup_dirs(root, pid):
+    for version, dirs in cgroup_dirs(root, pid):
         reader = _v1_constraint if version == 1 else _v2_constraint
         for d in dirs:
             c = reader(d)
@@ -249,7 +249,7 @@ def cgroup_oom_kills(*, root: str = "/", pid: int | str = "self") -> int | None:
     victim's own group (memory.oom_control), v2 counts it there and in every
     ancestor (memory.events), so the process's own group sees a kill of its child.
     """
-    for version, dirs in _cgroup_dirs(root, pid):
+    for version, dirs in cgroup_dirs(root, pid):
         name = "memory.oom_control" if version == 1 else "memory.events"
         count = _stat_field(os.path.join(dirs[0], name), "oom_kill")
         if count is not None:
@@ -259,4 +259,4 @@ def cgroup_oom_kills(*, root: str = "/", pid: int | str = "self") -> int | None:
 
 def host_oom_kills(*, root: str = "/") -> int | None:
     """OOM kills on the whole host since boot (/proc/vmstat, Linux >= 4.13), or None."""
-    return _stat_field(_under(root, "/proc/vmstat"), "oom_kill")
+    return _stat_field(under(root, "/proc/vmstat"), "oom_kill")

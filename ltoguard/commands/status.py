@@ -23,6 +23,10 @@ Schema, version 1 (keys are always present; ``null`` where unknown)::
         "total": int,                 # size of the bound that decided it
         "source": str,                # e.g. "host (MemAvailable)", "cgroup v1 ... (limit 8 GiB)"
         "constraints": [{"available": int, "total": int, "source": str}, ...]},
+      "pressure": [{                  # memory pressure (PSI), host then cgroup v2 groups;
+        "source": str,                # empty without PSI. Percent of time stalled on
+        "some10": float, "some60": float,  # memory over 10 and 60 s: some task,
+        "full10": float, "full60": float}, ...],  # every task
       "running": [{                   # by slot
         "slot": int, "crate": str | null, "kind": str | null, "pid": int | null,
         "child": int | null,          # the compiler's pid, once spawned
@@ -76,7 +80,10 @@ CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear screen
 
 def collect(view: View, dir_fd: int, now: float | None = None) -> dict[str, Any]:
     """A status document (the --json schema) for an existing, opened state directory."""
+    import dataclasses
+
     from ltoguard.memory import available_memory
+    from ltoguard.pressure import all_pressures
     from ltoguard.semaphore import Semaphore
 
     sem = Semaphore(view.dir, dir_fd)
@@ -97,6 +104,7 @@ def collect(view: View, dir_fd: int, now: float | None = None) -> dict[str, Any]
         "time": now,
         "limit": _limit(view),
         "memory": _memory(available_memory(view.memory_parsed, guarded_usage=held)),
+        "pressure": [dataclasses.asdict(p) for p in all_pressures()],
         "running": running,
         "waiting": waiting,
     }
@@ -189,6 +197,7 @@ def empty_doc(view: View) -> dict[str, Any]:
         "time": time.time(),
         "limit": _limit(view),
         "memory": None,
+        "pressure": [],
         "running": [],
         "waiting": [],
     }

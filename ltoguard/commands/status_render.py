@@ -73,6 +73,7 @@ def render(doc: dict[str, Any], width: int | None = None) -> str:
             lines.append(
                 f"  also: {c['source']}: {fmt_bytes(c['available'])} of {fmt_bytes(c['total'])}"
             )
+    lines += pressure_lines(doc.get("pressure") or [])
     lines.append("")
     lines += _running_lines(doc["running"], width)
     lines += _waiting_lines(doc["waiting"], width)
@@ -177,3 +178,12 @@ def width() -> int | None:
     import shutil
 
     return shutil.get_terminal_size().columns
+
+
+def pressure_lines(pressures: list[dict[str, Any]]) -> list[str]:
+    """One line per PSI source: the share of time tasks stalled on memory."""
+    return [
+        f"memory pressure ({p['source']}): some {p['some10']:.1f}% / {p['some60']:.1f}%,"
+        f" full {p['full10']:.1f}% / {p['full60']:.1f}% (10 s / 60 s)"
+        for p in pressures
+    ]
