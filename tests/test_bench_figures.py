@@ -107,3 +107,26 @@ def test_calibration_line_says_when_it_was_skipped(bench: ModuleType) -> None:
     line = bench.calibration_line({"wall": 58.46, "peak_rss": 426 << 20, "guarded_peak": 403 << 20})
     assert line.startswith("calibration (ltoguard 1 slot, no limit): wall 58.5 s, peak rss 426")
     assert "largest guarded job 403 MiB" in line
+
+
+def test_ci_warm_targets_need_every_job_from_history_and_a_warm_wall(bench: ModuleType) -> None:
+    warm = summary([50.0, 60.0])
+    good = dict(summary([50.5, 60.6]), guarded=4, from_history=4)
+    marks = dict(bench.targets("roomy", {"auto-warm": warm, "ci-warm": good}))
+    assert marks["ci-warm: every guarded job starts from history (4 of 4)"] is True
+    [wall] = [ok for text, ok in marks.items() if text.startswith("ci-warm wall / auto-warm")]
+    assert wall is True
+    cold = dict(summary([55.0, 66.0]), guarded=4, from_history=1)
+    marks = dict(bench.targets("roomy", {"auto-warm": warm, "ci-warm": cold}))
+    assert marks["ci-warm: every guarded job starts from history (1 of 4)"] is False
+    [wall] = [ok for text, ok in marks.items() if text.startswith("ci-warm wall / auto-warm")]
+    assert wall is False
+
+
+def test_summarise_keeps_the_fewest_jobs_from_history(bench: ModuleType) -> None:
+    run = {"rc": 0, "wall": 1.0, "cpu": 1.0, "max_usage": 0, "peak_rss": 0, "majflt": 0}
+    runs = [
+        dict(run, oom_kills=0, guarded=3, from_history=3),
+        dict(run, oom_kills=0, guarded=3, from_history=2),
+    ]
+    assert bench.summarise(runs)["from_history"] == 2
