@@ -37,9 +37,16 @@ class Inputs:
     crates: int  # how many such rlibs
     source: int  # the .rs files in the crate root's folder and below
     meta: int = 0  # of ``deps``, the crates' metadata (generic code lives there, as MIR)
+    local_meta: int = 0  # of ``meta``, the workspace's own crates' (see ``closure``)
 
     def as_dict(self) -> dict[str, int]:
-        return {"deps": self.deps, "crates": self.crates, "source": self.source, "meta": self.meta}
+        return {
+            "deps": self.deps,
+            "crates": self.crates,
+            "source": self.source,
+            "meta": self.meta,
+            "local_meta": self.local_meta,
+        }
 
 
 def _options(argv: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -115,11 +122,15 @@ def metadata(rlib: str, limit: int = MAX_METADATA) -> tuple[int, bytes]:
         return 0, b""
 
 
-def closure(externs: Sequence[str], dirs: Sequence[str]) -> dict[str, tuple[int, int]]:
-    """Every rlib the compile links, with its size and its metadata's: the ``--extern``
-    ones and, from their metadata, what they were built against, found in ``dirs``."""
+def closure(
+    externs: Sequence[str], dirs: Sequence[str], local: bytes = b""
+) -> dict[str, tuple[int, int, int]]:
+    """Every rlib the compile links, with its size, its metadata's, and its metadata's
+    again if the crate is the workspace's own (its metadata names ``local``, the
+    workspace folder, as the folder it was built in; else 0): the ``--extern`` ones
+    and, from their metadata, what they were built against, found in ``dirs``."""
     by_suffix = _rlibs_by_suffix(dirs)
-    sizes: dict[str, tuple[int, int]] = {}
+    sizes: dict[str, tuple[int, int, int]] = {}
     todo = list(externs)
     budget = MAX_METADATA
     while todo and len(sizes) < MAX_CRATES:
@@ -131,13 +142,26 @@ def closure(externs: Sequence[str], dirs: Sequence[str]) -> dict[str, tuple[int,
         except OSError:
             continue
         meta_size, meta = metadata(path, max(0, budget))
-        sizes[path] = (size, min(size, meta_size))
+        meta_size = min(size, meta_size)
+        own = meta_size if local and local in meta else 0
+        sizes[path] = (size, meta_size, own)
         budget -= len(meta)
         for m in set(_SUFFIX.findall(meta)):
             dep = by_suffix.get(m.decode())
             if dep is not None and dep not in sizes:
                 todo.append(dep)
     return sizes
+
+
+def workspace_marker() -> bytes:
+    """How a crate built in this folder names it in its metadata (cargo runs rustc in
+    the workspace's folder for its members, in the package's own for a registry's,
+    a git checkout's or a vendored one's): b"" where that says nothing."""
+    try:
+        cwd = os.getcwd()
+    except OSError:
+        return b""
+    return os.fsencode(os.path.join(cwd, "")) if cwd != os.sep else b""
 
 
 def source_size(crate_root: str | None) -> int:
@@ -187,15 +211,16 @@ def read_inputs(argv: Sequence[str], crate_root: str | None) -> Inputs | None:
     no source to read: nothing to estimate from)."""
     try:
         externs, dirs = _options(argv)
-        rlibs = closure(externs, dirs)
+        rlibs = closure(externs, dirs, workspace_marker())
         source = source_size(crate_root)
     except (OSError, ValueError, RecursionError):
         return None
     if not rlibs and not source:
         return None
-    deps = sum(size for size, _ in rlibs.values())
-    meta = sum(m for _, m in rlibs.values())
-    return Inputs(deps, len(rlibs), source, meta)
+    deps = sum(size for size, _, _ in rlibs.values())
+    meta = sum(m for _, m, _ in rlibs.values())
+    own = sum(o for _, _, o in rlibs.values())
+    return Inputs(deps, len(rlibs), source, meta, own)
 
 
 # The cold estimate: a compile's peak anonymous memory as a line in the object code it

@@ -23,10 +23,20 @@ def ar_member(name: bytes, data: bytes) -> bytes:
 
 
 def rlib(
-    deps: Path, crate: str, built_against: list[str], pad: int = 0, rmeta: bool = False
+    deps: Path,
+    crate: str,
+    built_against: list[str],
+    pad: int = 0,
+    rmeta: bool = False,
+    built_in: str = "",
 ) -> Path:
-    """A crate's rlib whose metadata names its dependencies by file suffix, as rustc's does."""
+    """A crate's rlib whose metadata names its dependencies by file suffix, as rustc's does,
+    and the folder it was built in with its source's path, when ``built_in`` is given."""
     meta = b"rust\0\0\0\x09" + b"".join(b"\x05" + f"-{h}".encode() + b"\x00" for h in built_against)
+    if built_in:
+        meta += (
+            b"A" + built_in.encode() + b"Y" + built_in.encode() + f"/{crate}/src/lib.rs".encode()
+        )
     path = deps / f"lib{crate}-{H[crate]}.rlib"
     body = b"!<arch>\n" + ar_member(b"lib.rmeta/", meta) + ar_member(b"x.rcgu.o/", b"\0" * pad)
     path.write_bytes(body)
@@ -54,7 +64,7 @@ def test_the_closure_follows_metadata_to_the_crates_it_was_built_against(deps: P
     argv += ["--extern", f"util={util}"]
     got = inputs.closure(*inputs._options(argv))
     assert set(got) == {str(util), str(core)}
-    assert got[str(core)] == (core.stat().st_size, inputs.metadata(str(core))[0])
+    assert got[str(core)] == (core.stat().st_size, inputs.metadata(str(core))[0], 0)
     assert 0 < got[str(core)][1] < got[str(core)][0]
 
 
@@ -63,6 +73,33 @@ def test_a_cycle_and_a_repeated_crate_are_counted_once(deps: Path) -> None:
     b = rlib(deps, "util", [H["core"]])
     got = inputs.closure([str(a), str(b), str(a)], [str(deps)])
     assert sorted(got) == sorted([str(a), str(b)])
+
+
+def test_the_workspaces_own_crates_are_told_by_the_folder_their_metadata_names(
+    deps: Path,
+) -> None:
+    ws = "/home/u/ws"
+    core = rlib(deps, "core", [], pad=100, built_in="/home/u/.cargo/registry/src/core-1.0")
+    util = rlib(deps, "util", [H["core"]], pad=100, built_in=ws)
+    other = rlib(deps, "other", [], pad=100, built_in=ws + "-old")  # a sibling folder
+    got = inputs.closure([str(util), str(other)], [str(deps)], local=(ws + "/").encode())
+    assert got[str(util)][2] == got[str(util)][1] > 0
+    assert got[str(core)][2] == 0 and got[str(other)][2] == 0
+    assert all(own == 0 for _, _, own in inputs.closure([str(util)], [str(deps)]).values())
+
+
+def test_read_inputs_counts_the_metadata_of_crates_built_where_rustc_runs(
+    deps: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert inputs.workspace_marker() == (str(tmp_path) + "/").encode()
+    core = rlib(deps, "core", [], pad=500, built_in="/usr/share/cargo/registry/core-1.0")
+    util = rlib(deps, "util", [H["core"]], pad=700, built_in=str(tmp_path))
+    got = inputs.read_inputs(["rustc", "--extern", f"util={util}", f"-Ldependency={deps}"], None)
+    assert got is not None
+    assert got.local_meta == inputs.metadata(str(util))[0]
+    assert got.meta == got.local_meta + inputs.metadata(str(core))[0]
+    assert got.as_dict()["local_meta"] == got.local_meta
 
 
 def test_the_rmeta_beside_the_rlib_is_read_when_cargo_left_one(deps: Path) -> None:
