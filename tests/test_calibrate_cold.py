@@ -1,0 +1,87 @@
+"""scripts/calibrate_cold.py: the fit finds the constants its points were made with."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from ltoguard.sizes import MiB
+from tests.conftest import load_script
+
+
+@pytest.fixture
+def cal() -> ModuleType:
+    return load_script("calibrate_cold")
+
+
+def point(code: float, local: float, debug: bool, base: float = 110, c: float = 25.0,
+          m: float = 40.0, factor: float = 1.8) -> dict[str, Any]:  # fmt: skip
+    grows = c * code + m * local
+    peak = base * MiB + grows * MiB * (factor if debug else 1.0)
+    meta = 3 * MiB + local * MiB
+    return {
+        "set": "s",
+        "crate": "app",
+        "lto": "fat",
+        "debug": "2" if debug else "",
+        "inputs": {
+            "deps": int(code * MiB + meta),
+            "crates": 3,
+            "source": 4096,
+            "meta": int(meta),
+            "local_meta": int(local * MiB),
+        },
+        "peak": int(peak),
+    }
+
+
+def test_least_squares_solves_an_exact_system(cal: ModuleType) -> None:
+    rows = [[1.0, x, y] for x, y in [(0, 0), (1, 0), (0, 1), (2, 3), (5, 1)]]
+    ys = [3 + 2 * x - 0.5 * y for _, x, y in rows]
+    assert cal.least_squares(rows, ys) == pytest.approx([3, 2, -0.5])
+    # a feature without spread gets no weight instead of a division by zero
+    assert cal.least_squares([[1.0, 0.0], [1.0, 0.0]], [4.0, 4.0]) == pytest.approx([4, 0])
+
+
+def test_the_fit_recovers_the_constants_of_its_points(cal: ModuleType) -> None:
+    points = [
+        point(c, m, d)
+        for c, m in [(1, 0), (4, 0.1), (2, 2), (0.5, 6), (8, 1)]
+        for d in (False, True)
+    ]
+    consts = cal.fit(points)
+    assert consts["base"] / MiB == pytest.approx(110)
+    assert consts["code"] == pytest.approx(25)
+    assert consts["local_meta"] == pytest.approx(40)
+    assert consts["debug"] == pytest.approx(1.8) and consts["debug_max"] == pytest.approx(1.8)
+
+
+def test_without_workspace_metadata_the_fit_is_the_line(cal: ModuleType) -> None:
+    consts = cal.fit([point(c, 0, False) for c in (1, 3, 9)])
+    assert consts["local_meta"] == 0
+    assert consts["code"] == pytest.approx(25)
+
+
+def test_the_report_has_every_point_and_each_estimates_error(
+    cal: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    points = [point(1, 0, False), point(0.5, 5, False), point(0.5, 5, True)]
+    saved = tmp_path / "points.json"
+    saved.write_text(json.dumps(points))
+    assert cal.main(["--from", str(saved)]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| s |")]
+    assert len(rows) == 3
+    assert all(line.count("%)") == 3 for line in rows)  # before, shipped, fit
+    assert "before constants: 3 jobs" in out and "shipped constants: 3 jobs" in out
+
+
+def test_only_names_known_sets(cal: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cal.main(["--only", "no-such-set"])
+    assert exc.value.code == 2
+    assert "no-such-set" in capsys.readouterr().err
