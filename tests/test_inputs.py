@@ -232,6 +232,30 @@ def test_scaling_takes_the_worst_miss_among_siblings() -> None:
     assert est == int(pred(small) * 2 * HISTORY_HEADROOM)
 
 
+def test_every_input_the_prediction_weighs_survives_a_save(tmp_path: Path) -> None:
+    """A sibling's recorded inputs must predict what they predicted when it ran, or
+    the scaling by how far that prediction was off is wrong by the missing term."""
+    path = str(tmp_path / "h.json")
+    mine = inputs.Inputs(deps=9 * MiB, crates=3, source=5000, meta=8 * MiB, local_meta=2 * MiB)
+    h = History()
+    h.record("k", "g", 300 * MiB, "tc", inputs=mine.as_dict())
+    h.save(path)
+    again = History.load(path)
+    est, basis = again.estimate(
+        "n", "g", toolchain="tc", inputs=mine.as_dict(), predict=inputs.predict
+    )
+    assert basis == "siblings, scaled by inputs"
+    assert est == int(300 * MiB * HISTORY_HEADROOM)  # same inputs: the sibling's own peak
+    # history written before local_meta was recorded reads as none of it
+    data = json.loads(Path(path).read_text())
+    del data["entries"]["k"]["inputs"]["local_meta"]
+    Path(path).write_text(json.dumps(data))
+    old = History.load(path).estimate(
+        "n", "g", toolchain="tc", inputs=mine.as_dict(), predict=inputs.predict
+    )
+    assert old[1] == "siblings, scaled by inputs"
+
+
 def test_inputs_survive_a_save_and_malformed_ones_are_only_forgotten(tmp_path: Path) -> None:
     path = str(tmp_path / "h.json")
     h = History()
