@@ -37,7 +37,7 @@ class Inputs:
     crates: int  # how many such rlibs
     source: int  # the .rs files in the crate root's folder and below
     meta: int = 0  # of ``deps``, the crates' metadata (generic code lives there, as MIR)
-    local_meta: int = 0  # of ``meta``, the workspace's own crates' (see ``closure``)
+    generic: int = 0  # of ``meta``, the workspace's generic code (see ``closure``)
 
     def as_dict(self) -> dict[str, int]:
         return {
@@ -45,7 +45,7 @@ class Inputs:
             "crates": self.crates,
             "source": self.source,
             "meta": self.meta,
-            "local_meta": self.local_meta,
+            "generic": self.generic,
         }
 
 
@@ -125,10 +125,13 @@ def metadata(rlib: str, limit: int = MAX_METADATA) -> tuple[int, bytes]:
 def closure(
     externs: Sequence[str], dirs: Sequence[str], local: bytes = b""
 ) -> dict[str, tuple[int, int, int]]:
-    """Every rlib the compile links, with its size, its metadata's, and its metadata's
-    again if the crate is the workspace's own (its metadata names ``local``, the
-    workspace folder, as the folder it was built in; else 0): the ``--extern`` ones
-    and, from their metadata, what they were built against, found in ``dirs``."""
+    """Every rlib the compile links, with its size, its metadata's, and its generic
+    code's: the ``--extern`` ones and, from their metadata, what they were built
+    against, found in ``dirs``. Generic code is counted for the workspace's own crates
+    (their metadata names ``local``, the workspace folder, as where they were built)
+    as the metadata in excess of the crate's object code: a library of generic code
+    leaves nearly all of it for the binary to compile (as MIR in its metadata), while
+    a crate with more object code than metadata compiled most of its code itself."""
     by_suffix = _rlibs_by_suffix(dirs)
     sizes: dict[str, tuple[int, int, int]] = {}
     todo = list(externs)
@@ -143,7 +146,7 @@ def closure(
             continue
         meta_size, meta = metadata(path, max(0, budget))
         meta_size = min(size, meta_size)
-        own = meta_size if local and local in meta else 0
+        own = max(0, meta_size - (size - meta_size)) if local and local in meta else 0
         sizes[path] = (size, meta_size, own)
         budget -= len(meta)
         for m in set(_SUFFIX.findall(meta)):
@@ -219,17 +222,23 @@ def read_inputs(argv: Sequence[str], crate_root: str | None) -> Inputs | None:
         return None
     deps = sum(size for size, _, _ in rlibs.values())
     meta = sum(m for _, m, _ in rlibs.values())
-    own = sum(o for _, _, o in rlibs.values())
-    return Inputs(deps, len(rlibs), source, meta, own)
+    generic = sum(g for _, _, g in rlibs.values())
+    return Inputs(deps, len(rlibs), source, meta, generic)
 
 
 # The cold estimate: a compile's peak anonymous memory as a line in the object code it
-# links (metadata is generic code as MIR, little of which reaches the binary); the
-# constants sit above the fitted line (scripts/calibrate_cold.py), so it errs high.
+# links (a registry crate's metadata is generic code as MIR, little of which reaches
+# the binary), plus the workspace's generic code, which the binary compiles at its own
+# types; the constants sit above the fitted ones (scripts/calibrate_cold.py), so it
+# errs high.
 BASE = 120 * 1024 * 1024  # the compiler and std's bitcode
 PER_CODE_BYTE = 26.0  # per byte of the linked rlibs' object code / bitcode
 PER_SOURCE_BYTE = 100.0  # a guess: the fitted crates had too little source of their own to weigh
 DEBUG_FACTOR = 2.0  # debug info grows what LLVM holds
+PER_GENERIC_BYTE = 35.0  # per byte of workspace generic code, instantiated once
+GENERIC_USE_SOURCE = 1536  # bytes of the binary's own source per further instantiation
+GENERIC_SOURCE_CAP = 32 * 1024  # own source counted that far at most: beyond, not measured
+GENERIC_DEBUG_FACTOR = 4.5  # debug info of instantiated generics (types, inlined frames)
 
 
 def debug_on(debuginfo: str) -> bool:
@@ -239,8 +248,12 @@ def debug_on(debuginfo: str) -> bool:
 def predict(inputs: dict[str, int], *, debuginfo: str = "") -> int:
     """The cold estimate (bytes) of an LTO compile with these inputs and profile:
     thin LTO is not measured and is taken as fat."""
+    source = inputs.get("source", 0)
     code = max(0, inputs.get("deps", 0) - inputs.get("meta", 0))
-    grows = PER_CODE_BYTE * code + PER_SOURCE_BYTE * inputs.get("source", 0)
+    grows = PER_CODE_BYTE * code + PER_SOURCE_BYTE * source
+    uses = 1 + min(source, GENERIC_SOURCE_CAP) / GENERIC_USE_SOURCE
+    generic = PER_GENERIC_BYTE * inputs.get("generic", 0) * uses
     if debug_on(debuginfo):
         grows *= DEBUG_FACTOR
-    return int(BASE + grows)
+        generic *= GENERIC_DEBUG_FACTOR
+    return int(BASE + grows + generic)

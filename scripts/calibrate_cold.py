@@ -5,22 +5,25 @@ Builds workspaces through ltoguard with fresh state and cache directories each (
 history), one LTO job at a time (LTOGUARD_SLOTS=1: nothing is stopped or paused,
 so every peak is a whole compile's), and reads each guarded job's event: the
 inputs the cold estimate saw (linked rlib bytes, crate count, own source bytes,
-metadata bytes, of which the workspace's own crates'), its profile, and the peak
-anonymous memory of its process tree. Then it fits
+metadata bytes, the workspace's generic code), its profile, and the peak anonymous
+memory of its process tree. Then it fits
 
-    peak = BASE + (PER_CODE_BYTE * code + PER_LOCAL_META_BYTE * local_meta)
-                  * (DEBUG_FACTOR if debug)
+    peak = BASE + PER_CODE_BYTE * code * (DEBUG_FACTOR if debug)
+         + PER_GENERIC_BYTE * generic * (1 + source / GENERIC_USE_SOURCE)
+                                       * (GENERIC_DEBUG_FACTOR if debug)
 
-where code is the linked rlibs' bytes less their metadata (object code or bitcode)
-and local_meta the metadata of the workspace's own crates (generic code a binary
-may instantiate), by least squares, and prints every point with the error of the
-shipped constants (which add a small term per byte of the crate's own source), of
-the constants before the workspace metadata counted, and of the fit. A peak does
-not depend on what else runs beside it, so this may run while the machine is busy
-(its timings are not figures).
+code being the linked rlibs' bytes less their metadata (object code or bitcode) and
+generic the workspace crates' metadata beyond their object code (inputs.closure):
+the line by least squares on the points without generic code or debug info, the
+generic term by least squares on what is left of the points with generic code and
+no debug info, each debug factor as the median growth of its debug points. It
+prints every point with the error of the shipped constants (which add a small term
+per byte of the crate's own source), of the constants before the generic term
+(2026-12-02), and of the fit. A peak does not depend on what else runs beside it,
+so this may run while the machine is busy (its timings are not figures).
 
     python3 scripts/calibrate_cold.py --json data.json           # generated workspaces
-    python3 scripts/calibrate_cold.py --generic --only gen-g8-t2 # generic-heavy bins
+    python3 scripts/calibrate_cold.py --generic --json g.json    # + generic-heavy bins
     python3 scripts/calibrate_cold.py --realcrates --json d.json # + Debian's crates
     python3 scripts/calibrate_cold.py --from data.json           # refit saved points
 
@@ -61,12 +64,24 @@ GENERATED = [
 # their own types (scripts/gen_generic.py): the library's rlib has little object code.
 GENERIC = [
     ("gen-g8-t2", "gen_generic", ["--bins", "3", "--algos", "8", "--types", "2"]),
-    ("gen-g24-t3", "gen_generic", ["--bins", "2", "--algos", "24", "--types", "3"]),
-    ("gen-g8-t2-debug", "gen_generic", ["--bins", "3", "--algos", "8", "--types", "2", "--debug"]),
+    ("gen-g16-t3", "gen_generic", ["--bins", "2", "--algos", "16", "--types", "3"]),
+    ("gen-g40-t1", "gen_generic", ["--bins", "2", "--algos", "40", "--types", "1"]),
+    ("gen-g40-t4", "gen_generic", ["--bins", "2", "--algos", "40", "--types", "4"]),
+    ("gen-g8-t6", "gen_generic", ["--bins", "2", "--algos", "8", "--types", "6"]),
     (
-        "gen-g24-t3-debug",
+        "gen-g24-t2-debug",
         "gen_generic",
-        ["--bins", "2", "--algos", "24", "--types", "3", "--debug"],
+        ["--bins", "4", "--algos", "24", "--types", "2", "--debug"],
+    ),
+    (
+        "gen-g16-t3-debug",
+        "gen_generic",
+        ["--bins", "2", "--algos", "16", "--types", "3", "--debug"],
+    ),
+    (
+        "gen-g40-t4-debug",
+        "gen_generic",
+        ["--bins", "2", "--algos", "40", "--types", "4", "--debug"],
     ),
 ]
 REAL = [
@@ -118,7 +133,7 @@ def build(name: str, gen: str, args: list[str], work: Path) -> list[dict[str, An
 
 
 def old(p: dict[str, Any]) -> float:
-    """The estimate before the workspace's own metadata counted (2026-12-02)."""
+    """The estimate before the workspace's generic code counted (2026-12-02)."""
     grows = 26.0 * _code(p) + 100.0 * p["inputs"]["source"]
     return 120 * MiB + grows * (2.0 if model.debug_on(p["debug"]) else 1.0)
 
@@ -126,33 +141,48 @@ def old(p: dict[str, Any]) -> float:
 def predicted(p: dict[str, Any], consts: dict[str, float] | None = None) -> float:
     if consts is None:
         return float(model.predict(p["inputs"], debuginfo=p["debug"]))
-    grows = consts["code"] * _code(p) + consts["local_meta"] * _local(p)
-    if model.debug_on(p["debug"]):
-        grows *= consts["debug"]
-    return consts["base"] + grows
+    debug = model.debug_on(p["debug"])
+    line = consts["code"] * _code(p) * (consts["debug"] if debug else 1.0)
+    generic = consts["generic"] * _generic(p) * (1 + _uses_source(p) / consts["use_source"])
+    return consts["base"] + line + generic * (consts["generic_debug"] if debug else 1.0)
 
 
 def fit(points: list[dict[str, Any]]) -> dict[str, float]:
-    """Least squares of peak = base + code * c + local_meta * m on the points without
-    debug info (the own-source term had no measurable weight on the measured points),
-    then the debug factor as the median of the debug points' growth over the plane."""
-    plain = [p for p in points if not model.debug_on(p["debug"])]
+    """The line (base + code * c) by least squares on the points without generic code
+    or debug info (the own-source term had no measurable weight there); the generic
+    term (g + g * source / u, times a per-byte weight) by least squares on what the
+    line leaves of the points with generic code and without debug info; each debug
+    factor as the median of its debug points' growth over the plain prediction."""
+    plain = [p for p in points if not model.debug_on(p["debug"]) and not _generic(p)]
     if not plain:
         raise SystemExit("calibrate: error: no point without debug info to fit the line on")
-    rows = [[1.0, _code(p) / MiB, _local(p) / MiB] for p in plain]
-    ys = [p["peak"] / MiB for p in plain]
-    if not any(r[2] for r in rows):  # no workspace metadata measured: the line alone
-        rows = [r[:2] for r in rows]
-    coef = least_squares(rows, ys) + [0.0]
-    consts = {"base": coef[0] * MiB, "code": coef[1], "local_meta": coef[2]}
+    base, slope = least_squares(
+        [[1.0, _code(p) / MiB] for p in plain], [p["peak"] / MiB for p in plain]
+    )
+    consts = {"base": base * MiB, "code": slope, "generic": 0.0, "use_source": 1.0}
+    heavy = [p for p in points if not model.debug_on(p["debug"]) and _generic(p)]
+    if heavy:
+        rows = [[_generic(p), _generic(p) * _uses_source(p)] for p in heavy]
+        left = [p["peak"] - consts["base"] - slope * _code(p) for p in heavy]
+        per_byte, per_source = least_squares(rows, left)
+        consts["generic"] = per_byte
+        consts["use_source"] = per_byte / per_source if per_source > 0 else float("inf")
     factors = sorted(
-        (p["peak"] - consts["base"])
-        / max(1.0, predicted(p, {**consts, "debug": 1.0}) - consts["base"])
+        (p["peak"] - consts["base"]) / max(1.0, slope * _code(p))
         for p in points
-        if model.debug_on(p["debug"])
+        if model.debug_on(p["debug"]) and not _generic(p)
     )
     consts["debug"] = factors[len(factors) // 2] if factors else 1.0
     consts["debug_max"] = factors[-1] if factors else 1.0
+    generic_factors = sorted(
+        (p["peak"] - consts["base"] - consts["debug"] * slope * _code(p))
+        / max(1.0, predicted(p, {**consts, "debug": 1.0, "generic_debug": 1.0})
+              - consts["base"] - slope * _code(p))
+        for p in points
+        if model.debug_on(p["debug"]) and _generic(p) and heavy
+    )  # fmt: skip
+    consts["generic_debug"] = generic_factors[len(generic_factors) // 2] if generic_factors else 1.0
+    consts["generic_debug_max"] = generic_factors[-1] if generic_factors else 1.0
     return consts
 
 
@@ -179,8 +209,12 @@ def _code(p: dict[str, Any]) -> float:
     return float(p["inputs"]["deps"] - p["inputs"].get("meta", 0))
 
 
-def _local(p: dict[str, Any]) -> float:
-    return float(p["inputs"].get("local_meta", 0))
+def _generic(p: dict[str, Any]) -> float:
+    return float(p["inputs"].get("generic", 0))
+
+
+def _uses_source(p: dict[str, Any]) -> float:
+    return float(min(p["inputs"]["source"], model.GENERIC_SOURCE_CAP))
 
 
 def _err(est: float, peak: float) -> str:
@@ -189,7 +223,7 @@ def _err(est: float, peak: float) -> str:
 
 def report(points: list[dict[str, Any]], consts: dict[str, float]) -> str:
     lines = [
-        "| set | job | debug | rlibs | linked MiB | of it metadata | workspace's | source KiB"
+        "| set | job | debug | rlibs | linked MiB | of it metadata | generic MiB | source KiB"
         " | peak MiB | before MiB (err) | shipped MiB (err) | fit MiB (err) |",
         "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -198,7 +232,7 @@ def report(points: list[dict[str, Any]], consts: dict[str, float]) -> str:
         lines.append(
             f"| {p['set']} | {p['crate']} | {'yes' if model.debug_on(p['debug']) else 'no'} "
             f"| {p['inputs']['crates']} | {p['inputs']['deps'] / MiB:.1f} "
-            f"| {p['inputs'].get('meta', 0) / MiB:.1f} | {_local(p) / MiB:.2f} "
+            f"| {p['inputs'].get('meta', 0) / MiB:.1f} | {_generic(p) / MiB:.2f} "
             f"| {p['inputs']['source'] / 1024:.0f} | {peak / MiB:.0f} "
             f"| {_err(old(p), peak)} | {_err(predicted(p), peak)} "
             f"| {_err(predicted(p, consts), peak)} |"
@@ -206,8 +240,10 @@ def report(points: list[dict[str, Any]], consts: dict[str, float]) -> str:
     lines.append("")
     lines.append(
         f"fit: BASE {consts['base'] / MiB:.0f} MiB, PER_CODE_BYTE {consts['code']:.2f}, "
-        f"PER_LOCAL_META_BYTE {consts['local_meta']:.2f}, DEBUG_FACTOR {consts['debug']:.2f}"
-        f" (median; at most {consts['debug_max']:.2f})"
+        f"DEBUG_FACTOR {consts['debug']:.2f} (median; at most {consts['debug_max']:.2f}); "
+        f"PER_GENERIC_BYTE {consts['generic']:.1f}, GENERIC_USE_SOURCE "
+        f"{consts['use_source']:.0f}, GENERIC_DEBUG_FACTOR {consts['generic_debug']:.2f}"
+        f" (median; at most {consts['generic_debug_max']:.2f})"
     )
     for name, estimate in (("before", old), ("shipped", predicted)):
         errs = sorted((estimate(p) - p["peak"]) / p["peak"] for p in points)

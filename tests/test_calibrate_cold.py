@@ -18,23 +18,21 @@ def cal() -> ModuleType:
     return load_script("calibrate_cold")
 
 
-def point(code: float, local: float, debug: bool, base: float = 110, c: float = 25.0,
-          m: float = 40.0, factor: float = 1.8) -> dict[str, Any]:  # fmt: skip
-    grows = c * code + m * local
-    peak = base * MiB + grows * MiB * (factor if debug else 1.0)
-    meta = 3 * MiB + local * MiB
+def point(code: float, generic: float, source: int, debug: bool) -> dict[str, Any]:
+    """A job whose peak follows the fitted model exactly: base 110 MiB, 25 per code
+    byte (x 1.8 with debug info), 40 per generic byte per use, one more use per 2000
+    bytes of own source (x 4 with debug info)."""
+    uses = 1 + min(source, 32 * 1024) / 2000
+    peak = 110 * MiB + 25 * code * MiB * (1.8 if debug else 1.0)
+    peak += 40 * generic * MiB * uses * (4.0 if debug else 1.0)
+    meta = 3 * MiB + generic * MiB
+    inputs = {"deps": int(code * MiB + meta), "crates": 3, "source": source, "meta": int(meta)}
     return {
         "set": "s",
         "crate": "app",
         "lto": "fat",
         "debug": "2" if debug else "",
-        "inputs": {
-            "deps": int(code * MiB + meta),
-            "crates": 3,
-            "source": 4096,
-            "meta": int(meta),
-            "local_meta": int(local * MiB),
-        },
+        "inputs": {**inputs, "generic": int(generic * MiB)},
         "peak": int(peak),
     }
 
@@ -48,28 +46,31 @@ def test_least_squares_solves_an_exact_system(cal: ModuleType) -> None:
 
 
 def test_the_fit_recovers_the_constants_of_its_points(cal: ModuleType) -> None:
-    points = [
-        point(c, m, d)
-        for c, m in [(1, 0), (4, 0.1), (2, 2), (0.5, 6), (8, 1)]
-        for d in (False, True)
+    lines = [point(c, 0, 8000, d) for c in (1, 4, 9) for d in (False, True)]
+    heavy = [
+        point(0, g, s, d) for g, s in [(0.3, 4000), (1, 2000), (0.5, 15000)] for d in (False, True)
     ]
-    consts = cal.fit(points)
+    consts = cal.fit(lines + heavy)
     assert consts["base"] / MiB == pytest.approx(110)
     assert consts["code"] == pytest.approx(25)
-    assert consts["local_meta"] == pytest.approx(40)
     assert consts["debug"] == pytest.approx(1.8) and consts["debug_max"] == pytest.approx(1.8)
+    assert consts["generic"] == pytest.approx(40)
+    assert consts["use_source"] == pytest.approx(2000)
+    assert consts["generic_debug"] == pytest.approx(4)
+    for p in lines + heavy:
+        assert cal.predicted(p, consts) == pytest.approx(p["peak"], rel=1e-5)
 
 
-def test_without_workspace_metadata_the_fit_is_the_line(cal: ModuleType) -> None:
-    consts = cal.fit([point(c, 0, False) for c in (1, 3, 9)])
-    assert consts["local_meta"] == 0
+def test_without_generic_code_the_fit_is_the_line(cal: ModuleType) -> None:
+    consts = cal.fit([point(c, 0, 5000, False) for c in (1, 3, 9)])
+    assert consts["generic"] == 0
     assert consts["code"] == pytest.approx(25)
 
 
 def test_the_report_has_every_point_and_each_estimates_error(
     cal: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    points = [point(1, 0, False), point(0.5, 5, False), point(0.5, 5, True)]
+    points = [point(1, 0, 9000, False), point(0.5, 2, 4000, False), point(0.5, 2, 4000, True)]
     saved = tmp_path / "points.json"
     saved.write_text(json.dumps(points))
     assert cal.main(["--from", str(saved)]) == 0

@@ -29,14 +29,17 @@ def rlib(
     pad: int = 0,
     rmeta: bool = False,
     built_in: str = "",
+    mir: int = 0,
 ) -> Path:
     """A crate's rlib whose metadata names its dependencies by file suffix, as rustc's does,
-    and the folder it was built in with its source's path, when ``built_in`` is given."""
+    the folder it was built in with its source's path when ``built_in`` is given, and
+    ``mir`` bytes more (generic code)."""
     meta = b"rust\0\0\0\x09" + b"".join(b"\x05" + f"-{h}".encode() + b"\x00" for h in built_against)
     if built_in:
         meta += (
             b"A" + built_in.encode() + b"Y" + built_in.encode() + f"/{crate}/src/lib.rs".encode()
         )
+    meta += b"\x01" * mir
     path = deps / f"lib{crate}-{H[crate]}.rlib"
     body = b"!<arch>\n" + ar_member(b"lib.rmeta/", meta) + ar_member(b"x.rcgu.o/", b"\0" * pad)
     path.write_bytes(body)
@@ -75,31 +78,36 @@ def test_a_cycle_and_a_repeated_crate_are_counted_once(deps: Path) -> None:
     assert sorted(got) == sorted([str(a), str(b)])
 
 
-def test_the_workspaces_own_crates_are_told_by_the_folder_their_metadata_names(
+def test_generic_code_is_the_workspace_crates_metadata_beyond_their_object_code(
     deps: Path,
 ) -> None:
     ws = "/home/u/ws"
-    core = rlib(deps, "core", [], pad=100, built_in="/home/u/.cargo/registry/src/core-1.0")
-    util = rlib(deps, "util", [H["core"]], pad=100, built_in=ws)
-    other = rlib(deps, "other", [], pad=100, built_in=ws + "-old")  # a sibling folder
-    got = inputs.closure([str(util), str(other)], [str(deps)], local=(ws + "/").encode())
-    assert got[str(util)][2] == got[str(util)][1] > 0
+    registry = "/home/u/.cargo/registry/src/core-1.0"
+    core = rlib(deps, "core", [], pad=100, built_in=registry, mir=9000)  # not the workspace's
+    util = rlib(deps, "util", [H["core"]], pad=1000, built_in=ws, mir=5000)  # mostly generic
+    app = rlib(deps, "app", [H["util"]], pad=20000, built_in=ws, mir=5000)  # mostly object code
+    other = rlib(deps, "other", [], pad=100, built_in=ws + "-old", mir=5000)  # a sibling folder
+    got = inputs.closure([str(app), str(other)], [str(deps)], local=(ws + "/").encode())
+    size, meta, generic = got[str(util)]
+    assert generic == meta - (size - meta) and 0 < generic < meta
+    assert got[str(app)][2] == 0
     assert got[str(core)][2] == 0 and got[str(other)][2] == 0
-    assert all(own == 0 for _, _, own in inputs.closure([str(util)], [str(deps)]).values())
+    assert all(g == 0 for _, _, g in inputs.closure([str(app)], [str(deps)]).values())
 
 
-def test_read_inputs_counts_the_metadata_of_crates_built_where_rustc_runs(
+def test_read_inputs_counts_the_generic_code_of_crates_built_where_rustc_runs(
     deps: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
     assert inputs.workspace_marker() == (str(tmp_path) + "/").encode()
-    core = rlib(deps, "core", [], pad=500, built_in="/usr/share/cargo/registry/core-1.0")
-    util = rlib(deps, "util", [H["core"]], pad=700, built_in=str(tmp_path))
+    core = rlib(deps, "core", [], pad=50, built_in="/usr/share/cargo/registry/core-1.0", mir=900)
+    util = rlib(deps, "util", [H["core"]], pad=70, built_in=str(tmp_path), mir=3000)
     got = inputs.read_inputs(["rustc", "--extern", f"util={util}", f"-Ldependency={deps}"], None)
     assert got is not None
-    assert got.local_meta == inputs.metadata(str(util))[0]
-    assert got.meta == got.local_meta + inputs.metadata(str(core))[0]
-    assert got.as_dict()["local_meta"] == got.local_meta
+    meta = inputs.metadata(str(util))[0]
+    assert got.generic == 2 * meta - util.stat().st_size > 0
+    assert got.meta == meta + inputs.metadata(str(core))[0]
+    assert got.as_dict()["generic"] == got.generic
 
 
 def test_the_rmeta_beside_the_rlib_is_read_when_cargo_left_one(deps: Path) -> None:
@@ -191,6 +199,23 @@ def test_the_prediction_grows_with_what_is_linked_and_with_debug_info() -> None:
     assert inputs.predict({"deps": 0, "crates": 0, "source": 0}) == inputs.BASE
 
 
+def test_the_workspaces_generic_code_weighs_more_the_more_source_instantiates_it() -> None:
+    lib = {"deps": MiB, "crates": 1, "source": 0, "meta": MiB, "generic": MiB}
+    alone = inputs.predict(lib)
+    assert alone == inputs.BASE + int(inputs.PER_GENERIC_BYTE * MiB)
+    more = {**lib, "source": 3 * inputs.GENERIC_USE_SOURCE}  # three more instantiations
+    growth = inputs.predict(more) - inputs.BASE - inputs.PER_SOURCE_BYTE * more["source"]
+    assert growth == pytest.approx(4 * inputs.PER_GENERIC_BYTE * MiB, abs=1)
+    huge = {**lib, "source": 100 * inputs.GENERIC_SOURCE_CAP}
+    capped = {**lib, "source": inputs.GENERIC_SOURCE_CAP}
+    own = inputs.PER_SOURCE_BYTE * (huge["source"] - capped["source"])
+    assert inputs.predict(huge) - inputs.predict(capped) == pytest.approx(own, abs=1)
+    debug = inputs.predict(lib, debuginfo="2") - inputs.BASE
+    assert debug == pytest.approx(inputs.GENERIC_DEBUG_FACTOR * (alone - inputs.BASE), abs=1)
+    # a registry crate's metadata (not the workspace's generic code) adds nothing
+    assert inputs.predict({**lib, "generic": 0}) == inputs.BASE
+
+
 def pred(d: dict[str, int]) -> int:
     return 100 * MiB + d["deps"] * 10
 
@@ -236,7 +261,7 @@ def test_every_input_the_prediction_weighs_survives_a_save(tmp_path: Path) -> No
     """A sibling's recorded inputs must predict what they predicted when it ran, or
     the scaling by how far that prediction was off is wrong by the missing term."""
     path = str(tmp_path / "h.json")
-    mine = inputs.Inputs(deps=9 * MiB, crates=3, source=5000, meta=8 * MiB, local_meta=2 * MiB)
+    mine = inputs.Inputs(deps=9 * MiB, crates=3, source=5000, meta=8 * MiB, generic=2 * MiB)
     h = History()
     h.record("k", "g", 300 * MiB, "tc", inputs=mine.as_dict())
     h.save(path)
@@ -246,9 +271,9 @@ def test_every_input_the_prediction_weighs_survives_a_save(tmp_path: Path) -> No
     )
     assert basis == "siblings, scaled by inputs"
     assert est == int(300 * MiB * HISTORY_HEADROOM)  # same inputs: the sibling's own peak
-    # history written before local_meta was recorded reads as none of it
+    # history written before generic code was recorded reads as none of it
     data = json.loads(Path(path).read_text())
-    del data["entries"]["k"]["inputs"]["local_meta"]
+    del data["entries"]["k"]["inputs"]["generic"]
     Path(path).write_text(json.dumps(data))
     old = History.load(path).estimate(
         "n", "g", toolchain="tc", inputs=mine.as_dict(), predict=inputs.predict
