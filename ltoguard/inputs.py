@@ -8,6 +8,8 @@ metadata lists the crates it was built against by their file suffix (rustc's
 reading those suffixes out of each metadata blob and looking them up among the
 rlibs of the dependency folders. A suffix in the metadata that is not a
 dependency costs at most an overestimate (the estimate stays on the safe side).
+Of the workspace's own crates, the metadata beyond their object code is counted as
+generic code: a binary compiles a library's generic code itself, at its own types.
 
 Only the guarded path imports this, once per LTO job, before it queues: reading
 the metadata of a large closure takes tens of milliseconds, against a compile of
@@ -158,8 +160,9 @@ def closure(
 
 def workspace_marker() -> bytes:
     """How a crate built in this folder names it in its metadata (cargo runs rustc in
-    the workspace's folder for its members, in the package's own for a registry's,
-    a git checkout's or a vendored one's): b"" where that says nothing."""
+    the workspace's folder for its members, in the package's own for a registry's or
+    a git checkout's; one vendored below this folder matches too, on the safe side):
+    b"" where that says nothing."""
     try:
         cwd = os.getcwd()
     except OSError:

@@ -154,12 +154,13 @@ def fit(points: list[dict[str, Any]]) -> dict[str, float]:
     line leaves of the points with generic code and without debug info; each debug
     factor as the median of its debug points' growth over the plain prediction."""
     plain = [p for p in points if not model.debug_on(p["debug"]) and not _generic(p)]
-    if not plain:
-        raise SystemExit("calibrate: error: no point without debug info to fit the line on")
-    base, slope = least_squares(
-        [[1.0, _code(p) / MiB] for p in plain], [p["peak"] / MiB for p in plain]
-    )
-    consts = {"base": base * MiB, "code": slope, "generic": 0.0, "use_source": 1.0}
+    if plain:
+        rows = [[1.0, _code(p) / MiB] for p in plain]
+        base, slope = least_squares(rows, [p["peak"] / MiB for p in plain])
+        base *= MiB
+    else:  # generic-heavy sets alone: their generic term over the shipped line
+        base, slope = float(model.BASE), model.PER_CODE_BYTE
+    consts = {"base": base, "code": slope, "generic": 0.0, "use_source": 1.0}
     heavy = [p for p in points if not model.debug_on(p["debug"]) and _generic(p)]
     if heavy:
         rows = [[_generic(p), _generic(p) * _uses_source(p)] for p in heavy]
@@ -172,8 +173,8 @@ def fit(points: list[dict[str, Any]]) -> dict[str, float]:
         for p in points
         if model.debug_on(p["debug"]) and not _generic(p)
     )
-    consts["debug"] = factors[len(factors) // 2] if factors else 1.0
-    consts["debug_max"] = factors[-1] if factors else 1.0
+    consts["debug"] = factors[len(factors) // 2] if factors else model.DEBUG_FACTOR
+    consts["debug_max"] = factors[-1] if factors else consts["debug"]
     generic_factors = sorted(
         (p["peak"] - consts["base"] - consts["debug"] * slope * _code(p))
         / max(1.0, predicted(p, {**consts, "debug": 1.0, "generic_debug": 1.0})

@@ -67,6 +67,15 @@ def test_without_generic_code_the_fit_is_the_line(cal: ModuleType) -> None:
     assert consts["code"] == pytest.approx(25)
 
 
+def test_generic_sets_alone_are_fitted_over_the_shipped_line(cal: ModuleType) -> None:
+    # no point to fit the line on: the generic term is fitted over the shipped one
+    model = load_script("calibrate_cold").model
+    heavy = [point(0, g, s, False) for g, s in [(0.3, 4000), (1, 2000), (0.5, 15000)]]
+    consts = cal.fit(heavy)
+    assert consts["base"] == model.BASE and consts["debug"] == model.DEBUG_FACTOR
+    assert consts["generic"] > 0
+
+
 def test_the_report_has_every_point_and_each_estimates_error(
     cal: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
