@@ -29,6 +29,7 @@ _RLIB_NAME = re.compile(r"^lib.+-([0-9a-f]{16})\.rlib$")
 MAX_CRATES = 2000  # a closure larger than this is read no further (and is not small)
 MAX_SOURCE_FILES = 5000  # files looked at under the crate root's folder
 MAX_METADATA = 256 * 1024 * 1024  # bytes of metadata read per job, at most
+STR_END = b"\xc1"  # rustc's metadata ends every string with it (STR_SENTINEL)
 
 
 @dataclass(frozen=True)
@@ -159,15 +160,16 @@ def closure(
 
 
 def workspace_marker() -> bytes:
-    """How a crate built in this folder names it in its metadata (cargo runs rustc in
-    the workspace's folder for its members, in the package's own for a registry's or
-    a git checkout's; one vendored below this folder matches too, on the safe side):
-    b"" where that says nothing."""
+    """How a crate built in this folder names it in its metadata: the folder as a whole
+    string (rustc ends each string with 0xC1), which cargo runs rustc in for the
+    workspace's members and not for a registry's or git checkout's crates (those run in
+    their own folders; their build scripts' output under the workspace's target folder
+    is named only as longer paths). b"" where that says nothing."""
     try:
         cwd = os.getcwd()
     except OSError:
         return b""
-    return os.fsencode(os.path.join(cwd, "")) if cwd != os.sep else b""
+    return os.fsencode(cwd) + STR_END if cwd != os.sep else b""
 
 
 def source_size(crate_root: str | None) -> int:

@@ -36,9 +36,10 @@ def rlib(
     ``mir`` bytes more (generic code)."""
     meta = b"rust\0\0\0\x09" + b"".join(b"\x05" + f"-{h}".encode() + b"\x00" for h in built_against)
     if built_in:
-        meta += (
-            b"A" + built_in.encode() + b"Y" + built_in.encode() + f"/{crate}/src/lib.rs".encode()
-        )
+        # as rustc writes strings: a length, the bytes, 0xC1; the working folder, then
+        # the source file's path below it
+        for text in (built_in, f"{built_in}/{crate}/src/lib.rs"):
+            meta += bytes([len(text) % 128]) + text.encode() + inputs.STR_END
     meta += b"\x01" * mir
     path = deps / f"lib{crate}-{H[crate]}.rlib"
     body = b"!<arch>\n" + ar_member(b"lib.rmeta/", meta) + ar_member(b"x.rcgu.o/", b"\0" * pad)
@@ -87,11 +88,17 @@ def test_generic_code_is_the_workspace_crates_metadata_beyond_their_object_code(
     util = rlib(deps, "util", [H["core"]], pad=1000, built_in=ws, mir=5000)  # mostly generic
     app = rlib(deps, "app", [H["util"]], pad=20000, built_in=ws, mir=5000)  # mostly object code
     other = rlib(deps, "other", [], pad=100, built_in=ws + "-old", mir=5000)  # a sibling folder
-    got = inputs.closure([str(app), str(other)], [str(deps)], local=(ws + "/").encode())
+    # a registry crate whose build script's output is under the workspace's target folder
+    built = rlib(
+        deps, "std", [], pad=100, built_in=ws + "/target/release/build/std-1/out", mir=5000
+    )
+    got = inputs.closure(
+        [str(app), str(other), str(built)], [str(deps)], local=ws.encode() + inputs.STR_END
+    )
     size, meta, generic = got[str(util)]
     assert generic == meta - (size - meta) and 0 < generic < meta
     assert got[str(app)][2] == 0
-    assert got[str(core)][2] == 0 and got[str(other)][2] == 0
+    assert got[str(core)][2] == 0 and got[str(other)][2] == 0 and got[str(built)][2] == 0
     assert all(g == 0 for _, _, g in inputs.closure([str(app)], [str(deps)]).values())
 
 
@@ -99,7 +106,7 @@ def test_read_inputs_counts_the_generic_code_of_crates_built_where_rustc_runs(
     deps: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    assert inputs.workspace_marker() == (str(tmp_path) + "/").encode()
+    assert inputs.workspace_marker() == str(tmp_path).encode() + b"\xc1"
     core = rlib(deps, "core", [], pad=50, built_in="/usr/share/cargo/registry/core-1.0", mir=900)
     util = rlib(deps, "util", [H["core"]], pad=70, built_in=str(tmp_path), mir=3000)
     got = inputs.read_inputs(["rustc", "--extern", f"util={util}", f"-Ldependency={deps}"], None)
