@@ -163,8 +163,8 @@ def _inputs(value: object) -> dict[str, int] | None:
     if not isinstance(value, dict):
         return None
     out = {}
-    for name in ("deps", "crates", "source", "meta"):
-        v = value.get(name, 0 if name == "meta" else None)  # "meta" came later
+    for name in ("deps", "crates", "source", "meta", "generic"):
+        v = value.get(name, None if name in ("deps", "crates", "source") else 0)  # came later
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
             return None
         out[name] = v

@@ -8,6 +8,8 @@ metadata lists the crates it was built against by their file suffix (rustc's
 reading those suffixes out of each metadata blob and looking them up among the
 rlibs of the dependency folders. A suffix in the metadata that is not a
 dependency costs at most an overestimate (the estimate stays on the safe side).
+Of the workspace's own crates, the metadata beyond their object code is counted as
+generic code: a binary compiles a library's generic code itself, at its own types.
 
 Only the guarded path imports this, once per LTO job, before it queues: reading
 the metadata of a large closure takes tens of milliseconds, against a compile of
@@ -27,6 +29,7 @@ _RLIB_NAME = re.compile(r"^lib.+-([0-9a-f]{16})\.rlib$")
 MAX_CRATES = 2000  # a closure larger than this is read no further (and is not small)
 MAX_SOURCE_FILES = 5000  # files looked at under the crate root's folder
 MAX_METADATA = 256 * 1024 * 1024  # bytes of metadata read per job, at most
+STR_END = b"\xc1"  # rustc's metadata ends every string with it (STR_SENTINEL)
 
 
 @dataclass(frozen=True)
@@ -37,9 +40,16 @@ class Inputs:
     crates: int  # how many such rlibs
     source: int  # the .rs files in the crate root's folder and below
     meta: int = 0  # of ``deps``, the crates' metadata (generic code lives there, as MIR)
+    generic: int = 0  # of ``meta``, the workspace's generic code (see ``closure``)
 
     def as_dict(self) -> dict[str, int]:
-        return {"deps": self.deps, "crates": self.crates, "source": self.source, "meta": self.meta}
+        return {
+            "deps": self.deps,
+            "crates": self.crates,
+            "source": self.source,
+            "meta": self.meta,
+            "generic": self.generic,
+        }
 
 
 def _options(argv: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -115,11 +125,18 @@ def metadata(rlib: str, limit: int = MAX_METADATA) -> tuple[int, bytes]:
         return 0, b""
 
 
-def closure(externs: Sequence[str], dirs: Sequence[str]) -> dict[str, tuple[int, int]]:
-    """Every rlib the compile links, with its size and its metadata's: the ``--extern``
-    ones and, from their metadata, what they were built against, found in ``dirs``."""
+def closure(
+    externs: Sequence[str], dirs: Sequence[str], local: bytes = b""
+) -> dict[str, tuple[int, int, int]]:
+    """Every rlib the compile links, with its size, its metadata's, and its generic
+    code's: the ``--extern`` ones and, from their metadata, what they were built
+    against, found in ``dirs``. Generic code is counted for the workspace's own crates
+    (their metadata names ``local``, the workspace folder, as where they were built)
+    as the metadata in excess of the crate's object code: a library of generic code
+    leaves nearly all of it for the binary to compile (as MIR in its metadata), while
+    a crate with more object code than metadata compiled most of its code itself."""
     by_suffix = _rlibs_by_suffix(dirs)
-    sizes: dict[str, tuple[int, int]] = {}
+    sizes: dict[str, tuple[int, int, int]] = {}
     todo = list(externs)
     budget = MAX_METADATA
     while todo and len(sizes) < MAX_CRATES:
@@ -131,13 +148,28 @@ def closure(externs: Sequence[str], dirs: Sequence[str]) -> dict[str, tuple[int,
         except OSError:
             continue
         meta_size, meta = metadata(path, max(0, budget))
-        sizes[path] = (size, min(size, meta_size))
+        meta_size = min(size, meta_size)
+        own = max(0, meta_size - (size - meta_size)) if local and local in meta else 0
+        sizes[path] = (size, meta_size, own)
         budget -= len(meta)
         for m in set(_SUFFIX.findall(meta)):
             dep = by_suffix.get(m.decode())
             if dep is not None and dep not in sizes:
                 todo.append(dep)
     return sizes
+
+
+def workspace_marker() -> bytes:
+    """How a crate built in this folder names it in its metadata: the folder as a whole
+    string (rustc ends each string with 0xC1), which cargo runs rustc in for the
+    workspace's members and not for a registry's or git checkout's crates (those run in
+    their own folders; their build scripts' output under the workspace's target folder
+    is named only as longer paths). b"" where that says nothing."""
+    try:
+        cwd = os.getcwd()
+    except OSError:
+        return b""
+    return os.fsencode(cwd) + STR_END if cwd != os.sep else b""
 
 
 def source_size(crate_root: str | None) -> int:
@@ -187,24 +219,31 @@ def read_inputs(argv: Sequence[str], crate_root: str | None) -> Inputs | None:
     no source to read: nothing to estimate from)."""
     try:
         externs, dirs = _options(argv)
-        rlibs = closure(externs, dirs)
+        rlibs = closure(externs, dirs, workspace_marker())
         source = source_size(crate_root)
     except (OSError, ValueError, RecursionError):
         return None
     if not rlibs and not source:
         return None
-    deps = sum(size for size, _ in rlibs.values())
-    meta = sum(m for _, m in rlibs.values())
-    return Inputs(deps, len(rlibs), source, meta)
+    deps = sum(size for size, _, _ in rlibs.values())
+    meta = sum(m for _, m, _ in rlibs.values())
+    generic = sum(g for _, _, g in rlibs.values())
+    return Inputs(deps, len(rlibs), source, meta, generic)
 
 
 # The cold estimate: a compile's peak anonymous memory as a line in the object code it
-# links (metadata is generic code as MIR, little of which reaches the binary); the
-# constants sit above the fitted line (scripts/calibrate_cold.py), so it errs high.
+# links (a registry crate's metadata is generic code as MIR, little of which reaches
+# the binary), plus the workspace's generic code, which the binary compiles at its own
+# types; the constants sit above the fitted ones (scripts/calibrate_cold.py), so it
+# errs high.
 BASE = 120 * 1024 * 1024  # the compiler and std's bitcode
 PER_CODE_BYTE = 26.0  # per byte of the linked rlibs' object code / bitcode
 PER_SOURCE_BYTE = 100.0  # a guess: the fitted crates had too little source of their own to weigh
 DEBUG_FACTOR = 2.0  # debug info grows what LLVM holds
+PER_GENERIC_BYTE = 35.0  # per byte of workspace generic code, instantiated once
+GENERIC_USE_SOURCE = 1536  # bytes of the binary's own source per further instantiation
+GENERIC_SOURCE_CAP = 32 * 1024  # own source counted that far at most: beyond, not measured
+GENERIC_DEBUG_FACTOR = 4.5  # debug info of instantiated generics (types, inlined frames)
 
 
 def debug_on(debuginfo: str) -> bool:
@@ -214,8 +253,12 @@ def debug_on(debuginfo: str) -> bool:
 def predict(inputs: dict[str, int], *, debuginfo: str = "") -> int:
     """The cold estimate (bytes) of an LTO compile with these inputs and profile:
     thin LTO is not measured and is taken as fat."""
+    source = inputs.get("source", 0)
     code = max(0, inputs.get("deps", 0) - inputs.get("meta", 0))
-    grows = PER_CODE_BYTE * code + PER_SOURCE_BYTE * inputs.get("source", 0)
+    grows = PER_CODE_BYTE * code + PER_SOURCE_BYTE * source
+    uses = 1 + min(source, GENERIC_SOURCE_CAP) / GENERIC_USE_SOURCE
+    generic = PER_GENERIC_BYTE * inputs.get("generic", 0) * uses
     if debug_on(debuginfo):
         grows *= DEBUG_FACTOR
-    return int(BASE + grows)
+        generic *= GENERIC_DEBUG_FACTOR
+    return int(BASE + grows + generic)

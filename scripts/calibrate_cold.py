@@ -4,18 +4,26 @@
 Builds workspaces through ltoguard with fresh state and cache directories each (no
 history), one LTO job at a time (LTOGUARD_SLOTS=1: nothing is stopped or paused,
 so every peak is a whole compile's), and reads each guarded job's event: the
-inputs the cold estimate saw (linked rlib bytes, crate count, own source bytes),
-its profile, and the peak anonymous memory of its process tree. Then it fits
+inputs the cold estimate saw (linked rlib bytes, crate count, own source bytes,
+metadata bytes, the workspace's generic code), its profile, and the peak anonymous
+memory of its process tree. Then it fits
 
     peak = BASE + PER_CODE_BYTE * code * (DEBUG_FACTOR if debug)
+         + PER_GENERIC_BYTE * generic * (1 + source / GENERIC_USE_SOURCE)
+                                       * (GENERIC_DEBUG_FACTOR if debug)
 
-where code is the linked rlibs' bytes less their metadata (object code or bitcode),
-by least squares, and prints every point with the error of the shipped constants
-(which add a small term per byte of the crate's own source) and of the fit. A
-peak does not depend on what else runs beside it, so this may run while the
-machine is busy (its timings are not figures).
+code being the linked rlibs' bytes less their metadata (object code or bitcode) and
+generic the workspace crates' metadata beyond their object code (inputs.closure):
+the line by least squares on the points without generic code or debug info, the
+generic term by least squares on what is left of the points with generic code and
+no debug info, each debug factor as the median growth of its debug points. It
+prints every point with the error of the shipped constants (which add a small term
+per byte of the crate's own source), of the constants before the generic term
+(2026-12-02), and of the fit. A peak does not depend on what else runs beside it,
+so this may run while the machine is busy (its timings are not figures).
 
     python3 scripts/calibrate_cold.py --json data.json           # generated workspaces
+    python3 scripts/calibrate_cold.py --generic --json g.json    # + generic-heavy bins
     python3 scripts/calibrate_cold.py --realcrates --json d.json # + Debian's crates
     python3 scripts/calibrate_cold.py --from data.json           # refit saved points
 
@@ -39,9 +47,8 @@ from typing import Any
 CHECKOUT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(CHECKOUT))
 
-from bench_memory import ltoguard_path  # noqa: E402
-
 from ltoguard import inputs as model  # noqa: E402
+from scripts.bench_memory import ltoguard_path  # noqa: E402
 
 MiB = 1024 * 1024
 # (name, generator, arguments): sizes chosen to spread the linked code over a wide range.
@@ -52,6 +59,30 @@ GENERATED = [
     ("gen-u30", "gen_workspace", ["--bins", "2", "--libs", "4", "--size", "30"]),
     ("gen-u4-debug", "gen_workspace", ["--bins", "3", "--libs", "4", "--size", "4", "--debug"]),
     ("gen-u12-debug", "gen_workspace", ["--bins", "2", "--libs", "4", "--size", "12", "--debug"]),
+]
+# Binaries whose code is mostly a workspace library's generic code, instantiated at
+# their own types (scripts/gen_generic.py): the library's rlib has little object code.
+GENERIC = [
+    ("gen-g8-t2", "gen_generic", ["--bins", "3", "--algos", "8", "--types", "2"]),
+    ("gen-g16-t3", "gen_generic", ["--bins", "2", "--algos", "16", "--types", "3"]),
+    ("gen-g40-t1", "gen_generic", ["--bins", "2", "--algos", "40", "--types", "1"]),
+    ("gen-g40-t4", "gen_generic", ["--bins", "2", "--algos", "40", "--types", "4"]),
+    ("gen-g8-t6", "gen_generic", ["--bins", "2", "--algos", "8", "--types", "6"]),
+    (
+        "gen-g24-t2-debug",
+        "gen_generic",
+        ["--bins", "4", "--algos", "24", "--types", "2", "--debug"],
+    ),
+    (
+        "gen-g16-t3-debug",
+        "gen_generic",
+        ["--bins", "2", "--algos", "16", "--types", "3", "--debug"],
+    ),
+    (
+        "gen-g40-t4-debug",
+        "gen_generic",
+        ["--bins", "2", "--algos", "40", "--types", "4", "--debug"],
+    ),
 ]
 REAL = [
     ("real-6", "gen_realcrates", ["--bins", "6"]),
@@ -101,70 +132,128 @@ def build(name: str, gen: str, args: list[str], work: Path) -> list[dict[str, An
     return points
 
 
+def old(p: dict[str, Any]) -> float:
+    """The estimate before the workspace's generic code counted (2026-12-02)."""
+    grows = 26.0 * _code(p) + 100.0 * p["inputs"]["source"]
+    return 120 * MiB + grows * (2.0 if model.debug_on(p["debug"]) else 1.0)
+
+
 def predicted(p: dict[str, Any], consts: dict[str, float] | None = None) -> float:
     if consts is None:
         return float(model.predict(p["inputs"], debuginfo=p["debug"]))
-    grows = consts["code"] * _code(p)
-    if model.debug_on(p["debug"]):
-        grows *= consts["debug"]
-    return consts["base"] + grows
+    debug = model.debug_on(p["debug"])
+    line = consts["code"] * _code(p) * (consts["debug"] if debug else 1.0)
+    generic = consts["generic"] * _generic(p) * (1 + _uses_source(p) / consts["use_source"])
+    return consts["base"] + line + generic * (consts["generic_debug"] if debug else 1.0)
 
 
 def fit(points: list[dict[str, Any]]) -> dict[str, float]:
-    """Least squares of peak = base + code * c on the points without debug info (the
-    metadata and own-source terms had no measurable weight on the measured points),
-    then the debug factor as the median of the debug points' growth over the line."""
-    plain = [p for p in points if not model.debug_on(p["debug"])]
-    if not plain:
-        raise SystemExit("calibrate: error: no point without debug info to fit the line on")
-    xs = [_code(p) / MiB for p in plain]
-    ys = [p["peak"] / MiB for p in plain]
-    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    spread = sum((x - mx) ** 2 for x in xs) or 1.0
-    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / spread
-    consts = {"base": (my - slope * mx) * MiB, "code": slope}
+    """The line (base + code * c) by least squares on the points without generic code
+    or debug info (the own-source term had no measurable weight there); the generic
+    term (g + g * source / u, times a per-byte weight) by least squares on what the
+    line leaves of the points with generic code and without debug info; each debug
+    factor as the median of its debug points' growth over the plain prediction."""
+    plain = [p for p in points if not model.debug_on(p["debug"]) and not _generic(p)]
+    if plain:
+        rows = [[1.0, _code(p) / MiB] for p in plain]
+        base, slope = least_squares(rows, [p["peak"] / MiB for p in plain])
+        base *= MiB
+    else:  # generic-heavy sets alone: their generic term over the shipped line
+        base, slope = float(model.BASE), model.PER_CODE_BYTE
+    consts = {"base": base, "code": slope, "generic": 0.0, "use_source": 1.0}
+    heavy = [p for p in points if not model.debug_on(p["debug"]) and _generic(p)]
+    if heavy:
+        rows = [[_generic(p), _generic(p) * _uses_source(p)] for p in heavy]
+        left = [p["peak"] - consts["base"] - slope * _code(p) for p in heavy]
+        per_byte, per_source = least_squares(rows, left)
+        consts["generic"] = per_byte
+        consts["use_source"] = per_byte / per_source if per_source > 0 else float("inf")
     factors = sorted(
         (p["peak"] - consts["base"]) / max(1.0, slope * _code(p))
         for p in points
-        if model.debug_on(p["debug"])
+        if model.debug_on(p["debug"]) and not _generic(p)
     )
-    consts["debug"] = factors[len(factors) // 2] if factors else 1.0
-    consts["debug_max"] = factors[-1] if factors else 1.0
+    consts["debug"] = factors[len(factors) // 2] if factors else model.DEBUG_FACTOR
+    consts["debug_max"] = factors[-1] if factors else consts["debug"]
+    generic_factors = sorted(
+        (p["peak"] - consts["base"] - consts["debug"] * slope * _code(p))
+        / max(1.0, predicted(p, {**consts, "debug": 1.0, "generic_debug": 1.0})
+              - consts["base"] - slope * _code(p))
+        for p in points
+        if model.debug_on(p["debug"]) and _generic(p) and heavy
+    )  # fmt: skip
+    consts["generic_debug"] = generic_factors[len(generic_factors) // 2] if generic_factors else 1.0
+    consts["generic_debug_max"] = generic_factors[-1] if generic_factors else 1.0
     return consts
+
+
+def least_squares(rows: list[list[float]], ys: list[float]) -> list[float]:
+    """The coefficients minimising the squared error of rows x coef against ys (the
+    normal equations, solved by elimination: a few unknowns, no numpy needed)."""
+    n = len(rows[0])
+    a = [[sum(r[i] * r[j] for r in rows) for j in range(n)] for i in range(n)]
+    b = [sum(r[i] * y for r, y in zip(rows, ys)) for i in range(n)]
+    for col in range(n):
+        pivot = max(range(col, n), key=lambda k: abs(a[k][col]))
+        a[col], a[pivot], b[col], b[pivot] = a[pivot], a[col], b[pivot], b[col]
+        if abs(a[col][col]) < 1e-12:  # a feature without spread: no weight
+            a[col][col] = 1.0
+        for k in range(n):
+            if k != col:
+                f = a[k][col] / a[col][col]
+                a[k] = [x - f * y for x, y in zip(a[k], a[col])]
+                b[k] -= f * b[col]
+    return [b[i] / a[i][i] for i in range(n)]
 
 
 def _code(p: dict[str, Any]) -> float:
     return float(p["inputs"]["deps"] - p["inputs"].get("meta", 0))
 
 
+def _generic(p: dict[str, Any]) -> float:
+    return float(p["inputs"].get("generic", 0))
+
+
+def _uses_source(p: dict[str, Any]) -> float:
+    return float(min(p["inputs"]["source"], model.GENERIC_SOURCE_CAP))
+
+
+def _err(est: float, peak: float) -> str:
+    return f"{est / MiB:.0f} ({(est - peak) / peak:+.0%})"
+
+
 def report(points: list[dict[str, Any]], consts: dict[str, float]) -> str:
     lines = [
-        "| set | job | debug | rlibs | linked MiB | of it metadata | source KiB | peak MiB |"
-        " shipped MiB (err) | fit MiB (err) |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "| set | job | debug | rlibs | linked MiB | of it metadata | generic MiB | source KiB"
+        " | peak MiB | before MiB (err) | shipped MiB (err) | fit MiB (err) |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p in points:
-        peak, ship, fitted = p["peak"], predicted(p), predicted(p, consts)
+        peak = p["peak"]
         lines.append(
             f"| {p['set']} | {p['crate']} | {'yes' if model.debug_on(p['debug']) else 'no'} "
             f"| {p['inputs']['crates']} | {p['inputs']['deps'] / MiB:.1f} "
-            f"| {p['inputs'].get('meta', 0) / MiB:.1f} "
+            f"| {p['inputs'].get('meta', 0) / MiB:.1f} | {_generic(p) / MiB:.2f} "
             f"| {p['inputs']['source'] / 1024:.0f} | {peak / MiB:.0f} "
-            f"| {ship / MiB:.0f} ({(ship - peak) / peak:+.0%}) "
-            f"| {fitted / MiB:.0f} ({(fitted - peak) / peak:+.0%}) |"
+            f"| {_err(old(p), peak)} | {_err(predicted(p), peak)} "
+            f"| {_err(predicted(p, consts), peak)} |"
         )
-    under = [p for p in points if predicted(p) < p["peak"]]
-    errs = sorted((predicted(p) - p["peak"]) / p["peak"] for p in points)
     lines.append("")
     lines.append(
         f"fit: BASE {consts['base'] / MiB:.0f} MiB, PER_CODE_BYTE {consts['code']:.2f}, "
-        f"DEBUG_FACTOR {consts['debug']:.2f} (median; at most {consts['debug_max']:.2f})"
+        f"DEBUG_FACTOR {consts['debug']:.2f} (median; at most {consts['debug_max']:.2f}); "
+        f"PER_GENERIC_BYTE {consts['generic']:.1f}, GENERIC_USE_SOURCE "
+        f"{consts['use_source']:.0f}, GENERIC_DEBUG_FACTOR {consts['generic_debug']:.2f}"
+        f" (median; at most {consts['generic_debug_max']:.2f})"
     )
-    if errs:
-        lines.append(
-            f"shipped constants: {len(points)} jobs, error {errs[0]:+.0%} to {errs[-1]:+.0%}"
-            f" (median {errs[len(errs) // 2]:+.0%}); {len(under)} underestimated"
-        )
+    for name, estimate in (("before", old), ("shipped", predicted)):
+        errs = sorted((estimate(p) - p["peak"]) / p["peak"] for p in points)
+        under = sum(1 for e in errs if e < 0)
+        if errs:
+            lines.append(
+                f"{name} constants: {len(points)} jobs, error {errs[0]:+.0%} to {errs[-1]:+.0%}"
+                f" (median {errs[len(errs) // 2]:+.0%}); {under} underestimated"
+            )
     return "\n".join(lines)
 
 
@@ -173,16 +262,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--json", type=Path, help="write the measured points here")
     p.add_argument("--from", dest="source", type=Path, help="refit points saved by --json")
     p.add_argument("--realcrates", action="store_true", help="also the Debian-crate workspaces")
+    p.add_argument(
+        "--generic", action="store_true", help="also the generic-heavy workspaces (gen_generic)"
+    )
     p.add_argument("--only", help="comma-separated set names")
     p.add_argument("--work", type=Path, help="scratch directory (default: a temp dir, removed)")
     args = p.parse_args(argv)
     if args.source:
         points = json.loads(args.source.read_text())
     else:
-        sets = GENERATED + (REAL if args.realcrates else [])
-        if args.only:
+        sets = GENERATED + (GENERIC if args.generic else []) + (REAL if args.realcrates else [])
+        if args.only:  # any known set, whatever the flags
             wanted = set(args.only.split(","))
-            sets = [s for s in sets if s[0] in wanted]
+            sets = [s for s in GENERATED + GENERIC + REAL if s[0] in wanted]
+            unknown = wanted - {s[0] for s in sets}
+            if unknown:
+                p.error(f"--only: no set named {', '.join(sorted(unknown))}")
         work = args.work or Path(tempfile.mkdtemp(prefix="ltoguard-calibrate-"))
         points = []
         try:

@@ -23,10 +23,24 @@ def ar_member(name: bytes, data: bytes) -> bytes:
 
 
 def rlib(
-    deps: Path, crate: str, built_against: list[str], pad: int = 0, rmeta: bool = False
+    deps: Path,
+    crate: str,
+    built_against: list[str],
+    pad: int = 0,
+    rmeta: bool = False,
+    built_in: str = "",
+    mir: int = 0,
 ) -> Path:
-    """A crate's rlib whose metadata names its dependencies by file suffix, as rustc's does."""
+    """A crate's rlib whose metadata names its dependencies by file suffix, as rustc's does,
+    the folder it was built in with its source's path when ``built_in`` is given, and
+    ``mir`` bytes more (generic code)."""
     meta = b"rust\0\0\0\x09" + b"".join(b"\x05" + f"-{h}".encode() + b"\x00" for h in built_against)
+    if built_in:
+        # as rustc writes strings: a length, the bytes, 0xC1; the working folder, then
+        # the source file's path below it
+        for text in (built_in, f"{built_in}/{crate}/src/lib.rs"):
+            meta += bytes([len(text) % 128]) + text.encode() + inputs.STR_END
+    meta += b"\x01" * mir
     path = deps / f"lib{crate}-{H[crate]}.rlib"
     body = b"!<arch>\n" + ar_member(b"lib.rmeta/", meta) + ar_member(b"x.rcgu.o/", b"\0" * pad)
     path.write_bytes(body)
@@ -54,7 +68,7 @@ def test_the_closure_follows_metadata_to_the_crates_it_was_built_against(deps: P
     argv += ["--extern", f"util={util}"]
     got = inputs.closure(*inputs._options(argv))
     assert set(got) == {str(util), str(core)}
-    assert got[str(core)] == (core.stat().st_size, inputs.metadata(str(core))[0])
+    assert got[str(core)] == (core.stat().st_size, inputs.metadata(str(core))[0], 0)
     assert 0 < got[str(core)][1] < got[str(core)][0]
 
 
@@ -63,6 +77,44 @@ def test_a_cycle_and_a_repeated_crate_are_counted_once(deps: Path) -> None:
     b = rlib(deps, "util", [H["core"]])
     got = inputs.closure([str(a), str(b), str(a)], [str(deps)])
     assert sorted(got) == sorted([str(a), str(b)])
+
+
+def test_generic_code_is_the_workspace_crates_metadata_beyond_their_object_code(
+    deps: Path,
+) -> None:
+    ws = "/home/u/ws"
+    registry = "/home/u/.cargo/registry/src/core-1.0"
+    core = rlib(deps, "core", [], pad=100, built_in=registry, mir=9000)  # not the workspace's
+    util = rlib(deps, "util", [H["core"]], pad=1000, built_in=ws, mir=5000)  # mostly generic
+    app = rlib(deps, "app", [H["util"]], pad=20000, built_in=ws, mir=5000)  # mostly object code
+    other = rlib(deps, "other", [], pad=100, built_in=ws + "-old", mir=5000)  # a sibling folder
+    # a registry crate whose build script's output is under the workspace's target folder
+    built = rlib(
+        deps, "std", [], pad=100, built_in=ws + "/target/release/build/std-1/out", mir=5000
+    )
+    got = inputs.closure(
+        [str(app), str(other), str(built)], [str(deps)], local=ws.encode() + inputs.STR_END
+    )
+    size, meta, generic = got[str(util)]
+    assert generic == meta - (size - meta) and 0 < generic < meta
+    assert got[str(app)][2] == 0
+    assert got[str(core)][2] == 0 and got[str(other)][2] == 0 and got[str(built)][2] == 0
+    assert all(g == 0 for _, _, g in inputs.closure([str(app)], [str(deps)]).values())
+
+
+def test_read_inputs_counts_the_generic_code_of_crates_built_where_rustc_runs(
+    deps: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert inputs.workspace_marker() == str(tmp_path).encode() + b"\xc1"
+    core = rlib(deps, "core", [], pad=50, built_in="/usr/share/cargo/registry/core-1.0", mir=900)
+    util = rlib(deps, "util", [H["core"]], pad=70, built_in=str(tmp_path), mir=3000)
+    got = inputs.read_inputs(["rustc", "--extern", f"util={util}", f"-Ldependency={deps}"], None)
+    assert got is not None
+    meta = inputs.metadata(str(util))[0]
+    assert got.generic == 2 * meta - util.stat().st_size > 0
+    assert got.meta == meta + inputs.metadata(str(core))[0]
+    assert got.as_dict()["generic"] == got.generic
 
 
 def test_the_rmeta_beside_the_rlib_is_read_when_cargo_left_one(deps: Path) -> None:
@@ -154,6 +206,23 @@ def test_the_prediction_grows_with_what_is_linked_and_with_debug_info() -> None:
     assert inputs.predict({"deps": 0, "crates": 0, "source": 0}) == inputs.BASE
 
 
+def test_the_workspaces_generic_code_weighs_more_the_more_source_instantiates_it() -> None:
+    lib = {"deps": MiB, "crates": 1, "source": 0, "meta": MiB, "generic": MiB}
+    alone = inputs.predict(lib)
+    assert alone == inputs.BASE + int(inputs.PER_GENERIC_BYTE * MiB)
+    more = {**lib, "source": 3 * inputs.GENERIC_USE_SOURCE}  # three more instantiations
+    growth = inputs.predict(more) - inputs.BASE - inputs.PER_SOURCE_BYTE * more["source"]
+    assert growth == pytest.approx(4 * inputs.PER_GENERIC_BYTE * MiB, abs=1)
+    huge = {**lib, "source": 100 * inputs.GENERIC_SOURCE_CAP}
+    capped = {**lib, "source": inputs.GENERIC_SOURCE_CAP}
+    own = inputs.PER_SOURCE_BYTE * (huge["source"] - capped["source"])
+    assert inputs.predict(huge) - inputs.predict(capped) == pytest.approx(own, abs=1)
+    debug = inputs.predict(lib, debuginfo="2") - inputs.BASE
+    assert debug == pytest.approx(inputs.GENERIC_DEBUG_FACTOR * (alone - inputs.BASE), abs=1)
+    # a registry crate's metadata (not the workspace's generic code) adds nothing
+    assert inputs.predict({**lib, "generic": 0}) == inputs.BASE
+
+
 def pred(d: dict[str, int]) -> int:
     return 100 * MiB + d["deps"] * 10
 
@@ -193,6 +262,30 @@ def test_scaling_takes_the_worst_miss_among_siblings() -> None:
     small = {"deps": 10 * MiB, "crates": 1, "source": 0}
     est, _ = h.estimate("new", "g", inputs=small, predict=pred)
     assert est == int(pred(small) * 2 * HISTORY_HEADROOM)
+
+
+def test_every_input_the_prediction_weighs_survives_a_save(tmp_path: Path) -> None:
+    """A sibling's recorded inputs must predict what they predicted when it ran, or
+    the scaling by how far that prediction was off is wrong by the missing term."""
+    path = str(tmp_path / "h.json")
+    mine = inputs.Inputs(deps=9 * MiB, crates=3, source=5000, meta=8 * MiB, generic=2 * MiB)
+    h = History()
+    h.record("k", "g", 300 * MiB, "tc", inputs=mine.as_dict())
+    h.save(path)
+    again = History.load(path)
+    est, basis = again.estimate(
+        "n", "g", toolchain="tc", inputs=mine.as_dict(), predict=inputs.predict
+    )
+    assert basis == "siblings, scaled by inputs"
+    assert est == int(300 * MiB * HISTORY_HEADROOM)  # same inputs: the sibling's own peak
+    # history written before generic code was recorded reads as none of it
+    data = json.loads(Path(path).read_text())
+    del data["entries"]["k"]["inputs"]["generic"]
+    Path(path).write_text(json.dumps(data))
+    old = History.load(path).estimate(
+        "n", "g", toolchain="tc", inputs=mine.as_dict(), predict=inputs.predict
+    )
+    assert old[1] == "siblings, scaled by inputs"
 
 
 def test_inputs_survive_a_save_and_malformed_ones_are_only_forgotten(tmp_path: Path) -> None:
