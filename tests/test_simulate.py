@@ -128,7 +128,7 @@ def test_the_real_trace_replays_as_it_ran() -> None:
 
 
 def test_cli_prints_one_row_per_cap(capsys: pytest.CaptureFixture[str]) -> None:
-    assert simulate.main([str(TRACES), "--cap", "600M,900M", "--json"]) == 0
+    assert simulate.main([str(REAL), "--cap", "600M,900M", "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["cap_mib"] for r in rows] == [600, 900]
     assert rows[1]["pairs"] > rows[0]["pairs"]
@@ -161,3 +161,21 @@ def test_the_trace_as_recorded(capsys: pytest.CaptureFixture[str]) -> None:
     assert simulate.main([str(REAL), "--recorded"]) == 0
     out = capsys.readouterr().out
     assert "as recorded" in out
+
+
+# The LTO phase of real builds of one workspace at three caps (one run each).
+MANY = {430: 96.7, 520: 96.0, 700: 84.4}
+
+
+@pytest.mark.parametrize("recorded_at", sorted(MANY))
+@pytest.mark.parametrize("cap", sorted(MANY))
+def test_a_replay_predicts_real_builds_at_other_caps(recorded_at: int, cap: int) -> None:
+    """A trace recorded at one cap, replayed at another, predicts the real build's LTO
+    phase at that cap within 10% (the simulator's validation)."""
+    jobs = simulate.load_trace(TRACES / f"gen-many-50-bins-{recorded_at}MiB.jsonl")
+    assert simulate.as_recorded(jobs, recorded_at * MiB)["wall_s"] == pytest.approx(
+        MANY[recorded_at], abs=0.1
+    )
+    res = simulate.simulate(jobs, cap * MiB)
+    assert res.wall == pytest.approx(MANY[cap], rel=0.10)
+    assert res.kills == 0
