@@ -111,9 +111,10 @@ def _compile(args: list[str]) -> int:
         args = [wrap, *args]
     try:
         os.execvp(args[0], args)
-    except FileNotFoundError:
-        # Only a failed exec pays for the hint: cargo's PROGRAM is found.
-        if not wrap and mistyped(args[0]):
+    except OSError as exc:
+        # Only a failed exec pays for the hint: cargo's PROGRAM is found. Any other
+        # failure (not executable, ENOEXEC) gets exec_program's one line and 127.
+        if isinstance(exc, FileNotFoundError) and not wrap and mistyped(args[0]):
             return 2
     from ltoguard.passthrough import exec_program
 

@@ -233,17 +233,12 @@ def read_inputs(argv: Sequence[str], crate_root: str | None) -> Inputs | None:
 
 # The cold estimate: a compile's peak anonymous memory as a line in the object code it
 # links (a registry crate's metadata is generic code as MIR, little of which reaches
-# the binary), plus the workspace's generic code, which the binary compiles at its own
-# types; the constants sit above the fitted ones (scripts/calibrate_cold.py), so it
-# errs high.
+# the binary); the constants sit above the fitted ones (scripts/calibrate_cold.py),
+# so it errs high.
 BASE = 120 * 1024 * 1024  # the compiler and std's bitcode
 PER_CODE_BYTE = 26.0  # per byte of the linked rlibs' object code / bitcode
 PER_SOURCE_BYTE = 100.0  # a guess: the fitted crates had too little source of their own to weigh
 DEBUG_FACTOR = 2.0  # debug info grows what LLVM holds
-PER_GENERIC_BYTE = 35.0  # per byte of workspace generic code, instantiated once
-GENERIC_USE_SOURCE = 1536  # bytes of the binary's own source per further instantiation
-GENERIC_SOURCE_CAP = 32 * 1024  # own source counted that far at most: beyond, not measured
-GENERIC_DEBUG_FACTOR = 4.5  # debug info of instantiated generics (types, inlined frames)
 
 
 def debug_on(debuginfo: str) -> bool:
@@ -253,12 +248,11 @@ def debug_on(debuginfo: str) -> bool:
 def predict(inputs: dict[str, int], *, debuginfo: str = "") -> int:
     """The cold estimate (bytes) of an LTO compile with these inputs and profile:
     thin LTO is not measured and is taken as fat."""
-    source = inputs.get("source", 0)
+    # The workspace's generic code ("generic") is recorded, not weighed: a term fitted
+    # on generated generic-heavy bins would count most real crates' metadata as
+    # generic too and overrate them several times (docs/design.md, the cold estimate).
     code = max(0, inputs.get("deps", 0) - inputs.get("meta", 0))
-    grows = PER_CODE_BYTE * code + PER_SOURCE_BYTE * source
-    uses = 1 + min(source, GENERIC_SOURCE_CAP) / GENERIC_USE_SOURCE
-    generic = PER_GENERIC_BYTE * inputs.get("generic", 0) * uses
+    grows = PER_CODE_BYTE * code + PER_SOURCE_BYTE * inputs.get("source", 0)
     if debug_on(debuginfo):
         grows *= DEBUG_FACTOR
-        generic *= GENERIC_DEBUG_FACTOR
-    return int(BASE + grows + generic)
+    return int(BASE + grows)

@@ -90,3 +90,15 @@ def test_the_typo_from_the_command_line() -> None:
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert (r.returncode, r.stderr) == (2, TYPO)
+
+
+@pytest.mark.usefixtures("empty_path")
+def test_a_program_that_cannot_be_executed_gets_one_line_and_127(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    not_executable = tmp_path / "rustc"
+    not_executable.write_text("#!/bin/sh\nexit 0\n")
+    not_executable.chmod(0o644)
+    assert cli.main([str(not_executable), "-vV"]) == 127
+    err = capsys.readouterr().err
+    assert err.startswith(f"ltoguard: error: cannot run {not_executable}:") and err.count("\n") == 1

@@ -206,21 +206,14 @@ def test_the_prediction_grows_with_what_is_linked_and_with_debug_info() -> None:
     assert inputs.predict({"deps": 0, "crates": 0, "source": 0}) == inputs.BASE
 
 
-def test_the_workspaces_generic_code_weighs_more_the_more_source_instantiates_it() -> None:
-    lib = {"deps": MiB, "crates": 1, "source": 0, "meta": MiB, "generic": MiB}
-    alone = inputs.predict(lib)
-    assert alone == inputs.BASE + int(inputs.PER_GENERIC_BYTE * MiB)
-    more = {**lib, "source": 3 * inputs.GENERIC_USE_SOURCE}  # three more instantiations
-    growth = inputs.predict(more) - inputs.BASE - inputs.PER_SOURCE_BYTE * more["source"]
-    assert growth == pytest.approx(4 * inputs.PER_GENERIC_BYTE * MiB, abs=1)
-    huge = {**lib, "source": 100 * inputs.GENERIC_SOURCE_CAP}
-    capped = {**lib, "source": inputs.GENERIC_SOURCE_CAP}
-    own = inputs.PER_SOURCE_BYTE * (huge["source"] - capped["source"])
-    assert inputs.predict(huge) - inputs.predict(capped) == pytest.approx(own, abs=1)
-    debug = inputs.predict(lib, debuginfo="2") - inputs.BASE
-    assert debug == pytest.approx(inputs.GENERIC_DEBUG_FACTOR * (alone - inputs.BASE), abs=1)
-    # a registry crate's metadata (not the workspace's generic code) adds nothing
-    assert inputs.predict({**lib, "generic": 0}) == inputs.BASE
+def test_the_workspaces_generic_code_is_recorded_not_weighed() -> None:
+    # Withheld: as workspace members, most real crates (mostly metadata) would count
+    # as generic code and be overrated several times (docs/design.md).
+    lib = {"deps": MiB, "crates": 1, "source": 5000, "meta": MiB, "generic": MiB}
+    for debug in ("", "2"):
+        assert inputs.predict(lib, debuginfo=debug) == inputs.predict(
+            {**lib, "generic": 0}, debuginfo=debug
+        )
 
 
 def pred(d: dict[str, int]) -> int:
