@@ -12,7 +12,8 @@ target copy is no longer written (see ``TARGET_HISTORY``).
 
 A cache directory that cannot be used (HOME unset or read-only, as in some CI
 containers) costs one warning per state directory's life (once per boot or CI
-run, not once per job), and the state directory keeps the history as before.
+run, not once per job; a save that fails later warns on each job it fails), and
+the state directory keeps the history as before.
 Nothing here fails a build: the history only sharpens estimates.
 
 Concurrent jobs can lose each other's update (read-merge-replace, no lock): the

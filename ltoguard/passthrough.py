@@ -1,7 +1,8 @@
 """Handing an invocation to the real program: exec, and the "already guarded" check.
 
-Runs for every rustc call cargo makes (cli.py's pass-through), so it imports only
-``os`` and ``sys``: even ``signal`` costs noticeable start-up time (it imports enum).
+Imported by cli.py only when its own exec fails (to say why), and by the guarded
+path, ltoguard-link and `ltoguard run`, which pass many calls through: it imports only
+``os`` and ``sys`` (even ``signal`` costs noticeable start-up time: it imports enum).
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ def parse(text: str, source: str) -> Pressure | None:
                     return None
     if "some10" not in avg or "some60" not in avg:
         return None
-    # Kernels before 5.13 have no "full" line for the host's memory file.
+    # A "full" line is missing from the host's cpu file before 5.13; tolerated here too.
     return Pressure(
         source, avg["some10"], avg["some60"], avg.get("full10", 0.0), avg.get("full60", 0.0)
     )

@@ -193,6 +193,7 @@ def load_trace(path: Path, trace_cap: int | None = None) -> list[TraceJob]:
     return jobs
 
 
+HANDOFF = 0.1  # a job admitted this close to another's end took its place: no pair
 FINISH_TRIGGER = 1.0  # a job queued this soon after another ended took its token
 LEND_TRIGGER = 6.0  # ... this soon after another queued, the token that one lent
 
@@ -485,10 +486,10 @@ def as_recorded(jobs: Sequence[TraceJob], cap: int) -> dict[str, Any]:
         if level >= 2:
             two += t - last
         level, last = level + d, t
-    pairs = sum(  # started beside another for more than a second (not at its handoff)
+    pairs = sum(  # started beside another, as the replay counts them (not at a handoff)
         1
         for j in jobs
-        if any(o.admitted <= j.admitted < o.finished - 1.0 for o in jobs if o is not j)
+        if any(o.admitted <= j.admitted < o.finished - HANDOFF for o in jobs if o is not j)
     )
     return {
         "cap_mib": round(cap / MiB),
@@ -538,6 +539,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--cpus", type=int, default=2, help="CPUs the compiles share (default 2)")
     ap.add_argument(
+        "--floor-divisor",
+        type=int,
+        default=admission.DEFAULT.critical_floor_divisor,
+        help="the critical floor is at most the cap over this (default %(default)s)",
+    )
+    ap.add_argument(
         "--margin-floors",
         type=float,
         default=admission.DEFAULT.margin_floors,
@@ -549,7 +556,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--json", action="store_true", help="one JSON object per replay")
     args = ap.parse_args(argv)
-    limits = admission.Limits(margin_floors=args.margin_floors)
+    limits = admission.Limits(
+        critical_floor_divisor=args.floor_divisor, margin_floors=args.margin_floors
+    )
     rows = []
     try:
         for path in traces(args.trace):

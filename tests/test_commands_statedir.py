@@ -1,5 +1,5 @@
 """The state-reading commands refuse an unusable state directory as a build would:
-the same one-line message, exit 2 (issue #10 item 5)."""
+the same one-line message, exit 2."""
 
 from __future__ import annotations
 

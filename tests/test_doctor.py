@@ -1,4 +1,4 @@
-"""`ltoguard doctor` (issue #10 item 3): each check against a workspace made for it."""
+"""`ltoguard doctor`: each check against a workspace made for it."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""End to end with real cargo and rustc (issue #2 item 8).
+"""End to end with real cargo and rustc.
 
 A generated workspace (3 fat-LTO binaries over 4 libraries, path dependencies
 only) is built with `cargo build --release -j2` through ltoguard as

@@ -1,4 +1,4 @@
-"""cargo never replays an ltoguard line (issue #10 item 1), end to end.
+"""cargo never replays an ltoguard line, end to end.
 
 cargo stores every non-JSON stderr line of a compile in the unit's message cache
 and prints it again on every build where the unit is fresh. A real

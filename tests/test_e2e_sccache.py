@@ -1,4 +1,4 @@
-"""sccache for real (issue #10 item 10): ltoguard outermost as rustc-wrapper,
+"""sccache for real: ltoguard outermost as rustc-wrapper,
 LTOGUARD_WRAP=sccache, Debian's sccache. A second build of a cleaned target gets
 cache hits for the libraries while the LTO binaries are still guarded; `ltoguard
 doctor` recognises the set-up, and flags sccache as the outer wrapper."""

@@ -1,4 +1,4 @@
-"""What the compiler says and how it ends reach cargo unchanged (issue #6): stdout
+"""What the compiler says and how it ends reach cargo unchanged: stdout
 and stderr byte-exact under load, every exit status, death by each common signal,
 and argv (spaces, quotes, newlines, empty strings, non-UTF-8) forwarded intact on
 both the guarded and the pass-through path.

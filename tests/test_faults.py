@@ -1,4 +1,4 @@
-"""Faults while guarded compiles run or wait (issue #6): kill -9, a state dir that
+"""Faults while guarded compiles run or wait: kill -9, a state dir that
 vanishes or turns read-only, a full disk, stale records, odd clocks and signals.
 
 Each test names the protection it checks; it fails if that protection is removed.

@@ -1,4 +1,4 @@
-"""`ltoguard --help` and `ltoguard help settings` (issue #10 item 7): an installed
+"""`ltoguard --help` and `ltoguard help settings`: an installed
 user has no README, so every setting and its default is there."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The cold estimate (issue #11 item 1): what an LTO compile will read, found before
+"""The cold estimate: what an LTO compile will read, found before
 it starts (the rlib closure through each rlib's metadata, its own source), the
 prediction drawn from it, and where that prediction stands among the other bases."""
 
@@ -233,7 +233,7 @@ def test_inputs_beat_the_default_but_history_beats_inputs() -> None:
 
 
 def test_siblings_scale_the_prediction_instead_of_lending_their_largest_peak() -> None:
-    """A small binary beside a big one is not assumed as big (issue #11 item 0)."""
+    """A small binary beside a big one is not assumed as big."""
     h = History()
     h.record("big", "g", 500 * MiB, inputs={"deps": 40 * MiB, "crates": 20, "source": 0})
     h.record("tiny", "g", 110 * MiB, inputs={"deps": 1 * MiB, "crates": 2, "source": 0})

@@ -1,4 +1,5 @@
-"""Queued guarded jobs lend their jobserver token back and take one before they run (issue #4).
+"""Queued guarded jobs lend their jobserver token back, and take one back in the
+background once they run (balanced before they exit).
 
 The jobserver here is one the test owns (a fifo or a pipe holding a known number of
 tokens), so the tokens in it can be counted at any moment: while jobs queue the pool
@@ -210,7 +211,7 @@ def test_an_admitted_head_takes_its_token_back_before_it_exits(
     """A job admitted at once lends nothing. The head of the queue lends while it
     waits and is admitted without a token in hand; it takes one back while its
     compile runs, and if cargo keeps every token meanwhile, it waits for one after
-    the compile, holding no slot, and leaves the pool balanced (issue #11)."""
+    the compile, holding no slot, and leaves the pool balanced."""
     rustc = make_fake_rustc(tmp_path)
     env = pool.env(tmp_path)
     holder = procs.holder(rustc, env)

@@ -1,4 +1,4 @@
-"""A guarded compile paused to leave room for an older one (issue #11 item 4).
+"""A guarded compile paused to leave room for an older one.
 
 Real ltoguard processes (tests/pause_driver.py: the CLI, with the pause decisions'
 inputs read from a control file each test rewrites) in front of the fake rustc: the

@@ -1,4 +1,4 @@
-"""Platforms (issue #10 item 9): Linux has everything; macOS runs without cgroups,
+"""Platforms: Linux has everything; macOS runs without cgroups,
 PR_SET_PDEATHSIG or /proc; anything else is refused with one line at start.
 Simulated in-process by patching what ltoguard looks at."""
 

@@ -168,7 +168,7 @@ def test_a_waiting_job_relearns_from_siblings(
 
 def test_waiting_head_rereads_memory_only_when_it_may_have_changed() -> None:
     """The head asks every 50 ms; reading memory costs ~1-2 ms, so a "does not fit"
-    is reused until a running job ends or MEMORY_RECHECK passes (issue #3: waiting
+    is reused until a running job ends or MEMORY_RECHECK passes (waiting
     costs no CPU worth mentioning)."""
     clock = [1000.0]
     pol, _record, memory = make(GiB, available=100 * MiB, clock=lambda: clock[0])

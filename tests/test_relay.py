@@ -1,4 +1,4 @@
-"""StderrRelay: what cargo sees of a compile that ran more than once (issue #3)."""
+"""StderrRelay: what cargo sees of a compile that ran more than once."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`ltoguard report` tells the truth (issue #10 item 6): one build per cargo run,
+"""`ltoguard report` tells the truth: one build per cargo run,
 what each job built, a memory axis that fits, kills "avoided" only where memory
 really lacked, and the page under the target directory."""
 

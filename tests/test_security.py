@@ -1,4 +1,4 @@
-"""The state directory as an attack surface (issue #6): whose directory it is,
+"""The state directory as an attack surface: whose directory it is,
 symlinks planted in it, records as hostile data, and sharing it between users.
 
 Real ltoguard processes (the CLI, so exit codes and messages are what users see)

@@ -369,7 +369,7 @@ def test_state_dir_removed_while_queued(setup: Setup, procs: Procs) -> None:
     assert holder.proc.returncode == 5
     # The gate works on afterwards. (Not "the directory exists now": when rmtree
     # had to retry, its second pass may remove the directory the waiter had just
-    # made again; that was a race of the test, seen under load before issue #9.)
+    # made again; that was a race of the test, seen under load.)
     after = procs.start(ltoguard_cmd(setup.rustc, "after"), dict(env, FAKE_EXIT="7"))
     assert after.wait(timeout=30) == 7
     assert setup.state.is_dir()

@@ -1,4 +1,4 @@
-"""A short run of scripts/stress.py (issue #6): 64 concurrent guarded invocations.
+"""A short run of scripts/stress.py: 64 concurrent guarded invocations.
 
 The long run is the script itself (`.venv/bin/python scripts/stress.py --rounds 8
 --procs 64`); its figures are in the README's Reliability section.

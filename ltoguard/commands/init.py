@@ -311,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if os.environ.get(env_var) is not None:
         warning(f"{env_var} is set in this environment; cargo uses it instead of the file")
     if action != ALREADY and not opts.dry_run and not opts.rustc_wrapper:
-        # RUSTC-FACTS.md: the workspace wrapper's path is hashed into -C metadata.
+        # cargo hashes the workspace wrapper's path into the members' -C metadata.
         sys.stdout.write(
             "note: the next build recompiles every workspace member once "
             "(cargo hashes the wrapper's path into their metadata)\n"
