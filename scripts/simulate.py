@@ -283,6 +283,7 @@ class Result:
     paused_s: float = 0.0
     stops: int = 0  # ltoguard stopped a compile and requeued it
     kills: int = 0  # the kernel OOM-killed a compile
+    failed: int = 0  # ran out of memory even alone: the build fails
     cpu_lost: float = 0.0
     cpu: float = 0.0  # compile seconds the jobs needed
     refused: int = 0  # distinct (head, running job) pairs admission turned away
@@ -300,6 +301,7 @@ class Result:
             "paused_s": round(self.paused_s, 1),
             "stops": self.stops,
             "kills": self.kills,
+            "failed": self.failed,
             "cpu_lost_s": round(self.cpu_lost, 1),
             "cpu_lost_frac": round(self.cpu_lost / self.cpu, 4) if self.cpu else 0.0,
             "refused_pairs": self.refused,
@@ -391,6 +393,12 @@ def simulate(
             running.remove(victim)
             res.kills += 1
             res.cpu_lost += victim.tau
+            if victim.alone and len(running) == 0:
+                # Out of memory even alone: ltoguard fails it with its real status.
+                res.failed += 1
+                done += 1
+                res.wall = t
+                continue
             _requeue(queue, victim, alone=True, estimate=int(victim.current() * OOM_RERUN_HEADROOM))
         # Each running job's watch (only while two or more run: alone, attempt.py reads nothing).
         if t >= next_watch:
@@ -599,6 +607,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "pauses",
         "stops",
         "kills",
+        "failed",
         "cpu_lost_frac",
         "refused_pairs",
         "refused_would_fit",

@@ -179,3 +179,24 @@ def test_a_replay_predicts_real_builds_at_other_caps(recorded_at: int, cap: int)
     res = simulate.simulate(jobs, cap * MiB)
     assert res.wall == pytest.approx(MANY[cap], rel=0.10)
     assert res.kills == 0
+
+
+def test_a_job_that_does_not_fit_even_alone_fails_instead_of_looping(tmp_path: Path) -> None:
+    # 700 MiB of peak in 500 MiB of room: killed, rerun alone, killed again: it fails.
+    rows = [event("a", 0, 10, 100), event("big", 0.1, 10, 700)]
+    res = replay(tmp_path, rows, 600)
+    assert res.failed == 1 and res.kills == 2
+    assert res.wall < 40
+
+
+@pytest.mark.parametrize(
+    ("name", "cap"), [("gen-generic-4-bins-debug", 1200), ("real-6-bins", 600)]
+)
+def test_more_kinds_replay_as_they_ran(name: str, cap: int) -> None:
+    """Traces of other workspace kinds replay at their own cap within 10% of the
+    recorded LTO phase, with no kill (none happened)."""
+    jobs = simulate.load_trace(TRACES / f"{name}-{cap}MiB.jsonl")
+    recorded = simulate.as_recorded(jobs, cap * MiB)["wall_s"]
+    res = simulate.simulate(jobs, cap * MiB)
+    assert res.wall == pytest.approx(recorded, rel=0.10)
+    assert res.kills == 0 and res.failed == 0
