@@ -121,6 +121,31 @@ def v2_parent(root: str = "/") -> tuple[Path | None, bool, str]:
     return None, False, "no cgroup v2 group can give a child a memory limit: " + "; ".join(refused)
 
 
+def remove_group(path: Path) -> None:
+    """Kill every process of a memory group, then remove it (gone already: fine)."""
+    for _ in range(100):
+        try:
+            pids = [int(p) for p in (path / "cgroup.procs").read_text().split()]
+        except OSError:
+            return
+        if not pids:
+            break
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.05)
+    for _ in range(50):
+        try:
+            path.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.1)
+
+
 def oom_kills_in(group: Path) -> int:
     """The oom_kill count of a memory group: v1's memory.oom_control, v2's memory.events."""
     name = "memory.oom_control" if (group / "memory.oom_control").exists() else "memory.events"
@@ -216,27 +241,7 @@ class MemoryCgroup:
         return stat.get("total_rss", 0) + stat.get("total_mapped_file", 0)
 
     def cleanup(self) -> None:
-        for _ in range(100):
-            try:
-                pids = [int(p) for p in (self.path / "cgroup.procs").read_text().split()]
-            except OSError:
-                return
-            if not pids:
-                break
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
-            time.sleep(0.05)
-        for _ in range(50):
-            try:
-                self.path.rmdir()
-                return
-            except FileNotFoundError:
-                return
-            except OSError:
-                time.sleep(0.1)
+        remove_group(self.path)
 
     def __enter__(self) -> MemoryCgroup:
         return self

@@ -31,7 +31,7 @@ MiB = 1 << 20
 CHECKOUT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(CHECKOUT))
 
-from scripts.cgroups import v2_parent  # noqa: E402
+from scripts.cgroups import oom_kills_in, remove_group, v2_parent  # noqa: E402
 
 
 def parse_size(text: str) -> int:
@@ -96,34 +96,10 @@ class Cap:
             (self.path / "memory.swap.max").write_text("0")
 
     def oom_kills(self) -> int:
-        name = "memory.oom_control" if self.version == 1 else "memory.events"
-        for line in (self.path / name).read_text().splitlines():
-            if line.startswith("oom_kill "):
-                return int(line.split()[1])
-        return 0
+        return oom_kills_in(self.path)
 
     def remove(self) -> None:
-        for _ in range(100):
-            try:
-                pids = (self.path / "cgroup.procs").read_text().split()
-            except OSError:
-                return
-            if not pids:
-                break
-            for pid in pids:
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except OSError:
-                    pass
-            time.sleep(0.05)
-        for _ in range(50):
-            try:
-                self.path.rmdir()
-                return
-            except FileNotFoundError:
-                return
-            except OSError:
-                time.sleep(0.1)
+        remove_group(self.path)
 
 
 def _systemd_run() -> str | None:
