@@ -35,9 +35,9 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ltoguard.admission import Running
+    from ltoguard.configvalues import MemorySetting
     from ltoguard.jobs import JobRecord
     from ltoguard.jobserver import Lease
-    from ltoguard.memory import MemorySetting
     from ltoguard.policy import ReadMemory
     from ltoguard.relay import StderrRelay
     from ltoguard.semaphore import Semaphore, Slot

@@ -33,10 +33,12 @@ from ltoguard.configvalues import (
     ENV_VARS,
     KEYS,
     CrateOverride,
+    MemorySetting,
     Setting,
     SettingsError,
     apply_file,
     env_setting,
+    parse_memory_setting,
     toml_value,
 )
 from ltoguard.manifest import (
@@ -46,7 +48,6 @@ from ltoguard.manifest import (
     toml_error_type,
     toml_loads,
 )
-from ltoguard.memory import MemorySetting, parse_memory_setting
 from ltoguard.verdict import Verdict
 from ltoguard.verdict import decide as _decide
 

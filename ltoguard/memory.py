@@ -12,26 +12,8 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from ltoguard.cgroups import Constraint, cgroup_constraints
-from ltoguard.sizes import format_size, parse_size
-
-
-@dataclass(frozen=True)
-class MemorySetting:
-    """``LTOGUARD_MEMORY`` parsed, once, when the settings are read."""
-
-    text: str  # as the user wrote it, for the bound's description
-    size: int  # bytes: a budget for the guarded jobs, or negative: all but that much
-
-
-def parse_memory_setting(text: str | None) -> MemorySetting | None:
-    """None for auto (or unset); raises ValueError naming LTOGUARD_MEMORY and the
-    accepted forms on a bad setting."""
-    if text is None or text.strip().lower() in ("", "auto"):
-        return None
-    try:
-        return MemorySetting(text, parse_size(text))
-    except ValueError as exc:
-        raise ValueError(f"LTOGUARD_MEMORY={text!r}: {exc}") from None
+from ltoguard.configvalues import MemorySetting, parse_memory_setting
+from ltoguard.sizes import format_size
 
 
 @dataclass(frozen=True)

@@ -27,8 +27,9 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from ltoguard.configvalues import MemorySetting
     from ltoguard.jobs import JobRecord
-    from ltoguard.memory import MemorySetting, MemorySnapshot
+    from ltoguard.memory import MemorySnapshot
 
     ReadMemory = Callable[..., MemorySnapshot]  # available_memory's signature
     Relearn = Callable[[], tuple[int, str]]  # (estimate, basis) from the history now

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from ltoguard import config
-from ltoguard.memory import HostMemory, MemorySetting, available_memory, parse_memory_setting
+from ltoguard.configvalues import MemorySetting, parse_memory_setting
+from ltoguard.memory import HostMemory, available_memory
 from ltoguard.sizes import GiB
 
 HOST = HostMemory(available=20 * GiB, total=24 * GiB)

@@ -22,7 +22,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from ltoguard.memory import MemorySetting
+    from ltoguard.configvalues import MemorySetting
 
 
 def error(msg: str, code: int = EXIT_CONFIG) -> int:
