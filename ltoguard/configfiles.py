@@ -116,14 +116,15 @@ def cargo_build() -> str:
 
 
 def mark_dir(env: Mapping[str, str]) -> str:
-    """Where the marks go: the state directory as the environment names it, else the
-    default's location without statedir's costlier checks (a settings file's `dir`
-    is not read here; the mark only has to be the same for every call of a build)."""
+    """Where the marks go: the state directory as the environment names it, else
+    statedir.default_path's choice without its tempfile import, which would cost
+    every call (a settings file's `dir` is not read here; the mark only has to be
+    the same for every call of a build)."""
     explicit = env.get("LTOGUARD_DIR", "").strip()
     if explicit:
         return os.path.abspath(explicit)
     runtime = env.get("XDG_RUNTIME_DIR", "")
-    if runtime and os.path.isabs(runtime):
+    if runtime and os.path.isabs(runtime) and os.path.isdir(runtime):
         return os.path.join(runtime, "ltoguard")
     return os.path.join(env.get("TMPDIR") or "/tmp", f"ltoguard-{os.geteuid()}")
 
