@@ -28,12 +28,17 @@ def _past_cargo() -> bool:
 
 
 def said_early() -> bool:
-    """Does the first call of this build say the settings' problems (so a guarded job
-    need not say them again)? Only under cargo, and where a line can go past cargo's
-    message cache."""
-    from ltoguard.configfiles import cargo_build
+    """Did the first call of this build say the settings' problems (so a guarded job
+    need not say them again)? Only under cargo, where a line can go past cargo's
+    message cache, and where that call could leave its mark."""
+    import os
 
-    return bool(cargo_build()) and _past_cargo()
+    from ltoguard.configfiles import MARK, cargo_build, mark_dir
+
+    build = cargo_build()
+    if not build or not _past_cargo():
+        return False
+    return os.path.exists(os.path.join(mark_dir(os.environ), MARK + build))
 
 
 def say_problems(env: Mapping[str, str]) -> None:

@@ -119,3 +119,16 @@ def test_the_calls_after_the_first_stay_light(tmp_path: Path) -> None:
         """
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.stdout == "True False []\n", r.stderr
+
+
+def test_a_guarded_job_stays_quiet_only_when_the_first_call_left_its_mark(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ltoguard import buildcheck, configfiles
+
+    monkeypatch.setattr(configfiles, "cargo_build", lambda: "123-456")
+    monkeypatch.setattr(buildcheck, "_past_cargo", lambda: True)
+    monkeypatch.setenv("LTOGUARD_DIR", str(tmp_path))
+    assert buildcheck.said_early() is False  # no mark: nobody said anything yet
+    (tmp_path / (configfiles.MARK + "123-456")).touch()
+    assert buildcheck.said_early() is True
