@@ -474,6 +474,11 @@ def generate(
     )
     files[".gitignore"] = "/target\n"
 
+    return write_files(out, files)
+
+
+def write_files(out: Path, files: dict[str, str]) -> list[Path]:
+    """Write a generated workspace's files under ``out``; the paths written."""
     written = []
     for rel, text in sorted(files.items()):
         path = out / rel
