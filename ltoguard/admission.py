@@ -29,15 +29,25 @@ class Limits:
     # Free memory below the critical floor means the OOM killer is close: room to
     # notice a fast-growing compile between two samples and act.
     critical_floor_max: int = 256 * MiB
-    # The floor is at most this share of the bound's size, so a small cgroup is
-    # not "critical" all the time (1000 MiB -> 100 MiB).
-    critical_floor_divisor: int = 10
+    # The floor is at most this share of the bound's size (600 MiB -> 15 MiB): it
+    # must cover what a compile grows between two checks, and in its first seconds,
+    # when it grows fastest, it is checked every FAST_WATCH seconds.
+    critical_floor_divisor: int = 40
     # Free memory admission keeps after all estimates, in critical floors:
     # estimates lead the peaks already, and a pair that outgrows them pauses.
     margin_floors: float = 1.0
     # Seconds a paused job stays paused before free memory may resume it, so it
     # does not pause and resume in turn.
     min_pause: float = 1.0
+    # Seconds between a running job's checks (pause_step), and in its first
+    # ``fast_watch_for`` seconds, when a fat-LTO compile takes most of its peak.
+    watch: float = 0.25
+    fast_watch: float = 0.05
+    fast_watch_for: float = 3.0
+
+    def watch_interval(self, age: float) -> float:
+        """Seconds until the next check of a job that has run ``age`` seconds."""
+        return self.fast_watch if age < self.fast_watch_for else self.watch
 
     def critical_floor(self, total: int) -> int:
         """Free memory below this is critical, under a bound of size ``total``."""
@@ -65,6 +75,14 @@ class Running:
 def critical(available: int, total: int, limits: Limits = DEFAULT) -> bool:
     """Is free memory below the critical floor of a bound of size ``total``?"""
     return available < limits.critical_floor(total)
+
+
+def floor_now(total: int, falling: int, limits: Limits = DEFAULT) -> int:
+    """The floor a pause keeps: the critical floor, raised to what free memory fell by
+    since the last check (``falling`` bytes), as memory falling that fast may fall as
+    far again before the next check; pausing then keeps it off the critical floor,
+    where a compile is stopped and its work lost."""
+    return max(limits.critical_floor(total), falling)
 
 
 def outstanding(running: Sequence[Running]) -> int:
@@ -281,7 +299,12 @@ def older_running(me: Running, others: Sequence[Running]) -> int:
 
 
 def should_pause(
-    me: Running, others: Sequence[Running], available: int, total: int, limits: Limits = DEFAULT
+    me: Running,
+    others: Sequence[Running],
+    available: int,
+    total: int,
+    limits: Limits = DEFAULT,
+    falling: int = 0,
 ) -> bool:
     """Pause this (running) job? When free memory minus what the running jobs are
     still expected to grow would go below the critical floor, the youngest running
@@ -291,7 +314,7 @@ def should_pause(
         return False
     if any(not r.paused and _age_key(r) > _age_key(me) for r in others):
         return False  # a younger running job pauses first
-    return available - still_to_grow(me, others) < limits.critical_floor(total)
+    return available - still_to_grow(me, others) < floor_now(total, falling, limits)
 
 
 def should_resume(
@@ -301,6 +324,7 @@ def should_resume(
     total: int,
     paused_for: float,
     limits: Limits = DEFAULT,
+    falling: int = 0,
 ) -> bool:
     """Resume this (paused) job? At once when no older job holds a slot (they
     finished: the oldest job always runs); never while an older job is still paused
@@ -318,7 +342,7 @@ def should_resume(
     if paused_for < limits.min_pause:
         return False
     room = available - still_to_grow(me, others)
-    return room >= limits.critical_floor(total) + limits.margin(total)
+    return room >= floor_now(total, falling, limits) + limits.margin(total)
 
 
 def pause_step(
@@ -330,17 +354,20 @@ def pause_step(
     paused: bool,
     paused_for: float = 0.0,
     limits: Limits = DEFAULT,
+    falling: int = 0,
 ) -> Step:
     """KEEP, PAUSE, RESUME or KILL for a running or paused job (``me``; ``others``:
     the other jobs holding slots). Free memory really critical: the youngest job of
     several is killed, paused or not (choose_victim), and a paused job that is not
-    the victim stays paused; the oldest job is never left paused."""
+    the victim stays paused; the oldest job is never left paused. ``falling``: bytes
+    free memory fell by since this job's last check (a pause keeps at least that)."""
     oldest = not any(_age_key(r) < _age_key(me) for r in others)
     if paused and oldest:
         return Step.RESUME
     if critical(available, total, limits):
         return Step.KILL if choose_victim([me, *others]) is me else Step.KEEP
     if paused:
-        resume = should_resume(me, others, available, total, paused_for, limits)
+        resume = should_resume(me, others, available, total, paused_for, limits, falling)
         return Step.RESUME if resume else Step.KEEP
-    return Step.PAUSE if should_pause(me, others, available, total, limits) else Step.KEEP
+    pause = should_pause(me, others, available, total, limits, falling)
+    return Step.PAUSE if pause else Step.KEEP

@@ -1,13 +1,14 @@
 """One attempt of an admitted job: spawn it holding the slot, watch it, report how it ended.
 
 While the compiler runs, its process tree's memory is sampled (the peak is learned)
-and free memory is checked every MONITOR_INTERVAL (pause.py): when what the running
-jobs are still expected to grow would take it below the critical floor, the youngest
-job pauses its compile until there is room again; only when memory gets critical
-all the same does the youngest job stop its own compile (it lost least work) and say
-so in its result; the caller queues it again. Whether a SIGKILL was
-the kernel's OOM killer is told from the OOM counters before and after, and an
-LLVM allocation failure from the compiler's stderr (relay.py).
+and free memory is checked (Limits.watch_interval: often in the compile's first
+seconds, when it grows fastest; pause.py): when what the running jobs are still
+expected to grow would take it below the critical floor, the youngest job pauses
+its compile until there is room again; only when memory gets critical all the same
+does the youngest job stop its own compile (it lost least work) and say so in its
+result; the caller queues it again. Whether a SIGKILL was the kernel's OOM killer
+is told from the OOM counters before and after, and an LLVM allocation failure from
+the compiler's stderr (relay.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import time
 from dataclasses import dataclass
 
 from ltoguard import process
+from ltoguard.admission import DEFAULT
 from ltoguard.cgroups import cgroup_oom_kills, host_oom_kills
 from ltoguard.estimates import DEFAULT_ESTIMATE
 from ltoguard.memory import available_memory
@@ -42,7 +44,6 @@ if TYPE_CHECKING:
     from ltoguard.relay import StderrRelay
     from ltoguard.semaphore import Semaphore, Slot
 
-MONITOR_INTERVAL = 0.25  # seconds between free-memory checks while a job runs
 OOM_SCORE_ADJ_BASE = 300  # above every ordinary compile (see _oom_score_adj)
 OOM_SCORE_ADJ_STEP = 100  # per guarded job admitted beside it
 MAX_SAMPLES = 600  # memory samples kept per job for the report
@@ -169,7 +170,7 @@ class Attempt:
         next_sample = 0.0
         exit_wait = process.ExitWait(proc)
         try:
-            while (code := exit_wait.wait(MONITOR_INTERVAL)) is None:
+            while (code := exit_wait.wait(DEFAULT.watch_interval(time.time() - t0))) is None:
                 now = time.time()
                 if now >= next_sample and len(samples) < MAX_SAMPLES:
                     samples.append([round(now, 2), sampler.current])

@@ -73,9 +73,10 @@ def default_estimate(budget_total: int) -> int:
     )
 
 
-# Peaks move between runs and code grows between builds; the estimate leads the
-# largest recent peak by this factor so a slightly bigger run still fits.
-HISTORY_HEADROOM = 1.10
+# The estimate is the largest of the last MAX_SAMPLES peaks, unpadded: that maximum
+# covers run-to-run spread already, and a job that outgrows it beside another is
+# paused (pause_step), not killed. A lead here kept pairs that fit from running.
+HISTORY_HEADROOM = 1.0
 
 MAX_SAMPLES = 5  # peaks kept per job: enough to smooth one odd run
 MAX_KEYS = 500  # jobs kept; the least recently recorded go first
@@ -301,6 +302,7 @@ class History:
         toolchain: str = "",
         inputs: dict[str, int] | None = None,
         predict: Callable[[dict[str, int]], int] | None = None,
+        headroom: float = HISTORY_HEADROOM,
     ) -> tuple[int, Basis]:
         """Expected peak of a job and where that figure comes from.
 
@@ -317,17 +319,17 @@ class History:
         """
         entry = self._entries.get(key)
         if entry is not None and _same(entry, toolchain):
-            return int(max(entry.peaks) * HISTORY_HEADROOM), Basis.HISTORY
+            return int(max(entry.peaks) * headroom), Basis.HISTORY
         group_entries = [e for e in self._entries.values() if e.group == group]
         same = [e for e in group_entries if _same(e, toolchain)]
         if same and inputs is not None and predict is not None:
             ratios = [max(e.peaks) / max(1, predict(e.inputs)) for e in same if e.inputs]
             if ratios:
-                scaled = predict(inputs) * max(ratios) * HISTORY_HEADROOM
+                scaled = predict(inputs) * max(ratios) * headroom
                 return int(scaled), Basis.SIBLINGS_SCALED
         if same:
-            return int(max(max(e.peaks) for e in same) * HISTORY_HEADROOM), Basis.SIBLINGS
-        hint = HISTORY_HEADROOM * OTHER_TOOLCHAIN_FACTOR
+            return int(max(max(e.peaks) for e in same) * headroom), Basis.SIBLINGS
+        hint = headroom * OTHER_TOOLCHAIN_FACTOR
         if entry is not None:
             return int(max(entry.peaks) * hint), Basis.HISTORY_OTHER_TOOLCHAIN
         if group_entries:

@@ -1,7 +1,7 @@
 """Pausing a guarded compile before memory runs out, rather than killing it.
 
-While its compiler runs, each attempt asks admission.pause_step every MONITOR_INTERVAL
-what to do with it; this module carries the answer out:
+While its compiler runs, each attempt asks admission.pause_step what to do with it
+(every Limits.watch_interval); this module carries the answer out:
 
 - pause: SIGSTOP the compile's process tree (children first, then the compiler, and
   once more for any child it started meanwhile), lend the jobserver token back to
@@ -107,6 +107,7 @@ class PauseWatch:
         self._paused_at: float | None = None  # clock() when paused
         self._paused_since: float | None = None  # time.time() when paused, for the record
         self._stopped: list[proctree.Proc] = []
+        self._last_free: int | None = None  # free memory at the last check beside others
 
     @property
     def paused(self) -> bool:
@@ -124,6 +125,13 @@ class PauseWatch:
                 self.resume()
             return False
         paused_for = 0.0 if self._paused_at is None else self.clock() - self._paused_at
+        falling = 0
+        if reading.others:
+            if self._last_free is not None:
+                falling = max(0, self._last_free - reading.available)
+            self._last_free = reading.available
+        else:
+            self._last_free = None  # alone, memory is not read
         action = pause_step(
             me=reading.me,
             others=reading.others,
@@ -131,6 +139,7 @@ class PauseWatch:
             total=reading.total,
             paused=self.paused,
             paused_for=paused_for,
+            falling=falling,
         )
         if action == KILL:
             self.kill()

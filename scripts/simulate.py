@@ -52,12 +52,12 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ltoguard import admission
-from ltoguard.estimates import HISTORY_HEADROOM
+from ltoguard.estimates import HISTORY_HEADROOM, History, default_estimate
+from ltoguard.inputs import predict
 from ltoguard.retry import OOM_RERUN_HEADROOM, VICTIM_HEADROOM
 from ltoguard.sizes import MiB, parse_size
 
 TICK = 0.05  # seconds of simulated time per step: the head's poll (semaphore.HEAD_POLL)
-WATCH = 0.25  # seconds between a running job's pause checks (attempt.MONITOR_INTERVAL)
 RECHECK = 0.5  # policy.MEMORY_RECHECK: a head reuses a "no" while the running set holds
 
 
@@ -78,6 +78,8 @@ class TraceJob:
     baseline: int  # bytes the rest of the build held when it was admitted (trace cap - budget)
     admitted: float
     finished: float = 0.0
+    inputs: dict[str, int] | None = None  # what the cold estimate reads (inputs.py)
+    debuginfo: str = ""
     # What made cargo start it (see link_arrivals): ("fin", m) another job's end gave
     # cargo a token, ("que", m) a job that queued lent it one, or ("at", -1): on its own.
     trigger: tuple[str, int] = ("at", -1)
@@ -144,6 +146,12 @@ def job_from_event(row: dict[str, Any], trace_cap: int, where: str) -> TraceJob:
     budget = row.get("budget")
     baseline = trace_cap - int(budget) if isinstance(budget, (int, float)) else 0
     est = row.get("estimate")
+    raw_inputs = row.get("inputs")
+    inputs = None
+    if isinstance(raw_inputs, dict):
+        inputs = {k: int(v) for k, v in raw_inputs.items() if isinstance(v, (int, float))}
+    profile = row.get("profile")
+    debuginfo = str(profile.get("debug") or "") if isinstance(profile, dict) else ""
     return TraceJob(
         name=str(row.get("crate") or "?"),
         queued=queued,
@@ -154,6 +162,8 @@ def job_from_event(row: dict[str, Any], trace_cap: int, where: str) -> TraceJob:
         baseline=max(0, baseline),
         admitted=admitted,
         finished=finished,
+        inputs=inputs,
+        debuginfo=debuginfo,
     )
 
 
@@ -259,6 +269,9 @@ class Live:
     paused_at: float | None = None
     alone: bool = False  # rerunning after an OOM kill: only with nothing else running
     attempts: int = 0
+    floor: int = 0  # a requeued job's estimate is at least what it reached (retry.py)
+    next_watch: float = 0.0  # when its watch next asks pause_step
+    last_free: int | None = None  # free memory at its watch's last check (pause.py)
 
     def current(self) -> int:
         return self.job.memory_at(self.tau)
@@ -327,6 +340,54 @@ def would_fit(head: TraceJob, others: Sequence[Live], room: int) -> bool:
     return True
 
 
+ESTIMATES = ("recorded", "cold", "warm", "peak")
+GROUP = "trace"  # every job of a trace is of one workspace and profile
+
+
+class Estimator:
+    """Each job's estimate as the replay goes, from ltoguard's own estimator
+    (estimates.History, inputs.predict).
+
+    recorded: what ltoguard estimated when the trace was made; cold: a first build,
+    learning each job's peak as it ends (a sibling's scales the next job's cold
+    prediction); warm: a second build, every job's peak learned (its recorded peak,
+    as if the last run peaked the same); peak: exactly its peak, no headroom.
+    """
+
+    def __init__(self, mode: str, jobs: Sequence[TraceJob], cap: int, headroom: float) -> None:
+        self.mode, self.headroom, self.cap = mode, headroom, cap
+        self.history = History()
+        if mode == "warm":
+            for j in jobs:
+                self.history.record(j.name, GROUP, j.peak, inputs=j.inputs)
+
+    def of(self, j: TraceJob) -> int:
+        if self.mode == "recorded":
+            return j.estimate
+        if self.mode == "peak":
+            return j.peak
+
+        def cold(inputs: dict[str, int]) -> int:
+            return predict(inputs, debuginfo=j.debuginfo)
+
+        est, _ = self.history.estimate(
+            j.name,
+            GROUP,
+            default_estimate(self.cap),
+            inputs=j.inputs,
+            predict=cold,
+            headroom=self.headroom,
+        )
+        return est
+
+    def learn(self, j: TraceJob) -> bool:
+        """A job ended: learn its peak (a cold build). True if an estimate may change."""
+        if self.mode != "cold":
+            return False
+        self.history.record(j.name, GROUP, j.peak, inputs=j.inputs)
+        return True
+
+
 def simulate(
     jobs: Sequence[TraceJob],
     cap: int,
@@ -336,6 +397,7 @@ def simulate(
     slot_limit: int | None = None,
     cpus: int = 2,
     limits: admission.Limits = admission.DEFAULT,
+    headroom: float = HISTORY_HEADROOM,
 ) -> Result:
     """Replay ``jobs`` under a cap of ``cap`` bytes with ltoguard's admission rules."""
     base = Baseline.of(jobs)
@@ -354,16 +416,15 @@ def simulate(
     running: list[Live] = []
     seen_refusals: set[tuple[str, str]] = set()
     last_no: tuple[tuple[int, ...], float] | None = None
-    next_watch = 0.0
     t = 0.0
     done = 0
 
-    def estimate_of(j: TraceJob) -> int:
-        if estimates == "recorded":
-            return j.estimate
-        if estimates == "history":
-            return int(j.peak * HISTORY_HEADROOM)
-        return j.peak
+    if estimates == "history":
+        estimates = "warm"  # its older name
+    if estimates not in ESTIMATES:
+        raise ValueError(f"estimates: {estimates!r} is not one of {', '.join(ESTIMATES)}")
+    estimator = Estimator(estimates, jobs, cap, headroom)
+    estimate_of = estimator.of
 
     def free(now: float) -> int:
         return cap - base.at(now) - sum(r.current() for r in running)
@@ -382,6 +443,9 @@ def simulate(
                 r.tau += TICK * pace
             if r.tau >= r.job.run_s:
                 running.remove(r)
+                if estimator.learn(r.job):
+                    for w in queue:  # a waiter's estimate is learned afresh (policy.py)
+                        w.estimate = max(w.floor, estimate_of(w.job))
                 done += 1
                 res.wall = t
                 happened[("fin", index[id(r.job)])] = t
@@ -398,42 +462,50 @@ def simulate(
                 res.failed += 1
                 done += 1
                 res.wall = t
+                happened[("fin", index[id(victim.job)])] = t  # its token is back all the same
                 continue
             _requeue(queue, victim, alone=True, estimate=int(victim.current() * OOM_RERUN_HEADROOM))
-        # Each running job's watch (only while two or more run: alone, attempt.py reads nothing).
-        if t >= next_watch:
-            next_watch = t + WATCH
-            if len(running) >= 2:
-                for r in sorted(running, key=lambda r: (r.started, id(r)), reverse=True):
-                    if r not in running:
-                        continue
-                    others = [o.running() for o in running if o is not r]
-                    paused_for = 0.0 if r.paused_at is None else t - r.paused_at
-                    step = admission.pause_step(
-                        me=r.running(),
-                        others=others,
-                        available=free(t),
-                        total=cap,
-                        paused=r.paused_at is not None,
-                        paused_for=paused_for,
-                        limits=limits,
-                    )
-                    if step == admission.KILL:
-                        running.remove(r)
-                        res.stops += 1
-                        res.cpu_lost += r.tau
-                        if r.paused_at is not None:
-                            res.paused_s += t - r.paused_at
-                        _requeue(queue, r, alone=False, estimate=int(r.current() * VICTIM_HEADROOM))
-                    elif step == admission.PAUSE:
-                        r.paused_at = t
-                        res.pauses += 1
-                    elif step == admission.RESUME and r.paused_at is not None:
+        # Each running job's watch, on its own clock (Limits.watch_interval): only
+        # while two or more run (alone, attempt.py reads nothing).
+        if len(running) >= 2:
+            for r in sorted(running, key=lambda r: (r.started, id(r)), reverse=True):
+                if r not in running or t < r.next_watch:
+                    continue
+                r.next_watch = t + limits.watch_interval(t - r.started)
+                others = [o.running() for o in running if o is not r]
+                paused_for = 0.0 if r.paused_at is None else t - r.paused_at
+                now_free = free(t)
+                falling = 0 if r.last_free is None else max(0, r.last_free - now_free)
+                r.last_free = now_free
+                step = admission.pause_step(
+                    me=r.running(),
+                    others=others,
+                    available=now_free,
+                    total=cap,
+                    paused=r.paused_at is not None,
+                    paused_for=paused_for,
+                    limits=limits,
+                    falling=falling,
+                )
+                if step == admission.KILL:
+                    running.remove(r)
+                    res.stops += 1
+                    res.cpu_lost += r.tau
+                    if r.paused_at is not None:
                         res.paused_s += t - r.paused_at
-                        r.paused_at = None
-            elif running and running[0].paused_at is not None:
-                res.paused_s += t - running[0].paused_at  # the oldest never stays paused
-                running[0].paused_at = None
+                    _requeue(queue, r, alone=False, estimate=int(r.current() * VICTIM_HEADROOM))
+                elif step == admission.PAUSE:
+                    r.paused_at = t
+                    res.pauses += 1
+                elif step == admission.RESUME and r.paused_at is not None:
+                    res.paused_s += t - r.paused_at
+                    r.paused_at = None
+        else:
+            for r in running:
+                r.last_free = None  # alone, memory is not read
+        if len(running) == 1 and running[0].paused_at is not None:
+            res.paused_s += t - running[0].paused_at  # the oldest never stays paused
+            running[0].paused_at = None
         # Admission of the queue's head, as often as ltoguard's head decides.
         while queue:
             head = queue[0]
@@ -469,6 +541,7 @@ def simulate(
             if running:
                 res.pairs += 1
             head.started, head.tau, head.paused_at = t, 0.0, None
+            head.next_watch, head.last_free = t, None
             head.attempts += 1
             running.append(head)
         t += TICK
@@ -479,6 +552,7 @@ def simulate(
 
 def _requeue(queue: list[Live], job: Live, *, alone: bool, estimate: int) -> None:
     job.alone = job.alone or alone
+    job.floor = max(job.floor, estimate)
     job.estimate = max(job.estimate, estimate)
     job.tau, job.paused_at = 0.0, None
     queue.insert(0, job)
@@ -533,10 +607,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--trace-cap", type=_caps, help="the cap the trace was recorded under")
     ap.add_argument(
         "--estimates",
-        choices=("recorded", "history", "peak"),
+        choices=(*ESTIMATES, "history"),
         default="recorded",
-        help="recorded: what ltoguard estimated then (a cold build); history: each job's"
-        " own peak + 10%% (a warm build); peak: exactly its peak",
+        help="recorded: what ltoguard estimated then; cold: ltoguard's estimator in a first"
+        " build, learning as jobs end; warm (or history): each job's own peak learned, plus"
+        " headroom; peak: exactly its peak",
+    )
+    ap.add_argument(
+        "--headroom",
+        type=float,
+        default=HISTORY_HEADROOM,
+        help="the learned estimates' lead over the peaks (default %(default)s)",
     )
     ap.add_argument(
         "--arrivals",
@@ -586,6 +667,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     slot_limit=args.slots,
                     cpus=args.cpus,
                     limits=limits,
+                    headroom=args.headroom,
                 )
                 rows.append({"trace": path.name, "estimates": args.estimates, **res.row()})
                 if not args.json and res.refused_examples:

@@ -1,9 +1,15 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from ltoguard.admission import (
     DEFAULT,
+    KEEP,
+    KILL,
+    PAUSE,
+    RESUME,
     Admission,
     Lend,
     Limits,
@@ -15,9 +21,11 @@ from ltoguard.admission import (
     choose_victim,
     critical,
     fit,
+    floor_now,
     is_head,
     lending,
     outstanding,
+    pause_step,
     render,
     slot_cap,
 )
@@ -228,8 +236,8 @@ def test_choose_victim_is_youngest_of_two_or_more() -> None:
     [
         (255 * MiB, 24 * GiB, True),
         (256 * MiB, 24 * GiB, False),
-        (99 * MiB, 1000 * MiB, True),  # small cgroup: 10% = 100 MiB
-        (100 * MiB, 1000 * MiB, False),
+        (24 * MiB, 1000 * MiB, True),  # small cgroup: 1/40 = 25 MiB
+        (25 * MiB, 1000 * MiB, False),
         (0, 0, False),  # unknown size: no floor
         (0, 1, False),
     ],
@@ -240,9 +248,9 @@ def test_critical(available: int, total: int, expected: bool) -> None:
 
 def test_floor_and_margin_scale() -> None:
     assert DEFAULT.critical_floor(24 * GiB) == 256 * MiB
-    assert DEFAULT.critical_floor(1000 * MiB) == 100 * MiB
+    assert DEFAULT.critical_floor(1000 * MiB) == 25 * MiB
     assert DEFAULT.margin(24 * GiB) == 256 * MiB
-    assert DEFAULT.margin(1000 * MiB) == 100 * MiB
+    assert DEFAULT.margin(1000 * MiB) == 25 * MiB
     # Admission with the default margin never lands in the critical zone by itself.
     for total in (512 * MiB, 1000 * MiB, 4 * GiB, 64 * GiB):
         assert DEFAULT.margin(total) >= DEFAULT.critical_floor(total)
@@ -254,3 +262,28 @@ def test_limits_scale_floor_and_margin() -> None:
     assert small.critical_floor(1000 * MiB) == 50 * MiB
     assert small.margin(1000 * MiB) == 100 * MiB
     assert critical(49 * MiB, 1000 * MiB, small) and not critical(50 * MiB, 1000 * MiB, small)
+
+
+def test_a_fast_fall_of_free_memory_raises_the_floor_a_pause_keeps() -> None:
+    me = Running(pid=2, estimate=100 * MiB, current=100 * MiB, started=2.0)
+    older = Running(pid=1, estimate=GiB, current=GiB, started=1.0)
+    total = 4 * GiB  # floor 102 MiB
+    kw: dict[str, Any] = {"me": me, "others": [older], "total": total, "paused": False}
+    assert pause_step(available=200 * MiB, **kw) is KEEP
+    assert pause_step(available=200 * MiB, falling=150 * MiB, **kw) is KEEP
+    assert pause_step(available=200 * MiB, falling=250 * MiB, **kw) is PAUSE
+    # Falling fast never stops a compile by itself: only the critical floor does.
+    assert pause_step(available=101 * MiB, **kw) is KILL
+    assert pause_step(available=103 * MiB, falling=GiB, **kw) is PAUSE
+    assert floor_now(total, 0) == DEFAULT.critical_floor(total) == 4 * GiB // 40
+    # A paused job resumes only once the floor the fall asks for is free as well.
+    paused = dict(kw, paused=True, paused_for=5.0)
+    room = DEFAULT.critical_floor(total) + DEFAULT.margin(total)
+    assert pause_step(available=room, **paused) is RESUME
+    assert pause_step(available=room, falling=room, **paused) is KEEP
+
+
+def test_a_young_compile_is_watched_often() -> None:
+    assert DEFAULT.watch_interval(0.0) == DEFAULT.fast_watch < DEFAULT.watch
+    assert DEFAULT.watch_interval(DEFAULT.fast_watch_for - 0.01) == DEFAULT.fast_watch
+    assert DEFAULT.watch_interval(DEFAULT.fast_watch_for) == DEFAULT.watch

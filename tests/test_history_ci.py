@@ -63,7 +63,11 @@ def history(*rows: tuple[str, str, int, str]) -> History:
             ),
         ),
         # Entries from before toolchains were recorded count as another toolchain's.
-        ([("k", "g", 400 * MiB, "")], A, (int(400 * MiB * 1.1 * 1.5), "history, other toolchain")),
+        (
+            [("k", "g", 400 * MiB, "")],
+            A,
+            (int(400 * MiB * HISTORY_HEADROOM * 1.5), "history, other toolchain"),
+        ),
         # A job that does not know its toolchain (`ltoguard run`) takes everything.
         ([("k", "g", 400 * MiB, B)], "", (int(400 * MiB * HISTORY_HEADROOM), "history")),
         ([], A, (2 << 30, "default")),
@@ -259,7 +263,10 @@ def test_a_peak_is_kept_in_the_cache_dir_only(
     assert os.stat(dirs.cache).st_mode & 0o777 == 0o700
     assert os.listdir(dirs.state) == []  # nothing that outlives a boot is left there
     assert not (dirs.target / TARGET_HISTORY).exists()  # no second copy to write
-    assert store.estimate("k", "g", toolchain="tc") == (int(500 * MiB * 1.1), "history")
+    assert store.estimate("k", "g", toolchain="tc") == (
+        int(500 * MiB * HISTORY_HEADROOM),
+        "history",
+    )
     assert store.read_from() == [str(dirs.cache / dirs.name)]
     assert capsys.readouterr().err == ""
 
@@ -288,7 +295,10 @@ def test_older_files_are_read_and_moved_into_the_cache_dir(dirs: Dirs) -> None:
     ]
     assert "also read from" in store.describe()
     for key, peak in (("from-state", 300), ("from-target", 200), ("both", 400)):
-        assert store.estimate(key, "g", toolchain="tc") == (int(peak * MiB * 1.1), "history")
+        assert store.estimate(key, "g", toolchain="tc") == (
+            int(peak * MiB * HISTORY_HEADROOM),
+            "history",
+        )
     store.record("new", "g", 50 * MiB, "tc")
     moved = History.load(str(dirs.cache / dirs.name))
     assert {k for k, _, _ in moved.items()} == {"from-state", "from-target", "both", "new"}

@@ -286,3 +286,34 @@ def test_watch_kills_a_paused_compile_when_memory_is_critical(procs: Procs) -> N
     assert watch.step() is True
     assert wait_for(lambda: not pid_alive(child))
     assert not watch.paused and watch.finish() == 2.0
+
+
+def _grown(available: int) -> Reading:
+    """Both jobs at their estimates already: only free memory itself decides."""
+    me = Running(pid=2, estimate=100 * MiB, current=100 * MiB, started=20.0)
+    older = Running(pid=1, estimate=GiB, current=GiB, started=10.0)
+    return Reading(me, [older], available, 24 * GiB)
+
+
+def test_watch_pauses_early_when_free_memory_falls_fast(procs: Procs) -> None:
+    # 400 MiB free is above the 256 MiB floor: a first look keeps the compile running.
+    fakes = _Fakes()
+    fakes.reading = _grown(400 * MiB)
+    watch, _ = _watch(procs, fakes)
+    assert watch.step() is False and not watch.paused
+    # Seen falling by 600 MiB since the last check, the same 400 MiB pauses it: the
+    # next check could find nothing left. Not stopped: memory is not critical yet.
+    fakes = _Fakes()
+    watch, child = _watch(procs, fakes)
+    fakes.reading = _grown(GiB)
+    assert watch.step() is False and not watch.paused
+    fakes.reading = _grown(400 * MiB)
+    assert watch.step() is False and watch.paused
+    assert wait_for(lambda: state(child) == "T")
+    # Alone, memory is not read, and the fall is forgotten.
+    fakes.now = 5.0
+    fakes.reading = Reading(_grown(0).me, [], 0, 0)
+    watch.step()
+    assert not watch.paused
+    fakes.reading = _grown(400 * MiB)
+    assert watch.step() is False and not watch.paused

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from ltoguard.admission import Limits
 from ltoguard.sizes import MiB
 from scripts import simulate
 
@@ -120,7 +121,7 @@ def test_the_real_trace_replays_as_it_ran() -> None:
     its LTO phase (791 s) within 10%, no pair, no kill."""
     jobs = simulate.load_trace(REAL)
     assert len(jobs) == 100
-    res = simulate.simulate(jobs, 600 * MiB)
+    res = simulate.simulate(jobs, 600 * MiB, limits=RECORDED_WITH)
     assert res.wall == pytest.approx(791.2, rel=0.10)
     assert res.pairs == 0 and res.kills == 0
     # Most of the pairs it refused would have fit: the finding a better policy must use.
@@ -165,6 +166,9 @@ def test_the_trace_as_recorded(capsys: pytest.CaptureFixture[str]) -> None:
 
 # The LTO phase of real builds of one workspace at three caps (one run each).
 MANY = {430: 96.7, 520: 96.0, 700: 84.4}
+# The policy those builds ran with (the critical floor was then at most 1/10 of the
+# cap; their estimates, recorded, carried the old 10% headroom).
+RECORDED_WITH = Limits(critical_floor_divisor=10, watch=0.25, fast_watch=0.25)
 
 
 @pytest.mark.parametrize("recorded_at", sorted(MANY))
@@ -176,7 +180,7 @@ def test_a_replay_predicts_real_builds_at_other_caps(recorded_at: int, cap: int)
     assert simulate.as_recorded(jobs, recorded_at * MiB)["wall_s"] == pytest.approx(
         MANY[recorded_at], abs=0.1
     )
-    res = simulate.simulate(jobs, cap * MiB)
+    res = simulate.simulate(jobs, cap * MiB, limits=RECORDED_WITH)
     assert res.wall == pytest.approx(MANY[cap], rel=0.10)
     assert res.kills == 0
 
@@ -197,6 +201,43 @@ def test_more_kinds_replay_as_they_ran(name: str, cap: int) -> None:
     recorded LTO phase, with no kill (none happened)."""
     jobs = simulate.load_trace(TRACES / f"{name}-{cap}MiB.jsonl")
     recorded = simulate.as_recorded(jobs, cap * MiB)["wall_s"]
-    res = simulate.simulate(jobs, cap * MiB)
+    res = simulate.simulate(jobs, cap * MiB, limits=RECORDED_WITH)
     assert res.wall == pytest.approx(recorded, rel=0.10)
     assert res.kills == 0 and res.failed == 0
+
+
+def test_a_cold_replay_learns_each_peak_as_its_job_ends(tmp_path: Path) -> None:
+    """--estimates cold runs ltoguard's estimator: the first job has only its inputs'
+    prediction, a later one its sibling's measured ratio applied to its own inputs."""
+    inputs = {"deps": 40 << 20, "meta": 20 << 20, "source": 4096, "crates": 10}
+    rows = [
+        event("a", 0, 5, 300, inputs=inputs),
+        event("b", 6, 5, 300, inputs=inputs),
+    ]
+    jobs = simulate.load_trace(write(tmp_path, rows))
+    est = simulate.Estimator("cold", jobs, 1000 * MiB, headroom=1.0)
+    from ltoguard.inputs import predict
+
+    assert est.of(jobs[1]) == predict(inputs)  # nothing learned yet
+    assert est.learn(jobs[0])
+    assert est.of(jobs[1]) == pytest.approx(300 * MiB, rel=0.01)  # same inputs, same peak
+    warm = simulate.Estimator("warm", jobs, 1000 * MiB, headroom=1.1)
+    assert warm.of(jobs[0]) == int(300 * MiB * 1.1) and not warm.learn(jobs[0])
+    with pytest.raises(ValueError, match="estimates"):
+        simulate.simulate(jobs, 1000 * MiB, estimates="guess")
+
+
+@pytest.mark.parametrize("estimates", ["cold", "warm"])
+def test_the_policy_pairs_the_real_trace_where_the_old_one_ran_a_flock(estimates: str) -> None:
+    """The 100-bin trace at its 600 MiB: the old policy (10% headroom, floor 1/10 of the
+    cap) replays as a flock; the current one runs pairs, faster, with no kill and no
+    compile stopped."""
+    jobs = simulate.load_trace(REAL)
+    old = simulate.simulate(
+        jobs, 600 * MiB, estimates=estimates, limits=RECORDED_WITH, headroom=1.1
+    )
+    new = simulate.simulate(jobs, 600 * MiB, estimates=estimates)
+    assert old.overlap_s / old.wall < 0.01
+    assert new.overlap_s / new.wall > 0.15 and new.pairs >= 20
+    assert new.wall < 0.9 * old.wall
+    assert (new.kills, new.stops, new.failed) == (0, 0, 0)

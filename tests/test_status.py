@@ -19,7 +19,7 @@ import pytest
 
 from ltoguard import events
 from ltoguard.commands import learned, status, status_render
-from ltoguard.estimates import History, group_key, job_key
+from ltoguard.estimates import HISTORY_HEADROOM, OTHER_TOOLCHAIN_FACTOR, History, group_key, job_key
 from ltoguard.jobs import toolchain_id
 from ltoguard.semaphore import Semaphore
 from ltoguard.statedir import open_state_dir
@@ -352,7 +352,10 @@ def test_learned_from_synthetic_history(
     assert one["workspace"] == ws and one["lto"] == "fat" and one["debuginfo"] == "0"
     assert one["types"] == ["bin"]
     assert one["peaks"] == [600 << 20, 650 << 20]
-    assert one["estimate"] == int((650 << 20) * 1.10) and one["estimate_basis"] == "history"
+    assert (
+        one["estimate"] == int((650 << 20) * HISTORY_HEADROOM)
+        and one["estimate_basis"] == "history"
+    )
     summary = doc["events"]["all"]
     assert summary["jobs"] == 2 and summary["oom_reruns"] == 1
     assert summary["total_wait"] == pytest.approx(4.0)
@@ -411,7 +414,9 @@ def test_learned_estimates_for_the_toolchain_rustc_resolves_to_here(
     assert by_crate["app_new"]["estimate_basis"] == "history"
     assert by_crate["app_old"]["this_toolchain"] is False
     assert by_crate["app_old"]["estimate_basis"] == "history, other toolchain"
-    assert by_crate["app_old"]["estimate"] == int((600 << 20) * 1.10 * 1.5)
+    assert by_crate["app_old"]["estimate"] == int(
+        (600 << 20) * HISTORY_HEADROOM * OTHER_TOOLCHAIN_FACTOR
+    )
 
     assert learned.main([]) == 0
     out = capsys.readouterr().out
