@@ -9,7 +9,7 @@ sum of the replayed LTO phases, kills, stops, pauses, CPU lost, and per trace an
 cap the phase's seconds and the share of it with two jobs running.
 
 Usage: tune_policy.py [POLICY...] [--traces DIR] [--json]
-Default policies: the one ltoguard runs with, and the one before 2026-12-05.
+Default policies: the one ltoguard runs with, and the one before 2026-12-04.
 """
 
 from __future__ import annotations
