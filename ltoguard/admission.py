@@ -15,10 +15,13 @@ uses one takes a `Limits` (default `DEFAULT`), so a replay can try others.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from ltoguard.curves import Curve
 from ltoguard.sizes import MiB, format_size
 
 
@@ -44,6 +47,11 @@ class Limits:
     watch: float = 0.25
     fast_watch: float = 0.05
     fast_watch_for: float = 3.0
+    # A running job with a learned curve is expected to end within this many times
+    # its learned length (its last slice held until then); later, it pauses others.
+    curve_slack: float = 1.2
+    # A job holding more than its curve allows by this factor is off its curve.
+    curve_tolerance: float = 1.1
 
     def watch_interval(self, age: float) -> float:
         """Seconds until the next check of a job that has run ``age`` seconds."""
@@ -70,6 +78,8 @@ class Running:
     current: int
     started: float  # time.time() when it was admitted
     paused: bool = False  # stopped (SIGSTOP) to leave room for older jobs; grows no more
+    curve: Curve | None = None  # its memory over a run, learned (None: its estimate all along)
+    ran: float = 0.0  # seconds its compile has run, pauses excluded
 
 
 def critical(available: int, total: int, limits: Limits = DEFAULT) -> bool:
@@ -85,9 +95,52 @@ def floor_now(total: int, falling: int, limits: Limits = DEFAULT) -> int:
     return max(limits.critical_floor(total), falling)
 
 
-def outstanding(running: Sequence[Running]) -> int:
-    """Memory the running jobs are still expected to take on top of what they hold."""
-    return sum(max(0, r.estimate - r.current) for r in running)
+def outstanding(running: Sequence[Running], limits: Limits = DEFAULT) -> int:
+    """Memory the running jobs are still expected to take on top of what they hold:
+    the most they are expected to hold at once from now on, less what they hold."""
+    return max(0, held_together(running, limits) - sum(r.current for r in running))
+
+
+def expected(r: Running, t: float, limits: Limits = DEFAULT) -> int:
+    """Bytes ``r`` is expected to hold ``t`` seconds from now: its estimate all along
+    (or what it holds, if more) without a curve or while paused; with a curve, the
+    curve scaled to its estimate (what it holds, if more) until its learned end, its
+    last slice until ``curve_slack`` times that, then nothing."""
+    flat = max(r.current, r.estimate)
+    if r.curve is None or r.paused or off_curve(r, limits):
+        return flat
+    x = r.ran + t
+    share = r.curve.share(x)
+    if share is None:
+        if x >= r.curve.seconds * limits.curve_slack:
+            return 0
+        share = r.curve.shape[-1]
+    return max(r.current, int(r.estimate * share))
+
+
+def off_curve(r: Running, limits: Limits = DEFAULT) -> bool:
+    """Does the job hold more now than its curve allows at this point of its run, or
+    run past its expected end? Then this run does not follow the curve (it rises
+    sooner or higher, or runs slower), and it is expected at its estimate all along."""
+    if r.curve is None:
+        return False
+    if r.ran >= r.curve.seconds * limits.curve_slack:
+        return True  # ran past its expected end: it may hold on for a while yet
+    share = r.curve.share(r.ran)
+    allowed = r.estimate * (r.curve.shape[-1] if share is None else share)
+    return r.current > allowed * limits.curve_tolerance
+
+
+def held_together(jobs: Sequence[Running], limits: Limits = DEFAULT) -> int:
+    """The most ``jobs`` are expected to hold at once from now on (bytes). Each job's
+    expectation steps only where its curve's slices begin or it ends, so the sum is
+    evaluated at those moments."""
+    moments = {0.0}
+    for r in jobs:
+        if r.curve is not None and not r.paused:
+            ends = (r.curve.seconds, r.curve.seconds * limits.curve_slack)
+            moments.update(x - r.ran for x in (*r.curve.edges(), *ends) if x > r.ran)
+    return max(sum(expected(r, t, limits) for r in jobs) for t in moments)
 
 
 # -- admission -------------------------------------------------------------------
@@ -114,7 +167,9 @@ class Admission:
     why: Why
     estimate: int | None = None  # the head's estimate
     available: int | None = None  # free memory now (what running jobs hold excluded)
-    reserved: int = 0  # what the running jobs are still expected to grow by
+    # What must be free beyond the head's estimate: the running jobs' growth still to
+    # come; below zero when their learned curves end before the head's peak.
+    reserved: int = 0
     margin: int = 0  # free memory kept after all that
     running: int = 0  # guarded jobs holding slots
     limit: int | None = None  # LTOGUARD_SLOTS
@@ -156,8 +211,11 @@ def render(d: Admission) -> str:
             return f"{needs}; starting anyway: no other guarded job is running"
         return f"{needs}; no other guarded job running"
     detail = f"{needs}; {_jobs(d.running)}"
-    if d.reserved:
+    if d.reserved > 0:
         detail += f", expected to grow by {format_size(d.reserved)}"
+    elif d.reserved < 0:
+        together = format_size(d.estimate + d.reserved)
+        detail += f", ending before its peak (~{together} needed beside it)"
     if d.margin:
         detail += f"; keeping {format_size(d.margin)} spare"
     return detail
@@ -194,17 +252,30 @@ def before_memory(*, running: int, alone: bool, limit: int | None) -> Admission 
     return None if cap.ok else cap
 
 
-def fit(*, estimate: int, running: Sequence[Running], available: int, margin: int) -> Admission:
+def fit(
+    *,
+    estimate: int,
+    running: Sequence[Running],
+    available: int,
+    margin: int,
+    curve: Curve | None = None,
+    limits: Limits = DEFAULT,
+) -> Admission:
     """Does the head fit beside the running jobs? ``available`` is free memory now,
-    so it already excludes what they hold; their remaining growth (estimate minus
-    current, per job) is reserved on top of the head's estimate and ``margin``. With
-    nothing running it starts all the same (FIRST, with the figures)."""
-    reserved = outstanding(running)
+    so it already excludes what they hold. What must be free: the most the running
+    jobs and the head are expected to hold at once from now on (`held_together`),
+    less what the running jobs hold now, plus ``margin``. Without learned curves that
+    is the head's estimate plus each running job's growth still to come (estimate
+    minus current); with them, a head whose peak comes after the running jobs end
+    needs less. With nothing running it starts all the same (FIRST, with the figures)."""
     if not running:
         return Admission(True, Why.FIRST, estimate, available, 0, margin)
-    ok = available >= estimate + reserved + margin
+    head = Running(pid=0, estimate=estimate, current=0, started=math.inf, curve=curve)
+    held = sum(r.current for r in running)
+    need = max(0, held_together([*running, head], limits) - held)
+    ok = available >= need + margin
     why = Why.FITS if ok else Why.NO_ROOM
-    return Admission(ok, why, estimate, available, reserved, margin, len(running))
+    return Admission(ok, why, estimate, available, need - estimate, margin, len(running))
 
 
 def admit(
@@ -216,13 +287,22 @@ def admit(
     limit: int | None = None,
     alone: bool = False,
     limits: Limits = DEFAULT,
+    curve: Curve | None = None,
 ) -> Admission:
     """May the head of the queue start now? Every rule in order, from figures alone
     (the policy applies the same rules, reading memory only when they need it)."""
     early = before_memory(running=len(running), alone=alone, limit=limit)
     if early is not None:
         return early
-    return fit(estimate=estimate, running=running, available=available, margin=limits.margin(total))
+    margin = limits.margin(total)
+    return fit(
+        estimate=estimate,
+        running=running,
+        available=available,
+        margin=margin,
+        curve=curve,
+        limits=limits,
+    )
 
 
 # -- lending ---------------------------------------------------------------------
@@ -287,10 +367,10 @@ def _age_key(r: Running) -> tuple[float, int]:
     return (r.started, r.pid)
 
 
-def still_to_grow(me: Running, others: Sequence[Running]) -> int:
+def still_to_grow(me: Running, others: Sequence[Running], limits: Limits = DEFAULT) -> int:
     """What this job and the other running, not-paused jobs are still expected to
     take on top of what they hold (a paused job grows no more until it resumes)."""
-    return outstanding([me, *(r for r in others if not r.paused)])
+    return outstanding([me, *(r for r in others if not r.paused)], limits)
 
 
 def older_running(me: Running, others: Sequence[Running]) -> int:
@@ -314,7 +394,7 @@ def should_pause(
         return False
     if any(not r.paused and _age_key(r) > _age_key(me) for r in others):
         return False  # a younger running job pauses first
-    return available - still_to_grow(me, others) < floor_now(total, falling, limits)
+    return available - still_to_grow(me, others, limits) < floor_now(total, falling, limits)
 
 
 def should_resume(
@@ -341,7 +421,8 @@ def should_resume(
         return True
     if paused_for < limits.min_pause:
         return False
-    room = available - still_to_grow(me, others)
+    # Resumed, it grows along its curve again: judged as running.
+    room = available - still_to_grow(dataclasses.replace(me, paused=False), others, limits)
     return room >= floor_now(total, falling, limits) + limits.margin(total)
 
 

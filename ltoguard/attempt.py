@@ -174,7 +174,10 @@ class Attempt:
                 now = time.time()
                 if now >= next_sample and len(samples) < MAX_SAMPLES:
                     samples.append([round(now, 2), sampler.current])
-                    next_sample = now + max(1.0, (now - t0) / 60)
+                    # Closer in the first seconds, when a compile takes most of its peak:
+                    # the curve learned from these must see the rise.
+                    early = now - t0 < DEFAULT.fast_watch_for
+                    next_sample = now + (0.25 if early else max(1.0, (now - t0) / 60))
                 if not stopped and watch.step():
                     stopped = True
         finally:

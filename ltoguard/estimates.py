@@ -13,11 +13,14 @@ from __future__ import annotations
 import enum
 import errno
 import json
+import math
 import os
 import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from ltoguard import curves
+from ltoguard.curves import Curve
 from ltoguard.messages import warning
 from ltoguard.sizes import GiB, MiB, format_size
 from ltoguard.statedir import write_private_file
@@ -131,6 +134,7 @@ class Entry:
     peaks: list[int]
     toolchain: str = ""  # "" in files written before toolchains were recorded
     inputs: dict[str, int] | None = None  # inputs.Inputs of the last run (None: unknown)
+    curve: Curve | None = None  # its memory over the last run that gave one
 
 
 def _validate(data: object) -> dict[str, Entry]:
@@ -155,7 +159,13 @@ def _validate(data: object) -> dict[str, Entry]:
         toolchain = entry.get("toolchain", "")
         if not isinstance(toolchain, str):
             raise HistoryError(f"entry {key!r} has a 'toolchain' that is not a string")
-        result[key] = Entry(group, peaks[-MAX_SAMPLES:], toolchain, _inputs(entry.get("inputs")))
+        result[key] = Entry(
+            group,
+            peaks[-MAX_SAMPLES:],
+            toolchain,
+            _inputs(entry.get("inputs")),
+            curves.parse(entry.get("curve")),
+        )
     return result
 
 
@@ -197,6 +207,40 @@ class History:
     def peaks(self, key: str) -> list[int]:
         entry = self._entries.get(key)
         return list(entry.peaks) if entry else []
+
+    def curve(self, key: str, toolchain: str = "") -> Curve | None:
+        """The job's memory over its last run that gave a curve, with this toolchain."""
+        entry = self._entries.get(key)
+        return entry.curve if entry is not None and _same(entry, toolchain) else None
+
+    def curve_for(
+        self, key: str, group: str, estimate: int, basis: Basis, toolchain: str = ""
+    ) -> Curve | None:
+        """The memory curve a job is admitted with, for an estimate of this basis: its
+        own with its own history, a sibling's with its siblings', else none."""
+        if basis == Basis.HISTORY:
+            return self.curve(key, toolchain)
+        if basis in (Basis.SIBLINGS_SCALED, Basis.SIBLINGS):
+            return self.sibling_curve(group, estimate, toolchain)
+        return None
+
+    def sibling_curve(self, group: str, estimate: int, toolchain: str = "") -> Curve | None:
+        """For a job with no curve of its own: the curve of the sibling whose peak is
+        nearest its estimate, its length scaled by their ratio (a bigger binary takes
+        longer to link, much as it takes more memory)."""
+        best: tuple[float, Entry] | None = None
+        for e in self._entries.values():
+            if e.group != group or e.curve is None or not _same(e, toolchain):
+                continue
+            ratio = estimate / max(1, max(e.peaks))
+            distance = abs(math.log(max(ratio, 1e-9)))
+            if best is None or distance < best[0]:
+                best = (distance, e)
+        if best is None or best[1].curve is None:
+            return None
+        entry, curve = best[1], best[1].curve
+        ratio = estimate / max(1, max(entry.peaks))
+        return Curve(curve.seconds * ratio, curve.shape)
 
     def toolchain(self, key: str) -> str:
         entry = self._entries.get(key)
@@ -270,6 +314,8 @@ class History:
                 entries[k]["toolchain"] = e.toolchain
             if e.inputs is not None:
                 entries[k]["inputs"] = e.inputs
+            if e.curve is not None:
+                entries[k]["curve"] = e.curve.as_json()
         data = {"version": FORMAT_VERSION, "entries": entries}
         payload = json.dumps(data, separators=(",", ":")).encode("utf-8")
         write_private_file(dir_fd, path, payload, mode=0o600, durable=True)
@@ -281,16 +327,20 @@ class History:
         peak_bytes: int,
         toolchain: str = "",
         inputs: dict[str, int] | None = None,
+        curve: Curve | None = None,
     ) -> None:
         if peak_bytes <= 0:
             return  # a job whose memory could not be sampled says nothing
         entry = self._entries.pop(key, None)
-        peaks = entry.peaks if entry is not None and entry.toolchain == toolchain else []
+        same = entry is not None and entry.toolchain == toolchain
+        peaks = entry.peaks if entry is not None and same else []
         # A new toolchain starts the job's peaks afresh: its memory may differ a lot.
         peaks = (peaks + [int(peak_bytes)])[-MAX_SAMPLES:]
         if inputs is None and entry is not None:
             inputs = entry.inputs  # a run that read no inputs forgets none
-        self._entries[key] = Entry(group, peaks, toolchain, inputs)
+        if curve is None and entry is not None and same:
+            curve = entry.curve  # a run that gave none (paused, too short) keeps the last
+        self._entries[key] = Entry(group, peaks, toolchain, inputs, curve)
         while len(self._entries) > MAX_KEYS:
             del self._entries[next(iter(self._entries))]
 

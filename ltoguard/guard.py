@@ -24,7 +24,7 @@ import os
 import time
 from functools import partial
 
-from ltoguard import process
+from ltoguard import curves, process
 from ltoguard.jobs import Job, JobRecord, job_from_decision, job_inputs
 from ltoguard.lending import LendWhileWaiting, LentTokens
 from ltoguard.messages import EXIT_CONFIG, channel, error, note, say
@@ -100,13 +100,14 @@ class GuardedRun:
         self.settings = settings
         self.sem = sem
         self._history: HistoryStore | None = None
+        self.curve: curves.Curve | None = None  # its own learned memory curve, if any
         self.inputs = job_inputs(job) if job.estimate is None else None
         basis: str
         if job.estimate is not None:
             estimate, basis = job.estimate, Basis.CONFIGURED
         else:
             estimate, basis = self._relearn(quiet=False)
-        self.record = JobRecord(job, estimate, basis)
+        self.record = JobRecord(job, estimate, basis, curve=self.curve)
         self.record.inputs = self.inputs
         self.waiting: str | None = None  # why it waited, once it did
         # Each attempt for the report: [queued, admitted, ended, paused_s, next step]
@@ -212,10 +213,11 @@ class GuardedRun:
     def _relearn(self, quiet: bool = True) -> tuple[int, Basis]:
         """The estimate from everything learned so far (a sibling may just have finished)."""
         job = self.job
-        return self.history().estimate(
+        estimate, basis, self.curve = self.history().lookup(
             job.key, job.group, toolchain=job.toolchain, inputs=self.inputs,
             predict=self._predict, quiet=quiet,
         )  # fmt: skip
+        return estimate, basis
 
     def _predict(self, inputs: dict[str, int]) -> int:
         from ltoguard.inputs import predict
@@ -279,7 +281,13 @@ class GuardedRun:
         if self.job.estimate is not None:
             return  # a configured estimate is not learned over
         job = self.job
-        self.history().record(job.key, job.group, peak, job.toolchain, self.inputs)
+        curve = None
+        samples = self.record.samples
+        if len(self.attempts) == 1 and not self.record.paused_s and samples:
+            # One run, never paused: its samples are its curve's (a pause would
+            # stretch it, a stopped run would cut it).
+            curve = curves.from_samples(samples, samples[0][0], samples[-1][0])
+        self.history().record(job.key, job.group, peak, job.toolchain, self.inputs, curve)
 
     def _event(self, code: int, outcome: str, state: RetryState) -> None:
         from ltoguard.events import append_event

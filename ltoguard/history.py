@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import stat
 
+from ltoguard.curves import Curve
 from ltoguard.estimates import DEFAULT_ESTIMATE, Basis, History
 from ltoguard.messages import warning
 from ltoguard.statedir import read_small_file, write_private_file
@@ -312,6 +313,7 @@ class HistoryStore:
         peak_bytes: int,
         toolchain: str = "",
         inputs: dict[str, int] | None = None,
+        curve: Curve | None = None,
     ) -> None:
         """Load, record and save at once, so concurrent jobs rarely overwrite each other.
         Never raises on I/O: a history that cannot be written costs precision, not the
@@ -320,7 +322,7 @@ class HistoryStore:
         if peak_bytes <= 0:
             return  # a job whose memory could not be sampled says nothing
         history = self.load(toolchain)  # quiet: this job warned when it first read
-        history.record(key, group, peak_bytes, toolchain, inputs)
+        history.record(key, group, peak_bytes, toolchain, inputs, curve)
         state_path, state_fd = self._state()
         if self._cache_fd is not None:
             try:
@@ -350,10 +352,28 @@ class HistoryStore:
         quiet: bool = True,
     ) -> tuple[int, Basis]:
         """A job's estimate and its basis from everything learned (History.estimate)."""
+        estimate, basis, _ = self.lookup(
+            key, group, toolchain=toolchain, inputs=inputs, predict=predict, quiet=quiet
+        )
+        return estimate, basis
+
+    def lookup(
+        self,
+        key: str,
+        group: str,
+        *,
+        toolchain: str = "",
+        inputs: dict[str, int] | None = None,
+        predict: Callable[[dict[str, int]], int] | None = None,
+        quiet: bool = True,
+    ) -> tuple[int, Basis, Curve | None]:
+        """The estimate, its basis and the memory curve the job is admitted with
+        (History.curve_for), from one read of the history."""
         history = self.load(toolchain, quiet=quiet)
-        return history.estimate(
+        estimate, basis = history.estimate(
             key, group, DEFAULT_ESTIMATE, toolchain=toolchain, inputs=inputs, predict=predict
         )
+        return estimate, basis, history.curve_for(key, group, estimate, basis, toolchain)
 
 
 def where_line(where: Mapping[str, Any]) -> str:

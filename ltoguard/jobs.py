@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from ltoguard.classify import Decision
+    from ltoguard.curves import Curve
     from ltoguard.verdict import CrateOverride
 
 
@@ -184,6 +185,7 @@ class JobRecord:
     samples: list[list[float]] = field(default_factory=list)  # [time, bytes] for the report
     inputs: dict[str, int] | None = None  # inputs.Inputs: what the cold estimate read
     paused_s: float = 0.0  # seconds its compile was paused to leave room, over every attempt
+    curve: Curve | None = None  # its memory over a run, learned with its estimate
 
     def ticket(self) -> dict[str, Any]:
         job = self.job
@@ -201,6 +203,7 @@ class JobRecord:
             "group": job.group,
             "limit_total": self.limit_total,
             "limit_source": self.limit_source,
+            **({"curve": self.curve.as_json()} if self.curve is not None else {}),
         }
 
     def event(self, code: int, outcome: str, reruns: int, requeues: int) -> dict[str, Any]:

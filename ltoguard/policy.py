@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from ltoguard import curves
 from ltoguard.admission import DEFAULT, Admission, Limits, Running, Why, before_memory, fit
 from ltoguard.estimates import DEFAULT_ESTIMATE, Basis, default_estimate
 from ltoguard.memory import available_memory
@@ -45,27 +46,43 @@ class _LastNo:
 
 
 def running_jobs(
-    snap: Snapshot, default: int, rss: Callable[[int], int] = job_memory
+    snap: Snapshot,
+    default: int,
+    rss: Callable[[int], int] = job_memory,
+    now: Callable[[], float] = time.time,
 ) -> list[Running]:
-    """The guarded jobs holding slots, from their records (estimate, start) and their
-    memory now. A record that says nothing counts as a job of ``default`` size."""
+    """The guarded jobs holding slots, from their records (estimate, start, learned
+    curve, seconds paused) and their memory now. A record that says nothing counts
+    as a job of ``default`` size."""
     out = []
+    t = now()
     for h in snap.holders:
         rec = h.record or {}
         pid = rec.get("child") or rec.get("pid") or 0
         est = rec.get("estimate")
-        started = rec.get("started")
+        started = _seconds(rec.get("started"))
         valid_pid = isinstance(pid, int) and pid > 0
+        paused = rec.get("paused") is True
+        ran = 0.0
+        if started:
+            since = _seconds(rec.get("paused_since"))
+            ran = t - started - _seconds(rec.get("paused_s")) - (t - since if since else 0.0)
         out.append(
             Running(
                 pid=pid if valid_pid else 0,
                 estimate=est if isinstance(est, int) else default,
                 current=rss(pid) if valid_pid else 0,
-                started=float(started) if isinstance(started, (int, float)) else 0.0,
-                paused=rec.get("paused") is True,
+                started=started,
+                paused=paused,
+                curve=curves.parse(rec.get("curve")),
+                ran=max(0.0, ran),
             )
         )
     return out
+
+
+def _seconds(value: object) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
 
 
 class AdmissionPolicy:
@@ -128,6 +145,8 @@ class AdmissionPolicy:
             running=running,
             available=mem.available,
             margin=self.limits.margin(mem.total),
+            curve=self.record.curve,
+            limits=self.limits,
         )
         if decision.ok:
             self._admitted_with(mem, usage)

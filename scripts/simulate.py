@@ -51,8 +51,8 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ltoguard import admission
-from ltoguard.estimates import HISTORY_HEADROOM, History, default_estimate
+from ltoguard import admission, curves
+from ltoguard.estimates import HISTORY_HEADROOM, Basis, History, default_estimate
 from ltoguard.inputs import predict
 from ltoguard.retry import OOM_RERUN_HEADROOM, VICTIM_HEADROOM
 from ltoguard.sizes import MiB, parse_size
@@ -84,6 +84,10 @@ class TraceJob:
     # cargo a token, ("que", m) a job that queued lent it one, or ("at", -1): on its own.
     trigger: tuple[str, int] = ("at", -1)
     lag: float = 0.0  # seconds from the trigger to its queueing
+
+    def curve(self) -> curves.Curve | None:
+        """Its memory curve as ltoguard learns it from a run's samples."""
+        return curves.from_samples(self.profile, 0.0, self.run_s)
 
     def memory_at(self, tau: float) -> int:
         """Bytes held ``tau`` seconds into the run (linear between samples)."""
@@ -270,6 +274,7 @@ class Live:
     alone: bool = False  # rerunning after an OOM kill: only with nothing else running
     attempts: int = 0
     floor: int = 0  # a requeued job's estimate is at least what it reached (retry.py)
+    curve: curves.Curve | None = None  # its learned curve, if the estimator has one
     next_watch: float = 0.0  # when its watch next asks pause_step
     last_free: int | None = None  # free memory at its watch's last check (pause.py)
 
@@ -283,6 +288,8 @@ class Live:
             current=self.current(),
             started=self.started,
             paused=self.paused_at is not None,
+            curve=self.curve,
+            ran=self.tau,
         )
 
 
@@ -354,23 +361,42 @@ class Estimator:
     as if the last run peaked the same); peak: exactly its peak, no headroom.
     """
 
-    def __init__(self, mode: str, jobs: Sequence[TraceJob], cap: int, headroom: float) -> None:
-        self.mode, self.headroom, self.cap = mode, headroom, cap
+    def __init__(
+        self,
+        mode: str,
+        jobs: Sequence[TraceJob],
+        cap: int,
+        headroom: float,
+        use_curves: bool = True,
+    ) -> None:
+        self.mode, self.headroom, self.cap, self.use_curves = mode, headroom, cap, use_curves
         self.history = History()
         if mode == "warm":
             for j in jobs:
-                self.history.record(j.name, GROUP, j.peak, inputs=j.inputs)
+                curve = j.curve() if use_curves else None
+                self.history.record(j.name, GROUP, j.peak, inputs=j.inputs, curve=curve)
+
+    def curve_of(self, j: TraceJob) -> curves.Curve | None:
+        """The job's own learned curve, as guard.py takes it (with a history estimate)."""
+        if self.mode in ("recorded", "peak") or not self.use_curves:
+            return None
+        estimate, basis = self.estimate(j)
+        return self.history.curve_for(j.name, GROUP, estimate, basis)
 
     def of(self, j: TraceJob) -> int:
         if self.mode == "recorded":
             return j.estimate
         if self.mode == "peak":
             return j.peak
+        return self.estimate(j)[0]
+
+    def estimate(self, j: TraceJob) -> tuple[int, Basis]:
+        """ltoguard's estimate and its basis (cold and warm)."""
 
         def cold(inputs: dict[str, int]) -> int:
             return predict(inputs, debuginfo=j.debuginfo)
 
-        est, _ = self.history.estimate(
+        return self.history.estimate(
             j.name,
             GROUP,
             default_estimate(self.cap),
@@ -378,13 +404,13 @@ class Estimator:
             predict=cold,
             headroom=self.headroom,
         )
-        return est
 
     def learn(self, j: TraceJob) -> bool:
         """A job ended: learn its peak (a cold build). True if an estimate may change."""
         if self.mode != "cold":
             return False
-        self.history.record(j.name, GROUP, j.peak, inputs=j.inputs)
+        curve = j.curve() if self.use_curves else None
+        self.history.record(j.name, GROUP, j.peak, inputs=j.inputs, curve=curve)
         return True
 
 
@@ -398,6 +424,7 @@ def simulate(
     cpus: int = 2,
     limits: admission.Limits = admission.DEFAULT,
     headroom: float = HISTORY_HEADROOM,
+    use_curves: bool = True,
 ) -> Result:
     """Replay ``jobs`` under a cap of ``cap`` bytes with ltoguard's admission rules."""
     base = Baseline.of(jobs)
@@ -423,7 +450,7 @@ def simulate(
         estimates = "warm"  # its older name
     if estimates not in ESTIMATES:
         raise ValueError(f"estimates: {estimates!r} is not one of {', '.join(ESTIMATES)}")
-    estimator = Estimator(estimates, jobs, cap, headroom)
+    estimator = Estimator(estimates, jobs, cap, headroom, use_curves)
     estimate_of = estimator.of
 
     def free(now: float) -> int:
@@ -433,7 +460,7 @@ def simulate(
         due = [(a, index[id(j)], j) for j in pending if (a := arrival(j)) is not None and a <= t]
         for _, k, j in sorted(due, key=lambda d: (d[0], d[1])):
             pending.remove(j)
-            queue.append(Live(j, estimate=estimate_of(j)))
+            queue.append(Live(j, estimate=estimate_of(j), curve=estimator.curve_of(j)))
             happened[("que", k)] = t
         # Progress of the running jobs over the last tick.
         active = sum(1 for r in running if r.paused_at is None)
@@ -446,6 +473,7 @@ def simulate(
                 if estimator.learn(r.job):
                     for w in queue:  # a waiter's estimate is learned afresh (policy.py)
                         w.estimate = max(w.floor, estimate_of(w.job))
+                        w.curve = estimator.curve_of(w.job)
                 done += 1
                 res.wall = t
                 happened[("fin", index[id(r.job)])] = t
@@ -520,6 +548,7 @@ def simulate(
                 limit=slot_limit,
                 alone=head.alone,
                 limits=limits,
+                curve=head.curve,
             ).ok
             if not ok:
                 last_no = (held, t)
@@ -626,6 +655,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="linked: a job cargo started when another ended (or lent its token) starts that"
         " long after the same event in the replay; recorded: at its recorded time",
     )
+    ap.add_argument(
+        "--curves",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="use the memory curves ltoguard learns with the peaks (default: yes)",
+    )
     ap.add_argument("--cpus", type=int, default=2, help="CPUs the compiles share (default 2)")
     ap.add_argument(
         "--floor-divisor",
@@ -668,6 +703,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     cpus=args.cpus,
                     limits=limits,
                     headroom=args.headroom,
+                    use_curves=args.curves,
                 )
                 rows.append({"trace": path.name, "estimates": args.estimates, **res.row()})
                 if not args.json and res.refused_examples:

@@ -230,14 +230,22 @@ def test_a_cold_replay_learns_each_peak_as_its_job_ends(tmp_path: Path) -> None:
 @pytest.mark.parametrize("estimates", ["cold", "warm"])
 def test_the_policy_pairs_the_real_trace_where_the_old_one_ran_a_flock(estimates: str) -> None:
     """The 100-bin trace at its 600 MiB: the old policy (10% headroom, floor 1/10 of the
-    cap) replays as a flock; the current one runs pairs, faster, with no kill and no
-    compile stopped."""
+    cap, no curves) replays as a flock; the current one runs two jobs at once for half
+    the LTO phase or more, 0.7 x as long, with no kill and no compile stopped."""
     jobs = simulate.load_trace(REAL)
     old = simulate.simulate(
-        jobs, 600 * MiB, estimates=estimates, limits=RECORDED_WITH, headroom=1.1
+        jobs,
+        600 * MiB,
+        estimates=estimates,
+        limits=RECORDED_WITH,
+        headroom=1.1,
+        use_curves=False,
     )
     new = simulate.simulate(jobs, 600 * MiB, estimates=estimates)
     assert old.overlap_s / old.wall < 0.01
-    assert new.overlap_s / new.wall > 0.15 and new.pairs >= 20
-    assert new.wall < 0.9 * old.wall
+    assert new.overlap_s / new.wall >= 0.5 and new.pairs >= 50
+    assert new.wall < 0.7 * old.wall
     assert (new.kills, new.stops, new.failed) == (0, 0, 0)
+    # Without the learned curves, pairs are fewer and the phase longer.
+    flat = simulate.simulate(jobs, 600 * MiB, estimates=estimates, use_curves=False)
+    assert flat.overlap_s / flat.wall < 0.35 and flat.wall > new.wall * 1.2

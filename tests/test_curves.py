@@ -1,0 +1,196 @@
+"""Learned memory curves: how they are learned, kept, carried and used by admission."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ltoguard import curves
+from ltoguard.admission import (
+    DEFAULT,
+    Running,
+    Why,
+    expected,
+    fit,
+    held_together,
+    off_curve,
+    outstanding,
+    pause_step,
+)
+from ltoguard.curves import Curve
+from ltoguard.estimates import Basis, History
+from ltoguard.history import history_file
+from ltoguard.policy import running_jobs
+from ltoguard.records import Holder
+from ltoguard.semaphore import Snapshot
+from ltoguard.sizes import MiB
+from tests.procs import Procs, clean_env, ltoguard_cmd, make_fake_rustc
+
+# A fat-LTO job as they go: most of its peak in its first second, the top at the end.
+LTO = Curve(8.0, (0.7, 0.75, 0.8, 0.8, 0.85, 0.85, 0.9, 1.0))
+
+
+# -- learning a curve ----------------------------------------------------------------
+
+
+def test_a_curve_is_each_slice_s_largest_share_of_the_peak() -> None:
+    samples = [[100.0, 0], [100.5, 50], [101.0, 100], [103.0, 100], [104.0, 200], [104.0, 0]]
+    c = curves.from_samples(samples, 100.0, 104.0)
+    assert c is not None and c.seconds == 4.0 and len(c.shape) == curves.SLICES
+    assert max(c.shape) == 1.0 and c.shape[-1] == 1.0
+    # Between two samples the larger holds: the first slice is never taken as empty.
+    assert c.shape[0] == 0.25 and min(c.shape) == 0.25
+    assert c.shape[curves.SLICES // 2] == 0.5  # 102 s: between the 100 and the 100
+
+
+def test_too_short_or_too_few_samples_give_no_curve() -> None:
+    assert curves.from_samples([[0, 5], [0.5, 5], [0.9, 5]], 0.0, 0.9) is None
+    assert curves.from_samples([[0, 5], [3, 5]], 0.0, 3.0) is None
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        None,
+        [],
+        {"seconds": 0, "shape": [1.0]},
+        {"seconds": True, "shape": [1.0]},
+        {"seconds": 3, "shape": []},
+        {"seconds": 3, "shape": [1.5]},
+        {"seconds": 3, "shape": ["x"]},
+        {"seconds": 3, "shape": [0.5] * 100},
+    ],
+)
+def test_a_malformed_curve_is_no_curve(bad: object) -> None:
+    assert curves.parse(bad) is None
+
+
+def test_a_curve_round_trips_through_json() -> None:
+    assert curves.parse(json.loads(json.dumps(LTO.as_json()))) == LTO
+    assert LTO.share(0.5) == 0.7 and LTO.share(7.9) == 1.0 and LTO.share(8.0) is None
+
+
+# -- admission with curves -----------------------------------------------------------
+
+
+def job(ran: float, current: int, estimate: int = 300 * MiB, **kw: Any) -> Running:
+    return Running(pid=1, estimate=estimate, current=current, started=1.0, ran=ran, **kw)
+
+
+def test_without_curves_the_rules_are_the_estimates_as_before() -> None:
+    jobs = [job(2.0, 200 * MiB), job(1.0, 100 * MiB, estimate=250 * MiB)]
+    assert outstanding(jobs) == 100 * MiB + 150 * MiB
+    assert held_together(jobs) == 550 * MiB
+
+
+def test_a_running_job_is_expected_along_its_curve_then_gone() -> None:
+    r = job(6.0, 270 * MiB, curve=LTO)  # slice 6 of 8: 0.9
+    assert expected(r, 0.0) == 270 * MiB
+    assert expected(r, 1.5) == 300 * MiB  # its last slice: the peak
+    assert expected(r, 3.0) == 300 * MiB  # past its learned end, within the slack
+    assert expected(r, 8 * DEFAULT.curve_slack - 6.0 + 0.01) == 0
+
+
+def test_a_head_that_peaks_after_the_running_job_ends_fits_where_estimates_would_not() -> None:
+    old = job(6.0, 270 * MiB, curve=LTO)
+    flat = fit(estimate=300 * MiB, running=[old], available=340 * MiB, margin=20 * MiB)
+    assert not flat.ok and flat.why is Why.NO_ROOM  # 300 + 30 of growth + 20 > 340
+    d = fit(estimate=300 * MiB, running=[old], available=340 * MiB, margin=20 * MiB, curve=LTO)
+    # Together at most: the old one's top (300, held until 1.2 x its 8 s) beside the
+    # head's third slice (0.8 x 300): 540, of which 270 is held already; + 20 <= 340.
+    assert d.ok and d.why is Why.FITS
+    assert held_together([old, job(0.0, 0, curve=LTO)]) == 540 * MiB
+    assert d.reserved < 0 and "ending before its peak" in d.text
+
+
+def test_a_job_off_its_curve_is_expected_at_its_estimate() -> None:
+    rising = job(0.5, 260 * MiB, curve=LTO)  # 0.7 allowed: 210 MiB (+10%: 231)
+    assert off_curve(rising) and expected(rising, 7.5) == 300 * MiB
+    late = job(8 * DEFAULT.curve_slack, 100 * MiB, curve=LTO)
+    assert off_curve(late) and expected(late, 100.0) == 300 * MiB
+    paused = job(6.0, 270 * MiB, curve=LTO, paused=True)
+    assert expected(paused, 100.0) == 300 * MiB
+
+
+def test_the_pause_rule_follows_the_curves() -> None:
+    # The young job has just started; the old one ends in 2 s. By estimates alone they
+    # are expected to grow 30 + 90 MiB more; by their curves the young one reaches its
+    # top only after the old one is gone.
+    old = Running(pid=1, estimate=300 * MiB, current=270 * MiB, started=1.0, ran=6.0, curve=LTO)
+    young = Running(pid=2, estimate=300 * MiB, current=210 * MiB, started=2.0, ran=0.5, curve=LTO)
+    kw: dict[str, Any] = {"others": [old], "total": 600 * MiB, "paused": False}
+    # Along the curves they grow by 75 MiB at most (300 + 255 against 480 held now).
+    assert outstanding([old, young]) == 75 * MiB
+    assert pause_step(me=young, available=100 * MiB, **kw).value == "keep"
+    flat_young = Running(pid=2, estimate=300 * MiB, current=210 * MiB, started=2.0)
+    flat_old = Running(pid=1, estimate=300 * MiB, current=270 * MiB, started=1.0)
+    kw["others"] = [flat_old]
+    assert pause_step(me=flat_young, available=100 * MiB, **kw).value == "pause"
+
+
+def test_running_jobs_read_curve_and_run_time_from_their_records() -> None:
+    rec = {
+        "pid": 10,
+        "estimate": 300 * MiB,
+        "started": 100.0,
+        "paused_s": 2.0,
+        "paused_since": 108.0,
+        "paused": True,
+        "curve": LTO.as_json(),
+    }
+    snap = Snapshot(holders=[Holder(0, rec)], free_slots=[])
+    [r] = running_jobs(snap, 1, rss=lambda pid: 5, now=lambda: 110.0)
+    assert r.curve == LTO and r.ran == pytest.approx(110 - 100 - 2 - 2)
+    assert r.paused and r.current == 5
+    rec["curve"] = {"seconds": "x"}
+    [r] = running_jobs(snap, 1, rss=lambda pid: 5, now=lambda: 110.0)
+    assert r.curve is None
+
+
+# -- keeping curves ------------------------------------------------------------------
+
+
+def test_history_keeps_the_last_curve_and_lends_siblings_theirs(tmp_path: Path) -> None:
+    h = History()
+    h.record("a", "g", 300 * MiB, "tc", curve=LTO)
+    h.record("a", "g", 320 * MiB, "tc")  # a run that gave no curve keeps the last
+    assert h.curve("a", "tc") == LTO
+    path = tmp_path / "h.json"
+    h.save(str(path))
+    loaded = History.load(str(path))
+    assert loaded.curve("a", "tc") == LTO
+    assert loaded.curve_for("a", "g", 320 * MiB, Basis.HISTORY, "tc") == LTO
+    # A sibling without a curve of its own takes the nearest sibling's, its length
+    # scaled by their sizes.
+    sib = loaded.curve_for("b", "g", 160 * MiB, Basis.SIBLINGS_SCALED, "tc")
+    assert sib is not None and sib.shape == LTO.shape and sib.seconds == pytest.approx(4.0)
+    assert loaded.curve_for("b", "g", 160 * MiB, Basis.INPUTS, "tc") is None
+    h.record("a", "g", 300 * MiB, "other toolchain")  # a new compiler: learned afresh
+    assert h.curve("a", "other toolchain") is None
+
+
+def test_a_guarded_run_learns_its_curve_and_the_next_is_admitted_with_it(
+    tmp_path: Path, procs: Procs
+) -> None:
+    rustc = make_fake_rustc(tmp_path)
+    state = tmp_path / "state"
+    argv = ltoguard_cmd(rustc, "app", ["--crate-type", "bin", "-C", "lto=fat"])
+    env = clean_env(tmp_path, state, FAKE_SLEEP="1.5")
+    for _ in range(2):
+        p = procs.start(argv, env)
+        _, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+    saved = json.loads(
+        (tmp_path / "xdg-cache" / "ltoguard" / history_file(os.geteuid())).read_text()
+    )
+    [entry] = saved["entries"].values()
+    curve = curves.parse(entry["curve"])
+    assert curve is not None and 1.3 < curve.seconds < 5
+    lines = (state / f"events-{os.geteuid()}.jsonl").read_text().splitlines()
+    first, second = (json.loads(line) for line in lines)
+    assert "curve" not in first and first["estimate_basis"] == "default"
+    assert second["estimate_basis"] == "history" and curves.parse(second["curve"]) is not None
