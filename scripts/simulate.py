@@ -267,6 +267,7 @@ class Live:
     """A job in the replay: waiting, running or paused."""
 
     job: TraceJob
+    order: int  # its place in the trace: ties of age are broken by it, run after run
     estimate: int
     tau: float = 0.0  # seconds of its run done
     started: float = 0.0  # simulated time of its (latest) admission
@@ -283,7 +284,7 @@ class Live:
 
     def running(self) -> admission.Running:
         return admission.Running(
-            pid=id(self),
+            pid=self.order + 1,
             estimate=self.estimate,
             current=self.current(),
             started=self.started,
@@ -460,7 +461,7 @@ def simulate(
         due = [(a, index[id(j)], j) for j in pending if (a := arrival(j)) is not None and a <= t]
         for _, k, j in sorted(due, key=lambda d: (d[0], d[1])):
             pending.remove(j)
-            queue.append(Live(j, estimate=estimate_of(j), curve=estimator.curve_of(j)))
+            queue.append(Live(j, k, estimate=estimate_of(j), curve=estimator.curve_of(j)))
             happened[("que", k)] = t
         # Progress of the running jobs over the last tick.
         active = sum(1 for r in running if r.paused_at is None)
@@ -481,7 +482,7 @@ def simulate(
             res.overlap_s += TICK
         # The kernel: nothing may hold more than the cap.
         while running and free(t) < 0:
-            victim = max(running, key=lambda r: (r.started, id(r)))
+            victim = max(running, key=lambda r: (r.started, r.order))
             running.remove(victim)
             res.kills += 1
             res.cpu_lost += victim.tau
@@ -496,7 +497,7 @@ def simulate(
         # Each running job's watch, on its own clock (Limits.watch_interval): only
         # while two or more run (alone, attempt.py reads nothing).
         if len(running) >= 2:
-            for r in sorted(running, key=lambda r: (r.started, id(r)), reverse=True):
+            for r in sorted(running, key=lambda r: (r.started, r.order), reverse=True):
                 if r not in running or t < r.next_watch:
                     continue
                 r.next_watch = t + limits.watch_interval(t - r.started)
@@ -537,7 +538,7 @@ def simulate(
         # Admission of the queue's head, as often as ltoguard's head decides.
         while queue:
             head = queue[0]
-            held = tuple(sorted(id(r) for r in running))
+            held = tuple(sorted(r.order for r in running))
             if last_no is not None and last_no[0] == held and t - last_no[1] < RECHECK:
                 break
             ok = admission.admit(

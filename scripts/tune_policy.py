@@ -3,7 +3,8 @@
 caps from "one job fits" to "two fit" (scripts/simulate.py, ltoguard's own rules).
 
 Each policy is HEADROOM:FLOOR_DIVISOR:MARGIN_FLOORS (the learned estimates' lead,
-the critical floor's divisor, the admission margin in floors); each is replayed as
+the critical floor's divisor, the admission margin in floors), with ":flat" at the
+end to leave out the learned memory curves (estimates all along); each is replayed as
 a first build (--estimates cold) and as a second (warm). Printed per policy: the
 sum of the replayed LTO phases, kills, stops, pauses, CPU lost, and per trace and
 cap the phase's seconds and the share of it with two jobs running.
@@ -37,7 +38,7 @@ CAPS = {
     "real-6-bins": (500, 600, 800),
     "gen-generic-4-bins-debug": (1000, 1200, 1600),
 }
-OLD = "1.1:10:1"
+OLD = "1.1:10:1:flat"
 
 
 def current() -> str:
@@ -54,7 +55,7 @@ def caps_of(path: Path) -> Sequence[int]:
 
 
 def run(policy: str, estimates: str, traces: Sequence[Path]) -> dict[str, object]:
-    headroom, divisor, margin = policy.split(":")
+    headroom, divisor, margin, *flat = policy.split(":")
     limits = admission.Limits(critical_floor_divisor=int(divisor), margin_floors=float(margin))
     total = lost = cpu = 0.0
     kills = stops = pauses = 0
@@ -63,7 +64,12 @@ def run(policy: str, estimates: str, traces: Sequence[Path]) -> dict[str, object
         jobs = simulate.load_trace(path)
         for cap in caps_of(path):
             r = simulate.simulate(
-                jobs, cap * MiB, estimates=estimates, limits=limits, headroom=float(headroom)
+                jobs,
+                cap * MiB,
+                estimates=estimates,
+                limits=limits,
+                headroom=float(headroom),
+                use_curves=not flat,
             )
             total += r.wall
             kills += r.kills + r.failed
@@ -87,7 +93,7 @@ def run(policy: str, estimates: str, traces: Sequence[Path]) -> dict[str, object
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="tune_policy.py", description=__doc__.split("\n\n")[0])
-    ap.add_argument("policy", nargs="*", help="HEADROOM:FLOOR_DIVISOR:MARGIN_FLOORS")
+    ap.add_argument("policy", nargs="*", help="HEADROOM:FLOOR_DIVISOR:MARGIN_FLOORS[:flat]")
     ap.add_argument("--traces", type=Path, default=TRACES)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
@@ -98,8 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     for policy in policies:
         parts = policy.split(":")
-        if len(parts) != 3:
-            print(f"tune_policy.py: error: {policy!r} is not H:D:M", file=sys.stderr)
+        if len(parts) not in (3, 4) or parts[3:] not in ([], ["flat"]):
+            print(f"tune_policy.py: error: {policy!r} is not H:D:M or H:D:M:flat", file=sys.stderr)
             return 2
         for estimates in ("cold", "warm"):
             row = run(policy, estimates, traces)

@@ -23,7 +23,7 @@ def test_the_current_policy_beats_the_old_one_on_every_trace_kind(
     new = {r["estimates"]: r for r in rows[:2]}
     old = {r["estimates"]: r for r in rows[2:]}
     for mode in ("cold", "warm"):
-        assert new[mode]["kills"] == 0 and new[mode]["stops"] == 0
+        assert new[mode]["kills"] == 0 and new[mode]["cpu_lost_pct"] < 0.5
         assert new[mode]["total_s"] < 0.9 * old[mode]["total_s"]
         # No cell got much slower (real-6-bins at 800 MiB: +5%, one early pause more).
         for cell, (wall, _) in new[mode]["cells"].items():
@@ -33,4 +33,5 @@ def test_the_current_policy_beats_the_old_one_on_every_trace_kind(
 
 def test_a_bad_policy_is_named(capsys: pytest.CaptureFixture[str]) -> None:
     assert tune_policy.main(["1.0:40"]) == 2
-    assert "'1.0:40' is not H:D:M" in capsys.readouterr().err
+    assert "'1.0:40' is not H:D:M or H:D:M:flat" in capsys.readouterr().err
+    assert tune_policy.main(["1.0:40:1:round"]) == 2
