@@ -7,8 +7,8 @@ Kinds (--kinds):
   many     similar small bins over 1-3 of Debian's packaged crates each
            (bench_memory.py --kind many --large-every 0)
   mixed    a few large bins (over all 19 crates) among small ones (--kind many
-           --large-every K); cargo starts the large ones first, as their
-           dependencies are the ones it prioritises
+           --large-every K); in the recorded builds of this shape cargo started
+           the large ones among its first LTO jobs
   real     bins over 1 to 19 real crates, LTO jobs of very different sizes
            (bench_memory.py --kind real)
   generic  bins made mostly of one library's generic code (scripts/gen_generic.py)
@@ -403,7 +403,7 @@ def fmt_stops(r: dict[str, Any]) -> str:
 
 
 def fmt_refused(r: dict[str, Any]) -> str:
-    return f"{r['refused_fit']} / {r['started_beside'] + r['refused_fit']}"
+    return f"{r['refused_fit']} of {r['started_beside'] + r['refused_fit']}"
 
 
 def table(kind: dict[str, Any]) -> str:
@@ -417,7 +417,7 @@ def table(kind: dict[str, Any]) -> str:
         "| cap MiB | plain s | plain's LTO jobs (beside another) | flock s | ltoguard s"
         " | / flock | / plain | / plain without a cap | pairs | paused jobs (s) | stops, reruns"
         " | OOM kills (reached cargo): plain, flock, cold, warm | CPU lost"
-        " | refused pairs: would fit / pairs that fit | targets |\n",
+        " | refused pairs that would have fit, of the pairs that fit | targets |\n",
         "|" + "---:|" * 14 + "---|\n",
     ]
     for cell in kind["cells"]:
@@ -496,8 +496,10 @@ class Sweep:
             events = [e for e in bm.read_events(state) if float(e.get("queued") or 0) >= started]
             fig = row_figures(res)
             fig.update(guarded_figures(events, res, cap or 1 << 50))
-            shutil.rmtree(state, ignore_errors=True)
-            shutil.rmtree(bm.cache_of(state), ignore_errors=True)
+            fig["state"] = str(state)
+            if not self.args.keep:
+                shutil.rmtree(state, ignore_errors=True)
+                shutil.rmtree(bm.cache_of(state), ignore_errors=True)
         else:
             watch = LtoWatch() if row == "plain" else None
             res = bench.build(row, cap, None, watch)

@@ -143,7 +143,7 @@ def test_table_has_one_row_per_cap_and_lists_what_was_missed(sweep: ModuleType) 
     assert lines[1].startswith(
         "| 430 | OOM-killed at 50 | 12 (10) | 200.0 | 120.0 / 118.0 | 0.60 / 0.59"
     )
-    assert lines[1].endswith("| ✓ |")
+    assert lines[1].endswith("| 1 of 21 / 1 of 21 | ✓ |")
     assert lines[2].startswith("| 900 | 100.0 | ")
     assert "✗ cold cpu, cold plain, warm plain" in lines[2]
     assert "- 900 MiB: cold: CPU lost <= 3% (5.0%)" in text
