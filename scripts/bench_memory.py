@@ -79,7 +79,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -188,12 +188,15 @@ def run_build(
     limit: int | None,
     log: Path,
     timeout: float,
+    watch: Callable[[MemoryCgroup, float], None] | None = None,
 ) -> dict[str, Any]:
     """One clean `cargo build --release -jN` in a fresh cgroup; measured figures.
 
     limit None: a cgroup without a limit of its own (for calibration: it still
     measures the peak). CPU time is the cargo tree's user+sys from wait4 (children
-    are reaped by cargo, so their time is included).
+    are reaped by cargo, so their time is included). ``watch`` is called with the
+    group and the seconds since the start at every sample (bench_sweep.py's view of
+    the compiles running).
     """
     shutil.rmtree(target, ignore_errors=True)
     env = dict(env, CARGO_TARGET_DIR=str(target))
@@ -222,6 +225,8 @@ def run_build(
                         status, ru = st, r
                         break
                     now_charged = charged(cg)
+                    if watch is not None:
+                        watch(cg, time.monotonic() - t0)
                     peak_rss = max(peak_rss, now_charged)
                     if not series or time.monotonic() - t0 - series[-1][0] >= 1.0:
                         series.append((round(time.monotonic() - t0, 1), now_charged))
@@ -307,7 +312,13 @@ class Bench:
             shutil.copytree(cache_of(self.warm_template), cache_of(state), symlinks=True)
         return state
 
-    def build(self, row: str, limit: int | None, state: Path | None = None) -> dict[str, Any]:
+    def build(
+        self,
+        row: str,
+        limit: int | None,
+        state: Path | None = None,
+        watch: Callable[[MemoryCgroup, float], None] | None = None,
+    ) -> dict[str, Any]:
         made_here = state is None
         if state is None:
             state = self.state_for(row)
@@ -316,7 +327,14 @@ class Bench:
         log = self.work / f"build-{self.builds}-{row}.log"
         started = time.time()
         res = run_build(
-            self.args.workspace, self.work / "target", env, jobs, limit, log, self.args.timeout
+            self.args.workspace,
+            self.work / "target",
+            env,
+            jobs,
+            limit,
+            log,
+            self.args.timeout,
+            watch,
         )
         res["row"] = row
         res["log"] = str(log)
@@ -606,6 +624,32 @@ def table(
     return "".join(lines)
 
 
+def generate_workspace(
+    kind: str,
+    out: Path,
+    spec: dict[str, Any],
+    *,
+    bins: int | None = None,
+    large_every: int = MANY_LARGE_EVERY,
+    debug: bool = False,
+) -> str:
+    """Write a workspace of ``kind`` (KINDS) under ``out``; the line that describes it.
+    ``spec`` is the gen preset (size, bins, libs, debug) with the command line's values;
+    ``bins`` and ``debug`` are the Debian-crate kinds' (their own defaults for bins)."""
+    if kind != "gen":
+        small = kind == "many"
+        count = bins or (MANY_BINS if small else REAL_BINS)
+        load_script("gen_realcrates").generate(
+            out, bins=count, small=small, debug=debug, large_every=large_every
+        )
+        what = f"Debian crates ({kind}): bins={count} debug={debug}"
+        if small:
+            what += f" large-every={large_every}"
+        return what
+    load_gen_workspace().generate(out, lto="fat", **spec)
+    return f"generated: size={spec['size']} bins={spec['bins']} libs={spec['libs']} debug={spec['debug']}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -656,21 +700,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="ltoguard-bench-memory-"))
     work.mkdir(parents=True, exist_ok=True)
     args.cleanup_state = not args.keep
-    if args.workspace is None and args.kind != "gen":
+    if args.workspace is None:
         args.workspace = work / "workspace"
-        small = args.kind == "many"
-        bins = args.bins or (MANY_BINS if small else REAL_BINS)
-        debug = bool(args.debug)
-        load_script("gen_realcrates").generate(
-            args.workspace, bins=bins, small=small, debug=debug, large_every=args.large_every
+        what = generate_workspace(
+            args.kind,
+            args.workspace,
+            spec,
+            bins=args.bins,
+            large_every=args.large_every,
+            debug=bool(args.debug),
         )
-        what = f"Debian crates ({args.kind}): bins={bins} debug={debug}"
-        if small:
-            what += f" large-every={args.large_every}"
-    elif args.workspace is None:
-        args.workspace = work / "workspace"
-        load_gen_workspace().generate(args.workspace, lto="fat", **spec)
-        what = f"generated: size={spec['size']} bins={spec['bins']} libs={spec['libs']} debug={spec['debug']}"
     else:
         args.workspace = args.workspace.resolve()
         what = f"given: {args.workspace}"
