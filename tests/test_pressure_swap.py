@@ -429,3 +429,44 @@ def test_a_real_cgroup_swap_allowance_is_read(procs: Procs) -> None:
         assert wait_for(lambda: str(pid) in (cg.path / "cgroup.procs").read_text())
         rooms = cgroup_swap_room(pid=pid)
         assert rooms and rooms[0][1].endswith(str(cg.path)) and rooms[0][0] == 256 * MiB
+
+
+# -- memcap and the demo -----------------------------------------------------------
+
+
+def test_memcap_parses_a_cap_with_swap() -> None:
+    from scripts.memcap import parse_cap
+
+    assert parse_cap("600M") == (600 * MiB, None)
+    assert parse_cap("1000M+1.5G") == (1000 * MiB, 1536 * MiB)
+    assert parse_cap("1G+0") == (GiB, 0)
+
+
+def test_memcap_with_swap_runs_or_says_why_in_one_line() -> None:
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "memcap.py"
+    check = subprocess.run(
+        [sys.executable, str(script), "--check-swap"], capture_output=True, text=True, timeout=60
+    )
+    run = subprocess.run(
+        [sys.executable, str(script), "64M+32M", "--", "true"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    if check.returncode == 0:
+        assert run.returncode == 0, run.stderr
+        assert "OOM kills under a 64 MiB + 32 MiB swap cap" in run.stderr
+    else:
+        assert check.stderr.startswith("memcap: no cap with swap here: ")
+        assert len(check.stderr.strip().splitlines()) == 1
+        assert run.returncode == 125
+        assert run.stderr.startswith("memcap: error: no cap with swap here: ")
+
+
+def test_demo_rejects_an_unknown_argument() -> None:
+    import subprocess
+
+    demo = Path(__file__).resolve().parent.parent / "scripts" / "demo.sh"
+    out = subprocess.run(["bash", str(demo), "--bogus"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and "usage: demo.sh [--swap SIZE]" in out.stderr
