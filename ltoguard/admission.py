@@ -381,8 +381,9 @@ class PressureLimits:
     swap_share: float = 0.5
     # A pair may overflow its bound by at most this share of the bound's size: a
     # fat-LTO compile leaves part of its memory untouched for long stretches, and
-    # that part swaps cheaply; much more than it is touched again and thrashes.
-    swap_overflow_share: float = 0.25
+    # that part swaps cheaply; much more than it is touched again and thrashes (the
+    # brake pauses the youngest job if it does all the same).
+    swap_overflow_share: float = 0.5
 
 
 DEFAULT_PRESSURE = PressureLimits()

@@ -71,6 +71,24 @@ def test_pressure_level_thresholds(some10: float | None, full10: float | None, w
 
 
 @pytest.mark.parametrize(
+    ("some10", "full10", "want"),
+    [
+        # The defaults ltoguard runs with, pinned: full 5% / some 40% high,
+        # full 1% / some 10% low.
+        (0.0, 4.99, MID),
+        (0.0, 5.0, HIGH),
+        (39.99, 0.0, MID),
+        (40.0, 0.0, HIGH),
+        (9.99, 0.99, LOW),
+        (10.0, 0.0, MID),
+        (0.0, 1.0, MID),
+    ],
+)
+def test_default_thresholds(some10: float, full10: float, want: Level) -> None:
+    assert pressure_level(some10, full10) is want
+
+
+@pytest.mark.parametrize(
     ("was", "recent", "want"),
     [
         (False, [], False),
@@ -114,7 +132,7 @@ def test_pressure_hold_says_why_and_holds_only_while_braking() -> None:
         (0, GiB, 0),
         (GiB, 0, 0),
         (400 * MiB, 4 * GiB, 200 * MiB),  # half the free swap
-        (4 * GiB, GiB, 256 * MiB),  # at most a quarter of the bound's size
+        (4 * GiB, GiB, 512 * MiB),  # at most half the bound's size
     ],
 )
 def test_swap_counted_share_and_overflow_cap(swap_free: int, total: int, want: int) -> None:
@@ -123,7 +141,7 @@ def test_swap_counted_share_and_overflow_cap(swap_free: int, total: int, want: i
 
 def test_swap_counted_limits_are_limits() -> None:
     assert swap_counted(GiB, 8 * GiB, PressureLimits(swap_share=0.25)) == 256 * MiB
-    assert swap_counted(8 * GiB, GiB, PressureLimits(swap_overflow_share=0.5)) == 512 * MiB
+    assert swap_counted(8 * GiB, GiB, PressureLimits(swap_overflow_share=0.75)) == 768 * MiB
 
 
 RUN_ONE = [Running(pid=1, estimate=600 * MiB, current=600 * MiB, started=1.0)]
@@ -331,7 +349,7 @@ def test_policy_counts_swap_only_with_pressure_low(tmp_path: Path) -> None:
     # 1 GiB head, 1 GiB still to grow beside it, 1.8 GiB free: no room in RAM alone.
     pol, f, swaps, now = policy_with(tmp_path, psi(1, 0), available=1800 * MiB, swap=2 * GiB)
     d = pol(snap(ONE))
-    # Half of 2 GiB free swap, and a quarter of the 4 GiB bound: 1 GiB counts.
+    # Half of 2 GiB free swap, and at most half the 4 GiB bound: 1 GiB counts.
     assert d.ok and d.why is Why.FITS_SWAP and d.swap == GiB and swaps
     # MID: not low, so swap is neither counted nor read.
     pol2, _, swaps2, _ = policy_with(tmp_path, psi(15, 2), available=1800 * MiB, swap=2 * GiB)
