@@ -93,7 +93,8 @@ if [ -n "$swap" ]; then
         # RAM and swap: plain cargo swaps (or thrashes) instead of being killed.
         cap="$cap+$swap"
     else
-        echo "demo: $(cat "$demo/memcap-swap.err"); showing the demo without swap"
+        why=$(cat "$demo/memcap-swap.err")
+        echo "demo: ${why#memcap: }; showing the demo without swap"
     fi
 fi
 if how=$(python3 "$checkout/scripts/memcap.py" --check 2>"$demo/memcap.err"); then
