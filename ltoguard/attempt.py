@@ -3,7 +3,8 @@
 While the compiler runs, its process tree's memory is sampled (the peak is learned)
 and free memory is checked every MONITOR_INTERVAL (pause.py): when what the running
 jobs are still expected to grow would take it below the critical floor, the youngest
-job pauses its compile until there is room again; only when memory gets critical
+job pauses its compile until there is room again (and while memory pressure stays
+high: pressure.Brake); only when memory gets critical
 all the same does the youngest job stop its own compile (it lost least work) and say
 so in its result; the caller queues it again. Whether a SIGKILL was
 the kernel's OOM killer is told from the OOM counters before and after, and an
@@ -215,6 +216,8 @@ class Attempt:
         if len(running) == 1:
             # Alone, nothing depends on memory (it resumes, and is never paused or
             # stopped: that would free memory for nobody), so it is not read.
+            if self.brake is not None:
+                self.brake.forget()  # readings from before are no longer "in a row"
             return Reading(me, [], 0, 0)
         mem = self.read_memory(self.memory_setting, guarded_usage=sum(r.current for r in running))
         others = [r for r in running if r is not me]

@@ -125,6 +125,10 @@ class Brake:
         self.on = braking(self.on, self._levels, self.limits)
         return self.level
 
+    def forget(self) -> None:
+        """Start over: the next readings decide afresh."""
+        self.on, self.level, self.last, self._levels = False, Level.NONE, None, []
+
     def figure(self) -> tuple[float, str]:
         """The percentage to show and which avg10 it is (full or some)."""
         if self.last is None:

@@ -298,6 +298,10 @@ def test_brake_reads_its_file_with_hysteresis(tmp_path: Path) -> None:
     f.write_text(psi(5, 0.5))
     assert brake.read() is LOW and not brake.on
     assert Brake(None).read() is NONE
+    f.write_text(psi(50, 23))
+    brake.read()
+    brake.forget()  # a reading from before is not one of the two in a row
+    assert brake.read() is HIGH and not brake.on
 
 
 # -- the policy, with fake PSI files -----------------------------------------------
