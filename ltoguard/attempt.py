@@ -4,11 +4,12 @@ While the compiler runs, its process tree's memory is sampled (the peak is learn
 and free memory is checked (Limits.watch_interval: often in the compile's first
 seconds, when it grows fastest; pause.py): when what the running jobs are still
 expected to grow would take it below the critical floor, the youngest job pauses
-its compile until there is room again; only when memory gets critical all the same
-does the youngest job stop its own compile (it lost least work) and say so in its
-result; the caller queues it again. Whether a SIGKILL was the kernel's OOM killer
-is told from the OOM counters before and after, and an LLVM allocation failure from
-the compiler's stderr (relay.py).
+its compile until there is room again (and while memory pressure stays high:
+pressure.Brake); only when memory gets critical all the same does the youngest job
+stop its own compile (it lost least work) and say so in its result; the caller
+queues it again. Whether a SIGKILL was the kernel's OOM killer is told from the OOM
+counters before and after, and an LLVM allocation failure from the compiler's
+stderr (relay.py).
 """
 
 from __future__ import annotations
@@ -21,14 +22,15 @@ import time
 from dataclasses import dataclass
 
 from ltoguard import process
-from ltoguard.admission import DEFAULT
+from ltoguard.admission import DEFAULT, Level, swap_counted
 from ltoguard.cgroups import cgroup_oom_kills, host_oom_kills
 from ltoguard.estimates import DEFAULT_ESTIMATE
-from ltoguard.memory import available_memory
+from ltoguard.memory import available_memory, available_swap
 from ltoguard.messages import EXIT_CANNOT_RUN, error
 from ltoguard.passthrough import HELD_ENV
 from ltoguard.pause import PauseWatch, Reading, Reclaimer
 from ltoguard.policy import running_jobs
+from ltoguard.pressure import Brake
 from ltoguard.proctree import PeakSampler
 from ltoguard.statedir import StateDirError, write_private_file
 
@@ -40,7 +42,7 @@ if TYPE_CHECKING:
     from ltoguard.configvalues import MemorySetting
     from ltoguard.jobs import JobRecord
     from ltoguard.jobserver import Lease
-    from ltoguard.policy import ReadMemory
+    from ltoguard.policy import ReadMemory, ReadSwap
     from ltoguard.relay import StderrRelay
     from ltoguard.semaphore import Semaphore, Slot
 
@@ -74,6 +76,8 @@ class Attempt:
         *,
         running_now: Callable[[], list[Running]] | None = None,
         read_memory: ReadMemory = available_memory,
+        brake: Brake | None = None,
+        read_swap: ReadSwap = available_swap,
     ) -> None:
         self.record = record
         self.sem = sem
@@ -81,6 +85,8 @@ class Attempt:
         self.relay = relay
         self.running_now = running_now or self._running_now
         self.read_memory = read_memory
+        self.brake = brake  # made when a second job first runs beside this one
+        self.read_swap = read_swap
 
     def run(
         self, slot: Slot, signals: process.Forwarder, lease: Lease | None = None
@@ -213,10 +219,18 @@ class Attempt:
         if len(running) == 1:
             # Alone, nothing depends on memory (it resumes, and is never paused or
             # stopped: that would free memory for nobody), so it is not read.
+            if self.brake is not None:
+                self.brake.forget()  # readings from before are no longer "in a row"
             return Reading(me, [], 0, 0)
         mem = self.read_memory(self.memory_setting, guarded_usage=sum(r.current for r in running))
         others = [r for r in running if r is not me]
-        return Reading(me, others, mem.available, mem.total)
+        if self.brake is None:
+            self.brake = Brake.here()
+        # Without PSI nothing tells light swapping from thrash: swap counts for nothing.
+        swap = 0
+        if self.brake.read() is not Level.NONE and not self.brake.on:
+            swap = swap_counted(self.read_swap(self.memory_setting), mem.total)
+        return Reading(me, others, mem.available, mem.total, swap, self.brake.on, self.brake.text())
 
     def _out_of_memory(self, code: int, before: tuple[int | None, int | None]) -> bool:
         if self.relay is not None and code != 0 and self.relay.out_of_memory():

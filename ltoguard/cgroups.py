@@ -260,3 +260,39 @@ def cgroup_oom_kills(*, root: str = "/", pid: int | str = "self") -> int | None:
 def host_oom_kills(*, root: str = "/") -> int | None:
     """OOM kills on the whole host since boot (/proc/vmstat, Linux >= 4.13), or None."""
     return _stat_field(under(root, "/proc/vmstat"), "oom_kill")
+
+
+def _v1_swap_room(d: str) -> int | None:
+    # memsw bounds RAM plus swap together: the swap allowance is what it grants
+    # beyond the RAM limit, and what is in swap now is memsw usage beyond RAM usage.
+    memsw = _read_int(os.path.join(d, "memory.memsw.limit_in_bytes"))
+    if memsw is None or memsw >= UNLIMITED_THRESHOLD:
+        return None
+    memsw_usage = _read_int(os.path.join(d, "memory.memsw.usage_in_bytes"))
+    usage = _read_int(os.path.join(d, "memory.usage_in_bytes"))
+    limit = _read_int(os.path.join(d, "memory.limit_in_bytes"))
+    if memsw_usage is None or usage is None:
+        return None
+    allowance = memsw - limit if limit is not None and limit < UNLIMITED_THRESHOLD else memsw
+    return max(0, allowance - max(0, memsw_usage - usage))
+
+
+def _v2_swap_room(d: str) -> int | None:
+    limit = _v2_limit(d, "memory.swap.max")
+    current = _read_int(os.path.join(d, "memory.swap.current"))
+    if limit is None or current is None:
+        return None
+    return max(0, limit - current)
+
+
+def cgroup_swap_room(*, root: str = "/", pid: int | str = "self") -> list[tuple[int, str]]:
+    """Swap each of ``pid``'s cgroups still allows (bytes, which group), innermost
+    first; a group without a swap limit is not listed (the host's swap bounds it)."""
+    found = []
+    for version, dirs in cgroup_dirs(root, pid):
+        reader = _v1_swap_room if version == 1 else _v2_swap_room
+        for d in dirs:
+            room = reader(d)
+            if room is not None:
+                found.append((room, f"cgroup v{version} {d}"))
+    return found

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from ltoguard.cgroups import Constraint, cgroup_constraints
+from ltoguard.cgroups import Constraint, cgroup_constraints, cgroup_swap_room, under
 from ltoguard.configvalues import MemorySetting, parse_memory_setting
 from ltoguard.sizes import format_size
 
@@ -103,3 +103,36 @@ def available_memory(
                 constraints,
             )
     return MemorySnapshot(tightest.available, tightest.total, tightest.source, constraints)
+
+
+def host_swap_free(meminfo: str = "/proc/meminfo") -> int:
+    """SwapFree in bytes; 0 without swap or where /proc/meminfo cannot be read."""
+    try:
+        with open(meminfo, "rb") as f:
+            for line in f.read().splitlines():
+                if line.startswith(b"SwapFree:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def available_swap(
+    setting: MemorySetting | str | None = None,
+    *,
+    root: str = "/",
+    pid: int | str = "self",
+    meminfo: str | None = None,
+) -> int:
+    """Free swap a guarded job could spill into: the host's SwapFree, bounded by what
+    each cgroup still allows. 0 under an explicit ``LTOGUARD_MEMORY=SIZE`` budget: a
+    budget is a cap on the jobs' memory, and swap must not stretch it."""
+    if isinstance(setting, str):
+        setting = parse_memory_setting(setting)
+    if setting is not None and setting.size >= 0:
+        return 0
+    free = host_swap_free(meminfo if meminfo is not None else under(root, "/proc/meminfo"))
+    if free <= 0:
+        return 0  # no swap: the cgroup files are not worth reading
+    rooms = [room for room, _ in cgroup_swap_room(root=root, pid=pid)]
+    return min([free, *rooms])

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ltoguard import process, proctree
-from ltoguard.admission import KILL, PAUSE, RESUME, older_running, pause_step, still_to_grow
+from ltoguard.admission import KILL, PAUSE, RESUME, older_running, pressure_step, still_to_grow
 from ltoguard.messages import note
 from ltoguard.sizes import format_size
 
@@ -47,6 +47,9 @@ class Reading:
     others: list[Running]
     available: int
     total: int
+    swap: int = 0  # free swap that counts as room (admission.swap_counted)
+    brake: bool = False  # sustained memory pressure: the youngest job pauses
+    pressure: str = ""  # the pressure figure, for the note
 
 
 class Reclaimer:
@@ -132,7 +135,7 @@ class PauseWatch:
             self._last_free = reading.available
         else:
             self._last_free = None  # alone, memory is not read
-        action = pause_step(
+        action = pressure_step(
             me=reading.me,
             others=reading.others,
             available=reading.available,
@@ -140,6 +143,8 @@ class PauseWatch:
             paused=self.paused,
             paused_for=paused_for,
             falling=falling,
+            swap=reading.swap,
+            brake=reading.brake,
         )
         if action == KILL:
             self.kill()
@@ -168,6 +173,9 @@ class PauseWatch:
             self.lease.lend()
         self._publish()
         n = older_running(reading.me, reading.others)
+        if reading.brake:
+            note(f"paused {self.what}: {reading.pressure}; resuming when it falls")
+            return
         note(
             f"paused {self.what} to leave room for {n} older guarded job{'s' if n != 1 else ''}"
             f" (expected to grow by ~{format_size(still_to_grow(reading.me, reading.others))},"

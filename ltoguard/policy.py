@@ -18,9 +18,22 @@ import time
 from dataclasses import dataclass
 
 from ltoguard import curves
-from ltoguard.admission import DEFAULT, Admission, Limits, Running, Why, before_memory, fit
+from ltoguard.admission import (
+    DEFAULT,
+    Admission,
+    Level,
+    Limits,
+    Running,
+    Why,
+    before_memory,
+    fit,
+    fit_with_swap,
+    pressure_hold,
+    swap_counted,
+)
 from ltoguard.estimates import DEFAULT_ESTIMATE, Basis, default_estimate
-from ltoguard.memory import available_memory
+from ltoguard.memory import available_memory, available_swap
+from ltoguard.pressure import Brake
 from ltoguard.proctree import job_memory
 from ltoguard.semaphore import Snapshot
 
@@ -33,6 +46,7 @@ if TYPE_CHECKING:
     from ltoguard.memory import MemorySnapshot
 
     ReadMemory = Callable[..., MemorySnapshot]  # available_memory's signature
+    ReadSwap = Callable[..., int]  # available_swap's signature
     Relearn = Callable[[], tuple[int, str]]  # (estimate, basis) from the history now
 
 MEMORY_RECHECK = 0.5  # seconds a waiting head reuses a "does not fit" (= FULL_RECHECK)
@@ -99,6 +113,8 @@ class AdmissionPolicy:
         rss: Callable[[int], int] = job_memory,
         clock: Callable[[], float] = time.monotonic,
         limits: Limits = DEFAULT,
+        brake: Brake | None = None,
+        read_swap: ReadSwap = available_swap,
     ) -> None:
         self.record = record
         self.slots = slots
@@ -110,6 +126,10 @@ class AdmissionPolicy:
         self.limits = limits
         self.alone = False  # rerunning after an OOM kill: only with nothing else running
         self._last_no: _LastNo | None = None
+        # Made at the first decision beside a running job: finding the PSI file reads
+        # the cgroup tables, which a job that starts at once never needs.
+        self.brake = brake
+        self.read_swap = read_swap
 
     def __call__(self, snap: Snapshot) -> Admission:
         early = before_memory(running=snap.running, alone=self.alone, limit=self.slots)
@@ -136,6 +156,19 @@ class AdmissionPolicy:
         self._admitted_with(mem, 0)
 
     def _decide(self, snap: Snapshot, held: tuple[int, ...], now: float) -> Admission:
+        if self.brake is None:
+            self.brake = Brake.here()
+        level = self.brake.read()
+        hold = pressure_hold(
+            brake=self.brake.on,
+            some10=self.brake.last.some10 if self.brake.last else 0.0,
+            full10=self.brake.last.full10 if self.brake.last else 0.0,
+            running=snap.running,
+            limits=self.brake.limits,
+        )
+        if hold is not None:
+            self._last_no = _LastNo(held, now, hold)
+            return hold
         running = running_jobs(snap, DEFAULT_ESTIMATE, self.rss)
         usage = sum(r.current for r in running)
         mem = self.read_memory(self.memory, guarded_usage=usage)
@@ -148,6 +181,19 @@ class AdmissionPolicy:
             curve=self.record.curve,
             limits=self.limits,
         )
+        # Swap counts only with pressure low (light swapping, not thrash), and is read
+        # only when RAM alone says no.
+        if not decision.ok and level is Level.LOW:
+            swap = swap_counted(self.read_swap(self.memory), mem.total, self.brake.limits)
+            decision = fit_with_swap(
+                estimate=self.record.estimate,
+                running=running,
+                available=mem.available,
+                margin=decision.margin,
+                swap=swap,
+                curve=self.record.curve,
+                limits=self.limits,
+            )
         if decision.ok:
             self._admitted_with(mem, usage)
         else:

@@ -189,6 +189,7 @@ def run_build(
     log: Path,
     timeout: float,
     watch: Callable[[MemoryCgroup, float], None] | None = None,
+    swap: int | None = None,
 ) -> dict[str, Any]:
     """One clean `cargo build --release -jN` in a fresh cgroup; measured figures.
 
@@ -196,12 +197,15 @@ def run_build(
     measures the peak). CPU time is the cargo tree's user+sys from wait4 (children
     are reaped by cargo, so their time is included). ``watch`` is called with the
     group and the seconds since the start at every sample (bench_sweep.py's view of
-    the compiles running).
+    the compiles running). ``swap``: the group's swap allowance beside ``limit``
+    (scripts/bench_swap.py); then the peak swap used and the highest memory pressure
+    (PSI avg10) are measured too.
     """
     shutil.rmtree(target, ignore_errors=True)
     env = dict(env, CARGO_TARGET_DIR=str(target))
     cmd = ["cargo", "build", "--release", f"-j{jobs}"]
-    cg = MemoryCgroup(limit if limit is not None else 1 << 50)
+    cg = MemoryCgroup(limit if limit is not None else 1 << 50, swap=swap)
+    psi = PsiPeak(cg) if swap is not None else None
     try:
         with open(log, "wb") as err:
             t0 = time.monotonic()
@@ -228,6 +232,8 @@ def run_build(
                     if watch is not None:
                         watch(cg, time.monotonic() - t0)
                     peak_rss = max(peak_rss, now_charged)
+                    if psi is not None:
+                        psi.sample()
                     if not series or time.monotonic() - t0 - series[-1][0] >= 1.0:
                         series.append((round(time.monotonic() - t0, 1), now_charged))
                     if time.monotonic() > deadline:
@@ -251,9 +257,47 @@ def run_build(
             "peak_rss": peak_rss,
             "majflt": stat_of(cg, "total_pgmajfault"),
             "series": series,
+            **(psi.figures() if psi is not None else {}),
         }
     finally:
         cg.cleanup()
+
+
+class PsiPeak:
+    """The peak swap use of a group and the highest memory pressure over a build:
+    the group's own PSI on cgroup v2, the host's on v1 (a v1 group has none)."""
+
+    def __init__(self, cg: MemoryCgroup) -> None:
+        self.cg = cg
+        own = cg.path / "memory.pressure"
+        self.path = own if own.exists() else Path("/proc/pressure/memory")
+        self.swap_peak = 0
+        self.some10 = self.full10 = 0.0
+        self.readable = True
+
+    def sample(self) -> None:
+        self.swap_peak = max(self.swap_peak, self.cg.swap_used())
+        try:
+            text = self.path.read_text()
+        except OSError:
+            self.readable = False
+            return
+        for line in text.splitlines():
+            kind, _, rest = line.partition(" ")
+            fields = dict(f.split("=", 1) for f in rest.split() if "=" in f)
+            if kind == "some" and "avg10" in fields:
+                self.some10 = max(self.some10, float(fields["avg10"]))
+            elif kind == "full" and "avg10" in fields:
+                self.full10 = max(self.full10, float(fields["avg10"]))
+
+    def figures(self) -> dict[str, Any]:
+        psi_ok = self.readable
+        return {
+            "swap_peak": self.swap_peak,
+            "psi_source": "cgroup" if self.path.name == "memory.pressure" else "host",
+            "psi_some10_max": self.some10 if psi_ok else None,
+            "psi_full10_max": self.full10 if psi_ok else None,
+        }
 
 
 def stat_of(cg: MemoryCgroup, *keys: str) -> int:
@@ -335,6 +379,7 @@ class Bench:
             log,
             self.args.timeout,
             watch,
+            swap=getattr(self.args, "swap", None) if limit is not None else None,
         )
         res["row"] = row
         res["log"] = str(log)

@@ -218,7 +218,10 @@ def refusals(events: Sequence[dict[str, Any]], cap: int) -> dict[str, int]:
                 continue
             seen.add(key)
             refused += 1
-            lives = [simulate.Live(o, estimate=o.estimate, tau=s - o.admitted) for o in running]
+            lives = [
+                simulate.Live(o, n, estimate=o.estimate, tau=s - o.admitted)
+                for n, o in enumerate(running)
+            ]
             if simulate.would_fit(head, lives, cap - base.at(s)):
                 fit += 1
     started = int(simulate.as_recorded(jobs, cap)["pairs"])

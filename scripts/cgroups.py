@@ -9,6 +9,9 @@ holds processes (the root group excepted), so the child goes under the nearest g
 at or above our own that has it enabled or may enable it; memory.max is the limit,
 memory.swap.max 0 keeps swap from hiding an OOM, memory.events counts the kills.
 Where neither works, callers skip with the reason given here.
+
+A group may also get a swap allowance (``swap=``): v1's memory.memsw.limit_in_bytes
+(RAM plus swap, which needs the kernel's swap accounting) or v2's memory.swap.max.
 """
 
 from __future__ import annotations
@@ -163,10 +166,36 @@ def _stat(group: Path) -> dict[str, int]:
     return out
 
 
-class MemoryCgroup:
-    """A child memory cgroup with a hard limit (v1 or v2). Use as a context manager."""
+def host_swap_total() -> int:
+    """SwapTotal in bytes (0 without swap)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("SwapTotal:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
-    def __init__(self, limit: int) -> None:
+
+def swap_unavailable(group: Path, version: int) -> str:
+    """Empty if a child of ``group`` can get a swap allowance, else why not."""
+    if host_swap_total() <= 0:
+        return "the host has no swap (SwapTotal 0; root can add a swapfile: mkswap, swapon)"
+    name = "memory.memsw.limit_in_bytes" if version == 1 else "memory.swap.max"
+    # The v2 root group has no memory.swap.max of its own, only its children do.
+    v2_root = version == 2 and not (group / "cgroup.type").exists()
+    if not v2_root and not (group / name).exists():
+        why = "swap accounting is off (swapaccount=1)" if version == 1 else "no swap controller"
+        return f"no {name} in {group}: {why}"
+    return ""
+
+
+class MemoryCgroup:
+    """A child memory cgroup with a hard limit (v1 or v2), and with ``swap`` an
+    allowance of that much swap beside it (None: v1 as the parent allows, v2 none).
+    Use as a context manager."""
+
+    def __init__(self, limit: int, swap: int | None = None) -> None:
         own, why = _writable_v1_memory_dir()
         self.version = 1
         enable = False
@@ -178,20 +207,29 @@ class MemoryCgroup:
         if enable:
             # A no-op where already enabled; the kernel refuses it while `own` has processes.
             (own / "cgroup.subtree_control").write_text("+memory")
+        if swap is not None:
+            why = swap_unavailable(own, self.version)
+            if why:
+                raise RuntimeError(why)
         self.path = own / f"ltoguard-test-{os.getpid()}-{next(_counter)}"
         self.path.mkdir()
         try:
             if self.version == 1:
                 (self.path / "memory.limit_in_bytes").write_text(str(limit))
+                if swap is not None:
+                    # memsw counts RAM and swap together; it may not be below the RAM limit.
+                    (self.path / "memory.memsw.limit_in_bytes").write_text(str(limit + swap))
             else:
                 (self.path / "memory.max").write_text(str(limit))
                 if (self.path / "memory.swap.max").exists():
-                    # Swap would let a job outgrow the limit slowly instead of being killed.
-                    (self.path / "memory.swap.max").write_text("0")
+                    # Without an allowance, swap would let a job outgrow the limit
+                    # slowly instead of being killed.
+                    (self.path / "memory.swap.max").write_text(str(swap or 0))
         except OSError:
             self.path.rmdir()
             raise
         self.limit = limit
+        self.swap = swap
 
     @staticmethod
     def unavailable() -> str:
@@ -202,6 +240,27 @@ class MemoryCgroup:
             return ""
         parent, _, why2 = v2_parent()
         return "" if parent is not None else f"{why}; {why2}"
+
+    @staticmethod
+    def swap_unavailable() -> str:
+        """Empty if a group with a swap allowance can be made here, else why not."""
+        own, why = _writable_v1_memory_dir()
+        if own is not None:
+            return swap_unavailable(own, 1)
+        parent, _, why2 = v2_parent()
+        if parent is None:
+            return f"{why}; {why2}"
+        return swap_unavailable(parent, 2)
+
+    def swap_used(self) -> int:
+        """Bytes of the group in swap now (0 where it cannot be read)."""
+        try:
+            if self.version == 1:
+                memsw = int((self.path / "memory.memsw.usage_in_bytes").read_text())
+                return max(0, memsw - self.usage())
+            return int((self.path / "memory.swap.current").read_text())
+        except (OSError, ValueError):
+            return 0
 
     def enter_command(self) -> list[str]:
         """A prefix that moves the command into this group, then execs it."""

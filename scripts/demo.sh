@@ -17,7 +17,18 @@
 #   LTOGUARD_DEMO_WRAPPER  wrapper to build through; when set, install.sh is
 #                          not run (e.g. a stand-in wrapper)
 #   LTOGUARD_DEMO_JOBS     cargo -j (default 2)
+#   LTOGUARD_DEMO_SWAP     swap allowed beside the cap (also: --swap SIZE); needs
+#                          swap on the host and a cgroup that can account for it
 set -euo pipefail
+
+swap=${LTOGUARD_DEMO_SWAP:-}
+while [ $# -gt 0 ]; do
+    case $1 in
+    --swap) swap=${2:?--swap needs a size, e.g. --swap 1G}; shift 2 ;;
+    --swap=*) swap=${1#--swap=}; shift ;;
+    *) echo "demo: error: unknown argument $1 (usage: demo.sh [--swap SIZE])" >&2; exit 2 ;;
+    esac
+done
 
 checkout=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 demo=${LTOGUARD_DEMO_DIR:-${TMPDIR:-/tmp}/ltoguard-demo}
@@ -77,6 +88,15 @@ status_of() { # what the log of a build says: ok, or the kills
     fi
 }
 
+if [ -n "$swap" ]; then
+    if python3 "$checkout/scripts/memcap.py" --check-swap >/dev/null 2>"$demo/memcap-swap.err"; then
+        # RAM and swap: plain cargo swaps (or thrashes) instead of being killed.
+        cap="$cap+$swap"
+    else
+        why=$(cat "$demo/memcap-swap.err")
+        echo "demo: ${why#memcap: }; showing the demo without swap"
+    fi
+fi
 if how=$(python3 "$checkout/scripts/memcap.py" --check 2>"$demo/memcap.err"); then
     memcap=(python3 "$checkout/scripts/memcap.py" "$cap" --)
     echo

@@ -7,7 +7,11 @@ file the test rewrites (atomically) while the job runs::
     {"older": bool,           # an older guarded job holds a slot beside this one
      "older_estimate": int,   # its estimate (it holds nothing yet: all of it to come)
      "me_estimate": int,      # this job's estimate (it holds nothing as far as we say)
-     "available": int, "total": int}   # what available_memory would say
+     "available": int, "total": int,   # what available_memory would say
+     "swap": int}             # what available_swap would say (default 0)
+
+PAUSE_PSI, when set, names the PSI file the memory pressure brake reads; unset, the
+brake reads none (no PSI), so the host's pressure cannot change a test's outcome.
 
 Everything else (the semaphore, the jobserver, signals, the compiler) is real.
 """
@@ -23,6 +27,7 @@ from typing import Any
 from ltoguard import attempt
 from ltoguard.admission import Running
 from ltoguard.memory import MemorySnapshot
+from ltoguard.pressure import Brake
 
 STARTED = time.time()
 
@@ -46,11 +51,24 @@ def read_memory(setting: str | None, *, guarded_usage: int = 0) -> MemorySnapsho
     return MemorySnapshot(c["available"], c["total"], "the test's control file")
 
 
+def read_swap(setting: str | None) -> int:
+    return int(_ctl().get("swap", 0))
+
+
 def main() -> int:
     real_init = attempt.Attempt.__init__
 
     def init(self: attempt.Attempt, *args: Any, **kw: Any) -> None:
-        real_init(self, *args, running_now=running_now, read_memory=read_memory, **kw)
+        brake = Brake(os.environ.get("PAUSE_PSI"))
+        real_init(
+            self,
+            *args,
+            running_now=running_now,
+            read_memory=read_memory,
+            brake=brake,
+            read_swap=read_swap,
+            **kw,
+        )
 
     setattr(attempt.Attempt, "__init__", init)  # noqa: B010 (mypy refuses assigning a method)
     from ltoguard.cli import main as cli_main
