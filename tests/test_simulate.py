@@ -120,7 +120,7 @@ def test_the_real_trace_replays_as_it_ran() -> None:
     its LTO phase (791 s) within 10%, no pair, no kill."""
     jobs = simulate.load_trace(REAL)
     assert len(jobs) == 100
-    res = simulate.simulate(jobs, 600 * MiB)
+    res = simulate.simulate(jobs, 600 * MiB, backfill=False)  # it ran first come, first served
     assert res.wall == pytest.approx(791.2, rel=0.10)
     assert res.pairs == 0 and res.kills == 0
     # Most of the pairs it refused would have fit: the finding a better policy must use.
@@ -176,7 +176,7 @@ def test_a_replay_predicts_real_builds_at_other_caps(recorded_at: int, cap: int)
     assert simulate.as_recorded(jobs, recorded_at * MiB)["wall_s"] == pytest.approx(
         MANY[recorded_at], abs=0.1
     )
-    res = simulate.simulate(jobs, cap * MiB)
+    res = simulate.simulate(jobs, cap * MiB, backfill=False)  # they ran without backfill
     assert res.wall == pytest.approx(MANY[cap], rel=0.10)
     assert res.kills == 0
 
@@ -197,6 +197,6 @@ def test_more_kinds_replay_as_they_ran(name: str, cap: int) -> None:
     recorded LTO phase, with no kill (none happened)."""
     jobs = simulate.load_trace(TRACES / f"{name}-{cap}MiB.jsonl")
     recorded = simulate.as_recorded(jobs, cap * MiB)["wall_s"]
-    res = simulate.simulate(jobs, cap * MiB)
+    res = simulate.simulate(jobs, cap * MiB, backfill=False)
     assert res.wall == pytest.approx(recorded, rel=0.10)
     assert res.kills == 0 and res.failed == 0
