@@ -348,6 +348,7 @@ def simulate(
     cpus: int = 2,
     limits: admission.Limits = admission.DEFAULT,
     backfill: bool = True,
+    passes: int = admission.BACKFILL_PASSES,
 ) -> Result:
     """Replay ``jobs`` under a cap of ``cap`` bytes with ltoguard's admission rules
     (``backfill``: waiters behind a head refused for memory may start before it)."""
@@ -467,7 +468,9 @@ def simulate(
             if not decision.ok:
                 last_no = (held, t)
                 while backfill and decision.why is admission.Why.NO_ROOM:
-                    w = _backfill_one(queue, running, free(t), cap, slot_limit, cpus, limits)
+                    w = _backfill_one(
+                        queue, running, free(t), cap, slot_limit, cpus, passes, limits
+                    )
                     if w is None:
                         break
                     for ahead in queue[: queue.index(w)]:
@@ -518,6 +521,7 @@ def _backfill_one(
     cap: int,
     slot_limit: int | None,
     cpus: int,
+    passes: int,
     limits: admission.Limits,
 ) -> Live | None:
     """The first waiter behind a head refused for memory that may start before it
@@ -536,6 +540,7 @@ def _backfill_one(
             limit=slot_limit,
             alone=w.alone,
             cpus=cpus,
+            passes=passes,
             limits=limits,
         )
         if d.ok:
