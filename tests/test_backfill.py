@@ -412,3 +412,26 @@ def test_a_small_job_passes_a_large_head_that_cannot_start(tmp_path: Path, procs
     small.release()
     assert head.wait(timeout=30) == 0
     assert small.proc.wait(timeout=30) == 0
+
+
+def test_a_backfilled_job_says_it_started_before_the_waiters_ahead(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Under cargo (its stderr out of reach: the line cargo may replay stays true)."""
+    from ltoguard import messages
+    from ltoguard.guard import GuardedRun
+
+    monkeypatch.setattr(messages, "_channel", messages.Channel(-1, False, True))
+    run = GuardedRun.__new__(GuardedRun)  # only what _started reads
+    run.job = Job(["rustc"], kind="rustc", name="w", what="crate w (bin)", key="k", group="g")
+    run.record = JobRecord(run.job, 100 * MiB, "history")
+    run.waiting, run.told_wait = "2 waiting ahead; needs ~100 MiB (history)", False
+    run._started(3.25, rule(ahead=2))
+    assert capsys.readouterr().err == (
+        "ltoguard: crate w (bin) started before 2 waiting ahead: fits beside the running job"
+        " and leaves room for the head; needs ~100 MiB, 300 MiB free; 1 job running,"
+        " expected to grow by 100 MiB; keeping 100 MiB spare (waited 3.2s; estimated from"
+        " history)\n"
+    )
+    run._started(1.0, admission.Admission(True, Why.FITS, 100 * MiB, 300 * MiB))
+    assert capsys.readouterr().err == ""  # the wait was told once
