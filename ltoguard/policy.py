@@ -1,9 +1,10 @@
 """The admission policy of one guarded job: may it start beside the running ones?
 
 The semaphore calls the policy, under its mutex, whenever the job is at the head of
-the queue, and its `backfill` when the job waits among the nearest behind it. The policy gathers the facts (the running jobs' estimates and current
-memory, free memory, the job's own estimate, freshly learned if a sibling finished
-meanwhile) and applies admission.py's rules, reading memory only when they need it.
+the queue, and its `backfill` while the job waits among the nearest behind it. The
+policy gathers the facts (the running jobs' estimates and current memory, free
+memory, the job's own estimate, freshly learned if a sibling finished meanwhile)
+and applies admission.py's rules, reading memory only when they need it.
 It owns the estimate of its job (kept in the job's record, so the record written at
 admission shows it) and a short cache of its last "no", because reading memory
 costs more than the decision and the head decides again whenever a slot frees.

@@ -398,9 +398,19 @@ def test_a_small_job_passes_a_large_head_that_cannot_start(tmp_path: Path, procs
     assert [e["name"] for e in read_log(log) if e["what"] == "start"] == ["large1", "small"]
     names = sorted(p.name for p in state.iterdir() if p.name.startswith("run-"))
     records = [json.loads((state / n).read_text()) for n in names]
-    assert [r["passed"] for r in records if r["crate"] == "small"] == [
-        next(p.name for p in state.iterdir() if p.name.startswith("q-"))
-    ]
+    (head_ticket,) = [p for p in state.iterdir() if p.name.startswith("q-")]
+    assert [r["passed"] for r in records if r["crate"] == "small"] == [head_ticket.name]
+    # The head says in its ticket why it waits, and, once it looked again, who passed it.
+    small_id = next(f"{r['pid']}-{r['started']}" for r in records if r["crate"] == "small")
+
+    def head_says() -> dict[str, Any]:
+        try:
+            return dict(json.loads(head_ticket.read_text()))
+        except ValueError:
+            return {}  # read while the head rewrote it
+
+    assert head_says()["refused"] == "no room" and head_says()["estimate"] == 150 * MiB
+    assert wait_for(lambda: head_says().get("passed_by") == [small_id], 5)
     large1.release()
     assert wait_for(
         lambda: any(e["name"] == "large2" and e["what"] == "start" for e in read_log(log)), 10
