@@ -25,6 +25,7 @@ import time
 from functools import partial
 
 from ltoguard import curves, process
+from ltoguard.admission import Why
 from ltoguard.jobs import Job, JobRecord, job_from_decision, job_inputs
 from ltoguard.lending import LendWhileWaiting, LentTokens
 from ltoguard.messages import EXIT_CONFIG, channel, error, note, say
@@ -242,7 +243,7 @@ class GuardedRun:
         self.record.admitted = self.record.admitted or time.time()
         self.attempts[-1].append(round(time.time(), 3))
         self.paused_at_admission = self.record.paused_s
-        self._started(self.record.waited)
+        self._started(self.record.waited, slot.decision)
         return slot
 
     def _attempt_ended(self, step: Step) -> RetryState:
@@ -270,8 +271,14 @@ class GuardedRun:
         if not channel().replayed:
             note(f"{self.job.what} waits ({why}; running: {running})")
 
-    def _started(self, waited: float) -> None:
-        """Under cargo, the CI log also says how long the job waited, once."""
+    def _started(self, waited: float, decision: Admission | None = None) -> None:
+        """Under cargo, the CI log also says how long the job waited, once, and that
+        it started before waiters ahead of it (backfill) whenever it did."""
+        if decision is not None and decision.why is Why.BACKFILL and channel().under_cargo:
+            self.told_wait = True
+            basis = self.record.basis
+            note(f"{self.job.what} {decision.text} (waited {waited:.1f}s; estimated from {basis})")
+            return
         if self.waiting is None or self.told_wait or not channel().under_cargo:
             return
         self.told_wait = True

@@ -1,9 +1,10 @@
 """The admission policy of one guarded job: may it start beside the running ones?
 
 The semaphore calls the policy, under its mutex, whenever the job is at the head of
-the queue. The policy gathers the facts (the running jobs' estimates and current
-memory, free memory, the job's own estimate, freshly learned if a sibling finished
-meanwhile) and applies admission.py's rules, reading memory only when they need it.
+the queue, and its `backfill` while the job waits among the nearest behind it. The
+policy gathers the facts (the running jobs' estimates and current memory, free
+memory, the job's own estimate, freshly learned if a sibling finished meanwhile)
+and applies admission.py's rules, reading memory only when they need it.
 It owns the estimate of its job (kept in the job's record, so the record written at
 admission shows it) and a short cache of its last "no", because reading memory
 costs more than the decision and the head decides again whenever a slot frees.
@@ -14,6 +15,7 @@ semaphore or a machine in a given state.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 
@@ -21,11 +23,14 @@ from ltoguard import curves
 from ltoguard.admission import (
     DEFAULT,
     Admission,
+    Head,
     Level,
     Limits,
     Running,
     Why,
+    backfill,
     before_memory,
+    behind,
     fit,
     fit_with_swap,
     pressure_hold,
@@ -35,11 +40,12 @@ from ltoguard.estimates import DEFAULT_ESTIMATE, Basis, default_estimate
 from ltoguard.memory import available_memory, available_swap
 from ltoguard.pressure import Brake
 from ltoguard.proctree import job_memory
-from ltoguard.semaphore import Snapshot
+from ltoguard.semaphore import Snapshot, passers
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
+    from typing import Any
 
     from ltoguard.configvalues import MemorySetting
     from ltoguard.jobs import JobRecord
@@ -99,6 +105,32 @@ def _seconds(value: object) -> float:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
 
 
+def head_of(tickets: Sequence[tuple[str, dict[str, Any]]], snap: Snapshot) -> Head | None:
+    """The head as the waiters behind it see it: from its ticket (``tickets``: the
+    waiters ahead, head first, name and fields) and the running jobs that passed it.
+    None when its ticket names no estimate."""
+    name, fields = tickets[0]
+    estimate = fields.get("estimate")
+    if not isinstance(estimate, int) or isinstance(estimate, bool) or estimate <= 0:
+        return None
+    by = fields.get("passed_by")
+    seen = {p for p in by if isinstance(p, str)} if isinstance(by, list) else set()
+    return Head(
+        estimate,
+        refused=fields.get("refused") == Why.NO_ROOM.value,
+        passed=len(seen | passers(snap, name)),
+        alone=any(t.get("alone") is True for _, t in tickets),
+    )
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on (a container's affinity, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 class AdmissionPolicy:
     """Called as ``policy(snapshot) -> Admission`` (admission.py's decision)."""
 
@@ -125,11 +157,13 @@ class AdmissionPolicy:
         self.clock = clock
         self.limits = limits
         self.alone = False  # rerunning after an OOM kill: only with nothing else running
+        self.cpus: int | None = None  # for backfill, read when first needed
         self._last_no: _LastNo | None = None
         # Made at the first decision beside a running job: finding the PSI file reads
         # the cgroup tables, which a job that starts at once never needs.
         self.brake = brake
         self.read_swap = read_swap
+        self._backfill_held: tuple[int, ...] | None = None
 
     def __call__(self, snap: Snapshot) -> Admission:
         early = before_memory(running=snap.running, alone=self.alone, limit=self.slots)
@@ -147,6 +181,48 @@ class AdmissionPolicy:
         if last is None or last.running != held:
             self.refresh_estimate()
         return self._decide(snap, held, now)
+
+    @property
+    def may_backfill(self) -> bool:
+        """Could the job ever start before the head? Not with one slot or one CPU
+        (admission.backfill), so then it waits without polling."""
+        if self.cpus is None:
+            self.cpus = cpu_count()
+        return (self.slots is None or self.slots > 1) and self.cpus > 1
+
+    def backfill(
+        self, snap: Snapshot, tickets: Sequence[tuple[str, dict[str, Any]]], ahead: int
+    ) -> Admission:
+        """May the job start before the head, ``ahead`` places behind it
+        (admission.backfill)? Memory is read only when the head's ticket says it was
+        refused for memory and may be passed."""
+        head = head_of(tickets, snap)
+        if head is None or not head.refused or head.alone or self.alone or not snap.holders:
+            return behind(ahead)
+        held = tuple(sorted(h.slot for h in snap.holders))
+        if held != self._backfill_held:
+            self._backfill_held = held
+            self.refresh_estimate()
+        running = running_jobs(snap, DEFAULT_ESTIMATE, self.rss)
+        usage = sum(r.current for r in running)
+        mem = self.read_memory(self.memory, guarded_usage=usage)
+        self._saw(mem)
+        decision = backfill(
+            estimate=self.record.estimate,
+            head=head,
+            ahead=ahead,
+            running=running,
+            available=mem.available,
+            total=mem.total,
+            limit=self.slots,
+            alone=self.alone,
+            cpus=self.cpus,
+            limits=self.limits,
+            curve=self.record.curve,
+        )
+        if decision.ok:
+            self._admitted_with(mem, usage)
+        return decision
 
     def _first(self) -> None:
         """Nothing else runs and the job starts: still read memory, for the

@@ -16,7 +16,9 @@ sub-directories whose permissions could go wrong):
   SEQ is CLOCK_MONOTONIC (system-wide) read under the mutex, so tickets sort in
   arrival order. A waiter that is not at the head blocks (LOCK_SH) on the ticket
   just ahead of it: no polling, and it wakes the moment that waiter is admitted,
-  leaves or dies. Only the head polls.
+  leaves or dies. Only the head polls, and the waiters nearest it that may start
+  before it (backfill, when the policy has a ``backfill`` method): a head refused
+  for memory writes so in its ticket (``refused``, its estimate, who passed it).
 - ``run-UID-PID.json``: the record a holder publishes (crate, pid, start...).
   Records are data for display and memory estimates; the slot locks are the truth.
 """
@@ -30,19 +32,30 @@ import os
 import signal
 import time
 from dataclasses import dataclass
+from functools import partial
 
 from ltoguard import locks, process, records
-from ltoguard.admission import Admission, behind, is_head
+from ltoguard.admission import BACKFILL_DEPTH, BACKFILL_PASSES, Admission, Why, behind, is_head
 from ltoguard.records import Holder, printable
 from ltoguard.statedir import StateDirError, unlink_quietly, write_private_file
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
-    from typing import Any, Union
+    from collections.abc import Callable, Iterator, Sequence
+    from typing import Any, Protocol, Union
 
     Info = Union[dict[str, Any], Callable[[], dict[str, Any]]]
     Admit = Callable[["Snapshot"], Admission]  # the admission policy of the waiter
+    Tickets = Sequence[tuple[str, dict[str, Any]]]  # the waiters ahead, head first
+
+    class Backfiller(Protocol):
+        """A policy that may start a waiter before the head (policy.AdmissionPolicy)."""
+
+        alone: bool
+        may_backfill: bool  # False: it never could (one slot, one CPU); nobody polls
+
+        def backfill(self, snap: Snapshot, tickets: Tickets, ahead: int) -> Admission: ...
+
 
 __all__ = [
     "FULL_RECHECK",
@@ -87,6 +100,7 @@ class Slot:
     info: dict[str, Any]
     seq: int = 0
     sigmask: set[int | signal.Signals] | None = None  # see Semaphore.acquire
+    decision: Admission | None = None  # the one it was admitted on
 
 
 @dataclass
@@ -105,6 +119,29 @@ def _fields(info: Info) -> dict[str, Any]:
     """A ticket's fields: a dict, or read from the caller's record each time, so the
     run record written at admission holds what the policy decided on (its estimate)."""
     return info() if callable(info) else info
+
+
+def _marked_alone(info: Info) -> Callable[[], dict[str, Any]]:
+    """A rerun alone after an OOM kill says so in its ticket: nobody passes it."""
+    return lambda: dict(_fields(info), alone=True)
+
+
+def _backfiller(admit: Admit) -> Backfiller | None:
+    """The policy, if waiters behind the head may start before it under it."""
+    if not callable(getattr(admit, "backfill", None)):
+        return None
+    hook: Backfiller = admit  # type: ignore[assignment]
+    return hook if hook.may_backfill else None
+
+
+def passers(snap: Snapshot, head: str) -> set[str]:
+    """The running jobs that started before the waiter whose ticket is ``head``."""
+    out = set()
+    for h in snap.holders:
+        rec = h.record or {}
+        if rec.get("passed") == head:
+            out.add(f"{rec.get('pid')}-{rec.get('started')}")
+    return out
 
 
 class Semaphore:
@@ -217,6 +254,9 @@ class Semaphore:
         ticket: Ticket | None = None
         got: Slot | None = None
         probes: list[int] = []  # the slots held at the last "no", to notice one freed
+        hook = _backfiller(admit)
+        if hook is not None and hook.alone:
+            info = _marked_alone(info)
         try:
             with self.mutex():  # not blocked while waiting for it: Ctrl-C still works
                 mask = process.hold_signals()
@@ -259,22 +299,46 @@ class Semaphore:
         gone; raises with the ticket still there (the caller drops it)."""
         announced = False
         decided = 0.0
+        hook = _backfiller(admit)
+        watch: str | None = None  # polling behind the head: the ticket just ahead
+        seen: set[str] = set()  # at the head: the jobs seen to have started before it
+        shown = b""  # at the head: what its ticket says now, once rewritten
         while True:
-            if probes:
-                if time.monotonic() - decided < FULL_RECHECK and locks.all_held(probes):
+            if probes or watch is not None:
+                if (
+                    time.monotonic() - decided < FULL_RECHECK
+                    and locks.all_held(probes)
+                    and (watch is None or locks.exclusively_held(self.dir_fd, watch))
+                ):
                     time.sleep(poll)
                     continue
                 locks.close_all(probes)
+                watch = None
             pred: str | None = None
             with self.mutex():
                 names = self._names()
                 ahead = self._live_tickets_before(ticket, names)
                 if gate is not None:
                     gate(len(ahead))  # under the mutex: a count-then-lend is atomic
-                if not is_head(len(ahead)):
+                if not is_head(len(ahead)) and (hook is None or len(ahead) > BACKFILL_DEPTH):
                     pred = ahead[-1]
                     snap = self.snapshot(names)
                     decision = behind(len(ahead))
+                elif not is_head(len(ahead)):
+                    assert hook is not None
+                    tickets = [(n, records.read_ticket(self.dir_fd, n) or {}) for n in ahead]
+                    n_ahead = len(ahead)
+                    process.hold_signals()
+                    rule = partial(hook.backfill, tickets=tickets, ahead=n_ahead)
+                    slot = self._try_admit(names, info, rule, ahead[0])
+                    if isinstance(slot, Slot):
+                        self._drop_ticket(ticket)
+                        slot.seq = ticket.seq
+                        return slot
+                    snap, decision = slot[0], behind(n_ahead)
+                    decided = time.monotonic()
+                    watch = ahead[-1]
+                    probes[:] = locks.open_slots(self.dir_fd, [h.slot for h in snap.holders])
                 else:
                     process.hold_signals()
                     slot = self._try_admit(names, info, admit)
@@ -285,6 +349,9 @@ class Semaphore:
                     snap, decision = slot
                     decided = time.monotonic()
                     probes[:] = locks.open_slots(self.dir_fd, [h.slot for h in snap.holders])
+                    if hook is not None:
+                        seen |= passers(snap, ticket.name)
+                        shown = self._show_refusal(ticket, info, decision, seen, shown)
             process.restore_signals(mask)
             if not announced and on_wait is not None:
                 on_wait(snap, decision)
@@ -304,8 +371,27 @@ class Semaphore:
         if self.gone():
             raise StateDirGone(f"state directory {self.path} was removed") from exc
 
+    def _show_refusal(
+        self, ticket: Ticket, info: Info, decision: Admission, seen: set[str], shown: bytes
+    ) -> bytes:
+        """The head tells the waiters behind it, in its ticket, why it cannot start,
+        its estimate now and who passed it (the backfill rule reads them); written
+        only when that changes. Returns what the ticket says now."""
+        fields = dict(
+            _fields(info), refused=decision.why.value, passed_by=sorted(seen)[: 2 * BACKFILL_PASSES]
+        )
+        data = json.dumps(fields).encode()
+        if data == shown:
+            return shown
+        try:
+            os.pwrite(ticket.fd, data, 0)
+            os.ftruncate(ticket.fd, len(data))
+        except OSError:
+            return shown  # a full disk: nobody passes a head whose ticket does not say so
+        return data
+
     def _try_admit(
-        self, names: list[str], info: Info, admit: Admit
+        self, names: list[str], info: Info, admit: Admit, passing: str | None = None
     ) -> Slot | tuple[Snapshot, Admission]:
         snap = self.snapshot(names)
         decision = admit(snap)
@@ -315,6 +401,8 @@ class Semaphore:
         fields = dict(
             _fields(info), pid=self.pid, uid=self.uid, started=time.time(), reason=decision.text
         )
+        if decision.why is Why.BACKFILL and passing is not None:
+            fields["passed"] = passing  # the head counts who passed it (its ticket's passed_by)
         index, fd = locks.take_new_slot(self.dir_fd, held)
         fields["slot"] = index
         record_name = records.record_name(self.uid, self.pid)
@@ -327,7 +415,7 @@ class Semaphore:
         except BaseException:
             os.close(fd)
             raise
-        return Slot(fd, index, record_name, fields)
+        return Slot(fd, index, record_name, fields, decision=decision)
 
     def release(self, slot: Slot) -> None:
         unlink_quietly(self.dir_fd, slot.record_name)

@@ -28,10 +28,12 @@ The model, kept deliberately small:
 Reported: the LTO phase's wall time, seconds with two or more jobs running, pairs
 started, pauses, ltoguard's stops and the kernel's kills, CPU seconds lost to
 both, and every pair admission refused, with whether it would have fit (the two
-measured profiles side by side at the offset they would have had).
+measured profiles side by side at the offset they would have had); with backfill
+(on unless ``--no-backfill``), the jobs started before the head, how many jobs
+were passed and the most passes one took, and the longest wait at the head.
 
 Usage: simulate.py TRACE... [--cap SIZE[,SIZE...]] [--trace-cap SIZE]
-                   [--estimates recorded|history|peak] [--json]
+                   [--estimates recorded|history|peak] [--no-backfill] [--json]
 TRACE is a .jsonl file or a directory of them. Exit status 0, 2 on bad input.
 """
 
@@ -278,6 +280,8 @@ class Live:
     curve: curves.Curve | None = None  # its learned curve, if the estimator has one
     next_watch: float = 0.0  # when its watch next asks pause_step
     last_free: int | None = None  # free memory at its watch's last check (pause.py)
+    head_wait: float = 0.0  # seconds it waited at the head of the queue
+    passed: int = 0  # jobs that started before it while it waited ahead of them (backfills)
 
     def current(self) -> int:
         return self.job.memory_at(self.tau)
@@ -310,6 +314,9 @@ class Result:
     refused: int = 0  # distinct (head, running job) pairs admission turned away
     refused_fit: int = 0  # ... of which the two would have fit side by side
     refused_examples: list[str] = field(default_factory=list)
+    backfills: int = 0  # jobs started before the head (backfill)
+    head_waits: dict[str, float] = field(default_factory=dict)  # per job, seconds at the head
+    passed: dict[str, int] = field(default_factory=dict)  # per job passed, how often
 
     def row(self) -> dict[str, Any]:
         return {
@@ -327,6 +334,10 @@ class Result:
             "cpu_lost_frac": round(self.cpu_lost / self.cpu, 4) if self.cpu else 0.0,
             "refused_pairs": self.refused,
             "refused_would_fit": self.refused_fit,
+            "backfills": self.backfills,
+            "passed_jobs": len(self.passed),
+            "max_passed": max(self.passed.values(), default=0),
+            "max_head_wait_s": round(max(self.head_waits.values(), default=0.0), 1),
         }
 
 
@@ -426,8 +437,11 @@ def simulate(
     limits: admission.Limits = admission.DEFAULT,
     headroom: float = HISTORY_HEADROOM,
     use_curves: bool = True,
+    backfill: bool = True,
+    passes: int = admission.BACKFILL_PASSES,
 ) -> Result:
-    """Replay ``jobs`` under a cap of ``cap`` bytes with ltoguard's admission rules."""
+    """Replay ``jobs`` under a cap of ``cap`` bytes with ltoguard's admission rules
+    (``backfill``: waiters behind a head refused for memory may start before it)."""
     base = Baseline.of(jobs)
     res = Result(cap=cap, cpu=sum(j.run_s for j in jobs))
     index = {id(j): k for k, j in enumerate(jobs)}
@@ -442,6 +456,7 @@ def simulate(
 
     queue: list[Live] = []
     running: list[Live] = []
+    lives: list[Live] = []
     seen_refusals: set[tuple[str, str]] = set()
     last_no: tuple[tuple[int, ...], float] | None = None
     t = 0.0
@@ -462,6 +477,7 @@ def simulate(
         for _, k, j in sorted(due, key=lambda d: (d[0], d[1])):
             pending.remove(j)
             queue.append(Live(j, k, estimate=estimate_of(j), curve=estimator.curve_of(j)))
+            lives.append(queue[-1])
             happened[("que", k)] = t
         # Progress of the running jobs over the last tick.
         active = sum(1 for r in running if r.paused_at is None)
@@ -541,7 +557,7 @@ def simulate(
             held = tuple(sorted(r.order for r in running))
             if last_no is not None and last_no[0] == held and t - last_no[1] < RECHECK:
                 break
-            ok = admission.admit(
+            decision = admission.admit(
                 estimate=head.estimate,
                 running=[r.running() for r in running],
                 available=free(t),
@@ -550,9 +566,24 @@ def simulate(
                 alone=head.alone,
                 limits=limits,
                 curve=head.curve,
-            ).ok
-            if not ok:
+            )
+            if not decision.ok:
                 last_no = (held, t)
+                while backfill and decision.why is admission.Why.NO_ROOM:
+                    w = _backfill_one(
+                        queue, running, free(t), cap, slot_limit, cpus, passes, limits
+                    )
+                    if w is None:
+                        break
+                    for ahead in queue[: queue.index(w)]:
+                        ahead.passed += 1
+                    queue.remove(w)
+                    res.pairs += 1
+                    res.backfills += 1
+                    w.started, w.tau, w.paused_at = t, 0.0, None
+                    w.next_watch, w.last_free = t, None
+                    w.attempts += 1
+                    running.append(w)
                 if running and not head.alone:
                     key = (head.job.name, ",".join(sorted(r.job.name for r in running)))
                     if key not in seen_refusals:
@@ -574,10 +605,53 @@ def simulate(
             head.next_watch, head.last_free = t, None
             head.attempts += 1
             running.append(head)
+        if queue:
+            queue[0].head_wait += TICK
         t += TICK
         if t > 1e6:
             raise RuntimeError("replay did not end")
+    for k, lv in enumerate(lives):
+        name = lv.job.name if lv.job.name not in res.head_waits else f"{lv.job.name}#{k}"
+        res.head_waits[name] = lv.head_wait
+        if lv.passed:
+            res.passed[name] = lv.passed
     return res
+
+
+def _backfill_one(
+    queue: list[Live],
+    running: Sequence[Live],
+    available: int,
+    cap: int,
+    slot_limit: int | None,
+    cpus: int,
+    passes: int,
+    limits: admission.Limits,
+) -> Live | None:
+    """The first waiter behind a head refused for memory that may start before it
+    now (admission.backfill, as each of ltoguard's waiters decides it), or None."""
+    head = queue[0]
+    alone = head.alone
+    now = [r.running() for r in running]
+    for k, w in enumerate(queue[1:], 1):
+        d = admission.backfill(
+            estimate=w.estimate,
+            head=admission.Head(head.estimate, refused=True, passed=head.passed, alone=alone),
+            ahead=k,
+            running=now,
+            available=available,
+            total=cap,
+            limit=slot_limit,
+            alone=w.alone,
+            cpus=cpus,
+            passes=passes,
+            limits=limits,
+            curve=w.curve,
+        )
+        if d.ok:
+            return w
+        alone = alone or w.alone  # nobody passes a rerun alone
+    return None
 
 
 def _requeue(queue: list[Live], job: Live, *, alone: bool, estimate: int) -> None:
@@ -677,6 +751,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     ap.add_argument("--slots", type=int, default=None, help="LTOGUARD_SLOTS")
     ap.add_argument(
+        "--backfill",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="a waiter behind a head refused for memory starts before it when it fits and"
+        " leaves the head its room, as ltoguard does (default: on)",
+    )
+    ap.add_argument(
         "--recorded", action="store_true", help="also print the trace's own figures, as it ran"
     )
     ap.add_argument("--json", action="store_true", help="one JSON object per replay")
@@ -705,8 +786,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                     limits=limits,
                     headroom=args.headroom,
                     use_curves=args.curves,
+                    backfill=args.backfill,
                 )
-                rows.append({"trace": path.name, "estimates": args.estimates, **res.row()})
+                rows.append(
+                    {
+                        "trace": path.name,
+                        "estimates": args.estimates,
+                        "backfill": args.backfill,
+                        **res.row(),
+                    }
+                )
                 if not args.json and res.refused_examples:
                     rows[-1]["examples"] = res.refused_examples
     except (OSError, TraceError) as exc:
@@ -730,6 +819,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "cpu_lost_frac",
         "refused_pairs",
         "refused_would_fit",
+        "backfill",
+        "backfills",
+        "passed_jobs",
+        "max_passed",
+        "max_head_wait_s",
     ]
     print("  ".join(cols))
     for r in rows:

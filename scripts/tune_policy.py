@@ -4,7 +4,8 @@ caps from "one job fits" to "two fit" (scripts/simulate.py, ltoguard's own rules
 
 Each policy is HEADROOM:FLOOR_DIVISOR:MARGIN_FLOORS (the learned estimates' lead,
 the critical floor's divisor, the admission margin in floors), with ":flat" at the
-end to leave out the learned memory curves (estimates all along); each is replayed as
+end for the policy before curves and backfill (estimates all along, first come first
+served); each is replayed as
 a first build (--estimates cold) and as a second (warm). Printed per policy: the
 sum of the replayed LTO phases, kills, stops, pauses, CPU lost, and per trace and
 cap the phase's seconds and the share of it with two jobs running.
@@ -70,6 +71,7 @@ def run(policy: str, estimates: str, traces: Sequence[Path]) -> dict[str, object
                 limits=limits,
                 headroom=float(headroom),
                 use_curves=not flat,
+                backfill=not flat,
             )
             total += r.wall
             kills += r.kills + r.failed

@@ -121,7 +121,7 @@ def test_the_real_trace_replays_as_it_ran() -> None:
     its LTO phase (791 s) within 10%, no pair, no kill."""
     jobs = simulate.load_trace(REAL)
     assert len(jobs) == 100
-    res = simulate.simulate(jobs, 600 * MiB, limits=RECORDED_WITH)
+    res = simulate.simulate(jobs, 600 * MiB, limits=RECORDED_WITH, backfill=False)
     assert res.wall == pytest.approx(791.2, rel=0.10)
     assert res.pairs == 0 and res.kills == 0
     # Most of the pairs it refused would have fit: the finding a better policy must use.
@@ -168,7 +168,9 @@ def test_the_trace_as_recorded(capsys: pytest.CaptureFixture[str]) -> None:
 MANY = {430: 96.7, 520: 96.0, 700: 84.4}
 # The policy those builds ran with (the critical floor was then at most 1/10 of the
 # cap; their estimates, recorded, carried the old 10% headroom).
-RECORDED_WITH = Limits(critical_floor_divisor=10, watch=0.25, fast_watch=0.25)
+RECORDED_WITH = Limits(
+    critical_floor_divisor=10, watch=0.25, fast_watch=0.25
+)  # no curves, no backfill
 
 
 @pytest.mark.parametrize("recorded_at", sorted(MANY))
@@ -180,7 +182,7 @@ def test_a_replay_predicts_real_builds_at_other_caps(recorded_at: int, cap: int)
     assert simulate.as_recorded(jobs, recorded_at * MiB)["wall_s"] == pytest.approx(
         MANY[recorded_at], abs=0.1
     )
-    res = simulate.simulate(jobs, cap * MiB, limits=RECORDED_WITH)
+    res = simulate.simulate(jobs, cap * MiB, limits=RECORDED_WITH, backfill=False)
     assert res.wall == pytest.approx(MANY[cap], rel=0.10)
     assert res.kills == 0
 
@@ -201,7 +203,7 @@ def test_more_kinds_replay_as_they_ran(name: str, cap: int) -> None:
     recorded LTO phase, with no kill (none happened)."""
     jobs = simulate.load_trace(TRACES / f"{name}-{cap}MiB.jsonl")
     recorded = simulate.as_recorded(jobs, cap * MiB)["wall_s"]
-    res = simulate.simulate(jobs, cap * MiB, limits=RECORDED_WITH)
+    res = simulate.simulate(jobs, cap * MiB, limits=RECORDED_WITH, backfill=False)
     assert res.wall == pytest.approx(recorded, rel=0.10)
     assert res.kills == 0 and res.failed == 0
 
@@ -240,6 +242,7 @@ def test_the_policy_pairs_the_real_trace_where_the_old_one_ran_a_flock(estimates
         limits=RECORDED_WITH,
         headroom=1.1,
         use_curves=False,
+        backfill=False,
     )
     new = simulate.simulate(jobs, 600 * MiB, estimates=estimates)
     assert old.overlap_s / old.wall < 0.01
