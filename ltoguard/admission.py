@@ -362,7 +362,7 @@ def leaves_room(
     The head's spare once the set S has ended is
         s(S) = available - growth(running) - head - margin + sum(max(e, c) for S),
     (a running job frees at least what it holds or is expected to hold; growth is
-    estimate minus current, each, as in `fit`). Without this job the head starts
+    estimate minus current, each, as `fit` counts it without curves). Without this job the head starts
     after S once s(S) >= 0 (and a slot is free), and once all have ended whatever
     (FIRST). With it, s(S) - estimate >= 0 is needed (and a slot for one more).
     So for every S after which the head would start without it, it must start with
@@ -371,7 +371,10 @@ def leaves_room(
     n = len(running)
     if n > BACKFILL_RUNNING:
         return False
-    base = available - outstanding(running) - head - margin
+    # Flat growth, whatever the curves say: each job is credited below with at least
+    # its estimate when it ends, so its growth must be counted the same way.
+    growth = sum(max(0, r.estimate - r.current) for r in running)
+    base = available - growth - head - margin
     frees = [max(r.estimate, r.current) for r in running]
     sums = {(0, 0)}  # (jobs ended, bytes they free), over every set of them
     for f in frees:
@@ -760,4 +763,8 @@ def pressure_step(
     if paused:
         return Step.KEEP
     youngest = not any(not r.paused and _age_key(r) > _age_key(me) for r in others)
+    # One job paused for pressure at a time: PSI's 10 s average falls slowly, and
+    # pausing the next youngest at each check would stop all but the oldest.
+    if any(r.paused for r in others):
+        return Step.KEEP
     return Step.PAUSE if youngest and older_running(me, others) else Step.KEEP

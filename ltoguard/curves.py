@@ -35,7 +35,9 @@ class Curve:
         """Share of its peak held ``t`` seconds into the run; None once it has ended."""
         if t >= self.seconds:
             return None
-        k = max(0, int(t / self.seconds * len(self.shape)))
+        # The epsilon puts a slice's own edge (seconds * k / n, as `edges` gives it)
+        # in that slice, not the one before, whatever the rounding.
+        k = max(0, int(t * len(self.shape) / self.seconds + 1e-9))
         return self.shape[min(k, len(self.shape) - 1)]
 
     def edges(self) -> list[float]:

@@ -101,14 +101,14 @@ class GuardedRun:
         self.settings = settings
         self.sem = sem
         self._history: HistoryStore | None = None
-        self.curve: curves.Curve | None = None  # its own learned memory curve, if any
         self.inputs = job_inputs(job) if job.estimate is None else None
         basis: str
+        curve = None
         if job.estimate is not None:
             estimate, basis = job.estimate, Basis.CONFIGURED
         else:
-            estimate, basis = self._relearn(quiet=False)
-        self.record = JobRecord(job, estimate, basis, curve=self.curve)
+            estimate, basis, curve = self._relearn(quiet=False)
+        self.record = JobRecord(job, estimate, basis, curve=curve)
         self.record.inputs = self.inputs
         self.waiting: str | None = None  # why it waited, once it did
         # Each attempt for the report: [queued, admitted, ended, paused_s, next step]
@@ -211,14 +211,14 @@ class GuardedRun:
         """The state directory in use now (it may have been made again mid-build)."""
         return self.sem.path, self.sem.dir_fd
 
-    def _relearn(self, quiet: bool = True) -> tuple[int, Basis]:
-        """The estimate from everything learned so far (a sibling may just have finished)."""
+    def _relearn(self, quiet: bool = True) -> tuple[int, Basis, curves.Curve | None]:
+        """The estimate from everything learned so far (a sibling may just have
+        finished), its basis and the memory curve it comes with."""
         job = self.job
-        estimate, basis, self.curve = self.history().lookup(
+        return self.history().lookup(
             job.key, job.group, toolchain=job.toolchain, inputs=self.inputs,
             predict=self._predict, quiet=quiet,
         )  # fmt: skip
-        return estimate, basis
 
     def _predict(self, inputs: dict[str, int]) -> int:
         from ltoguard.inputs import predict

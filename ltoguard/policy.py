@@ -53,7 +53,8 @@ if TYPE_CHECKING:
 
     ReadMemory = Callable[..., MemorySnapshot]  # available_memory's signature
     ReadSwap = Callable[..., int]  # available_swap's signature
-    Relearn = Callable[[], tuple[int, str]]  # (estimate, basis) from the history now
+    # (estimate, basis, the curve it is admitted with) from the history now
+    Relearn = Callable[[], tuple[int, str, curves.Curve | None]]
 
 MEMORY_RECHECK = 0.5  # seconds a waiting head reuses a "does not fit" (= FULL_RECHECK)
 
@@ -199,6 +200,11 @@ class AdmissionPolicy:
         head = head_of(tickets, snap)
         if head is None or not head.refused or head.alone or self.alone or not snap.holders:
             return behind(ahead)
+        if self.brake is None:
+            self.brake = Brake.here()
+        self.brake.read()
+        if self.brake.on:
+            return behind(ahead)  # sustained pressure holds every admission
         held = tuple(sorted(h.slot for h in snap.holders))
         if held != self._backfill_held:
             self._backfill_held = held
@@ -299,14 +305,16 @@ class AdmissionPolicy:
         """A job that queued knowing little may learn from a sibling that finished meanwhile."""
         if self.relearn is None or not Basis(self.record.basis).relearnable:
             return
-        estimate, basis = self.relearn()
+        estimate, basis, curve = self.relearn()
         if basis != Basis.DEFAULT:
             self.record.estimate, self.record.basis = estimate, basis
+            self.record.curve = curve
 
     def again(self, estimate_at_least: int, *, alone: bool) -> None:
         """The job queues again after outgrowing its estimate: wait for at least this
         much (and, with ``alone``, for nothing else to run); no earlier "no" holds."""
         self.record.estimate = max(self.record.estimate, estimate_at_least)
         self.record.basis = Basis.RAISED
+        self.record.curve = None  # this run left its curve: it is no guide any more
         self.alone = self.alone or alone  # once rerunning alone, alone for good
         self._last_no = None

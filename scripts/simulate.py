@@ -33,7 +33,10 @@ measured profiles side by side at the offset they would have had); with backfill
 were passed and the most passes one took, and the longest wait at the head.
 
 Usage: simulate.py TRACE... [--cap SIZE[,SIZE...]] [--trace-cap SIZE]
-                   [--estimates recorded|history|peak] [--no-backfill] [--json]
+                   [--estimates recorded|cold|warm|peak] [--headroom X]
+                   [--[no-]curves] [--[no-]backfill] [--arrivals linked|recorded]
+                   [--cpus N] [--slots N] [--floor-divisor N] [--margin-floors X]
+                   [--recorded] [--json]
 TRACE is a .jsonl file or a directory of them. Exit status 0, 2 on bad input.
 """
 

@@ -26,6 +26,7 @@ from ltoguard.admission import (
 from ltoguard.jobs import Job, JobRecord
 from ltoguard.memory import MemorySnapshot
 from ltoguard.policy import AdmissionPolicy, head_of
+from ltoguard.pressure import Brake
 from ltoguard.semaphore import Holder, Snapshot
 from ltoguard.sizes import GiB, MiB
 from scripts import simulate
@@ -220,6 +221,7 @@ def policy(
         rss=lambda pid: GiB,
     )
     pol.cpus = 4
+    pol.brake = Brake(None)  # no PSI: the host's pressure stays out of these tests
     return pol, memory
 
 
@@ -247,6 +249,17 @@ def test_the_policy_passes_a_head_its_ticket_says_was_refused_for_memory() -> No
 def test_the_policy_reads_no_memory_unless_the_head_may_be_passed(fields: dict[str, Any]) -> None:
     pol, memory = policy(GiB, 3 * GiB)
     assert pol.backfill(HOLDING, ticket(**fields), 1).why is Why.BEHIND
+    assert memory.calls == 0
+
+
+def test_sustained_memory_pressure_holds_backfill_too(tmp_path: Path) -> None:
+    pol, memory = policy(GiB, 3 * GiB)
+    psi = tmp_path / "memory.pressure"
+    psi.write_text("some avg10=50.00 avg60=1.00 avg300=1.00 total=1\n"
+                   "full avg10=23.00 avg60=1.00 avg300=1.00 total=1\n")  # fmt: skip
+    pol.brake = Brake(str(psi))
+    assert pol.brake.read().value == "high" and not pol.brake.on
+    assert pol.backfill(HOLDING, ticket(), 1).why is Why.BEHIND  # the second reading holds
     assert memory.calls == 0
 
 

@@ -12,8 +12,10 @@ import pytest
 from ltoguard import curves
 from ltoguard.admission import (
     DEFAULT,
+    Head,
     Running,
     Why,
+    backfill,
     expected,
     fit,
     held_together,
@@ -24,10 +26,11 @@ from ltoguard.admission import (
 from ltoguard.curves import Curve
 from ltoguard.estimates import Basis, History
 from ltoguard.history import history_file
-from ltoguard.policy import running_jobs
+from ltoguard.jobs import Job, JobRecord
+from ltoguard.policy import AdmissionPolicy, running_jobs
 from ltoguard.records import Holder
 from ltoguard.semaphore import Snapshot
-from ltoguard.sizes import MiB
+from ltoguard.sizes import GiB, MiB
 from tests.procs import Procs, clean_env, ltoguard_cmd, make_fake_rustc
 
 # A fat-LTO job as they go: most of its peak in its first second, the top at the end.
@@ -117,7 +120,7 @@ def test_a_job_off_its_curve_is_expected_at_its_estimate() -> None:
 
 
 def test_the_pause_rule_follows_the_curves() -> None:
-    # The young job has just started; the old one ends in 2 s. By estimates alone they
+    # The young job has just started; the old one ends within 3.6 s (1.2 x 8 s - 6 s). By estimates alone they
     # are expected to grow 30 + 90 MiB more; by their curves the young one reaches its
     # top only after the old one is gone.
     old = Running(pid=1, estimate=300 * MiB, current=270 * MiB, started=1.0, ran=6.0, curve=LTO)
@@ -194,3 +197,43 @@ def test_a_guarded_run_learns_its_curve_and_the_next_is_admitted_with_it(
     first, second = (json.loads(line) for line in lines)
     assert "curve" not in first and first["estimate_basis"] == "default"
     assert second["estimate_basis"] == "history" and curves.parse(second["curve"]) is not None
+
+
+def test_every_slice_counts_whatever_the_rounding_of_its_edge() -> None:
+    # Slice 7 of a 254.38 s curve starts at 7 * 254.38 / 8 s: evaluated there, that
+    # time must fall in slice 7, not in slice 6 by a rounding error.
+    curve = Curve(254.38, (0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 1.0))
+    for k, edge in enumerate(curve.edges()):
+        assert curve.share(edge) == curve.shape[k]
+    head = Running(pid=0, estimate=1000 * MiB, current=0, started=9.0, curve=curve)
+    flat = Running(pid=1, estimate=1000 * MiB, current=900 * MiB, started=1.0)
+    assert held_together([flat, head]) == 2000 * MiB
+
+
+def test_a_backfill_beside_a_job_past_its_top_still_leaves_the_head_its_room() -> None:
+    # The running job holds 600 MiB of its 1000 and its curve falls from here: along
+    # the curve it grows no more. Once it ends, the head (900) must still fit beside
+    # the backfilled job (300): it frees 600 MiB, not the 1000 its estimate says.
+    falling = Curve(10.0, (1.0, 1.0, 1.0, 1.0, 1.0, 0.6, 0.6, 0.6, 0.6, 0.6))
+    running = [Running(pid=1, estimate=1000 * MiB, current=600 * MiB, started=1.0, ran=6.0,
+                       curve=falling)]  # fmt: skip
+    head = Head(900 * MiB, refused=True)
+    for available in (500 * MiB, 600 * MiB):
+        d = backfill(estimate=300 * MiB, head=head, ahead=1, running=running,
+                     available=available, total=4000 * MiB, cpus=4)  # fmt: skip
+        assert not d.ok
+
+
+def test_a_job_that_relearns_takes_the_curve_with_the_estimate() -> None:
+    job = Job(["rustc"], kind="rustc", name="w", what="crate w (bin)", key="k", group="g")
+    record = JobRecord(job, 2 * GiB, "default")
+    pol = AdmissionPolicy(
+        record,
+        slots=None,
+        memory=None,
+        relearn=lambda: (300 * MiB, "siblings, scaled by inputs", LTO),
+    )
+    pol.refresh_estimate()
+    assert (record.estimate, record.curve) == (300 * MiB, LTO)
+    pol.again(400 * MiB, alone=False)  # it outgrew its estimate: its curve is no guide
+    assert record.curve is None and record.estimate == 400 * MiB

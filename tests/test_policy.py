@@ -12,6 +12,7 @@ import pytest
 
 from ltoguard import memory as memory_mod
 from ltoguard.admission import Admission, Why
+from ltoguard.curves import Curve
 from ltoguard.estimates import Basis
 from ltoguard.jobs import Job, JobRecord
 from ltoguard.memory import MemorySnapshot
@@ -45,7 +46,7 @@ def make(
     available: int = 4 * GiB,
     total: int = 8 * GiB,
     slots: int | None = None,
-    relearn: Callable[[], tuple[int, str]] | None = None,
+    relearn: Callable[[], tuple[int, str, Curve | None]] | None = None,
     rss: Callable[[int], int] = lambda pid: 0,
     clock: Callable[[], float] = lambda: 0.0,
 ) -> tuple[AdmissionPolicy, JobRecord, Memory]:
@@ -155,9 +156,9 @@ def test_a_waiting_job_relearns_from_siblings(
 ) -> None:
     asked: list[int] = []
 
-    def relearn() -> tuple[int, str]:
+    def relearn() -> tuple[int, str, Curve | None]:
         asked.append(1)
-        return learned
+        return (*learned, None)
 
     start = 2 * GiB if basis == "default" else GiB
     pol, record, _memory = make(start, basis, available=64 * GiB, total=64 * GiB, relearn=relearn)

@@ -189,6 +189,11 @@ def test_brake_pauses_only_the_youngest_of_several() -> None:
     assert step(OLD, [YOUNG], brake=True) == KEEP  # the oldest never pauses
     assert step(YOUNG, [], brake=True) == KEEP  # alone: pausing frees memory for nobody
     assert step(YOUNG, [OLD], brake=False) == KEEP
+    # Of three, one pauses at a time: with the youngest paused, the middle one runs on.
+    middle = Running(pid=3, estimate=GiB, current=GiB, started=1.5)
+    youngest_paused = Running(pid=2, estimate=GiB, current=500 * MiB, started=2.0, paused=True)
+    assert step(middle, [OLD, YOUNG], brake=True) == KEEP  # a younger one runs: it goes
+    assert step(middle, [OLD, youngest_paused], brake=True) == KEEP
 
 
 def test_brake_keeps_a_paused_job_paused_until_it_lets_go() -> None:
@@ -204,7 +209,7 @@ def test_brake_still_kills_the_youngest_when_memory_is_critical() -> None:
 
 
 def test_swap_counts_as_room_for_a_running_pair() -> None:
-    # 1 GiB free, 500 MiB still to grow: below floor + growth without swap, not with.
+    # 600 MiB free, 500 MiB still to grow: below floor + growth without swap, not with.
     assert step(YOUNG, [OLD], available=600 * MiB) == PAUSE
     assert step(YOUNG, [OLD], available=600 * MiB, swap=GiB) == KEEP
 
