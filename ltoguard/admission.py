@@ -623,9 +623,10 @@ class PressureLimits:
     swap_share: float = 0.5
     # A pair may overflow its bound by at most this share of the bound's size: a
     # fat-LTO compile leaves part of its memory untouched for long stretches, and
-    # that part swaps cheaply; much more than it is touched again and thrashes (the
-    # brake pauses the youngest job if it does all the same).
-    swap_overflow_share: float = 0.5
+    # that part swaps cheaply; where it does not, memory pressure rises and the brake
+    # pauses the youngest job (half the bound kept pairs out that plain cargo ran on
+    # light swap: docs/benchmarks.md).
+    swap_overflow_share: float = 1.0
 
 
 DEFAULT_PRESSURE = PressureLimits()
@@ -693,7 +694,7 @@ def pressure_hold(
 def swap_counted(swap_free: int, total: int, limits: PressureLimits = DEFAULT_PRESSURE) -> int:
     """Free swap that may count as room under a bound of size ``total``: a share of
     it, and at most the overflow a pair may take. The caller asks only when pressure
-    allows it (admission: LOW; a running job: not braking)."""
+    allows it (admission: not HIGH; a running job: not braking)."""
     if swap_free <= 0 or total <= 0:
         return 0
     return max(0, int(min(swap_free * limits.swap_share, total * limits.swap_overflow_share)))

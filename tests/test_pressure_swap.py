@@ -132,7 +132,7 @@ def test_pressure_hold_says_why_and_holds_only_while_braking() -> None:
         (0, GiB, 0),
         (GiB, 0, 0),
         (400 * MiB, 4 * GiB, 200 * MiB),  # half the free swap
-        (4 * GiB, GiB, 512 * MiB),  # at most half the bound's size
+        (4 * GiB, GiB, GiB),  # at most the bound's size
     ],
 )
 def test_swap_counted_share_and_overflow_cap(swap_free: int, total: int, want: int) -> None:
@@ -354,16 +354,19 @@ def test_policy_never_holds_the_first_job(tmp_path: Path) -> None:
         assert d.ok and d.why is Why.FIRST
 
 
-def test_policy_counts_swap_only_with_pressure_low(tmp_path: Path) -> None:
+def test_policy_counts_swap_unless_pressure_is_high(tmp_path: Path) -> None:
     # 1 GiB head, 1 GiB still to grow beside it, 1.8 GiB free: no room in RAM alone.
     pol, f, swaps, now = policy_with(tmp_path, psi(1, 0), available=1800 * MiB, swap=2 * GiB)
     d = pol(snap(ONE))
-    # Half of 2 GiB free swap, and at most half the 4 GiB bound: 1 GiB counts.
+    # Half of 2 GiB free swap, and at most the 4 GiB bound: 1 GiB counts.
     assert d.ok and d.why is Why.FITS_SWAP and d.swap == GiB and swaps
-    # MID: not low, so swap is neither counted nor read.
+    # MID (light swapping): still counted.
     pol2, _, swaps2, _ = policy_with(tmp_path, psi(15, 2), available=1800 * MiB, swap=2 * GiB)
-    d = pol2(snap(ONE))
-    assert not d.ok and d.why is Why.NO_ROOM and swaps2 == []
+    assert pol2(snap(ONE)).why is Why.FITS_SWAP and swaps2
+    # HIGH, even once (the brake is not on yet): swap is neither counted nor read.
+    pol3, _, swaps3, _ = policy_with(tmp_path, psi(50, 23), available=1800 * MiB, swap=2 * GiB)
+    d = pol3(snap(ONE))
+    assert not d.ok and d.why is Why.NO_ROOM and swaps3 == []
 
 
 def test_policy_without_psi_does_nothing_new(tmp_path: Path) -> None:
