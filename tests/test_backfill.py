@@ -31,6 +31,7 @@ from ltoguard.semaphore import Holder, Snapshot
 from ltoguard.sizes import GiB, MiB
 from scripts import simulate
 from tests.procs import Procs, clean_env, ltoguard_cmd, make_fake_rustc, read_log, wait_for
+from tests.test_simulate import event  # recorded under 1000 MiB, 100 MiB held by the rest
 
 TOTAL = 1000 * MiB
 LIMITS = Limits(critical_floor_divisor=10)  # margin: one critical floor, 100 MiB
@@ -290,24 +291,6 @@ def test_one_slot_or_one_cpu_never_backfills_so_nobody_polls() -> None:
 
 
 # -- the replay ------------------------------------------------------------------
-
-
-def event(name: str, queued: float, run: float, peak_mib: int, **extra: Any) -> dict[str, Any]:
-    """As tests/test_simulate.py's: recorded under 1000 MiB, 100 MiB held by the rest."""
-    peak = peak_mib * MiB
-    row: dict[str, Any] = {
-        "crate": name,
-        "queued": queued,
-        "admitted": queued,
-        "finished": queued + run,
-        "peak": peak,
-        "estimate": int(peak * 1.1),
-        "budget": 900 * MiB,
-        "samples": [[queued, 0], [queued + 1.0, peak], [queued + run - 0.1, peak]],
-        "outcome": "ok",
-    }
-    row.update(extra)
-    return row
 
 
 def large_first(
