@@ -7,7 +7,7 @@ One guarded invocation goes through these steps, each in its own module:
    store);
 2. the queue (FIFO, semaphore.py): once told to wait it lends cargo its jobserver
    token (lending.py, jobserver.py), and at the head it waits until admission says
-   yes (admission.py's rules, applied by policy.py);
+   yes (ltoguard.admission's rules, applied by policy.py);
 3. one attempt (attempt.py): the compiler runs holding the slot, its memory is
    sampled; the youngest job pauses while the others' growth would leave too little
    free (pause.py), and stops itself if memory gets critical all the same;

@@ -4,7 +4,7 @@ The semaphore calls the policy, under its mutex, whenever the job is at the head
 the queue, and its `backfill` while the job waits among the nearest behind it. The
 policy gathers the facts (the running jobs' estimates and current memory, free
 memory, the job's own estimate, freshly learned if a sibling finished meanwhile)
-and applies admission.py's rules, reading memory only when they need it.
+and applies ltoguard.admission's rules, reading memory only when they need it.
 It owns the estimate of its job (kept in the job's record, so the record written at
 admission shows it) and a short cache of its last "no", because reading memory
 costs more than the decision and the head decides again whenever a slot frees.
@@ -133,7 +133,7 @@ def cpu_count() -> int:
 
 
 class AdmissionPolicy:
-    """Called as ``policy(snapshot) -> Admission`` (admission.py's decision)."""
+    """Called as ``policy(snapshot) -> Admission`` (ltoguard.admission's decision)."""
 
     def __init__(
         self,

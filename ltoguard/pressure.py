@@ -5,7 +5,7 @@ with swap, a build can keep going on swapped pages while its tasks stall. ``some
 is the share of time at least one task stalled, ``full`` the share all of them did.
 Read from /proc/pressure/memory (the host) and, on cgroup v2, every group's
 ``memory.pressure`` from the process's own up to the mount. `Brake` is what
-admission and the running jobs' watch read (admission.py's pressure rules).
+admission and the running jobs' watch read (admission.brake's rules).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The pure pause/resume/kill decisions of a running guarded job (admission.py)."""
+"""The pure pause/resume/kill decisions of a running guarded job (ltoguard.admission.steps)."""
 
 from __future__ import annotations
 

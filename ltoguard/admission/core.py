@@ -1,0 +1,343 @@
+"""Admission's shared parts and the head's rules: the tunable numbers (`Limits`), a
+running job as the rules see it (`Running`) and what it is expected to hold along
+its learned curve, the decision (`Admission`, `Why`) and its human line, the FIFO
+position, the slot cap, the rerun alone, the first job, memory (`fit`, `admit`),
+and lending (`Lend`)."""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from ltoguard.curves import Curve
+from ltoguard.sizes import MiB, format_size
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The policy's tunable numbers; the defaults are what ltoguard runs with."""
+
+    # Free memory below the critical floor means the OOM killer is close: room to
+    # notice a fast-growing compile between two samples and act.
+    critical_floor_max: int = 256 * MiB
+    # The floor is at most this share of the bound's size (600 MiB -> 15 MiB): it
+    # must cover what a compile grows between two checks, and in its first seconds,
+    # when it grows fastest, it is checked every FAST_WATCH seconds.
+    critical_floor_divisor: int = 40
+    # Free memory admission keeps after all estimates, in critical floors:
+    # estimates lead the peaks already, and a pair that outgrows them pauses.
+    margin_floors: float = 1.0
+    # Seconds a paused job stays paused before free memory may resume it, so it
+    # does not pause and resume in turn.
+    min_pause: float = 1.0
+    # Seconds between a running job's checks (pause_step), and in its first
+    # ``fast_watch_for`` seconds, when a fat-LTO compile takes most of its peak.
+    watch: float = 0.25
+    fast_watch: float = 0.05
+    fast_watch_for: float = 3.0
+    # A running job with a learned curve is expected to end within this many times
+    # its learned length (its last slice held until then); later, it pauses others.
+    curve_slack: float = 1.2
+    # A job holding more than its curve allows by this factor is off its curve.
+    curve_tolerance: float = 1.1
+
+    def watch_interval(self, age: float) -> float:
+        """Seconds until the next check of a job that has run ``age`` seconds."""
+        return self.fast_watch if age < self.fast_watch_for else self.watch
+
+    def critical_floor(self, total: int) -> int:
+        """Free memory below this is critical, under a bound of size ``total``."""
+        return max(0, min(self.critical_floor_max, total // self.critical_floor_divisor))
+
+    def margin(self, total: int) -> int:
+        """Free memory admission keeps after all estimates."""
+        return int(self.margin_floors * self.critical_floor(total))
+
+
+DEFAULT = Limits()
+
+
+@dataclass(frozen=True)
+class Running:
+    """A guarded job that holds a slot: its estimate and what it holds now (bytes)."""
+
+    pid: int
+    estimate: int
+    current: int
+    started: float  # time.time() when it was admitted
+    paused: bool = False  # stopped (SIGSTOP) to leave room for older jobs; grows no more
+    curve: Curve | None = None  # its memory over a run, learned (None: its estimate all along)
+    ran: float = 0.0  # seconds its compile has run, pauses excluded
+
+
+def critical(available: int, total: int, limits: Limits = DEFAULT) -> bool:
+    """Is free memory below the critical floor of a bound of size ``total``?"""
+    return available < limits.critical_floor(total)
+
+
+def floor_now(total: int, falling: int, limits: Limits = DEFAULT) -> int:
+    """The floor a pause keeps: the critical floor, raised to what free memory fell by
+    since the last check (``falling`` bytes), as memory falling that fast may fall as
+    far again before the next check; pausing then keeps it off the critical floor,
+    where a compile is stopped and its work lost."""
+    return max(limits.critical_floor(total), falling)
+
+
+def outstanding(running: Sequence[Running], limits: Limits = DEFAULT) -> int:
+    """Memory the running jobs are still expected to take on top of what they hold:
+    the most they are expected to hold at once from now on, less what they hold."""
+    return max(0, held_together(running, limits) - sum(r.current for r in running))
+
+
+def expected(r: Running, t: float, limits: Limits = DEFAULT) -> int:
+    """Bytes ``r`` is expected to hold ``t`` seconds from now: its estimate all along
+    (or what it holds, if more) without a curve or while paused; with a curve, the
+    curve scaled to its estimate (what it holds, if more) until its learned end, its
+    last slice until ``curve_slack`` times that, then nothing."""
+    flat = max(r.current, r.estimate)
+    if r.curve is None or r.paused or off_curve(r, limits):
+        return flat
+    x = r.ran + t
+    share = r.curve.share(x)
+    if share is None:
+        if x >= r.curve.seconds * limits.curve_slack:
+            return 0
+        share = r.curve.shape[-1]
+    return max(r.current, int(r.estimate * share))
+
+
+def off_curve(r: Running, limits: Limits = DEFAULT) -> bool:
+    """Does the job hold more now than its curve allows at this point of its run, or
+    run past its expected end? Then this run does not follow the curve (it rises
+    sooner or higher, or runs slower), and it is expected at its estimate all along."""
+    if r.curve is None:
+        return False
+    if r.ran >= r.curve.seconds * limits.curve_slack:
+        return True  # ran past its expected end: it may hold on for a while yet
+    share = r.curve.share(r.ran)
+    allowed = r.estimate * (r.curve.shape[-1] if share is None else share)
+    return r.current > allowed * limits.curve_tolerance
+
+
+def held_together(jobs: Sequence[Running], limits: Limits = DEFAULT) -> int:
+    """The most ``jobs`` are expected to hold at once from now on (bytes). Each job's
+    expectation steps only where its curve's slices begin or it ends, so the sum is
+    evaluated at those moments."""
+    moments = {0.0}
+    for r in jobs:
+        if r.curve is not None and not r.paused:
+            ends = (r.curve.seconds, r.curve.seconds * limits.curve_slack)
+            moments.update(x - r.ran for x in (*r.curve.edges(), *ends) if x > r.ran)
+    return max(sum(expected(r, t, limits) for r in jobs) for t in moments)
+
+
+# -- admission -------------------------------------------------------------------
+
+
+class Why(enum.Enum):
+    """The rule that decided an admission."""
+
+    BEHIND = "behind"  # others wait ahead in the queue: only the head may try
+    ALONE = "alone"  # rerun after an OOM kill, nothing else runs: starts
+    NOT_ALONE = "not alone"  # rerun after an OOM kill waits for the others to end
+    FIRST = "first"  # no other guarded job runs: starts, fits or not (liveness)
+    SLOT_FREE = "slot free"  # under the slot cap (memory decides next)
+    SLOTS_FULL = "slots full"  # LTOGUARD_SLOTS jobs run already
+    FITS = "fits"  # estimate + the others' growth + margin fit in free memory
+    NO_ROOM = "no room"  # they do not
+    FITS_SWAP = "fits with swap"  # they fit once part of free swap counts (pressure low)
+    PRESSURE = "pressure"  # sustained memory pressure holds new jobs until it falls
+    BACKFILL = "backfill"  # not the head, but fits now and leaves the head's room (backfill)
+
+
+@dataclass(frozen=True)
+class Admission:
+    """An admission decision and the figures it was made on (bytes; None: not read)."""
+
+    ok: bool
+    why: Why
+    estimate: int | None = None  # the head's estimate
+    available: int | None = None  # free memory now (what running jobs hold excluded)
+    # What must be free beyond the head's estimate: the running jobs' growth still to
+    # come; below zero when their learned curves end before the head's peak.
+    reserved: int = 0
+    margin: int = 0  # free memory kept after all that
+    running: int = 0  # guarded jobs holding slots
+    limit: int | None = None  # LTOGUARD_SLOTS
+    ahead: int = 0  # waiters ahead in the queue
+    pressure: float | None = None  # PSI avg10 (percent) that held the job
+    pressure_kind: str = ""  # "full" or "some": which figure it was
+    swap: int = 0  # free swap counted as room
+
+    @property
+    def names_estimate(self) -> bool:
+        """Does `text` say the estimate already (a memory decision)?"""
+        return self.estimate is not None and self.available is not None
+
+    @property
+    def text(self) -> str:
+        """The human reason, one line."""
+        return render(self)
+
+
+def _jobs(n: int) -> str:
+    return "1 job running" if n == 1 else f"{n} jobs running"
+
+
+def render(d: Admission) -> str:
+    """The human reason for an admission decision, made from its figures only."""
+    if d.why is Why.BEHIND:
+        return f"{d.ahead} waiting ahead"
+    if d.why is Why.ALONE:
+        return "alone, after running out of memory"
+    if d.why is Why.NOT_ALONE:
+        return "rerunning alone after running out of memory"
+    if d.why is Why.SLOT_FREE:
+        return f"{d.running} of {d.limit} slots in use"
+    if d.why is Why.SLOTS_FULL:
+        plural = "slot" if d.limit == 1 else "slots"
+        return f"all {d.limit} {plural} in use (LTOGUARD_SLOTS)"
+    if d.why is Why.PRESSURE:
+        return (
+            f"memory pressure {d.pressure or 0:.0f}% ({d.pressure_kind} avg10):"
+            " waiting for it to fall"
+        )
+    if d.estimate is None or d.available is None:
+        return "no other guarded job running"
+    needs = f"needs ~{format_size(d.estimate)}, {format_size(d.available)} free"
+    if d.why is Why.FIRST:
+        if d.estimate + d.margin > d.available:
+            return f"{needs}; starting anyway: no other guarded job is running"
+        return f"{needs}; no other guarded job running"
+    detail = f"{needs}; {_jobs(d.running)}"
+    if d.reserved > 0:
+        detail += f", expected to grow by {format_size(d.reserved)}"
+    elif d.reserved < 0:
+        together = format_size(d.estimate + d.reserved)
+        detail += f", ending before its peak (~{together} needed beside it)"
+    if d.margin:
+        detail += f"; keeping {format_size(d.margin)} spare"
+    if d.swap:
+        detail += f"; counting {format_size(d.swap)} of free swap (memory pressure low)"
+    if d.why is Why.BACKFILL:
+        beside = "the running job" if d.running == 1 else f"the {d.running} running jobs"
+        return (
+            f"started before {d.ahead} waiting ahead: fits beside {beside}"
+            f" and leaves room for the head; {detail}"
+        )
+    return detail
+
+
+def is_head(ahead: int) -> bool:
+    """FIFO: only the waiter with nobody live ahead of it may try to be admitted."""
+    return ahead == 0
+
+
+def behind(ahead: int) -> Admission:
+    """The "no" of a waiter with ``ahead`` live waiters before it."""
+    return Admission(False, Why.BEHIND, ahead=ahead)
+
+
+def slot_cap(running: int, limit: int | None) -> Admission:
+    """LTOGUARD_SLOTS: at most ``limit`` guarded jobs at once (None: no cap)."""
+    if limit is None or running < limit:
+        return Admission(True, Why.SLOT_FREE, running=running, limit=limit)
+    return Admission(False, Why.SLOTS_FULL, running=running, limit=limit)
+
+
+def before_memory(*, running: int, alone: bool, limit: int | None) -> Admission | None:
+    """The rules that need no memory reading, in order: the rerun alone after an
+    OOM kill, the first job (nothing runs: it starts, as no guarded job would ever
+    free memory for it), the slot cap. None: memory decides (`fit`)."""
+    if alone:
+        return Admission(
+            running == 0, Why.ALONE if running == 0 else Why.NOT_ALONE, running=running
+        )
+    if running == 0:
+        return Admission(True, Why.FIRST)
+    cap = slot_cap(running, limit)
+    return None if cap.ok else cap
+
+
+def fit(
+    *,
+    estimate: int,
+    running: Sequence[Running],
+    available: int,
+    margin: int,
+    curve: Curve | None = None,
+    limits: Limits = DEFAULT,
+) -> Admission:
+    """Does the head fit beside the running jobs? ``available`` is free memory now,
+    so it already excludes what they hold. What must be free: the most the running
+    jobs and the head are expected to hold at once from now on (`held_together`),
+    less what the running jobs hold now, plus ``margin``. Without learned curves that
+    is the head's estimate plus each running job's growth still to come (estimate
+    minus current); with them, a head whose peak comes after the running jobs end
+    needs less. With nothing running it starts all the same (FIRST, with the figures)."""
+    if not running:
+        return Admission(True, Why.FIRST, estimate, available, 0, margin)
+    head = Running(pid=0, estimate=estimate, current=0, started=math.inf, curve=curve)
+    held = sum(r.current for r in running)
+    need = max(0, held_together([*running, head], limits) - held)
+    ok = available >= need + margin
+    why = Why.FITS if ok else Why.NO_ROOM
+    return Admission(ok, why, estimate, available, need - estimate, margin, len(running))
+
+
+def admit(
+    *,
+    estimate: int,
+    running: Sequence[Running],
+    available: int,
+    total: int,
+    limit: int | None = None,
+    alone: bool = False,
+    limits: Limits = DEFAULT,
+    curve: Curve | None = None,
+) -> Admission:
+    """May the head of the queue start now? Every rule in order, from figures alone
+    (the policy applies the same rules, reading memory only when they need it)."""
+    early = before_memory(running=len(running), alone=alone, limit=limit)
+    if early is not None:
+        return early
+    margin = limits.margin(total)
+    return fit(
+        estimate=estimate,
+        running=running,
+        available=available,
+        margin=margin,
+        curve=curve,
+        limits=limits,
+    )
+
+
+# -- lending ---------------------------------------------------------------------
+
+
+class Lend(enum.Enum):
+    """Does a waiter lend cargo its jobserver token now, and if not, why not."""
+
+    LEND = "lend"
+    FIRST_TRY = "first try"  # the head's first attempt is made with the token in hand
+    TOO_FAR = "too far"  # not among the ``depth`` waiters nearest the head
+    LENT = "lent"  # lent already
+    TOKENS_OUT = "tokens out"  # ``depth`` tokens are out over the state directory
+
+
+def lending(
+    *, ahead: int, tried: bool, lent: bool, depth: int, tokens_out: int | Callable[[], int]
+) -> Lend:
+    """A waiter lends once it waits (the head after its first attempt), if it is
+    among the ``depth`` nearest the head and fewer than ``depth`` tokens are out.
+    ``tokens_out`` may be a callable: it is called only when the count decides."""
+    if not tried and is_head(ahead):
+        return Lend.FIRST_TRY
+    if ahead >= depth:
+        return Lend.TOO_FAR
+    if lent:
+        return Lend.LENT
+    out = tokens_out() if callable(tokens_out) else tokens_out
+    return Lend.LEND if out < depth else Lend.TOKENS_OUT

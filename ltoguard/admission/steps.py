@@ -1,0 +1,127 @@
+"""A running job's step: keep, pause, resume or stop its compile, so the older jobs
+finish without anybody being OOM-killed."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections.abc import Sequence
+
+from ltoguard.admission.core import DEFAULT, Limits, Running, critical, floor_now, outstanding
+
+
+def choose_victim(running: Sequence[Running]) -> Running | None:
+    """The job to stop when memory is critical: the youngest, as it lost least work.
+
+    None with fewer than two jobs: stopping the only job frees memory for nobody
+    (it would just be started again), so it is left to run or be OOM-killed.
+    """
+    if len(running) < 2:
+        return None
+    return max(running, key=_age_key)
+
+
+class Step(str, enum.Enum):
+    """What a running guarded job does with its compile (pause_step)."""
+
+    KEEP = "keep"
+    PAUSE = "pause"
+    RESUME = "resume"
+    KILL = "kill"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+KEEP, PAUSE, RESUME, KILL = Step.KEEP, Step.PAUSE, Step.RESUME, Step.KILL
+
+
+def _age_key(r: Running) -> tuple[float, int]:
+    return (r.started, r.pid)
+
+
+def still_to_grow(me: Running, others: Sequence[Running], limits: Limits = DEFAULT) -> int:
+    """What this job and the other running, not-paused jobs are still expected to
+    take on top of what they hold (a paused job grows no more until it resumes)."""
+    return outstanding([me, *(r for r in others if not r.paused)], limits)
+
+
+def older_running(me: Running, others: Sequence[Running]) -> int:
+    """How many running, not-paused jobs are older than this one."""
+    return sum(1 for r in others if not r.paused and _age_key(r) < _age_key(me))
+
+
+def should_pause(
+    me: Running,
+    others: Sequence[Running],
+    available: int,
+    total: int,
+    limits: Limits = DEFAULT,
+    falling: int = 0,
+) -> bool:
+    """Pause this (running) job? When free memory minus what the running jobs are
+    still expected to grow would go below the critical floor, the youngest running
+    job pauses, so the older ones finish without anybody being killed. Never with no
+    older job running: pausing it would free memory for nobody."""
+    if older_running(me, others) == 0:
+        return False
+    if any(not r.paused and _age_key(r) > _age_key(me) for r in others):
+        return False  # a younger running job pauses first
+    return available - still_to_grow(me, others, limits) < floor_now(total, falling, limits)
+
+
+def should_resume(
+    me: Running,
+    others: Sequence[Running],
+    available: int,
+    total: int,
+    paused_for: float,
+    limits: Limits = DEFAULT,
+    falling: int = 0,
+) -> bool:
+    """Resume this (paused) job? At once when no older job holds a slot (they
+    finished: the oldest job always runs); never while an older job is still paused
+    (it resumes first: two resuming at once would grow together); at once when a
+    younger one runs (it yields first); else when free memory covers everybody's
+    growth, this job's included, with the admission margin to spare above the floor,
+    after ``min_pause`` seconds paused (the margin and the wait keep it from pausing
+    and resuming in turn)."""
+    if not any(_age_key(r) < _age_key(me) for r in others):
+        return True
+    if any(r.paused and _age_key(r) < _age_key(me) for r in others):
+        return False  # an older paused job resumes first (else both grow at once)
+    if any(not r.paused and _age_key(r) > _age_key(me) for r in others):
+        return True
+    if paused_for < limits.min_pause:
+        return False
+    # Resumed, it grows along its curve again: judged as running.
+    room = available - still_to_grow(dataclasses.replace(me, paused=False), others, limits)
+    return room >= floor_now(total, falling, limits) + limits.margin(total)
+
+
+def pause_step(
+    *,
+    me: Running,
+    others: Sequence[Running],
+    available: int,
+    total: int,
+    paused: bool,
+    paused_for: float = 0.0,
+    limits: Limits = DEFAULT,
+    falling: int = 0,
+) -> Step:
+    """KEEP, PAUSE, RESUME or KILL for a running or paused job (``me``; ``others``:
+    the other jobs holding slots). Free memory really critical: the youngest job of
+    several is killed, paused or not (choose_victim), and a paused job that is not
+    the victim stays paused; the oldest job is never left paused. ``falling``: bytes
+    free memory fell by since this job's last check (a pause keeps at least that)."""
+    oldest = not any(_age_key(r) < _age_key(me) for r in others)
+    if paused and oldest:
+        return Step.RESUME
+    if critical(available, total, limits):
+        return Step.KILL if choose_victim([me, *others]) is me else Step.KEEP
+    if paused:
+        resume = should_resume(me, others, available, total, paused_for, limits, falling)
+        return Step.RESUME if resume else Step.KEEP
+    pause = should_pause(me, others, available, total, limits, falling)
+    return Step.PAUSE if pause else Step.KEEP
