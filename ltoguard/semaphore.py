@@ -297,7 +297,6 @@ class Semaphore:
     ) -> Slot:
         """The queue loop. Returns with the forwarded signals blocked and the ticket
         gone; raises with the ticket still there (the caller drops it)."""
-        announced = False
         decided = 0.0
         hook = _backfiller(admit)
         watch: str | None = None  # polling behind the head: the ticket just ahead
@@ -305,11 +304,7 @@ class Semaphore:
         shown = b""  # at the head: what its ticket says now, once rewritten
         while True:
             if probes or watch is not None:
-                if (
-                    time.monotonic() - decided < FULL_RECHECK
-                    and locks.all_held(probes)
-                    and (watch is None or locks.exclusively_held(self.dir_fd, watch))
-                ):
+                if self._unchanged(decided, probes, watch):
                     time.sleep(poll)
                     continue
                 locks.close_all(probes)
@@ -324,42 +319,65 @@ class Semaphore:
                     pred = ahead[-1]
                     snap = self.snapshot(names)
                     decision = behind(len(ahead))
-                elif not is_head(len(ahead)):
-                    assert hook is not None
-                    tickets = [(n, records.read_ticket(self.dir_fd, n) or {}) for n in ahead]
-                    n_ahead = len(ahead)
-                    process.hold_signals()
-                    rule = partial(hook.backfill, tickets=tickets, ahead=n_ahead)
-                    slot = self._try_admit(names, info, rule, ahead[0])
-                    if isinstance(slot, Slot):
-                        self._drop_ticket(ticket)
-                        slot.seq = ticket.seq
-                        return slot
-                    snap, decision = slot[0], behind(n_ahead)
+                elif hook is not None and not is_head(len(ahead)):
+                    rule = partial(hook.backfill, tickets=self._tickets(ahead), ahead=len(ahead))
+                    got = self._attempt(ticket, names, info, rule, probes, ahead[0])
+                    if isinstance(got, Slot):
+                        return got
+                    snap, decision = got[0], behind(len(ahead))
                     decided = time.monotonic()
                     watch = ahead[-1]
-                    probes[:] = locks.open_slots(self.dir_fd, [h.slot for h in snap.holders])
                 else:
-                    process.hold_signals()
-                    slot = self._try_admit(names, info, admit)
-                    if isinstance(slot, Slot):
-                        self._drop_ticket(ticket)
-                        slot.seq = ticket.seq
-                        return slot
-                    snap, decision = slot
+                    got = self._attempt(ticket, names, info, admit, probes)
+                    if isinstance(got, Slot):
+                        return got
+                    snap, decision = got
                     decided = time.monotonic()
-                    probes[:] = locks.open_slots(self.dir_fd, [h.slot for h in snap.holders])
                     if hook is not None:
                         seen |= passers(snap, ticket.name)
                         shown = self._show_refusal(ticket, info, decision, seen, shown)
             process.restore_signals(mask)
-            if not announced and on_wait is not None:
+            if on_wait is not None:
                 on_wait(snap, decision)
-                announced = True
+                on_wait = None  # announced once
             if pred is not None:
                 locks.wait_until_free(self.dir_fd, pred)
             else:
                 time.sleep(poll)
+
+    def _unchanged(self, decided: float, probes: list[int], watch: str | None) -> bool:
+        """Nothing a waiter decides on changed since its last decision: no slot was
+        released, the ticket ahead is still held, and it is not yet time to look again."""
+        return (
+            time.monotonic() - decided < FULL_RECHECK
+            and locks.all_held(probes)
+            and (watch is None or locks.exclusively_held(self.dir_fd, watch) is True)
+        )
+
+    def _tickets(self, names: list[str]) -> list[tuple[str, dict[str, Any]]]:
+        """The waiters' tickets (name, fields), in the order given."""
+        return [(n, records.read_ticket(self.dir_fd, n) or {}) for n in names]
+
+    def _attempt(
+        self,
+        ticket: Ticket,
+        names: list[str],
+        info: Info,
+        rule: Admit,
+        probes: list[int],
+        passing: str | None = None,
+    ) -> Slot | tuple[Snapshot, Admission]:
+        """One try for a slot, under the mutex, with the forwarded signals held (the
+        caller restores them after a "no"). Yes: the ticket is dropped and the slot
+        keeps its place in line. No: ``probes`` watch the slots held now."""
+        process.hold_signals()
+        got = self._try_admit(names, info, rule, passing)
+        if isinstance(got, Slot):
+            self._drop_ticket(ticket)
+            got.seq = ticket.seq
+            return got
+        probes[:] = locks.open_slots(self.dir_fd, [h.slot for h in got[0].holders])
+        return got
 
     def gone(self) -> bool:
         try:
