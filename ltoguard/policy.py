@@ -209,10 +209,7 @@ class AdmissionPolicy:
         if held != self._backfill_held:
             self._backfill_held = held
             self.refresh_estimate()
-        running = running_jobs(snap, DEFAULT_ESTIMATE, self.rss)
-        usage = sum(r.current for r in running)
-        mem = self.read_memory(self.memory, guarded_usage=usage)
-        self._saw(mem)
+        running, usage, mem = self._read(snap)
         decision = backfill(
             estimate=self.record.estimate,
             head=head,
@@ -229,6 +226,14 @@ class AdmissionPolicy:
         if decision.ok:
             self._admitted_with(mem, usage)
         return decision
+
+    def _read(self, snap: Snapshot) -> tuple[list[Running], int, MemorySnapshot]:
+        """The running jobs, what they hold together, and free memory beside them."""
+        running = running_jobs(snap, DEFAULT_ESTIMATE, self.rss)
+        usage = sum(r.current for r in running)
+        mem = self.read_memory(self.memory, guarded_usage=usage)
+        self._saw(mem)
+        return running, usage, mem
 
     def _first(self) -> None:
         """Nothing else runs and the job starts: still read memory, for the
@@ -251,10 +256,7 @@ class AdmissionPolicy:
         if hold is not None:
             self._last_no = _LastNo(held, now, hold)
             return hold
-        running = running_jobs(snap, DEFAULT_ESTIMATE, self.rss)
-        usage = sum(r.current for r in running)
-        mem = self.read_memory(self.memory, guarded_usage=usage)
-        self._saw(mem)
+        running, usage, mem = self._read(snap)
         decision = fit(
             estimate=self.record.estimate,
             running=running,
