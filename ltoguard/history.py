@@ -341,22 +341,6 @@ class HistoryStore:
             path = os.path.join(state_path, self.name)
             warning(f"cannot write memory history {path}: {_why(exc)}")
 
-    def estimate(
-        self,
-        key: str,
-        group: str,
-        *,
-        toolchain: str = "",
-        inputs: dict[str, int] | None = None,
-        predict: Callable[[dict[str, int]], int] | None = None,
-        quiet: bool = True,
-    ) -> tuple[int, Basis]:
-        """A job's estimate and its basis from everything learned (History.estimate)."""
-        estimate, basis, _ = self.lookup(
-            key, group, toolchain=toolchain, inputs=inputs, predict=predict, quiet=quiet
-        )
-        return estimate, basis
-
     def lookup(
         self,
         key: str,

@@ -263,7 +263,7 @@ def test_a_peak_is_kept_in_the_cache_dir_only(
     assert os.stat(dirs.cache).st_mode & 0o777 == 0o700
     assert os.listdir(dirs.state) == []  # nothing that outlives a boot is left there
     assert not (dirs.target / TARGET_HISTORY).exists()  # no second copy to write
-    assert store.estimate("k", "g", toolchain="tc") == (
+    assert store.lookup("k", "g", toolchain="tc")[:2] == (
         int(500 * MiB * HISTORY_HEADROOM),
         "history",
     )
@@ -295,7 +295,7 @@ def test_older_files_are_read_and_moved_into_the_cache_dir(dirs: Dirs) -> None:
     ]
     assert "also read from" in store.describe()
     for key, peak in (("from-state", 300), ("from-target", 200), ("both", 400)):
-        assert store.estimate(key, "g", toolchain="tc") == (
+        assert store.lookup(key, "g", toolchain="tc")[:2] == (
             int(peak * MiB * HISTORY_HEADROOM),
             "history",
         )
