@@ -265,8 +265,8 @@ class AdmissionPolicy:
             curve=self.record.curve,
             limits=self.limits,
         )
-        # Swap counts unless pressure is high (light swapping, not thrash; measured: plain
-        # cargo ran at full avg10 6% no slower), and is read only when RAM alone says no.
+        # Swap counts unless pressure is high (light swapping, not thrash), and is read
+        # only when RAM alone says no.
         if not decision.ok and level in (Level.LOW, Level.MID):
             swap = swap_counted(self.read_swap(self.memory), mem.total, self.brake.limits)
             decision = fit_with_swap(

@@ -33,8 +33,7 @@ class PressureLimits:
     # A pair may overflow its bound by at most this share of the bound's size: a
     # fat-LTO compile leaves part of its memory untouched for long stretches, and
     # that part swaps cheaply; where it does not, memory pressure rises and the brake
-    # pauses the youngest job (half the bound kept pairs out that plain cargo ran on
-    # light swap: docs/benchmarks.md).
+    # pauses the youngest job.
     swap_overflow_share: float = 1.0
 
 

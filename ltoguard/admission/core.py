@@ -22,12 +22,12 @@ class Limits:
     # Free memory below the critical floor means the OOM killer is close: room to
     # notice a fast-growing compile between two samples and act.
     critical_floor_max: int = 256 * MiB
-    # The floor is at most this share of the bound's size (600 MiB -> 15 MiB): it
-    # must cover what a compile grows between two checks, and in its first seconds,
-    # when it grows fastest, it is checked every FAST_WATCH seconds.
+    # The floor is at most this share of the bound's size: it must cover what a
+    # compile grows between two checks, which come every `fast_watch` seconds while
+    # it grows fastest.
     critical_floor_divisor: int = 40
-    # Free memory admission keeps after all estimates, in critical floors:
-    # estimates lead the peaks already, and a pair that outgrows them pauses.
+    # Free memory admission keeps after all estimates, in critical floors: thin, as a
+    # pair that outgrows its estimates pauses rather than gets killed.
     margin_floors: float = 1.0
     # Seconds a paused job stays paused before free memory may resume it, so it
     # does not pause and resume in turn.
@@ -38,7 +38,8 @@ class Limits:
     fast_watch: float = 0.05
     fast_watch_for: float = 3.0
     # A running job with a learned curve is expected to end within this many times
-    # its learned length (its last slice held until then); later, it pauses others.
+    # its learned length (its last slice held until then); later, it counts at its
+    # estimate again.
     curve_slack: float = 1.2
     # A job holding more than its curve allows by this factor is off its curve.
     curve_tolerance: float = 1.1
