@@ -66,13 +66,13 @@ def status(**kib: int) -> bytes:
     [
         # VmHWM minus the file and shmem pages now is the anonymous peak.
         (status(VmHWM=500_000, VmRSS=300_000, RssAnon=200_000, RssFile=90_000, RssShmem=10_000),
-         Memory(200_000 * KiB, 400_000 * KiB)),
+         Memory(200_000 * KiB, 400_000 * KiB, 100_000 * KiB)),
         # No RssAnon (kernels before 4.5): resident minus shared.
         (status(VmHWM=500_000, VmRSS=300_000, RssFile=100_000),
-         Memory(200_000 * KiB, 400_000 * KiB)),
+         Memory(200_000 * KiB, 400_000 * KiB, 100_000 * KiB)),
         # The peak is never below what is held now.
         (status(VmHWM=100_000, VmRSS=100_000, RssAnon=60_000, RssFile=80_000),
-         Memory(60_000 * KiB, 60_000 * KiB)),
+         Memory(60_000 * KiB, 60_000 * KiB, 80_000 * KiB)),
         (status(), None),  # a zombie: no Vm lines
         (b"Name:\tx\nVmHWM:\nVmRSS:\t8 kB\n", None),  # a field without its figure
         (b"Name:\tx\nVmRSS:\t8 kB\nVmHWM:\t9 kB", Memory(8 * KiB, 9 * KiB)),  # no last newline
@@ -83,6 +83,36 @@ def status(**kib: int) -> bytes:
 )  # fmt: skip
 def test_parse_status(raw: bytes, expected: Memory | None) -> None:
     assert parse_status(raw) == expected
+
+
+def test_evicted_file_pages_do_not_count_as_anonymous_peak(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under a cap the kernel evicts the compiler's mapped code: the high-water mark
+    stays, the file pages go. The peak is the mark minus the most file pages seen,
+    not minus those left (which once recorded 190 MiB for a 96 MiB job)."""
+    readings = iter([
+        parse_status(status(VmHWM=176 * 1024, VmRSS=170 * 1024, RssAnon=90 * 1024, RssFile=80 * 1024)),
+        parse_status(status(VmHWM=180 * 1024, VmRSS=101 * 1024, RssAnon=96 * 1024, RssFile=5 * 1024)),
+    ])
+    monkeypatch.setattr(proctree, "memory", lambda pid: next(readings))
+    monkeypatch.setattr(proctree, "start_time", lambda pid: 1.0)
+    sampler = proctree.PeakSampler(12345)
+    assert sampler._sample(1.0, []) and sampler.peak == 96 * MiB
+    assert sampler._sample(1.0, []) and sampler.current == 96 * MiB
+    assert sampler.peak == 100 * MiB  # 180 - 80, not 180 - 5
+
+
+def test_a_spike_between_samples_still_counts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the file pages steady, the high-water mark still catches a spike the
+    samples missed (fat LTO's last one)."""
+    readings = iter([
+        parse_status(status(VmHWM=170 * 1024, VmRSS=170 * 1024, RssAnon=90 * 1024, RssFile=80 * 1024)),
+        parse_status(status(VmHWM=400 * 1024, VmRSS=180 * 1024, RssAnon=100 * 1024, RssFile=80 * 1024)),
+    ])
+    monkeypatch.setattr(proctree, "memory", lambda pid: next(readings))
+    monkeypatch.setattr(proctree, "start_time", lambda pid: 1.0)
+    sampler = proctree.PeakSampler(12345)
+    assert sampler._sample(1.0, []) and sampler._sample(1.0, [])
+    assert sampler.peak == 320 * MiB
 
 
 def test_the_parsers_read_this_process() -> None:
