@@ -85,14 +85,18 @@ def test_parse_status(raw: bytes, expected: Memory | None) -> None:
     assert parse_status(raw) == expected
 
 
+def reading(hwm: int, rss: int, anon: int, file: int) -> Memory | None:
+    """A parsed /proc/PID/status with these figures in MiB."""
+    return parse_status(
+        status(VmHWM=hwm * 1024, VmRSS=rss * 1024, RssAnon=anon * 1024, RssFile=file * 1024)
+    )
+
+
 def test_evicted_file_pages_do_not_count_as_anonymous_peak(monkeypatch: pytest.MonkeyPatch) -> None:
     """Under a cap the kernel evicts the compiler's mapped code: the high-water mark
     stays, the file pages go. The peak is the mark minus the most file pages seen,
     not minus those left (which once recorded 190 MiB for a 96 MiB job)."""
-    readings = iter([
-        parse_status(status(VmHWM=176 * 1024, VmRSS=170 * 1024, RssAnon=90 * 1024, RssFile=80 * 1024)),
-        parse_status(status(VmHWM=180 * 1024, VmRSS=101 * 1024, RssAnon=96 * 1024, RssFile=5 * 1024)),
-    ])
+    readings = iter([reading(hwm=176, rss=170, anon=90, file=80), reading(180, 101, 96, 5)])
     monkeypatch.setattr(proctree, "memory", lambda pid: next(readings))
     monkeypatch.setattr(proctree, "start_time", lambda pid: 1.0)
     sampler = proctree.PeakSampler(12345)
@@ -104,10 +108,7 @@ def test_evicted_file_pages_do_not_count_as_anonymous_peak(monkeypatch: pytest.M
 def test_a_spike_between_samples_still_counts(monkeypatch: pytest.MonkeyPatch) -> None:
     """With the file pages steady, the high-water mark still catches a spike the
     samples missed (fat LTO's last one)."""
-    readings = iter([
-        parse_status(status(VmHWM=170 * 1024, VmRSS=170 * 1024, RssAnon=90 * 1024, RssFile=80 * 1024)),
-        parse_status(status(VmHWM=400 * 1024, VmRSS=180 * 1024, RssAnon=100 * 1024, RssFile=80 * 1024)),
-    ])
+    readings = iter([reading(hwm=170, rss=170, anon=90, file=80), reading(400, 180, 100, 80)])
     monkeypatch.setattr(proctree, "memory", lambda pid: next(readings))
     monkeypatch.setattr(proctree, "start_time", lambda pid: 1.0)
     sampler = proctree.PeakSampler(12345)
