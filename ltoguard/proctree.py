@@ -35,6 +35,7 @@ class Memory(NamedTuple):
     anon: int  # now
     peak: int  # its high-water mark (= anon where the kernel keeps none for us): spikes between samples count
     shared: int = 0  # its file and shmem pages now, which ``peak`` took off the high-water mark
+    hwm: int = 0  # the kernel's high-water mark of all its resident pages (0: none kept)
 
 
 class Proc(NamedTuple):
@@ -158,9 +159,10 @@ def send(proc: Proc, sig: int) -> None:
 def parse_status(raw: bytes) -> Memory | None:
     """Anonymous memory and its peak from /proc/PID/status; None without Vm lines (a zombie).
 
-    The kernel keeps a high-water mark (VmHWM) for all resident memory only; the
-    file-backed part of a compiler barely moves, so VmHWM minus the current file and
-    shmem pages is the anonymous peak."""
+    The kernel keeps a high-water mark (VmHWM) for all resident memory only. VmHWM
+    minus the file and shmem pages now is the anonymous peak if those pages held
+    still; under memory pressure the kernel evicts them and this figure is too high,
+    so the sampler, which sees them over time, works from ``hwm`` and ``shared``."""
     kib: dict[bytes, int] = {}
     for name in (b"VmRSS", b"VmHWM", b"RssAnon", b"RssFile", b"RssShmem"):
         # Found, not split into lines: the sampler parses this every quarter second.
@@ -172,7 +174,7 @@ def parse_status(raw: bytes) -> Memory | None:
         return None
     shared = kib.get(b"RssFile", 0) + kib.get(b"RssShmem", 0)
     anon = kib.get(b"RssAnon", max(0, kib[b"VmRSS"] - shared))
-    return Memory(anon, max(anon, kib[b"VmHWM"] - shared), shared)
+    return Memory(anon, max(anon, kib[b"VmHWM"] - shared), shared, kib[b"VmHWM"])
 
 
 def memory(pid: int) -> Memory | None:
@@ -224,7 +226,9 @@ class PeakSampler:
         self.rescan = rescan
         self._peak = 0
         self._current = 0
-        self._shared_max = 0  # the root's most file and shmem pages seen (sampling thread only)
+        # The root's high-water mark and file pages at the last sample (sampling thread only).
+        self._last_hwm = 0
+        self._last_shared = 0
         self.samples = 0
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -294,14 +298,16 @@ class PeakSampler:
             return False
         found = (memory(pid) for pid in children)
         total = root.anon + sum(m.anon for m in found if m is not None)
-        # The high-water mark counts file pages too. Under memory pressure the kernel
-        # evicts the compiler's mapped code, so the high-water mark minus the file
-        # pages left would count the evicted pages as anonymous (a 96 MiB job once
-        # recorded a 190 MiB peak under a 430 MiB cap, and its siblings' estimates
-        # doubled). The mark minus the most file pages seen is what anonymous memory
-        # can have reached.
-        self._shared_max = max(self._shared_max, root.shared)
-        hwm_anon = root.peak + root.shared - self._shared_max
+        # The high-water mark counts file pages too, and under memory pressure the
+        # kernel evicts the compiler's mapped code: the mark minus the file pages left
+        # counted the evicted pages as anonymous (a 96 MiB job recorded a 190 MiB
+        # peak under a 430 MiB cap, and its siblings' estimates doubled). So the mark
+        # counts only when it rose since the last sample, less the more file pages of
+        # this sample and the last: the least anonymous memory can have reached then.
+        hwm_anon = 0
+        if root.hwm > self._last_hwm:
+            hwm_anon = root.hwm - max(root.shared, self._last_shared)
+        self._last_hwm, self._last_shared = root.hwm, root.shared
         with self._lock:
             self._current = total
             self._peak = max(self._peak, total, hwm_anon)

@@ -2,7 +2,8 @@
 listing, signalling and measuring real process trees in each of the three ways it
 reads them (the kernel's children files; psutil's listing where the kernel has none;
 psutil for everything where there is no /proc), a reaped and a reused pid included.
-The peak sampler's own tests are in test_memory.py."""
+The peak sampler's tests on real processes are in test_memory.py; how it reads the
+kernel's high-water mark is tested here, on parsed status files."""
 
 from __future__ import annotations
 
@@ -64,18 +65,19 @@ def status(**kib: int) -> bytes:
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
-        # VmHWM minus the file and shmem pages now is the anonymous peak.
+        # VmHWM minus the file and shmem pages now: the anonymous peak if those pages
+        # held still (the sampler subtracts the most it saw: PeakSampler).
         (status(VmHWM=500_000, VmRSS=300_000, RssAnon=200_000, RssFile=90_000, RssShmem=10_000),
-         Memory(200_000 * KiB, 400_000 * KiB, 100_000 * KiB)),
+         Memory(200_000 * KiB, 400_000 * KiB, 100_000 * KiB, 500_000 * KiB)),
         # No RssAnon (kernels before 4.5): resident minus shared.
         (status(VmHWM=500_000, VmRSS=300_000, RssFile=100_000),
-         Memory(200_000 * KiB, 400_000 * KiB, 100_000 * KiB)),
+         Memory(200_000 * KiB, 400_000 * KiB, 100_000 * KiB, 500_000 * KiB)),
         # The peak is never below what is held now.
         (status(VmHWM=100_000, VmRSS=100_000, RssAnon=60_000, RssFile=80_000),
-         Memory(60_000 * KiB, 60_000 * KiB, 80_000 * KiB)),
+         Memory(60_000 * KiB, 60_000 * KiB, 80_000 * KiB, 100_000 * KiB)),
         (status(), None),  # a zombie: no Vm lines
         (b"Name:\tx\nVmHWM:\nVmRSS:\t8 kB\n", None),  # a field without its figure
-        (b"Name:\tx\nVmRSS:\t8 kB\nVmHWM:\t9 kB", Memory(8 * KiB, 9 * KiB)),  # no last newline
+        (b"Name:\tx\nVmRSS:\t8 kB\nVmHWM:\t9 kB", Memory(8 * KiB, 9 * KiB, 0, 9 * KiB)),  # no last newline
         (status(VmRSS=300_000, RssAnon=200_000), None),
         (b"", None),
     ],
@@ -114,6 +116,19 @@ def test_a_spike_between_samples_still_counts(monkeypatch: pytest.MonkeyPatch) -
     sampler = proctree.PeakSampler(12345)
     assert sampler._sample(1.0, []) and sampler._sample(1.0, [])
     assert sampler.peak == 320 * MiB
+
+
+def test_a_late_spike_after_eviction_counts_in_full(monkeypatch: pytest.MonkeyPatch) -> None:
+    """File pages evicted early do not shrink a spike that comes later: the mark is
+    read less the file pages around its rise, not the most ever seen."""
+    readings = iter(
+        [reading(170, 170, 90, 80), reading(170, 100, 95, 5), reading(305, 105, 100, 5)]
+    )
+    monkeypatch.setattr(proctree, "memory", lambda pid: next(readings))
+    monkeypatch.setattr(proctree, "start_time", lambda pid: 1.0)
+    sampler = proctree.PeakSampler(12345)
+    assert all(sampler._sample(1.0, []) for _ in range(3))
+    assert sampler.peak == 300 * MiB
 
 
 def test_the_parsers_read_this_process() -> None:
