@@ -359,9 +359,9 @@ class History:
         ``history``: this job's largest recent peak plus headroom. ``siblings, scaled
         by inputs``: the cold prediction for this job's ``inputs`` (``predict``),
         scaled by how far the prediction was off for its siblings (same group: same
-        workspace and profile), the median of them, plus headroom. ``siblings``:
-        where they have no inputs recorded, the largest sibling figure (a new binary
-        of a workspace links much the same as its siblings). All of these count only peaks measured
+        workspace and profile), the median of them, plus headroom. ``siblings``: where
+        they have no inputs recorded, the largest sibling figure (a new binary of a
+        workspace links much the same as its siblings). All of these count only peaks measured
         with this ``toolchain``; failing those, figures from another toolchain are a
         hint, raised by OTHER_TOOLCHAIN_FACTOR (``history, other toolchain`` /
         ``siblings, other toolchain``). ``inputs``: the cold prediction alone.
@@ -376,9 +376,10 @@ class History:
             ratios = sorted(max(e.peaks) / max(1, predict(e.inputs)) for e in same if e.inputs)
             if ratios:
                 # The median sibling's error (the upper one of two), not the worst:
-                # one sibling far off (a slow run, a spike) raised every estimate of
-                # the build, and a job above the median is caught by the pause. The
-                # real 100-bin trace replayed cold at 600 MiB: 496 s, not 520 s.
+                # from three siblings on, one far off (a slow run, a spike) no longer
+                # raises every estimate of the build, and a job above the median is
+                # caught by the pause. The real 100-bin trace replayed cold at 600 MiB:
+                # 496 s, not 520 s (docs/benchmarks.md).
                 scaled = predict(inputs) * ratios[len(ratios) // 2] * headroom
                 return int(scaled), Basis.SIBLINGS_SCALED
         if same:
