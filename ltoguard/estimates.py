@@ -375,11 +375,9 @@ class History:
         if same and inputs is not None and predict is not None:
             ratios = sorted(max(e.peaks) / max(1, predict(e.inputs)) for e in same if e.inputs)
             if ratios:
-                # The median sibling's error (the upper one of two), not the worst:
-                # from three siblings on, one far off (a slow run, a spike) no longer
-                # raises every estimate of the build, and a job above the median is
-                # caught by the pause. The real 100-bin trace replayed cold at 600 MiB:
-                # 496 s, not 520 s (docs/benchmarks.md).
+                # The median sibling's miss (the upper of two), not the worst: one
+                # sibling far off would raise every estimate, and a job above the
+                # median is caught by the pause.
                 scaled = predict(inputs) * ratios[len(ratios) // 2] * headroom
                 return int(scaled), Basis.SIBLINGS_SCALED
         if same:

@@ -298,12 +298,8 @@ class PeakSampler:
             return False
         found = (memory(pid) for pid in children)
         total = root.anon + sum(m.anon for m in found if m is not None)
-        # The high-water mark counts file pages too, and under memory pressure the
-        # kernel evicts the compiler's mapped code: the mark minus the file pages left
-        # counted the evicted pages as anonymous (a 96 MiB job recorded a 190 MiB
-        # peak under a 430 MiB cap, and its siblings' estimates doubled). So the mark
-        # counts only when it rose since the last sample, less the more file pages of
-        # this sample and the last: the least anonymous memory can have reached then.
+        # The mark counts file pages too, which memory pressure evicts: it counts only
+        # when it rose since the last sample, less the more file pages of the two.
         hwm_anon = 0
         if root.hwm > self._last_hwm:
             hwm_anon = root.hwm - max(root.shared, self._last_shared)
