@@ -38,9 +38,10 @@ from ltoguard.admission import (
 )
 from ltoguard.estimates import DEFAULT_ESTIMATE, Basis, default_estimate
 from ltoguard.memory import available_memory, available_swap
+from ltoguard.passing import passers
 from ltoguard.pressure import Brake
 from ltoguard.proctree import job_memory
-from ltoguard.semaphore import Snapshot, passers
+from ltoguard.semaphore import Snapshot
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -18,7 +18,8 @@ sub-directories whose permissions could go wrong):
   just ahead of it: no polling, and it wakes the moment that waiter is admitted,
   leaves or dies. Only the head polls, and the waiters nearest it that may start
   before it (backfill, when the policy has a ``backfill`` method): a head refused
-  for memory writes so in its ticket (``refused``, its estimate, who passed it).
+  for memory writes so in its ticket (``refused``, its estimate, who passed it:
+  passing.py).
 - ``run-UID-PID.json``: the record a holder publishes (crate, pid, start...).
   Records are data for display and memory estimates; the slot locks are the truth.
 """
@@ -35,26 +36,19 @@ from dataclasses import dataclass
 from functools import partial
 
 from ltoguard import locks, process, records
-from ltoguard.admission import BACKFILL_DEPTH, BACKFILL_PASSES, Admission, Why, behind, is_head
+from ltoguard.admission import BACKFILL_DEPTH, Admission, Why, behind, is_head
+from ltoguard.passing import backfiller, marked_alone, passers, show_refusal, ticket_fields
 from ltoguard.records import Holder, printable
 from ltoguard.statedir import StateDirError, unlink_quietly, write_private_file
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
-    from typing import Any, Protocol, Union
+    from typing import Any, Union
 
     Info = Union[dict[str, Any], Callable[[], dict[str, Any]]]
     Admit = Callable[["Snapshot"], Admission]  # the admission policy of the waiter
     Tickets = Sequence[tuple[str, dict[str, Any]]]  # the waiters ahead, head first
-
-    class Backfiller(Protocol):
-        """A policy that may start a waiter before the head (policy.AdmissionPolicy)."""
-
-        alone: bool
-        may_backfill: bool  # False: it never could (one slot, one CPU); nobody polls
-
-        def backfill(self, snap: Snapshot, tickets: Tickets, ahead: int) -> Admission: ...
 
 
 __all__ = [
@@ -113,35 +107,6 @@ class Snapshot:
     @property
     def running(self) -> int:
         return len(self.holders)
-
-
-def _fields(info: Info) -> dict[str, Any]:
-    """A ticket's fields: a dict, or read from the caller's record each time, so the
-    run record written at admission holds what the policy decided on (its estimate)."""
-    return info() if callable(info) else info
-
-
-def _marked_alone(info: Info) -> Callable[[], dict[str, Any]]:
-    """A rerun alone after an OOM kill says so in its ticket: nobody passes it."""
-    return lambda: dict(_fields(info), alone=True)
-
-
-def _backfiller(admit: Admit) -> Backfiller | None:
-    """The policy, if waiters behind the head may start before it under it."""
-    if not callable(getattr(admit, "backfill", None)):
-        return None
-    hook: Backfiller = admit  # type: ignore[assignment]
-    return hook if hook.may_backfill else None
-
-
-def passers(snap: Snapshot, head: str) -> set[str]:
-    """The running jobs that started before the waiter whose ticket is ``head``."""
-    out = set()
-    for h in snap.holders:
-        rec = h.record or {}
-        if rec.get("passed") == head:
-            out.add(f"{rec.get('pid')}-{rec.get('started')}")
-    return out
 
 
 class Semaphore:
@@ -210,7 +175,7 @@ class Semaphore:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             os.fchmod(fd, 0o644)
             try:
-                os.write(fd, json.dumps(_fields(info)).encode())
+                os.write(fd, json.dumps(ticket_fields(info)).encode())
             except OSError:
                 pass  # a full disk: the ticket's content is for display; its lock is what counts
         except BaseException:
@@ -254,9 +219,9 @@ class Semaphore:
         ticket: Ticket | None = None
         got: Slot | None = None
         probes: list[int] = []  # the slots held at the last "no", to notice one freed
-        hook = _backfiller(admit)
+        hook = backfiller(admit)
         if hook is not None and hook.alone:
-            info = _marked_alone(info)
+            info = marked_alone(info)
         try:
             with self.mutex():  # not blocked while waiting for it: Ctrl-C still works
                 mask = process.hold_signals()
@@ -298,7 +263,7 @@ class Semaphore:
         """The queue loop. Returns with the forwarded signals blocked and the ticket
         gone; raises with the ticket still there (the caller drops it)."""
         decided = 0.0
-        hook = _backfiller(admit)
+        hook = backfiller(admit)
         watch: str | None = None  # polling behind the head: the ticket just ahead
         seen: set[str] = set()  # at the head: the jobs seen to have started before it
         shown = b""  # at the head: what its ticket says now, once rewritten
@@ -335,7 +300,7 @@ class Semaphore:
                     decided = time.monotonic()
                     if hook is not None:
                         seen |= passers(snap, ticket.name)
-                        shown = self._show_refusal(ticket, info, decision, seen, shown)
+                        shown = show_refusal(ticket.fd, info, decision, seen, shown)
             process.restore_signals(mask)
             if on_wait is not None:
                 on_wait(snap, decision)
@@ -389,25 +354,6 @@ class Semaphore:
         if self.gone():
             raise StateDirGone(f"state directory {self.path} was removed") from exc
 
-    def _show_refusal(
-        self, ticket: Ticket, info: Info, decision: Admission, seen: set[str], shown: bytes
-    ) -> bytes:
-        """The head tells the waiters behind it, in its ticket, why it cannot start,
-        its estimate now and who passed it (the backfill rule reads them); written
-        only when that changes. Returns what the ticket says now."""
-        fields = dict(
-            _fields(info), refused=decision.why.value, passed_by=sorted(seen)[: 2 * BACKFILL_PASSES]
-        )
-        data = json.dumps(fields).encode()
-        if data == shown:
-            return shown
-        try:
-            os.pwrite(ticket.fd, data, 0)
-            os.ftruncate(ticket.fd, len(data))
-        except OSError:
-            return shown  # a full disk: nobody passes a head whose ticket does not say so
-        return data
-
     def _try_admit(
         self, names: list[str], info: Info, admit: Admit, passing: str | None = None
     ) -> Slot | tuple[Snapshot, Admission]:
@@ -416,9 +362,8 @@ class Semaphore:
         if not decision.ok:
             return snap, decision
         held = [h.slot for h in snap.holders]
-        fields = dict(
-            _fields(info), pid=self.pid, uid=self.uid, started=time.time(), reason=decision.text
-        )
+        fields = dict(ticket_fields(info))  # a copy: the caller's dict stays as it was
+        fields.update(pid=self.pid, uid=self.uid, started=time.time(), reason=decision.text)
         if decision.why is Why.BACKFILL and passing is not None:
             fields["passed"] = passing  # the head counts who passed it (its ticket's passed_by)
         index, fd = locks.take_new_slot(self.dir_fd, held)
