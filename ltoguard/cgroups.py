@@ -11,9 +11,15 @@ from __future__ import annotations
 import functools
 import os
 import re
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from ltoguard.sizes import format_size
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+T = TypeVar("T")
 
 # v1 reports "no limit" as PAGE_COUNTER_MAX * PAGE_SIZE (9223372036854771712 with
 # 4 KiB pages, other values with other page sizes); anything this large is no limit.
@@ -229,16 +235,24 @@ def _v2_constraint(d: str) -> Constraint | None:
     )
 
 
-def cgroup_constraints(*, root: str = "/", pid: int | str = "self") -> list[Constraint]:
-    """Every memory limit on ``pid``'s cgroups (v1 memory controller and v2), innermost first."""
+def _each_group(
+    root: str, pid: int | str, v1: Callable[[str], T | None], v2: Callable[[str], T | None]
+) -> list[tuple[int, str, T]]:
+    """(version, group, what the reader for its version found) for each of ``pid``'s
+    cgroups where that is not None, innermost first."""
     found = []
     for version, dirs in cgroup_dirs(root, pid):
-        reader = _v1_constraint if version == 1 else _v2_constraint
+        reader = v1 if version == 1 else v2
         for d in dirs:
-            c = reader(d)
-            if c is not None:
-                found.append(c)
+            value = reader(d)
+            if value is not None:
+                found.append((version, d, value))
     return found
+
+
+def cgroup_constraints(*, root: str = "/", pid: int | str = "self") -> list[Constraint]:
+    """Every memory limit on ``pid``'s cgroups (v1 memory controller and v2), innermost first."""
+    return [c for _, _, c in _each_group(root, pid, _v1_constraint, _v2_constraint)]
 
 
 def cgroup_oom_kills(*, root: str = "/", pid: int | str = "self") -> int | None:
@@ -288,11 +302,5 @@ def _v2_swap_room(d: str) -> int | None:
 def cgroup_swap_room(*, root: str = "/", pid: int | str = "self") -> list[tuple[int, str]]:
     """Swap each of ``pid``'s cgroups still allows (bytes, which group), innermost
     first; a group without a swap limit is not listed (the host's swap bounds it)."""
-    found = []
-    for version, dirs in cgroup_dirs(root, pid):
-        reader = _v1_swap_room if version == 1 else _v2_swap_room
-        for d in dirs:
-            room = reader(d)
-            if room is not None:
-                found.append((room, f"cgroup v{version} {d}"))
-    return found
+    found = _each_group(root, pid, _v1_swap_room, _v2_swap_room)
+    return [(room, f"cgroup v{version} {d}") for version, d, room in found]

@@ -133,6 +133,15 @@ def parse_size(text: str) -> int:
     return parse(text)
 
 
+def write_json(dest: Path, doc: object) -> None:
+    """A --json document to its file, or to stdout for '-'."""
+    data = json.dumps(doc, indent=2)
+    if str(dest) == "-":
+        print(data)
+    else:
+        dest.write_text(data + "\n")
+
+
 def mib(n: int | float | None) -> str:
     return "-" if n is None else f"{n / MiB:.0f}"
 
@@ -812,20 +821,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.append("\n" + table(cap, limits[cap], summary[cap], summary.get("uncapped")))
     print("".join(out))
     if args.json is not None:
-        data = json.dumps(
-            {
-                "workspace": what,
-                "calibration": calib,
-                "limits": limits,
-                "raw": raw,
-                "summary": summary,
-            },
-            indent=2,
-        )
-        if str(args.json) == "-":
-            print(data)
-        else:
-            args.json.write_text(data + "\n")
+        doc = {"workspace": what, "calibration": calib, "limits": limits, "raw": raw}
+        write_json(args.json, dict(doc, summary=summary))
     return 0
 
 

@@ -57,7 +57,6 @@ be started; 2 if no memory cgroup can be created here.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
@@ -678,11 +677,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"## bench_sweep: {', '.join(kinds)} ({took / 60:.0f} min)\n")
     print("\n".join(table(kind) for kind in results))
     if args.json is not None:
-        data = json.dumps({"kinds": results, "minutes": took / 60, "targets": TARGETS}, indent=2)
-        if str(args.json) == "-":
-            print(data)
-        else:
-            args.json.write_text(data + "\n")
+        bm.write_json(args.json, {"kinds": results, "minutes": took / 60, "targets": TARGETS})
     return 0
 
 
