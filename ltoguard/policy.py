@@ -32,9 +32,9 @@ from ltoguard.admission import (
     before_memory,
     behind,
     fit,
-    fit_with_swap,
     pressure_hold,
     swap_counted,
+    with_swap,
 )
 from ltoguard.estimates import DEFAULT_ESTIMATE, Basis, default_estimate
 from ltoguard.memory import available_memory, available_swap
@@ -201,10 +201,7 @@ class AdmissionPolicy:
         head = head_of(tickets, snap)
         if head is None or not head.refused or head.alone or self.alone or not snap.holders:
             return behind(ahead)
-        if self.brake is None:
-            self.brake = Brake.here()
-        self.brake.read()
-        if self.brake.on:
+        if self._pressure().on:
             return behind(ahead)  # sustained pressure holds every admission
         held = tuple(sorted(h.slot for h in snap.holders))
         if held != self._backfill_held:
@@ -228,6 +225,13 @@ class AdmissionPolicy:
             self._admitted_with(mem, usage)
         return decision
 
+    def _pressure(self) -> Brake:
+        """The brake, with memory pressure read now."""
+        if self.brake is None:
+            self.brake = Brake.here()
+        self.brake.read()
+        return self.brake
+
     def _read(self, snap: Snapshot) -> tuple[list[Running], int, MemorySnapshot]:
         """The running jobs, what they hold together, and free memory beside them."""
         running = running_jobs(snap, DEFAULT_ESTIMATE, self.rss)
@@ -244,15 +248,13 @@ class AdmissionPolicy:
         self._admitted_with(mem, 0)
 
     def _decide(self, snap: Snapshot, held: tuple[int, ...], now: float) -> Admission:
-        if self.brake is None:
-            self.brake = Brake.here()
-        level = self.brake.read()
+        brake = self._pressure()
         hold = pressure_hold(
-            brake=self.brake.on,
-            some10=self.brake.last.some10 if self.brake.last else 0.0,
-            full10=self.brake.last.full10 if self.brake.last else 0.0,
+            brake=brake.on,
+            some10=brake.last.some10 if brake.last else 0.0,
+            full10=brake.last.full10 if brake.last else 0.0,
             running=snap.running,
-            limits=self.brake.limits,
+            limits=brake.limits,
         )
         if hold is not None:
             self._last_no = _LastNo(held, now, hold)
@@ -268,17 +270,9 @@ class AdmissionPolicy:
         )
         # Swap counts unless pressure is high (light swapping, not thrash), and is read
         # only when RAM alone says no.
-        if not decision.ok and level in (Level.LOW, Level.MID):
-            swap = swap_counted(self.read_swap(self.memory), mem.total, self.brake.limits)
-            decision = fit_with_swap(
-                estimate=self.record.estimate,
-                running=running,
-                available=mem.available,
-                margin=decision.margin,
-                swap=swap,
-                curve=self.record.curve,
-                limits=self.limits,
-            )
+        if not decision.ok and brake.level in (Level.LOW, Level.MID):
+            swap = swap_counted(self.read_swap(self.memory), mem.total, brake.limits)
+            decision = with_swap(decision, swap)
         if decision.ok:
             self._admitted_with(mem, usage)
         else:

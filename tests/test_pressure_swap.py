@@ -17,6 +17,7 @@ from ltoguard.admission import (
     KILL,
     PAUSE,
     RESUME,
+    Admission,
     Level,
     PressureLimits,
     Running,
@@ -29,6 +30,7 @@ from ltoguard.admission import (
     pressure_level,
     pressure_step,
     swap_counted,
+    with_swap,
 )
 from ltoguard.memory import available_swap, host_swap_free
 from ltoguard.pause import PauseWatch, Reading, Reclaimer
@@ -163,6 +165,18 @@ def test_fit_with_swap(available: int, swap: int, ok: bool, why: Why) -> None:
     assert (d.ok, d.why) == (ok, why)
     if why is Why.FITS_SWAP:
         assert "counting 200 MiB of free swap (memory pressure low)" in d.text
+
+
+def test_with_swap_asks_again_only_a_no_for_room() -> None:
+    """The policy asks `fit` once and gives its "no" to with_swap: a yes, or a no
+    for anything but room (no figures to add swap to), is left as it is."""
+    no = Admission(False, Why.NO_ROOM, 600 * MiB, 500 * MiB, 0, 100 * MiB, 1)
+    assert with_swap(no, 200 * MiB).why is Why.FITS_SWAP
+    assert with_swap(no, 199 * MiB) is no
+    held = Admission(False, Why.PRESSURE, pressure=30.0)
+    assert with_swap(held, GiB) is held
+    fits = Admission(True, Why.FITS, 600 * MiB, 800 * MiB, 0, 100 * MiB, 1)
+    assert with_swap(fits, GiB) is fits
 
 
 OLD = Running(pid=1, estimate=GiB, current=GiB, started=1.0)

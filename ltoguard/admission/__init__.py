@@ -36,6 +36,7 @@ from ltoguard.admission.brake import (
     pressure_level,
     pressure_step,
     swap_counted,
+    with_swap,
 )
 from ltoguard.admission.core import (
     DEFAULT,
@@ -121,4 +122,5 @@ __all__ = [
     "slot_cap",
     "still_to_grow",
     "swap_counted",
+    "with_swap",
 ]

@@ -127,12 +127,19 @@ def fit_with_swap(
         curve=curve,
         limits=limits,
     )
-    if d.ok or swap <= 0:
+    return with_swap(d, swap)
+
+
+def with_swap(decision: Admission, swap: int) -> Admission:
+    """`fit`'s "no" (``decision``) asked again with ``swap`` (swap_counted) on top of
+    free memory; any other decision as it is."""
+    d = decision
+    if d.ok or d.why is not Why.NO_ROOM or swap <= 0 or d.estimate is None or d.available is None:
         return d
-    if available + swap < estimate + d.reserved + margin:
+    if d.available + swap < d.estimate + d.reserved + d.margin:
         return d
     return Admission(
-        True, Why.FITS_SWAP, estimate, available, d.reserved, margin, d.running, swap=swap
+        True, Why.FITS_SWAP, d.estimate, d.available, d.reserved, d.margin, d.running, swap=swap
     )
 
 
