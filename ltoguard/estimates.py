@@ -228,18 +228,17 @@ class History:
         """For a job with no curve of its own: the curve of the sibling whose peak is
         nearest its estimate, its length scaled by their ratio (a bigger binary takes
         longer to link, much as it takes more memory)."""
-        best: tuple[float, Entry] | None = None
+        best: tuple[float, float, Curve] | None = None  # (distance, ratio, curve)
         for e in self._entries.values():
             if e.group != group or e.curve is None or not _same(e, toolchain):
                 continue
             ratio = estimate / max(1, max(e.peaks))
             distance = abs(math.log(max(ratio, 1e-9)))
             if best is None or distance < best[0]:
-                best = (distance, e)
-        if best is None or best[1].curve is None:
+                best = (distance, ratio, e.curve)
+        if best is None:
             return None
-        entry, curve = best[1], best[1].curve
-        ratio = estimate / max(1, max(entry.peaks))
+        _, ratio, curve = best
         return Curve(curve.seconds * ratio, curve.shape)
 
     def toolchain(self, key: str) -> str:
@@ -333,7 +332,7 @@ class History:
             return  # a job whose memory could not be sampled says nothing
         entry = self._entries.pop(key, None)
         same = entry is not None and entry.toolchain == toolchain
-        peaks = entry.peaks if entry is not None and same else []
+        peaks = entry.peaks if same and entry is not None else []
         # A new toolchain starts the job's peaks afresh: its memory may differ a lot.
         peaks = (peaks + [int(peak_bytes)])[-MAX_SAMPLES:]
         if inputs is None and entry is not None:
