@@ -25,6 +25,7 @@ from ltoguard import process
 from ltoguard.admission import DEFAULT, Level, swap_counted
 from ltoguard.cgroups import cgroup_oom_kills, host_oom_kills
 from ltoguard.estimates import DEFAULT_ESTIMATE
+from ltoguard.lending import LendWhilePaused, LentTokens
 from ltoguard.memory import available_memory, available_swap
 from ltoguard.messages import EXIT_CANNOT_RUN, error
 from ltoguard.passthrough import HELD_ENV
@@ -116,7 +117,7 @@ class Attempt:
             self.record.job.what,
             read=lambda: self._reading(proc.pid),
             publish=lambda fields: self._publish(slot, fields),
-            lease=lease,
+            lend=None if lease is None else LendWhilePaused(lease, LentTokens(self.sem.dir_fd)),
             reclaimer=reclaimer,
         )
         signals.after_forward = watch.on_signal

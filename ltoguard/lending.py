@@ -12,8 +12,10 @@ of memory. So two bounds (the rule: admission.lending):
 - at most ``lend_depth`` tokens are out at a time over the whole state directory:
   each lent token is a file ``lent-UID-PID`` there while it is out (one per process
   at most, removed when it comes back; a file whose process is gone does not count).
-  A paused job's token (pause.py) is lent whatever the count: it is counted, but a
-  paused job holds a CPU token for nothing.
+  A paused job's token (pause.py) is lent under the same bound: pauses come when
+  memory is short, and a token lent past the bound went to one more waiting
+  ltoguard process rather than a compile (three pauses under a 301 MiB cap kept
+  four tokens out and five waiters, docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 
-from ltoguard.admission import Lend, is_head, lending
+from ltoguard.admission import Lend, is_head, lending, lending_paused
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -132,4 +134,22 @@ class LendWhileWaiting:
         if decision is Lend.LEND:
             self.lease.lend()
         self.tried = self.tried or is_head(ahead)
+        return decision
+
+
+class LendWhilePaused:
+    """The pause's gate: a paused job lends cargo its token if fewer than ``depth``
+    are out over the state directory (admission.lending_paused)."""
+
+    def __init__(self, lease: Lease, tokens: LentTokens, depth: int | None = None) -> None:
+        self.lease = lease
+        self.tokens = tokens
+        self.depth = lend_depth() if depth is None else depth
+
+    def __call__(self) -> Lend:
+        decision = lending_paused(
+            lent=self.lease.lent, depth=self.depth, tokens_out=self.tokens.count
+        )
+        if decision is Lend.LEND:
+            self.lease.lend()
         return decision

@@ -5,8 +5,9 @@ While its compiler runs, each attempt asks admission.pause_step what to do with 
 
 - pause: SIGSTOP the compile's process tree (children first, then the compiler, and
   once more for any child it started meanwhile), lend the jobserver token back to
-  cargo (it can run an ordinary compile meanwhile), and say `paused: true` in the
-  run record, which the other jobs' watchers read (policy.running_jobs);
+  cargo if fewer than the lending depth are out (it can run an ordinary compile
+  meanwhile), and say `paused: true` in the run record, which the other jobs'
+  watchers read (policy.running_jobs);
 - resume: SIGCONT the tree, at once, without waiting for a token: one is taken back
   in the background (Reclaimer), as for a job admitted without its token in hand;
 - kill: memory is critical all the same and this job is the youngest: SIGKILL the
@@ -94,7 +95,7 @@ class PauseWatch:
         *,
         read: Callable[[], Reading | None],
         publish: Callable[[dict[str, Any]], None],
-        lease: Lease | None,
+        lend: Callable[[], object] | None,
         reclaimer: Reclaimer,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -102,7 +103,7 @@ class PauseWatch:
         self.what = what
         self.read = read
         self.publish = publish
-        self.lease = lease
+        self.lend = lend  # lends the token while paused, if the count allows (lending.py)
         self.reclaimer = reclaimer
         self.clock = clock
         self.paused_s = 0.0  # seconds paused in all, the current pause excluded
@@ -166,11 +167,11 @@ class PauseWatch:
                     proctree.send(proc, signal.SIGSTOP)
         if self.signalled:  # a signal came meanwhile: the compile must see it
             self._cont()
-        # The token goes back to cargo while we hold only memory; the reclaimer
-        # (if it still runs) is stopped first, so it is never lent twice.
+        # The token goes back to cargo while we hold only memory, if the gate allows;
+        # the reclaimer (if it still runs) is stopped first, so it is never lent twice.
         self.reclaimer.stop()
-        if self.lease is not None:
-            self.lease.lend()
+        if self.lend is not None:
+            self.lend()
         self._publish()
         n = older_running(reading.me, reading.others)
         if reading.brake:

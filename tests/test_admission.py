@@ -24,6 +24,7 @@ from ltoguard.admission import (
     floor_now,
     is_head,
     lending,
+    lending_paused,
     outstanding,
     pause_step,
     render,
@@ -215,6 +216,27 @@ def test_lending(ahead: int, tried: bool, lent: bool, out: int, expected: Lend) 
     assert lending(ahead=ahead, tried=tried, lent=lent, depth=2, tokens_out=count) is expected
     # Counting lists the state directory: only when the count decides.
     assert bool(counted) is (expected in (Lend.LEND, Lend.TOKENS_OUT))
+
+
+@pytest.mark.parametrize(
+    ("lent", "out", "expected"),
+    [
+        (False, 0, Lend.LEND),
+        (False, 1, Lend.LEND),
+        (False, 2, Lend.TOKENS_OUT),  # the depth's worth is out: one more would buy a waiter
+        (True, 5, Lend.LENT),  # lent already (paused again before it took it back)
+    ],
+)
+def test_lending_paused(lent: bool, out: int, expected: Lend) -> None:
+    assert lending_paused(lent=lent, depth=2, tokens_out=out) is expected
+    counted: list[int] = []
+
+    def count() -> int:
+        counted.append(1)
+        return out
+
+    assert lending_paused(lent=lent, depth=2, tokens_out=count) is expected
+    assert bool(counted) is (not lent)
 
 
 def test_outstanding() -> None:

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from ltoguard.admission import Lend
-from ltoguard.lending import LendWhileWaiting, LentTokens, lend_depth
+from ltoguard.lending import LendWhilePaused, LendWhileWaiting, LentTokens, lend_depth
 from tests.procs import (
     Procs,
     clean_env,
@@ -293,5 +293,21 @@ def test_no_more_tokens_go_out_than_the_depth_over_the_state_dir(tmp_path: Path)
         other.mark(False)  # twice is harmless
         gate(1)
         assert lease.lends == 1
+    finally:
+        os.close(fd)
+
+
+def test_a_pause_lends_under_the_same_bound_over_the_state_dir(tmp_path: Path) -> None:
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        tokens = LentTokens(fd)
+        LentTokens(fd, pid=os.getppid()).mark(True)
+        LentTokens(fd, pid=1).mark(True)
+        lease = _FakeLease()
+        gate = LendWhilePaused(lease, tokens, depth=2)  # type: ignore[arg-type]
+        assert gate() is Lend.TOKENS_OUT and lease.lends == 0
+        LentTokens(fd, pid=1).mark(False)
+        assert gate() is Lend.LEND and lease.lends == 1
+        assert gate() is Lend.LENT and lease.lends == 1  # never twice
     finally:
         os.close(fd)

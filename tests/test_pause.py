@@ -23,6 +23,7 @@ import pytest
 
 from ltoguard.admission import Running
 from ltoguard.events import read_events
+from ltoguard.lending import lend_depth
 from ltoguard.pause import PauseWatch, Reading, Reclaimer
 from ltoguard.sizes import GiB, MiB
 from tests.procs import Procs, clean_env, ltoguard_cmd, make_fake_rustc, pid_alive, read_log
@@ -199,6 +200,43 @@ def test_the_token_is_lent_while_paused_and_balanced(tmp_path: Path, procs: Proc
         pool.close()
 
 
+def test_a_paused_job_keeps_its_token_while_the_depth_is_out(tmp_path: Path, procs: Procs) -> None:
+    """Past the bound, a token lent on a pause went to one more waiting ltoguard
+    process, not a compile: under a cap, pauses piled up waiters (lending.py)."""
+    pool = Pool(tmp_path / "fifo", 0)
+    try:
+        release = tmp_path / "release"
+        makeflags = f"-j4 --jobserver-auth=fifo:{tmp_path / 'fifo'}"
+        p = start(procs, tmp_path, MAKEFLAGS=makeflags, FAKE_UNTIL=str(release))
+        rustc = compiler(tmp_path)
+        # Others have lent the depth's worth: live processes of ours, marked as lenders.
+        sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
+        planted = []
+        for _ in range(lend_depth()):
+            other = procs.start(sleeper, dict(os.environ))
+            planted.append(tmp_path / "state" / f"lent-{os.geteuid()}-{other.pid}")
+            planted[-1].touch()
+        control(tmp_path, PAUSE)
+        assert wait_for(lambda: state(rustc) == "T")
+        time.sleep(0.5)
+        assert pool.count() == 0  # kept: the depth's worth is out
+        control(tmp_path, ALONE)
+        assert wait_for(lambda: state(rustc) in "RS")
+        planted[0].unlink()  # one came back: a second pause lends
+        control(tmp_path, PAUSE)
+        assert wait_for(lambda: state(rustc) == "T")
+        assert wait_for(lambda: pool.count() == 1), pool.count()
+        control(tmp_path, ALONE)
+        assert wait_for(lambda: state(rustc) in "RS")
+        assert wait_for(lambda: pool.count() == 0), pool.count()
+        release.touch()
+        _, err = p.communicate(timeout=30)
+        assert p.returncode == 0, err
+        assert pool.count() == 0
+    finally:
+        pool.close()
+
+
 def test_a_job_never_paused_says_so(tmp_path: Path, procs: Procs) -> None:
     p = start(procs, tmp_path, FAKE_SLEEP="0.6")
     p.communicate(timeout=30)
@@ -230,7 +268,7 @@ def _watch(procs: Procs, fakes: _Fakes) -> tuple[PauseWatch, int]:
         "crate x",
         read=lambda: fakes.reading,
         publish=fakes.published.append,
-        lease=None,
+        lend=None,
         reclaimer=Reclaimer(None),
         clock=lambda: fakes.now,
     )

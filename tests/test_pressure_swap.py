@@ -414,7 +414,7 @@ def test_watch_pauses_the_youngest_on_pressure_and_resumes_when_it_falls(procs: 
         "crate x",
         read=lambda: reading[0],
         publish=published.append,
-        lease=None,
+        lend=None,
         reclaimer=Reclaimer(None),
         clock=lambda: now[0],
     )

@@ -342,3 +342,13 @@ def lending(
         return Lend.LENT
     out = tokens_out() if callable(tokens_out) else tokens_out
     return Lend.LEND if out < depth else Lend.TOKENS_OUT
+
+
+def lending_paused(*, lent: bool, depth: int, tokens_out: int | Callable[[], int]) -> Lend:
+    """A paused job lends its token under the same bound as a waiter: fewer than
+    ``depth`` tokens out. Past the bound cargo spends a token on another guarded job
+    (a waiter of ~10 MiB, no CPU used), and a pause comes when memory is short."""
+    if lent:
+        return Lend.LENT
+    out = tokens_out() if callable(tokens_out) else tokens_out
+    return Lend.LEND if out < depth else Lend.TOKENS_OUT
