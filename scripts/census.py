@@ -2,13 +2,14 @@
 """What holds the memory of a capped build: one cargo build in a fresh memory cgroup,
 sampled every 0.2 s.
 
-    census.py WORKSPACE CAP {plain,ltoguard} [--touch GLOB]
+    census.py WORKSPACE CAP {plain,ltoguard} [--touch GLOB] [--cache DIR]
 
 Touches the files GLOB names (default bins/*/src/main.rs: the bins of the
 workspaces gen_realcrates.py makes) so that only those crates rebuild, then runs
 `cargo build --release -j2` in a cgroup limited to CAP (root; scripts/cgroups.py),
 as is (plain) or with this checkout's ltoguard as RUSTC_WORKSPACE_WRAPPER (fresh
-state and history: a cold build). Prints the wall time and OOM kills, then the
+state and history: a cold build; with --cache DIR, what it learns is kept in DIR,
+so the runs after the first are warm builds). Prints the wall time and OOM kills, then the
 cgroup's figures (usage, anonymous, mapped file, page cache, inactive file) and each
 kind of process's count, anonymous and file pages, at the three samples of most
 anonymous memory and at the middle one of those where one compile ran.
@@ -36,6 +37,32 @@ from scripts.cgroups import MemoryCgroup  # noqa: E402
 MiB = 1 << 20
 EVERY = 0.2  # seconds between samples
 WRAPPERS = ("RUSTC_WRAPPER", "RUSTC_WORKSPACE_WRAPPER", "CARGO_BUILD_RUSTC_WRAPPER")
+
+
+LTOGUARD = CHECKOUT / ".venv" / "bin" / "ltoguard"
+
+
+def build_env(guarded: bool, state: Path, cache: Path | None = None) -> dict[str, str]:
+    """This environment without ltoguard's settings and wrappers; ``guarded``: with
+    this checkout's ltoguard as RUSTC_WORKSPACE_WRAPPER, its state in ``state`` and
+    what it learns in ``cache`` (None: in ``state`` too, a cold build)."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("LTOGUARD_") and k not in WRAPPERS
+    }
+    if guarded:
+        env.update(
+            RUSTC_WORKSPACE_WRAPPER=str(LTOGUARD),
+            LTOGUARD_SLOTS="auto",
+            LTOGUARD_DIR=str(state / "state"),
+            XDG_CACHE_HOME=str(cache.resolve() if cache else state / "cache"),
+        )
+    return env
+
+
+def touch(workspace: Path, pattern: str) -> None:
+    """Touch the files ``pattern`` names under ``workspace``: those crates rebuild."""
+    for path in glob.glob(str(workspace / pattern)):
+        os.utime(path)
 
 
 def process_memory(pid: str) -> tuple[str, int, int] | None:
@@ -99,25 +126,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("cap", help="MiB")
     ap.add_argument("mode", choices=("plain", "ltoguard"))
     ap.add_argument("--touch", default="bins/*/src/main.rs")
+    ap.add_argument("--cache", type=Path, help="keep ltoguard's history here (warm builds)")
     args = ap.parse_args(argv)
     cap = int(args.cap.rstrip("Mm")) * MiB
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith("LTOGUARD_") and k not in WRAPPERS
-    }
-    ltoguard = CHECKOUT / ".venv" / "bin" / "ltoguard"
-    if args.mode == "ltoguard" and not ltoguard.exists():
-        print(f"census.py: error: no {ltoguard}: make it with scripts/test.sh", file=sys.stderr)
+    if args.mode == "ltoguard" and not LTOGUARD.exists():
+        print(f"census.py: error: no {LTOGUARD}: make it with scripts/test.sh", file=sys.stderr)
         return 2
     state = Path(tempfile.mkdtemp(prefix="ltoguard-census-"))
-    if args.mode == "ltoguard":
-        env.update(
-            RUSTC_WORKSPACE_WRAPPER=str(ltoguard),
-            LTOGUARD_SLOTS="auto",
-            LTOGUARD_DIR=str(state / "state"),
-            XDG_CACHE_HOME=str(state / "cache"),
-        )
-    for path in glob.glob(str(args.workspace / args.touch)):
-        os.utime(path)
+    env = build_env(args.mode == "ltoguard", state, args.cache)
+    touch(args.workspace, args.touch)
     samples: list[dict[str, Any]] = []
     with MemoryCgroup(cap) as group:
         t0 = time.monotonic()
