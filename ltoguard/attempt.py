@@ -94,7 +94,7 @@ class Attempt:
     ) -> AttemptResult:
         """``lease``: the jobserver token lent while queued, taken back in the
         background while the compiler runs (it starts one job over -j meanwhile);
-        lent again while the compile is paused."""
+        lent again while the compile is paused, within the lending bound."""
         # Signals were held back since admission: from here on they go to the
         # compiler (kept until it exists), never raised half-way through starting it.
         signals.install()
@@ -117,7 +117,7 @@ class Attempt:
             self.record.job.what,
             read=lambda: self._reading(proc.pid),
             publish=lambda fields: self._publish(slot, fields),
-            lend=None if lease is None else LendWhilePaused(lease, LentTokens(self.sem.dir_fd)),
+            lend=None if lease is None else self._lend_paused(lease),
             reclaimer=reclaimer,
         )
         signals.after_forward = watch.on_signal
@@ -137,6 +137,21 @@ class Attempt:
             signals.after_forward = None
         oom = not stopped and self._out_of_memory(code, oom_before)
         return AttemptResult(code, peak, stopped_itself=stopped, out_of_memory=oom)
+
+    def _lend_paused(self, lease: Lease) -> Callable[[], object]:
+        """The pause's gate (lending.LendWhilePaused), counted and lent under the
+        state directory's mutex as the waiters' gate is; a state directory that
+        cannot be locked keeps the token (lending is advice)."""
+        gate = LendWhilePaused(lease, LentTokens(self.sem.dir_fd))
+
+        def lend() -> object:
+            try:
+                with self.sem.mutex():
+                    return gate()
+            except (OSError, StateDirError):
+                return None
+
+        return lend
 
     def _spawn(self, slot: Slot) -> subprocess.Popen[bytes]:
         stderr_w = None

@@ -8,8 +8,9 @@ While its compiler runs, each attempt asks admission.pause_step what to do with 
   cargo if fewer than the lending depth are out (it can run an ordinary compile
   meanwhile), and say `paused: true` in the run record, which the other jobs'
   watchers read (policy.running_jobs);
-- resume: SIGCONT the tree, at once, without waiting for a token: one is taken back
-  in the background (Reclaimer), as for a job admitted without its token in hand;
+- resume: SIGCONT the tree, at once, without waiting for a token: if it lent one,
+  one is taken back in the background (Reclaimer), as for a job admitted without
+  its token in hand;
 - kill: memory is critical all the same and this job is the youngest: SIGKILL the
   tree (a stopped process dies of it too) and the caller queues it again.
 
@@ -154,6 +155,8 @@ class PauseWatch:
             self.pause(reading)
         elif action == RESUME:
             self.resume()
+        elif self.paused and self.lend is not None:
+            self.lend()  # kept at the pause, the bound may allow it now (at once if lent)
         return False
 
     def pause(self, reading: Reading) -> None:
