@@ -103,6 +103,9 @@ class Snapshot:
 
     holders: list[Holder]
     free_slots: list[int]
+    # Tickets in the queue, the deciding waiter's own included; one a killed waiter
+    # left until somebody tidies it counts too.
+    waiting: int = 0
 
     @property
     def running(self) -> int:
@@ -157,7 +160,8 @@ class Semaphore:
             names = self._names()
         held, free = locks.probe_slots(self.dir_fd, self.path, names)
         recs = self.read_records(names)
-        return Snapshot([Holder(k, recs.get(k)) for k in held], free)
+        waiting = len(records.tickets(names))
+        return Snapshot([Holder(k, recs.get(k)) for k in held], free, waiting)
 
     # -- acquire / release ---------------------------------------------------------
 

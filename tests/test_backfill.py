@@ -111,6 +111,13 @@ def test_the_edges_of_the_inequalities_pass() -> None:
     assert rule(limit=2, cpus=2, head=Head(500 * MiB, True, passed=BACKFILL_PASSES - 1)).ok
 
 
+def test_the_room_for_ltoguard_processes_is_kept_as_the_head_keeps_it() -> None:
+    assert not rule(own=1).ok  # b: 100 + 100 + 100 + 1 > 300
+    d = rule(estimate=50 * MiB, own=50 * MiB)
+    assert d.ok and d.margin == 150 * MiB and d.own == 50 * MiB
+    assert not rule(estimate=0, head=Head(600 * MiB, refused=True), own=1).ok  # c
+
+
 def test_a_head_that_fits_once_one_of_two_jobs_ends_is_not_delayed() -> None:
     """With two jobs running, the head may start when either ends: passing it must
     leave it that start. Checking only "once all have ended" would let a stream of
@@ -220,6 +227,7 @@ def policy(
         memory=None,
         read_memory=memory,
         rss=lambda pid: GiB,
+        own_size=lambda: 0,
     )
     pol.cpus = 4
     pol.brake = Brake(None)  # no PSI: the host's pressure stays out of these tests

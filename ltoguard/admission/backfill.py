@@ -97,6 +97,7 @@ def backfill(
     depth: int = BACKFILL_DEPTH,
     limits: Limits = DEFAULT,
     curve: Curve | None = None,
+    own: int = 0,
 ) -> Admission:
     """May a waiter with ``ahead`` live waiters before it start now, before the head?
 
@@ -106,8 +107,9 @@ def backfill(
     have), a slot is free for it, fewer compiles run (not paused) than ``cpus`` (one
     more would slow the running ones, and the head with them), the head was passed
     fewer than ``passes`` times, and it is among the ``depth`` waiters nearest the
-    head. A rerun alone after an OOM kill is never passed and never passes. Yes is
-    BACKFILL (with `fit`'s figures), no is BEHIND."""
+    head. A rerun alone after an OOM kill is never passed and never passes. ``own``
+    is kept free too, as the head keeps it (`Limits.own_room`). Yes is BACKFILL
+    (with `fit`'s figures), no is BEHIND."""
     no = behind(ahead)
     if alone or head.alone or not head.refused or head.passed >= passes or not running:
         return no
@@ -125,6 +127,7 @@ def backfill(
         margin=margin,
         curve=curve,
         limits=limits,
+        own=own,
     )
     if not now.ok:
         return no
@@ -133,11 +136,12 @@ def backfill(
         head=head.estimate,
         running=running,
         available=available,
-        margin=margin,
+        margin=now.margin,
         limit=limit,
     )
     if not room:
         return no
     return Admission(
-        True, Why.BACKFILL, estimate, available, now.reserved, margin, len(running), limit, ahead
-    )
+        True, Why.BACKFILL, estimate, available, now.reserved, now.margin, len(running), limit,
+        ahead, own=own,
+    )  # fmt: skip

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ltoguard.admission.core import DEFAULT, Admission, Limits, Running, Why, critical, fit
 from ltoguard.admission.steps import Step, _age_key, choose_victim, older_running, pause_step
@@ -138,9 +138,7 @@ def with_swap(decision: Admission, swap: int) -> Admission:
         return d
     if d.available + swap < d.estimate + d.reserved + d.margin:
         return d
-    return Admission(
-        True, Why.FITS_SWAP, d.estimate, d.available, d.reserved, d.margin, d.running, swap=swap
-    )
+    return replace(d, ok=True, why=Why.FITS_SWAP, swap=swap)
 
 
 def pressure_step(

@@ -56,6 +56,14 @@ class Limits:
         """Free memory admission keeps after all estimates."""
         return int(self.margin_floors * self.critical_floor(total))
 
+    def own_room(self, *, present: int, most: int, each: int, total: int) -> int:
+        """Room admission keeps for the ltoguard processes cargo may still start in
+        this build: ``most`` of them at once (cargo's -j and the tokens waiters lend),
+        ``present`` queued or running now, each ~``each`` bytes; at most one critical
+        floor. A waiter is ~10 MiB: under a small cap, two that cargo started right
+        after a pair was admitted took the pair's spare and paused its younger job."""
+        return min(self.critical_floor(total), max(0, most - present) * max(0, each))
+
 
 DEFAULT = Limits()
 
@@ -171,6 +179,7 @@ class Admission:
     pressure: float | None = None  # PSI avg10 (percent) that held the job
     pressure_kind: str = ""  # "full" or "some": which figure it was
     swap: int = 0  # free swap counted as room
+    own: int = 0  # of the margin: room for ltoguard processes cargo may still start
 
     @property
     def names_estimate(self) -> bool:
@@ -220,6 +229,8 @@ def render(d: Admission) -> str:
         detail += f", ending before its peak (~{together} needed beside it)"
     if d.margin:
         detail += f"; keeping {format_size(d.margin)} spare"
+        if d.own:
+            detail += f" ({format_size(d.own)} of it for ltoguard processes cargo may still start)"
     if d.swap:
         detail += f"; counting {format_size(d.swap)} of free swap (memory pressure low)"
     if d.why is Why.BACKFILL:
@@ -270,11 +281,13 @@ def fit(
     margin: int,
     curve: Curve | None = None,
     limits: Limits = DEFAULT,
+    own: int = 0,
 ) -> Admission:
     """Does the head fit beside the running jobs? ``available`` is free memory now,
     so it already excludes what they hold. What must be free: the most the running
     jobs and the head are expected to hold at once from now on (`held_together`),
-    less what the running jobs hold now, plus ``margin``. Without learned curves that
+    less what the running jobs hold now, plus ``margin`` and ``own`` (room for the
+    ltoguard processes cargo may still start, `Limits.own_room`). Without learned curves that
     is the head's estimate plus each running job's growth still to come (estimate
     minus current); with them, a head whose peak comes after the running jobs end
     needs less. With nothing running it starts all the same (FIRST, with the figures)."""
@@ -283,9 +296,10 @@ def fit(
     head = Running(pid=0, estimate=estimate, current=0, started=math.inf, curve=curve)
     held = sum(r.current for r in running)
     need = max(0, held_together([*running, head], limits) - held)
-    ok = available >= need + margin
+    keep = margin + own
+    ok = available >= need + keep
     why = Why.FITS if ok else Why.NO_ROOM
-    return Admission(ok, why, estimate, available, need - estimate, margin, len(running))
+    return Admission(ok, why, estimate, available, need - estimate, keep, len(running), own=own)
 
 
 def admit(
@@ -338,16 +352,14 @@ def lending(
         return Lend.FIRST_TRY
     if ahead >= depth:
         return Lend.TOO_FAR
-    if lent:
-        return Lend.LENT
-    out = tokens_out() if callable(tokens_out) else tokens_out
-    return Lend.LEND if out < depth else Lend.TOKENS_OUT
+    return lending_paused(lent=lent, depth=depth, tokens_out=tokens_out)
 
 
 def lending_paused(*, lent: bool, depth: int, tokens_out: int | Callable[[], int]) -> Lend:
-    """A paused job lends its token under the same bound as a waiter: fewer than
-    ``depth`` tokens out. Past the bound cargo spends a token on another guarded job
-    (a waiter of ~10 MiB, no CPU used), and a pause comes when memory is short."""
+    """A paused job lends its token under the bound a waiter near the head lends
+    under: fewer than ``depth`` tokens out. Past it cargo would spend the token on
+    one more guarded job (a waiting process of ~10 MiB, no CPU used), and pauses come
+    when memory is short. ``tokens_out`` is called only when the count decides."""
     if lent:
         return Lend.LENT
     out = tokens_out() if callable(tokens_out) else tokens_out
