@@ -28,6 +28,7 @@ every build.
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import shutil
 import statistics
@@ -110,55 +111,81 @@ def build(workspace: Path, cap: int, pattern: str, env: dict[str, str]) -> dict[
             [*group.enter_command(), "cargo", "build", "--release", "-j2", "-q"],
             cwd=workspace,
             env=env,
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
             check=False,
         )
         wall = time.monotonic() - t0
         kills = group.oom_kills()
-    return {
-        "wall": round(wall, 3),
-        "code": done.returncode,
-        "kills": kills,
-        "ok": done.returncode == 0,
-    }
+    ok = done.returncode == 0
+    out = {"wall": round(wall, 3), "code": done.returncode, "kills": kills, "ok": ok}
+    if not ok:  # what cargo said last, for the record
+        out["stderr"] = done.stderr.decode(errors="replace").strip().splitlines()[-3:]
+    return out
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str], int]:
+    """The arguments, the rows (plain first, each once) and the cap in bytes."""
     ap = argparse.ArgumentParser(prog="bench_ab.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("workspace", type=Path)
     ap.add_argument("cap", help="MiB, e.g. 517M")
-    ap.add_argument(
-        "--rows", default=",".join(ROWS), help="of plain, cold, warm (plain is always built)"
-    )
+    ap.add_argument("--rows", default=",".join(ROWS), help="of plain, cold, warm (plain always)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--touch", default="bins/*/src/main.rs")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
-    rows = [r.strip() for r in args.rows.split(",") if r.strip()]
-    bad = [r for r in rows if r not in ROWS]
-    if bad or args.rounds < 1:
-        ap.error(
-            f"--rows takes {', '.join(ROWS)}; --rounds at least 1"
-            + (f" (not {bad[0]})" if bad else "")
-        )
-    if "plain" not in rows:
-        rows.insert(0, "plain")
+    rows = ["plain"]
+    for r in (r.strip() for r in args.rows.split(",")):
+        if r and r not in ROWS:
+            ap.error(f"--rows takes {', '.join(ROWS)} (not {r})")
+        if r and r not in rows:
+            rows.append(r)
+    if args.rounds < 1:
+        ap.error(f"--rounds must be at least 1 (not {args.rounds})")
     try:
         cap = int(args.cap.rstrip("Mm")) * MiB
     except ValueError:
-        ap.error(f"CAP is MiB, like 517M (not {args.cap!r})")
+        cap = 0
+    if cap <= 0:
+        ap.error(f"CAP is MiB above 0, like 517M (not {args.cap!r})")
+    return args, rows, cap
+
+
+def unusable(args: argparse.Namespace, rows: Sequence[str]) -> str:
+    """Why these builds cannot run here (empty if they can)."""
+    if not (args.workspace / "Cargo.toml").is_file():
+        return f"no Cargo.toml in {args.workspace}"
+    if not glob.glob(str(args.workspace / args.touch)):
+        return f"--touch {args.touch} names no file in {args.workspace}: nothing would rebuild"
+    if shutil.which("cargo") is None:
+        return "cargo is not on PATH"
     if rows != ["plain"] and not LTOGUARD.exists():
-        print(f"bench_ab.py: error: no {LTOGUARD}: make it with scripts/test.sh", file=sys.stderr)
+        return f"no {LTOGUARD}: make it with scripts/test.sh"
+    why = MemoryCgroup.unavailable()
+    return f"cannot create a memory cgroup: {why}" if why else ""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, rows, cap = parse(argv)
+    why = unusable(args, rows)
+    if why:
+        print(f"bench_ab.py: error: {why}", file=sys.stderr)
         return 2
+    builds: list[dict[str, Any]] = []
     work = Path(tempfile.mkdtemp(prefix="ltoguard-bench-ab-"))
     try:
         learned = work / "warm-cache"
-        build(args.workspace, cap, args.touch, build_env(False, work))  # the page cache
+        first = [("page cache", build_env(False, work))]  # reads the workspace in
         if "warm" in rows:
-            build(args.workspace, cap, args.touch, build_env(True, work / "learn", learned))
-        builds = []
+            (work / "learn").mkdir()
+            first.append(("learning", build_env(True, work / "learn", learned)))
+        for what, env in first:
+            got = build(args.workspace, cap, args.touch, env)
+            if not got["ok"]:
+                print(f"bench_ab.py: error: the {what} build failed: {got}", file=sys.stderr)
+                return 1
         for k, row in order(rows, args.rounds):
             state = work / f"{k}-{row}"
+            state.mkdir()
             env = build_env(row != "plain", state, learned if row == "warm" else None)
             got = build(args.workspace, cap, args.touch, env)
             builds.append({"round": k, "row": row, **got})
@@ -167,6 +194,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 flush=True,
             )
             shutil.rmtree(state, ignore_errors=True)
+    except KeyboardInterrupt:
+        print(f"bench_ab.py: interrupted after {len(builds)} builds", file=sys.stderr)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     stats = summary(builds, rows)

@@ -129,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", type=Path, help="keep ltoguard's history here (warm builds)")
     args = ap.parse_args(argv)
     cap = int(args.cap.rstrip("Mm")) * MiB
+    if args.cache and args.mode != "ltoguard":
+        ap.error("--cache is ltoguard's history: only with the ltoguard mode")
     if args.mode == "ltoguard" and not LTOGUARD.exists():
         print(f"census.py: error: no {LTOGUARD}: make it with scripts/test.sh", file=sys.stderr)
         return 2

@@ -3,6 +3,7 @@ root and a memory cgroup: see docs/benchmarks.md for its figures)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -63,12 +64,29 @@ def test_a_row_without_a_finished_build_says_so() -> None:
     assert "| warm | 1 | - | - | 2 | 1 |" in ab.table(stats, 300 * MiB)
 
 
-def test_bad_rows_and_caps_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+def test_rows_come_once_each_plain_first() -> None:
     ab = load_script("bench_ab")
-    for argv, what in (
-        (["ws", "517M", "--rows", "plain,hot"], "not hot"),
+    _args, rows, cap = ab.parse(["ws", "517M", "--rows", "warm,cold,warm"])
+    assert rows == ["plain", "warm", "cold"] and cap == 517 * MiB
+
+
+def test_a_workspace_that_cannot_be_timed_says_why(tmp_path: Path) -> None:
+    ab = load_script("bench_ab")
+    args, rows, _cap = ab.parse([str(tmp_path), "300M"])
+    assert ab.unusable(args, rows) == f"no Cargo.toml in {tmp_path}"
+    (tmp_path / "Cargo.toml").write_text("[workspace]\n")
+    assert "names no file" in ab.unusable(args, rows)  # nothing would rebuild
+
+
+def test_bad_arguments_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    ab = load_script("bench_ab")
+    bad = (
+        (["ws", "517M", "--rows", "plain,hot"], "(not hot)"),
+        (["ws", "517M", "--rounds", "0"], "--rounds must be at least 1"),
         (["ws", "lots"], "like 517M"),
-    ):
+        (["ws", "0M"], "above 0"),
+    )
+    for argv, what in bad:
         with pytest.raises(SystemExit) as exc:
             ab.main(argv)
         assert exc.value.code == 2
