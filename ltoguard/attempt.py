@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 
 from ltoguard import process
-from ltoguard.admission import DEFAULT, Level, swap_counted
+from ltoguard.admission import DEFAULT, Lend, Level, swap_counted
 from ltoguard.cgroups import cgroup_oom_kills, host_oom_kills
 from ltoguard.estimates import DEFAULT_ESTIMATE
 from ltoguard.lending import LendWhilePaused, LentTokens
@@ -117,7 +117,7 @@ class Attempt:
             self.record.job.what,
             read=lambda: self._reading(proc.pid),
             publish=lambda fields: self._publish(slot, fields),
-            lend=None if lease is None else self._lend_paused(lease),
+            lend=None if lease is None or not lease.active else self._lend_paused(lease),
             reclaimer=reclaimer,
         )
         signals.after_forward = watch.on_signal
@@ -145,6 +145,8 @@ class Attempt:
         gate = LendWhilePaused(lease, LentTokens(self.sem.dir_fd))
 
         def lend() -> object:
+            if lease.lent:
+                return Lend.LENT  # asked at each check while paused: no lock for that
             try:
                 with self.sem.mutex():
                     return gate()

@@ -234,6 +234,11 @@ class Lease:
     def lent(self) -> bool:
         return self._lent
 
+    @property
+    def active(self) -> bool:
+        """Is there a jobserver to lend to?"""
+        return self._jobserver is not None
+
     def lend(self) -> bool:
         """Give one token back to the jobserver; True if one is now lent."""
         if self._jobserver is None or self._lent:

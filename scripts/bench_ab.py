@@ -19,7 +19,7 @@ cgroup limited to CAP (root; scripts/cgroups.py), `cargo build --release -j2`:
 
 The rows take turns (round k starts at row k), after one plain build that is
 not counted (it reads the workspace into the page cache: a first build after
-others ran can take twice as long). Each row's wall time is compared with the
+others ran took up to 2.5 x as long). Each row's wall time is compared with the
 plain build of the same round. Prints per row the median, least and most wall
 time and ratio to plain, OOM kills and failed builds; --json writes them and
 every build.
@@ -171,6 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bench_ab.py: error: {why}", file=sys.stderr)
         return 2
     builds: list[dict[str, Any]] = []
+    interrupted = False
     work = Path(tempfile.mkdtemp(prefix="ltoguard-bench-ab-"))
     try:
         learned = work / "warm-cache"
@@ -196,6 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.rmtree(state, ignore_errors=True)
     except KeyboardInterrupt:
         print(f"bench_ab.py: interrupted after {len(builds)} builds", file=sys.stderr)
+        interrupted = True
     finally:
         shutil.rmtree(work, ignore_errors=True)
     stats = summary(builds, rows)
@@ -209,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "builds": builds,
         }
         args.json.write_text(json.dumps(doc, indent=1) + "\n")
-    return 0
+    return 130 if interrupted else 0
 
 
 if __name__ == "__main__":

@@ -204,8 +204,8 @@ def test_a_paused_job_keeps_its_token_while_the_depth_is_out(tmp_path: Path, pro
     process, not a compile: under a cap, pauses piled up waiters (lending.py)."""
     pool = Pool(tmp_path / "fifo", 0)
     cpus = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, sorted(cpus)[:2])  # ltoguard inherits it: a depth of 2
     try:
+        os.sched_setaffinity(0, sorted(cpus)[:2])  # ltoguard inherits it: a depth of 2
         release = tmp_path / "release"
         makeflags = f"-j4 --jobserver-auth=fifo:{tmp_path / 'fifo'}"
         p = start(procs, tmp_path, MAKEFLAGS=makeflags, FAKE_UNTIL=str(release))
