@@ -14,8 +14,7 @@ of memory. So two bounds (the rule: admission.lending):
   at most, removed when it comes back; a file whose process is gone does not count).
   A paused job's token (pause.py) is lent under the same bound: pauses come when
   memory is short, and a token lent past the bound went to one more waiting
-  ltoguard process rather than a compile (three pauses under a 301 MiB cap kept
-  four tokens out and five waiters, docs/benchmarks.md).
+  ltoguard process rather than a compile (docs/benchmarks.md).
 """
 
 from __future__ import annotations

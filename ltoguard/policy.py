@@ -42,6 +42,7 @@ from ltoguard.memory import available_memory, available_swap
 from ltoguard.passing import passers
 from ltoguard.pressure import Brake
 from ltoguard.proctree import job_memory
+from ltoguard.proctree import memory as process_memory
 from ltoguard.semaphore import Snapshot
 
 TYPE_CHECKING = False
@@ -127,15 +128,9 @@ def head_of(tickets: Sequence[tuple[str, dict[str, Any]]], snap: Snapshot) -> He
 
 
 def own_memory() -> int:
-    """This process's anonymous memory (bytes; 0 where /proc cannot tell)."""
-    try:
-        with open("/proc/self/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"RssAnon:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
+    """This process's anonymous memory (bytes; 0 where it cannot be read)."""
+    m = process_memory(os.getpid())
+    return 0 if m is None else m.anon
 
 
 def cpu_count() -> int:

@@ -103,9 +103,7 @@ class Snapshot:
 
     holders: list[Holder]
     free_slots: list[int]
-    # Tickets in the queue, the deciding waiter's own included; one a killed waiter
-    # left until somebody tidies it counts too.
-    waiting: int = 0
+    waiting: int = 0  # tickets queued: the deciding waiter's, and any a killed one left
 
     @property
     def running(self) -> int:
@@ -160,8 +158,7 @@ class Semaphore:
             names = self._names()
         held, free = locks.probe_slots(self.dir_fd, self.path, names)
         recs = self.read_records(names)
-        waiting = len(records.tickets(names))
-        return Snapshot([Holder(k, recs.get(k)) for k in held], free, waiting)
+        return Snapshot([Holder(k, recs.get(k)) for k in held], free, len(records.tickets(names)))
 
     # -- acquire / release ---------------------------------------------------------
 

@@ -5,9 +5,9 @@ rebuilds of a workspace's bins, so that the answer is not one run's noise.
     bench_ab.py WORKSPACE CAP [--rows plain,cold,warm] [--rounds N]
                 [--touch GLOB] [--json FILE]
 
-One sweep cell (bench_sweep.py) is one build per row, and builds of the same
-row moved by up to 18% from one sweep to the next: "<= 1.05 x plain" cannot be
-told from one run. Here each round rebuilds the bins (touches the files GLOB
+One sweep cell (bench_sweep.py) is one build per row, and the same row moves
+from one sweep to the next by more than the few percent asked about
+(docs/benchmarks.md). Here each round rebuilds the bins (touches the files GLOB
 names, default bins/*/src/main.rs: only those crates rebuild, so what is timed
 is the LTO phase ltoguard guards) once per row, each build in a fresh memory
 cgroup limited to CAP (root; scripts/cgroups.py), `cargo build --release -j2`:
@@ -19,7 +19,7 @@ cgroup limited to CAP (root; scripts/cgroups.py), `cargo build --release -j2`:
 
 The rows take turns (round k starts at row k), after one plain build that is
 not counted (it reads the workspace into the page cache: a first build after
-others ran took up to 2.5 x as long). Each row's wall time is compared with the
+other work is much slower). Each row's wall time is compared with the
 plain build of the same round. Prints per row the median, least and most wall
 time and ratio to plain, OOM kills and failed builds; --json writes them and
 every build.

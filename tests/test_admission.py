@@ -251,7 +251,9 @@ def test_lending_paused(lent: bool, out: int, expected: Lend) -> None:
     ],
 )
 def test_own_room(present: int, most: int, each: int, total: int, room: int) -> None:
-    assert Limits().own_room(present=present, most=most, each=each, total=total) == room
+    on = Limits(own_floors=1.0)
+    assert on.own_room(present=present, most=most, each=each, total=total) == room
+    assert Limits().own_room(present=present, most=most, each=each, total=total) == 0  # off
 
 
 def test_fit_keeps_the_own_room_and_says_so() -> None:

@@ -173,12 +173,33 @@ def test_critical_memory_kills_a_paused_job_and_requeues_it(tmp_path: Path, proc
     assert event["outcome"] == "ok" and event["requeues"] >= 1 and event["paused_s"] > 0
 
 
+def start_lending(procs: Procs, tmp: Path) -> tuple[subprocess.Popen[str], Path]:
+    """A compile under a fifo jobserver that runs until the returned file exists."""
+    release = tmp / "release"
+    makeflags = f"-j4 --jobserver-auth=fifo:{tmp / 'fifo'}"
+    return start(procs, tmp, MAKEFLAGS=makeflags, FAKE_UNTIL=str(release)), release
+
+
+def resume_balanced(tmp: Path, rustc: int, pool: Pool) -> None:
+    """Resumed at once (no older job runs), the token it lent taken back meanwhile."""
+    control(tmp, ALONE)
+    assert wait_for(lambda: state(rustc) in "RS")
+    assert wait_for(lambda: pool.count() == 0), pool.count()
+
+
+def finish_balanced(p: subprocess.Popen[str], release: Path, pool: Pool) -> str:
+    """The compile let go: the build ends well with no token out. Its stderr."""
+    release.touch()
+    _, err = p.communicate(timeout=30)
+    assert p.returncode == 0, err
+    assert pool.count() == 0
+    return err
+
+
 def test_the_token_is_lent_while_paused_and_balanced(tmp_path: Path, procs: Procs) -> None:
     pool = Pool(tmp_path / "fifo", 0)
     try:
-        release = tmp_path / "release"
-        makeflags = f"-j4 --jobserver-auth=fifo:{tmp_path / 'fifo'}"
-        p = start(procs, tmp_path, MAKEFLAGS=makeflags, FAKE_UNTIL=str(release))
+        p, release = start_lending(procs, tmp_path)
         rustc = compiler(tmp_path)
         assert pool.count() == 0  # admitted at once: it kept its token
         for _ in range(2):  # paused twice: lent once each time, never twice
@@ -187,14 +208,8 @@ def test_the_token_is_lent_while_paused_and_balanced(tmp_path: Path, procs: Proc
             assert wait_for(lambda: pool.count() == 1), pool.count()
             time.sleep(0.3)
             assert pool.count() == 1
-            control(tmp_path, ALONE)  # resumed at once, the token taken back meanwhile
-            assert wait_for(lambda: state(rustc) in "RS")
-            assert wait_for(lambda: pool.count() == 0), pool.count()
-        release.touch()
-        _, err = p.communicate(timeout=30)
-        assert p.returncode == 0, err
-        assert pool.count() == 0
-        assert "could not take back" not in err
+            resume_balanced(tmp_path, rustc, pool)
+        assert "could not take back" not in finish_balanced(p, release, pool)
     finally:
         pool.close()
 
@@ -206,9 +221,7 @@ def test_a_paused_job_keeps_its_token_while_the_depth_is_out(tmp_path: Path, pro
     cpus = os.sched_getaffinity(0)
     try:
         os.sched_setaffinity(0, sorted(cpus)[:2])  # ltoguard inherits it: a depth of 2
-        release = tmp_path / "release"
-        makeflags = f"-j4 --jobserver-auth=fifo:{tmp_path / 'fifo'}"
-        p = start(procs, tmp_path, MAKEFLAGS=makeflags, FAKE_UNTIL=str(release))
+        p, release = start_lending(procs, tmp_path)
         os.sched_setaffinity(0, cpus)
         rustc = compiler(tmp_path)
         # Others have lent the depth's worth: live processes of ours, marked as lenders.
@@ -225,13 +238,8 @@ def test_a_paused_job_keeps_its_token_while_the_depth_is_out(tmp_path: Path, pro
         planted[0].unlink()  # one came back: still paused, it lends now
         assert wait_for(lambda: pool.count() == 1), pool.count()
         assert state(rustc) == "T"
-        control(tmp_path, ALONE)
-        assert wait_for(lambda: state(rustc) in "RS")
-        assert wait_for(lambda: pool.count() == 0), pool.count()
-        release.touch()
-        _, err = p.communicate(timeout=30)
-        assert p.returncode == 0, err
-        assert pool.count() == 0
+        resume_balanced(tmp_path, rustc, pool)
+        finish_balanced(p, release, pool)
     finally:
         os.sched_setaffinity(0, cpus)
         pool.close()

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from ltoguard import memory as memory_mod
-from ltoguard.admission import Admission, Why
+from ltoguard.admission import DEFAULT, Admission, Limits, Why
 from ltoguard.curves import Curve
 from ltoguard.estimates import Basis
 from ltoguard.jobs import Job, JobRecord
@@ -52,6 +52,7 @@ def make(
     rss: Callable[[int], int] = lambda pid: 0,
     clock: Callable[[], float] = lambda: 0.0,
     own_size: Callable[[], int] = lambda: 0,
+    limits: Limits = DEFAULT,
 ) -> tuple[AdmissionPolicy, JobRecord, Memory]:
     job = Job(["rustc"], kind="rustc", name="w", what="crate w (bin)", key="k", group="g")
     record = JobRecord(job, estimate, basis)
@@ -65,6 +66,7 @@ def make(
         rss=rss,
         clock=clock,
         own_size=own_size,
+        limits=limits,
         brake=Brake(None),  # no PSI: the host's pressure stays out of these tests
         read_swap=lambda *a, **k: 0,  # nor its swap
     )
@@ -109,7 +111,7 @@ def test_admission_table(
     [
         (1, False, 20 * MiB),  # one running, this one queued: two more may come
         (2, True, 10 * MiB),  # three present: one more may come
-        (3, True, 0),  # four present (2 x 2 CPUs): nobody more
+        (3, True, 0),  # four present (-j 2, 2 lent): nobody more
     ],
 )
 def test_room_is_kept_for_the_ltoguard_processes_cargo_may_still_start(
@@ -124,6 +126,7 @@ def test_room_is_kept_for_the_ltoguard_processes_cargo_may_still_start(
         total=GiB,
         rss=lambda pid: 300 * MiB,
         own_size=lambda: 10 * MiB,
+        limits=Limits(own_floors=1.0),
     )
     pol.cpus = 2  # cargo's -j 2, and 2 tokens lent at most: 4 processes
     monkeypatch.setattr("ltoguard.policy.lend_depth", lambda: 2)

@@ -4,7 +4,7 @@ now and, on estimates, leaves the head its room."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ltoguard.admission.core import (
     DEFAULT,
@@ -54,9 +54,9 @@ def leaves_room(
     The head's spare once the set S has ended is
         s(S) = available - growth(running) - head - margin + sum(max(e, c) for S),
     (a running job frees at least what it holds or is expected to hold; growth is
-    estimate minus current, each, as `fit` counts it without curves). Without this job the head starts
-    after S once s(S) >= 0 (and a slot is free), and once all have ended whatever
-    (FIRST). With it, s(S) - estimate >= 0 is needed (and a slot for one more).
+    estimate minus current, each, as `fit` counts it without curves). Without this
+    job the head starts after S once s(S) >= 0 (and a slot is free), and once all
+    have ended whatever (FIRST). With it, s(S) - estimate >= 0 is needed (and a slot for one more).
     So for every S after which the head would start without it, it must start with
     it; for S = all that reads head + estimate + margin <= available + what the
     running jobs hold now."""
@@ -119,29 +119,13 @@ def backfill(
         return no
     if cpus is not None and sum(1 for r in running if not r.paused) >= cpus:
         return no
-    margin = limits.margin(total)
     now = fit(
-        estimate=estimate,
-        running=running,
-        available=available,
-        margin=margin,
-        curve=curve,
-        limits=limits,
-        own=own,
-    )
-    if not now.ok:
-        return no
-    room = leaves_room(
-        estimate=estimate,
-        head=head.estimate,
-        running=running,
-        available=available,
-        margin=now.margin,
-        limit=limit,
-    )
-    if not room:
-        return no
-    return Admission(
-        True, Why.BACKFILL, estimate, available, now.reserved, now.margin, len(running), limit,
-        ahead, own=own,
+        estimate=estimate, running=running, available=available,
+        margin=limits.margin(total), curve=curve, limits=limits, own=own,
     )  # fmt: skip
+    if not now.ok or not leaves_room(
+        estimate=estimate, head=head.estimate, running=running, available=available,
+        margin=now.margin, limit=limit,
+    ):  # fmt: skip
+        return no
+    return replace(now, why=Why.BACKFILL, limit=limit, ahead=ahead)

@@ -43,6 +43,9 @@ class Limits:
     curve_slack: float = 1.2
     # A job holding more than its curve allows by this factor is off its curve.
     curve_tolerance: float = 1.1
+    # Room kept for the ltoguard processes cargo may still start, at most this many
+    # critical floors (own_room). Off: it sped one workspace up and slowed another.
+    own_floors: float = 0.0
 
     def watch_interval(self, age: float) -> float:
         """Seconds until the next check of a job that has run ``age`` seconds."""
@@ -59,10 +62,11 @@ class Limits:
     def own_room(self, *, present: int, most: int, each: int, total: int) -> int:
         """Room admission keeps for the ltoguard processes cargo may still start in
         this build: ``most`` of them at once (cargo's -j and the tokens waiters lend),
-        ``present`` queued or running now, each ~``each`` bytes; at most one critical
-        floor. A waiter is ~10 MiB: under a small cap, two that cargo started right
-        after a pair was admitted took the pair's spare and paused its younger job."""
-        return min(self.critical_floor(total), max(0, most - present) * max(0, each))
+        ``present`` queued or running now, each ~``each`` bytes; at most
+        ``own_floors`` critical floors. Waiters cargo starts right after a pair is admitted would otherwise take
+        the pair's spare, and its younger job would pause at once."""
+        cap = int(self.own_floors * self.critical_floor(total))
+        return min(cap, max(0, most - present) * max(0, each))
 
 
 DEFAULT = Limits()
@@ -287,9 +291,9 @@ def fit(
     so it already excludes what they hold. What must be free: the most the running
     jobs and the head are expected to hold at once from now on (`held_together`),
     less what the running jobs hold now, plus ``margin`` and ``own`` (room for the
-    ltoguard processes cargo may still start, `Limits.own_room`). Without learned curves that
-    is the head's estimate plus each running job's growth still to come (estimate
-    minus current); with them, a head whose peak comes after the running jobs end
+    ltoguard processes cargo may still start, `Limits.own_room`). Without learned
+    curves that is the head's estimate plus each running job's growth still to come
+    (estimate minus current); with them, a head whose peak comes after the running jobs end
     needs less. With nothing running it starts all the same (FIRST, with the figures)."""
     if not running:
         return Admission(True, Why.FIRST, estimate, available, 0, margin)
@@ -358,8 +362,8 @@ def lending(
 def lending_paused(*, lent: bool, depth: int, tokens_out: int | Callable[[], int]) -> Lend:
     """A paused job lends its token under the bound a waiter near the head lends
     under: fewer than ``depth`` tokens out. Past it cargo would spend the token on
-    one more guarded job (a waiting process of ~10 MiB, no CPU used), and pauses come
-    when memory is short. ``tokens_out`` is called only when the count decides."""
+    one more guarded job (a waiting process, no CPU used), and pauses come when
+    memory is short. ``tokens_out`` is called only when the count decides."""
     if lent:
         return Lend.LENT
     out = tokens_out() if callable(tokens_out) else tokens_out
