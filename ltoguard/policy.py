@@ -242,6 +242,8 @@ class AdmissionPolicy:
         at most cargo's -j, taken as the CPU count (its default), and the tokens
         waiters lend (lend_depth), each as big as this process was when it first
         decided."""
+        if not self.limits.own_floors:
+            return 0  # off: nothing to read
         if self.cpus is None:
             self.cpus = cpu_count()
         if self._own_size is None:
