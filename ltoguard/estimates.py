@@ -18,7 +18,6 @@ import os
 import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import NamedTuple
 
 from ltoguard import curves
 from ltoguard.curves import Curve
@@ -68,17 +67,6 @@ _RELEARNABLE = (
     Basis.HISTORY_OTHER_TOOLCHAIN,
     Basis.SIBLINGS_OTHER_TOOLCHAIN,
 )
-
-
-class Learned(NamedTuple):
-    """What a job learns from the history at one read."""
-
-    estimate: int
-    basis: Basis
-    curve: Curve | None  # the memory curve it is admitted with (History.curve_for)
-    # Its group's cold predictions' miss (History.scale) with the headroom: what the
-    # running siblings' predictions are multiplied by. None: no sibling measured yet.
-    scale: float | None = None
 
 
 def default_estimate(budget_total: int) -> int:
@@ -355,20 +343,6 @@ class History:
         while len(self._entries) > MAX_KEYS:
             del self._entries[next(iter(self._entries))]
 
-    def scale(
-        self, group: str, toolchain: str, predict: Callable[[dict[str, int]], int]
-    ) -> float | None:
-        """How far the cold prediction (``predict``) was off for the jobs of ``group``
-        measured with ``toolchain``: the median of their peak / prediction (the upper of
-        two), not the worst, as one sibling far off would raise every estimate and a job
-        above the median is caught by the pause. None when no such job has inputs."""
-        ratios = sorted(
-            max(e.peaks) / max(1, predict(e.inputs))
-            for e in self._entries.values()
-            if e.group == group and _same(e, toolchain) and e.inputs
-        )
-        return ratios[len(ratios) // 2] if ratios else None
-
     def estimate(
         self,
         key: str,
@@ -398,9 +372,13 @@ class History:
         group_entries = [e for e in self._entries.values() if e.group == group]
         same = [e for e in group_entries if _same(e, toolchain)]
         if same and inputs is not None and predict is not None:
-            scale = self.scale(group, toolchain, predict)
-            if scale is not None:
-                return int(predict(inputs) * scale * headroom), Basis.SIBLINGS_SCALED
+            ratios = sorted(max(e.peaks) / max(1, predict(e.inputs)) for e in same if e.inputs)
+            if ratios:
+                # The median sibling's miss (the upper of two), not the worst: one
+                # sibling far off would raise every estimate, and a job above the
+                # median is caught by the pause.
+                scaled = predict(inputs) * ratios[len(ratios) // 2] * headroom
+                return int(scaled), Basis.SIBLINGS_SCALED
         if same:
             return int(max(max(e.peaks) for e in same) * headroom), Basis.SIBLINGS
         hint = headroom * OTHER_TOOLCHAIN_FACTOR

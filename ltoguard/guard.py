@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
     from ltoguard.admission import Admission
     from ltoguard.config import Settings
-    from ltoguard.estimates import Learned
+    from ltoguard.estimates import Basis
     from ltoguard.history import HistoryStore
     from ltoguard.jobserver import Lease
     from ltoguard.policy import AdmissionPolicy
@@ -107,11 +107,9 @@ class GuardedRun:
         if job.estimate is not None:
             estimate, basis = job.estimate, Basis.CONFIGURED
         else:
-            estimate, basis, curve, _ = self._relearn(quiet=False)
+            estimate, basis, curve = self._relearn(quiet=False)
         self.record = JobRecord(job, estimate, basis, curve=curve)
         self.record.inputs = self.inputs
-        if self.inputs is not None:
-            self.record.predicted = self._predict(self.inputs)
         self.waiting: str | None = None  # why it waited, once it did
         # Each attempt for the report: [queued, admitted, ended, paused_s, next step]
         # (shorter if it never got that far); the event log's "attempts".
@@ -213,10 +211,9 @@ class GuardedRun:
         """The state directory in use now (it may have been made again mid-build)."""
         return self.sem.path, self.sem.dir_fd
 
-    def _relearn(self, quiet: bool = True) -> Learned:
+    def _relearn(self, quiet: bool = True) -> tuple[int, Basis, curves.Curve | None]:
         """The estimate from everything learned so far (a sibling may just have
-        finished), its basis, the memory curve it comes with and the scale of the
-        group's cold predictions."""
+        finished), its basis and the memory curve it comes with."""
         job = self.job
         return self.history().lookup(
             job.key, job.group, toolchain=job.toolchain, inputs=self.inputs,

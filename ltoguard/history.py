@@ -27,7 +27,7 @@ import os
 import stat
 
 from ltoguard.curves import Curve
-from ltoguard.estimates import DEFAULT_ESTIMATE, HISTORY_HEADROOM, History, Learned
+from ltoguard.estimates import DEFAULT_ESTIMATE, Basis, History
 from ltoguard.messages import warning
 from ltoguard.statedir import read_small_file, write_private_file
 
@@ -350,17 +350,14 @@ class HistoryStore:
         inputs: dict[str, int] | None = None,
         predict: Callable[[dict[str, int]], int] | None = None,
         quiet: bool = True,
-    ) -> Learned:
-        """The estimate, its basis, the memory curve the job is admitted with
-        (History.curve_for) and its group's scale (History.scale), from one read of
-        the history."""
+    ) -> tuple[int, Basis, Curve | None]:
+        """The estimate, its basis and the memory curve the job is admitted with
+        (History.curve_for), from one read of the history."""
         history = self.load(toolchain, quiet=quiet)
         estimate, basis = history.estimate(
             key, group, DEFAULT_ESTIMATE, toolchain=toolchain, inputs=inputs, predict=predict
         )
-        curve = history.curve_for(key, group, estimate, basis, toolchain)
-        scale = history.scale(group, toolchain, predict) if predict is not None else None
-        return Learned(estimate, basis, curve, None if scale is None else scale * HISTORY_HEADROOM)
+        return estimate, basis, history.curve_for(key, group, estimate, basis, toolchain)
 
 
 def where_line(where: Mapping[str, Any]) -> str:

@@ -184,9 +184,6 @@ class JobRecord:
     build: str = field(default_factory=cargo_build_id)  # the cargo run it belongs to
     samples: list[list[float]] = field(default_factory=list)  # [time, bytes] for the report
     inputs: dict[str, int] | None = None  # inputs.Inputs: what the cold estimate read
-    # The cold prediction from those inputs (bytes): the others' policies scale it as
-    # they learn from siblings that finished since this job was estimated.
-    predicted: int | None = None
     paused_s: float = 0.0  # seconds its compile was paused to leave room, over every attempt
     curve: Curve | None = None  # its memory over a run, learned with its estimate
 
@@ -207,14 +204,12 @@ class JobRecord:
             "limit_total": self.limit_total,
             "limit_source": self.limit_source,
             **({"curve": self.curve.as_json()} if self.curve is not None else {}),
-            **({"predicted": self.predicted} if self.predicted is not None else {}),
         }
 
     def event(self, code: int, outcome: str, reruns: int, requeues: int) -> dict[str, Any]:
         fields = self.ticket()
         for key in ("since", "key", "group", "limit_total", "limit_source"):
             del fields[key]
-        fields.pop("predicted", None)  # the inputs below say it
         fields.update(
             v=1,
             queued=self.queued,

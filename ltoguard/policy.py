@@ -56,9 +56,8 @@ if TYPE_CHECKING:
 
     ReadMemory = Callable[..., MemorySnapshot]  # available_memory's signature
     ReadSwap = Callable[..., int]  # available_swap's signature
-    from ltoguard.estimates import Learned
-
-    Relearn = Callable[[], Learned]  # what the history says now
+    # (estimate, basis, the curve it is admitted with) from the history now
+    Relearn = Callable[[], tuple[int, str, curves.Curve | None]]
 
 MEMORY_RECHECK = 0.5  # seconds a waiting head reuses a "does not fit" (= FULL_RECHECK)
 
@@ -75,18 +74,16 @@ def running_jobs(
     default: int,
     rss: Callable[[int], int] = job_memory,
     now: Callable[[], float] = time.time,
-    rescale: Callable[[dict[str, Any]], int | None] | None = None,
 ) -> list[Running]:
     """The guarded jobs holding slots, from their records (estimate, start, learned
     curve, seconds paused) and their memory now. A record that says nothing counts
-    as a job of ``default`` size; ``rescale`` may give a record a newer estimate."""
+    as a job of ``default`` size."""
     out = []
     t = now()
     for h in snap.holders:
         rec = h.record or {}
         pid = rec.get("child") or rec.get("pid") or 0
-        est = rescale(rec) if rescale is not None else None
-        est = rec.get("estimate") if est is None else est
+        est = rec.get("estimate")
         started = _seconds(rec.get("started"))
         valid_pid = isinstance(pid, int) and pid > 0
         paused = rec.get("paused") is True
@@ -128,11 +125,6 @@ def head_of(tickets: Sequence[tuple[str, dict[str, Any]]], snap: Snapshot) -> He
         passed=len(seen | passers(snap, name)),
         alone=any(t.get("alone") is True for _, t in tickets),
     )
-
-
-# Bases of an estimate that is the cold prediction, scaled or not: a running job's
-# such estimate is scaled again as siblings finish (AdmissionPolicy.rescaled).
-RESCALED = (Basis.INPUTS.value, Basis.SIBLINGS_SCALED.value)
 
 
 def own_memory() -> int:
@@ -183,7 +175,6 @@ class AdmissionPolicy:
         self.brake = brake
         self.read_swap = read_swap
         self._backfill_held: tuple[int, ...] | None = None
-        self.scale: float | None = None  # the group's scale at the last relearn
         self.own_size = own_size
         self._own_size: int | None = None  # read at the first decision that needs it
 
@@ -273,7 +264,7 @@ class AdmissionPolicy:
 
     def _read(self, snap: Snapshot) -> tuple[list[Running], int, MemorySnapshot]:
         """The running jobs, what they hold together, and free memory beside them."""
-        running = running_jobs(snap, DEFAULT_ESTIMATE, self.rss, rescale=self.rescaled)
+        running = running_jobs(snap, DEFAULT_ESTIMATE, self.rss)
         usage = sum(r.current for r in running)
         mem = self.read_memory(self.memory, guarded_usage=usage)
         self._saw(mem)
@@ -339,34 +330,13 @@ class AdmissionPolicy:
         self._saw(self.read_memory(self.memory))
 
     def refresh_estimate(self) -> None:
-        """A job that queued knowing little may learn from a sibling that finished
-        meanwhile, and so may its view of the running siblings (rescaled)."""
-        if self.relearn is None:
+        """A job that queued knowing little may learn from a sibling that finished meanwhile."""
+        if self.relearn is None or not Basis(self.record.basis).relearnable:
             return
-        learned = self.relearn()
-        self.scale = learned.scale
-        if Basis(self.record.basis).relearnable and learned.basis != Basis.DEFAULT:
-            self.record.estimate, self.record.basis = learned.estimate, learned.basis
-            self.record.curve = learned.curve
-
-    def rescaled(self, rec: dict[str, Any]) -> int | None:
-        """A running sibling's estimate as this job would make it now: its cold
-        prediction times the scale this job last learned, where its own estimate is
-        that prediction, scaled by what was known when it queued (RESCALED). Siblings
-        that finished since then may say it is larger or smaller; as with a waiting
-        job's own estimate, one above the median sibling's is caught by the pause.
-        None: keep its recorded estimate (another group, another basis, no scale)."""
-        predicted = rec.get("predicted")
-        if (
-            self.scale is None
-            or not isinstance(predicted, int)
-            or isinstance(predicted, bool)
-            or predicted <= 0
-            or rec.get("estimate_basis") not in RESCALED
-            or rec.get("group") != self.record.job.group
-        ):
-            return None
-        return int(predicted * self.scale)
+        estimate, basis, curve = self.relearn()
+        if basis != Basis.DEFAULT:
+            self.record.estimate, self.record.basis = estimate, basis
+            self.record.curve = curve
 
     def again(self, estimate_at_least: int, *, alone: bool) -> None:
         """The job queues again after outgrowing its estimate: wait for at least this

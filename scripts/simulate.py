@@ -287,9 +287,6 @@ class Live:
     last_free: int | None = None  # free memory at its watch's last check (pause.py)
     head_wait: float = 0.0  # seconds it waited at the head of the queue
     passed: int = 0  # jobs that started before it while it waited ahead of them (backfills)
-    # Its estimate as the waiters see it while it runs, rescaled as siblings finish
-    # (policy.AdmissionPolicy.rescaled); None: its own.
-    seen_as: int | None = None
 
     def current(self) -> int:
         return self.job.memory_at(self.tau)
@@ -297,7 +294,7 @@ class Live:
     def running(self) -> admission.Running:
         return admission.Running(
             pid=self.order + 1,
-            estimate=self.estimate if self.seen_as is None else self.seen_as,
+            estimate=self.estimate,
             current=self.current(),
             started=self.started,
             paused=self.paused_at is not None,
@@ -425,14 +422,6 @@ class Estimator:
             headroom=self.headroom,
         )
 
-    def rescaled(self, j: TraceJob) -> int | None:
-        """A running job's estimate as a waiter sees it now (cold: its prediction
-        scaled by the siblings that finished, policy.AdmissionPolicy.rescaled)."""
-        if self.mode != "cold":
-            return None
-        estimate, basis = self.estimate(j)
-        return estimate if basis is Basis.SIBLINGS_SCALED else None
-
     def learn(self, j: TraceJob) -> bool:
         """A job ended: learn its peak (a cold build). True if an estimate may change."""
         if self.mode != "cold":
@@ -507,8 +496,6 @@ def simulate(
                     for w in queue:  # a waiter's estimate is learned afresh (policy.py)
                         w.estimate = max(w.floor, estimate_of(w.job))
                         w.curve = estimator.curve_of(w.job)
-                    for o in running:  # and so is its view of the running ones
-                        o.seen_as = None if o.floor else estimator.rescaled(o.job)
                 done += 1
                 res.wall = t
                 happened[("fin", index[id(r.job)])] = t
@@ -676,7 +663,7 @@ def _requeue(queue: list[Live], job: Live, *, alone: bool, estimate: int) -> Non
     job.alone = job.alone or alone
     job.floor = max(job.floor, estimate)
     job.estimate = max(job.estimate, estimate)
-    job.tau, job.paused_at, job.seen_as = 0.0, None, None
+    job.tau, job.paused_at = 0.0, None
     queue.insert(0, job)
 
 

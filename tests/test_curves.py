@@ -24,7 +24,7 @@ from ltoguard.admission import (
     pause_step,
 )
 from ltoguard.curves import Curve
-from ltoguard.estimates import Basis, History, Learned
+from ltoguard.estimates import Basis, History
 from ltoguard.history import history_file
 from ltoguard.jobs import Job, JobRecord
 from ltoguard.policy import AdmissionPolicy, running_jobs
@@ -231,7 +231,7 @@ def test_a_job_that_relearns_takes_the_curve_with_the_estimate() -> None:
         record,
         slots=None,
         memory=None,
-        relearn=lambda: Learned(300 * MiB, Basis.SIBLINGS_SCALED, LTO),
+        relearn=lambda: (300 * MiB, "siblings, scaled by inputs", LTO),
     )
     pol.refresh_estimate()
     assert (record.estimate, record.curve) == (300 * MiB, LTO)

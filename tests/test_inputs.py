@@ -262,25 +262,6 @@ def test_scaling_takes_the_median_miss_among_siblings() -> None:
     assert est == int(pred(small) * 1 * HISTORY_HEADROOM)  # 0.5x, 1x, 2x: the median
 
 
-def test_the_scale_is_the_median_miss_of_the_groups_measured_jobs() -> None:
-    """History.scale, what a waiter multiplies a running sibling's prediction by: the
-    jobs of the group measured with the toolchain, with inputs; none of them, None."""
-    h = History()
-    forty = {"deps": 40 * MiB, "crates": 1, "source": 0}  # predicted 500 MiB
-    assert h.scale("g", "tc", pred) is None
-    h.record("nothing-read", "g", 900 * MiB, "tc")  # no inputs: says nothing of the prediction
-    h.record("other-group", "o", 900 * MiB, "tc", inputs=forty)
-    h.record("other-tc", "g", 900 * MiB, "tc2", inputs=forty)
-    assert h.scale("g", "tc", pred) is None
-    h.record("a", "g", 250 * MiB, "tc", inputs=forty)  # 0.5x
-    assert h.scale("g", "tc", pred) == 0.5
-    h.record("b", "g", 1000 * MiB, "tc", inputs=forty)  # 2x
-    assert h.scale("g", "tc", pred) == 2.0  # of two, the upper, as the estimate takes it
-    small = {"deps": 10 * MiB, "crates": 1, "source": 0}
-    est, _ = h.estimate("new", "g", toolchain="tc", inputs=small, predict=pred)
-    assert est == int(pred(small) * 2.0 * HISTORY_HEADROOM)
-
-
 def test_every_input_the_prediction_weighs_survives_a_save(tmp_path: Path) -> None:
     """A sibling's recorded inputs must predict what they predicted when it ran, or
     the scaling by how far that prediction was off is wrong by the missing term."""

@@ -13,7 +13,8 @@ import pytest
 
 from ltoguard import memory as memory_mod
 from ltoguard.admission import DEFAULT, Admission, Limits, Why
-from ltoguard.estimates import Basis, Learned
+from ltoguard.curves import Curve
+from ltoguard.estimates import Basis
 from ltoguard.jobs import Job, JobRecord
 from ltoguard.memory import MemorySnapshot
 from ltoguard.policy import MEMORY_RECHECK, AdmissionPolicy, own_memory, running_jobs
@@ -47,7 +48,7 @@ def make(
     available: int = 4 * GiB,
     total: int = 8 * GiB,
     slots: int | None = None,
-    relearn: Callable[[], Learned] | None = None,
+    relearn: Callable[[], tuple[int, str, Curve | None]] | None = None,
     rss: Callable[[int], int] = lambda pid: 0,
     clock: Callable[[], float] = lambda: 0.0,
     own_size: Callable[[], int] = lambda: 0,
@@ -199,72 +200,15 @@ def test_a_waiting_job_relearns_from_siblings(
 ) -> None:
     asked: list[int] = []
 
-    def relearn() -> Learned:
+    def relearn() -> tuple[int, str, Curve | None]:
         asked.append(1)
-        return Learned(learned[0], Basis(learned[1]), None, 0.5)
+        return (*learned, None)
 
     start = 2 * GiB if basis == "default" else GiB
     pol, record, _memory = make(start, basis, available=64 * GiB, total=64 * GiB, relearn=relearn)
     pol(snap(ONE))  # the running set is new to it: it asks the history again
     assert (record.estimate, record.basis) == expected
-    # Every job asks, for its view of the running siblings (the scale), but only one
-    # that knew little takes the estimate.
-    assert asked == [1] and pol.scale == 0.5
-
-
-def _sibling(basis: str = "inputs", group: str = "g", **extra: Any) -> dict[str, Any]:
-    """A running sibling's record: estimated 600 MiB from a 600 MiB prediction, 100 MiB held."""
-    rec = {"pid": 11, "estimate": 600 * MiB, "estimate_basis": basis, "group": group}
-    return {**rec, "predicted": 600 * MiB, **extra}
-
-
-@pytest.mark.parametrize(
-    ("record", "scale", "reserved"),
-    [
-        (_sibling(), 0.5, 200 * MiB),  # siblings say predictions run 2x high: 300 - 100
-        (_sibling("siblings, scaled by inputs"), 0.5, 200 * MiB),
-        (_sibling(), 2.0, 1100 * MiB),  # or 2x low: 1200 - 100
-        (_sibling(), None, 500 * MiB),  # nothing measured yet: its own 600 - 100
-        (_sibling("history"), 0.5, 500 * MiB),  # its own peak knows better
-        (_sibling("raised"), 0.5, 500 * MiB),  # it outgrew an estimate already
-        (_sibling("configured"), 0.5, 500 * MiB),
-        (_sibling(group="another workspace"), 0.5, 500 * MiB),  # not this group's scale
-        (_sibling(predicted=True), 0.5, 500 * MiB),
-        (_sibling(predicted="600"), 0.5, 500 * MiB),
-        (_sibling(predicted=0), 0.5, 500 * MiB),
-    ],
-)
-def test_a_running_siblings_prediction_is_scaled_as_the_waiter_learned(
-    record: dict[str, Any], scale: float | None, reserved: int
-) -> None:
-    """A running job estimated from its inputs before any sibling finished keeps
-    that figure in its record; the waiters see it scaled by what the siblings that
-    finished since say of the prediction (AdmissionPolicy.rescaled), as their own
-    estimate is."""
-
-    def relearn() -> Learned:
-        return Learned(100 * MiB, Basis.SIBLINGS_SCALED, None, scale)
-
-    pol, _record, _memory = make(GiB, "inputs", available=8 * GiB, relearn=relearn,
-                                 rss=lambda pid: 100 * MiB)  # fmt: skip
-    d = pol(snap(record))
-    assert d.ok and d.reserved == reserved
-
-
-def test_a_sibling_rescaled_down_lets_the_head_start_beside_it() -> None:
-    """The case it is for: the running job's cold estimate (600 MiB) leaves no room
-    for the head, the siblings that finished say the predictions run 25% high, and
-    the head starts beside it."""
-    learned = [Learned(300 * MiB, Basis.INPUTS, None, None)]
-    pol, _record, _memory = make(300 * MiB, "inputs", available=800 * MiB, total=2 * GiB,
-                                 relearn=lambda: learned[0], rss=lambda pid: 100 * MiB)  # fmt: skip
-    d = pol(snap(_sibling()))
-    assert not d.ok and d.margin == 2 * GiB // 40  # 300 + 500 of growth + 51 > 800
-    learned[0] = Learned(225 * MiB, Basis.SIBLINGS_SCALED, None, 0.75)
-    # A sibling ended: the running set changed (the job runs in slot 1 now).
-    d = pol(Snapshot([Holder(1, _sibling())], []))
-    assert d.ok, d.text  # 225 + (450 - 100) + 51 <= 800
-    assert d.reserved == 350 * MiB
+    assert bool(asked) is (basis in ("default", "siblings"))
 
 
 def test_waiting_head_rereads_memory_only_when_it_may_have_changed() -> None:

@@ -229,27 +229,6 @@ def test_a_cold_replay_learns_each_peak_as_its_job_ends(tmp_path: Path) -> None:
         simulate.simulate(jobs, 1000 * MiB, estimates="guess")
 
 
-def test_a_cold_replay_rescales_the_running_jobs_as_the_waiters_do(tmp_path: Path) -> None:
-    """Every prediction runs 2x high here. The first job runs on its raw prediction
-    (640 MiB); once a small sibling finishes, the waiters see it at its scaled one
-    (320 MiB, policy.AdmissionPolicy.rescaled), so the third starts beside it instead
-    of after it."""
-    big = {"deps": 20 * MiB, "crates": 5, "source": 4096}
-    small = {"deps": 1 * MiB, "crates": 5, "source": 4096}
-    from ltoguard.inputs import predict
-
-    rows = [
-        event("a", 0.0, 20, predict(big) // 2 // MiB, inputs=big),
-        event("b", 0.1, 2, predict(small) // 2 // MiB, inputs=small),
-        event("c", 0.2, 10, predict(big) // 2 // MiB, inputs=big),
-    ]
-    res = replay(tmp_path, rows, 1000, estimates="cold", arrivals="recorded")
-    assert (res.kills, res.stops, res.pauses) == (0, 0, 0)
-    assert res.pairs == 2  # b beside a, then c beside a
-    assert res.wall == pytest.approx(20, abs=1)  # c ran within a's 20 s, not after it
-    assert res.head_waits["c"] == pytest.approx(2, abs=0.5)  # from when b ended
-
-
 @pytest.mark.parametrize("estimates", ["cold", "warm"])
 def test_the_policy_pairs_the_real_trace_where_the_old_one_ran_a_flock(estimates: str) -> None:
     """The 100-bin trace at its 600 MiB: the old policy (10% headroom, floor 1/10 of the
