@@ -133,6 +133,11 @@ def job_from_event(row: dict[str, Any], trace_cap: int, where: str) -> TraceJob:
     admitted = _num(row, "admitted", where)
     finished = _num(row, "finished", where)
     paused = float(row.get("paused_s") or 0.0)
+    last = _last_attempt(row)
+    if last is not None:
+        # Stopped or rerun before: the run that finished is the job's last attempt;
+        # the ones before it (and its waits between) are the replay's to decide.
+        admitted, finished, paused = last
     peak = int(_num(row, "peak", where))
     span = max(0.0, finished - admitted)
     run_s = max(TICK, span - paused)
@@ -176,6 +181,23 @@ def job_from_event(row: dict[str, Any], trace_cap: int, where: str) -> TraceJob:
         inputs=inputs,
         debuginfo=debuginfo,
     )
+
+
+def _last_attempt(row: dict[str, Any]) -> tuple[float, float, float] | None:
+    """(admitted, ended, seconds paused) of a job's last attempt, when its event lists
+    more than one complete ``attempts`` entry ([queued, admitted, ended, paused_s,
+    next step]: guard.py); None otherwise (then the event's own figures hold)."""
+    attempts = row.get("attempts")
+    if not isinstance(attempts, list) or len(attempts) < 2:
+        return None
+    last = attempts[-1]
+    if not isinstance(last, list) or len(last) < 4:
+        return None
+    figures = last[1:4]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in figures):
+        return None
+    admitted, ended, paused = (float(v) for v in figures)
+    return (admitted, ended, paused) if ended > admitted else None
 
 
 def cap_from_name(path: Path) -> int | None:

@@ -14,6 +14,8 @@ from scripts import simulate
 
 TRACES = Path(__file__).resolve().parent / "data" / "traces"
 REAL = TRACES / "real-100-bins-600MiB.jsonl"
+HELD_OUT = sorted((TRACES.parent / "heldout").glob("*.jsonl"))
+DEBIAN_HELD_OUT = [p for p in HELD_OUT if not p.name.startswith("sweepG-")]
 
 
 def event(name: str, queued: float, run: float, peak_mib: int, **extra: Any) -> dict[str, Any]:
@@ -252,3 +254,56 @@ def test_the_policy_pairs_the_real_trace_where_the_old_one_ran_a_flock(estimates
     # Without the learned curves, pairs are fewer and the phase longer.
     flat = simulate.simulate(jobs, 600 * MiB, estimates=estimates, use_curves=False)
     assert flat.overlap_s / flat.wall < 0.35 and flat.wall > new.wall * 1.2
+
+
+def test_a_build_whose_jobs_were_stopped_replays_their_last_runs() -> None:
+    """A job stopped or rerun before it finished: its run is its last attempt (the
+    ones before, and its waits between, are the replay's to decide), not the span
+    from its first admission, which made this build replay at 186 s."""
+    path = TRACES.parent / "heldout" / "sweepG-generic-872MiB.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert sum(len(r["attempts"]) > 1 for r in rows) == 3  # 5 stops, 1 rerun
+    jobs = simulate.load_trace(path)
+    last = rows[3]["attempts"][-1]  # app01: stopped twice, rerun alone once
+    assert jobs[3].run_s == pytest.approx(last[2] - last[1] - last[3], abs=0.01)
+    recorded = simulate.as_recorded(jobs, 872 * MiB)["wall_s"]
+    assert simulate.simulate(jobs, 872 * MiB).wall == pytest.approx(recorded, rel=0.10)
+
+
+def test_the_held_out_builds_replay_as_they_ran() -> None:
+    """The 25 cold builds of three sweeps, which the policy was not tuned on, each
+    replayed at its own cap with the estimates it ran on: the simulator's LTO phase
+    is the recorded one's, within 10% for most and 20% for every one (the policy
+    changed a little between the sweeps, and a replay's memory beside the jobs is
+    the trace's, not what the kernel reclaimed)."""
+    assert len(DEBIAN_HELD_OUT) == 25
+    errors = []
+    for path in DEBIAN_HELD_OUT:
+        jobs = simulate.load_trace(path)
+        cap = simulate.cap_from_name(path)
+        assert cap is not None, path
+        recorded = simulate.as_recorded(jobs, cap)["wall_s"]
+        res = simulate.simulate(jobs, cap)
+        assert res.kills == 0 and res.failed == 0, path.name
+        errors.append(abs(res.wall / recorded - 1))
+    assert max(errors) < 0.20
+    assert sum(e <= 0.10 for e in errors) >= 20
+
+
+@pytest.mark.parametrize("estimates", ["cold", "warm"])
+def test_the_shipped_policy_kills_nothing_in_a_build_it_was_not_tuned_on(estimates: str) -> None:
+    """ltoguard's own estimates, learned as each replay goes (cold) or from a first
+    build (warm), at each held-out build's cap: no compile is OOM-killed, and, in
+    the builds over Debian's crates, no more than 1% of the compile time is lost to
+    stops. (Not in the generic kind's cold build at 872 MiB: its bins are predicted
+    4-7 x low, and 3 stops lose 26% there; docs/benchmarks.md.)"""
+    lost = cpu = 0.0
+    for path in HELD_OUT:
+        jobs = simulate.load_trace(path)
+        cap = simulate.cap_from_name(path)
+        assert cap is not None, path
+        res = simulate.simulate(jobs, cap, estimates=estimates)
+        assert res.kills == 0 and res.failed == 0, path.name
+        if path in DEBIAN_HELD_OUT:
+            lost, cpu = lost + res.cpu_lost, cpu + res.cpu
+    assert lost <= 0.01 * cpu
