@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from ltoguard import curves
 from ltoguard.admission import (
@@ -32,7 +32,6 @@ from ltoguard.admission import (
     before_memory,
     behind,
     fit,
-    outgrown,
     pressure_hold,
     swap_counted,
     with_swap,
@@ -128,19 +127,6 @@ def head_of(tickets: Sequence[tuple[str, dict[str, Any]]], snap: Snapshot) -> He
     )
 
 
-# Bases of an estimate that is the cold prediction, scaled by finished siblings or
-# not: while running jobs of the group so estimated outgrow theirs, a waiter so
-# estimated raises its own by as much (AdmissionPolicy.cold_estimate).
-COLD = (Basis.INPUTS.value, Basis.SIBLINGS_SCALED.value)
-
-
-def _noting(decision: Admission, miss: float) -> Admission:
-    """The decision saying its estimate was raised by ``miss`` (cold_estimate)."""
-    if miss <= 1 or not decision.names_estimate:
-        return decision
-    return replace(decision, outgrown=miss)
-
-
 def own_memory() -> int:
     """This process's anonymous memory (bytes; 0 where it cannot be read)."""
     m = process_memory(os.getpid())
@@ -233,11 +219,8 @@ class AdmissionPolicy:
             self._backfill_held = held
             self.refresh_estimate()
         running, usage, mem = self._read(snap)
-        estimate, miss = self.cold_estimate(snap, running)
-        if miss > 1 and tickets[0][1].get("estimate_basis") in COLD:
-            head = replace(head, estimate=int(head.estimate * miss))
         decision = backfill(
-            estimate=estimate,
+            estimate=self.record.estimate,
             head=head,
             ahead=ahead,
             running=running,
@@ -251,8 +234,8 @@ class AdmissionPolicy:
             own=self._own_room(snap, mem.total),
         )
         if decision.ok:
-            self._admitted_with(mem, usage, estimate)
-        return _noting(decision, miss)
+            self._admitted_with(mem, usage)
+        return decision
 
     def _own_room(self, snap: Snapshot, total: int) -> int:
         """Room for the ltoguard processes cargo may still start (Limits.own_room):
@@ -307,9 +290,8 @@ class AdmissionPolicy:
             self._last_no = _LastNo(held, now, hold)
             return hold
         running, usage, mem = self._read(snap)
-        estimate, miss = self.cold_estimate(snap, running)
         decision = fit(
-            estimate=estimate,
+            estimate=self.record.estimate,
             running=running,
             available=mem.available,
             margin=self.limits.margin(mem.total),
@@ -322,39 +304,14 @@ class AdmissionPolicy:
         if not decision.ok and brake.level in (Level.LOW, Level.MID):
             swap = swap_counted(self.read_swap(self.memory), mem.total, brake.limits)
             decision = with_swap(decision, swap)
-        decision = _noting(decision, miss)
         if decision.ok:
-            self._admitted_with(mem, usage, estimate)
+            self._admitted_with(mem, usage)
         else:
             self._last_no = _LastNo(held, now, decision)
         return decision
 
-    def cold_estimate(self, snap: Snapshot, running: Sequence[Running]) -> tuple[int, float]:
-        """The job's estimate for a decision now, and the factor it was raised by. A
-        cold estimate (COLD) is raised by as much as the running jobs of its group
-        estimated the same way outgrew theirs (admission.outgrown): their prediction
-        running low says this one does too, before any of them ends and scales it.
-        Without that, a job that outgrew its estimate counts as grown (no more growth
-        expected), and the head is admitted beside it at its own low estimate, to be
-        paused or stopped: in a cold build of bins made of a library's generic code
-        (predicted 4-7 x low), that was 5 stops and 42% of the build's CPU."""
-        if self.record.basis not in COLD:
-            return self.record.estimate, 1.0
-        group = self.record.job.group
-        same = [
-            r
-            for h, r in zip(snap.holders, running)
-            if (h.record or {}).get("group") == group
-            and (h.record or {}).get("estimate_basis") in COLD
-        ]
-        miss = outgrown(same, self.limits)
-        return int(self.record.estimate * miss), miss
-
-    def _admitted_with(self, mem: MemorySnapshot, usage: int, estimate: int | None = None) -> None:
-        """What memory looked like when the job was admitted (for the report), and
-        the estimate it was admitted on (raised: cold_estimate), which its record shows."""
-        if estimate is not None and estimate > self.record.estimate:
-            self.record.estimate = estimate
+    def _admitted_with(self, mem: MemorySnapshot, usage: int) -> None:
+        """What memory looked like when the job was admitted (for the report)."""
         self.record.budget = mem.available + usage
         self.record.available_at_admit = mem.available
         self.record.mem_source = mem.source

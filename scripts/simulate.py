@@ -50,7 +50,7 @@ import math
 import re
 import sys
 from bisect import bisect_right
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -444,19 +444,6 @@ class Estimator:
             headroom=self.headroom,
         )
 
-    def cold(self, lv: Live) -> bool:
-        """Is the job's estimate a cold prediction, scaled or not (policy.COLD)? In a
-        cold replay, unless it was requeued (its estimate raised then)."""
-        return self.mode == "cold" and not lv.floor
-
-    def deciding(self, running: Sequence[Live], limits: admission.Limits) -> Callable[[Live], int]:
-        """A waiter's estimate for a decision now: a cold one raised by as much as the
-        running cold-estimated jobs outgrew theirs (policy.AdmissionPolicy.cold_estimate)."""
-        miss = admission.outgrown([r.running() for r in running if self.cold(r)], limits)
-        if miss <= 1:
-            return lambda w: w.estimate
-        return lambda w: int(w.estimate * miss) if self.cold(w) else w.estimate
-
     def learn(self, j: TraceJob) -> bool:
         """A job ended: learn its peak (a cold build). True if an estimate may change."""
         if self.mode != "cold":
@@ -592,14 +579,13 @@ def simulate(
             res.paused_s += t - running[0].paused_at  # the oldest never stays paused
             running[0].paused_at = None
         # Admission of the queue's head, as often as ltoguard's head decides.
-        deciding = estimator.deciding(running, limits)
         while queue:
             head = queue[0]
             held = tuple(sorted(r.order for r in running))
             if last_no is not None and last_no[0] == held and t - last_no[1] < RECHECK:
                 break
             decision = admission.admit(
-                estimate=deciding(head),
+                estimate=head.estimate,
                 running=[r.running() for r in running],
                 available=free(t),
                 total=cap,
@@ -612,7 +598,7 @@ def simulate(
                 last_no = (held, t)
                 while backfill and decision.why is admission.Why.NO_ROOM:
                     w = _backfill_one(
-                        queue, running, free(t), cap, slot_limit, cpus, passes, limits, deciding
+                        queue, running, free(t), cap, slot_limit, cpus, passes, limits
                     )
                     if w is None:
                         break
@@ -640,7 +626,6 @@ def simulate(
                 break
             queue.pop(0)
             last_no = None
-            head.estimate = max(head.estimate, deciding(head))  # its record's (policy.py)
             if running:
                 res.pairs += 1
             head.started, head.tau, head.paused_at = t, 0.0, None
@@ -669,19 +654,16 @@ def _backfill_one(
     cpus: int,
     passes: int,
     limits: admission.Limits,
-    estimate: Callable[[Live], int] = lambda w: w.estimate,
 ) -> Live | None:
     """The first waiter behind a head refused for memory that may start before it
-    now (admission.backfill, as each of ltoguard's waiters decides it), or None.
-    ``estimate``: a waiter's estimate for the decision (Estimator.deciding)."""
+    now (admission.backfill, as each of ltoguard's waiters decides it), or None."""
     head = queue[0]
     alone = head.alone
     now = [r.running() for r in running]
-    head_estimate = estimate(head)
     for k, w in enumerate(queue[1:], 1):
         d = admission.backfill(
-            estimate=estimate(w),
-            head=admission.Head(head_estimate, refused=True, passed=head.passed, alone=alone),
+            estimate=w.estimate,
+            head=admission.Head(head.estimate, refused=True, passed=head.passed, alone=alone),
             ahead=k,
             running=now,
             available=available,
@@ -694,7 +676,6 @@ def _backfill_one(
             curve=w.curve,
         )
         if d.ok:
-            w.estimate = max(w.estimate, estimate(w))  # its record's (policy.py)
             return w
         alone = alone or w.alone  # nobody passes a rerun alone
     return None

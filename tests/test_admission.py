@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -26,7 +25,6 @@ from ltoguard.admission import (
     is_head,
     lending,
     lending_paused,
-    outgrown,
     outstanding,
     pause_step,
     render,
@@ -269,35 +267,6 @@ def test_fit_keeps_the_own_room_and_says_so() -> None:
     )
     assert fit(available=345 * MiB, own=20 * MiB, **kw).ok  # type: ignore[arg-type]
     assert fit(available=344 * MiB, own=20 * MiB, **{**kw, "margin": 5 * MiB}).ok  # type: ignore[arg-type]
-
-
-def _at(estimate_mib: int, current_mib: int) -> Running:
-    return Running(pid=1, estimate=estimate_mib * MiB, current=current_mib * MiB, started=0.0)
-
-
-@pytest.mark.parametrize(
-    ("running", "factor"),
-    [
-        ([], 1.0),
-        ([_at(100, 80)], 1.0),  # within its estimate
-        ([_at(100, 125)], 1.0),  # 1.25 x: a miss the pause is for (outgrown_from)
-        ([_at(100, 130)], 1.3),
-        ([_at(100, 130), _at(120, 600)], 5.0),  # the worst of them
-        ([_at(0, 600)], 1.0),  # no estimate says nothing
-    ],
-)
-def test_outgrown(running: list[Running], factor: float) -> None:
-    assert outgrown(running) == pytest.approx(factor)
-    assert outgrown(running, Limits(outgrown_from=1e9)) == 1.0
-
-
-def test_a_raised_estimate_says_by_how_much() -> None:
-    d = fit_of(600 * MiB, [_at(120, 600)], 400 * MiB, 0)
-    d = replace(d, outgrown=5.0)
-    assert d.text.startswith(
-        "needs ~600 MiB (its cold estimate x 5.0, as a running sibling outgrew its own),"
-        " 400 MiB free; 1 job running"
-    )
 
 
 def test_outstanding() -> None:

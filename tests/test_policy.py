@@ -211,64 +211,6 @@ def test_a_waiting_job_relearns_from_siblings(
     assert bool(asked) is (basis in ("default", "siblings"))
 
 
-def _outgrowing(basis: str = "inputs", group: str = "g") -> dict[str, Any]:
-    """A running sibling estimated at 120 MiB (see `held`: what it holds now)."""
-    return {"pid": 11, "estimate": 120 * MiB, "estimate_basis": basis, "group": group}
-
-
-@pytest.mark.parametrize(
-    ("own", "sibling", "held", "raised"),
-    [
-        ("inputs", _outgrowing(), 600, 5.0),  # its prediction ran 5 x low: so may ours
-        ("siblings, scaled by inputs", _outgrowing("siblings, scaled by inputs"), 600, 5.0),
-        ("inputs", _outgrowing(), 140, 1.0),  # 1.17 x: a miss the pause is for
-        ("history", _outgrowing(), 600, 1.0),  # our own peak knows better
-        ("configured", _outgrowing(), 600, 1.0),
-        ("inputs", _outgrowing("history"), 600, 1.0),  # it outgrew its own peak: not the prediction
-        ("inputs", _outgrowing("raised"), 600, 1.0),
-        ("inputs", _outgrowing(group="another workspace"), 600, 1.0),
-    ],
-)
-def test_a_cold_estimate_rises_while_a_running_sibling_outgrows_its_own(
-    own: str, sibling: dict[str, Any], held: int, raised: float
-) -> None:
-    """Bins made of a library's generic code are predicted 4-7 x low. A job that
-    outgrew its estimate counts as grown, so a head at its own low estimate would be
-    admitted beside it and then paused or stopped; while a sibling estimated the same
-    way holds more than 1.25 x its estimate, the head's cold estimate rises as much."""
-    pol, record, _memory = make(120 * MiB, own, available=400 * MiB, total=2 * GiB,
-                                rss=lambda pid: held * MiB)  # fmt: skip
-    d = pol(snap(sibling))
-    assert d.estimate == int(120 * MiB * raised)
-    assert d.outgrown == pytest.approx(raised)
-    assert d.ok is (raised == 1.0)  # 600 MiB + 51 MiB spare > 400 MiB free
-    assert ("its cold estimate x 5.0, as a running sibling outgrew its own" in d.text) is (
-        raised > 1
-    )
-    assert record.estimate == 120 * MiB  # refused or not raised: the record keeps its own
-
-
-def test_a_job_admitted_on_a_raised_estimate_runs_with_it() -> None:
-    """Its record shows the figure it was admitted on: the others see it at that."""
-    pol, record, _memory = make(120 * MiB, "inputs", available=1600 * MiB, total=2 * GiB,
-                                rss=lambda pid: 600 * MiB)  # fmt: skip
-    d = pol(snap(_outgrowing()))
-    assert d.ok and d.outgrown == pytest.approx(5.0)
-    assert record.estimate == 600 * MiB and record.ticket()["estimate"] == 600 * MiB
-    assert record.basis == "inputs"  # still a cold one: it may learn from siblings
-
-
-def test_a_backfill_raises_a_cold_estimate_the_same_way() -> None:
-    pol, record, memory = make(120 * MiB, "inputs", available=3 * GiB, total=8 * GiB,
-                               rss=lambda pid: 600 * MiB)  # fmt: skip
-    pol.cpus = 4
-    head = ("q-00000000000000000001-1000-5.json",
-            {"estimate": 120 * MiB, "refused": "no room", "estimate_basis": "inputs"})  # fmt: skip
-    d = pol.backfill(snap(_outgrowing()), [head], 1)
-    assert d.ok and d.outgrown == pytest.approx(5.0) and d.estimate == 600 * MiB
-    assert record.estimate == 600 * MiB
-
-
 def test_waiting_head_rereads_memory_only_when_it_may_have_changed() -> None:
     """The head asks every 50 ms; reading memory costs ~1-2 ms, so a "does not fit"
     is reused until a running job ends or MEMORY_RECHECK passes (waiting

@@ -231,23 +231,6 @@ def test_a_cold_replay_learns_each_peak_as_its_job_ends(tmp_path: Path) -> None:
         simulate.simulate(jobs, 1000 * MiB, estimates="guess")
 
 
-def test_a_cold_replay_raises_a_waiters_estimate_while_a_sibling_outgrows_its_own(
-    tmp_path: Path,
-) -> None:
-    """Two bins predicted at ~146 MiB that take 700 (a library's generic code). The
-    second queues while the first holds 700: at its own prediction it would fit beside
-    it and then be paused or stopped; raised as much as the first outgrew its own
-    (policy.AdmissionPolicy.cold_estimate), it waits for it to end."""
-    inputs = {"deps": 1 * MiB, "crates": 5, "source": 4096}
-    rows = [event("a", 0.0, 20, 700, inputs=inputs), event("b", 5.0, 20, 700, inputs=inputs)]
-    kw: dict[str, Any] = {"estimates": "cold", "arrivals": "recorded"}
-    res = replay(tmp_path, rows, 1000, **kw)
-    assert (res.kills, res.stops, res.pauses, res.pairs) == (0, 0, 0, 0)
-    assert res.head_waits["b"] == pytest.approx(15, abs=0.5)
-    old = replay(tmp_path, rows, 1000, limits=Limits(outgrown_from=1e9), **kw)
-    assert old.pairs == 1 and old.kills + old.stops + old.pauses > 0
-
-
 @pytest.mark.parametrize("estimates", ["cold", "warm"])
 def test_the_policy_pairs_the_real_trace_where_the_old_one_ran_a_flock(estimates: str) -> None:
     """The 100-bin trace at its 600 MiB: the old policy (10% headroom, floor 1/10 of the

@@ -43,9 +43,6 @@ class Limits:
     curve_slack: float = 1.2
     # A job holding more than its curve allows by this factor is off its curve.
     curve_tolerance: float = 1.1
-    # A cold estimate is raised while a running job estimated the same way holds
-    # more than this many times its own (outgrown): a smaller miss is the pause's.
-    outgrown_from: float = 1.25
     # Room kept for the ltoguard processes cargo may still start, at most this many
     # critical floors (own_room). Off: it sped one workspace up and slowed another.
     own_floors: float = 0.0
@@ -137,16 +134,6 @@ def off_curve(r: Running, limits: Limits = DEFAULT) -> bool:
     return r.current > allowed * limits.curve_tolerance
 
 
-def outgrown(running: Sequence[Running], limits: Limits = DEFAULT) -> float:
-    """How far the running jobs outgrew their estimates: the largest of what one
-    holds now over its estimate, if more than ``limits.outgrown_from``; else 1. Given
-    the running jobs estimated the way the deciding job is (a cold prediction), it
-    says by how much that prediction runs low for this workspace, before any of them
-    ends."""
-    most = max([0.0, *(r.current / r.estimate for r in running if r.estimate > 0)])
-    return most if most > limits.outgrown_from else 1.0
-
-
 def held_together(jobs: Sequence[Running], limits: Limits = DEFAULT) -> int:
     """The most ``jobs`` are expected to hold at once from now on (bytes). Each job's
     expectation steps only where its curve's slices begin or it ends, so the sum is
@@ -197,7 +184,6 @@ class Admission:
     pressure_kind: str = ""  # "full" or "some": which figure it was
     swap: int = 0  # free swap counted as room
     own: int = 0  # of the margin: room for ltoguard processes cargo may still start
-    outgrown: float = 1.0  # the estimate is the cold one times this (`outgrown`)
 
     @property
     def names_estimate(self) -> bool:
@@ -235,11 +221,6 @@ def render(d: Admission) -> str:
     if d.estimate is None or d.available is None:
         return "no other guarded job running"
     needs = f"needs ~{format_size(d.estimate)}, {format_size(d.available)} free"
-    if d.outgrown > 1:
-        needs = (
-            f"needs ~{format_size(d.estimate)} (its cold estimate x {d.outgrown:.1f}, as"
-            f" a running sibling outgrew its own), {format_size(d.available)} free"
-        )
     if d.why is Why.FIRST:
         if d.estimate + d.margin > d.available:
             return f"{needs}; starting anyway: no other guarded job is running"
