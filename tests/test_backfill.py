@@ -97,6 +97,10 @@ def test_a_small_job_passes_a_head_that_cannot_start() -> None:
         pytest.param({"ahead": 0}, id="the head itself"),
         pytest.param({"ahead": BACKFILL_DEPTH + 1}, id="too far behind"),
         pytest.param({"running": []}, id="nothing runs: the head starts"),
+        pytest.param(
+            {"running": [big(), big(111 * MiB, 100 * MiB, pid=2)], "estimate": 0},
+            id="a running job outgrew its estimate",
+        ),
     ],
 )
 def test_each_condition_can_refuse(change: dict[str, Any]) -> None:
@@ -109,6 +113,28 @@ def test_the_edges_of_the_inequalities_pass() -> None:
     assert rule(estimate=100 * MiB).ok  # b: 100 + 100 + 100 == 300
     assert rule(head=Head(600 * MiB, refused=True), estimate=0).ok  # c: 600+0+100 == 700
     assert rule(limit=2, cpus=2, head=Head(500 * MiB, True, passed=BACKFILL_PASSES - 1)).ok
+
+
+def test_a_running_job_may_hold_its_estimate_and_a_curves_tolerance_more() -> None:
+    """Backfill rests on the running jobs' estimates: while one holds more than its
+    estimate by more than `Limits.curve_tolerance` (1.1), nobody passes the head."""
+    within = [big(), big(110 * MiB, 100 * MiB, pid=2)]
+    assert rule(running=within, estimate=0).ok
+    assert not rule(running=[big(), big(111 * MiB, 100 * MiB, pid=2)], estimate=0).ok
+    assert rule(running=[big(), big(111 * MiB, 100 * MiB, pid=2)], estimate=0,
+                limits=Limits(critical_floor_divisor=10, curve_tolerance=1.2)).ok  # fmt: skip
+
+
+def test_a_generic_build_stops_fewer_compiles_without_passing_beside_an_outgrown_job() -> None:
+    """The generic kind's cold build at 872 MiB (bins predicted 4-7 x low): waiters
+    passed the head beside a job holding five times its estimate, at their own low
+    estimates, and were stopped (the build stopped 5 compiles). Replayed cold, no
+    job passes then, and fewer are stopped."""
+    path = Path(__file__).resolve().parent / "data" / "heldout" / "sweepG-generic-872MiB.jsonl"
+    jobs = simulate.load_trace(path)
+    res = simulate.simulate(jobs, 872 * MiB, estimates="cold")
+    assert (res.kills, res.failed, res.backfills) == (0, 0, 0)
+    assert res.stops <= 1
 
 
 def test_the_room_for_ltoguard_processes_is_kept_as_the_head_keeps_it() -> None:
