@@ -133,13 +133,12 @@ def job_from_event(row: dict[str, Any], trace_cap: int, where: str) -> TraceJob:
     admitted = _num(row, "admitted", where)
     finished = _num(row, "finished", where)
     paused = float(row.get("paused_s") or 0.0)
-    last = _last_attempt(row)
-    if last is not None:
-        # Stopped or rerun before: the run that finished is the job's last attempt;
-        # the ones before it (and its waits between) are the replay's to decide.
-        admitted, finished, paused = last
+    # Stopped or rerun before: the run that finished is the job's last attempt (the
+    # ones before it, and its waits between, are the replay's to decide); the job
+    # keeps its first admission and its end for the rest (arrivals, the recorded phase).
+    start, end, paused = _last_attempt(row) or (admitted, finished, paused)
     peak = int(_num(row, "peak", where))
-    span = max(0.0, finished - admitted)
+    span = max(0.0, end - start)
     run_s = max(TICK, span - paused)
     squeeze = run_s / span if span > 0 else 1.0  # pauses are taken out evenly
     raw = row.get("samples") or []
@@ -149,9 +148,9 @@ def job_from_event(row: dict[str, Any], trace_cap: int, where: str) -> TraceJob:
             isinstance(s, list)
             and len(s) == 2
             and all(isinstance(v, (int, float)) for v in s)
-            and admitted <= s[0] < finished - 1e-3
+            and start <= s[0] < end - 1e-3
         ):
-            prof.append(((s[0] - admitted) * squeeze, int(s[1])))
+            prof.append(((s[0] - start) * squeeze, int(s[1])))
     prof.sort()
     if not prof or prof[0][0] > 0:
         prof.insert(0, (0.0, 0))
@@ -197,7 +196,10 @@ def _last_attempt(row: dict[str, Any]) -> tuple[float, float, float] | None:
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in figures):
         return None
     admitted, ended, paused = (float(v) for v in figures)
-    return (admitted, ended, paused) if ended > admitted else None
+    if not (math.isfinite(admitted) and math.isfinite(ended) and ended > admitted):
+        return None
+    paused = min(max(0.0, paused), ended - admitted) if math.isfinite(paused) else 0.0
+    return admitted, ended, paused
 
 
 def cap_from_name(path: Path) -> int | None:

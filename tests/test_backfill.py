@@ -118,8 +118,9 @@ def test_the_edges_of_the_inequalities_pass() -> None:
 def test_a_running_job_may_hold_its_estimate_and_a_curves_tolerance_more() -> None:
     """Backfill rests on the running jobs' estimates: while one holds more than its
     estimate by more than `Limits.curve_tolerance` (1.1), nobody passes the head."""
-    within = [big(), big(110 * MiB, 100 * MiB, pid=2)]
+    within = [big(), big(109 * MiB, 100 * MiB, pid=2)]
     assert rule(running=within, estimate=0).ok
+    assert rule(running=[big(), big(109 * MiB, 0, pid=2)], estimate=0).ok  # no estimate
     assert not rule(running=[big(), big(111 * MiB, 100 * MiB, pid=2)], estimate=0).ok
     assert rule(running=[big(), big(111 * MiB, 100 * MiB, pid=2)], estimate=0,
                 limits=Limits(critical_floor_divisor=10, curve_tolerance=1.2)).ok  # fmt: skip

@@ -296,7 +296,7 @@ def test_the_shipped_policy_kills_nothing_in_a_build_it_was_not_tuned_on(estimat
     build (warm), at each held-out build's cap: no compile is OOM-killed, and, in
     the builds over Debian's crates, no more than 1% of the compile time is lost to
     stops. (Not in the generic kind's cold build at 872 MiB: its bins are predicted
-    4-7 x low, and 3 stops lose 26% there; docs/benchmarks.md.)"""
+    4-7 x low, and a stop loses 12.5% there; docs/benchmarks.md.)"""
     lost = cpu = 0.0
     for path in HELD_OUT:
         jobs = simulate.load_trace(path)

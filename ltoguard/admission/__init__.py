@@ -24,6 +24,7 @@ from ltoguard.admission.backfill import (
     Head,
     backfill,
     leaves_room,
+    outgrown_estimate,
 )
 from ltoguard.admission.brake import (
     DEFAULT_PRESSURE,
@@ -112,6 +113,7 @@ __all__ = [
     "lending_paused",
     "off_curve",
     "older_running",
+    "outgrown_estimate",
     "outstanding",
     "pause_step",
     "pressure_figure",

@@ -88,7 +88,7 @@ def outgrown_estimate(r: Running, limits: Limits = DEFAULT) -> bool:
     hold, nor what it frees when it ends. Bins made of a library's generic code are
     predicted 4-7 x low: a waiter passed the head beside one that had outgrown its
     estimate, at its own low estimate, and was stopped, again and again."""
-    return r.current > r.estimate * limits.curve_tolerance
+    return r.estimate > 0 and r.current > r.estimate * limits.curve_tolerance
 
 
 def backfill(
