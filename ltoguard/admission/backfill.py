@@ -56,7 +56,8 @@ def leaves_room(
     (a running job frees at least what it holds or is expected to hold; growth is
     estimate minus current, each, as `fit` counts it without curves). Without this
     job the head starts after S once s(S) >= 0 (and a slot is free), and once all
-    have ended whatever (FIRST). With it, s(S) - estimate >= 0 is needed (and a slot for one more).
+    have ended whatever (FIRST). With it, s(S) - estimate >= 0 is needed (and a
+    slot for one more).
     So for every S after which the head would start without it, it must start with
     it; for S = all that reads head + estimate + margin <= available + what the
     running jobs hold now."""
@@ -84,10 +85,8 @@ def leaves_room(
 
 def outgrown_estimate(r: Running, limits: Limits = DEFAULT) -> bool:
     """Does a running job hold more than its estimate by more than the tolerance
-    of a curve (`Limits.curve_tolerance`)? Its estimate no longer says what it will
-    hold, nor what it frees when it ends. Bins made of a library's generic code are
-    predicted 4-7 x low: a waiter passed the head beside one that had outgrown its
-    estimate, at its own low estimate, and was stopped, again and again."""
+    of a curve (`Limits.curve_tolerance`)? Then its estimate no longer says what it
+    will hold, nor what it frees when it ends (docs/design.md, Backfill)."""
     return r.estimate > 0 and r.current > r.estimate * limits.curve_tolerance
 
 

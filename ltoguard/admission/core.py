@@ -63,8 +63,9 @@ class Limits:
         """Room admission keeps for the ltoguard processes cargo may still start in
         this build: ``most`` of them at once (cargo's -j and the tokens waiters lend),
         ``present`` queued or running now, each ~``each`` bytes; at most
-        ``own_floors`` critical floors. Waiters cargo starts right after a pair is admitted would otherwise take
-        the pair's spare, and its younger job would pause at once."""
+        ``own_floors`` critical floors. Waiters cargo starts right after a pair is
+        admitted would otherwise take the pair's spare, and its younger job would
+        pause at once."""
         cap = int(self.own_floors * self.critical_floor(total))
         return min(cap, max(0, most - present) * max(0, each))
 
@@ -293,8 +294,8 @@ def fit(
     less what the running jobs hold now, plus ``margin`` and ``own`` (room for the
     ltoguard processes cargo may still start, `Limits.own_room`). Without learned
     curves that is the head's estimate plus each running job's growth still to come
-    (estimate minus current); with them, a head whose peak comes after the running jobs end
-    needs less. With nothing running it starts all the same (FIRST, with the figures)."""
+    (estimate minus current); with them, a head whose peak comes after the running
+    jobs end needs less. With nothing running it starts all the same (FIRST, with the figures)."""
     if not running:
         return Admission(True, Why.FIRST, estimate, available, 0, margin)
     head = Running(pid=0, estimate=estimate, current=0, started=math.inf, curve=curve)
