@@ -37,12 +37,10 @@ from ltoguard.admission import (
     with_swap,
 )
 from ltoguard.estimates import DEFAULT_ESTIMATE, Basis, default_estimate
-from ltoguard.lending import lend_depth
 from ltoguard.memory import available_memory, available_swap
 from ltoguard.passing import passers
 from ltoguard.pressure import Brake
 from ltoguard.proctree import job_memory
-from ltoguard.proctree import memory as process_memory
 from ltoguard.semaphore import Snapshot
 
 TYPE_CHECKING = False
@@ -127,12 +125,6 @@ def head_of(tickets: Sequence[tuple[str, dict[str, Any]]], snap: Snapshot) -> He
     )
 
 
-def own_memory() -> int:
-    """This process's anonymous memory (bytes; 0 where it cannot be read)."""
-    m = process_memory(os.getpid())
-    return 0 if m is None else m.anon
-
-
 def cpu_count() -> int:
     """CPUs this process may run on (a container's affinity, not the host's count)."""
     try:
@@ -157,7 +149,6 @@ class AdmissionPolicy:
         limits: Limits = DEFAULT,
         brake: Brake | None = None,
         read_swap: ReadSwap = available_swap,
-        own_size: Callable[[], int] = own_memory,
     ) -> None:
         self.record = record
         self.slots = slots
@@ -175,8 +166,6 @@ class AdmissionPolicy:
         self.brake = brake
         self.read_swap = read_swap
         self._backfill_held: tuple[int, ...] | None = None
-        self.own_size = own_size
-        self._own_size: int | None = None  # read at the first decision that needs it
 
     def __call__(self, snap: Snapshot) -> Admission:
         early = before_memory(running=snap.running, alone=self.alone, limit=self.slots)
@@ -231,29 +220,10 @@ class AdmissionPolicy:
             cpus=self.cpus,
             limits=self.limits,
             curve=self.record.curve,
-            own=self._own_room(snap, mem.total),
         )
         if decision.ok:
             self._admitted_with(mem, usage)
         return decision
-
-    def _own_room(self, snap: Snapshot, total: int) -> int:
-        """Room for the ltoguard processes cargo may still start (Limits.own_room):
-        at most cargo's -j, taken as the CPU count (its default), and the tokens
-        waiters lend (lend_depth), each as big as this process was when it first
-        decided."""
-        if not self.limits.own_floors:
-            return 0  # off: nothing to read
-        if self.cpus is None:
-            self.cpus = cpu_count()
-        if self._own_size is None:
-            self._own_size = self.own_size()
-        return self.limits.own_room(
-            present=snap.running + snap.waiting,
-            most=self.cpus + lend_depth(),
-            each=self._own_size,
-            total=total,
-        )
 
     def _pressure(self) -> Brake:
         """The brake, with memory pressure read now."""
@@ -297,7 +267,6 @@ class AdmissionPolicy:
             margin=self.limits.margin(mem.total),
             curve=self.record.curve,
             limits=self.limits,
-            own=self._own_room(snap, mem.total),
         )
         # Swap counts unless pressure is high (light swapping, not thrash), and is read
         # only when RAM alone says no.

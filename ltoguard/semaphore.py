@@ -103,7 +103,6 @@ class Snapshot:
 
     holders: list[Holder]
     free_slots: list[int]
-    waiting: int = 0  # tickets queued: the deciding waiter's, and any a killed one left
 
     @property
     def running(self) -> int:
@@ -158,7 +157,7 @@ class Semaphore:
             names = self._names()
         held, free = locks.probe_slots(self.dir_fd, self.path, names)
         recs = self.read_records(names)
-        return Snapshot([Holder(k, recs.get(k)) for k in held], free, len(records.tickets(names)))
+        return Snapshot([Holder(k, recs.get(k)) for k in held], free)
 
     # -- acquire / release ---------------------------------------------------------
 

@@ -20,9 +20,8 @@ The model, kept deliberately small:
   holds its memory and makes no progress;
 - what the rest of the build held (cargo, ordinary compiles, waiters, page cache
   reclaim cannot free) is the trace's own: its cap less the budget each job saw
-  at admission, carried between admissions. So the room admission keeps for the
-  ltoguard processes cargo may still start (``Limits.own_room``) is left out:
-  those present at each admission are in that baseline already;
+  at admission, carried between admissions (the ltoguard processes present at
+  each admission are in that baseline already);
 - free memory = cap - that - what the running guarded jobs hold. Below zero the
   kernel OOM-kills the youngest guarded job (ltoguard raises its oom_score_adj),
   which is rerun alone; ltoguard's own stop requeues the job at the head.

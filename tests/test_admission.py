@@ -239,36 +239,6 @@ def test_lending_paused(lent: bool, out: int, expected: Lend) -> None:
     assert bool(counted) is (not lent)
 
 
-@pytest.mark.parametrize(
-    ("present", "most", "each", "total", "room"),
-    [
-        (0, 4, 10 * MiB, GiB, int(GiB / 40)),  # four may come, 40 MiB: at most a floor
-        (2, 4, 10 * MiB, GiB, 20 * MiB),
-        (4, 4, 10 * MiB, GiB, 0),  # all here
-        (9, 4, 10 * MiB, GiB, 0),  # more than the bound (admitted without tokens)
-        (2, 16, 10 * MiB, 24 * GiB, 140 * MiB),  # 8 CPUs; the floor is 256 MiB
-        (2, 4, 0, GiB, 0),  # /proc could not tell this process's size
-    ],
-)
-def test_own_room(present: int, most: int, each: int, total: int, room: int) -> None:
-    on = Limits(own_floors=1.0)
-    assert on.own_room(present=present, most=most, each=each, total=total) == room
-    assert Limits().own_room(present=present, most=most, each=each, total=total) == 0  # off
-
-
-def test_fit_keeps_the_own_room_and_says_so() -> None:
-    r = Running(pid=1, estimate=300 * MiB, current=300 * MiB, started=0.0)
-    kw = dict(estimate=300 * MiB, running=[r], margin=25 * MiB)
-    assert fit(available=345 * MiB, **kw).ok  # type: ignore[arg-type]
-    d = fit(available=344 * MiB, own=20 * MiB, **kw)  # type: ignore[arg-type]
-    assert not d.ok and d.margin == 45 * MiB and d.own == 20 * MiB
-    assert (
-        "keeping 45 MiB spare (20 MiB of it for ltoguard processes cargo may still start)" in d.text
-    )
-    assert fit(available=345 * MiB, own=20 * MiB, **kw).ok  # type: ignore[arg-type]
-    assert fit(available=344 * MiB, own=20 * MiB, **{**kw, "margin": 5 * MiB}).ok  # type: ignore[arg-type]
-
-
 def test_outstanding() -> None:
     assert outstanding([]) == 0
     assert outstanding([A, B]) == 624 * MiB

@@ -138,11 +138,9 @@ def test_a_generic_build_stops_fewer_compiles_without_passing_beside_an_outgrown
     assert res.stops <= 1
 
 
-def test_the_room_for_ltoguard_processes_is_kept_as_the_head_keeps_it() -> None:
-    assert not rule(own=1).ok  # b: 100 + 100 + 100 + 1 > 300
-    d = rule(estimate=50 * MiB, own=50 * MiB)
-    assert d.ok and d.margin == 150 * MiB and d.own == 50 * MiB
-    assert not rule(estimate=0, head=Head(600 * MiB, refused=True), own=1).ok  # c
+def test_a_byte_past_the_edges_refuses() -> None:
+    assert not rule(estimate=100 * MiB + 1).ok  # b: 100 + 1 + 100 + 100 > 300
+    assert not rule(head=Head(600 * MiB + 1, refused=True), estimate=0).ok  # c
 
 
 def test_a_head_that_fits_once_one_of_two_jobs_ends_is_not_delayed() -> None:
@@ -254,7 +252,6 @@ def policy(
         memory=None,
         read_memory=memory,
         rss=lambda pid: GiB,
-        own_size=lambda: 0,
     )
     pol.cpus = 4
     pol.brake = Brake(None)  # no PSI: the host's pressure stays out of these tests

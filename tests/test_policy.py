@@ -4,7 +4,6 @@ clock are made up, so each rule is pinned by a table."""
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +16,7 @@ from ltoguard.curves import Curve
 from ltoguard.estimates import Basis
 from ltoguard.jobs import Job, JobRecord
 from ltoguard.memory import MemorySnapshot
-from ltoguard.policy import MEMORY_RECHECK, AdmissionPolicy, own_memory, running_jobs
+from ltoguard.policy import MEMORY_RECHECK, AdmissionPolicy, running_jobs
 from ltoguard.pressure import Brake
 from ltoguard.semaphore import Holder, Snapshot
 from ltoguard.sizes import GiB, MiB
@@ -51,7 +50,6 @@ def make(
     relearn: Callable[[], tuple[int, str, Curve | None]] | None = None,
     rss: Callable[[int], int] = lambda pid: 0,
     clock: Callable[[], float] = lambda: 0.0,
-    own_size: Callable[[], int] = lambda: 0,
     limits: Limits = DEFAULT,
 ) -> tuple[AdmissionPolicy, JobRecord, Memory]:
     job = Job(["rustc"], kind="rustc", name="w", what="crate w (bin)", key="k", group="g")
@@ -65,7 +63,6 @@ def make(
         read_memory=memory,
         rss=rss,
         clock=clock,
-        own_size=own_size,
         limits=limits,
         brake=Brake(None),  # no PSI: the host's pressure stays out of these tests
         read_swap=lambda *a, **k: 0,  # nor its swap
@@ -104,42 +101,6 @@ def test_admission_table(
     got = pol(snap(*running))
     assert got.ok is ok
     assert reason_part in got.text
-
-
-@pytest.mark.parametrize(
-    ("waiting", "ok", "own"),
-    [
-        (1, False, 20 * MiB),  # one running, this one queued: two more may come
-        (2, True, 10 * MiB),  # three present: one more may come
-        (3, True, 0),  # four present (-j 2, 2 lent): nobody more
-    ],
-)
-def test_room_is_kept_for_the_ltoguard_processes_cargo_may_still_start(
-    waiting: int, ok: bool, own: int, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # 1 GiB: the margin is one critical floor, 25.6 MiB. The head needs 300 MiB beside
-    # a job that holds its 300 MiB: 340 MiB free leaves 40 MiB, 14.4 over the margin.
-    running = {"pid": 11, "estimate": 300 * MiB, "started": 1.0}
-    pol, _record, _memory = make(
-        300 * MiB,
-        available=340 * MiB,
-        total=GiB,
-        rss=lambda pid: 300 * MiB,
-        own_size=lambda: 10 * MiB,
-        limits=Limits(own_floors=1.0),
-    )
-    pol.cpus = 2  # cargo's -j 2, and 2 tokens lent at most: 4 processes
-    monkeypatch.setattr("ltoguard.policy.lend_depth", lambda: 2)
-    got = pol(Snapshot([Holder(0, running)], [], waiting))
-    assert got.ok is ok
-    assert got.own == own and got.margin == int(GiB / 40) + own
-    if own:
-        assert "of it for ltoguard processes cargo may still start" in got.text
-
-
-@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="no /proc: nothing to read")
-def test_own_memory_reads_this_process() -> None:
-    assert own_memory() > MiB
 
 
 def test_alone_waits_for_an_empty_gate() -> None:

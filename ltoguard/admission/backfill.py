@@ -105,7 +105,6 @@ def backfill(
     depth: int = BACKFILL_DEPTH,
     limits: Limits = DEFAULT,
     curve: Curve | None = None,
-    own: int = 0,
 ) -> Admission:
     """May a waiter with ``ahead`` live waiters before it start now, before the head?
 
@@ -115,11 +114,10 @@ def backfill(
     have), a slot is free for it, fewer compiles run (not paused) than ``cpus`` (one
     more would slow the running ones, and the head with them), the head was passed
     fewer than ``passes`` times, and it is among the ``depth`` waiters nearest the
-    head. A rerun alone after an OOM kill is never passed and never passes. ``own``
-    is kept free too, as the head keeps it (`Limits.own_room`). Nor does anyone pass
-    while a running job holds more than its estimate allows (`outgrown_estimate`):
-    the head's promise rests on the running jobs' estimates, and that one's is
-    wrong. Yes is BACKFILL (with `fit`'s figures), no is BEHIND."""
+    head. A rerun alone after an OOM kill is never passed and never passes. Nor
+    does anyone pass while a running job holds more than its estimate allows
+    (`outgrown_estimate`): the head's promise rests on the running jobs' estimates,
+    and that one's is wrong. Yes is BACKFILL (with `fit`'s figures), no is BEHIND."""
     no = behind(ahead)
     if alone or head.alone or not head.refused or head.passed >= passes or not running:
         return no
@@ -133,7 +131,7 @@ def backfill(
         return no
     now = fit(
         estimate=estimate, running=running, available=available,
-        margin=limits.margin(total), curve=curve, limits=limits, own=own,
+        margin=limits.margin(total), curve=curve, limits=limits,
     )  # fmt: skip
     if not now.ok or not leaves_room(
         estimate=estimate, head=head.estimate, running=running, available=available,

@@ -43,9 +43,6 @@ class Limits:
     curve_slack: float = 1.2
     # A job holding more than its curve allows by this factor is off its curve.
     curve_tolerance: float = 1.1
-    # Room kept for the ltoguard processes cargo may still start, at most this many
-    # critical floors (own_room). Off: it sped one workspace up and slowed another.
-    own_floors: float = 0.0
 
     def watch_interval(self, age: float) -> float:
         """Seconds until the next check of a job that has run ``age`` seconds."""
@@ -58,16 +55,6 @@ class Limits:
     def margin(self, total: int) -> int:
         """Free memory admission keeps after all estimates."""
         return int(self.margin_floors * self.critical_floor(total))
-
-    def own_room(self, *, present: int, most: int, each: int, total: int) -> int:
-        """Room admission keeps for the ltoguard processes cargo may still start in
-        this build: ``most`` of them at once (cargo's -j and the tokens waiters lend),
-        ``present`` queued or running now, each ~``each`` bytes; at most
-        ``own_floors`` critical floors. Waiters cargo starts right after a pair is
-        admitted would otherwise take the pair's spare, and its younger job would
-        pause at once."""
-        cap = int(self.own_floors * self.critical_floor(total))
-        return min(cap, max(0, most - present) * max(0, each))
 
 
 DEFAULT = Limits()
@@ -184,7 +171,6 @@ class Admission:
     pressure: float | None = None  # PSI avg10 (percent) that held the job
     pressure_kind: str = ""  # "full" or "some": which figure it was
     swap: int = 0  # free swap counted as room
-    own: int = 0  # of the margin: room for ltoguard processes cargo may still start
 
     @property
     def names_estimate(self) -> bool:
@@ -234,8 +220,6 @@ def render(d: Admission) -> str:
         detail += f", ending before its peak (~{together} needed beside it)"
     if d.margin:
         detail += f"; keeping {format_size(d.margin)} spare"
-        if d.own:
-            detail += f" ({format_size(d.own)} of it for ltoguard processes cargo may still start)"
     if d.swap:
         detail += f"; counting {format_size(d.swap)} of free swap (memory pressure low)"
     if d.why is Why.BACKFILL:
@@ -286,13 +270,11 @@ def fit(
     margin: int,
     curve: Curve | None = None,
     limits: Limits = DEFAULT,
-    own: int = 0,
 ) -> Admission:
     """Does the head fit beside the running jobs? ``available`` is free memory now,
     so it already excludes what they hold. What must be free: the most the running
     jobs and the head are expected to hold at once from now on (`held_together`),
-    less what the running jobs hold now, plus ``margin`` and ``own`` (room for the
-    ltoguard processes cargo may still start, `Limits.own_room`). Without learned
+    less what the running jobs hold now, plus ``margin``. Without learned
     curves that is the head's estimate plus each running job's growth still to come
     (estimate minus current); with them, a head whose peak comes after the running
     jobs end needs less. With nothing running it starts all the same (FIRST, with the figures)."""
@@ -301,10 +283,9 @@ def fit(
     head = Running(pid=0, estimate=estimate, current=0, started=math.inf, curve=curve)
     held = sum(r.current for r in running)
     need = max(0, held_together([*running, head], limits) - held)
-    keep = margin + own
-    ok = available >= need + keep
+    ok = available >= need + margin
     why = Why.FITS if ok else Why.NO_ROOM
-    return Admission(ok, why, estimate, available, need - estimate, keep, len(running), own=own)
+    return Admission(ok, why, estimate, available, need - estimate, margin, len(running))
 
 
 def admit(
