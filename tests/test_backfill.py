@@ -139,7 +139,9 @@ def test_a_generic_build_stops_fewer_compiles_without_passing_beside_an_outgrown
 
 
 def test_a_byte_past_the_edges_refuses() -> None:
-    assert not rule(estimate=100 * MiB + 1).ok  # b: 100 + 1 + 100 + 100 > 300
+    small_head = Head(400 * MiB, refused=True)  # c allows 200 MiB: b's edge alone refuses
+    assert rule(estimate=100 * MiB, head=small_head).ok
+    assert not rule(estimate=100 * MiB + 1, head=small_head).ok  # b: 100 + 1 + 100 + 100 > 300
     assert not rule(head=Head(600 * MiB + 1, refused=True), estimate=0).ok  # c
 
 

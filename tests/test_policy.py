@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from ltoguard import memory as memory_mod
-from ltoguard.admission import DEFAULT, Admission, Limits, Why
+from ltoguard.admission import Admission, Why
 from ltoguard.curves import Curve
 from ltoguard.estimates import Basis
 from ltoguard.jobs import Job, JobRecord
@@ -50,7 +50,6 @@ def make(
     relearn: Callable[[], tuple[int, str, Curve | None]] | None = None,
     rss: Callable[[int], int] = lambda pid: 0,
     clock: Callable[[], float] = lambda: 0.0,
-    limits: Limits = DEFAULT,
 ) -> tuple[AdmissionPolicy, JobRecord, Memory]:
     job = Job(["rustc"], kind="rustc", name="w", what="crate w (bin)", key="k", group="g")
     record = JobRecord(job, estimate, basis)
@@ -63,7 +62,6 @@ def make(
         read_memory=memory,
         rss=rss,
         clock=clock,
-        limits=limits,
         brake=Brake(None),  # no PSI: the host's pressure stays out of these tests
         read_swap=lambda *a, **k: 0,  # nor its swap
     )
