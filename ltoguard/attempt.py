@@ -47,8 +47,11 @@ if TYPE_CHECKING:
     from ltoguard.relay import StderrRelay
     from ltoguard.semaphore import Semaphore, Slot
 
-OOM_SCORE_ADJ_BASE = 300  # above every ordinary compile (see _oom_score_adj)
-OOM_SCORE_ADJ_STEP = 100  # per guarded job admitted beside it
+# The kernel's OOM killer picks the largest resident size plus oom_score_adj/1000 of
+# the memory bound: a young guarded job beside a library compile at its peak is
+# picked first only with a bonus near the whole bound (docs/design.md, pausing).
+OOM_SCORE_ADJ_BASE = 900
+OOM_SCORE_ADJ_STEP = 50  # per guarded job admitted beside it; at most 1000
 MAX_SAMPLES = 600  # memory samples kept per job for the report
 
 
@@ -221,9 +224,9 @@ class Attempt:
         return running_jobs(snap, DEFAULT_ESTIMATE)
 
     def _oom_score_adj(self) -> int:
-        """Above every ordinary compile (a killed guarded job is rerun; a killed library
-        compile fails the build), and higher for each job admitted beside others, so the
-        kernel's choice matches ours: the youngest guarded job goes first."""
+        """Far above every ordinary compile (a killed guarded job is rerun; a killed
+        library compile fails the build), and higher for each job admitted beside
+        others, so the kernel's choice matches ours: the youngest guarded job goes first."""
         others = max(0, len(self.running_now()) - 1)
         return min(1000, OOM_SCORE_ADJ_BASE + OOM_SCORE_ADJ_STEP * others)
 

@@ -145,3 +145,48 @@ def _read(p: Path) -> str:
         return p.read_text()
     except OSError:
         return ""
+
+
+HOG = textwrap.dedent(
+    """\
+    # An ordinary compile (not guarded, oom_score_adj 0): takes MB at once, then holds.
+    import os, sys, time
+    hold = [bytearray(10 << 20) for _ in range(int(sys.argv[1]) // 10)]
+    for chunk in hold:
+        for i in range(0, len(chunk), 4096):
+            chunk[i] = 1
+    open(sys.argv[2], "w").write("ready")
+    time.sleep(float(sys.argv[3]))
+    """
+)
+
+
+@needs_cgroup
+def test_the_kernel_kills_a_young_guarded_job_not_the_larger_ordinary_compile_beside_it(
+    tmp_path: Path, procs: Procs
+) -> None:
+    """In a sweep build under 375 MiB the kernel killed `clap` (217 MiB, an ordinary
+    compile) beside a guarded job in its first second, and the build failed: the
+    guarded job's raised oom_score_adj must outweigh the gap between them, so the
+    kernel picks it (rerun alone) and the ordinary compile lives."""
+    rustc = _fake(tmp_path)
+    ready = tmp_path / "hog-ready"
+    with MemoryCgroup(300 * MiB) as cg:
+        hog = procs.start(
+            cg.enter_command() + [sys.executable, "-c", HOG, "190", str(ready), "8"],
+            clean_env(tmp_path, tmp_path / "state"),
+        )
+        assert wait_for(ready.exists, timeout=60)
+        env = _env(
+            tmp_path, FAKE_MARKER=str(tmp_path / "m"), FAKE_MB="200", FAKE_RERUN_MB="20",
+            FAKE_STEP_S="0.05",
+        )  # fmt: skip
+        p = procs.start(cg.enter_command() + ltoguard_cmd(rustc, "young"), env)
+        _, err = p.communicate(timeout=120)
+        hog.communicate(timeout=60)
+        kills = cg.oom_kills()
+    text = err.decode()
+    assert hog.returncode == 0, f"the ordinary compile was killed ({hog.returncode}): {text}"
+    assert p.returncode == 0, text
+    assert kills == 1 and "running it again, alone" in text
+    assert (tmp_path / "done.log").read_text().split() == ["rerun"]
