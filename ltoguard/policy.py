@@ -31,6 +31,7 @@ from ltoguard.admission import (
     backfill,
     before_memory,
     behind,
+    beside_compiles,
     fit,
     pressure_hold,
     swap_counted,
@@ -40,7 +41,7 @@ from ltoguard.estimates import DEFAULT_ESTIMATE, Basis, default_estimate
 from ltoguard.memory import available_memory, available_swap
 from ltoguard.passing import passers
 from ltoguard.pressure import Brake
-from ltoguard.proctree import job_memory
+from ltoguard.proctree import compiling_beside, job_memory
 from ltoguard.semaphore import Snapshot
 
 TYPE_CHECKING = False
@@ -149,6 +150,7 @@ class AdmissionPolicy:
         limits: Limits = DEFAULT,
         brake: Brake | None = None,
         read_swap: ReadSwap = available_swap,
+        compiling: Callable[[], int] = compiling_beside,
     ) -> None:
         self.record = record
         self.slots = slots
@@ -166,18 +168,21 @@ class AdmissionPolicy:
         self.brake = brake
         self.read_swap = read_swap
         self._backfill_held: tuple[int, ...] | None = None
+        self.compiling = compiling
 
     def __call__(self, snap: Snapshot) -> Admission:
         early = before_memory(running=snap.running, alone=self.alone, limit=self.slots)
-        if early is not None:
-            if early.why is Why.FIRST:
-                self._first()
-            return early
         # Re-read at once when the set of running jobs changes (one ended: memory
         # freed), else at most every MEMORY_RECHECK seconds.
         held = tuple(sorted(h.slot for h in snap.holders))
         now = self.clock()
         last = self._last_no
+        if early is not None:
+            if not early.ok:
+                return early
+            if last is not None and last.running == held and now - last.when < MEMORY_RECHECK:
+                return last.decision
+            return self._alone(early, held, now)
         if last is not None and last.running == held and now - last.when < MEMORY_RECHECK:
             return last.decision
         if last is None or last.running != held:
@@ -240,12 +245,27 @@ class AdmissionPolicy:
         self._saw(mem)
         return running, usage, mem
 
-    def _first(self) -> None:
-        """Nothing else runs and the job starts: still read memory, for the
-        estimate's scale and the report."""
+    def _alone(self, early: Admission, held: tuple[int, ...], now: float) -> Admission:
+        """No other guarded job runs (FIRST, or ALONE after an OOM kill): the job starts
+        unless the build's ordinary compiles hold the memory it lacks
+        (admission.beside_compiles); they are looked up only when it lacks memory."""
         mem = self.read_memory(self.memory)
         self._saw(mem)
-        self._admitted_with(mem, 0)
+        margin = self.limits.margin(mem.total)
+        estimate = self.record.estimate
+        short = mem.available < estimate + margin
+        decision = beside_compiles(
+            early,
+            estimate=estimate,
+            available=mem.available,
+            margin=margin,
+            compiling=self.compiling() if short else 0,
+        )
+        if decision.ok:
+            self._admitted_with(mem, 0)
+        else:
+            self._last_no = _LastNo(held, now, decision)
+        return decision
 
     def _decide(self, snap: Snapshot, held: tuple[int, ...], now: float) -> Admission:
         brake = self._pressure()

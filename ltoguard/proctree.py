@@ -114,18 +114,25 @@ def descendants(pid: int) -> list[int]:
     found: list[int] = []
     todo = [pid]
     while todo:
-        parent = todo.pop()
-        try:
-            tids = os.listdir(f"/proc/{parent}/task")
-        except OSError:
-            continue  # gone meanwhile
-        for tid in tids:
-            raw = _read(f"/proc/{parent}/task/{tid}/children")
-            for kid in map(int, raw.split() if raw else ()):
-                if kid not in seen:
-                    seen.add(kid)
-                    found.append(kid)
-                    todo.append(kid)
+        for kid in children(todo.pop()):
+            if kid not in seen:
+                seen.add(kid)
+                found.append(kid)
+                todo.append(kid)
+    return found
+
+
+def children(pid: int) -> list[int]:
+    """``pid``'s children, from /proc/PID/task/TID/children (CONFIG_PROC_CHILDREN);
+    [] if it is gone. A pid may appear twice (see `descendants`)."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []  # gone meanwhile
+    found: list[int] = []
+    for tid in tids:
+        raw = _read(f"/proc/{pid}/task/{tid}/children")
+        found.extend(map(int, raw.split() if raw else ()))
     return found
 
 
@@ -208,6 +215,46 @@ def job_memory(pid: int) -> int:
     shares little anonymous memory (the linker is exec'd)."""
     found = (memory(p) for p in [pid, *descendants(pid)])
     return sum(m.anon for m in found if m is not None)
+
+
+# The names (comm) of what cargo runs to compile: rustc, and build scripts
+# (build-script-build, cut to 15 bytes). A guarded job's ltoguard is not one: its
+# compile runs under it, and a waiter holds no compile.
+COMPILER = "rustc"
+BUILD_SCRIPT = "build-script-"
+
+
+def compiling_beside(me: int | None = None, parent: int | None = None) -> int:
+    """What the compiles ``parent`` (default: this process's, cargo) runs beside
+    ``me`` (default: this process) hold now: the anonymous memory of each child
+    named as a compile, with its tree, in bytes. 0 where the kernel lists no
+    children, or the parent is not cargo (sccache's client, rustc for a linker).
+
+    Never another ltoguard (one running this interpreter, whatever its name): a
+    waiter ends only once admitted, and waiting for it would never end."""
+    me = os.getpid() if me is None else me
+    parent = os.getppid() if parent is None else parent
+    if parent <= 1 or not has_children_files():
+        return 0
+    ours = _exe(me)
+    total = 0
+    for kid in set(children(parent)) - {me}:
+        stat = read_stat(kid)
+        if stat is None or stat.state == "Z":
+            continue
+        if stat.name != COMPILER and not stat.name.startswith(BUILD_SCRIPT):
+            continue
+        if ours is not None and _exe(kid) == ours:
+            continue
+        total += job_memory(kid)
+    return total
+
+
+def _exe(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return None
 
 
 class PeakSampler:

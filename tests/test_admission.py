@@ -18,6 +18,7 @@ from ltoguard.admission import (
     admit,
     before_memory,
     behind,
+    beside_compiles,
     choose_victim,
     critical,
     fit,
@@ -136,6 +137,42 @@ def test_admit_applies_every_rule_in_order(
         estimate=GiB, running=running, available=available, total=total, limit=limit, alone=alone
     )
     assert (d.ok, d.why) == (ok, why)
+
+
+FIRST = Admission(True, Why.FIRST)
+
+
+@pytest.mark.parametrize(
+    ("available", "compiling", "ok"),
+    [
+        (1100 * MiB, 0, True),  # fits: 1 GiB + 76 MiB of margin
+        (1100 * MiB, 900 * MiB, True),  # fits, whatever the compiles hold
+        (1100 * MiB - 1, 900 * MiB, False),  # short; fits once they end
+        (600 * MiB, 500 * MiB - 1, True),  # would not fit even then: waiting cannot help
+        (600 * MiB, 500 * MiB, False),  # the edge of "would fit then"
+        (600 * MiB, 0, True),  # short, and nothing compiles beside it
+    ],
+)
+def test_beside_compiles(available: int, compiling: int, ok: bool) -> None:
+    margin = 76 * MiB
+    d = beside_compiles(
+        FIRST, estimate=GiB, available=available, margin=margin, compiling=compiling
+    )
+    assert d.ok is ok
+    if ok:
+        assert d is FIRST  # the rule that let it start, as it was
+    else:
+        assert (d.why, d.compiling, d.margin) == (Why.COMPILING, compiling, margin)
+        assert "but the build's other compiles hold" in d.text
+
+
+def test_admit_waits_for_the_builds_compiles_only_with_nothing_guarded_running() -> None:
+    kw: dict[str, Any] = dict(estimate=GiB, available=GiB, total=GiB, compiling=900 * MiB)
+    assert admit(running=[], **kw).why is Why.COMPILING
+    assert admit(running=[], alone=True, **kw).why is Why.COMPILING
+    assert admit(running=[], **{**kw, "compiling": 0}).why is Why.FIRST
+    assert admit(running=[A], **kw).why is Why.NO_ROOM  # beside a guarded job: fit decides
+    assert admit(running=[A], alone=True, **kw).why is Why.NOT_ALONE
 
 
 def test_admit_takes_other_limits() -> None:

@@ -50,6 +50,7 @@ def make(
     relearn: Callable[[], tuple[int, str, Curve | None]] | None = None,
     rss: Callable[[int], int] = lambda pid: 0,
     clock: Callable[[], float] = lambda: 0.0,
+    compiling: Callable[[], int] = lambda: 0,
 ) -> tuple[AdmissionPolicy, JobRecord, Memory]:
     job = Job(["rustc"], kind="rustc", name="w", what="crate w (bin)", key="k", group="g")
     record = JobRecord(job, estimate, basis)
@@ -64,6 +65,7 @@ def make(
         clock=clock,
         brake=Brake(None),  # no PSI: the host's pressure stays out of these tests
         read_swap=lambda *a, **k: 0,  # nor its swap
+        compiling=compiling,  # nor the test runner's other processes
     )
     return pol, record, memory
 
@@ -105,8 +107,41 @@ def test_alone_waits_for_an_empty_gate() -> None:
     pol, _record, memory = make(GiB)
     pol.again(2 * GiB, alone=True)
     assert pol(snap(ONE)) == Admission(False, Why.NOT_ALONE, running=1)
+    assert memory.calls == []  # waiting for the others asks nothing of memory
     assert pol(snap()) == Admission(True, Why.ALONE)
-    assert memory.calls == []  # alone asks nothing of memory
+    assert memory.calls == [0]  # once alone: does it fit beside the build's compiles?
+
+
+@pytest.mark.parametrize("alone", [False, True], ids=["first", "rerun alone"])
+def test_nothing_guarded_runs_but_the_builds_compiles_hold_the_memory(alone: bool) -> None:
+    # 8 GiB: the margin is one critical floor, 204.8 MiB. Needs 1 GiB + the margin.
+    looked: list[int] = []
+
+    def compiling() -> int:
+        looked.append(1)
+        return 700 * MiB
+
+    now = [0.0]
+    pol, _record, memory = make(GiB, available=GiB, compiling=compiling, clock=lambda: now[0])
+    if alone:
+        pol.again(GiB, alone=True)
+    got = pol(snap())
+    assert not got.ok and got.why is Why.COMPILING and got.compiling == 700 * MiB
+    assert got.text == (
+        "needs ~1 GiB, 1 GiB free; no other guarded job running, but the build's"
+        " other compiles hold 700 MiB: waiting for them to end"
+    )
+    assert pol(snap()) is got and len(memory.calls) == 1  # reused within MEMORY_RECHECK
+    now[0] = MEMORY_RECHECK
+    memory.available = 2 * GiB  # they ended
+    again = pol(snap())
+    assert again.ok and again.why is (Why.ALONE if alone else Why.FIRST)
+    assert len(looked) == 1  # with room, the compiles are not looked up
+
+
+def test_the_first_job_starts_where_waiting_for_the_compiles_cannot_help() -> None:
+    pol, _record, _memory = make(2 * GiB, available=GiB, compiling=lambda: 700 * MiB)
+    assert pol(snap()) == Admission(True, Why.FIRST)  # 1 GiB + 700 MiB < 2 GiB + margin
 
 
 def test_once_alone_always_alone() -> None:

@@ -272,3 +272,59 @@ def test_on_linux_nothing_here_imports_psutil() -> None:
     )
     got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert got.stdout.split() == [str(-signal.SIGKILL), "False"], got.stderr
+
+
+HOLDER = """
+import sys
+held = bytearray(int(sys.argv[1]))
+for i in range(0, len(held), 4096):
+    held[i] = 1
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+@needs_children_files
+def test_compiling_beside_counts_the_parents_other_compiles_and_never_an_ltoguard(
+    tmp_path: os.PathLike[str], procs: Procs
+) -> None:
+    """cargo's children named rustc or build-script-*, each with its tree; not one
+    named otherwise, not one running this interpreter (a waiter, whatever its name:
+    waiting for it would never end), not the job itself."""
+    wrapper = '#!/bin/sh\n"$@"\n'  # a shell named as a compile, the holder under it
+    started: dict[str, subprocess.Popen[str]] = {}
+    for name, size in (("rustc", 32), ("build-script-build", 16), ("ltoguard", 8)):
+        path = os.path.join(tmp_path, name)
+        with open(path, "w") as f:
+            f.write(wrapper)
+        os.chmod(path, 0o755)
+        started[name] = procs.start(
+            [path, sys.executable, "-c", HOLDER, str(size * MiB)], dict(os.environ),
+            text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        )  # fmt: skip
+    os.mkdir(os.path.join(tmp_path, "py"))
+    alias = os.path.join(tmp_path, "py", "rustc")
+    os.symlink(sys.executable, alias)
+    started["waiter"] = procs.start(
+        [alias, "-c", HOLDER, str(4 * MiB)], dict(os.environ), text=True,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    me = procs.start(
+        [sys.executable, "-c", HOLDER, str(MiB)], dict(os.environ), text=True,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    for p in [*started.values(), me]:
+        assert p.stdout is not None and p.stdout.readline() == "ready\n"
+    assert proctree.read_stat(started["waiter"].pid).name == "rustc"  # type: ignore[union-attr]
+    assert proctree.read_stat(started["build-script-build"].pid).name == "build-script-bu"  # type: ignore[union-attr]
+    got = proctree.compiling_beside(me=me.pid, parent=os.getpid())
+    want = proctree.job_memory(started["rustc"].pid) + proctree.job_memory(
+        started["build-script-build"].pid
+    )
+    assert 48 * MiB <= got < 48 * MiB + 8 * MiB
+    assert abs(got - want) < MiB  # the same trees, read a moment apart
+    assert proctree.compiling_beside(me=me.pid, parent=me.pid) == 0  # no children
+
+
+def test_compiling_beside_is_zero_without_a_parent_to_look_under() -> None:
+    assert proctree.compiling_beside(parent=1) == 0  # init: cargo is gone

@@ -151,6 +151,9 @@ class Why(enum.Enum):
     FITS_SWAP = "fits with swap"  # they fit once part of free swap counts (pressure low)
     PRESSURE = "pressure"  # sustained memory pressure holds new jobs until it falls
     BACKFILL = "backfill"  # not the head, but fits now and leaves the head's room (backfill)
+    # No other guarded job runs, but the build's ordinary compiles hold the memory
+    # it lacks: waits for them (beside_compiles).
+    COMPILING = "compiling"
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,7 @@ class Admission:
     pressure: float | None = None  # PSI avg10 (percent) that held the job
     pressure_kind: str = ""  # "full" or "some": which figure it was
     swap: int = 0  # free swap counted as room
+    compiling: int = 0  # what the build's ordinary compiles hold (COMPILING)
 
     @property
     def names_estimate(self) -> bool:
@@ -208,6 +212,11 @@ def render(d: Admission) -> str:
     if d.estimate is None or d.available is None:
         return "no other guarded job running"
     needs = f"needs ~{format_size(d.estimate)}, {format_size(d.available)} free"
+    if d.why is Why.COMPILING:
+        return (
+            f"{needs}; no other guarded job running, but the build's other compiles hold"
+            f" {format_size(d.compiling)}: waiting for them to end"
+        )
     if d.why is Why.FIRST:
         if d.estimate + d.margin > d.available:
             return f"{needs}; starting anyway: no other guarded job is running"
@@ -262,6 +271,21 @@ def before_memory(*, running: int, alone: bool, limit: int | None) -> Admission 
     return None if cap.ok else cap
 
 
+def beside_compiles(
+    early: Admission, *, estimate: int, available: int, margin: int, compiling: int
+) -> Admission:
+    """A job about to start with no other guarded job running (``early``: FIRST, or
+    ALONE after an OOM kill) waits while it does not fit in free memory but would once
+    the build's ordinary compiles end (``compiling``: what they hold now). Started
+    beside them, it or one of them is OOM-killed, and a killed library compile fails
+    the build. No guarded job frees memory for it, but they do: they always end. Where
+    it would not fit even then, waiting cannot help, and it starts."""
+    need = estimate + margin
+    if available >= need or available + compiling < need:
+        return early
+    return Admission(False, Why.COMPILING, estimate, available, 0, margin, compiling=compiling)
+
+
 def fit(
     *,
     estimate: int,
@@ -298,13 +322,19 @@ def admit(
     alone: bool = False,
     limits: Limits = DEFAULT,
     curve: Curve | None = None,
+    compiling: int = 0,
 ) -> Admission:
     """May the head of the queue start now? Every rule in order, from figures alone
-    (the policy applies the same rules, reading memory only when they need it)."""
+    (the policy applies the same rules, reading memory only when they need it).
+    ``compiling``: what the build's ordinary compiles hold (`beside_compiles`)."""
     early = before_memory(running=len(running), alone=alone, limit=limit)
+    margin = limits.margin(total)
+    if early is not None and early.ok and not running:
+        return beside_compiles(
+            early, estimate=estimate, available=available, margin=margin, compiling=compiling
+        )
     if early is not None:
         return early
-    margin = limits.margin(total)
     return fit(
         estimate=estimate,
         running=running,
