@@ -139,7 +139,7 @@ def test_admit_applies_every_rule_in_order(
     assert (d.ok, d.why) == (ok, why)
 
 
-FIRST = Admission(True, Why.FIRST)
+ALONE = Admission(True, Why.ALONE)
 
 
 @pytest.mark.parametrize(
@@ -156,21 +156,21 @@ FIRST = Admission(True, Why.FIRST)
 def test_beside_compiles(available: int, compiling: int, ok: bool) -> None:
     margin = 76 * MiB
     d = beside_compiles(
-        FIRST, estimate=GiB, available=available, margin=margin, compiling=compiling
+        ALONE, estimate=GiB, available=available, margin=margin, compiling=compiling
     )
     assert d.ok is ok
     if ok:
-        assert d is FIRST  # the rule that let it start, as it was
+        assert d is ALONE  # the rule that let it start, as it was
     else:
         assert (d.why, d.compiling, d.margin) == (Why.COMPILING, compiling, margin)
         assert "but the build's other compiles hold" in d.text
 
 
-def test_admit_waits_for_the_builds_compiles_only_with_nothing_guarded_running() -> None:
+def test_admit_waits_for_the_builds_compiles_only_for_a_rerun_alone() -> None:
     kw: dict[str, Any] = dict(estimate=GiB, available=GiB, total=GiB, compiling=900 * MiB)
-    assert admit(running=[], **kw).why is Why.COMPILING
     assert admit(running=[], alone=True, **kw).why is Why.COMPILING
-    assert admit(running=[], **{**kw, "compiling": 0}).why is Why.FIRST
+    assert admit(running=[], alone=True, **{**kw, "compiling": 0}).why is Why.ALONE
+    assert admit(running=[], **kw).why is Why.FIRST  # the first attempt starts
     assert admit(running=[A], **kw).why is Why.NO_ROOM  # beside a guarded job: fit decides
     assert admit(running=[A], alone=True, **kw).why is Why.NOT_ALONE
 

@@ -112,8 +112,7 @@ def test_alone_waits_for_an_empty_gate() -> None:
     assert memory.calls == [0]  # once alone: does it fit beside the build's compiles?
 
 
-@pytest.mark.parametrize("alone", [False, True], ids=["first", "rerun alone"])
-def test_nothing_guarded_runs_but_the_builds_compiles_hold_the_memory(alone: bool) -> None:
+def test_a_rerun_alone_waits_while_the_builds_compiles_hold_the_memory() -> None:
     # 8 GiB: the margin is one critical floor, 204.8 MiB. Needs 1 GiB + the margin.
     looked: list[int] = []
 
@@ -123,8 +122,7 @@ def test_nothing_guarded_runs_but_the_builds_compiles_hold_the_memory(alone: boo
 
     now = [0.0]
     pol, _record, memory = make(GiB, available=GiB, compiling=compiling, clock=lambda: now[0])
-    if alone:
-        pol.again(GiB, alone=True)
+    pol.again(GiB, alone=True)
     got = pol(snap())
     assert not got.ok and got.why is Why.COMPILING and got.compiling == 700 * MiB
     assert got.text == (
@@ -135,13 +133,20 @@ def test_nothing_guarded_runs_but_the_builds_compiles_hold_the_memory(alone: boo
     now[0] = MEMORY_RECHECK
     memory.available = 2 * GiB  # they ended
     again = pol(snap())
-    assert again.ok and again.why is (Why.ALONE if alone else Why.FIRST)
+    assert again.ok and again.why is Why.ALONE
     assert len(looked) == 1  # with room, the compiles are not looked up
 
 
-def test_the_first_job_starts_where_waiting_for_the_compiles_cannot_help() -> None:
+def test_the_first_attempt_starts_beside_the_builds_compiles() -> None:
+    pol, _record, memory = make(GiB, available=GiB, compiling=lambda: 700 * MiB)
+    assert pol(snap()) == Admission(True, Why.FIRST)  # short, but it tries
+    assert memory.calls == [0]  # read for the record
+
+
+def test_a_rerun_alone_starts_where_waiting_for_the_compiles_cannot_help() -> None:
     pol, _record, _memory = make(2 * GiB, available=GiB, compiling=lambda: 700 * MiB)
-    assert pol(snap()) == Admission(True, Why.FIRST)  # 1 GiB + 700 MiB < 2 GiB + margin
+    pol.again(2 * GiB, alone=True)
+    assert pol(snap()) == Admission(True, Why.ALONE)  # 1 GiB + 700 MiB < 2 GiB + margin
 
 
 def test_once_alone_always_alone() -> None:
