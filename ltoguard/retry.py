@@ -3,8 +3,8 @@
 - It stopped itself (memory critical, youngest of several): queue again at the
   head, waiting next time for at least its peak plus VICTIM_HEADROOM.
 - The kernel OOM-killed it, or LLVM ran out of memory: run it once more, alone,
-  expecting its peak plus OOM_RERUN_HEADROOM; out of memory even alone: fail with
-  its real status and one line giving its size.
+  expecting its peak plus OOM_RERUN_HEADROOM (the cut-short peak is not learned);
+  out of memory even alone: fail with its real status and one line giving its size.
 - Anything else: done, with the compiler's status.
 
 No I/O here: guard.py carries the step out (learn, say, queue, exit).
@@ -63,7 +63,9 @@ def next_step(result: AttemptResult, state: RetryState, what: str) -> Step:
                 RERUN_ALONE,
                 replace(state, reruns=1),
                 estimate_at_least=int(result.peak * OOM_RERUN_HEADROOM),
-                learn=True,
+                # Not learned: the kill cut its peak short, and its siblings, scaled
+                # by it, would be estimated low while it reruns (the rerun's peak is).
+                learn=False,
                 message=f"{what} ran out of memory (killed at {size}); running it again, alone",
             )
         return Step(

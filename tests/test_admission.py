@@ -148,8 +148,7 @@ ALONE = Admission(True, Why.ALONE)
         (1100 * MiB, 0, True),  # fits: 1 GiB + 76 MiB of margin
         (1100 * MiB, 900 * MiB, True),  # fits, whatever the compiles hold
         (1100 * MiB - 1, 900 * MiB, False),  # short; fits once they end
-        (600 * MiB, 500 * MiB - 1, True),  # would not fit even then: waiting cannot help
-        (600 * MiB, 500 * MiB, False),  # the edge of "would fit then"
+        (600 * MiB, 100 * MiB, False),  # short even then: the kill said it does not fit
         (600 * MiB, 0, True),  # short, and nothing compiles beside it
     ],
 )

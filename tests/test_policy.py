@@ -143,10 +143,14 @@ def test_the_first_attempt_starts_beside_the_builds_compiles() -> None:
     assert memory.calls == [0]  # read for the record
 
 
-def test_a_rerun_alone_starts_where_waiting_for_the_compiles_cannot_help() -> None:
-    pol, _record, _memory = make(2 * GiB, available=GiB, compiling=lambda: 700 * MiB)
+def test_a_rerun_alone_short_even_without_the_compiles_waits_for_them_all_the_same() -> None:
+    held = [700 * MiB]
+    pol, _record, _memory = make(2 * GiB, available=GiB, compiling=lambda: held[0])
     pol.again(2 * GiB, alone=True)
-    assert pol(snap()) == Admission(True, Why.ALONE)  # 1 GiB + 700 MiB < 2 GiB + margin
+    assert pol(snap()).why is Why.COMPILING  # 1 GiB + 700 MiB < 2 GiB + margin
+    held[0] = 0
+    pol.again(2 * GiB, alone=True)  # (forgets the "no" it reuses for MEMORY_RECHECK)
+    assert pol(snap()) == Admission(True, Why.ALONE)  # nothing compiles: it runs
 
 
 def test_once_alone_always_alone() -> None:

@@ -65,14 +65,15 @@ KILLED = -signal.SIGKILL
             "",
             "stopped this compile (youngest of the running ones, at 400 MiB) and queued it again",
         ),
-        # First OOM kill: learn it, rerun alone with headroom.
+        # First OOM kill: rerun alone with headroom; the cut-short peak is not learned
+        # (siblings scaled by it would be estimated low meanwhile).
         (
             AttemptResult(KILLED, PEAK, out_of_memory=True),
             RetryState(),
             RERUN_ALONE,
             RetryState(reruns=1),
             int(PEAK * OOM_RERUN_HEADROOM),
-            True,
+            False,
             0,
             "",
             "ran out of memory (killed at 400 MiB); running it again, alone",

@@ -275,18 +275,19 @@ def beside_compiles(
     early: Admission, *, estimate: int, available: int, margin: int, compiling: int
 ) -> Admission:
     """A rerun alone after running out of memory, nothing guarded running (``early``:
-    ALONE), waits while it does not fit in free memory but would once the build's
-    ordinary compiles end (``compiling``: what they hold now): started beside them it
+    ALONE), waits while it does not fit in free memory and the build's ordinary
+    compiles hold memory (``compiling``: what they hold now): started beside them it
     runs out again, or the kernel kills one of them, and a killed library compile
-    fails the build. No guarded job frees memory for it, but they do: they end. Where
-    it would not fit even then, waiting cannot help, and it starts.
+    fails the build. No guarded job frees memory for it, but they do: they end. It
+    waits even where their memory would not make up the difference: what free
+    memory says just after the kill lags behind, and the kill showed it does not
+    fit beside them.
 
     The first job (FIRST) does not wait so: it starts beside them, and should they
     not fit together the kernel kills it, not them (its raised oom_score_adj), and it
     reruns alone here. Waiting before the first attempt cost a build where the two
     fit (docs/benchmarks.md)."""
-    need = estimate + margin
-    if available >= need or available + compiling < need:
+    if available >= estimate + margin or compiling <= 0:
         return early
     return Admission(False, Why.COMPILING, estimate, available, 0, margin, compiling=compiling)
 
