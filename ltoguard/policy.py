@@ -178,9 +178,7 @@ class AdmissionPolicy:
         now = self.clock()
         last = self._last_no
         if early is not None:
-            if early.why is Why.FIRST:
-                self._first()
-            if early.why is not Why.ALONE:
+            if not early.ok:
                 return early
             if last is not None and last.running == held and now - last.when < MEMORY_RECHECK:
                 return last.decision
@@ -247,16 +245,9 @@ class AdmissionPolicy:
         self._saw(mem)
         return running, usage, mem
 
-    def _first(self) -> None:
-        """Nothing else runs and the job starts: still read memory, for the
-        estimate's scale and the report."""
-        mem = self.read_memory(self.memory)
-        self._saw(mem)
-        self._admitted_with(mem, 0)
-
     def _alone(self, early: Admission, held: tuple[int, ...], now: float) -> Admission:
-        """Nothing else runs and the job reruns alone after running out of memory: it
-        starts unless the build's ordinary compiles hold the memory it lacks
+        """No other guarded job runs (FIRST, or ALONE after running out of memory): the
+        job starts unless the build's ordinary compiles hold the memory it lacks
         (admission.beside_compiles); they are looked up only when it lacks memory."""
         mem = self.read_memory(self.memory)
         self._saw(mem)

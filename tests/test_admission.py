@@ -139,37 +139,43 @@ def test_admit_applies_every_rule_in_order(
     assert (d.ok, d.why) == (ok, why)
 
 
-ALONE = Admission(True, Why.ALONE)
+FIRST, ALONE = Admission(True, Why.FIRST), Admission(True, Why.ALONE)
 
 
 @pytest.mark.parametrize(
-    ("available", "compiling", "ok"),
+    ("early", "available", "compiling", "ok"),
     [
-        (1100 * MiB, 0, True),  # fits: 1 GiB + 76 MiB of margin
-        (1100 * MiB, 900 * MiB, True),  # fits, whatever the compiles hold
-        (1100 * MiB - 1, 900 * MiB, False),  # short; fits once they end
-        (600 * MiB, 100 * MiB, False),  # short even then: the kill said it does not fit
-        (600 * MiB, 0, True),  # short, and nothing compiles beside it
+        (FIRST, 1100 * MiB, 0, True),  # fits: 1 GiB + 76 MiB of margin
+        (FIRST, 1100 * MiB, 900 * MiB, True),  # fits, whatever the compiles hold
+        (FIRST, 1100 * MiB - 1, 900 * MiB, False),  # short; fits once they end
+        (FIRST, 600 * MiB, 500 * MiB, False),  # the edge of "fits once they end"
+        (FIRST, 600 * MiB, 500 * MiB - 1, True),  # short even then: waiting cannot help
+        (FIRST, 600 * MiB, 0, True),  # short, and nothing compiles beside it
+        (ALONE, 1100 * MiB, 900 * MiB, True),
+        (ALONE, 1100 * MiB - 1, 900 * MiB, False),
+        (ALONE, 600 * MiB, 100 * MiB, False),  # short even then: the kill said it does not fit
+        (ALONE, 600 * MiB, 0, True),
     ],
 )
-def test_beside_compiles(available: int, compiling: int, ok: bool) -> None:
+def test_beside_compiles(early: Admission, available: int, compiling: int, ok: bool) -> None:
     margin = 76 * MiB
     d = beside_compiles(
-        ALONE, estimate=GiB, available=available, margin=margin, compiling=compiling
+        early, estimate=GiB, available=available, margin=margin, compiling=compiling
     )
     assert d.ok is ok
     if ok:
-        assert d is ALONE  # the rule that let it start, as it was
+        assert d is early  # the rule that let it start, as it was
     else:
         assert (d.why, d.compiling, d.margin) == (Why.COMPILING, compiling, margin)
         assert "but the build's other compiles hold" in d.text
 
 
-def test_admit_waits_for_the_builds_compiles_only_for_a_rerun_alone() -> None:
+def test_admit_waits_for_the_builds_compiles_only_with_nothing_guarded_running() -> None:
     kw: dict[str, Any] = dict(estimate=GiB, available=GiB, total=GiB, compiling=900 * MiB)
     assert admit(running=[], alone=True, **kw).why is Why.COMPILING
     assert admit(running=[], alone=True, **{**kw, "compiling": 0}).why is Why.ALONE
-    assert admit(running=[], **kw).why is Why.FIRST  # the first attempt starts
+    assert admit(running=[], **kw).why is Why.COMPILING
+    assert admit(running=[], **{**kw, "compiling": 0}).why is Why.FIRST
     assert admit(running=[A], **kw).why is Why.NO_ROOM  # beside a guarded job: fit decides
     assert admit(running=[A], alone=True, **kw).why is Why.NOT_ALONE
 

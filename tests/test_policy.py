@@ -112,7 +112,8 @@ def test_alone_waits_for_an_empty_gate() -> None:
     assert memory.calls == [0]  # once alone: does it fit beside the build's compiles?
 
 
-def test_a_rerun_alone_waits_while_the_builds_compiles_hold_the_memory() -> None:
+@pytest.mark.parametrize("alone", [False, True], ids=["first", "rerun alone"])
+def test_nothing_guarded_runs_but_the_builds_compiles_hold_the_memory(alone: bool) -> None:
     # 8 GiB: the margin is one critical floor, 204.8 MiB. Needs 1 GiB + the margin.
     looked: list[int] = []
 
@@ -122,7 +123,8 @@ def test_a_rerun_alone_waits_while_the_builds_compiles_hold_the_memory() -> None
 
     now = [0.0]
     pol, _record, memory = make(GiB, available=GiB, compiling=compiling, clock=lambda: now[0])
-    pol.again(GiB, alone=True)
+    if alone:
+        pol.again(GiB, alone=True)
     got = pol(snap())
     assert not got.ok and got.why is Why.COMPILING and got.compiling == 700 * MiB
     assert got.text == (
@@ -133,14 +135,14 @@ def test_a_rerun_alone_waits_while_the_builds_compiles_hold_the_memory() -> None
     now[0] = MEMORY_RECHECK
     memory.available = 2 * GiB  # they ended
     again = pol(snap())
-    assert again.ok and again.why is Why.ALONE
+    assert again.ok and again.why is (Why.ALONE if alone else Why.FIRST)
     assert len(looked) == 1  # with room, the compiles are not looked up
 
 
-def test_the_first_attempt_starts_beside_the_builds_compiles() -> None:
-    pol, _record, memory = make(GiB, available=GiB, compiling=lambda: 700 * MiB)
-    assert pol(snap()) == Admission(True, Why.FIRST)  # short, but it tries
-    assert memory.calls == [0]  # read for the record
+def test_the_first_job_starts_where_waiting_for_the_compiles_cannot_help() -> None:
+    pol, _record, memory = make(2 * GiB, available=GiB, compiling=lambda: 700 * MiB)
+    assert pol(snap()) == Admission(True, Why.FIRST)  # 1 GiB + 700 MiB < 2 GiB + margin
+    assert memory.calls == [0]
 
 
 def test_a_rerun_alone_short_even_without_the_compiles_waits_for_them_all_the_same() -> None:

@@ -151,8 +151,8 @@ class Why(enum.Enum):
     FITS_SWAP = "fits with swap"  # they fit once part of free swap counts (pressure low)
     PRESSURE = "pressure"  # sustained memory pressure holds new jobs until it falls
     BACKFILL = "backfill"  # not the head, but fits now and leaves the head's room (backfill)
-    # A rerun alone, nothing guarded runs, but the build's ordinary compiles hold the
-    # memory it lacks: waits for them (beside_compiles).
+    # Nothing guarded runs, but the build's ordinary compiles hold the memory it
+    # lacks: waits for them (beside_compiles).
     COMPILING = "compiling"
 
 
@@ -274,20 +274,18 @@ def before_memory(*, running: int, alone: bool, limit: int | None) -> Admission 
 def beside_compiles(
     early: Admission, *, estimate: int, available: int, margin: int, compiling: int
 ) -> Admission:
-    """A rerun alone after running out of memory, nothing guarded running (``early``:
-    ALONE), waits while it does not fit in free memory and the build's ordinary
-    compiles hold memory (``compiling``: what they hold now): started beside them it
-    runs out again, or the kernel kills one of them, and a killed library compile
-    fails the build. No guarded job frees memory for it, but they do: they end. It
-    waits even where their memory would not make up the difference: what free
-    memory says just after the kill lags behind, and the kill showed it does not
-    fit beside them.
-
-    The first job (FIRST) does not wait so: it starts beside them, and should they
-    not fit together the kernel kills it, not them (its raised oom_score_adj), and it
-    reruns alone here. Waiting before the first attempt cost a build where the two
-    fit (docs/benchmarks.md)."""
-    if available >= estimate + margin or compiling <= 0:
+    """A job about to start with no other guarded job running (``early``: FIRST, or
+    ALONE after running out of memory) waits while it does not fit in free memory
+    and the build's ordinary compiles hold memory (``compiling``: what they hold
+    now). Started beside them, it or one of them is OOM-killed, and a killed library
+    compile fails the build. No guarded job frees memory for it, but they do: they
+    end. The first job starts where it would not fit even once they end (waiting
+    cannot help); a rerun waits all the same (free memory just after the kill lags
+    behind, and the kill showed that it does not fit beside them)."""
+    need = estimate + margin
+    if available >= need or compiling <= 0:
+        return early
+    if early.why is Why.FIRST and available + compiling < need:
         return early
     return Admission(False, Why.COMPILING, estimate, available, 0, margin, compiling=compiling)
 
@@ -332,11 +330,10 @@ def admit(
 ) -> Admission:
     """May the head of the queue start now? Every rule in order, from figures alone
     (the policy applies the same rules, reading memory only when they need it).
-    ``compiling``: what the build's ordinary compiles hold (`beside_compiles`: a rerun
-    alone waits for them)."""
+    ``compiling``: what the build's ordinary compiles hold (`beside_compiles`)."""
     early = before_memory(running=len(running), alone=alone, limit=limit)
     margin = limits.margin(total)
-    if early is not None and early.why is Why.ALONE:
+    if early is not None and early.why in (Why.FIRST, Why.ALONE):
         return beside_compiles(
             early, estimate=estimate, available=available, margin=margin, compiling=compiling
         )
