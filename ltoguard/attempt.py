@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 # the memory bound: a young guarded job beside a library compile at its peak is
 # picked first only with a bonus near the whole bound (docs/design.md, pausing).
 OOM_SCORE_ADJ_BASE = 900
-OOM_SCORE_ADJ_STEP = 50  # per guarded job admitted beside it; at most 1000
+OOM_SCORE_ADJ_STEP = 25  # per guarded job admitted beside it: the youngest of 5 first
 MAX_SAMPLES = 600  # memory samples kept per job for the report
 
 
@@ -226,7 +226,8 @@ class Attempt:
     def _oom_score_adj(self) -> int:
         """Far above every ordinary compile (a killed guarded job is rerun; a killed
         library compile fails the build), and higher for each job admitted beside
-        others, so the kernel's choice matches ours: the youngest guarded job goes first."""
+        others, so the kernel's choice tends to ours: the youngest guarded job goes
+        first (up to five; 1000 is the most there is)."""
         others = max(0, len(self.running_now()) - 1)
         return min(1000, OOM_SCORE_ADJ_BASE + OOM_SCORE_ADJ_STEP * others)
 

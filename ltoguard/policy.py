@@ -59,6 +59,9 @@ if TYPE_CHECKING:
     Relearn = Callable[[], tuple[int, str, curves.Curve | None]]
 
 MEMORY_RECHECK = 0.5  # seconds a waiting head reuses a "does not fit" (= FULL_RECHECK)
+# Seconds a job with nothing guarded running waits for the build's ordinary compiles
+# at most (they end; this bounds what was not foreseen), then starts as it used to.
+COMPILING_PATIENCE = 600.0
 
 
 @dataclass
@@ -169,6 +172,7 @@ class AdmissionPolicy:
         self.read_swap = read_swap
         self._backfill_held: tuple[int, ...] | None = None
         self.compiling = compiling
+        self._compiling_since: float | None = None  # when it first waited for them
 
     def __call__(self, snap: Snapshot) -> Admission:
         early = before_memory(running=snap.running, alone=self.alone, limit=self.slots)
@@ -182,6 +186,8 @@ class AdmissionPolicy:
                 return early
             if last is not None and last.running == held and now - last.when < MEMORY_RECHECK:
                 return last.decision
+            if last is not None and last.running != held:
+                self.refresh_estimate()  # the last running job ended meanwhile
             return self._alone(early, held, now)
         if last is not None and last.running == held and now - last.when < MEMORY_RECHECK:
             return last.decision
@@ -248,22 +254,30 @@ class AdmissionPolicy:
     def _alone(self, early: Admission, held: tuple[int, ...], now: float) -> Admission:
         """No other guarded job runs (FIRST, or ALONE after running out of memory): the
         job starts unless the build's ordinary compiles hold the memory it lacks
-        (admission.beside_compiles); they are looked up only when it lacks memory."""
+        (admission.beside_compiles); they are looked up only when it lacks memory,
+        and not after COMPILING_PATIENCE seconds of waiting for them."""
         mem = self.read_memory(self.memory)
         self._saw(mem)
         margin = self.limits.margin(mem.total)
         estimate = self.record.estimate
-        short = mem.available < estimate + margin
+        free = mem.available
+        if self.memory is not None and self.memory.size > 0 and mem.constraints:
+            # A budget (LTOGUARD_MEMORY=SIZE) counts the guarded jobs alone: the
+            # compiles show in real free memory.
+            free = min(c.available for c in mem.constraints)
+        patient = self._compiling_since is None or now - self._compiling_since < COMPILING_PATIENCE
         decision = beside_compiles(
             early,
             estimate=estimate,
-            available=mem.available,
+            available=free,
             margin=margin,
-            compiling=self.compiling() if short else 0,
+            compiling=self.compiling() if free < estimate + margin and patient else 0,
         )
         if decision.ok:
             self._admitted_with(mem, 0)
         else:
+            if self._compiling_since is None:
+                self._compiling_since = now
             self._last_no = _LastNo(held, now, decision)
         return decision
 

@@ -228,13 +228,15 @@ def compiling_beside(me: int | None = None, parent: int | None = None) -> int:
     """What the compiles ``parent`` (default: this process's, cargo) runs beside
     ``me`` (default: this process) hold now: the anonymous memory of each child
     named as a compile, with its tree, in bytes. 0 where the kernel lists no
-    children, or the parent is not cargo (sccache's client, rustc for a linker).
+    children, or where the parent runs no compiles (sccache's client, rustc running
+    a linker).
 
-    Never another ltoguard (one running this interpreter, whatever its name): a
-    waiter ends only once admitted, and waiting for it would never end."""
+    Never a compile with another ltoguard in its tree (one running this
+    interpreter, whatever its name: a waiter, or one under a build script that runs
+    cargo): a waiter ends only once admitted, and waiting for it would never end."""
     me = os.getpid() if me is None else me
     parent = os.getppid() if parent is None else parent
-    if parent <= 1 or not has_children_files():
+    if parent <= 0 or not has_children_files():
         return 0
     ours = _exe(me)
     total = 0
@@ -244,9 +246,11 @@ def compiling_beside(me: int | None = None, parent: int | None = None) -> int:
             continue
         if stat.name != COMPILER and not stat.name.startswith(BUILD_SCRIPT):
             continue
-        if ours is not None and _exe(kid) == ours:
+        tree = [kid, *descendants(kid)]
+        if ours is not None and any(_exe(p) == ours for p in tree):
             continue
-        total += job_memory(kid)
+        found = (memory(p) for p in tree)
+        total += sum(m.anon for m in found if m is not None)
     return total
 
 

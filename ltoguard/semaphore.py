@@ -307,6 +307,8 @@ class Semaphore:
                 on_wait = None  # announced once
             if pred is not None:
                 locks.wait_until_free(self.dir_fd, pred)
+            elif decision.why is Why.COMPILING:
+                time.sleep(FULL_RECHECK)  # no slot to watch: memory decides, re-read then
             else:
                 time.sleep(poll)
 

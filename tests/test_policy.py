@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
 
 from ltoguard import memory as memory_mod
 from ltoguard.admission import Admission, Why
+from ltoguard.cgroups import Constraint
+from ltoguard.configvalues import MemorySetting
 from ltoguard.curves import Curve
 from ltoguard.estimates import Basis
 from ltoguard.jobs import Job, JobRecord
 from ltoguard.memory import MemorySnapshot
-from ltoguard.policy import MEMORY_RECHECK, AdmissionPolicy, running_jobs
+from ltoguard.policy import COMPILING_PATIENCE, MEMORY_RECHECK, AdmissionPolicy, running_jobs
 from ltoguard.pressure import Brake
 from ltoguard.semaphore import Holder, Snapshot
 from ltoguard.sizes import GiB, MiB
@@ -137,6 +139,49 @@ def test_nothing_guarded_runs_but_the_builds_compiles_hold_the_memory(alone: boo
     again = pol(snap())
     assert again.ok and again.why is (Why.ALONE if alone else Why.FIRST)
     assert len(looked) == 1  # with room, the compiles are not looked up
+
+
+def test_waiting_for_the_compiles_ends_after_its_patience() -> None:
+    now = [0.0]
+    pol, _record, _memory = make(GiB, available=GiB, compiling=lambda: GiB, clock=lambda: now[0])
+    assert pol(snap()).why is Why.COMPILING
+    now[0] = COMPILING_PATIENCE - 1
+    assert pol(snap()).why is Why.COMPILING
+    now[0] = COMPILING_PATIENCE
+    assert pol(snap()) == Admission(True, Why.FIRST)  # as it did before the rule
+
+
+def test_under_a_budget_the_compiles_show_in_real_free_memory() -> None:
+    # LTOGUARD_MEMORY=2G: the budget left is 2 GiB (no guarded job holds any), but
+    # the cgroup has 600 MiB free: the compiles hold the rest.
+    def read(setting: object = None, *, guarded_usage: int = 0) -> MemorySnapshot:
+        cgroup = Constraint(600 * MiB, 4 * GiB, "cgroup")
+        return MemorySnapshot(2 * GiB, 2 * GiB, "budget", (cgroup,))
+
+    pol, _record, _memory = make(GiB, compiling=lambda: GiB)
+    pol.read_memory = read
+    pol.memory = MemorySetting("2G", 2 * GiB)
+    got = pol(snap())
+    assert got.why is Why.COMPILING and got.available == 600 * MiB
+    pol.memory = None  # auto: what it read is real free memory already
+    pol.again(GiB, alone=False)
+    assert pol(snap()) == Admission(True, Why.FIRST)
+
+
+def test_the_estimate_is_learned_again_when_the_last_running_job_ends() -> None:
+    learned: list[int] = []
+
+    def relearn() -> tuple[int, str, Curve | None]:
+        learned.append(1)
+        return 100 * MiB, "siblings", None
+
+    pol, record, _memory = make(
+        3 * GiB // 2, "inputs", available=GiB, relearn=relearn, compiling=lambda: GiB
+    )
+    assert pol(snap()).why is Why.COMPILING and learned == []
+    pol._last_no = replace(pol._last_no, running=(0,))  # type: ignore[arg-type]  # one ran then
+    assert pol(snap()) == Admission(True, Why.FIRST)  # it ended: 100 MiB now fits
+    assert learned == [1] and record.estimate == 100 * MiB
 
 
 def test_the_first_job_starts_where_waiting_for_the_compiles_cannot_help() -> None:

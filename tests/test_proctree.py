@@ -289,40 +289,50 @@ def test_compiling_beside_counts_the_parents_other_compiles_and_never_an_ltoguar
     tmp_path: os.PathLike[str], procs: Procs
 ) -> None:
     """cargo's children named rustc or build-script-*, each with its tree; not one
-    named otherwise, not one running this interpreter (a waiter, whatever its name:
-    waiting for it would never end), not the job itself."""
-    wrapper = '#!/bin/sh\n"$@"\n'  # a shell named as a compile, the holder under it
-    started: dict[str, subprocess.Popen[str]] = {}
-    for name, size in (("rustc", 32), ("build-script-build", 16), ("ltoguard", 8)):
+    named otherwise, nor one with a process running the job's own interpreter in its
+    tree (a waiter whatever its name, or a build script's cargo with a waiter under
+    it: waiting for it would never end), nor the job itself. The compiles' memory
+    here is `sort`'s, holding what it was fed until its input ends."""
+    sleeper = f"{sys.executable} -c 'import time; time.sleep(60)'"
+    scripts = {  # shells named as compiles, `sort` under each
+        "rustc": ("#!/bin/sh\nsort -S 64M\n", 32),
+        "build-script-build": ("#!/bin/sh\nsort -S 64M\n", 16),
+        "ltoguard": ("#!/bin/sh\nsort -S 64M\n", 8),
+        "nested/rustc": (f"#!/bin/sh\n{sleeper} &\nsort -S 64M\n", 8),  # a waiter in it
+    }
+    started: dict[str, subprocess.Popen[bytes]] = {}
+    for name, (text, size) in scripts.items():
         path = os.path.join(tmp_path, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w") as f:
-            f.write(wrapper)
+            f.write(text)
         os.chmod(path, 0o755)
-        started[name] = procs.start(
-            [path, sys.executable, "-c", HOLDER, str(size * MiB)], dict(os.environ),
-            text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        )  # fmt: skip
-    os.mkdir(os.path.join(tmp_path, "py"))
-    alias = os.path.join(tmp_path, "py", "rustc")
-    os.symlink(sys.executable, alias)
-    started["waiter"] = procs.start(
-        [alias, "-c", HOLDER, str(4 * MiB)], dict(os.environ), text=True,
+        p = procs.start([path], dict(os.environ), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)
+        assert p.stdin is not None
+        p.stdin.write(b"x\n" * (size * MiB // 2))
+        p.stdin.flush()
+        started[name] = p
+    os.mkdir(os.path.join(tmp_path, "waiter"))
+    alias = os.path.join(tmp_path, "waiter", "rustc")
+    os.symlink(sys.executable, alias)  # a waiter named rustc, holding 8 MiB
+    waiter = procs.start(
+        [alias, "-c", HOLDER, str(8 * MiB)], dict(os.environ), text=True,
         stdin=subprocess.PIPE, stdout=subprocess.PIPE,
     )  # fmt: skip
-    me = procs.start(
-        [sys.executable, "-c", HOLDER, str(MiB)], dict(os.environ), text=True,
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-    )  # fmt: skip
-    for p in [*started.values(), me]:
-        assert p.stdout is not None and p.stdout.readline() == "ready\n"
-    assert proctree.read_stat(started["waiter"].pid).name == "rustc"  # type: ignore[union-attr]
+    me = procs.start([sys.executable, "-c", "import time; time.sleep(60)"], dict(os.environ))
+    assert waiter.stdout is not None and waiter.stdout.readline() == "ready\n"
+    for name, (_, size) in scripts.items():
+        pid = started[name].pid
+        assert wait_for(lambda p=pid, s=size: proctree.job_memory(p) >= s * MiB, timeout=30), name
+    assert len(proctree.descendants(started["nested/rustc"].pid)) == 2  # the waiter, sort
+    assert proctree.read_stat(waiter.pid).name == "rustc"  # type: ignore[union-attr]
     assert proctree.read_stat(started["build-script-build"].pid).name == "build-script-bu"  # type: ignore[union-attr]
     got = proctree.compiling_beside(me=me.pid, parent=os.getpid())
     want = proctree.job_memory(started["rustc"].pid) + proctree.job_memory(
         started["build-script-build"].pid
     )
-    assert 48 * MiB <= got < 48 * MiB + 8 * MiB
-    assert abs(got - want) < MiB  # the same trees, read a moment apart
+    assert got >= 48 * MiB
+    assert abs(got - want) < 4 * MiB  # the same two trees, read a moment apart
     assert proctree.compiling_beside(me=me.pid, parent=me.pid) == 0  # no children
 
 

@@ -477,6 +477,34 @@ def test_waiting_head_decides_again_every_full_recheck(
         q.holder.release(q.held)
 
 
+def test_a_head_waiting_for_the_builds_compiles_decides_every_full_recheck(
+    tmp_path: Path,
+) -> None:
+    """No slot is held, so there is none to probe between decisions: the head waiting
+    for the build's ordinary compiles (COMPILING) looks again every FULL_RECHECK, not
+    every HEAD_POLL (which took the mutex and listed the directory 20 times a second)."""
+    path, dir_fd = open_state_dir(str(tmp_path / "s"))
+    sem = Semaphore(path, dir_fd)
+    calls: list[float] = []
+    done = threading.Event()
+
+    def policy(snap: Snapshot) -> Admission:
+        calls.append(time.monotonic())
+        return Admission(done.is_set(), Why.FIRST if done.is_set() else Why.COMPILING)
+
+    got: list[Any] = []
+    thread = threading.Thread(target=lambda: got.append(sem.acquire({"crate": "w"}, policy)))
+    thread.start()
+    try:
+        time.sleep(1.2)
+        assert 2 <= len(calls) <= 4, calls  # about every FULL_RECHECK (0.5 s)
+    finally:
+        done.set()
+        thread.join(timeout=10)
+    assert got and got[0].index == 0
+    sem.release(got[0])
+
+
 @pytest.mark.parametrize("moment", ["_enqueue", "_try_admit"])
 def test_a_signal_as_a_ticket_or_slot_changes_hands_leaves_nothing_behind(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, moment: str
