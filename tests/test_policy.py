@@ -179,7 +179,8 @@ def test_the_estimate_is_learned_again_when_the_last_running_job_ends() -> None:
         3 * GiB // 2, "inputs", available=GiB, relearn=relearn, compiling=lambda: GiB
     )
     assert pol(snap()).why is Why.COMPILING and learned == []
-    pol._last_no = replace(pol._last_no, running=(0,))  # type: ignore[arg-type]  # one ran then
+    assert pol._last_no is not None
+    pol._last_no = replace(pol._last_no, running=(0,))  # as if one had run then
     assert pol(snap()) == Admission(True, Why.FIRST)  # it ended: 100 MiB now fits
     assert learned == [1] and record.estimate == 100 * MiB
 
