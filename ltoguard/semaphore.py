@@ -307,10 +307,8 @@ class Semaphore:
                 on_wait = None  # announced once
             if pred is not None:
                 locks.wait_until_free(self.dir_fd, pred)
-            elif decision.why is Why.COMPILING:
-                time.sleep(FULL_RECHECK)  # no slot to watch: memory decides, re-read then
-            else:
-                time.sleep(poll)
+            else:  # COMPILING holds no slot to watch: memory decides, re-read then
+                time.sleep(FULL_RECHECK if decision.why is Why.COMPILING else poll)
 
     def _unchanged(self, decided: float, probes: list[int], watch: str | None) -> bool:
         """Nothing a waiter decides on changed since its last decision: no slot was
