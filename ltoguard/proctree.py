@@ -213,7 +213,11 @@ def job_memory(pid: int) -> int:
     ``ltoguard status`` compare an estimate with this figure. Not PSS, which needs
     smaps_rollup (slow, and root-only for other users' processes); a compile's tree
     shares little anonymous memory (the linker is exec'd)."""
-    found = (memory(p) for p in [pid, *descendants(pid)])
+    return _anon([pid, *descendants(pid)])
+
+
+def _anon(pids: list[int]) -> int:
+    found = (memory(p) for p in pids)
     return sum(m.anon for m in found if m is not None)
 
 
@@ -249,8 +253,7 @@ def compiling_beside(me: int | None = None, parent: int | None = None) -> int:
         tree = [kid, *descendants(kid)]
         if ours is not None and any(_exe(p) == ours for p in tree):
             continue
-        found = (memory(p) for p in tree)
-        total += sum(m.anon for m in found if m is not None)
+        total += _anon(tree)
     return total
 
 
