@@ -102,9 +102,15 @@ def running_jobs(
                 paused=paused,
                 curve=curves.parse(rec.get("curve")),
                 ran=max(0.0, ran),
+                alone=rec.get("alone") is True,
             )
         )
     return out
+
+
+def rerun_running(snap: Snapshot) -> bool:
+    """Does a running job rerun alone after an OOM kill (its record says so)?"""
+    return any((h.record or {}).get("alone") is True for h in snap.holders)
 
 
 def _seconds(value: object) -> float:
@@ -175,7 +181,12 @@ class AdmissionPolicy:
         self._compiling_since: float | None = None  # when it first waited for them
 
     def __call__(self, snap: Snapshot) -> Admission:
-        early = before_memory(running=snap.running, alone=self.alone, limit=self.slots)
+        early = before_memory(
+            running=snap.running,
+            alone=self.alone,
+            limit=self.slots,
+            beside_alone=rerun_running(snap),
+        )
         # Re-read at once when the set of running jobs changes (one ended: memory
         # freed), else at most every MEMORY_RECHECK seconds.
         held = tuple(sorted(h.slot for h in snap.holders))

@@ -125,10 +125,11 @@ def tickets(names: list[str]) -> list[tuple[int, str]]:
 
 
 def read_ticket(dir_fd: int, name: str) -> dict[str, Any] | None:
-    """A ticket's content: {} if unreadable (it is for display), None if not an object."""
+    """A ticket's content: {} if unreadable or not written by the uid its name claims
+    (waiters behind it believe its estimate and marks), None if not an object."""
     try:
-        data, _st = read_small_file(dir_fd, name)
-        rec = json.loads(data)
-    except (OSError, ValueError, RecursionError):
+        data, st = read_small_file(dir_fd, name)
+        rec = json.loads(data) if str(st.st_uid) == ticket_owner(name) else {}
+    except (OSError, ValueError, RecursionError, IndexError):
         rec = {}
     return rec if isinstance(rec, dict) else None

@@ -323,6 +323,7 @@ class Live:
             paused=self.paused_at is not None,
             curve=self.curve,
             ran=self.tau,
+            alone=self.alone,
         )
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -95,6 +96,22 @@ def test_rules_before_memory(
     running: int, alone: bool, limit: int | None, expected: Admission | None
 ) -> None:
     assert before_memory(running=running, alone=alone, limit=limit) == expected
+
+
+def test_nothing_starts_beside_a_rerun_alone() -> None:
+    """A rerun after an OOM kill was promised the memory to itself: a waiter that
+    would fit beside it waits for it to end, whatever the slot cap."""
+    for limit in (None, 5):
+        d = before_memory(running=1, alone=False, limit=limit, beside_alone=True)
+        assert d == Admission(False, Why.BESIDE_ALONE, running=1)
+        assert d.text == "a job that ran out of memory is rerunning alone: waiting for it to end"
+    assert before_memory(running=0, alone=False, limit=None, beside_alone=True) == Admission(
+        True, Why.FIRST
+    )
+    rerun = replace(A, alone=True)
+    assert admit(estimate=MiB, running=[A], available=100 * GiB, total=GiB).ok
+    d = admit(estimate=MiB, running=[rerun], available=100 * GiB, total=GiB)
+    assert (d.ok, d.why) == (False, Why.BESIDE_ALONE)
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,9 @@ def test_a_small_job_passes_a_head_that_cannot_start() -> None:
             {"head": Head(500 * MiB, refused=True, alone=True)}, id="d: head reruns alone"
         ),
         pytest.param({"alone": True}, id="d: it reruns alone itself"),
+        pytest.param(
+            {"running": [replace(big(), alone=True)]}, id="d: the running job reruns alone"
+        ),
         pytest.param({"limit": 1}, id="d: slot cap"),
         pytest.param({"cpus": 1}, id="every CPU busy"),
         pytest.param(

@@ -2,6 +2,7 @@
 
 - the kernel OOM-kills a guarded job: ltoguard reruns it once, alone, and cargo sees
   its diagnostics once;
+- nothing starts beside that rerun;
 - it runs out of memory again alone: the real status and a clear message;
 - two guarded jobs outgrow the memory: the youngest stops itself before the kernel
   acts, queues again at the head, and reruns when memory allows.
@@ -33,6 +34,12 @@ ALLOCATOR = textwrap.dedent(
     marker = env["FAKE_MARKER"]
     rerun = os.path.exists(marker)
     open(marker, "a").write("x")
+    log = env.get("FAKE_LOG")  # "<marker's name> start" / "... end", in order of time
+    if log:
+        open(log, "a").write(os.path.basename(marker) + " start\\n")
+    if env.get("FAKE_LLVM_OOM") and not rerun:  # LLVM's own out-of-memory abort
+        os.write(2, b"LLVM ERROR: out of memory\\n")
+        sys.exit(1)
     os.write(2, b'{{"$message_type":"diagnostic","message":"unused variable"}}\\n')
     mb = int(env["FAKE_RERUN_MB"] if rerun else env["FAKE_MB"])
     step = float(env.get("FAKE_STEP_S", "0"))
@@ -45,6 +52,8 @@ ALLOCATOR = textwrap.dedent(
         time.sleep(step)
     open(env["FAKE_DONE"], "a").write("%s\\n" % ("rerun" if rerun else "first"))
     time.sleep(float(env.get("FAKE_HOLD_S", "0")))
+    if log:
+        open(log, "a").write(os.path.basename(marker) + " end\\n")
     """
 )
 
@@ -82,6 +91,33 @@ def test_kernel_oom_kill_is_rerun_alone_and_diagnostics_reach_cargo_once(
     assert text.count('"unused variable"') == 1, text
     assert "ran out of memory" in text and "running it again, alone" in text
     assert (tmp_path / "done.log").read_text().split() == ["rerun"]
+
+
+def test_nothing_starts_beside_a_rerun_alone(tmp_path: Path, procs: Procs) -> None:
+    """A job that would fit beside a rerun after running out of memory (here LLVM's
+    abort, on a host with room) waits for it to end: a second failure beside it
+    would fail the build as "out of memory even alone"."""
+    rustc = _fake(tmp_path)
+    log, marker = tmp_path / "order.log", tmp_path / "heavy"
+    env = _env(tmp_path, FAKE_LOG=str(log), FAKE_MB="10", FAKE_RERUN_MB="10")
+    heavy = procs.start(
+        ltoguard_cmd(rustc, "heavy"),
+        dict(env, FAKE_MARKER=str(marker), FAKE_LLVM_OOM="1", FAKE_HOLD_S="4"),
+    )
+    assert wait_for(lambda: _read(marker) == "xx", timeout=60)  # the rerun runs
+    small = procs.start(ltoguard_cmd(rustc, "small"), dict(env, FAKE_MARKER=str(tmp_path / "s")))
+    _, err_s = small.communicate(timeout=120)
+    _, err_h = heavy.communicate(timeout=120)
+    assert heavy.returncode == 0, err_h.decode()
+    assert "running it again, alone" in err_h.decode()
+    assert small.returncode == 0, err_s.decode()
+    assert _read(log).splitlines() == [
+        "heavy start",
+        "heavy start",
+        "heavy end",
+        "s start",
+        "s end",
+    ], err_s.decode()
 
 
 @needs_cgroup

@@ -105,6 +105,18 @@ def test_admission_table(
     assert reason_part in got.text
 
 
+def test_a_rerun_alone_keeps_the_others_out() -> None:
+    """Its run record says ``alone`` (the ticket's mark, passing.marked_alone): a job
+    that fits beside it waits, and no memory is read for that."""
+    pol, _record, memory = make(MiB, available=64 * GiB)
+    assert pol(snap(ONE)).ok
+    pol, _record, memory = make(MiB, available=64 * GiB)
+    got = pol(snap(dict(ONE, alone=True)))
+    assert (got.ok, got.why) == (False, Why.BESIDE_ALONE)
+    assert memory.calls == []
+    assert [r.alone for r in running_jobs(snap(ONE, dict(ONE, alone=True)), GiB)] == [False, True]
+
+
 def test_alone_waits_for_an_empty_gate() -> None:
     pol, _record, memory = make(GiB)
     pol.again(2 * GiB, alone=True)

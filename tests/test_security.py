@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from ltoguard import records
 from tests.procs import (
     NOBODY,
     Procs,
@@ -387,3 +388,19 @@ def test_shared_sticky_dir_serves_two_users_who_cannot_touch_each_other(
     assert starts(logs) == ["rootjob", "nobodyjob"]
     assert counter_max(logs) == 1
     assert [n for n in state_leftovers(shared) if n != forged] == []
+
+
+def test_a_ticket_is_believed_only_from_the_uid_its_name_claims(tmp_path: Path) -> None:
+    """Waiters behind a head act on its ticket (its estimate, its marks): one written
+    by another user under this uid's name, or this user's under another's, says
+    nothing."""
+    me = os.geteuid()
+    fields = {"estimate": 1 << 30, "alone": True}
+    for uid in (me, me + 1):
+        (tmp_path / records.ticket_name(1, uid, 42)).write_text(json.dumps(fields))
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert records.read_ticket(fd, records.ticket_name(1, me, 42)) == fields
+        assert records.read_ticket(fd, records.ticket_name(1, me + 1, 42)) == {}
+    finally:
+        os.close(fd)

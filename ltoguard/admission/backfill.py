@@ -114,12 +114,15 @@ def backfill(
     have), a slot is free for it, fewer compiles run (not paused) than ``cpus`` (one
     more would slow the running ones, and the head with them), the head was passed
     fewer than ``passes`` times, and it is among the ``depth`` waiters nearest the
-    head. A rerun alone after an OOM kill is never passed and never passes. Nor
+    head. A rerun alone after an OOM kill is never passed, never passes, and has
+    nobody start beside it. Nor
     does anyone pass while a running job holds more than its estimate allows
     (`outgrown_estimate`): the head's promise rests on the running jobs' estimates,
     and that one's is wrong. Yes is BACKFILL (with `fit`'s figures), no is BEHIND."""
     no = behind(ahead)
     if alone or head.alone or not head.refused or head.passed >= passes or not running:
+        return no
+    if any(r.alone for r in running):
         return no
     if any(outgrown_estimate(r, limits) for r in running):
         return no

@@ -71,6 +71,7 @@ class Running:
     paused: bool = False  # stopped (SIGSTOP) to leave room for older jobs; grows no more
     curve: Curve | None = None  # its memory over a run, learned (None: its estimate all along)
     ran: float = 0.0  # seconds its compile has run, pauses excluded
+    alone: bool = False  # a rerun after an OOM kill: nothing may start beside it
 
 
 def critical(available: int, total: int, limits: Limits = DEFAULT) -> bool:
@@ -143,6 +144,7 @@ class Why(enum.Enum):
     BEHIND = "behind"  # others wait ahead in the queue: only the head may try
     ALONE = "alone"  # rerun after an OOM kill, nothing else runs: starts
     NOT_ALONE = "not alone"  # rerun after an OOM kill waits for the others to end
+    BESIDE_ALONE = "beside alone"  # a rerun after an OOM kill runs: nothing starts beside it
     FIRST = "first"  # no other guarded job runs: starts, fits or not (liveness)
     SLOT_FREE = "slot free"  # under the slot cap (memory decides next)
     SLOTS_FULL = "slots full"  # LTOGUARD_SLOTS jobs run already
@@ -199,6 +201,8 @@ def render(d: Admission) -> str:
         return "alone, after running out of memory"
     if d.why is Why.NOT_ALONE:
         return "rerunning alone after running out of memory"
+    if d.why is Why.BESIDE_ALONE:
+        return "a job that ran out of memory is rerunning alone: waiting for it to end"
     if d.why is Why.SLOT_FREE:
         return f"{d.running} of {d.limit} slots in use"
     if d.why is Why.SLOTS_FULL:
@@ -257,14 +261,19 @@ def slot_cap(running: int, limit: int | None) -> Admission:
     return Admission(False, Why.SLOTS_FULL, running=running, limit=limit)
 
 
-def before_memory(*, running: int, alone: bool, limit: int | None) -> Admission | None:
+def before_memory(
+    *, running: int, alone: bool, limit: int | None, beside_alone: bool = False
+) -> Admission | None:
     """The rules that need no memory reading, in order: the rerun alone after an
-    OOM kill, the first job (nothing runs: it starts, as no guarded job would ever
+    OOM kill, and nothing beside one (``beside_alone``: a running job is such a
+    rerun), the first job (nothing runs: it starts, as no guarded job would ever
     free memory for it), the slot cap. None: memory decides (`fit`)."""
     if alone:
         return Admission(
             running == 0, Why.ALONE if running == 0 else Why.NOT_ALONE, running=running
         )
+    if beside_alone and running > 0:
+        return Admission(False, Why.BESIDE_ALONE, running=running)
     if running == 0:
         return Admission(True, Why.FIRST)
     cap = slot_cap(running, limit)
@@ -331,7 +340,9 @@ def admit(
     """May the head of the queue start now? Every rule in order, from figures alone
     (the policy applies the same rules, reading memory only when they need it).
     ``compiling``: what the build's ordinary compiles hold (`beside_compiles`)."""
-    early = before_memory(running=len(running), alone=alone, limit=limit)
+    early = before_memory(
+        running=len(running), alone=alone, limit=limit, beside_alone=any(r.alone for r in running)
+    )
     margin = limits.margin(total)
     if early is not None and early.why in (Why.FIRST, Why.ALONE):
         return beside_compiles(
