@@ -93,11 +93,17 @@ class Attempt:
         self.read_swap = read_swap
 
     def run(
-        self, slot: Slot, signals: process.Forwarder, lease: Lease | None = None
+        self,
+        slot: Slot,
+        signals: process.Forwarder,
+        lease: Lease | None = None,
+        ended: Callable[[AttemptResult], object] | None = None,
     ) -> AttemptResult:
         """``lease``: the jobserver token lent while queued, taken back in the
         background while the compiler runs (it starts one job over -j meanwhile);
-        lent again while the compile is paused, within the lending bound."""
+        lent again while the compile is paused, within the lending bound. ``ended``
+        runs with the result before the slot is freed (the peak is learned there, so
+        a waiter woken by the freed slot finds it)."""
         # Signals were held back since admission: from here on they go to the
         # compiler (kept until it exists), never raised half-way through starting it.
         signals.install()
@@ -107,7 +113,7 @@ class Attempt:
         try:
             proc = self._spawn(slot)
         except OSError as exc:
-            self.sem.release(slot)
+            self._release(slot, AttemptResult(EXIT_CANNOT_RUN, 0), ended)
             if self.relay is not None:
                 self.relay.join()
             error(f"cannot run {self.record.job.argv[0]}: {exc.strerror}")
@@ -130,7 +136,9 @@ class Attempt:
             code, peak, stopped = self._watch(proc, watch)
             if self.relay is not None:
                 self.relay.join()
-            self.sem.release(slot)
+            oom = not stopped and self._out_of_memory(code, oom_before)
+            result = AttemptResult(code, peak, stopped_itself=stopped, out_of_memory=oom)
+            self._release(slot, result, ended)
         finally:
             # After the release: a take() that lost a race can block in read() where
             # the jobserver has no private non-blocking descriptor (macOS); the slot
@@ -138,8 +146,16 @@ class Attempt:
             watch.finish()  # never leave a compile stopped, whatever escaped _watch
             reclaimer.stop()
             signals.after_forward = None
-        oom = not stopped and self._out_of_memory(code, oom_before)
-        return AttemptResult(code, peak, stopped_itself=stopped, out_of_memory=oom)
+        return result
+
+    def _release(
+        self, slot: Slot, result: AttemptResult, ended: Callable[[AttemptResult], object] | None
+    ) -> None:
+        try:
+            if ended is not None:
+                ended(result)
+        finally:
+            self.sem.release(slot)
 
     def _lend_paused(self, lease: Lease) -> Callable[[], object]:
         """The pause's gate (lending.LendWhilePaused), counted and lent under the

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from ltoguard.admission import Admission
+    from ltoguard.attempt import AttemptResult
     from ltoguard.config import Settings
     from ltoguard.estimates import Basis
     from ltoguard.history import HistoryStore
@@ -156,12 +157,11 @@ class GuardedRun:
                     lease.reclaim(timeout=RECLAIM_BEFORE_ALONE)
                 signals = process.Forwarder()
                 attempt = Attempt(self.record, self.sem, self.settings.memory_parsed, relay)
-                result = attempt.run(slot, signals, lease)
+                steps: list[Step] = []
+                result = attempt.run(slot, signals, lease, partial(self._ended, state, steps))
                 self.record.peak = max(self.record.peak, result.peak)
-                step = next_step(result, state, self.job.what)
+                step = steps[0]
                 state = self._attempt_ended(step)
-                if step.learn:
-                    self._learn(result.peak)
                 if step.message:
                     # An error fails the unit (cargo replays nothing of it); the rest is news.
                     (say if step.action == DONE else note)(step.message)
@@ -283,6 +283,14 @@ class GuardedRun:
             return
         self.told_wait = True
         note(f"{self.job.what} waited {waited:.1f}s before it started ({self.waiting})")
+
+    def _ended(self, state: RetryState, steps: list[Step], result: AttemptResult) -> None:
+        """An attempt ended, its slot not yet freed: what comes next, and the peak
+        learned now, so that a waiter woken by the freed slot estimates from it."""
+        step = next_step(result, state, self.job.what)
+        if step.learn:
+            self._learn(result.peak)
+        steps.append(step)
 
     def _learn(self, peak: int) -> None:
         if self.job.estimate is not None:

@@ -602,3 +602,27 @@ def test_a_slot_lock_that_cannot_be_taken_is_an_error_not_a_free_slot(
     finally:
         os.close(fd)
         os.close(dir_fd)
+
+
+def test_an_attempt_s_end_is_handled_before_its_slot_is_freed(tmp_path: Path) -> None:
+    """What ends an attempt (the guard learns its peak there) runs while the slot is
+    still held: a waiter woken by the freed slot must find the peak learned."""
+    from ltoguard.attempt import Attempt
+    from ltoguard.jobs import Job, JobRecord
+
+    path, dir_fd = open_state_dir(str(tmp_path / "s"))
+    sem = Semaphore(path, dir_fd)
+    job = Job(["true"], kind="rustc", name="w", what="crate w (bin)", key="k", group="g")
+    record = JobRecord(job, 1 << 20, "history")
+    slot = sem.acquire(record.ticket, lambda snap: slot_cap(snap.running, 1))
+    held_then: list[int] = []
+
+    def ended(result: object) -> None:
+        with sem.mutex():
+            held_then.append(sem.snapshot().running)
+
+    result = Attempt(record, sem, None, None).run(slot, process.Forwarder(), None, ended)
+    assert result.code == 0
+    assert held_then == [1]
+    with sem.mutex():
+        assert sem.snapshot().running == 0
