@@ -64,9 +64,21 @@ MEMORY_RECHECK = 0.5  # seconds a waiting head reuses a "does not fit" (= FULL_R
 COMPILING_PATIENCE = 600.0
 
 
+# Who runs: each slot held, with its holder (pid and start).
+Held = tuple[tuple[int, str], ...]
+
+
+def holding(snap: Snapshot) -> Held:
+    """Who runs, as a waiter tells one moment from the next: by slot and holder. The
+    head often takes a freed slot at once, so the slots' numbers alone would hide
+    that one job ended (its peak learned: estimates change) and another began."""
+    who = ((h.slot, h.record or {}) for h in snap.holders)
+    return tuple(sorted((slot, f"{rec.get('pid')}-{rec.get('started')}") for slot, rec in who))
+
+
 @dataclass
 class _LastNo:
-    running: tuple[int, ...]  # the slots held when it was decided
+    running: Held  # who ran when it was decided
     when: float
     decision: Admission
 
@@ -176,7 +188,7 @@ class AdmissionPolicy:
         # the cgroup tables, which a job that starts at once never needs.
         self.brake = brake
         self.read_swap = read_swap
-        self._backfill_held: tuple[int, ...] | None = None
+        self._backfill_held: Held | None = None
         self.compiling = compiling
         self._compiling_since: float | None = None  # when it first waited for them
 
@@ -189,7 +201,7 @@ class AdmissionPolicy:
         )
         # Re-read at once when the set of running jobs changes (one ended: memory
         # freed), else at most every MEMORY_RECHECK seconds.
-        held = tuple(sorted(h.slot for h in snap.holders))
+        held = holding(snap)
         now = self.clock()
         last = self._last_no
         if early is not None:
@@ -225,7 +237,7 @@ class AdmissionPolicy:
             return behind(ahead)
         if self._pressure().on:
             return behind(ahead)  # sustained pressure holds every admission
-        held = tuple(sorted(h.slot for h in snap.holders))
+        held = holding(snap)
         if held != self._backfill_held:
             self._backfill_held = held
             self.refresh_estimate()
@@ -262,7 +274,7 @@ class AdmissionPolicy:
         self._saw(mem)
         return running, usage, mem
 
-    def _alone(self, early: Admission, held: tuple[int, ...], now: float) -> Admission:
+    def _alone(self, early: Admission, held: Held, now: float) -> Admission:
         """No other guarded job runs (FIRST, or ALONE after running out of memory): the
         job starts unless the build's ordinary compiles hold the memory it lacks
         (admission.beside_compiles); they are looked up only when it lacks memory,
@@ -292,7 +304,7 @@ class AdmissionPolicy:
             self._last_no = _LastNo(held, now, decision)
         return decision
 
-    def _decide(self, snap: Snapshot, held: tuple[int, ...], now: float) -> Admission:
+    def _decide(self, snap: Snapshot, held: Held, now: float) -> Admission:
         brake = self._pressure()
         hold = pressure_hold(
             brake=brake.on,

@@ -192,9 +192,32 @@ def test_the_estimate_is_learned_again_when_the_last_running_job_ends() -> None:
     )
     assert pol(snap()).why is Why.COMPILING and learned == []
     assert pol._last_no is not None
-    pol._last_no = replace(pol._last_no, running=(0,))  # as if one had run then
+    pol._last_no = replace(pol._last_no, running=((0, "11-1.0"),))  # as if one had run then
     assert pol(snap()) == Admission(True, Why.FIRST)  # it ended: 100 MiB now fits
     assert learned == [1] and record.estimate == 100 * MiB
+
+
+def test_a_slot_handed_to_the_next_job_counts_as_a_change() -> None:
+    """One job ends and the head takes its slot between two looks: the same slot is
+    held, by another job. The waiter must not reuse its last "no" for it, and learns
+    its estimate again (the job that ended left its peak)."""
+    history = [(3 * GiB, "inputs", None)]  # what relearning finds: nothing yet
+
+    def relearn() -> tuple[int, str, Curve | None]:
+        return history[-1]
+
+    clock = [0.0]
+    pol, record, _memory = make(
+        3 * GiB, "inputs", available=2 * GiB, total=24 * GiB, relearn=relearn,
+        clock=lambda: clock[0],
+    )  # fmt: skip
+    assert not pol(snap(ONE)).ok
+    history.append((100 * MiB, "siblings", None))  # ONE ended and left its peak
+    clock[0] = MEMORY_RECHECK / 2  # within the time a "no" is reused
+    assert not pol(snap(ONE)).ok  # the same holder: the "no" is reused
+    other = dict(ONE, pid=12, started=2.0)  # slot 0 again, another holder
+    assert pol(snap(other)).ok
+    assert (record.estimate, record.basis) == (100 * MiB, "siblings")
 
 
 def test_the_first_job_starts_where_waiting_for_the_compiles_cannot_help() -> None:
