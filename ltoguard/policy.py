@@ -206,6 +206,9 @@ class AdmissionPolicy:
         last = self._last_no
         if early is not None:
             if not early.ok:
+                # Kept so that the change is seen when a slot frees (the estimate is
+                # learned again: the job that ended left its peak).
+                self._last_no = _LastNo(held, now, early)
                 return early
             if last is not None and last.running == held and now - last.when < MEMORY_RECHECK:
                 return last.decision

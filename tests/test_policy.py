@@ -117,6 +117,21 @@ def test_a_rerun_alone_keeps_the_others_out() -> None:
     assert [r.alone for r in running_jobs(snap(ONE, dict(ONE, alone=True)), GiB)] == [False, True]
 
 
+def test_a_job_that_waited_for_the_slot_cap_learns_its_estimate_again_when_it_frees() -> None:
+    """LTOGUARD_SLOTS=1: the job that held the slot left its peak; the one that waited
+    starts first (nothing else runs) on what it learns then, which decides whether
+    it waits for the build's compiles."""
+    history = [(3 * GiB, "inputs", None)]
+    pol, record, _memory = make(
+        3 * GiB, "inputs", available=2 * GiB, total=24 * GiB, slots=1,
+        relearn=lambda: history[-1], compiling=lambda: GiB,
+    )  # fmt: skip
+    assert pol(snap(ONE)).why is Why.SLOTS_FULL
+    history.append((100 * MiB, "siblings", None))  # ONE ended and left its peak
+    assert pol(snap()) == Admission(True, Why.FIRST)  # 100 MiB fits: no wait for the compiles
+    assert (record.estimate, record.basis) == (100 * MiB, "siblings")
+
+
 def test_alone_waits_for_an_empty_gate() -> None:
     pol, _record, memory = make(GiB)
     pol.again(2 * GiB, alone=True)
