@@ -113,10 +113,12 @@ class Attempt:
         try:
             proc = self._spawn(slot)
         except OSError as exc:
-            self._release(slot, AttemptResult(EXIT_CANNOT_RUN, 0), ended)
-            if self.relay is not None:
-                self.relay.join()
-            error(f"cannot run {self.record.job.argv[0]}: {exc.strerror}")
+            try:
+                self._release(slot, AttemptResult(EXIT_CANNOT_RUN, 0), ended)
+            finally:
+                if self.relay is not None:
+                    self.relay.join()
+                error(f"cannot run {self.record.job.argv[0]}: {exc.strerror}")
             return AttemptResult(EXIT_CANNOT_RUN, 0)
         signals.forward_to(proc)
         self._publish(slot, {"child": proc.pid})

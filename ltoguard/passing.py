@@ -35,7 +35,8 @@ def ticket_fields(info: Info) -> dict[str, Any]:
 
 
 def marked_alone(info: Info) -> Callable[[], dict[str, Any]]:
-    """A rerun alone after an OOM kill says so in its ticket: nobody passes it."""
+    """A rerun alone after an OOM kill says so in its ticket (and so in its run
+    record): nobody passes it, and nothing starts beside it."""
     return lambda: dict(ticket_fields(info), alone=True)
 
 

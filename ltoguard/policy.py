@@ -238,6 +238,8 @@ class AdmissionPolicy:
         head = head_of(tickets, snap)
         if head is None or not head.refused or head.alone or self.alone or not snap.holders:
             return behind(ahead)
+        if rerun_running(snap):
+            return behind(ahead)  # nothing starts beside a rerun alone
         if self._pressure().on:
             return behind(ahead)  # sustained pressure holds every admission
         held = holding(snap)

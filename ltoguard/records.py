@@ -1,9 +1,9 @@
 """What the state directory's JSON files say: holders' run records and waiters' tickets.
 
-Records are data for display and memory estimates; the slot locks are the truth. A
-shared directory holds other users' files, so every one is read with a size cap,
-a record is believed only if its file belongs to the uid its name claims, and text
-from it is shown only through `printable`.
+Records are data for display, memory estimates and a rerun's ``alone``; the slot
+locks are the truth. A shared directory holds other users' files, so every one is
+read with a size cap, a record or ticket is believed only if its file belongs to the
+uid its name claims, and text from it is shown only through `printable`.
 """
 
 from __future__ import annotations

@@ -21,7 +21,8 @@ sub-directories whose permissions could go wrong):
   for memory writes so in its ticket (``refused``, its estimate, who passed it:
   passing.py).
 - ``run-UID-PID.json``: the record a holder publishes (crate, pid, start...).
-  Records are data for display and memory estimates; the slot locks are the truth.
+  Records are data for display, memory estimates and a rerun's ``alone``; the slot
+  locks are the truth.
 """
 
 from __future__ import annotations
@@ -219,9 +220,8 @@ class Semaphore:
         ticket: Ticket | None = None
         got: Slot | None = None
         probes: list[int] = []  # the slots held at the last "no", to notice one freed
-        hook = backfiller(admit)
-        if hook is not None and hook.alone:
-            info = marked_alone(info)
+        if getattr(admit, "alone", False) is True:
+            info = marked_alone(info)  # one CPU or not: nothing may start beside it
         try:
             with self.mutex():  # not blocked while waiting for it: Ctrl-C still works
                 mask = process.hold_signals()

@@ -114,7 +114,8 @@ def test_a_rerun_alone_keeps_the_others_out() -> None:
     got = pol(snap(dict(ONE, alone=True)))
     assert (got.ok, got.why) == (False, Why.BESIDE_ALONE)
     assert memory.calls == []
-    assert [r.alone for r in running_jobs(snap(ONE, dict(ONE, alone=True)), GiB)] == [False, True]
+    both = running_jobs(snap(ONE, dict(ONE, alone=True)), GiB, rss=lambda pid: 0)
+    assert [r.alone for r in both] == [False, True]
 
 
 def test_a_job_that_waited_for_the_slot_cap_learns_its_estimate_again_when_it_frees() -> None:

@@ -626,3 +626,65 @@ def test_an_attempt_s_end_is_handled_before_its_slot_is_freed(tmp_path: Path) ->
     assert held_then == [1]
     with sem.mutex():
         assert sem.snapshot().running == 0
+
+
+def test_the_guard_learns_the_peak_before_the_slot_is_freed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The guard hands `Attempt.run` what ends an attempt: the peak is in the history
+    while the slot is still held (here: an attempt that stands in for the real one
+    looks at the history between calling it and freeing the slot)."""
+    from ltoguard import attempt
+    from ltoguard.config import Settings
+    from ltoguard.guard import GuardedRun
+    from ltoguard.history import history_file
+    from ltoguard.jobs import Job
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    path, dir_fd = open_state_dir(str(tmp_path / "s"))
+    job = Job(["true"], kind="rustc", name="w", what="crate w (bin)", key="k", group="g")
+    in_history: list[list[int]] = []
+
+    def run(self: Any, slot: Any, signals: Any, lease: Any = None, ended: Any = None) -> Any:
+        if slot.sigmask is not None:
+            process.restore_signals(slot.sigmask)  # as the real one: held since admission
+        result = attempt.AttemptResult(0, 50 << 20)
+        if ended is not None:
+            ended(result)
+        cache = tmp_path / "cache" / "ltoguard" / history_file(os.geteuid())
+        with open(cache) as f:
+            in_history.append(json.load(f)["entries"]["k"]["peaks"])
+        self.sem.release(slot)
+        return result
+
+    monkeypatch.setattr(attempt.Attempt, "run", run)
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    handlers = {s: signal.getsignal(s) for s in process.FORWARDED}
+    try:
+        assert GuardedRun(job, Settings({}), Semaphore(path, dir_fd)).run() == 0
+    finally:
+        for s, h in handlers.items():  # the guard's own, in this test's process
+            signal.signal(s, h)
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == mask  # none left blocked
+    assert in_history == [[50 << 20]]
+
+
+def test_a_rerun_alone_is_marked_in_its_record_on_one_cpu_too(tmp_path: Path) -> None:
+    """Where no waiter may backfill (one CPU, one slot), the rerun's run record must
+    still say ``alone``: the others' policies keep out of its way by it."""
+
+    class Alone:
+        alone = True
+        may_backfill = False
+
+        def __call__(self, snap: Snapshot) -> Admission:
+            return Admission(snap.running == 0, Why.ALONE)
+
+    path, dir_fd = open_state_dir(str(tmp_path / "s"))
+    sem = Semaphore(path, dir_fd)
+    slot = sem.acquire({"crate": "w"}, Alone())
+    try:
+        record = json.loads((tmp_path / "s" / slot.record_name).read_text())
+        assert record["alone"] is True
+    finally:
+        sem.release(slot)
