@@ -250,7 +250,8 @@ class GuardedRun:
         """Record the attempt for the report (its end, its own paused seconds, what
         comes next); the retry state to go on with."""
         paused = round(self.record.paused_s - self.paused_at_admission, 3)
-        self.attempts[-1] += [round(time.time(), 3), paused, step.action]
+        # Down to the millisecond: never after the event's "finished", written next.
+        self.attempts[-1] += [int(time.time() * 1000) / 1000, paused, step.action]
         return step.state
 
     def _announce(self, snap: Snapshot, decision: Admission) -> None:
