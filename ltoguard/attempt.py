@@ -113,13 +113,14 @@ class Attempt:
         try:
             proc = self._spawn(slot)
         except OSError as exc:
+            result = AttemptResult(EXIT_CANNOT_RUN, 0)
             try:
-                self._release(slot, AttemptResult(EXIT_CANNOT_RUN, 0), ended)
+                self._release(slot, result, ended)
             finally:
                 if self.relay is not None:
                     self.relay.join()
                 error(f"cannot run {self.record.job.argv[0]}: {exc.strerror}")
-            return AttemptResult(EXIT_CANNOT_RUN, 0)
+            return result
         signals.forward_to(proc)
         self._publish(slot, {"child": proc.pid})
         reclaimer = Reclaimer(lease)

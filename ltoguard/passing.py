@@ -50,12 +50,7 @@ def backfiller(admit: Admit) -> Backfiller | None:
 
 def passers(snap: Snapshot, head: str) -> set[str]:
     """The running jobs that started before the waiter whose ticket is ``head``."""
-    out = set()
-    for h in snap.holders:
-        rec = h.record or {}
-        if rec.get("passed") == head:
-            out.add(f"{rec.get('pid')}-{rec.get('started')}")
-    return out
+    return {h.run for h in snap.holders if (h.record or {}).get("passed") == head}
 
 
 def show_refusal(fd: int, info: Info, decision: Admission, seen: set[str], shown: bytes) -> bytes:

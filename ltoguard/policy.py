@@ -64,16 +64,14 @@ MEMORY_RECHECK = 0.5  # seconds a waiting head reuses a "does not fit" (= FULL_R
 COMPILING_PATIENCE = 600.0
 
 
-# Who runs: each slot held, with its holder (pid and start).
+# Who runs: each slot held, with the run holding it (Holder.run).
 Held = tuple[tuple[int, str], ...]
 
 
 def holding(snap: Snapshot) -> Held:
-    """Who runs, as a waiter tells one moment from the next: by slot and holder. The
-    head often takes a freed slot at once, so the slots' numbers alone would hide
-    that one job ended (its peak learned: estimates change) and another began."""
-    who = ((h.slot, h.record or {}) for h in snap.holders)
-    return tuple(sorted((slot, f"{rec.get('pid')}-{rec.get('started')}") for slot, rec in who))
+    """Who runs, as a waiter tells one moment from the next: by slot and run (a job
+    that ended left its peak: estimates change)."""
+    return tuple(sorted((h.slot, h.run) for h in snap.holders))
 
 
 @dataclass

@@ -33,6 +33,13 @@ class Holder:
     slot: int
     record: dict[str, Any] | None
 
+    @property
+    def run(self) -> str:
+        """Which run holds the slot ("PID-STARTED"): the next job often takes a freed
+        slot at once, and the slot's number alone would not tell them apart."""
+        rec = self.record or {}
+        return f"{rec.get('pid')}-{rec.get('started')}"
+
     def describe(self, now: float) -> str:
         rec = self.record
         if rec is None:
