@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 from dataclasses import dataclass
 
@@ -37,6 +36,7 @@ from ltoguard.statedir import StateDirError, write_private_file
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import subprocess
     from collections.abc import Callable
 
     from ltoguard.admission import Running

@@ -11,22 +11,24 @@ from __future__ import annotations
 import functools
 import os
 import re
-from typing import NamedTuple, TypeVar
+from dataclasses import dataclass
 
 from ltoguard.sizes import format_size
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
+    from typing import TypeVar
 
-T = TypeVar("T")
+    T = TypeVar("T")
 
 # v1 reports "no limit" as PAGE_COUNTER_MAX * PAGE_SIZE (9223372036854771712 with
 # 4 KiB pages, other values with other page sizes); anything this large is no limit.
 UNLIMITED_THRESHOLD = 1 << 60
 
 
-class Constraint(NamedTuple):
+@dataclass(frozen=True)
+class Constraint:
     """One source of a memory bound: free bytes now, its limit/total, and what it is."""
 
     available: int
@@ -109,7 +111,8 @@ def _unescape(field: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
-class _Mount(NamedTuple):
+@dataclass(frozen=True)
+class _Mount:
     version: int  # 1 or 2
     root: str  # the cgroup path the mount shows at its mount point
     mountpoint: str

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import NamedTuple
 
 from ltoguard.classify import MODES
 from ltoguard.configfiles import normalise_crate
@@ -66,7 +65,8 @@ class SettingsError(Exception):
     """A bad setting; the one-line message names the file or variable, key, value and what is accepted."""
 
 
-class Setting(NamedTuple):
+@dataclass(frozen=True)
+class Setting:
     """One setting in force and where it came from ("default", "environment VAR", a file)."""
 
     value: object

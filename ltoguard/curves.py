@@ -17,7 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 SLICES = 16  # enough to tell the first second's rise from the late peak
 MIN_SECONDS = 1.0  # shorter runs say nothing about timing worth keeping

@@ -16,13 +16,24 @@ if TYPE_CHECKING:
     from ltoguard.verdict import CrateOverride
 
 
+def sha256_hex(data: bytes) -> str:
+    """SHA-256 of ``data`` in hex, from the interpreter's own module where it has one:
+    hashlib loads OpenSSL's (~0.5 MiB in every guarded job, a waiting one included)."""
+    try:
+        from _sha2 import sha256  # type: ignore[import-not-found, unused-ignore]  # 3.12+
+    except ImportError:
+        try:
+            from _sha256 import sha256  # type: ignore[import-not-found, no-redef, unused-ignore]
+        except ImportError:
+            from hashlib import sha256  # type: ignore[no-redef, unused-ignore]
+    return str(sha256(data).hexdigest())
+
+
 def toolchain_id(argv: Sequence[str]) -> str:
     """Which compiler a command runs, so that peaks learned with one are not taken as
     fact for another (a compiler update can double fat-LTO memory): the rustc's real
     path, size and mtime, and its toolchain's librustc_driver (whose name changes with
     every release); "" when no rustc is named (`ltoguard run`, links)."""
-    import hashlib
-
     for tok in argv[:4]:  # [inner wrapper] [clippy-driver] rustc ARGS
         if not os.path.basename(tok).endswith("rustc") or not os.path.isabs(tok):
             continue
@@ -37,7 +48,7 @@ def toolchain_id(argv: Sequence[str]) -> str:
         except OSError:
             drivers = []
         ident = f"{real}:{st.st_size}:{st.st_mtime_ns}:{','.join(drivers)}"
-        return hashlib.sha256(ident.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+        return sha256_hex(ident.encode("utf-8", "surrogateescape"))[:16]
     return ""
 
 

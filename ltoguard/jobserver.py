@@ -27,8 +27,7 @@ import os
 import select
 import signal
 import time
-from collections.abc import Iterator, Mapping
-from typing import Callable
+from collections.abc import Callable, Iterator, Mapping
 
 from ltoguard.makeflags import jobserver_auth, open_endpoints
 from ltoguard.messages import warning

@@ -9,7 +9,6 @@ psutil is imported only where /proc/meminfo cannot be read (macOS).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
 
 from ltoguard.cgroups import Constraint, cgroup_constraints, cgroup_swap_room, under
 from ltoguard.configvalues import MemorySetting, parse_memory_setting
@@ -31,7 +30,8 @@ class MemorySnapshot:
     constraints: tuple[Constraint, ...] = ()
 
 
-class HostMemory(NamedTuple):
+@dataclass(frozen=True)
+class HostMemory:
     available: int
     total: int
     source: str = "MemAvailable"  # "psutil" without a readable MemAvailable (off Linux)

@@ -23,10 +23,8 @@ next check resumes the job for good and pauses it never again.
 from __future__ import annotations
 
 import signal
-import threading
 import time
 from dataclasses import dataclass
-from typing import Any
 
 from ltoguard import process, proctree
 from ltoguard.admission import KILL, PAUSE, RESUME, older_running, pressure_step, still_to_grow
@@ -35,7 +33,9 @@ from ltoguard.sizes import format_size
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import threading
     from collections.abc import Callable
+    from typing import Any
 
     from ltoguard.admission import Running
     from ltoguard.jobserver import Lease
@@ -61,6 +61,8 @@ class Reclaimer:
     at most, and never a lend while it may be reading."""
 
     def __init__(self, lease: Lease | None) -> None:
+        import threading  # here: a job that only waits never loads it (test_waiter_imports)
+
         self._lease = lease
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -70,6 +72,8 @@ class Reclaimer:
         lease = self._lease
         if self._thread is not None or lease is None or not lease.lent:
             return
+        import threading
+
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=lease.reclaim,

@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 import select
 import signal
-import subprocess
 import sys
 
 from ltoguard import proctree
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import subprocess
     from collections.abc import Callable, Sequence
 
 # The signals ltoguard handles and passes on to the compiler; blocked wherever a handler
@@ -83,6 +83,8 @@ def spawn(
     """
     for fd in keep_fds:
         os.set_inheritable(fd, True)
+    import subprocess  # here: a job that only waits never loads it (test_waiter_imports)
+
     linux = sys.platform.startswith("linux")
     preexec = _pdeathsig_preexec(os.getpid(), oom_score_adj) if linux else None
     try:
@@ -113,6 +115,8 @@ class ExitWait:
     def wait(self, timeout: float) -> int | None:
         """The returncode once the child has exited (reaped), else None after `timeout`."""
         if self.fd is None:
+            import subprocess
+
             try:
                 return self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:

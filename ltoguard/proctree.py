@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-import threading
 import time
-from typing import NamedTuple
+from dataclasses import dataclass
 
 from ltoguard import procstat
 from ltoguard.sizes import KiB
 
 
-class Stat(NamedTuple):
+@dataclass(frozen=True)
+class Stat:
     """The fields of /proc/PID/stat that ltoguard reads."""
 
     name: str  # comm: at most 15 bytes, any of them spaces or parentheses
@@ -29,7 +29,8 @@ class Stat(NamedTuple):
     start: int  # clock ticks after boot: with the pid, it names one process
 
 
-class Memory(NamedTuple):
+@dataclass(frozen=True)
+class Memory:
     """One process's anonymous resident memory, in bytes."""
 
     anon: int  # now
@@ -38,7 +39,8 @@ class Memory(NamedTuple):
     hwm: int = 0  # the kernel's high-water mark of all its resident pages (0: none kept)
 
 
-class Proc(NamedTuple):
+@dataclass(frozen=True)
+class Proc:
     """One process: its pid, reused once the process is reaped, and its start time,
     which tells the next process under that pid apart."""
 
@@ -70,7 +72,7 @@ def has_proc() -> bool:
 
 def has_children_files() -> bool:
     """Whether this kernel lists a task's children in /proc (CONFIG_PROC_CHILDREN)."""
-    return os.path.exists(f"/proc/self/task/{threading.get_native_id()}/children")
+    return os.path.exists(f"/proc/self/task/{os.getpid()}/children")
 
 
 def parse_stat(raw: bytes) -> Stat | None:
@@ -284,6 +286,8 @@ class PeakSampler:
         self._last_hwm = 0
         self._last_shared = 0
         self.samples = 0
+        import threading  # here, not at the top: a waiting job never samples (test_waiter_imports)
+
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._started: float | None = None

@@ -9,7 +9,10 @@ the first byte that differs.
 from __future__ import annotations
 
 import os
-import threading
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import threading
 
 _OOM_MARKERS = (b"memory allocation of ", b"LLVM ERROR: out of memory", b"out of memory")
 _SENT_MAX = 64 << 20  # bytes of stderr remembered to suppress repeats on a rerun
@@ -39,6 +42,8 @@ class StderrRelay:
     def start(self, fd: int) -> None:
         self.tail = b""
         self.current = bytearray()
+        import threading  # here: a waiting job never relays (test_waiter_imports)
+
         self._thread = threading.Thread(target=self._run, args=(fd,), daemon=True)
         self._thread.start()
 

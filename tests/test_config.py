@@ -102,9 +102,9 @@ def test_precedence_env_over_workspace_over_user_over_default(
     ]
     assert s.mode == "link" and s.slots == 2 and s.memory == "12G" and s.linker == "clang"
     assert s.origins["memory"] == "environment LTOGUARD_MEMORY"
-    # Setting is a (value, origin) pair
-    value, origin = s.items()[1][1]
-    assert (value, origin) == (2, f"{manifest} [workspace.metadata.ltoguard] slots")
+    # each setting names its value and where it came from
+    slots = s.items()[1][1]
+    assert (slots.value, slots.origin) == (2, f"{manifest} [workspace.metadata.ltoguard] slots")
 
 
 def test_package_metadata_for_single_package(tmp_path: Path, env: dict[str, str]) -> None:

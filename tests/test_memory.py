@@ -945,6 +945,7 @@ def test_host_memory_reads_meminfo_as_psutil_does(tmp_path: Path) -> None:
     assert abs(mine.available - theirs.available) < 64 * MiB  # read a moment apart
     fake = tmp_path / "meminfo"
     fake.write_text("MemTotal:  1000 kB\nMemFree:  10 kB\nMemAvailable:   500 kB\n")
-    assert host_memory(str(fake)) == (500 * 1024, 1000 * 1024, "MemAvailable")
+    assert host_memory(str(fake)) == HostMemory(500 * 1024, 1000 * 1024, "MemAvailable")
     fake.write_text("MemTotal:  1000 kB\n")  # an old kernel: psutil estimates it
-    assert host_memory(str(fake))[1:] == (theirs.total, "psutil")
+    old = host_memory(str(fake))
+    assert (old.total, old.source) == (theirs.total, "psutil")

@@ -200,7 +200,7 @@ def test_a_reused_pid_is_not_signalled(way: str, family: tuple[subprocess.Popen[
     [kid_proc, parent_proc] = proctree.tree(parent.pid)
     # The same pid, started at another time: another process that took the pid over.
     proctree.send(Proc(kid, kid_proc.start + 1), signal.SIGKILL)
-    proctree.send(parent_proc._replace(start=parent_proc.start - 1), signal.SIGKILL)
+    proctree.send(Proc(parent_proc.pid, parent_proc.start - 1), signal.SIGKILL)
     assert pid_alive(kid) and parent.poll() is None
     proctree.send(kid_proc, signal.SIGSTOP)
     assert wait_for(lambda: state(kid) == "T")

@@ -36,6 +36,11 @@ def test_a_waiting_job_imports_neither_filelock_nor_psutil(tmp_path: Path) -> No
     assert "ltoguard.semaphore" in modules  # it did go through the guarded path
     assert "filelock" not in modules
     assert "psutil" not in modules
+    # Nor what only a running compile needs (spawning it, sampler and relay
+    # threads), typing, or hashlib's OpenSSL: about 1.7 MiB of the ~10 MiB of
+    # each waiting process (docs/benchmarks.md, "What a waiting job holds").
+    for heavy in ("subprocess", "threading", "typing", "hashlib", "_hashlib"):
+        assert heavy not in modules, heavy
 
 
 def test_an_admitted_job_imports_neither_filelock_nor_psutil(tmp_path: Path) -> None:
@@ -61,3 +66,5 @@ def test_an_admitted_job_imports_neither_filelock_nor_psutil(tmp_path: Path) -> 
     assert "psutil" not in modules
     assert "tempfile" not in modules
     assert "decimal" not in modules
+    assert "typing" not in modules
+    assert "_hashlib" not in modules
