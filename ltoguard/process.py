@@ -81,9 +81,10 @@ def spawn(
     inherits on purpose so the slot stays held for as long as any process of the
     compile (rustc, its linker) is alive.
     """
+    import subprocess  # here: a job that only waits never loads it (test_waiter_imports)
+
     for fd in keep_fds:
         os.set_inheritable(fd, True)
-    import subprocess  # here: a job that only waits never loads it (test_waiter_imports)
 
     linux = sys.platform.startswith("linux")
     preexec = _pdeathsig_preexec(os.getpid(), oom_score_adj) if linux else None

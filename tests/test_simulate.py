@@ -15,7 +15,10 @@ from scripts import simulate
 TRACES = Path(__file__).resolve().parent / "data" / "traces"
 REAL = TRACES / "real-100-bins-600MiB.jsonl"
 HELD_OUT = sorted((TRACES.parent / "heldout").glob("*.jsonl"))
-DEBIAN_HELD_OUT = [p for p in HELD_OUT if not p.name.startswith("sweepG-")]
+DEBIAN_HELD_OUT = [p for p in HELD_OUT if not p.name.startswith(("sweepG-", "sweepH-"))]
+# A cold generic build whose first two jobs started together on estimates 6 x low:
+# the kernel OOM-killed the younger after 26 s, and ltoguard reran it alone.
+KILLED = TRACES.parent / "heldout" / "sweepH-generic-1176MiB.jsonl"
 
 
 def event(name: str, queued: float, run: float, peak_mib: int, **extra: Any) -> dict[str, Any]:
@@ -293,12 +296,15 @@ def test_the_held_out_builds_replay_as_they_ran() -> None:
 @pytest.mark.parametrize("estimates", ["cold", "warm"])
 def test_the_shipped_policy_kills_nothing_in_a_build_it_was_not_tuned_on(estimates: str) -> None:
     """ltoguard's own estimates, learned as each replay goes (cold) or from a first
-    build (warm), at each held-out build's cap: no compile is OOM-killed, and, in
+    build (warm), at each held-out build's cap (sweepH's but warm: its cold build has
+    the OOM kill below): no compile is OOM-killed, and, in
     the builds over Debian's crates, no more than 1% of the compile time is lost to
     stops. (Not in the generic kind's cold build at 872 MiB: its bins are predicted
     4-7 x low, and a stop loses 12.5% there; docs/benchmarks.md.)"""
     lost = cpu = 0.0
     for path in HELD_OUT:
+        if path == KILLED and estimates == "cold":
+            continue  # the shipped policy's known kill (below)
         jobs = simulate.load_trace(path)
         cap = simulate.cap_from_name(path)
         assert cap is not None, path
@@ -307,3 +313,21 @@ def test_the_shipped_policy_kills_nothing_in_a_build_it_was_not_tuned_on(estimat
         if path in DEBIAN_HELD_OUT:
             lost, cpu = lost + res.cpu_lost, cpu + res.cpu
     assert lost <= 0.01 * cpu
+
+
+def test_a_build_whose_compile_the_kernel_killed_replays_the_kill() -> None:
+    """The generic kind's cold build at 1176 MiB (2026-12-05): `app03` and `app02`
+    started side by side on cold estimates of 122 MiB, grew to 550-750 MiB together,
+    and the kernel killed `app02` at 565 MiB when `app03` rose by ~200 MiB within a
+    check; `app02` ran again alone. Replayed with the estimates recorded (`app02`'s is
+    the one it was raised to for its rerun, 706 MiB, which still fits beside `app03`'s
+    122), the kill is there and the LTO phase within 10% of the real one: the
+    simulator shows this failure of the shipped policy rather than hiding it (a
+    reserve for such jobs' growth was tried and cost more than it saved,
+    docs/benchmarks.md). A rule that avoids the kill is for its cold replay to show."""
+    jobs = simulate.load_trace(KILLED)
+    assert simulate.cap_from_name(KILLED) == 1176 * MiB
+    recorded = simulate.as_recorded(jobs, 1176 * MiB)["wall_s"]
+    res = simulate.simulate(jobs, 1176 * MiB)
+    assert (res.kills, res.failed) == (1, 0)
+    assert res.wall == pytest.approx(recorded, rel=0.10)
