@@ -17,6 +17,10 @@
 #   LTOGUARD_DEMO_WRAPPER  wrapper to build through; when set, install.sh is
 #                          not run (e.g. a stand-in wrapper)
 #   LTOGUARD_DEMO_JOBS     cargo -j (default 2)
+#   LTOGUARD_DEMO_PLAIN_LIMIT  seconds the plain build under the cap may take
+#                          (default 90): where the kernel reclaims rather than
+#                          kills, it crawls at the cap for many minutes, and the
+#                          demo stops it (SIGINT) and says so
 #   LTOGUARD_DEMO_SWAP     swap allowed beside the cap (also: --swap SIZE); needs
 #                          swap on the host and a cgroup that can account for it
 set -euo pipefail
@@ -37,6 +41,7 @@ size=${LTOGUARD_DEMO_SIZE:-small}
 bins=${LTOGUARD_DEMO_BINS:-3}
 libs=${LTOGUARD_DEMO_LIBS:-4}
 jobs=${LTOGUARD_DEMO_JOBS:-2}
+plain_limit=${LTOGUARD_DEMO_PLAIN_LIMIT:-90}
 
 if ! cargo --version >/dev/null 2>&1; then
     echo "demo: error: cargo does not run here ($(cargo --version 2>&1 | head -1)); install Rust first" >&2
@@ -70,10 +75,11 @@ build() { # build NAME [VAR=VALUE ...]: a clean release build; prints its wall t
     shift
     local start end
     start=$(date +%s.%N)
-    if env CARGO_TARGET_DIR="$demo/target-$name" "$@" cargo build --release -j"$jobs" \
-        2>&1 | tee "$demo/$name.log"; then
-        :
-    fi
+    set +e +o pipefail
+    env CARGO_TARGET_DIR="$demo/target-$name" "$@" cargo build --release -j"$jobs" \
+        2>&1 | tee "$demo/$name.log"
+    echo "${PIPESTATUS[0]}" >"$demo/$name.rc"
+    set -e -o pipefail
     end=$(date +%s.%N)
     python3 -c "print(f'{$end - $start:.1f}')" >"$demo/$name.wall"
 }
@@ -81,6 +87,8 @@ status_of() { # what the log of a build says: ok, or the kills
     local log=$demo/$1.log
     if grep -q "^ *Finished" "$log"; then
         echo "finished"
+    elif [ "$(cat "$demo/$1.rc")" = 124 ]; then # timeout(1): the time bound ran out
+        echo "STOPPED at the time bound, still compiling at the cap (the kernel was reclaiming memory rather than killing a compile)"
     elif grep -q "SIGKILL" "$log"; then
         echo "FAILED: $(grep -c 'SIGKILL' "$log") compile(s) killed (signal: 9, SIGKILL), $(sed -n 's/^memcap: \([0-9]*\) OOM kills.*/\1/p' "$log") OOM kill(s) in the cgroup"
     else
@@ -100,8 +108,9 @@ fi
 if how=$(python3 "$checkout/scripts/memcap.py" --check 2>"$demo/memcap.err"); then
     memcap=(python3 "$checkout/scripts/memcap.py" "$cap" --)
     echo
-    echo "== 1/2: plain cargo build --release -j$jobs under a $cap memory cap ($how)"
-    build plain "${memcap[@]}"
+    echo "== 1/2: plain cargo build --release -j$jobs under a $cap memory cap ($how; stopped after $plain_limit s)"
+    # timeout(1) signals its whole process group: memcap.py, cargo, the compiles.
+    build plain timeout -s INT -k 30 "$plain_limit" "${memcap[@]}"
     echo
     echo "== 2/2: the same build through ltoguard (RUSTC_WORKSPACE_WRAPPER=$wrapper), same cap"
     build ltoguard RUSTC_WORKSPACE_WRAPPER="$wrapper" "${memcap[@]}"
