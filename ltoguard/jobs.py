@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 def sha256_hex(data: bytes) -> str:
     """SHA-256 of ``data`` in hex, from the interpreter's own module where it has one:
-    hashlib loads OpenSSL's (~0.5 MiB in every guarded job, a waiting one included)."""
+    hashlib loads OpenSSL's, which every guarded job, a waiting one too, would hold."""
     try:
         from _sha2 import sha256  # type: ignore[import-not-found, unused-ignore]  # 3.12+
     except ImportError:

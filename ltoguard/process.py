@@ -85,7 +85,6 @@ def spawn(
 
     for fd in keep_fds:
         os.set_inheritable(fd, True)
-
     linux = sys.platform.startswith("linux")
     preexec = _pdeathsig_preexec(os.getpid(), oom_score_adj) if linux else None
     try:

@@ -88,7 +88,7 @@ status_of() { # what the log of a build says: ok, or the kills
     if grep -q "^ *Finished" "$log"; then
         echo "finished"
     elif [ "$(cat "$demo/$1.rc")" = 124 ]; then # timeout(1): the time bound ran out
-        echo "STOPPED at the time bound, still compiling at the cap (the kernel was reclaiming memory rather than killing a compile)"
+        echo "STOPPED at the time bound: still compiling under the cap, neither finished nor OOM-killed"
     elif grep -q "SIGKILL" "$log"; then
         echo "FAILED: $(grep -c 'SIGKILL' "$log") compile(s) killed (signal: 9, SIGKILL), $(sed -n 's/^memcap: \([0-9]*\) OOM kills.*/\1/p' "$log") OOM kill(s) in the cgroup"
     else

@@ -43,8 +43,8 @@ def test_a_waiting_job_imports_neither_filelock_nor_psutil(tmp_path: Path) -> No
     assert "filelock" not in modules
     assert "psutil" not in modules
     # Nor what only a running compile needs (spawning it, sampler and relay
-    # threads), typing, or hashlib's OpenSSL: 1.2-1.5 MiB of the 7.5-9 MiB each
-    # waiting process held (docs/benchmarks.md, "What a waiting job holds").
+    # threads), typing, or hashlib's OpenSSL (docs/benchmarks.md, "What a waiting
+    # job holds").
     for heavy in ("subprocess", "threading", "typing", "hashlib", "_hashlib"):
         assert heavy not in _ltoguards(modules), heavy
 
