@@ -2,7 +2,7 @@
 
 While the compiler runs, its process tree's memory is sampled (the peak is learned)
 and free memory is checked (Limits.watch_interval: often in the compile's first
-seconds, when it grows fastest; pause.py): when what the running jobs are still
+seconds, when it grows fastest, unless no slot holder is older; pause.py): when what the running jobs are still
 expected to grow would take it below the critical floor, the youngest job pauses
 its compile until there is room again (and while memory pressure stays high:
 pressure.Brake); only when memory gets critical all the same does the youngest job
@@ -216,7 +216,10 @@ class Attempt:
         next_sample = 0.0
         exit_wait = process.ExitWait(proc)
         try:
-            while (code := exit_wait.wait(DEFAULT.watch_interval(time.time() - t0))) is None:
+            while True:
+                interval = DEFAULT.watch_interval(time.time() - t0, settled=watch.settled)
+                if (code := exit_wait.wait(interval)) is not None:
+                    break
                 now = time.time()
                 if now >= next_sample and len(samples) < MAX_SAMPLES:
                     samples.append([round(now, 2), sampler.current])

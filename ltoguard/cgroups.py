@@ -197,8 +197,10 @@ def cgroup_dirs(root: str, pid: int | str) -> list[tuple[int, list[str]]]:
 
 def _v1_constraint(d: str) -> Constraint | None:
     limit = _read_int(os.path.join(d, "memory.limit_in_bytes"))
+    if limit is None or limit >= UNLIMITED_THRESHOLD:
+        return None  # most levels: the usage is not read (a running job reads these often)
     usage = _read_int(os.path.join(d, "memory.usage_in_bytes"))
-    if limit is None or usage is None or limit >= UNLIMITED_THRESHOLD:
+    if usage is None:
         return None
     # total_ is the hierarchical counter, matching usage_in_bytes under use_hierarchy.
     fields = _stat_fields(os.path.join(d, "memory.stat"))

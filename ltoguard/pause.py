@@ -1,7 +1,8 @@
 """Pausing a guarded compile before memory runs out, rather than killing it.
 
 While its compiler runs, each attempt asks admission.pause_step what to do with it
-(every Limits.watch_interval); this module carries the answer out:
+(every Limits.watch_interval: often while younger than another slot holder, at the
+slow rate once the oldest); this module carries the answer out:
 
 - pause: SIGSTOP the compile's process tree (children first, then the compiler, and
   once more for any child it started meanwhile), lend the jobserver token back to
@@ -27,7 +28,15 @@ import time
 from dataclasses import dataclass
 
 from ltoguard import process, proctree
-from ltoguard.admission import KILL, PAUSE, RESUME, older_running, pressure_step, still_to_grow
+from ltoguard.admission import (
+    KILL,
+    PAUSE,
+    RESUME,
+    older_running,
+    oldest,
+    pressure_step,
+    still_to_grow,
+)
 from ltoguard.messages import note
 from ltoguard.sizes import format_size
 
@@ -117,6 +126,10 @@ class PauseWatch:
         self._paused_since: float | None = None  # time.time() when paused, for the record
         self._stopped: list[proctree.Proc] = []
         self._last_free: int | None = None  # free memory at the last check beside others
+        # At the last check the compile ran and no slot holder was older: nothing a
+        # check decides can change for it, so the next comes at the slow rate
+        # (Limits.watch_interval).
+        self.settled = False
 
     @property
     def paused(self) -> bool:
@@ -124,6 +137,7 @@ class PauseWatch:
 
     def step(self) -> bool:
         """One check; True when it killed the compile (the caller requeues it)."""
+        self.settled = False
         if self.signalled:
             if self.paused:
                 self.resume(quiet=True)
@@ -161,6 +175,7 @@ class PauseWatch:
             self.resume()
         elif self.paused and self.lend is not None:
             self.lend()  # kept at the pause, the bound may allow it now (at once if lent)
+        self.settled = not self.paused and oldest(reading.me, reading.others)
         return False
 
     def pause(self, reading: Reading) -> None:

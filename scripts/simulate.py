@@ -545,7 +545,6 @@ def simulate(
             for r in sorted(running, key=lambda r: (r.started, r.order), reverse=True):
                 if r not in running or t < r.next_watch:
                     continue
-                r.next_watch = t + limits.watch_interval(t - r.started)
                 others = [o.running() for o in running if o is not r]
                 paused_for = 0.0 if r.paused_at is None else t - r.paused_at
                 now_free = free(t)
@@ -574,6 +573,8 @@ def simulate(
                 elif step == admission.RESUME and r.paused_at is not None:
                     res.paused_s += t - r.paused_at
                     r.paused_at = None
+                settled = r.paused_at is None and admission.oldest(r.running(), others)
+                r.next_watch = t + limits.watch_interval(t - r.started, settled=settled)
         else:
             for r in running:
                 r.last_free = None  # alone, memory is not read

@@ -12,6 +12,8 @@ file the test rewrites (atomically) while the job runs::
 
 PAUSE_PSI, when set, names the PSI file the memory pressure brake reads; unset, the
 brake reads none (no PSI), so the host's pressure cannot change a test's outcome.
+PAUSE_CHECKS, when set, names a file that gets one line per look at the slot holders
+(each check of the running compile makes one): how often the job is checked.
 
 Everything else (the semaphore, the jobserver, signals, the compiler) is real.
 """
@@ -40,6 +42,10 @@ def _ctl() -> dict[str, Any]:
 
 def running_now() -> list[Running]:
     c = _ctl()
+    checks = os.environ.get("PAUSE_CHECKS")
+    if checks:
+        with open(checks, "a") as f:
+            f.write(f"{time.time()}\n")
     me = Running(pid=os.getpid(), estimate=c["me_estimate"], current=0, started=STARTED)
     if not c["older"]:
         return [me]

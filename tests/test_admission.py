@@ -27,6 +27,7 @@ from ltoguard.admission import (
     is_head,
     lending,
     lending_paused,
+    oldest,
     outstanding,
     pause_step,
     render,
@@ -368,3 +369,15 @@ def test_a_young_compile_is_watched_often() -> None:
     assert DEFAULT.watch_interval(0.0) == DEFAULT.fast_watch < DEFAULT.watch
     assert DEFAULT.watch_interval(DEFAULT.fast_watch_for - 0.01) == DEFAULT.fast_watch
     assert DEFAULT.watch_interval(DEFAULT.fast_watch_for) == DEFAULT.watch
+    # Once the oldest, nothing a check decides changes for it: the slow rate.
+    assert DEFAULT.watch_interval(0.0, settled=True) == DEFAULT.watch
+
+
+def test_the_oldest_holder_counts_paused_ones_too() -> None:
+    me = Running(pid=5, estimate=MiB, current=0, started=20.0)
+    older = Running(pid=9, estimate=MiB, current=0, started=10.0)
+    younger = Running(pid=1, estimate=MiB, current=0, started=30.0)
+    assert oldest(me, []) and oldest(me, [younger])
+    assert not oldest(me, [older]) and not oldest(me, [replace(older, paused=True)])
+    # Same start: the pid decides, as for the victim.
+    assert not oldest(me, [replace(older, started=20.0, pid=4)])

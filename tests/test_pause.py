@@ -9,6 +9,7 @@ lent while it is paused, and the paused time shows in `status --json` and the ev
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -95,6 +96,28 @@ def status_json(tmp: Path) -> dict[str, Any]:
     )  # fmt: skip
     doc: dict[str, Any] = json.loads(out.stdout)
     return doc
+
+
+def _checks(procs: Procs, tmp: Path, ctl: dict[str, Any]) -> int:
+    """How many times a 2-second compile under ``ctl`` is checked while it runs."""
+    log = tmp / "checks.txt"
+    proc = start(procs, tmp, FAKE_SLEEP="2", PAUSE_CHECKS=str(log))
+    control(tmp, ctl)
+    assert proc.wait(timeout=60) == 0
+    return len(log.read_text().splitlines())
+
+
+def test_the_oldest_job_is_checked_at_the_slow_rate(tmp_path: Path, procs: Procs) -> None:
+    """In its first seconds a compile is checked every Limits.fast_watch, but only while
+    an older job holds a slot: no check pauses or stops the oldest, and the younger
+    ones, checked often, pause or stop first. Alone it is the oldest."""
+    (tmp_path / "alone").mkdir()
+    (tmp_path / "younger").mkdir()
+    alone = _checks(procs, tmp_path / "alone", ALONE)
+    younger = _checks(procs, tmp_path / "younger", RUN)
+    # 2 s at 0.25 s is 8 checks (plus the looks at admission); at 0.05 s, 40.
+    assert alone <= 16, alone
+    assert younger >= 25, younger
 
 
 def test_paused_tree_is_stopped_resumed_and_shown(tmp_path: Path, procs: Procs) -> None:
@@ -306,6 +329,31 @@ def test_watch_pauses_resumes_and_counts_paused_time(procs: Procs) -> None:
     watch.step()
     assert not watch.paused and wait_for(lambda: state(child) in "RS")
     assert watch.finish() == 4.0
+
+
+def test_watch_settles_only_while_it_runs_with_no_older_holder(procs: Procs) -> None:
+    fakes = _Fakes()
+    watch, _ = _watch(procs, fakes)
+    assert not watch.settled  # not checked yet
+    watch.step()
+    assert not watch.settled  # an older job runs
+    fakes.reading = _reading(100 * GiB, older=False)
+    watch.step()
+    assert watch.settled
+    older_paused = dataclasses.replace(_reading(100 * GiB).others[0], paused=True)
+    fakes.reading = Reading(_reading(0).me, [older_paused], 100 * GiB, 24 * GiB)
+    watch.step()
+    assert not watch.settled  # a paused older job counts: this one could be the victim
+    fakes.reading = _reading(GiB)
+    watch.step()
+    assert watch.paused and not watch.settled
+    fakes.now = 5.0
+    fakes.reading = _reading(100 * GiB, older=False)
+    watch.step()  # the older job ended: resumed, and now the oldest
+    assert not watch.paused and watch.settled
+    fakes.reading = None
+    watch.step()
+    assert not watch.settled  # cannot tell
 
 
 def test_watch_continues_at_once_on_a_signal_and_never_pauses_again(procs: Procs) -> None:

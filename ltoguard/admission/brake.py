@@ -8,7 +8,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from ltoguard.admission.core import DEFAULT, Admission, Limits, Running, Why, critical, fit
-from ltoguard.admission.steps import Step, _age_key, choose_victim, older_running, pause_step
+from ltoguard.admission.steps import (
+    Step,
+    _age_key,
+    choose_victim,
+    older_running,
+    oldest,
+    pause_step,
+)
 from ltoguard.curves import Curve
 
 
@@ -169,8 +176,7 @@ def pressure_step(
             limits=limits,
             falling=falling,
         )
-    oldest = not any(_age_key(r) < _age_key(me) for r in others)
-    if paused and oldest:
+    if paused and oldest(me, others):
         return Step.RESUME
     if critical(available + swap, total, limits):
         return Step.KILL if choose_victim([me, *others]) is me else Step.KEEP

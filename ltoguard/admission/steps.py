@@ -40,6 +40,12 @@ def _age_key(r: Running) -> tuple[float, int]:
     return (r.started, r.pid)
 
 
+def oldest(me: Running, others: Sequence[Running]) -> bool:
+    """No other slot holder (running or paused) is older than this job. The oldest
+    job always runs: no step pauses or stops it, and a paused one resumes."""
+    return not any(_age_key(r) < _age_key(me) for r in others)
+
+
 def still_to_grow(me: Running, others: Sequence[Running], limits: Limits = DEFAULT) -> int:
     """What this job and the other running, not-paused jobs are still expected to
     take on top of what they hold (a paused job grows no more until it resumes)."""
@@ -86,7 +92,7 @@ def should_resume(
     growth, this job's included, with the admission margin to spare above the floor,
     after ``min_pause`` seconds paused (the margin and the wait keep it from pausing
     and resuming in turn)."""
-    if not any(_age_key(r) < _age_key(me) for r in others):
+    if oldest(me, others):
         return True
     if any(r.paused and _age_key(r) < _age_key(me) for r in others):
         return False  # an older paused job resumes first (else both grow at once)
@@ -115,8 +121,7 @@ def pause_step(
     several is killed, paused or not (choose_victim), and a paused job that is not
     the victim stays paused; the oldest job is never left paused. ``falling``: bytes
     free memory fell by since this job's last check (a pause keeps at least that)."""
-    oldest = not any(_age_key(r) < _age_key(me) for r in others)
-    if paused and oldest:
+    if paused and oldest(me, others):
         return Step.RESUME
     if critical(available, total, limits):
         return Step.KILL if choose_victim([me, *others]) is me else Step.KEEP
