@@ -18,7 +18,6 @@ import json
 import os
 import signal
 import time
-from dataclasses import dataclass
 
 from ltoguard import process
 from ltoguard.admission import DEFAULT, Lend, Level, swap_counted
@@ -33,6 +32,7 @@ from ltoguard.policy import running_jobs
 from ltoguard.pressure import Brake
 from ltoguard.proctree import PeakSampler
 from ltoguard.statedir import StateDirError, write_private_file
+from ltoguard.structs import struct
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ OOM_SCORE_ADJ_STEP = 25  # per guarded job admitted beside it: the youngest of 5
 MAX_SAMPLES = 600  # memory samples kept per job for the report
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class AttemptResult:
     """How one attempt ended."""
 

@@ -10,7 +10,8 @@ and an empty value there turns the wrapper off. Used by ``ltoguard doctor``.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+
+from ltoguard.structs import struct
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ ENV_FOR = {
 }
 
 
-@dataclass
+@struct
 class Registered:
     """One wrapper setting cargo will use: its key, value and where it came from."""
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import functools
 import os
 import re
-from dataclasses import dataclass
 
 from ltoguard.sizes import format_size
+from ltoguard.structs import struct
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 UNLIMITED_THRESHOLD = 1 << 60
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class Constraint:
     """One source of a memory bound: free bytes now, its limit/total, and what it is."""
 
@@ -111,7 +111,7 @@ def _unescape(field: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class _Mount:
     version: int  # 1 or 2
     root: str  # the cgroup path the mount shows at its mount point

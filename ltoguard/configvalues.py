@@ -8,10 +8,10 @@ file or variable, the key, the value and what is accepted.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 from ltoguard.classify import MODES
 from ltoguard.configfiles import normalise_crate
+from ltoguard.structs import struct
 from ltoguard.verdict import MODE_ACCEPTED, check_mode
 
 TYPE_CHECKING = False
@@ -65,7 +65,7 @@ class SettingsError(Exception):
     """A bad setting; the one-line message names the file or variable, key, value and what is accepted."""
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class Setting:
     """One setting in force and where it came from ("default", "environment VAR", a file)."""
 
@@ -73,7 +73,7 @@ class Setting:
     origin: str
 
 
-@dataclass
+@struct
 class CrateOverride:
     """Per-crate settings: ``memory`` is a peak estimate in bytes (None: learn it),
     ``guard`` is "always", "never" or "auto"."""
@@ -301,7 +301,7 @@ def env_setting(key: str, raw: str) -> Setting:
     return Setting(checked, f"environment {var}")
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class MemorySetting:
     """``LTOGUARD_MEMORY`` parsed, once, when the settings are read."""
 

@@ -16,7 +16,8 @@ the job's peaks in the history, carried in the slot records as JSON (`as_json`,
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+
+from ltoguard.structs import struct
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ MIN_SECONDS = 1.0  # shorter runs say nothing about timing worth keeping
 MIN_SAMPLES = 3
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class Curve:
     """``shape[k]``: the largest share of its peak the job held in slice k of its run."""
 

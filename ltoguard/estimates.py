@@ -17,13 +17,13 @@ import math
 import os
 import stat
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 from ltoguard import curves
 from ltoguard.curves import Curve
 from ltoguard.messages import warning
 from ltoguard.sizes import GiB, MiB, format_size
 from ltoguard.statedir import write_private_file
+from ltoguard.structs import struct
 
 # Used when neither this job nor a sibling has run before: most fat-LTO links fit
 # in it, and a 7 GiB CI runner can still start three; the first run's peaks replace it.
@@ -128,7 +128,7 @@ class HistoryError(ValueError):
     pass
 
 
-@dataclass
+@struct
 class Entry:
     group: str
     peaks: list[int]

@@ -22,7 +22,8 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+
+from ltoguard.structs import struct
 
 _SUFFIX = re.compile(rb"-([0-9a-f]{16})")
 _RLIB_NAME = re.compile(r"^lib.+-([0-9a-f]{16})\.rlib$")
@@ -32,7 +33,7 @@ MAX_METADATA = 256 * 1024 * 1024  # bytes of metadata read per job, at most
 STR_END = b"\xc1"  # rustc's metadata ends every string with it (STR_SENTINEL)
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class Inputs:
     """The sizes a cold estimate is drawn from (bytes)."""
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+
+from ltoguard.structs import field, struct
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -70,7 +71,7 @@ def target_dir(argv: Sequence[str]) -> str:
     return ""
 
 
-@dataclass
+@struct
 class Job:
     """One command to run under the gate."""
 
@@ -161,7 +162,7 @@ def cargo_build_id(start: int | None = None, levels: int = 8) -> str:
     return cargo_run(os.getppid() if start is None else start, levels)
 
 
-@dataclass
+@struct
 class JobRecord:
     """One guarded job as other processes see it, from one set of fields.
 

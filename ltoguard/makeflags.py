@@ -15,14 +15,15 @@ import fcntl
 import os
 import stat
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+
+from ltoguard.structs import struct
 
 # cargo sets CARGO_MAKEFLAGS; make sets MAKEFLAGS (and MFLAGS for old makefiles).
 ENV_VARS = ("CARGO_MAKEFLAGS", "MAKEFLAGS", "MFLAGS")
 _OPTIONS = ("--jobserver-auth=", "--jobserver-fds=")
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class Endpoints:
     """The descriptors of one jobserver connection.
 

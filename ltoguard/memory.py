@@ -8,14 +8,13 @@ psutil is imported only where /proc/meminfo cannot be read (macOS).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from ltoguard.cgroups import Constraint, cgroup_constraints, cgroup_swap_room, under
 from ltoguard.configvalues import MemorySetting, parse_memory_setting
 from ltoguard.sizes import format_size
+from ltoguard.structs import struct
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class MemorySnapshot:
     """The memory a new guarded job can count on now.
 
@@ -30,7 +29,7 @@ class MemorySnapshot:
     constraints: tuple[Constraint, ...] = ()
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class HostMemory:
     available: int
     total: int

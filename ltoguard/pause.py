@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import signal
 import time
-from dataclasses import dataclass
 
 from ltoguard import process, proctree
 from ltoguard.admission import (
@@ -39,6 +38,7 @@ from ltoguard.admission import (
 )
 from ltoguard.messages import note
 from ltoguard.sizes import format_size
+from ltoguard.structs import struct
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from ltoguard.jobserver import Lease
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class Reading:
     """What pause_step decides on: this job, the other slot holders, free memory."""
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
 
 from ltoguard import curves
 from ltoguard.admission import (
@@ -43,6 +42,7 @@ from ltoguard.passing import passers
 from ltoguard.pressure import Brake
 from ltoguard.proctree import compiling_beside, job_memory
 from ltoguard.semaphore import Snapshot
+from ltoguard.structs import struct
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ def holding(snap: Snapshot) -> Held:
     return tuple(sorted((h.slot, h.run) for h in snap.holders))
 
 
-@dataclass
+@struct
 class _LastNo:
     running: Held  # who ran when it was decided
     when: float

@@ -11,7 +11,6 @@ admission and the running jobs' watch read (admission.brake's rules).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 from ltoguard.admission import (
     DEFAULT_PRESSURE,
@@ -22,9 +21,10 @@ from ltoguard.admission import (
     pressure_level,
 )
 from ltoguard.cgroups import cgroup_dirs, read_optional, under
+from ltoguard.structs import struct
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class Pressure:
     """One PSI file: averages over 10 and 60 seconds, in percent."""
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from dataclasses import dataclass
 
 from ltoguard import procstat
 from ltoguard.sizes import KiB
+from ltoguard.structs import struct
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class Stat:
     """The fields of /proc/PID/stat that ltoguard reads."""
 
@@ -29,7 +29,7 @@ class Stat:
     start: int  # clock ticks after boot: with the pid, it names one process
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class Memory:
     """One process's anonymous resident memory, in bytes."""
 
@@ -39,7 +39,7 @@ class Memory:
     hwm: int = 0  # the kernel's high-water mark of all its resident pages (0: none kept)
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class Proc:
     """One process: its pid, reused once the process is reaped, and its start time,
     which tells the next process under that pid apart."""

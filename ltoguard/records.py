@@ -9,9 +9,9 @@ uid its name claims, and text from it is shown only through `printable`.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 from ltoguard.statedir import read_small_file
+from ltoguard.structs import struct
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ def printable(value: object, limit: int = 64) -> str:
     return text + ("..." if len(value) > limit else "")
 
 
-@dataclass
+@struct
 class Holder:
     """A running guarded job as another process sees it: its slot and its record, if any."""
 

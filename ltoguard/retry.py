@@ -13,9 +13,9 @@ No I/O here: guard.py carries the step out (learn, say, queue, exit).
 from __future__ import annotations
 
 import signal
-from dataclasses import dataclass, replace
 
 from ltoguard.sizes import format_size
+from ltoguard.structs import replace, struct
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -29,13 +29,13 @@ RERUN_ALONE = "rerun alone"  # queue again, admitted only when no other guarded 
 DONE = "done"
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class RetryState:
     reruns: int = 0  # OOM reruns so far (at most one)
     requeues: int = 0  # times it stopped itself to free memory
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class Step:
     action: str  # REQUEUE, RERUN_ALONE or DONE
     state: RetryState

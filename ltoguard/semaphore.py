@@ -33,7 +33,6 @@ import json
 import os
 import signal
 import time
-from dataclasses import dataclass
 from functools import partial
 
 from ltoguard import locks, process, records
@@ -41,6 +40,7 @@ from ltoguard.admission import BACKFILL_DEPTH, Admission, Why, behind, is_head
 from ltoguard.passing import backfiller, marked_alone, passers, show_refusal, ticket_fields
 from ltoguard.records import Holder, printable
 from ltoguard.statedir import StateDirError, unlink_quietly, write_private_file
+from ltoguard.structs import struct
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ class StateDirGone(StateDirError):
     """The state directory was removed while we used it (e.g. `rm -rf /tmp/...` mid-build)."""
 
 
-@dataclass
+@struct
 class Ticket:
     """Our place in the queue: the ticket file we hold locked, and its sequence number."""
 
@@ -85,7 +85,7 @@ class Ticket:
     seq: int
 
 
-@dataclass
+@struct
 class Slot:
     """A held slot: the lock fd (to be inherited by the child), our record, our queue position."""
 
@@ -98,7 +98,7 @@ class Slot:
     decision: Admission | None = None  # the one it was admitted on
 
 
-@dataclass
+@struct
 class Snapshot:
     """What an admission decision sees, taken under the mutex."""
 

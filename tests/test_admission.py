@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -34,6 +33,7 @@ from ltoguard.admission import (
     slot_cap,
 )
 from ltoguard.sizes import GiB, MiB
+from ltoguard.structs import replace
 
 
 def job(pid: int, estimate: int, current: int, started: float = 0.0) -> Running:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import itertools
 import json
 import random
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from ltoguard.policy import AdmissionPolicy, head_of
 from ltoguard.pressure import Brake
 from ltoguard.semaphore import Holder, Snapshot
 from ltoguard.sizes import GiB, MiB
+from ltoguard.structs import replace
 from scripts import simulate
 from tests.procs import Procs, clean_env, ltoguard_cmd, make_fake_rustc, read_log, wait_for
 from tests.test_simulate import event  # recorded under 1000 MiB, 100 MiB held by the rest

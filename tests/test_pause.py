@@ -9,7 +9,6 @@ lent while it is paused, and the paused time shows in `status --json` and the ev
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
@@ -26,6 +25,7 @@ from ltoguard.admission import Running
 from ltoguard.events import read_events
 from ltoguard.pause import PauseWatch, Reading, Reclaimer
 from ltoguard.sizes import GiB, MiB
+from ltoguard.structs import replace
 from tests.procs import Procs, clean_env, ltoguard_cmd, make_fake_rustc, pid_alive, read_log
 from tests.procs import wait_for as _wait_for
 from tests.test_lending import Pool
@@ -340,7 +340,7 @@ def test_watch_settles_only_while_it_runs_with_no_older_holder(procs: Procs) -> 
     fakes.reading = _reading(100 * GiB, older=False)
     watch.step()
     assert watch.settled
-    older_paused = dataclasses.replace(_reading(100 * GiB).others[0], paused=True)
+    older_paused = replace(_reading(100 * GiB).others[0], paused=True)
     fakes.reading = Reading(_reading(0).me, [older_paused], 100 * GiB, 24 * GiB)
     watch.step()
     assert not watch.settled  # a paused older job counts: this one could be the victim

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 
 from ltoguard.admission import (
@@ -22,6 +20,7 @@ from ltoguard.admission import (
     still_to_grow,
 )
 from ltoguard.sizes import GiB, MiB
+from ltoguard.structs import replace
 
 TOTAL = 24 * GiB  # critical floor 256 MiB, margin as much
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -22,6 +22,7 @@ from ltoguard.policy import COMPILING_PATIENCE, MEMORY_RECHECK, AdmissionPolicy,
 from ltoguard.pressure import Brake
 from ltoguard.semaphore import Holder, Snapshot
 from ltoguard.sizes import GiB, MiB
+from ltoguard.structs import replace
 
 
 def snap(*records: dict[str, Any] | None) -> Snapshot:

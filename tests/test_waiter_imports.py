@@ -45,7 +45,7 @@ def test_a_waiting_job_imports_neither_filelock_nor_psutil(tmp_path: Path) -> No
     # Nor what only a running compile needs (spawning it, sampler and relay
     # threads), typing, or hashlib's OpenSSL (docs/benchmarks.md, "What a waiting
     # job holds").
-    for heavy in ("subprocess", "threading", "typing", "hashlib", "_hashlib"):
+    for heavy in ("subprocess", "threading", "typing", "hashlib", "_hashlib", "dataclasses"):
         assert heavy not in _ltoguards(modules), heavy
 
 
@@ -74,3 +74,4 @@ def test_an_admitted_job_imports_neither_filelock_nor_psutil(tmp_path: Path) -> 
     assert "decimal" not in modules
     assert "typing" not in _ltoguards(modules)
     assert "_hashlib" not in modules
+    assert "dataclasses" not in modules  # ltoguard/structs.py: inspect, ast, dis, tokenize

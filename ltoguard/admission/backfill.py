@@ -4,7 +4,6 @@ now and, on estimates, leaves the head its room."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
 
 from ltoguard.admission.core import (
     DEFAULT,
@@ -17,6 +16,7 @@ from ltoguard.admission.core import (
     is_head,
 )
 from ltoguard.curves import Curve
+from ltoguard.structs import replace, struct
 
 # At most this many jobs start before one head (see `backfill`): on estimates the
 # rule never delays the head, so this bounds only what estimates get wrong.
@@ -28,7 +28,7 @@ BACKFILL_RUNNING = 10
 BACKFILL_DEPTH = 8
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class Head:
     """What a waiter behind the head knows of it, from the tickets ahead of it."""
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
 
 from ltoguard.admission.core import DEFAULT, Admission, Limits, Running, Why, critical, fit
 from ltoguard.admission.steps import (
@@ -17,9 +16,10 @@ from ltoguard.admission.steps import (
     pause_step,
 )
 from ltoguard.curves import Curve
+from ltoguard.structs import replace, struct
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class PressureLimits:
     """When memory pressure (PSI avg10, percent) holds and pauses jobs, and how much
     free swap counts as room; the defaults are what ltoguard runs with."""

@@ -9,13 +9,13 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from ltoguard.curves import Curve
 from ltoguard.sizes import MiB, format_size
+from ltoguard.structs import struct
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class Limits:
     """The policy's tunable numbers; the defaults are what ltoguard runs with."""
 
@@ -67,7 +67,7 @@ class Limits:
 DEFAULT = Limits()
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class Running:
     """A guarded job that holds a slot: its estimate and what it holds now (bytes)."""
 
@@ -165,7 +165,7 @@ class Why(enum.Enum):
     COMPILING = "compiling"
 
 
-@dataclass(frozen=True)
+@struct(frozen=True)
 class Admission:
     """An admission decision and the figures it was made on (bytes; None: not read)."""
 

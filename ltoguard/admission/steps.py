@@ -3,11 +3,11 @@ finish without anybody being OOM-killed."""
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 from collections.abc import Sequence
 
 from ltoguard.admission.core import DEFAULT, Limits, Running, critical, floor_now, outstanding
+from ltoguard.structs import replace
 
 
 def choose_victim(running: Sequence[Running]) -> Running | None:
@@ -101,7 +101,7 @@ def should_resume(
     if paused_for < limits.min_pause:
         return False
     # Resumed, it grows along its curve again: judged as running.
-    room = available - still_to_grow(dataclasses.replace(me, paused=False), others, limits)
+    room = available - still_to_grow(replace(me, paused=False), others, limits)
     return room >= floor_now(total, falling, limits) + limits.margin(total)
 
 

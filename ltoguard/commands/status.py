@@ -80,11 +80,10 @@ CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear screen
 
 def collect(view: View, dir_fd: int, now: float | None = None) -> dict[str, Any]:
     """A status document (the --json schema) for an existing, opened state directory."""
-    import dataclasses
-
     from ltoguard.memory import available_memory
     from ltoguard.pressure import all_pressures
     from ltoguard.semaphore import Semaphore
+    from ltoguard.structs import asdict
 
     sem = Semaphore(view.dir, dir_fd)
     # Only the snapshot under the mutex: admissions wait on it.
@@ -104,7 +103,7 @@ def collect(view: View, dir_fd: int, now: float | None = None) -> dict[str, Any]
         "time": now,
         "limit": _limit(view),
         "memory": _memory(available_memory(view.memory_parsed, guarded_usage=held)),
-        "pressure": [dataclasses.asdict(p) for p in all_pressures()],
+        "pressure": [asdict(p) for p in all_pressures()],
         "running": running,
         "waiting": waiting,
     }
