@@ -229,8 +229,10 @@ def _v2_constraint(d: str) -> Constraint | None:
         value = _v2_limit(d, name)
         if value is not None:
             limits.append((value, name))
+    if not limits:
+        return None
     usage = _read_int(os.path.join(d, "memory.current"))
-    if not limits or usage is None:
+    if usage is None:
         return None
     limit, name = min(limits)
     working = working_set(usage, _stat_fields(os.path.join(d, "memory.stat")), V2_NAMES)

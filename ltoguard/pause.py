@@ -138,9 +138,10 @@ class PauseWatch:
     def step(self) -> bool:
         """One check; True when it killed the compile (the caller requeues it)."""
         self.settled = False
-        if self.signalled:
+        if self.signalled:  # never paused again: nothing to check often
             if self.paused:
                 self.resume(quiet=True)
+            self.settled = True
             return False
         reading = self.read()
         if reading is None:  # cannot tell: never left paused blind

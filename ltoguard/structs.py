@@ -7,8 +7,9 @@ then a few ms more to build each class. `struct` covers what ltoguard's classes
 use: fields from the class's annotations (a base's first), defaults, `field`'s
 default factory, `frozen`, and the generated `__init__`, `__repr__`, `__eq__` and
 `__hash__` (hashable only when frozen, as dataclasses does). `replace` and `asdict`
-are the counterparts of dataclasses'. mypy reads `struct` as a dataclass
-(dataclass_transform).
+are the counterparts of dataclasses' (handing a real dataclass to them). mypy reads
+`struct` as a dataclass (dataclass_transform). Not there, as nothing here uses them:
+`__post_init__`, `InitVar`, ordering, `__match_args__`, keyword-only fields.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def _fields_of(cls: type) -> tuple[tuple[str, object], ...]:
     # same names, so nothing changes); made on first access where that is lazy.
     own = cls.__dict__.get("__annotations__")
     for name, kind in (own if own is not None else getattr(cls, "__annotations__", {})).items():
-        if isinstance(kind, str) and kind.startswith(("ClassVar", "typing.ClassVar")):
+        if isinstance(kind, str) and kind.split("[", 1)[0].rsplit(".", 1)[-1] == "ClassVar":
             continue
         found[name] = cls.__dict__.get(name, found.get(name, _MISSING))
     return tuple(found.items())
@@ -81,6 +82,10 @@ def _init(cls: type, fields: tuple[tuple[str, object], ...], frozen: bool) -> Ca
             params.append(f"{name}=_MISSING")
             value = f"_f{i}() if {name} is _MISSING else {name}"
         else:
+            if isinstance(default, (list, dict, set)):
+                raise ValueError(
+                    f"{cls.__name__}.{name}: a mutable default; use field(default_factory=)"
+                )
             seen_default = True
             scope[f"_d{i}"] = default
             params.append(f"{name}=_d{i}")
@@ -127,8 +132,11 @@ def _make(cls: type[T], frozen: bool) -> type[T]:
         made["__repr__"] = __repr__
     if "__eq__" not in own:
         made["__eq__"] = __eq__
-        if "__hash__" not in own or own["__hash__"] is None:
-            made["__hash__"] = __hash__ if frozen else None
+    # As dataclasses decides: a __hash__ the class sets is kept (not the None that
+    # defining __eq__ implies); else frozen structs hash their fields, others none.
+    explicit_hash = "__hash__" in own and not (own["__hash__"] is None and "__eq__" in own)
+    if not explicit_hash:
+        made["__hash__"] = __hash__ if frozen else None
     if frozen:
         made["__setattr__"] = _frozen_setattr
         made["__delattr__"] = _frozen_delattr
@@ -145,9 +153,15 @@ def struct(cls: type[T] | None = None, /, *, frozen: bool = False) -> Any:
     return _make(cls, frozen)
 
 
-def replace(obj: T, /, **changes: Any) -> T:
-    """A copy of ``obj`` (a struct) with ``changes`` (dataclasses.replace)."""
-    names = [n for n, _ in getattr(type(obj), "__struct_fields__")]  # noqa: B009
+def _replace(obj: T, /, **changes: Any) -> T:
+    """A copy of ``obj`` with ``changes`` (dataclasses.replace; a real dataclass is
+    handed to it)."""
+    fields = getattr(type(obj), "__struct_fields__", None)
+    if fields is None:
+        import dataclasses
+
+        return dataclasses.replace(obj, **changes)  # type: ignore[type-var]
+    names = [n for n, _ in fields]
     unknown = set(changes) - set(names)
     if unknown:
         raise TypeError(f"{type(obj).__name__} has no field {sorted(unknown)[0]!r}")
@@ -155,7 +169,21 @@ def replace(obj: T, /, **changes: Any) -> T:
     return type(obj)(**values)
 
 
-def asdict(obj: object) -> dict[str, Any]:
+def _asdict(obj: Any) -> dict[str, Any]:
     """A struct's fields as a dict (shallow, unlike dataclasses.asdict: ltoguard's
-    structs hold no structs)."""
-    return {n: getattr(obj, n) for n, _ in getattr(type(obj), "__struct_fields__")}  # noqa: B009
+    structs hold no structs); a real dataclass is handed to dataclasses.asdict."""
+    fields = getattr(type(obj), "__struct_fields__", None)
+    if fields is None:
+        import dataclasses
+
+        return dataclasses.asdict(obj)
+    return {n: getattr(obj, n) for n, _ in fields}
+
+
+# mypy checks calls of these as it checks dataclasses' own (field names and types),
+# and structs count as dataclasses for it.
+if TYPE_CHECKING:
+    from dataclasses import asdict as asdict
+    from dataclasses import replace as replace
+else:
+    replace, asdict = _replace, _asdict

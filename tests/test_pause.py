@@ -117,7 +117,7 @@ def test_the_oldest_job_is_checked_at_the_slow_rate(tmp_path: Path, procs: Procs
     younger = _checks(procs, tmp_path / "younger", RUN)
     # 2 s at 0.25 s is 8 checks (plus the looks at admission); at 0.05 s, 40.
     assert alone <= 16, alone
-    assert younger >= 25, younger
+    assert younger >= 20, younger
 
 
 def test_paused_tree_is_stopped_resumed_and_shown(tmp_path: Path, procs: Procs) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import pytest
 
@@ -86,7 +87,7 @@ def test_replace_and_asdict() -> None:
     assert q == Point(1, 4, ["a"]) and p.y == 3
     assert replace(Point3(1, z=5), x=2) == Point3(2, z=5)
     with pytest.raises(TypeError, match="no field 'w'"):
-        replace(p, w=1)
+        replace(p, w=1)  # type: ignore[call-arg]
     assert asdict(p) == {"x": 1, "y": 3, "tags": ["a"]}
 
 
@@ -108,3 +109,33 @@ def test_what_a_class_defines_itself_is_kept() -> None:
             return f"<{self.name}>"
 
     assert repr(Named("a")) == "<a>" and hash(Named("a")) == hash(Named("a"))
+
+    @struct(frozen=True)
+    class OwnEq:  # its own __eq__: still hashed by its fields, as dataclasses does
+        n: int
+
+        def __eq__(self, other: object) -> bool:
+            return isinstance(other, OwnEq) and other.n % 2 == self.n % 2
+
+    assert hash(OwnEq(3)) == hash((3,)) and OwnEq(1) == OwnEq(3)
+
+
+def test_class_variables_are_not_fields_and_mutable_defaults_are_refused() -> None:
+    @struct
+    class WithClassVar:
+        seen: ClassVar[int] = 0
+        n: int = 1
+
+    assert WithClassVar() == WithClassVar(1) and WithClassVar.seen == 0
+
+    class Shared:
+        items: list[int] = []
+
+    with pytest.raises(ValueError, match="mutable default"):
+        struct(Shared)
+
+
+def test_a_real_dataclass_is_handed_to_dataclasses() -> None:
+    d = DataPoint(1, 3, ["a"])
+    assert replace(d, y=4) == DataPoint(1, 4, ["a"])
+    assert asdict(d) == {"x": 1, "y": 3, "tags": ["a"]}
