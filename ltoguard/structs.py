@@ -1,9 +1,8 @@
 """Record classes for the guarded path, made the way `dataclasses` makes them, without it.
 
 Every guarded job (waiting or running) is a Python process beside the compiles, in
-the memory ltoguard guards. Importing `dataclasses` loads `inspect`, `ast`, `dis`
-and `tokenize`: about 1.7 MiB of anonymous memory and 8 ms of CPU per process,
-then a few ms more to build each class. `struct` covers what ltoguard's classes
+the memory ltoguard guards, and importing `dataclasses` loads `inspect`, `ast`,
+`dis` and `tokenize` into each (docs/benchmarks.md). `struct` covers what ltoguard's classes
 use: fields from the class's annotations (a base's first), defaults, `field`'s
 default factory, `frozen`, and the generated `__init__`, `__repr__`, `__eq__` and
 `__hash__` (hashable only when frozen, as dataclasses does). `replace` and `asdict`

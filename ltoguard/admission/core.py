@@ -33,8 +33,7 @@ class Limits:
     # does not pause and resume in turn.
     min_pause: float = 1.0
     # Seconds between a running job's checks (pause_step), and in its first
-    # ``fast_watch_for`` seconds, when a fat-LTO compile takes most of its peak
-    # (not for the oldest job: see watch_interval).
+    # ``fast_watch_for`` seconds, when a fat-LTO compile takes most of its peak.
     watch: float = 0.25
     fast_watch: float = 0.05
     fast_watch_for: float = 3.0
@@ -46,14 +45,9 @@ class Limits:
     curve_tolerance: float = 1.1
 
     def watch_interval(self, age: float, settled: bool = False) -> float:
-        """Seconds until the next check of a job that has run ``age`` seconds.
-        ``settled``: at its last check it ran and no slot holder was older (steps.oldest).
-        No check pauses or stops the oldest job, and the younger ones, checked often,
-        pause or stop first; its checks only notice that an older holder appeared
-        (a record not yet saying when it started), so they come at the slow rate."""
-        if settled or age >= self.fast_watch_for:
-            return self.watch
-        return self.fast_watch
+        """Seconds until the next check of a job that has run ``age`` seconds; the slow
+        rate if ``settled`` (it ran with no older slot holder: steps.oldest never pauses)."""
+        return self.watch if settled or age >= self.fast_watch_for else self.fast_watch
 
     def critical_floor(self, total: int) -> int:
         """Free memory below this is critical, under a bound of size ``total``."""

@@ -26,7 +26,7 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from ltoguard.cargoconfig import (
     Registered,
@@ -35,7 +35,7 @@ from ltoguard.cargoconfig import (
     registered_wrappers,
 )
 from ltoguard.commands.common import EXIT_FAILED, EXIT_OK
-from ltoguard.structs import asdict as struct_dict
+from ltoguard.structs import asdict
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -98,7 +98,7 @@ def check_wrapper(cwd: str, environ: Mapping[str, str]) -> list[Check]:
                 FAIL,
                 f"cargo runs no ltoguard here (wrappers: {where}); run `ltoguard init` in the"
                 " workspace, or set RUSTC_WORKSPACE_WRAPPER to ltoguard's absolute path",
-                {"registered": [struct_dict(r) for r in regs]},
+                {"registered": [asdict(r) for r in regs]},
             )
         )
         return checks
@@ -108,7 +108,7 @@ def check_wrapper(cwd: str, environ: Mapping[str, str]) -> list[Check]:
                 "wrapper",
                 OK,
                 f"build.{reg.key} = {json.dumps(reg.value)} ({reg.origin})",
-                struct_dict(reg),
+                asdict(reg),
             )
         )
         checks.append(_check_path(reg, environ))
