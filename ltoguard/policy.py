@@ -123,6 +123,11 @@ def rerun_running(snap: Snapshot) -> bool:
     return any((h.record or {}).get("alone") is True for h in snap.holders)
 
 
+def busy(snap: Snapshot) -> int:
+    """How many running jobs are not paused (their records say so)."""
+    return sum(1 for h in snap.holders if (h.record or {}).get("paused") is not True)
+
+
 def _seconds(value: object) -> float:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
 
@@ -170,6 +175,7 @@ class AdmissionPolicy:
         brake: Brake | None = None,
         read_swap: ReadSwap = available_swap,
         compiling: Callable[[], int] = compiling_beside,
+        cpus: int | None = None,
     ) -> None:
         self.record = record
         self.slots = slots
@@ -180,7 +186,7 @@ class AdmissionPolicy:
         self.clock = clock
         self.limits = limits
         self.alone = False  # rerunning after an OOM kill: only with nothing else running
-        self.cpus: int | None = None  # for backfill, read when first needed
+        self.cpus = cpus  # None: read at the first decision
         self._last_no: _LastNo | None = None
         # Made at the first decision beside a running job: finding the PSI file reads
         # the cgroup tables, which a job that starts at once never needs.
@@ -191,11 +197,15 @@ class AdmissionPolicy:
         self._compiling_since: float | None = None  # when it first waited for them
 
     def __call__(self, snap: Snapshot) -> Admission:
+        if self.cpus is None:
+            self.cpus = cpu_count()
         early = before_memory(
             running=snap.running,
             alone=self.alone,
             limit=self.slots,
             beside_alone=rerun_running(snap),
+            busy=busy(snap),
+            cpus=self.cpus,
         )
         # Re-read at once when the set of running jobs changes (one ended: memory
         # freed), else at most every MEMORY_RECHECK seconds.

@@ -596,6 +596,7 @@ def simulate(
                 alone=head.alone,
                 limits=limits,
                 curve=head.curve,
+                cpus=cpus,
             )
             if not decision.ok:
                 last_no = (held, t)

@@ -115,6 +115,36 @@ def test_nothing_starts_beside_a_rerun_alone() -> None:
     assert (d.ok, d.why) == (False, Why.BESIDE_ALONE)
 
 
+def test_no_more_guarded_jobs_run_than_there_are_cpus() -> None:
+    """With slots = auto, as many guarded jobs as CPUs running (not paused): one more
+    would take no CPU of its own, only slow them (and their learned curves with them)
+    and hold memory. A paused job holds no CPU; a rerun alone decides first."""
+    two = Admission(False, Why.CPUS_BUSY, running=2, limit=2)
+    assert before_memory(running=2, alone=False, limit=None, busy=2, cpus=2) == two
+    assert two.text == "2 jobs running on 2 CPUs: one more would only slow them"
+    assert before_memory(running=2, alone=False, limit=None, busy=1, cpus=2) is None
+    assert before_memory(running=1, alone=False, limit=None, busy=1, cpus=2) is None
+    alone = before_memory(running=1, alone=False, limit=None, busy=1, cpus=1)
+    assert alone is not None
+    assert alone.text == "1 job running on 1 CPU: one more would only slow them"
+    assert before_memory(running=0, alone=False, limit=None, busy=0, cpus=1) == Admission(
+        True, Why.FIRST
+    )
+    full = before_memory(running=2, alone=False, limit=2, busy=2, cpus=2)
+    assert full is not None and full.why is Why.SLOTS_FULL
+    # A slot cap the user set is what they asked for: three slots, three jobs.
+    assert before_memory(running=2, alone=False, limit=3, busy=2, cpus=2) is None
+    rerun = before_memory(running=2, alone=True, limit=None, busy=2, cpus=2)
+    assert rerun is not None and rerun.why is Why.NOT_ALONE
+    # admit counts the running jobs that are not paused.
+    lots, both = 100 * GiB, [A, B]
+    busy = admit(estimate=MiB, running=both, available=lots, total=lots, cpus=2)
+    assert busy.why is Why.CPUS_BUSY
+    paused = [A, replace(B, paused=True)]
+    assert admit(estimate=MiB, running=paused, available=lots, total=lots, cpus=2).why is Why.FITS
+    assert admit(estimate=MiB, running=[A, B], available=100 * GiB, total=64 * GiB).ok
+
+
 @pytest.mark.parametrize(
     ("running", "limit", "ok"),
     [(0, None, True), (5, None, True), (0, 1, True), (1, 1, False), (1, 2, True), (2, 2, False)],

@@ -197,3 +197,46 @@ def test_each_bin_is_estimated_from_what_it_links_before_anything_is_learned(
         assert e["inputs"]["source"] > 0
         assert e["estimate_basis"] in ("inputs", "siblings, scaled by inputs"), e
     assert "inputs" in {e["estimate_basis"] for e in events}
+
+
+def test_no_more_lto_jobs_run_than_cpus(
+    tmp_path: Path, gen_workspace: ModuleType, procs: Procs
+) -> None:
+    """No slot cap, memory to spare, `cargo build -j2` on one CPU: the two bins' LTO
+    compiles run one after the other, and the second says why it waited (one more
+    compile would take no CPU of its own, only slow the one running)."""
+    if not HAVE_CARGO:
+        pytest.skip("cargo/rustc not on PATH")
+    root = tmp_path / "ws"
+    gen_workspace.generate(root, bins=2, libs=1, size="small", lto="fat")
+    shim = tmp_path / "rustc-shim"
+    shim.write_text(f"#!{sys.executable}\n{SHIM}")
+    shim.chmod(0o755)
+    log = tmp_path / "rustc.jsonl"
+    env = cargo_env(tmp_path / "target", clean_env(tmp_path, tmp_path / "state"))
+    env.update(
+        LTOGUARD_SLOTS="auto",
+        RUSTC=str(shim),
+        RUSTC_WORKSPACE_WRAPPER=str(LTOGUARD),
+        E2E_REAL_RUSTC=real_rustc(),
+        E2E_RUSTC_LOG=str(log),
+    )
+    cpus = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, sorted(cpus)[:1])  # cargo and ltoguard inherit it
+        proc = procs.start(
+            ["cargo", "build", "--release", "-j2"],
+            env,
+            cwd=root,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+    finally:
+        os.sched_setaffinity(0, cpus)
+    _, err = proc.communicate(timeout=540)
+    assert proc.returncode == 0, err[-3000:]
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    guarded = [c for c in calls if c["guarded"]]
+    assert sorted(c["crate"] for c in guarded) == ["app00", "app01"]
+    assert not overlaps(*guarded), "two LTO compiles ran at once on one CPU"
+    assert "1 job running on 1 CPU: one more would only slow them" in err, err[-3000:]

@@ -54,6 +54,7 @@ def make(
     rss: Callable[[int], int] = lambda pid: 0,
     clock: Callable[[], float] = lambda: 0.0,
     compiling: Callable[[], int] = lambda: 0,
+    cpus: int = 64,
 ) -> tuple[AdmissionPolicy, JobRecord, Memory]:
     job = Job(["rustc"], kind="rustc", name="w", what="crate w (bin)", key="k", group="g")
     record = JobRecord(job, estimate, basis)
@@ -69,6 +70,7 @@ def make(
         brake=Brake(None),  # no PSI: the host's pressure stays out of these tests
         read_swap=lambda *a, **k: 0,  # nor its swap
         compiling=compiling,  # nor the test runner's other processes
+        cpus=cpus,  # nor its CPU count
     )
     return pol, record, memory
 
@@ -104,6 +106,21 @@ def test_admission_table(
     got = pol(snap(*running))
     assert got.ok is ok
     assert reason_part in got.text
+
+
+def test_the_cpus_decide_before_memory_and_a_paused_job_holds_none() -> None:
+    """Two jobs running on two CPUs: the head waits, and no memory is read for that
+    (each holder's record says whether it is paused)."""
+    pol, _record, memory = make(MiB, available=64 * GiB, cpus=2)
+    got = pol(snap(ONE, dict(ONE, pid=12)))
+    assert (got.ok, got.why) == (False, Why.CPUS_BUSY)
+    assert memory.calls == []
+    pol, _record, memory = make(MiB, available=64 * GiB, cpus=2)
+    got = pol(snap(ONE, dict(ONE, pid=12, paused=True)))
+    assert (got.ok, got.why) == (True, Why.FITS)
+    assert memory.calls != []
+    pol, _record, _memory = make(MiB, available=64 * GiB, cpus=3)
+    assert pol(snap(ONE, dict(ONE, pid=12))).ok
 
 
 def test_a_rerun_alone_keeps_the_others_out() -> None:

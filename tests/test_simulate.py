@@ -59,6 +59,19 @@ def test_two_jobs_that_fit_run_as_a_pair(tmp_path: Path) -> None:
     assert (res.kills, res.stops, res.refused) == (0, 0, 0)
 
 
+def test_no_more_jobs_run_than_cpus(tmp_path: Path) -> None:
+    """Three 10-s jobs queued at once with room for all three: on two CPUs the third
+    waits for a CPU (admission's CPU rule); three sharing two CPUs would end no
+    sooner, each at two thirds of the pace."""
+    rows = [event(n, 0, 10, 100) for n in "abc"]
+    two = replay(tmp_path, rows, 1000, cpus=2)
+    assert two.wall == pytest.approx(20, abs=0.5)
+    assert two.head_waits["c"] == pytest.approx(10, abs=0.5)
+    three = replay(tmp_path, rows, 1000, cpus=3)
+    assert three.wall == pytest.approx(10, abs=0.3)
+    assert three.head_waits["c"] == 0
+
+
 def test_two_jobs_that_do_not_fit_run_one_after_the_other(tmp_path: Path) -> None:
     res = replay(tmp_path, [event("a", 0, 10, 300), event("b", 0, 10, 300)], 550)
     assert res.pairs == 0

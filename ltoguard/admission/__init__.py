@@ -1,7 +1,7 @@
 """Every admission rule of ltoguard: pure functions over numbers, no I/O, no clock.
 
 Who may try to start (only the head of the FIFO queue), which waiter lends cargo
-its jobserver token, the slot cap (LTOGUARD_SLOTS), the rerun alone after an OOM
+its jobserver token, the slot cap (LTOGUARD_SLOTS) or else the CPUs, the rerun alone after an OOM
 kill, the first job that starts unless the build's ordinary compiles hold the
 memory it lacks, whether the head fits in free memory, and
 what a running job does with its compile (keep, pause, resume, stop). Each rule
@@ -9,8 +9,8 @@ returns its decision as data (`Admission`, `Lend`, `Step`) carrying the figures 
 decided on; `Admission.text` renders the human line from them.
 
 The rules are split by subject (`core`: limits, running jobs and their curves, the
-head's rules and lending; `backfill`; `steps`: a running job's keep, pause, resume
-or stop; `brake`: memory pressure and swap) and all are importable from here.
+head's rules; `lend`; `backfill`; `steps`: a running job's keep, pause, resume or
+stop; `brake`: memory pressure and swap) and all are importable from here.
 
 The I/O layers gather the facts and carry the decisions out: semaphore.py (queue
 position, under its mutex), policy.py (memory, run records), lending.py (tokens
@@ -43,7 +43,6 @@ from ltoguard.admission.brake import (
 from ltoguard.admission.core import (
     DEFAULT,
     Admission,
-    Lend,
     Limits,
     Running,
     Why,
@@ -57,13 +56,12 @@ from ltoguard.admission.core import (
     floor_now,
     held_together,
     is_head,
-    lending,
-    lending_paused,
     off_curve,
     outstanding,
     render,
     slot_cap,
 )
+from ltoguard.admission.lend import Lend, lending, lending_paused
 from ltoguard.admission.steps import (
     KEEP,
     KILL,

@@ -1,14 +1,14 @@
 """Admission's shared parts and the head's rules: the tunable numbers (`Limits`), a
 running job as the rules see it (`Running`) and what it is expected to hold along
 its learned curve, the decision (`Admission`, `Why`) and its human line, the FIFO
-position, the slot cap, the rerun alone, the first job, memory (`fit`, `admit`),
-and lending (`Lend`)."""
+position, the slot cap or the CPUs, the rerun alone, the first job, and memory
+(`fit`, `admit`)."""
 
 from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from ltoguard.curves import Curve
 from ltoguard.sizes import MiB, format_size
@@ -149,6 +149,7 @@ class Why(enum.Enum):
     FIRST = "first"  # no other guarded job runs: starts, fits or not (liveness)
     SLOT_FREE = "slot free"  # under the slot cap (memory decides next)
     SLOTS_FULL = "slots full"  # LTOGUARD_SLOTS jobs run already
+    CPUS_BUSY = "cpus busy"  # as many guarded jobs run (not paused) as there are CPUs
     FITS = "fits"  # estimate + the others' growth + margin fit in free memory
     NO_ROOM = "no room"  # they do not
     FITS_SWAP = "fits with swap"  # they fit once part of free swap counts (pressure low)
@@ -209,6 +210,9 @@ def render(d: Admission) -> str:
     if d.why is Why.SLOTS_FULL:
         plural = "slot" if d.limit == 1 else "slots"
         return f"all {d.limit} {plural} in use (LTOGUARD_SLOTS)"
+    if d.why is Why.CPUS_BUSY:
+        cpus = "1 CPU" if d.limit == 1 else f"{d.limit} CPUs"
+        return f"{_jobs(d.running)} on {cpus}: one more would only slow them"
     if d.why is Why.PRESSURE:
         return (
             f"memory pressure {d.pressure or 0:.0f}% ({d.pressure_kind} avg10):"
@@ -263,12 +267,21 @@ def slot_cap(running: int, limit: int | None) -> Admission:
 
 
 def before_memory(
-    *, running: int, alone: bool, limit: int | None, beside_alone: bool = False
+    *,
+    running: int,
+    alone: bool,
+    limit: int | None,
+    beside_alone: bool = False,
+    busy: int = 0,
+    cpus: int | None = None,
 ) -> Admission | None:
     """The rules that need no memory reading, in order: the rerun alone after an
     OOM kill, and nothing beside one (``beside_alone``: a running job is such a
     rerun), the first job (nothing runs: it starts, as no guarded job would ever
-    free memory for it), the slot cap. None: memory decides (`fit`)."""
+    free memory for it), the slot cap, and without one (``limit`` None: auto) the
+    CPUs: with ``busy`` jobs running (not paused) on as many ``cpus``, one more
+    would take no CPU of its own, only slow them (and their learned curves) and
+    hold memory. None: memory decides (`fit`)."""
     if alone:
         return Admission(
             running == 0, Why.ALONE if running == 0 else Why.NOT_ALONE, running=running
@@ -278,7 +291,11 @@ def before_memory(
     if running == 0:
         return Admission(True, Why.FIRST)
     cap = slot_cap(running, limit)
-    return None if cap.ok else cap
+    if not cap.ok:
+        return cap
+    if limit is None and cpus is not None and busy >= cpus:
+        return Admission(False, Why.CPUS_BUSY, running=busy, limit=cpus)
+    return None
 
 
 def beside_compiles(
@@ -337,12 +354,18 @@ def admit(
     limits: Limits = DEFAULT,
     curve: Curve | None = None,
     compiling: int = 0,
+    cpus: int | None = None,
 ) -> Admission:
     """May the head of the queue start now? Every rule in order, from figures alone
     (the policy applies the same rules, reading memory only when they need it).
     ``compiling``: what the build's ordinary compiles hold (`beside_compiles`)."""
     early = before_memory(
-        running=len(running), alone=alone, limit=limit, beside_alone=any(r.alone for r in running)
+        running=len(running),
+        alone=alone,
+        limit=limit,
+        beside_alone=any(r.alone for r in running),
+        busy=sum(1 for r in running if not r.paused),
+        cpus=cpus,
     )
     margin = limits.margin(total)
     if early is not None and early.why in (Why.FIRST, Why.ALONE):
@@ -359,40 +382,3 @@ def admit(
         curve=curve,
         limits=limits,
     )
-
-
-# -- lending ---------------------------------------------------------------------
-
-
-class Lend(enum.Enum):
-    """Does a waiter lend cargo its jobserver token now, and if not, why not."""
-
-    LEND = "lend"
-    FIRST_TRY = "first try"  # the head's first attempt is made with the token in hand
-    TOO_FAR = "too far"  # not among the ``depth`` waiters nearest the head
-    LENT = "lent"  # lent already
-    TOKENS_OUT = "tokens out"  # ``depth`` tokens are out over the state directory
-
-
-def lending(
-    *, ahead: int, tried: bool, lent: bool, depth: int, tokens_out: int | Callable[[], int]
-) -> Lend:
-    """A waiter lends once it waits (the head after its first attempt), if it is
-    among the ``depth`` nearest the head and fewer than ``depth`` tokens are out.
-    ``tokens_out`` may be a callable: it is called only when the count decides."""
-    if not tried and is_head(ahead):
-        return Lend.FIRST_TRY
-    if ahead >= depth:
-        return Lend.TOO_FAR
-    return lending_paused(lent=lent, depth=depth, tokens_out=tokens_out)
-
-
-def lending_paused(*, lent: bool, depth: int, tokens_out: int | Callable[[], int]) -> Lend:
-    """A paused job lends its token under the bound a waiter near the head lends
-    under: fewer than ``depth`` tokens out. Past it cargo would spend the token on
-    one more guarded job (a waiting process, no CPU used), and pauses come when
-    memory is short. ``tokens_out`` is called only when the count decides."""
-    if lent:
-        return Lend.LENT
-    out = tokens_out() if callable(tokens_out) else tokens_out
-    return Lend.LEND if out < depth else Lend.TOKENS_OUT
