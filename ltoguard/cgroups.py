@@ -1,4 +1,5 @@
-"""Memory cgroups: the limits on a process's groups and the kernel's OOM kill counters.
+"""Memory cgroups: the limits on a process's groups and the kernel's OOM kill counters;
+and the CPUs a process may use (its affinity, and a cgroup v2 CPU quota).
 
 A bound is the limit minus the usage that cannot be reclaimed (see ``working_set``),
 for every group the process is in and each of its ancestors, v1 memory controller
@@ -311,3 +312,39 @@ def cgroup_swap_room(*, root: str = "/", pid: int | str = "self") -> list[tuple[
     first; a group without a swap limit is not listed (the host's swap bounds it)."""
     found = _each_group(root, pid, _v1_swap_room, _v2_swap_room)
     return [(room, f"cgroup v{version} {d}") for version, d, room in found]
+
+
+def _v2_cpus(d: str) -> int | None:
+    """CPUs a v2 group's ``cpu.max`` ("QUOTA PERIOD"; "max PERIOD": none) allows,
+    rounded up."""
+    fields = (read_optional(os.path.join(d, "cpu.max")) or "").split()
+    if len(fields) != 2 or fields[0] == "max":
+        return None
+    try:
+        quota, period = int(fields[0]), int(fields[1])
+    except ValueError:
+        return None
+    return max(1, -(-quota // period)) if quota > 0 and period > 0 else None
+
+
+def _affinity() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def usable_cpus(*, root: str = "/", pid: int | str = "self", affinity: int | None = None) -> int:
+    """CPUs ``pid`` may run on: its affinity (a container's CPU set, not the host's
+    count; ``affinity`` stands in for it), and no more than a cgroup v2 CPU quota
+    (``cpu.max``) of its group or an ancestor allows, rounded up, as Rust's
+    ``available_parallelism``, and so cargo's default ``-j``, counts them. A cgroup
+    v1 quota is not read."""
+    cpus = _affinity() if affinity is None else affinity
+    return min([cpus, *(q for _, _, q in _each_group(root, pid, lambda d: None, _v2_cpus))])
+
+
+@functools.lru_cache(maxsize=1)
+def cpus_here() -> int:
+    """`usable_cpus` of this process, read once."""
+    return usable_cpus()

@@ -45,7 +45,7 @@ ACCEPTED = {
 # What each setting does, one line, for `ltoguard explain` and `--help`.
 HELP = {
     "mode": "what is guarded: lto links, every final link, or off (kill switch)",
-    "slots": "at most N guarded jobs at once; auto: free memory decides",
+    "slots": "at most N guarded jobs at once; auto: free memory and the CPUs decide",
     "memory": "memory for guarded jobs: 12G, or -3G for all but 3 GiB",
     "wrap": "an inner wrapper to run rustc through (sccache)",
     "dir": "state directory: locks, queue, learned peaks",

@@ -23,6 +23,7 @@ import contextlib
 import os
 
 from ltoguard.admission import Lend, is_head, lending, lending_paused
+from ltoguard.cgroups import cpus_here
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -33,13 +34,8 @@ PREFIX = "lent-"
 
 def lend_depth() -> int:
     """How many waiters nearest the head may lend, and how many tokens may be out:
-    as many CPUs as this process may run on (a container's affinity, not the
-    host's count), at least 2."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    return max(2, cpus)
+    as many CPUs as this process may use (`cgroups.usable_cpus`), at least 2."""
+    return max(2, cpus_here())
 
 
 def _alive(pid: int) -> bool:

@@ -15,7 +15,6 @@ semaphore or a machine in a given state.
 
 from __future__ import annotations
 
-import os
 import time
 
 from ltoguard import curves
@@ -36,6 +35,7 @@ from ltoguard.admission import (
     swap_counted,
     with_swap,
 )
+from ltoguard.cgroups import cpus_here
 from ltoguard.estimates import DEFAULT_ESTIMATE, Basis, default_estimate
 from ltoguard.memory import available_memory, available_swap
 from ltoguard.passing import passers
@@ -150,14 +150,6 @@ def head_of(tickets: Sequence[tuple[str, dict[str, Any]]], snap: Snapshot) -> He
     )
 
 
-def cpu_count() -> int:
-    """CPUs this process may run on (a container's affinity, not the host's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
 class AdmissionPolicy:
     """Called as ``policy(snapshot) -> Admission`` (ltoguard.admission's decision)."""
 
@@ -197,15 +189,13 @@ class AdmissionPolicy:
         self._compiling_since: float | None = None  # when it first waited for them
 
     def __call__(self, snap: Snapshot) -> Admission:
-        if self.cpus is None:
-            self.cpus = cpu_count()
         early = before_memory(
             running=snap.running,
             alone=self.alone,
             limit=self.slots,
             beside_alone=rerun_running(snap),
             busy=busy(snap),
-            cpus=self.cpus,
+            cpus=self._cpus() if snap.running and self.slots is None else None,
         )
         # Re-read at once when the set of running jobs changes (one ended: memory
         # freed), else at most every MEMORY_RECHECK seconds.
@@ -218,24 +208,35 @@ class AdmissionPolicy:
                 # learned again: the job that ended left its peak).
                 self._last_no = _LastNo(held, now, early)
                 return early
-            if last is not None and last.running == held and now - last.when < MEMORY_RECHECK:
-                return last.decision
+            if (again := self._recent(held, now)) is not None:
+                return again
             if last is not None and last.running != held:
                 self.refresh_estimate()  # the last running job ended meanwhile
             return self._alone(early, held, now)
-        if last is not None and last.running == held and now - last.when < MEMORY_RECHECK:
-            return last.decision
+        if (again := self._recent(held, now)) is not None:
+            return again
         if last is None or last.running != held:
             self.refresh_estimate()
         return self._decide(snap, held, now)
+
+    def _recent(self, held: Held, now: float) -> Admission | None:
+        """The last "no", if the same jobs run and it is under MEMORY_RECHECK old; not
+        one for the CPUs (a running job may have paused since, with no slot freed)."""
+        last = self._last_no
+        if last is None or last.running != held or now - last.when >= MEMORY_RECHECK:
+            return None
+        return None if last.decision.why is Why.CPUS_BUSY else last.decision
+
+    def _cpus(self) -> int:
+        if self.cpus is None:
+            self.cpus = cpus_here()
+        return self.cpus
 
     @property
     def may_backfill(self) -> bool:
         """Could the job ever start before the head? Not with one slot or one CPU
         (admission.backfill), so then it waits without polling."""
-        if self.cpus is None:
-            self.cpus = cpu_count()
-        return (self.slots is None or self.slots > 1) and self.cpus > 1
+        return (self.slots is None or self.slots > 1) and self._cpus() > 1
 
     def backfill(
         self, snap: Snapshot, tickets: Sequence[tuple[str, dict[str, Any]]], ahead: int
@@ -264,7 +265,7 @@ class AdmissionPolicy:
             total=mem.total,
             limit=self.slots,
             alone=self.alone,
-            cpus=self.cpus,
+            cpus=self._cpus(),
             limits=self.limits,
             curve=self.record.curve,
         )

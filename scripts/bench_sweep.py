@@ -188,13 +188,15 @@ def trace_jobs(events: Sequence[dict[str, Any]], cap: int) -> list[simulate.Trac
     return jobs
 
 
-def refusals(events: Sequence[dict[str, Any]], cap: int) -> dict[str, int]:
+def refusals(events: Sequence[dict[str, Any]], cap: int, cpus: int = 2) -> dict[str, int]:
     """Pair admissions refused and how many would have fit; the pairs started.
 
     A job is the queue's head once every job queued before it is admitted (FIFO).
     Each stretch of its wait as head, longer than HANDOFF_TOL, with the same jobs
-    running, is one refusal (one per head and running set, as simulate.py counts):
-    would_fit checks the head's profile beside theirs from where they were."""
+    running, fewer than ``cpus`` of them (with as many, admission holds it for a
+    CPU, not for memory), is one refusal (one per head and running set, as
+    simulate.py counts): would_fit checks the head's profile beside theirs from
+    where they were."""
     jobs = trace_jobs(events, cap)
     if not jobs:
         return {"refused": 0, "refused_fit": 0, "started_beside": 0}
@@ -213,7 +215,7 @@ def refusals(events: Sequence[dict[str, Any]], cap: int) -> dict[str, int]:
         for s, e in zip(marks, marks[1:] + [end]):
             running = [o for o in others if o.admitted <= s < o.finished]
             key = tuple(sorted(id(o) for o in running))
-            if e - s < HANDOFF_TOL or not running or key in seen:
+            if e - s < HANDOFF_TOL or not running or len(running) >= cpus or key in seen:
                 continue
             seen.add(key)
             refused += 1

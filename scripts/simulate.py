@@ -615,7 +615,7 @@ def simulate(
                     w.next_watch, w.last_free = t, None
                     w.attempts += 1
                     running.append(w)
-                if running and not head.alone:
+                if running and decision.why is admission.Why.NO_ROOM:  # memory's refusals
                     key = (head.job.name, ",".join(sorted(r.job.name for r in running)))
                     if key not in seen_refusals:
                         seen_refusals.add(key)

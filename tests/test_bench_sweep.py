@@ -231,6 +231,8 @@ def test_a_head_admitted_at_once_or_beside_another_is_no_refusal(sweep: ModuleTy
         event("b", 1.0, 1.1, 12.0, 300 * MiB, 500 * MiB),  # admitted beside a
         event("c", 2.0, 10.05, 15.0, 100 * MiB, 500 * MiB),  # c waits behind... a and b
     ]
-    got = sweep.refusals(events, cap)
+    got = sweep.refusals(events, cap, cpus=3)
     assert got["started_beside"] == 2
     assert got["refused"] == 1  # c, while a and b ran (one running set)
+    # On two CPUs admission holds c for a CPU while a and b run: no pair refused.
+    assert sweep.refusals(events, cap, cpus=2)["refused"] == 0

@@ -207,6 +207,7 @@ def test_no_more_lto_jobs_run_than_cpus(
     compile would take no CPU of its own, only slow the one running)."""
     if not HAVE_CARGO:
         pytest.skip("cargo/rustc not on PATH")
+    assert LTOGUARD.exists(), f"ltoguard console script not installed at {LTOGUARD}"
     root = tmp_path / "ws"
     gen_workspace.generate(root, bins=2, libs=1, size="small", lto="fat")
     shim = tmp_path / "rustc-shim"

@@ -18,6 +18,7 @@ from ltoguard.cgroups import (
     cgroup_constraints,
     cgroup_oom_kills,
     host_oom_kills,
+    usable_cpus,
     working_set,
 )
 from ltoguard.memory import HostMemory, available_memory
@@ -301,6 +302,27 @@ def test_v2_nested_with_max(tmp_path: Path) -> None:
     assert snap.available == 3 * GiB - (2 * GiB - 512 * MiB)
     assert snap.total == 3 * GiB
     assert snap.source == f"cgroup v2 {tmp_path}/sys/fs/cgroup/user.slice (limit 3 GiB)"
+
+
+def test_a_v2_cpu_quota_caps_the_cpus_rounded_up_and_the_tightest_counts(tmp_path: Path) -> None:
+    """cpu.max "QUOTA PERIOD" of the group or an ancestor, as cargo's default -j
+    counts it (Rust's available_parallelism); "max" or a malformed file is no quota,
+    and the affinity bounds it all the same."""
+    fake = v2_system(tmp_path)
+    fake.files("/sys/fs/cgroup/user.slice", cpu__max="250000 100000")
+    fake.files("/sys/fs/cgroup/user.slice/job", cpu__max="max 100000")
+    root = fake.write()
+    assert usable_cpus(root=root, affinity=16) == 3
+    assert usable_cpus(root=root, affinity=2) == 2
+    fake.files("/sys/fs/cgroup/user.slice/job", cpu__max="50000 100000")
+    assert usable_cpus(root=root, affinity=16) == 1
+    fake.files("/sys/fs/cgroup/user.slice", cpu__max="lots")
+    fake.files("/sys/fs/cgroup/user.slice/job", cpu__max="max 100000")
+    assert usable_cpus(root=root, affinity=16) == 16
+    # A v1 host: its cpu controller's quota is not read; the affinity decides.
+    v1 = v1_system(tmp_path / "v1")
+    v1.files("/sys/fs/cgroup/cpu", cpu__cfs_quota_us=100000, cpu__cfs_period_us=100000)
+    assert usable_cpus(root=v1.write(), affinity=4) == 4
 
 
 def test_v2_memory_high_bounds_too(tmp_path: Path) -> None:

@@ -123,6 +123,20 @@ def test_the_cpus_decide_before_memory_and_a_paused_job_holds_none() -> None:
     assert pol(snap(ONE, dict(ONE, pid=12))).ok
 
 
+def test_a_no_for_the_cpus_is_not_reused_once_a_running_job_paused() -> None:
+    """A job that pauses frees no slot, so the set of running jobs is the same; the
+    head decides again at once all the same (a "no" for memory is reused for
+    MEMORY_RECHECK seconds, one for the CPUs is not)."""
+    pol, _record, _memory = make(MiB, available=64 * GiB, cpus=2)
+    other = dict(ONE, pid=12)
+    assert pol(snap(ONE, other)).why is Why.CPUS_BUSY
+    assert pol(snap(ONE, dict(other, paused=True))).why is Why.FITS
+    pol, _record, memory = make(3 * GiB, available=2 * GiB, cpus=2)
+    assert pol(snap(ONE)).why is Why.NO_ROOM
+    memory.available = 64 * GiB
+    assert pol(snap(ONE)).why is Why.NO_ROOM  # within MEMORY_RECHECK: reused
+
+
 def test_a_rerun_alone_keeps_the_others_out() -> None:
     """Its run record says ``alone`` (the ticket's mark, passing.marked_alone): a job
     that fits beside it waits, and no memory is read for that."""

@@ -489,7 +489,7 @@ def test_header_tells_the_budget_the_running_jobs_decide_against() -> None:
 def test_header_falls_back_to_this_shell_only_when_no_job_runs() -> None:
     lines = status_render.render(_doc([], [])).splitlines()
     assert lines[1] == (
-        "limit: auto (memory decides); memory budget: auto (available memory)"
+        "limit: auto (memory and CPUs decide); memory budget: auto (available memory)"
         " (this shell's settings: no job runs)"
     )
 

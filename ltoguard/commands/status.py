@@ -13,7 +13,7 @@ Schema, version 1 (keys are always present; ``null`` where unknown)::
       "state_dir": str,               # absolute path
       "exists": bool,                 # false: no guarded compile has run yet
       "time": float,                  # wall time of the snapshot (Unix seconds)
-      "limit": {"slots": int | null,  # null: auto (memory decides)
+      "limit": {"slots": int | null,  # null: auto (memory and CPUs decide)
                 "memory": str | null, # the memory setting (LTOGUARD_MEMORY), null: auto
                 "origins": {"slots": str | null, "memory": str | null}},
                                       # where each came from: "default", "LTOGUARD_SLOTS",
