@@ -21,7 +21,11 @@ def limit_line(limit: dict[str, Any]) -> str:
         where = origins.get(key)
         return f" [{where}]" if where else ""
 
-    s = "auto (memory and CPUs decide)" if slots is None else f"{slots} slot{'s' if slots != 1 else ''}"
+    s = (
+        "auto (memory and CPUs decide)"
+        if slots is None
+        else f"{slots} slot{'s' if slots != 1 else ''}"
+    )
     if memory is None or str(memory).strip().lower() in ("", "auto"):
         m = "auto (available memory)"
     elif str(memory).strip().startswith("-"):
