@@ -1,9 +1,9 @@
 """Every admission rule of ltoguard: pure functions over numbers, no I/O, no clock.
 
 Who may try to start (only the head of the FIFO queue), which waiter lends cargo
-its jobserver token, the slot cap (LTOGUARD_SLOTS) or else the CPUs, the rerun alone after an OOM
-kill, the first job that starts unless the build's ordinary compiles hold the
-memory it lacks, whether the head fits in free memory, and
+its jobserver token, the slot cap (LTOGUARD_SLOTS) or else the CPUs, the rerun
+alone after an OOM kill, the first job that starts unless the build's ordinary
+compiles hold the memory it lacks, whether the head fits in free memory, and
 what a running job does with its compile (keep, pause, resume, stop). Each rule
 returns its decision as data (`Admission`, `Lend`, `Step`) carrying the figures it
 decided on; `Admission.text` renders the human line from them.
