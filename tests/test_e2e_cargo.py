@@ -82,6 +82,24 @@ def overlaps(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return bool(a["start"] < b["end"] and b["start"] < a["end"])
 
 
+def shimmed(tmp: Path, **extra: str) -> tuple[dict[str, str], Path]:
+    """cargo's environment for a build through ltoguard with the logging shim as
+    RUSTC (state in tmp/state, target in tmp/target, ``extra`` on top), and the
+    shim's log."""
+    shim = tmp / "rustc-shim"
+    shim.write_text(f"#!{sys.executable}\n{SHIM}")
+    shim.chmod(0o755)
+    log = tmp / "rustc.jsonl"
+    env = cargo_env(tmp / "target", clean_env(tmp, tmp / "state", **extra))
+    env.update(
+        RUSTC=str(shim),
+        RUSTC_WORKSPACE_WRAPPER=str(LTOGUARD),
+        E2E_REAL_RUSTC=real_rustc(),
+        E2E_RUSTC_LOG=str(log),
+    )
+    return env, log
+
+
 @dataclass
 class Build:
     """The guarded cargo build every test here inspects."""
@@ -101,19 +119,8 @@ def build(tmp_path_factory: pytest.TempPathFactory, gen_workspace: ModuleType) -
     tmp = tmp_path_factory.mktemp("e2e-cargo")
     root = tmp / "ws"
     gen_workspace.generate(root, bins=BINS, libs=LIBS, size="small", lto="fat")
-    shim = tmp / "rustc-shim"
-    shim.write_text(f"#!{sys.executable}\n{SHIM}")
-    shim.chmod(0o755)
-    state = tmp / "state"
-    log = tmp / "rustc.jsonl"
-    target = tmp / "target"
-    env = cargo_env(target, clean_env(tmp, state, LTOGUARD_SLOTS="1"))
-    env.update(
-        RUSTC=str(shim),
-        RUSTC_WORKSPACE_WRAPPER=str(LTOGUARD),
-        E2E_REAL_RUSTC=real_rustc(),
-        E2E_RUSTC_LOG=str(log),
-    )
+    state, target = tmp / "state", tmp / "target"
+    env, log = shimmed(tmp, LTOGUARD_SLOTS="1")
     with Procs() as procs:
         proc = procs.start(
             ["cargo", "build", "--release", "-j2"],
@@ -210,18 +217,7 @@ def test_no_more_lto_jobs_run_than_cpus(
     assert LTOGUARD.exists(), f"ltoguard console script not installed at {LTOGUARD}"
     root = tmp_path / "ws"
     gen_workspace.generate(root, bins=2, libs=1, size="small", lto="fat")
-    shim = tmp_path / "rustc-shim"
-    shim.write_text(f"#!{sys.executable}\n{SHIM}")
-    shim.chmod(0o755)
-    log = tmp_path / "rustc.jsonl"
-    env = cargo_env(tmp_path / "target", clean_env(tmp_path, tmp_path / "state"))
-    env.update(
-        LTOGUARD_SLOTS="auto",
-        RUSTC=str(shim),
-        RUSTC_WORKSPACE_WRAPPER=str(LTOGUARD),
-        E2E_REAL_RUSTC=real_rustc(),
-        E2E_RUSTC_LOG=str(log),
-    )
+    env, log = shimmed(tmp_path, LTOGUARD_SLOTS="auto")
     cpus = os.sched_getaffinity(0)
     try:
         os.sched_setaffinity(0, sorted(cpus)[:1])  # cargo and ltoguard inherit it
