@@ -62,9 +62,10 @@ needs_cgroup = pytest.mark.skipif(bool(unavailable), reason=f"memory cgroup: {un
 
 
 def _env(tmp: Path, **extra: str) -> dict[str, str]:
-    # Memory decides (auto): these tests need jobs side by side.
+    # Memory decides (two slots, set by hand: under `auto` a runner with one CPU
+    # would keep the jobs apart): these tests need jobs side by side.
     return clean_env(
-        tmp, tmp / "state", LTOGUARD_SLOTS="auto", FAKE_DONE=str(tmp / "done.log"), **extra
+        tmp, tmp / "state", LTOGUARD_SLOTS="2", FAKE_DONE=str(tmp / "done.log"), **extra
     )
 
 

@@ -377,8 +377,9 @@ def test_state_dir_removed_while_queued(setup: Setup, procs: Procs) -> None:
 
 @pytest.mark.slow
 def test_head_waiting_for_memory_does_not_spin(setup: Setup, procs: Procs) -> None:
-    env = dict(setup.env, LTOGUARD_MEMORY="200M")
-    del env["LTOGUARD_SLOTS"]  # auto: memory decides
+    # Two slots, set by hand: memory decides, on a runner with one CPU too (under
+    # `auto` the CPUs would, there).
+    env = dict(setup.env, LTOGUARD_MEMORY="200M", LTOGUARD_SLOTS="2")
     holder = procs.holder(setup.rustc, env)
     waiter = procs.start(ltoguard_cmd(setup.rustc, "waiter"), env)
     assert waiter.stderr is not None
