@@ -27,7 +27,7 @@ from functools import partial
 from ltoguard import curves, process
 from ltoguard.admission import Why
 from ltoguard.jobs import Job, JobRecord, job_from_decision, job_inputs
-from ltoguard.lending import LendWhileWaiting, LentTokens
+from ltoguard.lending import LendWhileWaiting, LentTokens, a_sibling_waiter_holds_a_token
 from ltoguard.messages import EXIT_CONFIG, channel, error, note, say
 from ltoguard.passthrough import exec_program, nested
 from ltoguard.retry import DONE, RERUN_ALONE, RetryState, next_step
@@ -153,8 +153,13 @@ class GuardedRun:
                 seq = slot.seq
                 if policy.alone and lease.lent:
                     # Rerunning alone after an OOM kill: nothing may start beside it,
-                    # an ordinary compile with its token included.
-                    lease.reclaim(timeout=RECLAIM_BEFORE_ALONE)
+                    # an ordinary compile on its token included; unless a waiter of
+                    # this build holds a token (it runs no compile, and starts after).
+                    lease.reclaim(
+                        should_stop=partial(a_sibling_waiter_holds_a_token, self.sem.dir_fd),
+                        poll=0.25,
+                        timeout=RECLAIM_BEFORE_ALONE,
+                    )
                 signals = process.Forwarder()
                 attempt = Attempt(self.record, self.sem, self.settings.memory_parsed, relay)
                 steps: list[Step] = []

@@ -22,8 +22,10 @@ from __future__ import annotations
 import contextlib
 import os
 
+from ltoguard import locks, records
 from ltoguard.admission import Lend, is_head, lending, lending_paused
 from ltoguard.cgroups import cpus_here
+from ltoguard.procstat import read_stat
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -97,6 +99,29 @@ class LentTokens:
         else:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.name, dir_fd=self.dir_fd)
+
+
+def a_sibling_waiter_holds_a_token(dir_fd: int, ppid: int | None = None) -> bool:
+    """Does a waiter of this cargo run (a child of our parent, of our uid) hold its
+    jobserver token, not lent? A rerun alone that lent its own token need not wait
+    for one then (guard.py): cargo runs -j jobs plus the tokens lent, so with one of
+    them parked in a waiter no more compiles can run beside the rerun than with the
+    rerun's own token back. The waiter starts only after the rerun."""
+    uid, ppid = os.geteuid(), os.getppid() if ppid is None else ppid
+    try:
+        names = os.listdir(dir_fd)
+    except OSError:
+        return False
+    lent = {n[len(PREFIX) :] for n in names if n.startswith(PREFIX)}
+    for _seq, name in records.tickets(names):
+        owner = name[2:-5].split("-", 1)[1]  # q-SEQ-UID-PID.json: "UID-PID"
+        who, _, pid = owner.partition("-")
+        if owner in lent or who != str(uid):
+            continue
+        st = read_stat(int(pid))
+        if st is not None and st[2] == ppid and locks.exclusively_held(dir_fd, name):
+            return True
+    return False
 
 
 class LendWhileWaiting:

@@ -17,6 +17,9 @@ The fake rustc (`make_fake_rustc`) logs and behaves as these variables say:
   FAKE_TRAP        exit with this status on SIGTERM, SIGINT or SIGHUP (logged)
   FAKE_SIGNAL      kill itself with this signal number at the end
   FAKE_EXIT        exit status (default 0)
+  FAKE_LLVM_OOM_ONCE  a path: the first run (the path absent) makes it, logs "llvm oom"
+                   and aborts as LLVM does when out of memory (status 1); later runs
+                   go on as above
 `clean_env` points FAKE_LOG and FAKE_COUNTER at log.jsonl and counter.json in its `tmp`.
 
 Nothing under scripts/ imports tests/ (the tests import this module).
@@ -72,6 +75,13 @@ FAKE_RUSTC = textwrap.dedent(
         signal.signal(signal.SIGHUP, on_sig)
     if counter: bump(1)
     record("start")
+    once = env.get("FAKE_LLVM_OOM_ONCE")
+    if once and not os.path.exists(once):
+        open(once, "w").close()
+        record("llvm oom")
+        if counter: bump(-1)
+        os.write(2, b"LLVM ERROR: out of memory\\n")
+        sys.exit(1)
     if env.get("FAKE_STDOUT_HEX"):
         os.write(1, bytes.fromhex(env["FAKE_STDOUT_HEX"]))
     if env.get("FAKE_STDERR_HEX"):

@@ -9,6 +9,7 @@ grows by one per lending waiter; at the end it is back where it started.
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import os
 import signal
@@ -17,11 +18,18 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from ltoguard.admission import Lend
-from ltoguard.lending import LendWhilePaused, LendWhileWaiting, LentTokens, lend_depth
+from ltoguard.lending import (
+    LendWhilePaused,
+    LendWhileWaiting,
+    LentTokens,
+    a_sibling_waiter_holds_a_token,
+    lend_depth,
+)
 from tests.procs import (
     Procs,
     clean_env,
@@ -310,4 +318,92 @@ def test_a_pause_lends_under_the_same_bound_over_the_state_dir(tmp_path: Path) -
         assert gate() is Lend.LEND and lease.lends == 1
         assert gate() is Lend.LENT and lease.lends == 1  # never twice
     finally:
+        os.close(fd)
+
+
+def _take_lent_token(pool: Pool) -> bytes:
+    """Read the next token a waiter lends, the moment it appears, as a busy cargo
+    spends it on its next unit."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            got = os.read(pool.fd, 1)
+        except BlockingIOError:
+            got = b""
+        if got:
+            return got
+        assert time.monotonic() < deadline, "no waiter lent its token"
+        time.sleep(0.005)
+
+
+def test_a_rerun_alone_does_not_wait_for_a_token_no_compile_can_give_back(
+    tmp_path: Path, procs: Procs, pool: Pool
+) -> None:
+    """A job that ran out of memory reruns alone, and first takes back the token it
+    lent while it waited, so that no compile runs beside it on that token. Here, as
+    in a real build's end, cargo spent every lent token on another LTO binary, and
+    the last of them holds its token (`depth` are out): nothing gives a token back
+    until the rerun ends. The rerun starts at once, not after RECLAIM_BEFORE_ALONE
+    (30 s), and the pool is balanced at the end."""
+    rustc = make_fake_rustc(tmp_path)
+    env = pool.env(tmp_path)
+    state, log = tmp_path / "state", tmp_path / "log.jsonl"
+    holder = procs.holder(rustc, env)
+    heavy = procs.start(
+        ltoguard_cmd(rustc, "heavy"),
+        dict(env, FAKE_NAME="heavy", FAKE_LLVM_OOM_ONCE=str(tmp_path / "oom")),
+    )
+    taken = _take_lent_token(pool)
+    waiters = []
+    for i in range(lend_depth()):
+        waiters.append(procs.start(ltoguard_cmd(rustc, f"w{i}"), dict(env, FAKE_NAME=f"w{i}")))
+        assert wait_for(lambda n=i + 2: len(tickets(state)) == n)
+        if i < lend_depth() - 1:
+            taken += _take_lent_token(pool)
+    time.sleep(0.5)
+    assert pool.count() == 0  # the last waiter keeps its token: `depth` are out
+    holder.release()
+
+    def heavys() -> list[dict[str, Any]]:
+        return [e for e in read_log(log) if e["name"] == "heavy"]
+
+    assert wait_for(lambda: len(heavys()) == 4, timeout=40)
+    oom, rerun = heavys()[1:3]
+    assert [oom["what"], rerun["what"]] == ["llvm oom", "start"]
+    assert rerun["t"] - oom["t"] < 10, "the rerun waited for a token nobody could give back"
+    os.write(pool.fd, taken)  # cargo's units end: the tokens come back
+    _, err = heavy.communicate(timeout=60)
+    assert heavy.returncode == 0 and b"running it again, alone" in err, err.decode()
+    for p in [holder.proc, *waiters]:
+        assert p.wait(timeout=60) == 0
+    events = [(e["name"], e["what"]) for e in read_log(log)]
+    at = events.index(("heavy", "start"), events.index(("heavy", "llvm oom")))
+    assert events[at + 1] == ("heavy", "end"), events  # nothing ran beside the rerun
+    assert sorted(starts(tmp_path)) == sorted(
+        ["holder", "heavy", "heavy", *(f"w{i}" for i in range(len(waiters)))]
+    )
+    assert pool.count() == 0
+
+
+def test_a_waiter_holding_its_token_is_counted_only_in_its_own_build(tmp_path: Path) -> None:
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    sibling = subprocess.Popen(["sleep", "30"])  # a child of ours, as cargo's rustcs are
+    lock = None
+    try:
+        uid = os.geteuid()
+        name = f"q-{7:020d}-{uid}-{sibling.pid}.json"
+        assert not a_sibling_waiter_holds_a_token(fd, ppid=os.getpid())  # no ticket yet
+        (tmp_path / name).write_text("{}")
+        assert not a_sibling_waiter_holds_a_token(fd, ppid=os.getpid())  # nobody waits on it
+        lock = os.open(tmp_path / name, os.O_RDONLY)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        assert a_sibling_waiter_holds_a_token(fd, ppid=os.getpid())
+        assert not a_sibling_waiter_holds_a_token(fd, ppid=os.getppid())  # another build's
+        LentTokens(fd, pid=sibling.pid).mark(True)
+        assert not a_sibling_waiter_holds_a_token(fd, ppid=os.getpid())  # it lent its token
+    finally:
+        if lock is not None:
+            os.close(lock)
+        sibling.kill()
+        sibling.wait()
         os.close(fd)
