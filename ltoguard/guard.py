@@ -151,12 +151,12 @@ class GuardedRun:
                     code = -exc.signum
                     break
                 seq = slot.seq
-                if policy.alone and lease.lent:
+                if policy.alone and lease.lent and not lease.reclaim(timeout=0):
                     # Rerunning alone after an OOM kill: nothing may start beside it,
                     # an ordinary compile on its token included; unless a waiter of
                     # this build holds a token (it runs no compile, and starts after).
                     lease.reclaim(
-                        should_stop=partial(a_sibling_waiter_holds_a_token, self.sem.dir_fd),
+                        should_stop=self._a_sibling_waiter_holds_a_token,
                         poll=0.25,
                         timeout=RECLAIM_BEFORE_ALONE,
                     )
@@ -182,6 +182,23 @@ class GuardedRun:
                     break
                 policy.again(step.estimate_at_least, alone=step.action == RERUN_ALONE)
         return process.exit_like(code)
+
+    def _a_sibling_waiter_holds_a_token(self) -> bool:
+        try:
+            with self.sem.mutex():  # waiters lend under it
+                return a_sibling_waiter_holds_a_token(self.sem.dir_fd, self.record.build)
+        except (OSError, StateDirError):
+            return False
+
+    def _rerun_alone_runs(self) -> bool:
+        """The lending gate's ``beside_alone`` (under the mutex): a holder's record
+        says it reruns alone after an OOM kill."""
+        from ltoguard.policy import rerun_running
+
+        try:
+            return rerun_running(self.sem.snapshot())
+        except OSError:
+            return False  # the state directory went: the wait says so
 
     def _mark_lent(self, lent: bool) -> None:
         """Lease.on_change: counted in the state directory in use now (it may have
@@ -241,7 +258,9 @@ class GuardedRun:
             policy,
             self._announce,
             seq=seq,
-            gate=LendWhileWaiting(lease, LentTokens(self.sem.dir_fd)),
+            gate=LendWhileWaiting(
+                lease, LentTokens(self.sem.dir_fd), beside_alone=self._rerun_alone_runs
+            ),
             hold_signals=True,
         )
         self.record.waited += time.time() - t_wait

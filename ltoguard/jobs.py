@@ -154,12 +154,13 @@ def command_job(cmd: Sequence[str], kind: str, name: str | None, estimate: int |
     )
 
 
-def cargo_build_id(start: int | None = None, levels: int = 8) -> str:
+def cargo_build_id(start: int | None = None, levels: int | None = None) -> str:
     """The cargo invocation this job runs under, as "PID-STARTTIME", found among our
-    ancestors (a linker run by ltoguard-link is rustc's child); "" outside cargo."""
-    from ltoguard.procstat import cargo_run
+    ancestors (procstat.CARGO_LEVELS of them); "" outside cargo."""
+    from ltoguard.procstat import CARGO_LEVELS, cargo_run
 
-    return cargo_run(os.getppid() if start is None else start, levels)
+    start = os.getppid() if start is None else start
+    return cargo_run(start, CARGO_LEVELS if levels is None else levels)
 
 
 @struct

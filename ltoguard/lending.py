@@ -15,6 +15,9 @@ of memory. So two bounds (the rule: admission.lending):
   A paused job's token (pause.py) is lent under the same bound: pauses come when
   memory is short, and a token lent past the bound went to one more waiting
   ltoguard process rather than a compile (docs/benchmarks.md).
+
+And no waiter lends while a rerun alone after an OOM kill runs: cargo would start
+a compile beside it on the token (`a_sibling_waiter_holds_a_token` relies on it).
 """
 
 from __future__ import annotations
@@ -25,10 +28,12 @@ import os
 from ltoguard import locks, records
 from ltoguard.admission import Lend, is_head, lending, lending_paused
 from ltoguard.cgroups import cpus_here
-from ltoguard.procstat import read_stat
+from ltoguard.procstat import CARGO_LEVELS, cargo_run, read_stat
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from ltoguard.jobserver import Lease
 
 PREFIX = "lent-"
@@ -101,25 +106,39 @@ class LentTokens:
                 os.unlink(self.name, dir_fd=self.dir_fd)
 
 
-def a_sibling_waiter_holds_a_token(dir_fd: int, ppid: int | None = None) -> bool:
-    """Does a waiter of this cargo run (a child of our parent, of our uid) hold its
-    jobserver token, not lent? A rerun alone that lent its own token need not wait
-    for one then (guard.py): cargo runs -j jobs plus the tokens lent, so with one of
-    them parked in a waiter no more compiles can run beside the rerun than with the
-    rerun's own token back. The waiter starts only after the rerun."""
+def a_sibling_waiter_holds_a_token(dir_fd: int, build: str, ppid: int | None = None) -> bool:
+    """Does a waiter of this cargo run hold its jobserver token, not lent? Call it
+    with the state directory's mutex held (a waiter lends under it). Of this run:
+    the same ``build`` (jobs.cargo_build_id), or outside cargo the same parent
+    (``ppid``, default ours); of our uid, its ticket's file ours too.
+
+    A rerun alone that lent its own token need not wait for one then (guard.py):
+    cargo runs -j jobs plus the tokens lent, so with one of them parked in a
+    waiter no more compiles run beside the rerun than with its own token back, and
+    the waiter keeps it (no waiter lends beside a rerun alone: admission.lending).
+    A waiter whose ``lent-`` file could not be written (a full disk) looks as if it
+    held its token: the rerun then starts with one compile over -j at most."""
     uid, ppid = os.geteuid(), os.getppid() if ppid is None else ppid
     try:
         names = os.listdir(dir_fd)
     except OSError:
         return False
-    lent = {n[len(PREFIX) :] for n in names if n.startswith(PREFIX)}
+    lent = {n for n in names if n.startswith(PREFIX)}
     for _seq, name in records.tickets(names):
-        owner = name[2:-5].split("-", 1)[1]  # q-SEQ-UID-PID.json: "UID-PID"
-        who, _, pid = owner.partition("-")
-        if owner in lent or who != str(uid):
+        pid = records.ticket_pid(name)
+        if records.ticket_owner(name) != str(uid) or f"{PREFIX}{uid}-{pid}" in lent:
             continue
-        st = read_stat(int(pid))
-        if st is not None and st[2] == ppid and locks.exclusively_held(dir_fd, name):
+        try:
+            if os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_uid != uid:
+                continue
+        except OSError:
+            continue
+        if build:
+            ours = cargo_run(pid, CARGO_LEVELS + 1) == build  # from the waiter itself
+        else:
+            st = read_stat(pid)
+            ours = st is not None and st[2] == ppid
+        if ours and locks.exclusively_held(dir_fd, name):
             return True
     return False
 
@@ -131,16 +150,24 @@ class LendWhileWaiting:
     The first admission attempt is made with the token in hand: a job admitted at
     once lends nothing (and cargo starts nothing its admission did not see). Once
     told "no" it lends, if it is among the ``depth`` waiters nearest the head and
-    fewer than ``depth`` tokens are out; admitted later, it starts without a token in
-    hand (one job over -j for a while) and takes one back in the background while
-    its compile runs (attempt.py). Admission never waits for a token, so no memory
-    slot idles while ltoguard races cargo for one (a reclaim under a busy cargo
-    takes many seconds)."""
+    fewer than ``depth`` tokens are out, and no rerun alone runs (``beside_alone``,
+    asked under the mutex only when it decides); admitted later, it starts without
+    a token in hand (one job over -j for a while) and takes one back in the
+    background while its compile runs (attempt.py). Admission never waits for a
+    token, so no memory slot idles while ltoguard races cargo for one (a reclaim
+    under a busy cargo takes many seconds)."""
 
-    def __init__(self, lease: Lease, tokens: LentTokens, depth: int | None = None) -> None:
+    def __init__(
+        self,
+        lease: Lease,
+        tokens: LentTokens,
+        depth: int | None = None,
+        beside_alone: Callable[[], bool] | None = None,
+    ) -> None:
         self.lease = lease
         self.tokens = tokens
         self.depth = lend_depth() if depth is None else depth
+        self.beside_alone = beside_alone or (lambda: False)
         self.tried = False  # the head has made its first admission attempt
 
     def __call__(self, ahead: int) -> Lend:
@@ -150,6 +177,7 @@ class LendWhileWaiting:
             lent=self.lease.lent,
             depth=self.depth,
             tokens_out=self.tokens.count,  # listed only when the count decides
+            beside_alone=self.beside_alone,
         )
         if decision is Lend.LEND:
             self.lease.lend()

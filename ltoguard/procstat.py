@@ -31,6 +31,11 @@ def read_stat(pid: int) -> tuple[str, str, int, int] | None:
         return None
 
 
+# How many processes up from a job's parent cargo may be (a linker run by
+# ltoguard-link is rustc's child; wrappers of wrappers add levels).
+CARGO_LEVELS = 8
+
+
 def cargo_run(pid: int, levels: int) -> str:
     """The cargo invocation ``pid`` runs under, as "PID-STARTTIME" (the start time
     tells a reused pid apart), looking at ``pid`` and up to ``levels - 1`` of its

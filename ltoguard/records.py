@@ -119,6 +119,11 @@ def ticket_owner(name: str) -> str:
     return name.split("-")[2]
 
 
+def ticket_pid(name: str) -> int:
+    """The pid a well-formed ticket's name claims (``q-SEQ-UID-PID.json``)."""
+    return int(name[:-5].split("-")[3])
+
+
 def tickets(names: list[str]) -> list[tuple[int, str]]:
     """Well-formed ticket names with their sequence numbers, in queue order."""
     out = []

@@ -75,9 +75,13 @@ FAKE_RUSTC = textwrap.dedent(
         signal.signal(signal.SIGHUP, on_sig)
     if counter: bump(1)
     record("start")
-    once = env.get("FAKE_LLVM_OOM_ONCE")
-    if once and not os.path.exists(once):
-        open(once, "w").close()
+    def first(path):
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL))
+            return True
+        except FileExistsError:
+            return False
+    if env.get("FAKE_LLVM_OOM_ONCE") and first(env["FAKE_LLVM_OOM_ONCE"]):
         record("llvm oom")
         if counter: bump(-1)
         os.write(2, b"LLVM ERROR: out of memory\\n")

@@ -12,17 +12,19 @@ import errno
 import fcntl
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ltoguard.admission import Lend
+from ltoguard.admission import Lend, lending
+from ltoguard.jobs import cargo_build_id
 from ltoguard.lending import (
     LendWhilePaused,
     LendWhileWaiting,
@@ -336,15 +338,79 @@ def _take_lent_token(pool: Pool) -> bytes:
         time.sleep(0.005)
 
 
+def _heavy_after_its_oom(tmp_path: Path, procs: Procs, pool: Pool, **extra: str) -> Any:
+    """A guarded job, "heavy", that queued behind a holder and lent its token, which
+    cargo (the test) spent at once; then admitted, it ran out of memory (LLVM's
+    abort), and its rerun alone is admitted. Returns (heavy, the token taken, its
+    log lines so far as a callable)."""
+    rustc = make_fake_rustc(tmp_path)
+    env = pool.env(tmp_path)
+    holder = procs.holder(rustc, env)
+    heavy = procs.start(
+        ltoguard_cmd(rustc, "heavy"),
+        dict(env, FAKE_NAME="heavy", FAKE_LLVM_OOM_ONCE=str(tmp_path / "oom"), **extra),
+    )
+    taken = _take_lent_token(pool)
+    holder.release()
+    assert holder.wait(timeout=30) == 0
+
+    def heavys() -> list[str]:
+        return [e["what"] for e in read_log(tmp_path / "log.jsonl") if e["name"] == "heavy"]
+
+    assert wait_for(lambda: heavys() == ["start", "llvm oom"], timeout=30)
+    return heavy, taken, heavys
+
+
+def test_a_rerun_alone_takes_its_token_back_before_it_starts(
+    tmp_path: Path, procs: Procs, pool: Pool
+) -> None:
+    """No compile runs beside a rerun alone on the token it lent: it waits for one."""
+    heavy, taken, heavys = _heavy_after_its_oom(tmp_path, procs, pool)
+    time.sleep(1.0)
+    assert heavys() == ["start", "llvm oom"]  # waiting for its token
+    os.write(pool.fd, taken)  # a compile of cargo's ends: its token comes back
+    assert wait_for(lambda: heavys()[2:3] == ["start"], timeout=10)
+    assert pool.count() == 0  # the rerun took it
+    _, err = heavy.communicate(timeout=30)
+    assert heavy.returncode == 0 and b"running it again, alone" in err, err.decode()
+    assert pool.count() == 0
+
+
+def test_a_waiter_beside_a_rerun_alone_keeps_its_token_and_the_rerun_starts(
+    tmp_path: Path, procs: Procs, pool: Pool
+) -> None:
+    """cargo spends a token on another LTO binary while the rerun waits for one. That
+    waiter does not lend it (a compile on it would run beside the rerun), so it
+    holds a token no compile runs on: the rerun starts then, not after
+    RECLAIM_BEFORE_ALONE (30 s). The pool is balanced at the end."""
+    heavy, taken, heavys = _heavy_after_its_oom(tmp_path, procs, pool, FAKE_SLEEP="2")
+    time.sleep(0.5)
+    assert heavys() == ["start", "llvm oom"]
+    env = pool.env(tmp_path, FAKE_NAME="waiter")
+    waiter = procs.start(ltoguard_cmd(make_fake_rustc(tmp_path), "waiter"), env)
+    queued = time.monotonic()
+    assert wait_for(lambda: heavys()[2:3] == ["start"], timeout=20)
+    assert time.monotonic() - queued < 10, "the rerun waited for a token nobody gives back"
+    lent_file = tmp_path / "state" / f"lent-{os.geteuid()}-{waiter.pid}"
+    while heavys()[3:4] != ["end"]:
+        assert not lent_file.exists(), "the waiter lent its token beside the rerun"
+        assert waiter.poll() is None and pool.count() == 0
+        time.sleep(0.05)
+    os.write(pool.fd, taken)  # cargo's units end: the token heavy lent comes back
+    _, err = heavy.communicate(timeout=30)
+    assert heavy.returncode == 0, err.decode()
+    assert waiter.wait(timeout=30) == 0  # after the rerun
+    assert starts(tmp_path) == ["holder", "heavy", "heavy", "waiter"]
+    assert pool.count() == 0
+
+
 def test_a_rerun_alone_does_not_wait_for_a_token_no_compile_can_give_back(
     tmp_path: Path, procs: Procs, pool: Pool
 ) -> None:
-    """A job that ran out of memory reruns alone, and first takes back the token it
-    lent while it waited, so that no compile runs beside it on that token. Here, as
-    in a real build's end, cargo spent every lent token on another LTO binary, and
-    the last of them holds its token (`depth` are out): nothing gives a token back
-    until the rerun ends. The rerun starts at once, not after RECLAIM_BEFORE_ALONE
-    (30 s), and the pool is balanced at the end."""
+    """As at a real build's end: cargo spent every token the waiters lent on another
+    LTO binary, and the last of them holds its token (`depth` are out), so nothing
+    gives a token back before the rerun ends. It starts at once, not after
+    RECLAIM_BEFORE_ALONE (30 s), and the pool is balanced at the end."""
     rustc = make_fake_rustc(tmp_path)
     env = pool.env(tmp_path)
     state, log = tmp_path / "state", tmp_path / "log.jsonl"
@@ -376,34 +442,62 @@ def test_a_rerun_alone_does_not_wait_for_a_token_no_compile_can_give_back(
     assert heavy.returncode == 0 and b"running it again, alone" in err, err.decode()
     for p in [holder.proc, *waiters]:
         assert p.wait(timeout=60) == 0
-    events = [(e["name"], e["what"]) for e in read_log(log)]
-    at = events.index(("heavy", "start"), events.index(("heavy", "llvm oom")))
-    assert events[at + 1] == ("heavy", "end"), events  # nothing ran beside the rerun
-    assert sorted(starts(tmp_path)) == sorted(
-        ["holder", "heavy", "heavy", *(f"w{i}" for i in range(len(waiters)))]
-    )
     assert pool.count() == 0
 
 
 def test_a_waiter_holding_its_token_is_counted_only_in_its_own_build(tmp_path: Path) -> None:
+    """By its cargo run (jobs.cargo_build_id), or outside cargo by its parent; its
+    ticket locked (it waits), its name and file ours, and no token lent."""
     fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
-    sibling = subprocess.Popen(["sleep", "30"])  # a child of ours, as cargo's rustcs are
+    cargo = tmp_path / "cargo"  # a process named cargo: the waiter's own build id
+    shutil.copy(shutil.which("sleep") or "/bin/sleep", cargo)
+    sibling = subprocess.Popen([str(cargo), "30"])  # a child of ours, as rustcs are cargo's
     lock = None
     try:
-        uid = os.geteuid()
+        uid, me = os.geteuid(), os.getpid()
+        build = cargo_build_id(sibling.pid, 1)
+        assert build.startswith(f"{sibling.pid}-")
         name = f"q-{7:020d}-{uid}-{sibling.pid}.json"
-        assert not a_sibling_waiter_holds_a_token(fd, ppid=os.getpid())  # no ticket yet
+        assert not a_sibling_waiter_holds_a_token(fd, "", ppid=me)  # no ticket yet
         (tmp_path / name).write_text("{}")
-        assert not a_sibling_waiter_holds_a_token(fd, ppid=os.getpid())  # nobody waits on it
+        assert not a_sibling_waiter_holds_a_token(fd, "", ppid=me)  # nobody waits on it
         lock = os.open(tmp_path / name, os.O_RDONLY)
         fcntl.flock(lock, fcntl.LOCK_EX)
-        assert a_sibling_waiter_holds_a_token(fd, ppid=os.getpid())
-        assert not a_sibling_waiter_holds_a_token(fd, ppid=os.getppid())  # another build's
+        assert a_sibling_waiter_holds_a_token(fd, "", ppid=me)
+        assert not a_sibling_waiter_holds_a_token(fd, "", ppid=os.getppid())  # another's
+        assert a_sibling_waiter_holds_a_token(fd, build)
+        assert not a_sibling_waiter_holds_a_token(fd, f"{sibling.pid}-1")  # a reused pid
         LentTokens(fd, pid=sibling.pid).mark(True)
-        assert not a_sibling_waiter_holds_a_token(fd, ppid=os.getpid())  # it lent its token
+        assert not a_sibling_waiter_holds_a_token(fd, build)  # it lent its token
+        assert not a_sibling_waiter_holds_a_token(fd, "", ppid=me)
+        LentTokens(fd, pid=sibling.pid).mark(False)
+        os.chown(tmp_path / name, uid + 1, -1)  # planted by another user
+        assert not a_sibling_waiter_holds_a_token(fd, build)
     finally:
         if lock is not None:
             os.close(lock)
         sibling.kill()
         sibling.wait()
         os.close(fd)
+
+
+def test_no_waiter_lends_beside_a_rerun_alone() -> None:
+    def asked() -> bool:
+        raise AssertionError("asked when it decides nothing")
+
+    def near(lent: bool, tokens_out: int, beside_alone: bool | Callable[[], bool]) -> Lend:
+        return lending(
+            ahead=1,
+            tried=True,
+            depth=2,
+            lent=lent,
+            tokens_out=tokens_out,
+            beside_alone=beside_alone,
+        )
+
+    assert near(False, 0, True) is Lend.BESIDE_ALONE
+    assert near(False, 0, lambda: False) is Lend.LEND
+    assert near(False, 2, asked) is Lend.TOKENS_OUT
+    assert near(True, 0, asked) is Lend.LENT
+    far = lending(ahead=2, tried=True, depth=2, lent=False, tokens_out=0, beside_alone=asked)
+    assert far is Lend.TOO_FAR

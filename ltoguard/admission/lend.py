@@ -16,19 +16,31 @@ class Lend(enum.Enum):
     TOO_FAR = "too far"  # not among the ``depth`` waiters nearest the head
     LENT = "lent"  # lent already
     TOKENS_OUT = "tokens out"  # ``depth`` tokens are out over the state directory
+    BESIDE_ALONE = "beside alone"  # a rerun alone runs: a compile on it would run beside
 
 
 def lending(
-    *, ahead: int, tried: bool, lent: bool, depth: int, tokens_out: int | Callable[[], int]
+    *,
+    ahead: int,
+    tried: bool,
+    lent: bool,
+    depth: int,
+    tokens_out: int | Callable[[], int],
+    beside_alone: bool | Callable[[], bool] = False,
 ) -> Lend:
     """A waiter lends once it waits (the head after its first attempt), if it is
-    among the ``depth`` nearest the head and fewer than ``depth`` tokens are out.
-    ``tokens_out`` may be a callable: it is called only when the count decides."""
+    among the ``depth`` nearest the head and fewer than ``depth`` tokens are out,
+    and no rerun alone after an OOM kill runs (``beside_alone``): cargo would start
+    a compile beside it on the token. ``tokens_out`` and ``beside_alone`` may be
+    callables: they are called only when they decide."""
     if not tried and is_head(ahead):
         return Lend.FIRST_TRY
     if ahead >= depth:
         return Lend.TOO_FAR
-    return lending_paused(lent=lent, depth=depth, tokens_out=tokens_out)
+    decision = lending_paused(lent=lent, depth=depth, tokens_out=tokens_out)
+    if decision is Lend.LEND and (beside_alone() if callable(beside_alone) else beside_alone):
+        return Lend.BESIDE_ALONE
+    return decision
 
 
 def lending_paused(*, lent: bool, depth: int, tokens_out: int | Callable[[], int]) -> Lend:
