@@ -216,7 +216,8 @@ class Attempt:
         exit_wait = process.ExitWait(proc)
         try:
             while True:
-                interval = DEFAULT.watch_interval(time.time() - t0, settled=watch.settled)
+                age = time.time() - t0
+                interval = DEFAULT.watch_interval(age, settled=watch.settled, tight=watch.tight)
                 if (code := exit_wait.wait(interval)) is not None:
                     break
                 now = time.time()

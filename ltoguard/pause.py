@@ -31,6 +31,8 @@ from ltoguard.admission import (
     KILL,
     PAUSE,
     RESUME,
+    fall_per_watch,
+    near_the_floor,
     older_running,
     oldest,
     pressure_step,
@@ -120,16 +122,21 @@ class PauseWatch:
         self.lend = lend  # lends the token while paused, if the count allows (lending.py)
         self.reclaimer = reclaimer
         self.clock = clock
+        self.started = clock()
         self.paused_s = 0.0  # seconds paused in all, the current pause excluded
         self.signalled = False  # a signal was forwarded: never pause again
         self._paused_at: float | None = None  # clock() when paused
         self._paused_since: float | None = None  # time.time() when paused, for the record
         self._stopped: list[proctree.Proc] = []
         self._last_free: int | None = None  # free memory at the last check beside others
+        self._last_check = 0.0  # clock() then
         # At the last check the compile ran and no slot holder was older: nothing a
         # check decides can change for it, so the next comes at the slow rate
         # (Limits.watch_interval).
         self.settled = False
+        # At the last check it ran near the floor (admission.near_the_floor): the
+        # next comes sooner.
+        self.tight = False
 
     @property
     def paused(self) -> bool:
@@ -137,7 +144,7 @@ class PauseWatch:
 
     def step(self) -> bool:
         """One check; True when it killed the compile (the caller requeues it)."""
-        self.settled = False
+        self.settled = self.tight = False
         if self.signalled:  # never paused again: nothing to check often
             if self.paused:
                 self.resume(quiet=True)
@@ -151,9 +158,11 @@ class PauseWatch:
         paused_for = 0.0 if self._paused_at is None else self.clock() - self._paused_at
         falling = 0
         if reading.others:
+            now = self.clock()
             if self._last_free is not None:
-                falling = max(0, self._last_free - reading.available)
-            self._last_free = reading.available
+                fell = max(0, self._last_free - reading.available)
+                falling = fall_per_watch(fell, now - self._last_check, now - self.started)
+            self._last_free, self._last_check = reading.available, now
         else:
             self._last_free = None  # alone, memory is not read
         action = pressure_step(
@@ -177,6 +186,9 @@ class PauseWatch:
         elif self.paused and self.lend is not None:
             self.lend()  # kept at the pause, the bound may allow it now (at once if lent)
         self.settled = not self.paused and oldest(reading.me, reading.others)
+        self.tight = not self.paused and near_the_floor(
+            reading.me, reading.others, reading.available, reading.total, falling=falling
+        )
         return False
 
     def pause(self, reading: Reading) -> None:

@@ -308,6 +308,7 @@ class Live:
     curve: curves.Curve | None = None  # its learned curve, if the estimator has one
     next_watch: float = 0.0  # when its watch next asks pause_step
     last_free: int | None = None  # free memory at its watch's last check (pause.py)
+    last_check: float = 0.0  # simulated time then
     head_wait: float = 0.0  # seconds it waited at the head of the queue
     passed: int = 0  # jobs that started before it while it waited ahead of them (backfills)
 
@@ -548,8 +549,12 @@ def simulate(
                 others = [o.running() for o in running if o is not r]
                 paused_for = 0.0 if r.paused_at is None else t - r.paused_at
                 now_free = free(t)
-                falling = 0 if r.last_free is None else max(0, r.last_free - now_free)
-                r.last_free = now_free
+                falling = 0
+                if r.last_free is not None:
+                    fell = max(0, r.last_free - now_free)
+                    elapsed = t - r.last_check
+                    falling = admission.fall_per_watch(fell, elapsed, t - r.started, limits)
+                r.last_free, r.last_check = now_free, t
                 step = admission.pause_step(
                     me=r.running(),
                     others=others,
@@ -573,8 +578,14 @@ def simulate(
                 elif step == admission.RESUME and r.paused_at is not None:
                     res.paused_s += t - r.paused_at
                     r.paused_at = None
-                settled = r.paused_at is None and admission.oldest(r.running(), others)
-                r.next_watch = t + limits.watch_interval(t - r.started, settled=settled)
+                running_now = r.paused_at is None
+                settled = running_now and admission.oldest(r.running(), others)
+                tight = running_now and admission.near_the_floor(
+                    r.running(), others, now_free, cap, limits, falling
+                )
+                r.next_watch = t + limits.watch_interval(
+                    t - r.started, settled=settled, tight=tight
+                )
         else:
             for r in running:
                 r.last_free = None  # alone, memory is not read

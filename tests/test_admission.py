@@ -21,11 +21,13 @@ from ltoguard.admission import (
     beside_compiles,
     choose_victim,
     critical,
+    fall_per_watch,
     fit,
     floor_now,
     is_head,
     lending,
     lending_paused,
+    near_the_floor,
     oldest,
     outstanding,
     pause_step,
@@ -401,6 +403,33 @@ def test_a_young_compile_is_watched_often() -> None:
     assert DEFAULT.watch_interval(DEFAULT.fast_watch_for) == DEFAULT.watch
     # Once the oldest, nothing a check decides changes for it: the slow rate.
     assert DEFAULT.watch_interval(0.0, settled=True) == DEFAULT.watch
+
+
+def test_near_the_floor_a_compile_is_watched_sooner() -> None:
+    later = DEFAULT.fast_watch_for + 1.0
+    assert DEFAULT.watch_interval(later, tight=True) == DEFAULT.tight_watch < DEFAULT.watch
+    assert DEFAULT.watch_interval(0.0, tight=True) == DEFAULT.fast_watch  # as often as ever
+    assert DEFAULT.watch_interval(later, settled=True, tight=True) == DEFAULT.watch
+    total = GiB
+    floor = DEFAULT.critical_floor(total)
+    me = job(2, 100 * MiB, 90 * MiB, started=2.0)  # 10 MiB still to grow
+    older = job(1, 500 * MiB, 500 * MiB, started=1.0)
+    near = 10 * MiB + int(DEFAULT.tight_floors * floor) - MiB
+    assert near_the_floor(me, [older], near, total)
+    assert not near_the_floor(me, [older], near + 2 * MiB, total)
+    # Falling fast, the floor a pause keeps is higher: so is "near".
+    assert near_the_floor(me, [older], near + 2 * MiB, total, falling=2 * floor)
+
+
+def test_a_fall_seen_sooner_counts_as_over_the_regular_interval() -> None:
+    """A tight check sees the fall of 0.1 s: the pause keeps what it kept when the
+    checks came every 0.25 s (that fall, scaled), not less."""
+    later = DEFAULT.fast_watch_for + 1.0
+    assert fall_per_watch(10 * MiB, DEFAULT.tight_watch, later) == 25 * MiB
+    assert fall_per_watch(10 * MiB, DEFAULT.watch, later) == 10 * MiB
+    assert fall_per_watch(10 * MiB, 2 * DEFAULT.watch, later) == 10 * MiB  # a late check
+    assert fall_per_watch(10 * MiB, DEFAULT.fast_watch, 0.5) == 10 * MiB  # its regular rate
+    assert fall_per_watch(10 * MiB, 0.0, later) == 10 * MiB
 
 
 def test_the_oldest_holder_counts_paused_ones_too() -> None:

@@ -4,12 +4,14 @@
   its diagnostics once;
 - nothing starts beside that rerun;
 - it runs out of memory again alone: the real status and a clear message;
-- two guarded jobs outgrow the memory: the youngest stops itself before the kernel
-  acts, queues again at the head, and reruns when memory allows.
+- two guarded jobs outgrow the memory: the youngest pauses before the kernel acts;
+  memory critical all the same, it stops itself, queues again at the head, and
+  reruns when memory allows.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import textwrap
@@ -137,9 +139,15 @@ def test_out_of_memory_even_alone_fails_with_real_status(tmp_path: Path, procs: 
 
 
 @needs_cgroup
-def test_youngest_job_stops_itself_before_the_kernel_kills_anything(
+def test_youngest_job_pauses_then_stops_itself_before_the_kernel_kills_anything(
     tmp_path: Path, procs: Procs
 ) -> None:
+    """Two guarded jobs outgrow the memory (their learned estimates are wrong). The
+    younger grows 10 MiB every 0.2 s, faster per regular check (0.25 s) than the
+    floor under 700 MiB (17.5 MiB): near the floor it is checked sooner, and
+    pauses. Then an ordinary compile takes 12 MiB more: memory is critical, and the
+    paused younger stops itself (its memory freed) and reruns once the older ends.
+    The kernel kills nothing (the younger used to be OOM-killed now and then)."""
     rustc = _fake(tmp_path)
     state = tmp_path / "state"
     state.mkdir(mode=0o700)
@@ -153,11 +161,12 @@ def test_youngest_job_stops_itself_before_the_kernel_kills_anything(
             50 * MiB,
         )
     history.save(str(state / f"memory-history-{os.geteuid()}.json"))
+    ready = tmp_path / "hog-ready"
     with MemoryCgroup(700 * MiB) as cg:
         base = _env(tmp_path, FAKE_RERUN_MB="30")
         older = procs.start(
             cg.enter_command() + ltoguard_cmd(rustc, "older"),
-            dict(base, FAKE_MARKER=str(tmp_path / "a"), FAKE_MB="330", FAKE_HOLD_S="15"),
+            dict(base, FAKE_MARKER=str(tmp_path / "a"), FAKE_MB="330", FAKE_HOLD_S="20"),
             cwd=cwd,
         )
         assert wait_for(lambda: "first" in _read(tmp_path / "done.log"), timeout=60)
@@ -166,15 +175,47 @@ def test_youngest_job_stops_itself_before_the_kernel_kills_anything(
             dict(base, FAKE_MARKER=str(tmp_path / "b"), FAKE_MB="500", FAKE_STEP_S="0.2"),
             cwd=cwd,
         )
+        assert wait_for(lambda: _paused(state), timeout=60), "the younger never paused"
+        hog = procs.start(
+            cg.enter_command() + [sys.executable, "-c", SMALL_HOG, "12", str(ready), "3"],
+            clean_env(tmp_path, state),
+        )
         _, err_y = younger.communicate(timeout=120)
         _, err_o = older.communicate(timeout=120)
+        hog.communicate(timeout=60)
         kills = cg.oom_kills()
+    text = err_y.decode()
     assert older.returncode == 0, err_o.decode()
-    assert younger.returncode == 0, err_y.decode()
+    assert younger.returncode == 0, text
+    assert hog.returncode == 0 and ready.exists()
     assert kills == 0, "the kernel OOM killer acted"
-    assert "stopped this compile" in err_y.decode()
-    assert err_y.decode().count('"unused variable"') == 1
+    assert "paused crate younger" in text and "stopped this compile" in text, text
+    assert text.count('"unused variable"') == 1
     assert _read(tmp_path / "done.log").split() == ["first", "rerun"]
+
+
+def _paused(state: Path) -> bool:
+    for path in state.glob("run-*.json"):
+        try:
+            if json.loads(path.read_text()).get("paused") is True:
+                return True
+        except (OSError, ValueError):
+            pass
+    return False
+
+
+SMALL_HOG = textwrap.dedent(
+    """\
+    # An ordinary compile: takes MiB (argv 1) at once, 1 MiB at a time, then holds.
+    import sys, time
+    hold = [bytearray(1 << 20) for _ in range(int(sys.argv[1]))]
+    for chunk in hold:
+        for i in range(0, len(chunk), 4096):
+            chunk[i] = 1
+    open(sys.argv[2], "w").write("ready")
+    time.sleep(float(sys.argv[3]))
+    """
+)
 
 
 def _read(p: Path) -> str:

@@ -103,6 +103,23 @@ def test_an_underestimated_pair_pauses_or_stops_and_is_never_oom_killed(tmp_path
     assert res.wall > 15  # they ended up one after the other
 
 
+def test_a_compile_growing_faster_than_the_floor_per_check_is_never_oom_killed(
+    tmp_path: Path,
+) -> None:
+    """Past its estimate and its first seconds, the younger of two grows 150 MiB/s:
+    37.5 MiB per regular check (0.25 s), more than the floor under 600 MiB (15
+    MiB). Checked every 0.25 s, it was OOM-killed; near the floor it is checked
+    sooner, and pauses."""
+    grow = [[0.0, 0], [3.0, 30 * MiB]]
+    grow += [[3.0 + i * 0.25, int((30 + 37.5 * i) * MiB)] for i in range(1, 13)]
+    younger = event("b", 0, 10, 500, estimate=50 * MiB)
+    younger["samples"] = [*grow, [9.9, 500 * MiB]]
+    older = event("a", 0, 15, 330, estimate=50 * MiB)
+    res = replay(tmp_path, [older, younger], 600)
+    assert res.kills == 0
+    assert res.pauses >= 1
+
+
 def test_arrivals_are_kept(tmp_path: Path) -> None:
     res = replay(tmp_path, [event("a", 0, 5, 100), event("b", 20, 5, 100)], 1000)
     assert res.pairs == 0 and res.refused == 0

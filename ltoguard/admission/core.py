@@ -37,6 +37,12 @@ class Limits:
     watch: float = 0.25
     fast_watch: float = 0.05
     fast_watch_for: float = 3.0
+    # Later, while free memory is within this many of the floor a pause keeps after
+    # what the running jobs are still expected to grow (steps.near_the_floor), the
+    # checks come every ``tight_watch`` seconds: a compile can grow by more than the
+    # critical floor within one ``watch``, and the kernel acts at 0, not at the floor.
+    tight_floors: float = 3.0
+    tight_watch: float = 0.1
     # A running job with a learned curve is expected to end within this many times
     # its learned length (its last slice held until then); later, it counts at its
     # estimate again.
@@ -44,10 +50,15 @@ class Limits:
     # A job holding more than its curve allows by this factor is off its curve.
     curve_tolerance: float = 1.1
 
-    def watch_interval(self, age: float, settled: bool = False) -> float:
+    def watch_interval(self, age: float, settled: bool = False, tight: bool = False) -> float:
         """Seconds until the next check of a job that has run ``age`` seconds; the slow
-        rate if ``settled`` (it ran with no older slot holder: steps.oldest never pauses)."""
-        return self.watch if settled or age >= self.fast_watch_for else self.fast_watch
+        rate if ``settled`` (it ran with no older slot holder: steps.oldest never
+        pauses), sooner than that while ``tight`` (steps.near_the_floor)."""
+        if settled:
+            return self.watch
+        if age < self.fast_watch_for:
+            return self.fast_watch
+        return self.tight_watch if tight else self.watch
 
     def critical_floor(self, total: int) -> int:
         """Free memory below this is critical, under a bound of size ``total``."""
@@ -78,6 +89,17 @@ class Running:
 def critical(available: int, total: int, limits: Limits = DEFAULT) -> bool:
     """Is free memory below the critical floor of a bound of size ``total``?"""
     return available < limits.critical_floor(total)
+
+
+def fall_per_watch(falling: int, elapsed: float, age: float, limits: Limits = DEFAULT) -> int:
+    """What free memory fell by (``falling`` bytes) over the ``elapsed`` seconds since a
+    job's last check, as a fall over its regular interval at its ``age``: a check
+    near the floor comes sooner than that (``tight_watch``), and the pause keeps what
+    it kept at the regular rate (``floor_now``)."""
+    regular = limits.watch_interval(age)
+    if elapsed <= 0 or elapsed >= regular:
+        return falling
+    return int(falling * regular / elapsed)
 
 
 def floor_now(total: int, falling: int, limits: Limits = DEFAULT) -> int:

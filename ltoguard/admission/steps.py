@@ -76,6 +76,22 @@ def should_pause(
     return available - still_to_grow(me, others, limits) < floor_now(total, falling, limits)
 
 
+def near_the_floor(
+    me: Running,
+    others: Sequence[Running],
+    available: int,
+    total: int,
+    limits: Limits = DEFAULT,
+    falling: int = 0,
+) -> bool:
+    """Is free memory, less what the running jobs are still expected to grow,
+    within ``tight_floors`` times the floor a pause keeps? Then this (running) job is
+    checked sooner (Limits.watch_interval): the pause and the stop act between two
+    checks only if the memory left covers what the compiles take in between."""
+    room = available - still_to_grow(me, others, limits)
+    return room < limits.tight_floors * floor_now(total, falling, limits)
+
+
 def should_resume(
     me: Running,
     others: Sequence[Running],
