@@ -2,7 +2,8 @@
 
 While the compiler runs, its process tree's memory is sampled (the peak is learned)
 and free memory is checked (Limits.watch_interval: often in the compile's first
-seconds, when it grows fastest, unless no slot holder is older; pause.py): when what
+seconds, when it grows fastest, and near the floor, unless no slot holder is older;
+pause.py): when what
 the running jobs are still expected to grow would take it below the critical floor,
 the youngest job pauses its compile until there is room again (and while memory
 pressure stays high: pressure.Brake); only when memory gets critical all the same

@@ -1,8 +1,9 @@
 """Pausing a guarded compile before memory runs out, rather than killing it.
 
 While its compiler runs, each attempt asks admission.pause_step what to do with it
-(every Limits.watch_interval: often while younger than another slot holder, at the
-slow rate once the oldest); this module carries the answer out:
+(every Limits.watch_interval: often while younger than another slot holder, more
+often near the floor, at the slow rate once the oldest); this module carries the
+answer out:
 
 - pause: SIGSTOP the compile's process tree (children first, then the compiler, and
   once more for any child it started meanwhile), lend the jobserver token back to
@@ -40,7 +41,7 @@ from ltoguard.admission import (
 )
 from ltoguard.messages import note
 from ltoguard.sizes import format_size
-from ltoguard.structs import struct
+from ltoguard.structs import replace, struct
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -186,9 +187,9 @@ class PauseWatch:
         elif self.paused and self.lend is not None:
             self.lend()  # kept at the pause, the bound may allow it now (at once if lent)
         self.settled = not self.paused and oldest(reading.me, reading.others)
-        self.tight = not self.paused and near_the_floor(
-            reading.me, reading.others, reading.available, reading.total, falling=falling
-        )
+        me = replace(reading.me, paused=self.paused)
+        free = reading.available + reading.swap  # as pressure_step counts it
+        self.tight = near_the_floor(me, reading.others, free, reading.total, falling=falling)
         return False
 
     def pause(self, reading: Reading) -> None:

@@ -544,7 +544,7 @@ def simulate(
         # while two or more run (alone, attempt.py reads nothing).
         if len(running) >= 2:
             for r in sorted(running, key=lambda r: (r.started, r.order), reverse=True):
-                if r not in running or t < r.next_watch:
+                if r not in running or t + TICK / 2 < r.next_watch:  # t drifts by adding TICK
                     continue
                 others = [o.running() for o in running if o is not r]
                 paused_for = 0.0 if r.paused_at is None else t - r.paused_at
@@ -578,9 +578,8 @@ def simulate(
                 elif step == admission.RESUME and r.paused_at is not None:
                     res.paused_s += t - r.paused_at
                     r.paused_at = None
-                running_now = r.paused_at is None
-                settled = running_now and admission.oldest(r.running(), others)
-                tight = running_now and admission.near_the_floor(
+                settled = r.paused_at is None and admission.oldest(r.running(), others)
+                tight = admission.near_the_floor(
                     r.running(), others, now_free, cap, limits, falling
                 )
                 r.next_watch = t + limits.watch_interval(

@@ -419,6 +419,10 @@ def test_near_the_floor_a_compile_is_watched_sooner() -> None:
     assert not near_the_floor(me, [older], near + 2 * MiB, total)
     # Falling fast, the floor a pause keeps is higher: so is "near".
     assert near_the_floor(me, [older], near + 2 * MiB, total, falling=2 * floor)
+    # Paused, only the critical floor stops it: near is within that many of it.
+    paused = replace(me, paused=True)
+    assert near_the_floor(paused, [older], int(DEFAULT.tight_floors * floor) - MiB, total)
+    assert not near_the_floor(paused, [older], int(DEFAULT.tight_floors * floor) + MiB, total)
 
 
 def test_a_fall_seen_sooner_counts_as_over_the_regular_interval() -> None:
@@ -429,7 +433,8 @@ def test_a_fall_seen_sooner_counts_as_over_the_regular_interval() -> None:
     assert fall_per_watch(10 * MiB, DEFAULT.watch, later) == 10 * MiB
     assert fall_per_watch(10 * MiB, 2 * DEFAULT.watch, later) == 10 * MiB  # a late check
     assert fall_per_watch(10 * MiB, DEFAULT.fast_watch, 0.5) == 10 * MiB  # its regular rate
-    assert fall_per_watch(10 * MiB, 0.0, later) == 10 * MiB
+    # Never scaled by more than a fast check's share (no division by a tiny time).
+    assert fall_per_watch(10 * MiB, 0.0, later) == 50 * MiB
 
 
 def test_the_oldest_holder_counts_paused_ones_too() -> None:

@@ -45,9 +45,10 @@ ALLOCATOR = textwrap.dedent(
     os.write(2, b'{{"$message_type":"diagnostic","message":"unused variable"}}\\n')
     mb = int(env["FAKE_RERUN_MB"] if rerun else env["FAKE_MB"])
     step = float(env.get("FAKE_STEP_S", "0"))
+    size = int(env.get("FAKE_CHUNK_MB", "10"))
     hold = []
-    for _ in range(mb // 10):
-        chunk = bytearray(10 << 20)
+    for _ in range(mb // size):
+        chunk = bytearray(size << 20)
         for i in range(0, len(chunk), 4096):
             chunk[i] = 1
         hold.append(chunk)
@@ -143,11 +144,13 @@ def test_youngest_job_pauses_then_stops_itself_before_the_kernel_kills_anything(
     tmp_path: Path, procs: Procs
 ) -> None:
     """Two guarded jobs outgrow the memory (their learned estimates are wrong). The
-    younger grows 10 MiB every 0.2 s, faster per regular check (0.25 s) than the
-    floor under 700 MiB (17.5 MiB): near the floor it is checked sooner, and
-    pauses. Then an ordinary compile takes 12 MiB more: memory is critical, and the
-    paused younger stops itself (its memory freed) and reruns once the older ends.
-    The kernel kills nothing (the younger used to be OOM-killed now and then)."""
+    younger grows 20 MiB every 0.4 s, more in one step than the floor under 700 MiB
+    (17.5 MiB): near the floor it is checked every 0.1 s, and the step it sees, as a
+    fall over a regular check (50 MiB), pauses it before the critical floor. Then an
+    ordinary compile grows 1 MiB every 0.05 s: memory gets critical, and the paused
+    younger stops itself (its memory freed) and reruns once the older ends. The
+    kernel kills nothing (checked every 0.25 s, a younger growing 10 MiB every 0.2 s
+    was OOM-killed in 3 of 19 runs)."""
     rustc = _fake(tmp_path)
     state = tmp_path / "state"
     state.mkdir(mode=0o700)
@@ -172,12 +175,18 @@ def test_youngest_job_pauses_then_stops_itself_before_the_kernel_kills_anything(
         assert wait_for(lambda: "first" in _read(tmp_path / "done.log"), timeout=60)
         younger = procs.start(
             cg.enter_command() + ltoguard_cmd(rustc, "younger"),
-            dict(base, FAKE_MARKER=str(tmp_path / "b"), FAKE_MB="500", FAKE_STEP_S="0.2"),
+            dict(
+                base,
+                FAKE_MARKER=str(tmp_path / "b"),
+                FAKE_MB="500",
+                FAKE_CHUNK_MB="20",
+                FAKE_STEP_S="0.4",
+            ),
             cwd=cwd,
         )
         assert wait_for(lambda: _paused(state), timeout=60), "the younger never paused"
         hog = procs.start(
-            cg.enter_command() + [sys.executable, "-c", SMALL_HOG, "12", str(ready), "3"],
+            cg.enter_command() + [sys.executable, "-c", SMALL_HOG, "60", str(ready), "3"],
             clean_env(tmp_path, state),
         )
         _, err_y = younger.communicate(timeout=120)
@@ -206,12 +215,15 @@ def _paused(state: Path) -> bool:
 
 SMALL_HOG = textwrap.dedent(
     """\
-    # An ordinary compile: takes MiB (argv 1) at once, 1 MiB at a time, then holds.
+    # An ordinary compile: grows to MiB (argv 1), 1 MiB every 0.05 s, then holds.
     import sys, time
-    hold = [bytearray(1 << 20) for _ in range(int(sys.argv[1]))]
-    for chunk in hold:
+    hold = []
+    for _ in range(int(sys.argv[1])):
+        chunk = bytearray(1 << 20)
         for i in range(0, len(chunk), 4096):
             chunk[i] = 1
+        hold.append(chunk)
+        time.sleep(0.05)
     open(sys.argv[2], "w").write("ready")
     time.sleep(float(sys.argv[3]))
     """

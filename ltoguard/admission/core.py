@@ -24,7 +24,7 @@ class Limits:
     critical_floor_max: int = 256 * MiB
     # The floor is at most this share of the bound's size: it must cover what a
     # compile grows between two checks, which come every `fast_watch` seconds while
-    # it grows fastest.
+    # it grows fastest and every `tight_watch` near the floor.
     critical_floor_divisor: int = 40
     # Free memory admission keeps after all estimates, in critical floors: thin, as a
     # pair that outgrows its estimates pauses rather than gets killed.
@@ -91,22 +91,11 @@ def critical(available: int, total: int, limits: Limits = DEFAULT) -> bool:
     return available < limits.critical_floor(total)
 
 
-def fall_per_watch(falling: int, elapsed: float, age: float, limits: Limits = DEFAULT) -> int:
-    """What free memory fell by (``falling`` bytes) over the ``elapsed`` seconds since a
-    job's last check, as a fall over its regular interval at its ``age``: a check
-    near the floor comes sooner than that (``tight_watch``), and the pause keeps what
-    it kept at the regular rate (``floor_now``)."""
-    regular = limits.watch_interval(age)
-    if elapsed <= 0 or elapsed >= regular:
-        return falling
-    return int(falling * regular / elapsed)
-
-
 def floor_now(total: int, falling: int, limits: Limits = DEFAULT) -> int:
     """The floor a pause keeps: the critical floor, raised to what free memory fell by
-    since the last check (``falling`` bytes), as memory falling that fast may fall as
-    far again before the next check; pausing then keeps it off the critical floor,
-    where a compile is stopped and its work lost."""
+    over a regular check (``falling`` bytes: steps.fall_per_watch), as memory falling
+    that fast may fall as far again before the next; pausing then keeps it off the
+    critical floor, where a compile is stopped and its work lost."""
     return max(limits.critical_floor(total), falling)
 
 

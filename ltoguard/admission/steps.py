@@ -76,6 +76,17 @@ def should_pause(
     return available - still_to_grow(me, others, limits) < floor_now(total, falling, limits)
 
 
+def fall_per_watch(falling: int, elapsed: float, age: float, limits: Limits = DEFAULT) -> int:
+    """What free memory fell by (``falling`` bytes) over the ``elapsed`` seconds since a
+    job's last check, as a fall over its regular interval at its ``age``: a check
+    near the floor comes sooner than that (``tight_watch``), and the pause keeps what
+    it kept at the regular rate (``floor_now``)."""
+    regular = limits.watch_interval(age)
+    if elapsed >= regular:
+        return falling
+    return int(falling * regular / max(elapsed, limits.fast_watch))
+
+
 def near_the_floor(
     me: Running,
     others: Sequence[Running],
@@ -85,9 +96,13 @@ def near_the_floor(
     falling: int = 0,
 ) -> bool:
     """Is free memory, less what the running jobs are still expected to grow,
-    within ``tight_floors`` times the floor a pause keeps? Then this (running) job is
-    checked sooner (Limits.watch_interval): the pause and the stop act between two
-    checks only if the memory left covers what the compiles take in between."""
+    within ``tight_floors`` times the floor a pause keeps? (For a paused job, which
+    only a critical floor stops: free memory within that many critical floors.)
+    Then the job is checked sooner (Limits.watch_interval): the pause and the stop
+    act between two checks only if the memory left covers what the compiles take in
+    between."""
+    if me.paused:
+        return available < limits.tight_floors * limits.critical_floor(total)
     room = available - still_to_grow(me, others, limits)
     return room < limits.tight_floors * floor_now(total, falling, limits)
 
@@ -136,7 +151,8 @@ def pause_step(
     the other jobs holding slots). Free memory really critical: the youngest job of
     several is killed, paused or not (choose_victim), and a paused job that is not
     the victim stays paused; the oldest job is never left paused. ``falling``: bytes
-    free memory fell by since this job's last check (a pause keeps at least that)."""
+    free memory fell by over a regular check (fall_per_watch; a pause keeps at least
+    that)."""
     if paused and oldest(me, others):
         return Step.RESUME
     if critical(available, total, limits):
