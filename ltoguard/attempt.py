@@ -3,14 +3,13 @@
 While the compiler runs, its process tree's memory is sampled (the peak is learned)
 and free memory is checked (Limits.watch_interval: often in the compile's first
 seconds, when it grows fastest, and near the floor, unless no slot holder is older;
-pause.py): when what
-the running jobs are still expected to grow would take it below the critical floor,
-the youngest job pauses its compile until there is room again (and while memory
-pressure stays high: pressure.Brake); only when memory gets critical all the same
-does the youngest job stop its own compile (it lost least work) and say so in its
-result; the caller queues it again. Whether a SIGKILL was the kernel's OOM killer is
-told from the OOM counters before and after, and an LLVM allocation failure from the
-compiler's stderr (relay.py)."""
+pause.py): when what the running jobs are still expected to grow would take it
+below the critical floor, the youngest job pauses its compile until there is room
+again (and while memory pressure stays high: pressure.Brake); only when memory gets
+critical all the same does the youngest job stop its own compile (it lost least
+work) and say so in its result; the caller queues it again. Whether a SIGKILL was
+the kernel's OOM killer is told from the OOM counters before and after, and an LLVM
+allocation failure from the compiler's stderr (relay.py)."""
 
 from __future__ import annotations
 
