@@ -151,15 +151,8 @@ class GuardedRun:
                     code = -exc.signum
                     break
                 seq = slot.seq
-                if policy.alone and lease.lent and not lease.reclaim(timeout=0):
-                    # Rerunning alone after an OOM kill: nothing may start beside it,
-                    # an ordinary compile on its token included; unless a waiter of
-                    # this build holds a token (it runs no compile, and starts after).
-                    lease.reclaim(
-                        should_stop=self._a_sibling_waiter_holds_a_token,
-                        poll=0.25,
-                        timeout=RECLAIM_BEFORE_ALONE,
-                    )
+                if policy.alone:
+                    self._token_back_before_alone(lease)
                 signals = process.Forwarder()
                 attempt = Attempt(self.record, self.sem, self.settings.memory_parsed, relay)
                 steps: list[Step] = []
@@ -182,6 +175,17 @@ class GuardedRun:
                     break
                 policy.again(step.estimate_at_least, alone=step.action == RERUN_ALONE)
         return process.exit_like(code)
+
+    def _token_back_before_alone(self, lease: Lease) -> None:
+        """Rerunning alone after an OOM kill: nothing may start beside it, an ordinary
+        compile on its token included; so it takes its token back first, unless a
+        waiter of this build holds one (it runs no compile, and starts after)."""
+        if lease.lent and not lease.reclaim(timeout=0):
+            lease.reclaim(
+                should_stop=self._a_sibling_waiter_holds_a_token,
+                poll=0.25,
+                timeout=RECLAIM_BEFORE_ALONE,
+            )
 
     def _a_sibling_waiter_holds_a_token(self) -> bool:
         try:

@@ -394,8 +394,7 @@ TRACES = sorted((Path(__file__).resolve().parent / "data" / "traces").glob("*.js
 def test_on_the_recorded_traces_nothing_gets_worse(path: Path, estimates: str) -> None:
     """Nor does the phase end much later: a job that starts before the head may hold
     the CPU the head would have started on (admission's CPU rule) for the rest of its
-    run, which on real-6-bins at 600 MiB, learned, costs 0.9 s (33.6 against 32.7 s),
-    and 1.0 s since the checks near the floor (33.65 against 32.65 s: one pause more)."""
+    run (docs/design.md, backfill: the one trace where it does)."""
     cap = simulate.cap_from_name(path)
     assert cap is not None
     fifo = simulate.simulate(simulate.load_trace(path), cap, estimates=estimates, backfill=False)

@@ -108,8 +108,7 @@ def test_a_compile_growing_faster_than_the_floor_per_check_is_never_oom_killed(
 ) -> None:
     """Past its estimate and its first seconds, the younger of two grows 150 MiB/s:
     37.5 MiB per regular check (0.25 s), more than the floor under 600 MiB (15
-    MiB). Checked every 0.25 s, it was OOM-killed; near the floor it is checked
-    sooner, and pauses."""
+    MiB). Near the floor it is checked sooner, and pauses."""
     grow = [[0.0, 0], [3.0, 30 * MiB]]
     grow += [[3.0 + i * 0.25, int((30 + 37.5 * i) * MiB)] for i in range(1, 13)]
     younger = event("b", 0, 10, 500, estimate=50 * MiB)
