@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from ltoguard.jobserver import Lease
     from ltoguard.policy import AdmissionPolicy
     from ltoguard.retry import Step
-    from ltoguard.semaphore import Slot
+    from ltoguard.semaphore import Slot, Ticket
 
 
 def run_guarded(argv: Sequence[str]) -> int:
@@ -117,6 +117,7 @@ class GuardedRun:
         self.attempts: list[list[float | str]] = []
         self.paused_at_admission = 0.0
         self.told_wait = False
+        self.requeued: Ticket | None = None  # the next attempt's ticket, made by _ended
 
     def run(self) -> int:
         from ltoguard.attempt import Attempt
@@ -135,12 +136,11 @@ class GuardedRun:
         # the next admission (it is queued again), and is balanced before it exits.
         with Lease(jobserver, on_change=self._mark_lent) as lease:
             while True:
+                # Queued again before the last attempt's slot was freed (_ended).
+                ticket, self.requeued = self.requeued, None
                 try:
-                    process.raise_on_signals()
-                    if signals.received:
-                        # A signal came during the last attempt (or since): no second one.
-                        raise process.Interrupted(signals.received[0])
-                    slot = self._acquire(policy, lease, seq)
+                    _raise_if_signalled(signals, self.sem, ticket)
+                    slot = self._acquire(policy, lease, seq, ticket)
                 except StateDirGone:
                     # Removed mid-build: make it again (same checks) and queue there.
                     path, dir_fd = open_state_dir(self.settings.dir)
@@ -156,7 +156,8 @@ class GuardedRun:
                 signals = process.Forwarder()
                 attempt = Attempt(self.record, self.sem, self.settings.memory_parsed, relay)
                 steps: list[Step] = []
-                result = attempt.run(slot, signals, lease, partial(self._ended, state, steps))
+                ended = partial(self._ended, state, steps, policy, seq)
+                result = attempt.run(slot, signals, lease, ended)
                 self.record.peak = max(self.record.peak, result.peak)
                 step = steps[0]
                 state = self._attempt_ended(step)
@@ -173,7 +174,6 @@ class GuardedRun:
                         timeout=RECLAIM_AFTER_RUN,
                     )
                     break
-                policy.again(step.estimate_at_least, alone=step.action == RERUN_ALONE)
         return process.exit_like(code)
 
     def _token_back_before_alone(self, lease: Lease) -> None:
@@ -251,10 +251,12 @@ class GuardedRun:
 
         return predict(inputs, debuginfo=self.job.debuginfo)
 
-    def _acquire(self, policy: AdmissionPolicy, lease: Lease, seq: int | None) -> Slot:
-        """Queue (again at ``seq``, the job's first position, after stopping itself)
-        until the policy admits it, lending the token meanwhile; signals stay held
-        until the attempt forwards them."""
+    def _acquire(
+        self, policy: AdmissionPolicy, lease: Lease, seq: int | None, ticket: Ticket | None
+    ) -> Slot:
+        """Queue (again at ``seq``, the job's first position, after stopping itself,
+        on the ``ticket`` made then) until the policy admits it, lending the token
+        meanwhile; signals stay held until the attempt forwards them."""
         t_wait = time.time()
         self.attempts.append([round(t_wait, 3)])
         slot = self.sem.acquire(
@@ -262,6 +264,7 @@ class GuardedRun:
             policy,
             self._announce,
             seq=seq,
+            ticket=ticket,
             gate=LendWhileWaiting(
                 lease, LentTokens(self.sem.dir_fd), beside_alone=self._rerun_alone_runs
             ),
@@ -313,13 +316,30 @@ class GuardedRun:
         self.told_wait = True
         note(f"{self.job.what} waited {waited:.1f}s before it started ({self.waiting})")
 
-    def _ended(self, state: RetryState, steps: list[Step], result: AttemptResult) -> None:
+    def _ended(
+        self,
+        state: RetryState,
+        steps: list[Step],
+        policy: AdmissionPolicy,
+        seq: int,
+        result: AttemptResult,
+    ) -> None:
         """An attempt ended, its slot not yet freed: what comes next, and the peak
-        learned now, so that a waiter woken by the freed slot estimates from it."""
+        learned now, so that a waiter woken by the freed slot estimates from it. A job
+        that queues again takes its ticket at its first position now: a waiter woken
+        by the freed slot finds it still ahead (it would take its place, or start
+        beside its rerun alone)."""
         step = next_step(result, state, self.job.what)
         if step.learn:
             self._learn(result.peak)
         steps.append(step)
+        if step.action == DONE:
+            return
+        policy.again(step.estimate_at_least, alone=step.action == RERUN_ALONE)
+        try:
+            self.requeued = self.sem.requeue(self.record.ticket, policy, seq)
+        except (OSError, StateDirError):
+            pass  # queued after the slot is freed, as before (the state dir says why)
 
     def _learn(self, peak: int) -> None:
         if self.job.estimate is not None:
@@ -346,6 +366,19 @@ class GuardedRun:
 RECLAIM_AFTER_RUN = 120.0
 # Seconds an OOM rerun, admitted alone, waits for its token before it starts.
 RECLAIM_BEFORE_ALONE = 30.0
+
+
+def _raise_if_signalled(signals: process.Forwarder, sem: Semaphore, ticket: Ticket | None) -> None:
+    """Interrupted by a signal since the last attempt (or during it: no second one),
+    dropping the ticket the job queued again on."""
+    try:
+        process.raise_on_signals()
+        if signals.received:
+            raise process.Interrupted(signals.received[0])
+    except BaseException:
+        if ticket is not None:
+            sem.drop_ticket(ticket)
+        raise
 
 
 def _signalled_or_orphaned(signals: process.Forwarder, lease: Lease) -> bool:

@@ -8,9 +8,12 @@ uid its name claims, and text from it is shown only through `printable`.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 
-from ltoguard.statedir import read_small_file
+from ltoguard import locks
+from ltoguard.statedir import read_small_file, unlink_quietly
 from ltoguard.structs import struct
 
 TYPE_CHECKING = False
@@ -145,3 +148,48 @@ def read_ticket(dir_fd: int, name: str) -> dict[str, Any] | None:
     except (OSError, ValueError, RecursionError, IndexError):
         rec = {}
     return rec if isinstance(rec, dict) else None
+
+
+@struct
+class Ticket:
+    """Our place in the queue: the ticket file we hold locked, and its sequence number."""
+
+    fd: int
+    name: str
+    seq: int
+
+
+def new_ticket(dir_fd: int, name: str, seq: int, content: str) -> Ticket:
+    """Make ticket ``name`` (it must not exist) and hold it locked."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(name, flags, 0o644, dir_fd=dir_fd)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.fchmod(fd, 0o644)
+        try:
+            os.write(fd, content.encode())
+        except OSError:
+            pass  # a full disk: the ticket's content is for display; its lock is what counts
+    except BaseException:
+        os.close(fd)
+        unlink_quietly(dir_fd, name)
+        raise
+    return Ticket(fd, name, seq)
+
+
+def drop_ticket(dir_fd: int, t: Ticket) -> None:
+    """Unlink first, then close: a successor blocked on our lock wakes on close and
+    rescans a queue that no longer lists us."""
+    unlink_quietly(dir_fd, t.name)
+    os.close(t.fd)
+
+
+def waiting(dir_fd: int, names: list[str]) -> list[dict[str, Any]]:
+    """Live waiters' tickets (locked by their owners) in queue order."""
+    out = []
+    for _seq, name in tickets(names):
+        if locks.exclusively_held(dir_fd, name):
+            rec = read_ticket(dir_fd, name)
+            if rec is not None:
+                out.append(rec)
+    return out

@@ -28,7 +28,6 @@ sub-directories whose permissions could go wrong):
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import signal
@@ -38,7 +37,7 @@ from functools import partial
 from ltoguard import locks, process, records
 from ltoguard.admission import BACKFILL_DEPTH, Admission, Why, behind, is_head
 from ltoguard.passing import backfiller, marked_alone, passers, show_refusal, ticket_fields
-from ltoguard.records import Holder, printable
+from ltoguard.records import Holder, Ticket, printable
 from ltoguard.statedir import StateDirError, unlink_quietly, write_private_file
 from ltoguard.structs import struct
 
@@ -74,15 +73,6 @@ FULL_RECHECK = 0.5
 
 class StateDirGone(StateDirError):
     """The state directory was removed while we used it (e.g. `rm -rf /tmp/...` mid-build)."""
-
-
-@struct
-class Ticket:
-    """Our place in the queue: the ticket file we hold locked, and its sequence number."""
-
-    fd: int
-    name: str
-    seq: int
 
 
 @struct
@@ -166,30 +156,31 @@ class Semaphore:
         if seq is None:
             seq = time.monotonic_ns()
         name = records.ticket_name(seq, self.uid, self.pid)
-        fd = os.open(
-            name,
-            os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-            0o644,
-            dir_fd=self.dir_fd,
-        )
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.fchmod(fd, 0o644)
-            try:
-                os.write(fd, json.dumps(ticket_fields(info)).encode())
-            except OSError:
-                pass  # a full disk: the ticket's content is for display; its lock is what counts
-        except BaseException:
-            os.close(fd)
-            unlink_quietly(self.dir_fd, name)
-            raise
-        return Ticket(fd, name, seq)
+        return records.new_ticket(self.dir_fd, name, seq, json.dumps(ticket_fields(info)))
 
-    def _drop_ticket(self, t: Ticket) -> None:
-        # Unlink first, then close: a successor blocked on our lock wakes on close
-        # and rescans a queue that no longer lists us.
-        unlink_quietly(self.dir_fd, t.name)
-        os.close(t.fd)
+    def drop_ticket(self, t: Ticket) -> None:
+        records.drop_ticket(self.dir_fd, t)
+
+    def requeue(self, info: Info, admit: Admit, seq: int) -> Ticket:
+        """A ticket at ``seq`` for a job that still holds its slot and queues again
+        (stopped to save memory, or to rerun alone): made before the slot is freed, so
+        no waiter behind it starts in between and takes its place (or runs beside the
+        rerun). ``acquire(ticket=...)`` waits on it; ``drop_ticket`` if it never does."""
+        if getattr(admit, "alone", False) is True:
+            info = marked_alone(info)
+        with self.mutex():
+            mask = process.hold_signals()
+            try:
+                ticket = self._enqueue(info, seq)
+            except BaseException:
+                process.restore_signals(mask)
+                raise
+        try:
+            process.restore_signals(mask)  # a signal held back meanwhile is handled here
+        except BaseException:
+            self.drop_ticket(ticket)
+            raise
+        return ticket
 
     def acquire(
         self,
@@ -198,6 +189,7 @@ class Semaphore:
         on_wait: Callable[[Snapshot, Admission], None] | None = None,
         *,
         seq: int | None = None,
+        ticket: Ticket | None = None,
         poll: float = HEAD_POLL,
         gate: Callable[[int], object] | None = None,
         hold_signals: bool = False,
@@ -205,7 +197,8 @@ class Semaphore:
         """Wait in FIFO order until `admit` says yes, then hold a slot.
 
         `seq` re-enters the queue at an earlier position (a job stopped to save memory
-        goes back to the head). `gate(ahead)` runs, under the mutex, whenever the
+        goes back to the head); ``ticket`` waits on one made by ``requeue`` (the
+        caller hands it over: it is dropped here unless a slot is got). `gate(ahead)` runs, under the mutex, whenever the
         waiter looks (ahead: how many wait before it; 0: at the head, before each
         admission attempt): the jobserver lease lends its token there while queued
         (lending.py).
@@ -217,7 +210,6 @@ class Semaphore:
         the caller has the slot in hand.
         """
         mask: set[int | signal.Signals] | None = None
-        ticket: Ticket | None = None
         got: Slot | None = None
         probes: list[int] = []  # the slots held at the last "no", to notice one freed
         if getattr(admit, "alone", False) is True:
@@ -225,12 +217,13 @@ class Semaphore:
         try:
             with self.mutex():  # not blocked while waiting for it: Ctrl-C still works
                 mask = process.hold_signals()
-                ticket = self._enqueue(info, seq)
+                if ticket is None:
+                    ticket = self._enqueue(info, seq)
             process.restore_signals(mask)  # a signal held back meanwhile raises here
             got = self._wait_in_line(ticket, info, admit, on_wait, poll, gate, mask, probes)
         except BaseException as exc:
             if ticket is not None:
-                self._drop_ticket(ticket)
+                self.drop_ticket(ticket)
             if mask is not None:
                 process.restore_signals(mask)
             if isinstance(exc, OSError):
@@ -338,7 +331,7 @@ class Semaphore:
         process.hold_signals()
         got = self._try_admit(names, info, rule, passing)
         if isinstance(got, Slot):
-            self._drop_ticket(ticket)
+            self.drop_ticket(ticket)
             got.seq = ticket.seq
             return got
         probes[:] = locks.open_slots(self.dir_fd, [h.slot for h in got[0].holders])
@@ -389,11 +382,4 @@ class Semaphore:
 
     def queue(self) -> list[dict[str, Any]]:
         """Live waiters in order, for status displays."""
-        out = []
-        for _seq, name in records.tickets(self._names()):
-            if not locks.exclusively_held(self.dir_fd, name):
-                continue
-            rec = records.read_ticket(self.dir_fd, name)
-            if rec is not None:
-                out.append(rec)
-        return out
+        return records.waiting(self.dir_fd, self._names())

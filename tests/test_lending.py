@@ -442,6 +442,8 @@ def test_a_rerun_alone_does_not_wait_for_a_token_no_compile_can_give_back(
     assert heavy.returncode == 0 and b"running it again, alone" in err, err.decode()
     for p in [holder.proc, *waiters]:
         assert p.wait(timeout=60) == 0
+    # No waiter took the rerun's place as its first attempt ended (it queued again first).
+    assert starts(tmp_path)[:3] == ["holder", "heavy", "heavy"]
     assert pool.count() == 0
 
 

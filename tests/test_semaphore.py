@@ -689,3 +689,69 @@ def test_a_rerun_alone_is_marked_in_its_record_on_one_cpu_too(tmp_path: Path) ->
         assert record["alone"] is True
     finally:
         sem.release(slot)
+
+
+@pytest.mark.parametrize("why", ["stopped itself", "out of memory"])
+def test_a_job_that_queues_again_is_queued_before_its_slot_is_freed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, why: str
+) -> None:
+    """A job stopped to save memory, or rerunning alone after an OOM kill, queues
+    again at its first position. Its ticket is there before its slot is freed: a
+    waiter woken by the freed slot finds it ahead (it would take its place, or start
+    beside the rerun alone), and the next attempt waits on that very ticket."""
+    from ltoguard import attempt
+    from ltoguard.config import Settings
+    from ltoguard.guard import GuardedRun
+    from ltoguard.jobs import Job
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    path, dir_fd = open_state_dir(str(tmp_path / "s"))
+    job = Job(["true"], kind="rustc", name="w", what="crate w (bin)", key="k", group="g")
+    seen: list[tuple[int, list[dict[str, Any]]]] = []  # (slot's seq, live tickets)
+
+    def run(self: Any, slot: Any, signals: Any, lease: Any = None, ended: Any = None) -> Any:
+        if slot.sigmask is not None:
+            process.restore_signals(slot.sigmask)  # as the real one: held since admission
+        first = not seen
+        result = attempt.AttemptResult(
+            0 if not first else -9,
+            50 << 20,
+            stopped_itself=first and why == "stopped itself",
+            out_of_memory=first and why == "out of memory",
+        )
+        if ended is not None:
+            ended(result)
+        seen.append((slot.seq, self.sem.queue()))
+        self.sem.release(slot)
+        return result
+
+    monkeypatch.setattr(attempt.Attempt, "run", run)
+    handlers = {s: signal.getsignal(s) for s in process.FORWARDED}
+    try:
+        assert GuardedRun(job, Settings({}), Semaphore(path, dir_fd)).run() == 0
+    finally:
+        for s, h in handlers.items():  # the guard's own, in this test's process
+            signal.signal(s, h)
+    (seq, queued), (seq_again, after) = seen
+    assert [t["pid"] for t in queued] == [os.getpid()], "not queued again before the release"
+    assert queued[0]["estimate"] >= 50 << 20  # the raised estimate, in the ticket
+    assert queued[0].get("alone", False) is (why == "out of memory")
+    assert seq_again == seq  # admitted on that ticket, at its first position
+    assert after == []
+    assert list((tmp_path / "s").glob("q-*")) == []
+
+
+def test_a_signal_between_two_attempts_drops_the_ticket_queued_again(tmp_path: Path) -> None:
+    """A signal that came during the attempt that ended (or since) ends the job before
+    its next wait: the ticket it queued again on is not left behind."""
+    from ltoguard.guard import _raise_if_signalled
+
+    path, dir_fd = open_state_dir(str(tmp_path / "s"))
+    sem = Semaphore(path, dir_fd)
+    ticket = sem.requeue({"crate": "w"}, lambda snap: slot_cap(snap.running, 1), 1)
+    assert [t["crate"] for t in sem.queue()] == ["w"]
+    signals = process.Forwarder()
+    signals.received.append(signal.SIGTERM)
+    with pytest.raises(process.Interrupted):
+        _raise_if_signalled(signals, sem, ticket)
+    assert sem.queue() == [] and list((tmp_path / "s").glob("q-*")) == []
