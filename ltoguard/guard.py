@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from ltoguard.history import HistoryStore
     from ltoguard.jobserver import Lease
     from ltoguard.policy import AdmissionPolicy
+    from ltoguard.relay import StderrRelay
     from ltoguard.retry import Step
     from ltoguard.semaphore import Slot, Ticket
 
@@ -120,7 +121,6 @@ class GuardedRun:
         self.requeued: Ticket | None = None  # the next attempt's ticket, made by _ended
 
     def run(self) -> int:
-        from ltoguard.attempt import Attempt
         from ltoguard.jobserver import Jobserver, Lease
         from ltoguard.relay import StderrRelay
 
@@ -129,52 +129,70 @@ class GuardedRun:
         # A relay dedupes an OOM rerun's diagnostics for cargo; a terminal gets the
         # compiler's stderr directly (colours, progress).
         relay = None if _isatty(2) else StderrRelay()
-        state = RetryState()
-        seq: int | None = None
-        signals = process.Forwarder()
         # One lease for the whole job: its token stays lent between a requeue and
         # the next admission (it is queued again), and is balanced before it exits.
         with Lease(jobserver, on_change=self._mark_lent) as lease:
-            while True:
-                # Queued again before the last attempt's slot was freed (_ended).
-                ticket, self.requeued = self.requeued, None
-                try:
-                    _raise_if_signalled(signals, self.sem, ticket)
-                    slot = self._acquire(policy, lease, seq, ticket)
-                except StateDirGone:
-                    # Removed mid-build: make it again (same checks) and queue there.
-                    path, dir_fd = open_state_dir(self.settings.dir)
-                    self.sem = Semaphore(path, dir_fd)
-                    continue
-                except process.Interrupted as exc:
-                    self._event(-exc.signum, "interrupted", state)
-                    code = -exc.signum
-                    break
-                seq = slot.seq
-                if policy.alone:
-                    self._token_back_before_alone(lease)
-                signals = process.Forwarder()
-                attempt = Attempt(self.record, self.sem, self.settings.memory_parsed, relay)
-                steps: list[Step] = []
-                ended = partial(self._ended, state, steps, policy, seq)
-                result = attempt.run(slot, signals, lease, ended)
-                self.record.peak = max(self.record.peak, result.peak)
-                step = steps[0]
-                state = self._attempt_ended(step)
-                if step.message:
-                    # An error fails the unit (cargo replays nothing of it); the rest is news.
-                    (say if step.action == DONE else note)(step.message)
-                if step.action == DONE:
-                    self._event(step.code, step.outcome, state)
-                    code = step.code
-                    # Balanced before we go, holding no slot: cargo runs its -j jobs
-                    # meanwhile, one with our token. A signal ends the wait.
-                    lease.reclaim(
-                        should_stop=partial(_signalled_or_orphaned, signals, lease),
-                        timeout=RECLAIM_AFTER_RUN,
-                    )
-                    break
+            try:
+                code = self._attempts(policy, lease, relay)
+            finally:
+                self._drop_requeued()  # whatever ended the job between two attempts
         return process.exit_like(code)
+
+    def _attempts(self, policy: AdmissionPolicy, lease: Lease, relay: StderrRelay | None) -> int:
+        """Queue, run, and queue again while an attempt says so; the exit status."""
+        from ltoguard.attempt import Attempt
+
+        state = RetryState()
+        seq: int | None = None
+        signals = process.Forwarder()
+        while True:
+            try:
+                process.raise_on_signals()
+                if signals.received:
+                    # A signal came during the last attempt (or since): no second one.
+                    raise process.Interrupted(signals.received[0])
+                # On the ticket it queued again on (_ended), if it did.
+                slot = self._acquire(policy, lease, seq, self.requeued)
+            except StateDirGone:
+                # Removed mid-build: make it again (same checks) and queue there.
+                self._drop_requeued()
+                path, dir_fd = open_state_dir(self.settings.dir)
+                self.sem = Semaphore(path, dir_fd)
+                continue
+            except process.Interrupted as exc:
+                self._event(-exc.signum, "interrupted", state)
+                return -exc.signum
+            self.requeued = None  # dropped at admission
+            seq = slot.seq
+            if policy.alone:
+                self._token_back_before_alone(lease)
+            signals = process.Forwarder()
+            attempt = Attempt(self.record, self.sem, self.settings.memory_parsed, relay)
+            steps: list[Step] = []
+            ended = partial(self._ended, state, steps, policy, seq)
+            result = attempt.run(slot, signals, lease, ended)
+            self.record.peak = max(self.record.peak, result.peak)
+            step = steps[0]
+            state = self._attempt_ended(step)
+            if step.message:
+                # An error fails the unit (cargo replays nothing of it); the rest is news.
+                (say if step.action == DONE else note)(step.message)
+            if step.action == DONE:
+                self._event(step.code, step.outcome, state)
+                # Balanced before we go, holding no slot: cargo runs its -j jobs
+                # meanwhile, one with our token. A signal ends the wait.
+                lease.reclaim(
+                    should_stop=partial(_signalled_or_orphaned, signals, lease),
+                    timeout=RECLAIM_AFTER_RUN,
+                )
+                return step.code
+
+    def _drop_requeued(self) -> None:
+        """The ticket the job queued again on, if it never waited on it (a signal, an
+        error) or the state directory went: dropped once (records.drop_ticket)."""
+        ticket, self.requeued = self.requeued, None
+        if ticket is not None:
+            self.sem.drop_ticket(ticket)
 
     def _token_back_before_alone(self, lease: Lease) -> None:
         """Rerunning alone after an OOM kill: nothing may start beside it, an ordinary
@@ -366,19 +384,6 @@ class GuardedRun:
 RECLAIM_AFTER_RUN = 120.0
 # Seconds an OOM rerun, admitted alone, waits for its token before it starts.
 RECLAIM_BEFORE_ALONE = 30.0
-
-
-def _raise_if_signalled(signals: process.Forwarder, sem: Semaphore, ticket: Ticket | None) -> None:
-    """Interrupted by a signal since the last attempt (or during it: no second one),
-    dropping the ticket the job queued again on."""
-    try:
-        process.raise_on_signals()
-        if signals.received:
-            raise process.Interrupted(signals.received[0])
-    except BaseException:
-        if ticket is not None:
-            sem.drop_ticket(ticket)
-        raise
 
 
 def _signalled_or_orphaned(signals: process.Forwarder, lease: Lease) -> bool:

@@ -179,9 +179,13 @@ def new_ticket(dir_fd: int, name: str, seq: int, content: str) -> Ticket:
 
 def drop_ticket(dir_fd: int, t: Ticket) -> None:
     """Unlink first, then close: a successor blocked on our lock wakes on close and
-    rescans a queue that no longer lists us."""
+    rescans a queue that no longer lists us. Once: a dropped ticket's fd is -1 (its
+    number may name another file by then)."""
+    if t.fd < 0:
+        return
     unlink_quietly(dir_fd, t.name)
-    os.close(t.fd)
+    fd, t.fd = t.fd, -1
+    os.close(fd)
 
 
 def waiting(dir_fd: int, names: list[str]) -> list[dict[str, Any]]:

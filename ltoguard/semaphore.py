@@ -197,8 +197,8 @@ class Semaphore:
         """Wait in FIFO order until `admit` says yes, then hold a slot.
 
         `seq` re-enters the queue at an earlier position (a job stopped to save memory
-        goes back to the head); ``ticket`` waits on one made by ``requeue`` (the
-        caller hands it over: it is dropped here unless a slot is got). `gate(ahead)` runs, under the mutex, whenever the
+        goes back to the head); ``ticket`` waits on one made by ``requeue`` (dropped
+        here, got a slot or not). `gate(ahead)` runs, under the mutex, whenever the
         waiter looks (ahead: how many wait before it; 0: at the head, before each
         admission attempt): the jobserver lease lends its token there while queued
         (lending.py).

@@ -741,17 +741,58 @@ def test_a_job_that_queues_again_is_queued_before_its_slot_is_freed(
     assert list((tmp_path / "s").glob("q-*")) == []
 
 
-def test_a_signal_between_two_attempts_drops_the_ticket_queued_again(tmp_path: Path) -> None:
-    """A signal that came during the attempt that ended (or since) ends the job before
-    its next wait: the ticket it queued again on is not left behind."""
-    from ltoguard.guard import _raise_if_signalled
+@pytest.mark.parametrize("ends", ["a signal", "an error"])
+def test_a_job_ended_between_two_attempts_leaves_no_ticket(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ends: str
+) -> None:
+    """The first attempt stops itself (so the job queued again on a new ticket), then
+    a signal that came during it, or an error before the next wait, ends the job:
+    the ticket it queued again on is dropped, once, and nobody waits behind it."""
+    from ltoguard import attempt
+    from ltoguard.config import Settings
+    from ltoguard.guard import GuardedRun
+    from ltoguard.jobs import Job
 
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setattr(process, "exit_like", lambda code: code)  # not die by it
     path, dir_fd = open_state_dir(str(tmp_path / "s"))
-    sem = Semaphore(path, dir_fd)
-    ticket = sem.requeue({"crate": "w"}, lambda snap: slot_cap(snap.running, 1), 1)
-    assert [t["crate"] for t in sem.queue()] == ["w"]
-    signals = process.Forwarder()
-    signals.received.append(signal.SIGTERM)
-    with pytest.raises(process.Interrupted):
-        _raise_if_signalled(signals, sem, ticket)
-    assert sem.queue() == [] and list((tmp_path / "s").glob("q-*")) == []
+    job = Job(["true"], kind="rustc", name="w", what="crate w (bin)", key="k", group="g")
+    queued: list[int] = []
+
+    def run(self: Any, slot: Any, signals: Any, lease: Any = None, ended: Any = None) -> Any:
+        if slot.sigmask is not None:
+            process.restore_signals(slot.sigmask)
+        result = attempt.AttemptResult(-9, 50 << 20, stopped_itself=True)
+        ended(result)
+        queued.append(len(self.sem.queue()))
+        self.sem.release(slot)
+        if ends == "a signal":
+            signals.received.append(signal.SIGTERM)  # as its handler does
+        return result
+
+    acquire = GuardedRun._acquire
+    calls: list[int] = []
+
+    def failing_acquire(self: Any, *args: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("before the wait")
+        return acquire(self, *args)
+
+    monkeypatch.setattr(attempt.Attempt, "run", run)
+    if ends == "an error":
+        monkeypatch.setattr(GuardedRun, "_acquire", failing_acquire)
+    handlers = {s: signal.getsignal(s) for s in process.FORWARDED}
+    runner = GuardedRun(job, Settings({}), Semaphore(path, dir_fd))
+    try:
+        if ends == "a signal":
+            assert runner.run() == -signal.SIGTERM
+        else:
+            with pytest.raises(RuntimeError):
+                runner.run()
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
+    assert queued == [1]  # it had queued again
+    assert list((tmp_path / "s").glob("q-*")) == []
+    assert runner.requeued is None
