@@ -629,6 +629,16 @@ def test_an_attempt_s_end_is_handled_before_its_slot_is_freed(tmp_path: Path) ->
         assert sem.snapshot().running == 0
 
 
+def _guard_here(run: Any) -> Any:
+    """A guard run in this test's process: its signal handlers put back after."""
+    handlers = {s: signal.getsignal(s) for s in process.FORWARDED}
+    try:
+        return run()
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
+
+
 def test_the_guard_learns_the_peak_before_the_slot_is_freed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -660,12 +670,7 @@ def test_the_guard_learns_the_peak_before_the_slot_is_freed(
 
     monkeypatch.setattr(attempt.Attempt, "run", run)
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
-    handlers = {s: signal.getsignal(s) for s in process.FORWARDED}
-    try:
-        assert GuardedRun(job, Settings({}), Semaphore(path, dir_fd)).run() == 0
-    finally:
-        for s, h in handlers.items():  # the guard's own, in this test's process
-            signal.signal(s, h)
+    assert _guard_here(GuardedRun(job, Settings({}), Semaphore(path, dir_fd)).run) == 0
     assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == mask  # none left blocked
     assert in_history == [[50 << 20]]
 
@@ -726,12 +731,7 @@ def test_a_job_that_queues_again_is_queued_before_its_slot_is_freed(
         return result
 
     monkeypatch.setattr(attempt.Attempt, "run", run)
-    handlers = {s: signal.getsignal(s) for s in process.FORWARDED}
-    try:
-        assert GuardedRun(job, Settings({}), Semaphore(path, dir_fd)).run() == 0
-    finally:
-        for s, h in handlers.items():  # the guard's own, in this test's process
-            signal.signal(s, h)
+    assert _guard_here(GuardedRun(job, Settings({}), Semaphore(path, dir_fd)).run) == 0
     (seq, queued), (seq_again, after) = seen
     assert [t["pid"] for t in queued] == [os.getpid()], "not queued again before the release"
     assert queued[0]["estimate"] >= 50 << 20  # the raised estimate, in the ticket
@@ -782,17 +782,12 @@ def test_a_job_ended_between_two_attempts_leaves_no_ticket(
     monkeypatch.setattr(attempt.Attempt, "run", run)
     if ends == "an error":
         monkeypatch.setattr(GuardedRun, "_acquire", failing_acquire)
-    handlers = {s: signal.getsignal(s) for s in process.FORWARDED}
     runner = GuardedRun(job, Settings({}), Semaphore(path, dir_fd))
-    try:
-        if ends == "a signal":
-            assert runner.run() == -signal.SIGTERM
-        else:
-            with pytest.raises(RuntimeError):
-                runner.run()
-    finally:
-        for s, h in handlers.items():
-            signal.signal(s, h)
+    if ends == "a signal":
+        assert _guard_here(runner.run) == -signal.SIGTERM
+    else:
+        with pytest.raises(RuntimeError):
+            _guard_here(runner.run)
     assert queued == [1]  # it had queued again
     assert list((tmp_path / "s").glob("q-*")) == []
     assert runner.requeued is None
