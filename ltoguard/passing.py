@@ -13,7 +13,6 @@ from ltoguard.admission import BACKFILL_PASSES
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
     from typing import Any, Protocol
 
     from ltoguard.admission import Admission
@@ -34,9 +33,12 @@ def ticket_fields(info: Info) -> dict[str, Any]:
     return info() if callable(info) else info
 
 
-def marked_alone(info: Info) -> Callable[[], dict[str, Any]]:
-    """A rerun alone after an OOM kill says so in its ticket (and so in its run
-    record): nobody passes it, and nothing starts beside it."""
+def marked_alone(info: Info, admit: Admit) -> Info:
+    """The ticket's fields, marked ``alone`` for a rerun after an OOM kill (``admit``
+    says so), which its run record then says too: nobody passes it, and nothing
+    starts beside it, one CPU or not."""
+    if getattr(admit, "alone", False) is not True:
+        return info
     return lambda: dict(ticket_fields(info), alone=True)
 
 

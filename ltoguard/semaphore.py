@@ -166,8 +166,7 @@ class Semaphore:
         (stopped to save memory, or to rerun alone): made before the slot is freed, so
         no waiter behind it starts in between and takes its place (or runs beside the
         rerun). ``acquire(ticket=...)`` waits on it; ``drop_ticket`` if it never does."""
-        if getattr(admit, "alone", False) is True:
-            info = marked_alone(info)
+        info = marked_alone(info, admit)
         with self.mutex():
             mask = process.hold_signals()
             try:
@@ -212,8 +211,7 @@ class Semaphore:
         mask: set[int | signal.Signals] | None = None
         got: Slot | None = None
         probes: list[int] = []  # the slots held at the last "no", to notice one freed
-        if getattr(admit, "alone", False) is True:
-            info = marked_alone(info)  # one CPU or not: nothing may start beside it
+        info = marked_alone(info, admit)
         try:
             with self.mutex():  # not blocked while waiting for it: Ctrl-C still works
                 mask = process.hold_signals()
