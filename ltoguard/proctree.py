@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Iterator
 
 from ltoguard import procstat
 from ltoguard.sizes import KiB
@@ -244,8 +245,25 @@ def compiling_beside(me: int | None = None, parent: int | None = None) -> int:
     parent = os.getppid() if parent is None else parent
     if parent <= 0 or not has_children_files():
         return 0
+    return sum(_anon(tree) for tree in _compiles(me, parent))
+
+
+def nothing_compiling_beside(me: int | None = None, parent: int | None = None) -> bool:
+    """Is the parent of ``me`` (default: this process) cargo, running no compile
+    beside it (compiling_beside's kind: rustc or a build script, not another
+    ltoguard)? False wherever it cannot tell: no children files, another parent
+    (rustc running ltoguard as its linker, sccache's client)."""
+    me = os.getpid() if me is None else me
+    parent = os.getppid() if parent is None else parent
+    stat = read_stat(parent) if parent > 0 else None
+    if stat is None or stat.name != "cargo" or not has_children_files():
+        return False
+    return next(_compiles(me, parent), None) is None
+
+
+def _compiles(me: int, parent: int) -> Iterator[list[int]]:
+    """The process tree of each compile ``parent`` runs beside ``me``."""
     ours = _exe(me)
-    total = 0
     for kid in set(children(parent)) - {me}:
         stat = read_stat(kid)
         if stat is None or stat.state == "Z":
@@ -255,8 +273,7 @@ def compiling_beside(me: int | None = None, parent: int | None = None) -> int:
         tree = [kid, *descendants(kid)]
         if ours is not None and any(_exe(p) == ours for p in tree):
             continue
-        total += _anon(tree)
-    return total
+        yield tree
 
 
 def _exe(pid: int) -> str | None:

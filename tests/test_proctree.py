@@ -8,6 +8,7 @@ kernel's high-water mark is tested here, on parsed status files."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -338,3 +339,57 @@ def test_compiling_beside_counts_the_parents_other_compiles_and_never_an_ltoguar
 
 def test_compiling_beside_is_zero_without_a_parent_to_look_under() -> None:
     assert proctree.compiling_beside(parent=1) == 0  # init: cargo is gone
+
+
+# A process named cargo: starts a process named by each argument (a symlink: the
+# interpreter, or `sleep` for NAME:sleep, so its comm is that name), prints their
+# pids, and waits.
+FAKE_CARGO = """
+import os, subprocess, sys
+kids = []
+for arg in sys.argv[1:]:
+    name, _, kind = arg.partition(":")
+    alias = os.path.join(os.path.dirname(sys.argv[0]), name)
+    argv = [alias, "60"] if kind else [alias, "-c", "import time; time.sleep(60)"]
+    kids.append(subprocess.Popen(argv))
+print(" ".join(str(k.pid) for k in kids), flush=True)
+sys.stdin.read()
+"""
+
+
+@needs_children_files
+@pytest.mark.parametrize(
+    ("parent", "kids", "quiet"),
+    [
+        ("cargo", ["me"], True),
+        ("cargo", ["me", "ltoguard"], True),  # a waiter: no compile
+        ("cargo", ["me", "rustc"], True),  # a waiter by another name: this interpreter
+        ("cargo", ["me", "rustc:sleep"], False),
+        ("cargo", ["me", "build-script-build:sleep"], False),
+        ("rustc", ["me"], False),  # ltoguard as rustc's linker: cargo is not in sight
+    ],
+)
+def test_nothing_compiling_beside_needs_cargo_as_the_parent_and_no_compile_under_it(
+    tmp_path: os.PathLike[str], procs: Procs, parent: str, kids: list[str], quiet: bool
+) -> None:
+    sleep = shutil.which("sleep")
+    assert sleep is not None
+    for name, _, kind in (k.partition(":") for k in [parent, *kids]):
+        os.symlink(sleep if kind else sys.executable, os.path.join(tmp_path, name))
+    script = os.path.join(tmp_path, "fake.py")
+    with open(script, "w") as f:
+        f.write(FAKE_CARGO)
+    p = procs.start(
+        [os.path.join(tmp_path, parent), script, *kids], dict(os.environ), text=True,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    assert p.stdout is not None
+    pids = [int(x) for x in p.stdout.readline().split()]
+    assert proctree.read_stat(p.pid).name == parent  # type: ignore[union-attr]
+    assert wait_for(lambda: all(proctree.read_stat(k) is not None for k in pids))
+    assert proctree.nothing_compiling_beside(me=pids[0], parent=p.pid) is quiet
+
+
+def test_nothing_compiling_beside_cannot_tell_without_a_parent() -> None:
+    assert proctree.nothing_compiling_beside(parent=0) is False
+    assert proctree.nothing_compiling_beside() is False  # under pytest, not cargo
