@@ -38,6 +38,7 @@ from ltoguard.admission import (
     oldest,
     pressure_step,
     still_to_grow,
+    unforeseen_fall,
 )
 from ltoguard.messages import note
 from ltoguard.sizes import format_size
@@ -115,6 +116,7 @@ class PauseWatch:
         lend: Callable[[], object] | None,
         reclaimer: Reclaimer,
         clock: Callable[[], float] = time.monotonic,
+        quiet: Callable[[], bool] = proctree.nothing_compiling_beside,
     ) -> None:
         self.child = child
         self.what = what
@@ -123,6 +125,7 @@ class PauseWatch:
         self.lend = lend  # lends the token while paused, if the count allows (lending.py)
         self.reclaimer = reclaimer
         self.clock = clock
+        self.quiet = quiet  # nothing else of the build compiles beside (_fall)
         self.started = clock()
         self.paused_s = 0.0  # seconds paused in all, the current pause excluded
         self.signalled = False  # a signal was forwarded: never pause again
@@ -131,6 +134,7 @@ class PauseWatch:
         self._stopped: list[proctree.Proc] = []
         self._last_free: int | None = None  # free memory at the last check beside others
         self._last_check = 0.0  # clock() then
+        self._last_held: dict[int, int] = {}  # what each running job held then, by pid
         # At the last check the compile ran and no slot holder was older: nothing a
         # check decides can change for it, so the next comes at the slow rate
         # (Limits.watch_interval).
@@ -160,10 +164,12 @@ class PauseWatch:
         falling = 0
         if reading.others:
             now = self.clock()
+            jobs = [replace(reading.me, paused=self.paused), *reading.others]
             if self._last_free is not None:
-                fell = max(0, self._last_free - reading.available)
+                fell = self._fall(max(0, self._last_free - reading.available), jobs)
                 falling = fall_per_watch(fell, now - self._last_check, now - self.started)
             self._last_free, self._last_check = reading.available, now
+            self._last_held = {r.pid: r.current for r in jobs if not r.paused}
         else:
             self._last_free = None  # alone, memory is not read
         action = pressure_step(
@@ -191,6 +197,18 @@ class PauseWatch:
         free = reading.available + reading.swap  # as pressure_step counts it
         self.tight = near_the_floor(me, reading.others, free, reading.total, falling=falling)
         return False
+
+    def _fall(self, fell: int, jobs: list[Running]) -> int:
+        """What the pause's floor counts of free memory's fall since the last check:
+        only what the running jobs' own rise does not explain (unforeseen_fall),
+        while nothing else of the build compiles beside them (``quiet``); else all
+        of it, as a library compile can rise by more than the floor between two
+        checks and its fall is all that tells. The process list is read only when
+        it would change the figure."""
+        counted = unforeseen_fall(fell, self._last_held, jobs)
+        if counted < fell and self.quiet():
+            return counted
+        return fell
 
     def pause(self, reading: Reading) -> None:
         self._paused_at = self.clock()

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -292,7 +293,9 @@ class _Fakes:
         self.now = 0.0
 
 
-def _watch(procs: Procs, fakes: _Fakes) -> tuple[PauseWatch, int]:
+def _watch(
+    procs: Procs, fakes: _Fakes, quiet: Callable[[], bool] | None = None
+) -> tuple[PauseWatch, int]:
     child = procs.start(["sleep", "60"], dict(os.environ)).pid
     watch = PauseWatch(
         child,
@@ -302,6 +305,7 @@ def _watch(procs: Procs, fakes: _Fakes) -> tuple[PauseWatch, int]:
         lend=None,
         reclaimer=Reclaimer(None),
         clock=lambda: fakes.now,
+        **({} if quiet is None else {"quiet": quiet}),
     )
     return watch, child
 
@@ -411,3 +415,61 @@ def test_watch_pauses_early_when_free_memory_falls_fast(procs: Procs) -> None:
     assert not watch.paused
     fakes.reading = _grown(400 * MiB)
     assert watch.step() is False and not watch.paused
+
+
+def _rising(available: int, current: int) -> Reading:
+    """A young job rising towards its 1 GiB estimate beside an older one at its own."""
+    me = Running(pid=2, estimate=GiB, current=current, started=20.0)
+    older = Running(pid=1, estimate=GiB, current=GiB, started=10.0)
+    return Reading(me, [older], available, 24 * GiB)  # critical floor 256 MiB
+
+
+@pytest.mark.parametrize(
+    ("quiet", "rest_rose", "pauses"),
+    [
+        (True, 0, False),  # the fall is the job's own foreseen rise: not counted again
+        (False, 0, True),  # a compile beside could rise as fast: the whole fall counts
+        (True, 350 * MiB, True),  # the rest of the build rose as well: that part counts
+    ],
+)
+def test_watch_counts_a_jobs_own_rise_once_while_nothing_compiles_beside(
+    procs: Procs, quiet: bool, rest_rose: int, pauses: bool
+) -> None:
+    """The job rises 400 MiB between two checks, within its estimate. After it, free
+    memory less what the jobs are still expected to grow (524 MiB) leaves 300 MiB,
+    above the 256 MiB floor; a floor raised to the 400 MiB fall pauses it."""
+    asked: list[bool] = []
+
+    def ask() -> bool:
+        asked.append(quiet)
+        return quiet
+
+    fakes = _Fakes()
+    fakes.reading = _rising(1224 * MiB, 100 * MiB)
+    watch, child = _watch(procs, fakes, quiet=ask)
+    assert watch.step() is False and not watch.paused
+    fakes.now = 1.0  # a regular check's interval later
+    fakes.reading = _rising(824 * MiB - rest_rose, 500 * MiB)
+    assert watch.step() is False
+    assert watch.paused is pauses
+    assert asked == [quiet]  # read once: at the first check nothing had fallen yet
+    if pauses:
+        assert wait_for(lambda: state(child) == "T")
+
+
+def test_watch_reads_the_process_list_only_when_it_changes_the_fall(procs: Procs) -> None:
+    """The older job holds its estimate and this one does not rise: the whole fall is
+    unforeseen, and whether compiles run beside changes nothing."""
+    asked: list[bool] = []
+
+    def ask() -> bool:
+        asked.append(True)
+        return True
+
+    fakes = _Fakes()
+    fakes.reading = _grown(GiB)
+    watch, _ = _watch(procs, fakes, quiet=ask)
+    watch.step()
+    fakes.reading = _grown(400 * MiB)
+    watch.step()
+    assert watch.paused and asked == []

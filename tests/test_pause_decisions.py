@@ -18,6 +18,7 @@ from ltoguard.admission import (
     should_pause,
     should_resume,
     still_to_grow,
+    unforeseen_fall,
 )
 from ltoguard.sizes import GiB, MiB
 from ltoguard.structs import replace
@@ -159,3 +160,26 @@ def test_pause_step_takes_other_limits(
         )
 
     assert (step(DEFAULT), step(OTHER)) == (default, other)
+
+
+def test_unforeseen_fall_leaves_out_the_running_jobs_own_rise_within_their_estimates() -> None:
+    before = {1: GiB - 50 * MiB, 2: 500 * MiB}  # OLD rose 50 MiB, ME 100 MiB since
+    assert unforeseen_fall(200 * MiB, before, [OLD, ME]) == 50 * MiB  # the rest of the build's
+    assert unforeseen_fall(120 * MiB, before, [OLD, ME]) == 0  # all theirs, and then some
+    assert unforeseen_fall(0, before, [OLD, ME]) == 0
+    # A paused job rises no more: its figure is not read.
+    assert (
+        unforeseen_fall(200 * MiB, {1: GiB - 50 * MiB}, [OLD, replace(ME, paused=True)])
+        == 150 * MiB
+    )
+
+
+def test_unforeseen_fall_counts_a_rise_past_the_estimate_and_a_job_not_seen_before() -> None:
+    over = job(2, 550 * MiB, 600 * MiB, 20.0)  # rose 100 MiB, the last 50 past its estimate
+    before = {1: GiB, 2: 500 * MiB}
+    assert unforeseen_fall(100 * MiB, before, [OLD, over]) == 50 * MiB
+    assert unforeseen_fall(30 * MiB, before, [OLD, over]) == 30 * MiB  # never more than fell
+    far = job(2, 100 * MiB, 600 * MiB, 20.0)  # all of its rise past its estimate
+    assert unforeseen_fall(100 * MiB, before, [OLD, far]) == 100 * MiB
+    # ME was not running at the last check (just admitted, or resumed): nothing is left out.
+    assert unforeseen_fall(200 * MiB, {1: GiB - 50 * MiB}, [OLD, ME]) == 200 * MiB

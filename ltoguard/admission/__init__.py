@@ -77,6 +77,7 @@ from ltoguard.admission.steps import (
     should_pause,
     should_resume,
     still_to_grow,
+    unforeseen_fall,
 )
 
 __all__ = [
@@ -133,5 +134,6 @@ __all__ = [
     "slot_cap",
     "still_to_grow",
     "swap_counted",
+    "unforeseen_fall",
     "with_swap",
 ]

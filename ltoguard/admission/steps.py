@@ -4,7 +4,7 @@ finish without anybody being OOM-killed."""
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from ltoguard.admission.core import DEFAULT, Limits, Running, critical, floor_now, outstanding
 from ltoguard.structs import replace
@@ -85,6 +85,25 @@ def fall_per_watch(falling: int, elapsed: float, age: float, limits: Limits = DE
     if elapsed >= regular:
         return falling
     return int(falling * regular / max(elapsed, limits.fast_watch))
+
+
+def unforeseen_fall(fell: int, before: Mapping[int, int], running: Sequence[Running]) -> int:
+    """What of a fall in free memory (``fell`` bytes since the last check) the running
+    jobs' own rise does not explain (``before``: what each job held then, by pid).
+    Their rise up to their estimates is counted in what they are still expected to
+    grow (still_to_grow); counted again in the floor a pause keeps (floor_now), it
+    pauses a pair that fits. A rise past a job's estimate is not foreseen, and counts.
+    The whole fall while a running job was not seen at the last check."""
+    grew = over = 0
+    for r in running:
+        if r.paused:
+            continue
+        if r.pid not in before:
+            return fell
+        rise = max(0, r.current - before[r.pid])
+        grew += rise
+        over += min(rise, max(0, r.current - r.estimate))
+    return min(fell, max(0, fell - grew) + over)
 
 
 def near_the_floor(
