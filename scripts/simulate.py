@@ -22,6 +22,10 @@ The model, kept deliberately small:
   reclaim cannot free) is the trace's own: its cap less the budget each job saw
   at admission, carried between admissions (the ltoguard processes present at
   each admission are in that baseline already);
+- event logs do not say whether ordinary compiles ran beside the guarded ones,
+  which a pause's floor asks (pause.py, ``quiet``): the rest of the build is
+  taken as compiling while it holds more than ``COMPILING_SLACK`` over the least
+  it holds at any later admission;
 - free memory = cap - that - what the running guarded jobs hold. Below zero the
   kernel OOM-kills the youngest guarded job (ltoguard raises its oom_score_adj),
   which is rerun alone; ltoguard's own stop requeues the job at the head.
@@ -64,6 +68,10 @@ from ltoguard.retry import OOM_RERUN_HEADROOM, VICTIM_HEADROOM
 from ltoguard.sizes import MiB, parse_size
 
 TICK = 0.05  # seconds of simulated time per step: the head's poll (semaphore.HEAD_POLL)
+# The rest of the build holding more than this over what it holds later is taken
+# as compiles running beside the guarded jobs (Baseline.quiet): the waiters and
+# cargo's own memory move by less (the 100-bin trace's varies by 5-15 MiB).
+COMPILING_SLACK = 20 * MiB
 RECHECK = 0.5  # policy.MEMORY_RECHECK: a head reuses a "no" while the running set holds
 
 
@@ -291,6 +299,12 @@ class Baseline:
         i = bisect_right(self.times, t)
         return self.values[max(0, i - 1)]
 
+    def quiet(self, t: float) -> bool:
+        """Does the rest of the build run no compile at ``t``: does it hold no more
+        than ``COMPILING_SLACK`` over the least it holds at any later admission?"""
+        i = max(0, bisect_right(self.times, t) - 1)
+        return self.values[i] - min(self.values[i:]) <= COMPILING_SLACK
+
 
 @dataclass
 class Live:
@@ -309,6 +323,7 @@ class Live:
     next_watch: float = 0.0  # when its watch next asks pause_step
     last_free: int | None = None  # free memory at its watch's last check (pause.py)
     last_check: float = 0.0  # simulated time then
+    last_held: dict[int, int] = field(default_factory=dict)  # what each running job held then
     head_wait: float = 0.0  # seconds it waited at the head of the queue
     passed: int = 0  # jobs that started before it while it waited ahead of them (backfills)
 
@@ -469,9 +484,13 @@ def simulate(
     use_curves: bool = True,
     backfill: bool = True,
     passes: int = admission.BACKFILL_PASSES,
+    rise_once: bool = True,
 ) -> Result:
     """Replay ``jobs`` under a cap of ``cap`` bytes with ltoguard's admission rules
-    (``backfill``: waiters behind a head refused for memory may start before it)."""
+    (``backfill``: waiters behind a head refused for memory may start before it;
+    ``rise_once``: a pause's floor leaves out the running jobs' own foreseen rise
+    while nothing compiles beside them, as pause.py does since 2026-12-06: False
+    replays the rule the builds recorded before ran with)."""
     base = Baseline.of(jobs)
     res = Result(cap=cap, cpu=sum(j.run_s for j in jobs))
     index = {id(j): k for k, j in enumerate(jobs)}
@@ -550,11 +569,16 @@ def simulate(
                 paused_for = 0.0 if r.paused_at is None else t - r.paused_at
                 now_free = free(t)
                 falling = 0
+                live = [o.running() for o in running]
                 if r.last_free is not None:
                     fell = max(0, r.last_free - now_free)
+                    counted = admission.unforeseen_fall(fell, r.last_held, live)
+                    if rise_once and counted < fell and base.quiet(t):
+                        fell = counted
                     elapsed = t - r.last_check
                     falling = admission.fall_per_watch(fell, elapsed, t - r.started, limits)
                 r.last_free, r.last_check = now_free, t
+                r.last_held = {j.pid: j.current for j in live if not j.paused}
                 step = admission.pause_step(
                     me=r.running(),
                     others=others,
