@@ -36,6 +36,7 @@ from ltoguard.admission import (
     near_the_floor,
     older_running,
     oldest,
+    outlook,
     pressure_step,
     still_to_grow,
     unforeseen_fall,
@@ -50,7 +51,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-    from ltoguard.admission import Running
+    from ltoguard.admission import Outlook, Running
     from ltoguard.jobserver import Lease
 
 
@@ -134,7 +135,7 @@ class PauseWatch:
         self._stopped: list[proctree.Proc] = []
         self._last_free: int | None = None  # free memory at the last check beside others
         self._last_check = 0.0  # clock() then
-        self._last_held: dict[int, int] = {}  # what each running job held then, by pid
+        self._last_outlook: Outlook | None = None  # what it saw of the running jobs then
         # At the last check the compile ran and no slot holder was older: nothing a
         # check decides can change for it, so the next comes at the slow rate
         # (Limits.watch_interval).
@@ -164,12 +165,14 @@ class PauseWatch:
         falling = 0
         if reading.others:
             now = self.clock()
-            jobs = [replace(reading.me, paused=self.paused), *reading.others]
+            seen = outlook(
+                [replace(reading.me, paused=self.paused), *reading.others], reading.available
+            )
             if self._last_free is not None:
-                fell = self._fall(max(0, self._last_free - reading.available), jobs)
+                fell = self._fall(max(0, self._last_free - reading.available), seen)
                 falling = fall_per_watch(fell, now - self._last_check, now - self.started)
             self._last_free, self._last_check = reading.available, now
-            self._last_held = {r.pid: r.current for r in jobs if not r.paused}
+            self._last_outlook = seen
         else:
             self._last_free = None  # alone, memory is not read
         action = pressure_step(
@@ -198,14 +201,14 @@ class PauseWatch:
         self.tight = near_the_floor(me, reading.others, free, reading.total, falling=falling)
         return False
 
-    def _fall(self, fell: int, jobs: list[Running]) -> int:
+    def _fall(self, fell: int, seen: Outlook) -> int:
         """What the pause's floor counts of free memory's fall since the last check:
-        only what the running jobs' own rise does not explain (unforeseen_fall),
+        only what the running jobs were not expected to take (unforeseen_fall),
         while nothing else of the build compiles beside them (``quiet``); else all
         of it, as a library compile can rise by more than the floor between two
         checks and its fall is all that tells. The process list is read only when
         it would change the figure."""
-        counted = unforeseen_fall(fell, self._last_held, jobs)
+        counted = unforeseen_fall(fell, self._last_outlook, seen)
         if counted < fell and self.quiet():
             return counted
         return fell

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterator
 
 from ltoguard import procstat
 from ltoguard.sizes import KiB
@@ -245,25 +244,8 @@ def compiling_beside(me: int | None = None, parent: int | None = None) -> int:
     parent = os.getppid() if parent is None else parent
     if parent <= 0 or not has_children_files():
         return 0
-    return sum(_anon(tree) for tree in _compiles(me, parent))
-
-
-def nothing_compiling_beside(me: int | None = None, parent: int | None = None) -> bool:
-    """Is the parent of ``me`` (default: this process) cargo, running no compile
-    beside it (compiling_beside's kind: rustc or a build script, not another
-    ltoguard)? False wherever it cannot tell: no children files, another parent
-    (rustc running ltoguard as its linker, sccache's client)."""
-    me = os.getpid() if me is None else me
-    parent = os.getppid() if parent is None else parent
-    stat = read_stat(parent) if parent > 0 else None
-    if stat is None or stat.name != "cargo" or not has_children_files():
-        return False
-    return next(_compiles(me, parent), None) is None
-
-
-def _compiles(me: int, parent: int) -> Iterator[list[int]]:
-    """The process tree of each compile ``parent`` runs beside ``me``."""
     ours = _exe(me)
+    total = 0
     for kid in set(children(parent)) - {me}:
         stat = read_stat(kid)
         if stat is None or stat.state == "Z":
@@ -273,7 +255,36 @@ def _compiles(me: int, parent: int) -> Iterator[list[int]]:
         tree = [kid, *descendants(kid)]
         if ours is not None and any(_exe(p) == ours for p in tree):
             continue
-        yield tree
+        total += _anon(tree)
+    return total
+
+
+def nothing_compiling_beside(me: int | None = None, parent: int | None = None) -> bool:
+    """Is the parent of ``me`` (default: this process) cargo, with no child but
+    ltoguards (processes running this interpreter: waiters and guarded jobs)? Any
+    other child may be a compile, whatever its name (rustc, a build script,
+    sccache's client, clippy-driver). False wherever it cannot tell: no children
+    files, another parent (rustc running ltoguard as its linker, sccache's client),
+    or a cargo that a build script or another cargo runs (the outer build's
+    compiles are not its children)."""
+    me = os.getpid() if me is None else me
+    parent = os.getppid() if parent is None else parent
+    stat = read_stat(parent) if parent > 0 else None
+    if stat is None or stat.name != "cargo" or not has_children_files():
+        return False
+    above = read_stat(stat.ppid) if stat.ppid > 0 else None
+    if above is not None and (above.name == "cargo" or above.name.startswith(BUILD_SCRIPT)):
+        return False
+    ours = _exe(me)
+    if ours is None:
+        return False
+    for kid in set(children(parent)) - {me}:
+        kstat = read_stat(kid)
+        if kstat is None or kstat.state == "Z":
+            continue
+        if _exe(kid) != ours:
+            return False
+    return True
 
 
 def _exe(pid: int) -> str | None:

@@ -289,6 +289,12 @@ class Baseline:
 
     times: list[float]
     values: list[int]
+    lows: list[int] = field(init=False)  # the least it holds from each admission on
+
+    def __post_init__(self) -> None:
+        self.lows = list(self.values)
+        for i in range(len(self.lows) - 2, -1, -1):
+            self.lows[i] = min(self.lows[i], self.lows[i + 1])
 
     @classmethod
     def of(cls, jobs: Sequence[TraceJob]) -> Baseline:
@@ -301,9 +307,10 @@ class Baseline:
 
     def quiet(self, t: float) -> bool:
         """Does the rest of the build run no compile at ``t``: does it hold no more
-        than ``COMPILING_SLACK`` over the least it holds at any later admission?"""
+        than ``COMPILING_SLACK`` over the least it holds at any later admission?
+        (After the last admission, nothing later tells: taken as yes.)"""
         i = max(0, bisect_right(self.times, t) - 1)
-        return self.values[i] - min(self.values[i:]) <= COMPILING_SLACK
+        return self.values[i] - self.lows[i] <= COMPILING_SLACK
 
 
 @dataclass
@@ -323,7 +330,7 @@ class Live:
     next_watch: float = 0.0  # when its watch next asks pause_step
     last_free: int | None = None  # free memory at its watch's last check (pause.py)
     last_check: float = 0.0  # simulated time then
-    last_held: dict[int, int] = field(default_factory=dict)  # what each running job held then
+    last_outlook: admission.Outlook | None = None  # what its watch saw of the running jobs then
     head_wait: float = 0.0  # seconds it waited at the head of the queue
     passed: int = 0  # jobs that started before it while it waited ahead of them (backfills)
 
@@ -569,16 +576,15 @@ def simulate(
                 paused_for = 0.0 if r.paused_at is None else t - r.paused_at
                 now_free = free(t)
                 falling = 0
-                live = [o.running() for o in running]
+                seen = admission.outlook([o.running() for o in running], now_free, limits)
                 if r.last_free is not None:
                     fell = max(0, r.last_free - now_free)
-                    counted = admission.unforeseen_fall(fell, r.last_held, live)
+                    counted = admission.unforeseen_fall(fell, r.last_outlook, seen)
                     if rise_once and counted < fell and base.quiet(t):
                         fell = counted
                     elapsed = t - r.last_check
                     falling = admission.fall_per_watch(fell, elapsed, t - r.started, limits)
-                r.last_free, r.last_check = now_free, t
-                r.last_held = {j.pid: j.current for j in live if not j.paused}
+                r.last_free, r.last_check, r.last_outlook = now_free, t, seen
                 step = admission.pause_step(
                     me=r.running(),
                     others=others,

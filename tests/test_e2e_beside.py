@@ -1,13 +1,13 @@
 """What a pause's floor asks of the process list, end to end: does cargo run any
-compile beside this one? (proctree.nothing_compiling_beside; pause.py counts a
-job's own foreseen rise once only while the answer is yes.)
+compile beside this one? (proctree.nothing_compiling_beside; pause.py leaves the
+rise the running jobs were expected to make out of the fall only while it runs none.)
 
 A real `cargo build -j2` of three crates, each compile through a wrapper that asks
 the question from where ltoguard runs (cargo's child) and then runs rustc:
 
 - `slow`: a library whose build script runs for a few seconds;
-- `early`: a binary that needs nothing, compiled at once, beside `slow`'s build
-  script: something compiles beside it;
+- `early`: a binary that needs nothing, compiled at once, beside the compile or
+  the run of `slow`'s build script: something compiles beside it;
 - `late`: a binary over `slow`, compiled once `slow` and `early` are done: nothing
   compiles beside it.
 """

@@ -425,19 +425,21 @@ def _rising(available: int, current: int) -> Reading:
 
 
 @pytest.mark.parametrize(
-    ("quiet", "rest_rose", "pauses"),
+    ("quiet", "room", "rest_rose", "pauses"),
     [
-        (True, 0, False),  # the fall is the job's own foreseen rise: not counted again
-        (False, 0, True),  # a compile beside could rise as fast: the whole fall counts
-        (True, 350 * MiB, True),  # the rest of the build rose as well: that part counts
+        (True, 300, 0, False),  # the fall is the job's own foreseen rise: not counted again
+        (False, 300, 0, True),  # a compile beside could rise as fast: the whole fall counts
+        (True, 300, 30, False),  # the rest of the build rose 30 MiB: under the floor
+        (True, 600, 320, True),  # it rose 320 MiB, more than the 280 MiB room left
     ],
 )
 def test_watch_counts_a_jobs_own_rise_once_while_nothing_compiles_beside(
-    procs: Procs, quiet: bool, rest_rose: int, pauses: bool
+    procs: Procs, quiet: bool, room: int, rest_rose: int, pauses: bool
 ) -> None:
-    """The job rises 400 MiB between two checks, within its estimate. After it, free
-    memory less what the jobs are still expected to grow (524 MiB) leaves 300 MiB,
-    above the 256 MiB floor; a floor raised to the 400 MiB fall pauses it."""
+    """The job rises 400 MiB between two checks, within its estimate, and the rest of
+    the build ``rest_rose`` MiB. Free memory less what the jobs are still expected
+    to grow is ``room`` MiB at the first check, that less ``rest_rose`` at the
+    second: above the 256 MiB floor each time, so only the fall counted decides."""
     asked: list[bool] = []
 
     def ask() -> bool:
@@ -445,11 +447,11 @@ def test_watch_counts_a_jobs_own_rise_once_while_nothing_compiles_beside(
         return quiet
 
     fakes = _Fakes()
-    fakes.reading = _rising(1224 * MiB, 100 * MiB)
+    fakes.reading = _rising((room + 924) * MiB, 100 * MiB)
     watch, child = _watch(procs, fakes, quiet=ask)
     assert watch.step() is False and not watch.paused
     fakes.now = 1.0  # a regular check's interval later
-    fakes.reading = _rising(824 * MiB - rest_rose, 500 * MiB)
+    fakes.reading = _rising((room + 524 - rest_rose) * MiB, 500 * MiB)
     assert watch.step() is False
     assert watch.paused is pauses
     assert asked == [quiet]  # read once: at the first check nothing had fallen yet

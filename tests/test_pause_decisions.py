@@ -11,15 +11,18 @@ from ltoguard.admission import (
     PAUSE,
     RESUME,
     Limits,
+    Outlook,
     Running,
     Step,
     older_running,
+    outlook,
     pause_step,
     should_pause,
     should_resume,
     still_to_grow,
     unforeseen_fall,
 )
+from ltoguard.curves import Curve
 from ltoguard.sizes import GiB, MiB
 from ltoguard.structs import replace
 
@@ -162,24 +165,59 @@ def test_pause_step_takes_other_limits(
     assert (step(DEFAULT), step(OTHER)) == (default, other)
 
 
-def test_unforeseen_fall_leaves_out_the_running_jobs_own_rise_within_their_estimates() -> None:
-    before = {1: GiB - 50 * MiB, 2: 500 * MiB}  # OLD rose 50 MiB, ME 100 MiB since
-    assert unforeseen_fall(200 * MiB, before, [OLD, ME]) == 50 * MiB  # the rest of the build's
-    assert unforeseen_fall(120 * MiB, before, [OLD, ME]) == 0  # all theirs, and then some
-    assert unforeseen_fall(0, before, [OLD, ME]) == 0
-    # A paused job rises no more: its figure is not read.
+def test_unforeseen_fall_is_what_the_room_lost_not_the_jobs_foreseen_rise() -> None:
+    before = outlook([replace(OLD, current=GiB - 50 * MiB), replace(ME, current=500 * MiB)], EDGE)
+    # Both rose as expected (50 and 100 MiB): the room is as it was.
+    now = outlook([OLD, ME], EDGE - 150 * MiB)
+    assert now.room == before.room
+    assert unforeseen_fall(150 * MiB, before, now) == 0
+    # The rest of the build took 50 MiB more: that part counts.
+    assert unforeseen_fall(200 * MiB, before, outlook([OLD, ME], EDGE - 200 * MiB)) == 50 * MiB
+    assert unforeseen_fall(0, before, now) == 0
+    # A paused job is no running job: not in the outlook, whatever it holds.
+    paused = outlook([OLD, replace(ME, paused=True)], 0)
+    assert set(paused.held) == {1}
+
+
+def test_unforeseen_fall_counts_a_rise_past_the_estimate_or_near_it() -> None:
+    def seen(estimate: int, current: int, available: int) -> Outlook:
+        return outlook([OLD, replace(ME, estimate=estimate, current=current)], available)
+
+    # ME rose 100 MiB, the last 50 past its estimate: the room lost 50 MiB, and as
+    # much again would all go past it: the whole fall counts.
+    before = seen(550 * MiB, 500 * MiB, EDGE)
     assert (
-        unforeseen_fall(200 * MiB, {1: GiB - 50 * MiB}, [OLD, replace(ME, paused=True)])
-        == 150 * MiB
+        unforeseen_fall(100 * MiB, before, seen(550 * MiB, 600 * MiB, EDGE - 100 * MiB))
+        == 100 * MiB
     )
+    # 50 MiB rise, 20 MiB under its estimate: the room is as it was, but as much
+    # again takes it 30 MiB past.
+    before = seen(570 * MiB, 500 * MiB, EDGE)
+    now = seen(570 * MiB, 550 * MiB, EDGE - 50 * MiB)
+    assert now.room == before.room
+    assert unforeseen_fall(50 * MiB, before, now) == 30 * MiB
+    # Far under its estimate: nothing.
+    before = seen(GiB, 500 * MiB, EDGE)
+    assert unforeseen_fall(50 * MiB, before, seen(GiB, 550 * MiB, EDGE - 50 * MiB)) == 0
 
 
-def test_unforeseen_fall_counts_a_rise_past_the_estimate_and_a_job_not_seen_before() -> None:
-    over = job(2, 550 * MiB, 600 * MiB, 20.0)  # rose 100 MiB, the last 50 past its estimate
-    before = {1: GiB, 2: 500 * MiB}
-    assert unforeseen_fall(100 * MiB, before, [OLD, over]) == 50 * MiB
-    assert unforeseen_fall(30 * MiB, before, [OLD, over]) == 30 * MiB  # never more than fell
-    far = job(2, 100 * MiB, 600 * MiB, 20.0)  # all of its rise past its estimate
-    assert unforeseen_fall(100 * MiB, before, [OLD, far]) == 100 * MiB
-    # ME was not running at the last check (just admitted, or resumed): nothing is left out.
-    assert unforeseen_fall(200 * MiB, {1: GiB - 50 * MiB}, [OLD, ME]) == 200 * MiB
+def test_unforeseen_fall_counts_a_rise_over_a_learned_curve() -> None:
+    """A job with a learned curve is expected at its curve: a rise over it (within the
+    curve's tolerance, so not off it) was not foreseen, though under its estimate."""
+    curve = Curve(10.0, (0.5,) * 10)  # half its peak all along
+    me = Running(pid=2, estimate=GiB, current=512 * MiB, started=20.0, curve=curve, ran=2.0)
+    before = outlook([OLD, me], EDGE)
+    now = outlook([OLD, replace(me, current=560 * MiB)], EDGE - 48 * MiB)
+    assert unforeseen_fall(48 * MiB, before, now) == 48 * MiB
+
+
+def test_unforeseen_fall_is_the_whole_fall_when_the_running_jobs_changed() -> None:
+    before = outlook([OLD], EDGE)
+    assert unforeseen_fall(200 * MiB, before, outlook([OLD, ME], EDGE)) == 200 * MiB  # started
+    assert unforeseen_fall(200 * MiB, outlook([OLD, ME], EDGE), before) == 200 * MiB  # ended
+    resumed = outlook([OLD, ME], EDGE)
+    assert (
+        unforeseen_fall(200 * MiB, outlook([OLD, replace(ME, paused=True)], EDGE), resumed)
+        == 200 * MiB
+    )
+    assert unforeseen_fall(200 * MiB, None, resumed) == 200 * MiB  # the first check

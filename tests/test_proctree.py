@@ -366,6 +366,7 @@ sys.stdin.read()
         ("cargo", ["me", "rustc"], True),  # a waiter by another name: this interpreter
         ("cargo", ["me", "rustc:sleep"], False),
         ("cargo", ["me", "build-script-build:sleep"], False),
+        ("cargo", ["me", "sccache:sleep"], False),  # any other child may be a compile
         ("rustc", ["me"], False),  # ltoguard as rustc's linker: cargo is not in sight
     ],
 )
@@ -388,6 +389,29 @@ def test_nothing_compiling_beside_needs_cargo_as_the_parent_and_no_compile_under
     assert proctree.read_stat(p.pid).name == parent  # type: ignore[union-attr]
     assert wait_for(lambda: all(proctree.read_stat(k) is not None for k in pids))
     assert proctree.nothing_compiling_beside(me=pids[0], parent=p.pid) is quiet
+
+
+@needs_children_files
+def test_nothing_compiling_beside_cannot_tell_under_a_cargo_that_cargo_runs(
+    tmp_path: os.PathLike[str], procs: Procs
+) -> None:
+    """A cargo run by a build script or by cargo: the outer build's compiles are not
+    its children."""
+    for name in ("cargo", "me"):
+        os.symlink(sys.executable, os.path.join(tmp_path, name))
+    script = os.path.join(tmp_path, "fake.py")
+    with open(script, "w") as f:
+        f.write(FAKE_CARGO)
+    p = procs.start(
+        [os.path.join(tmp_path, "cargo"), script, "cargo", "me"], dict(os.environ), text=True,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    assert p.stdout is not None
+    inner, me = (int(x) for x in p.stdout.readline().split())
+    assert wait_for(lambda: proctree.read_stat(inner) is not None)
+    assert proctree.read_stat(inner).name == "cargo"  # type: ignore[union-attr]
+    assert proctree.nothing_compiling_beside(me=me, parent=p.pid) is True  # its children: ours
+    assert proctree.nothing_compiling_beside(me=me, parent=inner) is False  # under cargo
 
 
 def test_nothing_compiling_beside_cannot_tell_without_a_parent() -> None:

@@ -7,7 +7,7 @@ import enum
 from collections.abc import Mapping, Sequence
 
 from ltoguard.admission.core import DEFAULT, Limits, Running, critical, floor_now, outstanding
-from ltoguard.structs import replace
+from ltoguard.structs import replace, struct
 
 
 def choose_victim(running: Sequence[Running]) -> Running | None:
@@ -87,23 +87,42 @@ def fall_per_watch(falling: int, elapsed: float, age: float, limits: Limits = DE
     return int(falling * regular / max(elapsed, limits.fast_watch))
 
 
-def unforeseen_fall(fell: int, before: Mapping[int, int], running: Sequence[Running]) -> int:
-    """What of a fall in free memory (``fell`` bytes since the last check) the running
-    jobs' own rise does not explain (``before``: what each job held then, by pid).
-    Their rise up to their estimates is counted in what they are still expected to
-    grow (still_to_grow); counted again in the floor a pause keeps (floor_now), it
-    pauses a pair that fits. A rise past a job's estimate is not foreseen, and counts.
-    The whole fall while a running job was not seen at the last check."""
-    grew = over = 0
-    for r in running:
-        if r.paused:
-            continue
-        if r.pid not in before:
-            return fell
-        rise = max(0, r.current - before[r.pid])
-        grew += rise
-        over += min(rise, max(0, r.current - r.estimate))
-    return min(fell, max(0, fell - grew) + over)
+@struct(frozen=True)
+class Outlook:
+    """What a job's check saw of the running, not-paused slot holders (unforeseen_fall)."""
+
+    held: Mapping[int, int]  # what each held, by pid
+    estimate: Mapping[int, int]  # each one's estimate, by pid
+    room: int  # free memory less what they are still expected to grow (outstanding)
+
+
+def outlook(running: Sequence[Running], available: int, limits: Limits = DEFAULT) -> Outlook:
+    """The Outlook of ``running`` (every slot holder, paused ones included) with
+    ``available`` bytes free."""
+    live = [r for r in running if not r.paused]
+    return Outlook(
+        {r.pid: r.current for r in live},
+        {r.pid: r.estimate for r in live},
+        available - outstanding(live, limits),
+    )
+
+
+def unforeseen_fall(fell: int, before: Outlook | None, now: Outlook) -> int:
+    """What of a fall in free memory (``fell`` bytes between two checks) was not
+    foreseen: what the room (free memory less what the running jobs are still
+    expected to grow) lost, plus, for each job, the part of its rise that would take
+    it past its estimate if it rose as much again. A rise
+    the jobs were expected to make leaves the room as it was: counted in the floor a
+    pause keeps (floor_now) as well, it paused a pair that fits. Never more than
+    ``fell``; all of it when the running jobs are not those of the last check (one
+    started, ended, paused or resumed)."""
+    if before is None or before.held.keys() != now.held.keys():
+        return fell
+    near = 0
+    for pid, held in now.held.items():
+        rise = max(0, held - before.held[pid])
+        near += max(0, rise - max(0, now.estimate[pid] - held))
+    return min(fell, max(0, before.room - now.room) + near)
 
 
 def near_the_floor(
