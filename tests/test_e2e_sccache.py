@@ -65,7 +65,16 @@ def setup(tmp_path: Path, gen_workspace: ModuleType) -> Iterator[Setup]:
         # A server of our own (not a developer's on the default port), gone after.
         SCCACHE_SERVER_PORT=str(free_port()),
         SCCACHE_IDLE_TIMEOUT="120",
+        SCCACHE_CONF=str(tmp_path / "sccache.toml"),
     )
+    # sccache's client gives its server 10 s to start, then fails the compile ("Timed
+    # out waiting for server startup"): once in CI here, as known upstream
+    # (mozilla/sccache#317, #1438). Started here, alone, with a minute to do it.
+    (tmp_path / "sccache.toml").write_text("server_startup_timeout_ms = 60000\n")
+    started = subprocess.run(
+        ["sccache", "--start-server"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert started.returncode == 0, started.stderr
     try:
         yield Setup(root, env, target, tmp_path / "state")
     finally:
