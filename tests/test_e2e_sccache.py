@@ -62,19 +62,29 @@ def setup(tmp_path: Path, gen_workspace: ModuleType) -> Iterator[Setup]:
         LTOGUARD_DIR=str(tmp_path / "state"),
         XDG_CONFIG_HOME=str(tmp_path / "config"),
         SCCACHE_DIR=str(tmp_path / "cache"),
-        # A server of our own (not a developer's on the default port), gone after.
-        SCCACHE_SERVER_PORT=str(free_port()),
         SCCACHE_IDLE_TIMEOUT="120",
         SCCACHE_CONF=str(tmp_path / "sccache.toml"),
     )
     # sccache's client gives its server 10 s to start, then fails the compile ("Timed
-    # out waiting for server startup"): once in CI here, as known upstream
-    # (mozilla/sccache#317, #1438). Started here, alone, with a minute to do it.
-    (tmp_path / "sccache.toml").write_text("server_startup_timeout_ms = 60000\n")
-    started = subprocess.run(
-        ["sccache", "--start-server"], env=env, capture_output=True, text=True, timeout=120
-    )
-    assert started.returncode == 0, started.stderr
+    # out waiting for server startup"): twice in CI here (once given a minute), never
+    # when run by hand; known upstream (mozilla/sccache#317,
+    # #1438). Started here, alone, with 30 s and three tries, each on a port of its
+    # own (a server of ours, not a developer's on the default port, gone after); a
+    # server that will not start is sccache's failure, not ltoguard's: the test is
+    # skipped, saying why.
+    (tmp_path / "sccache.toml").write_text("server_startup_timeout_ms = 30000\n")
+    env["SCCACHE_ERROR_LOG"] = str(tmp_path / "sccache-error.log")
+    for _ in range(3):
+        env["SCCACHE_SERVER_PORT"] = str(free_port())
+        started = subprocess.run(
+            ["sccache", "--start-server"], env=env, capture_output=True, text=True, timeout=120
+        )
+        if started.returncode == 0:
+            break
+    else:
+        log = tmp_path / "sccache-error.log"
+        why = log.read_text()[-500:] if log.exists() else "no error log"
+        pytest.skip(f"sccache's server did not start: {started.stderr.strip()}; {why}")
     try:
         yield Setup(root, env, target, tmp_path / "state")
     finally:
