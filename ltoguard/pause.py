@@ -133,9 +133,8 @@ class PauseWatch:
         self._paused_at: float | None = None  # clock() when paused
         self._paused_since: float | None = None  # time.time() when paused, for the record
         self._stopped: list[proctree.Proc] = []
-        self._last_free: int | None = None  # free memory at the last check beside others
+        self._last: Outlook | None = None  # what the last check beside others saw
         self._last_check = 0.0  # clock() then
-        self._last_outlook: Outlook | None = None  # what it saw of the running jobs then
         # At the last check the compile ran and no slot holder was older: nothing a
         # check decides can change for it, so the next comes at the slow rate
         # (Limits.watch_interval).
@@ -168,13 +167,12 @@ class PauseWatch:
             seen = outlook(
                 [replace(reading.me, paused=self.paused), *reading.others], reading.available
             )
-            if self._last_free is not None:
-                fell = self._fall(max(0, self._last_free - reading.available), seen)
+            if self._last is not None:
+                fell = self._fall(self._last, seen)
                 falling = fall_per_watch(fell, now - self._last_check, now - self.started)
-            self._last_free, self._last_check = reading.available, now
-            self._last_outlook = seen
+            self._last, self._last_check = seen, now
         else:
-            self._last_free = None  # alone, memory is not read
+            self._last = None  # alone, memory is not read
         action = pressure_step(
             me=reading.me,
             others=reading.others,
@@ -201,14 +199,15 @@ class PauseWatch:
         self.tight = near_the_floor(me, reading.others, free, reading.total, falling=falling)
         return False
 
-    def _fall(self, fell: int, seen: Outlook) -> int:
+    def _fall(self, before: Outlook, seen: Outlook) -> int:
         """What the pause's floor counts of free memory's fall since the last check:
         only what the running jobs were not expected to take (unforeseen_fall),
         while nothing else of the build compiles beside them (``quiet``); else all
         of it, as a library compile can rise by more than the floor between two
         checks and its fall is all that tells. The process list is read only when
         it would change the figure."""
-        counted = unforeseen_fall(fell, self._last_outlook, seen)
+        fell = max(0, before.free - seen.free)
+        counted = unforeseen_fall(fell, before, seen)
         if counted < fell and self.quiet():
             return counted
         return fell

@@ -69,8 +69,8 @@ from ltoguard.sizes import MiB, parse_size
 
 TICK = 0.05  # seconds of simulated time per step: the head's poll (semaphore.HEAD_POLL)
 # The rest of the build holding more than this over what it holds later is taken
-# as compiles running beside the guarded jobs (Baseline.quiet): the waiters and
-# cargo's own memory move by less (the 100-bin trace's varies by 5-15 MiB).
+# as compiles running beside the guarded jobs (Baseline.quiet): cargo and the
+# waiters alone move by less.
 COMPILING_SLACK = 20 * MiB
 RECHECK = 0.5  # policy.MEMORY_RECHECK: a head reuses a "no" while the running set holds
 
@@ -328,9 +328,8 @@ class Live:
     floor: int = 0  # a requeued job's estimate is at least what it reached (retry.py)
     curve: curves.Curve | None = None  # its learned curve, if the estimator has one
     next_watch: float = 0.0  # when its watch next asks pause_step
-    last_free: int | None = None  # free memory at its watch's last check (pause.py)
+    last: admission.Outlook | None = None  # what its watch's last check saw (pause.py)
     last_check: float = 0.0  # simulated time then
-    last_outlook: admission.Outlook | None = None  # what its watch saw of the running jobs then
     head_wait: float = 0.0  # seconds it waited at the head of the queue
     passed: int = 0  # jobs that started before it while it waited ahead of them (backfills)
 
@@ -495,9 +494,9 @@ def simulate(
 ) -> Result:
     """Replay ``jobs`` under a cap of ``cap`` bytes with ltoguard's admission rules
     (``backfill``: waiters behind a head refused for memory may start before it;
-    ``rise_once``: a pause's floor leaves out the running jobs' own foreseen rise
-    while nothing compiles beside them, as pause.py does since 2026-12-06: False
-    replays the rule the builds recorded before ran with)."""
+    ``rise_once``: a pause's floor counts only the fall the running jobs were not
+    expected to make while nothing compiles beside them, as pause.py does; False
+    replays the older rule, which counted all of it)."""
     base = Baseline.of(jobs)
     res = Result(cap=cap, cpu=sum(j.run_s for j in jobs))
     index = {id(j): k for k, j in enumerate(jobs)}
@@ -577,14 +576,14 @@ def simulate(
                 now_free = free(t)
                 falling = 0
                 seen = admission.outlook([o.running() for o in running], now_free, limits)
-                if r.last_free is not None:
-                    fell = max(0, r.last_free - now_free)
-                    counted = admission.unforeseen_fall(fell, r.last_outlook, seen)
+                if r.last is not None:
+                    fell = max(0, r.last.free - now_free)
+                    counted = admission.unforeseen_fall(fell, r.last, seen)
                     if rise_once and counted < fell and base.quiet(t):
                         fell = counted
                     elapsed = t - r.last_check
                     falling = admission.fall_per_watch(fell, elapsed, t - r.started, limits)
-                r.last_free, r.last_check, r.last_outlook = now_free, t, seen
+                r.last, r.last_check = seen, t
                 step = admission.pause_step(
                     me=r.running(),
                     others=others,
@@ -617,7 +616,7 @@ def simulate(
                 )
         else:
             for r in running:
-                r.last_free = None  # alone, memory is not read
+                r.last = None  # alone, memory is not read
         if len(running) == 1 and running[0].paused_at is not None:
             res.paused_s += t - running[0].paused_at  # the oldest never stays paused
             running[0].paused_at = None
@@ -652,7 +651,7 @@ def simulate(
                     res.pairs += 1
                     res.backfills += 1
                     w.started, w.tau, w.paused_at = t, 0.0, None
-                    w.next_watch, w.last_free = t, None
+                    w.next_watch, w.last = t, None
                     w.attempts += 1
                     running.append(w)
                 if running and decision.why is admission.Why.NO_ROOM:  # memory's refusals
@@ -673,7 +672,7 @@ def simulate(
             if running:
                 res.pairs += 1
             head.started, head.tau, head.paused_at = t, 0.0, None
-            head.next_watch, head.last_free = t, None
+            head.next_watch, head.last = t, None
             head.attempts += 1
             running.append(head)
         if queue:

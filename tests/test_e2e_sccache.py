@@ -65,13 +65,9 @@ def setup(tmp_path: Path, gen_workspace: ModuleType) -> Iterator[Setup]:
         SCCACHE_IDLE_TIMEOUT="120",
         SCCACHE_CONF=str(tmp_path / "sccache.toml"),
     )
-    # sccache's client gives its server 10 s to start, then fails the compile ("Timed
-    # out waiting for server startup"): twice in CI here (once given a minute), never
-    # when run by hand; known upstream (mozilla/sccache#317,
-    # #1438). Started here, alone, with 30 s and three tries, each on a port of its
-    # own (a server of ours, not a developer's on the default port, gone after); a
-    # server that will not start is sccache's failure, not ltoguard's: the test is
-    # skipped, saying why.
+    # sccache's server may fail to start in time (mozilla/sccache#317; seen in CI here,
+    # docs/development.md): started alone, with tries on ports of our own, gone after;
+    # one that never starts is sccache's failure, and skips the test saying why.
     (tmp_path / "sccache.toml").write_text("server_startup_timeout_ms = 30000\n")
     env["SCCACHE_ERROR_LOG"] = str(tmp_path / "sccache-error.log")
     for _ in range(3):

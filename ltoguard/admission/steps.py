@@ -94,6 +94,7 @@ class Outlook:
     held: Mapping[int, int]  # what each held, by pid
     estimate: Mapping[int, int]  # each one's estimate, by pid
     room: int  # free memory less what they are still expected to grow (outstanding)
+    free: int  # free memory
 
 
 def outlook(running: Sequence[Running], available: int, limits: Limits = DEFAULT) -> Outlook:
@@ -104,6 +105,7 @@ def outlook(running: Sequence[Running], available: int, limits: Limits = DEFAULT
         {r.pid: r.current for r in live},
         {r.pid: r.estimate for r in live},
         available - outstanding(live, limits),
+        available,
     )
 
 
