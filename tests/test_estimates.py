@@ -15,6 +15,7 @@ from ltoguard.estimates import (
     HISTORY_HEADROOM,
     MAX_KEYS,
     MAX_SAMPLES,
+    Basis,
     History,
     group_key,
     job_key,
@@ -380,3 +381,14 @@ def test_failed_save_leaves_old_file_and_no_temp(
         h.save(str(path))
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["h.json"]
+
+
+def test_a_message_says_where_an_estimate_came_from_in_words() -> None:
+    from ltoguard.estimates import said
+
+    assert said("inputs") == "estimated from inputs"
+    assert said(Basis.SIBLINGS_SCALED) == "estimated from siblings, scaled by inputs"
+    assert said("raised") == "raised after it outgrew its estimate"  # not "from raised"
+    assert said(Basis.CONFIGURED) == "set by its memory setting"
+    assert said("default") == "a default: nothing learned yet"
+    assert said("something newer") == "estimated from something newer"  # a newer record

@@ -310,14 +310,19 @@ def test_every_input_the_prediction_weighs_survives_a_save(tmp_path: Path) -> No
     )
     assert basis == "siblings, scaled by inputs"
     assert est == int(300 * MiB * HISTORY_HEADROOM)  # same inputs: the sibling's own peak
-    # history written before generic code was recorded reads as none of it
+    # a sibling recorded before generic code was: its miss was that of a prediction
+    # without the term, and does not scale one with it (the sibling's peak does)
     data = json.loads(Path(path).read_text())
     del data["entries"]["k"]["inputs"]["generic"]
     Path(path).write_text(json.dumps(data))
-    old = History.load(path).estimate(
-        "n", "g", toolchain="tc", inputs=mine.as_dict(), predict=inputs.predict
-    )
-    assert old[1] == "siblings, scaled by inputs"
+    older = History.load(path)
+    old = older.estimate("n", "g", toolchain="tc", inputs=mine.as_dict(), predict=inputs.predict)
+    assert old == (int(300 * MiB * HISTORY_HEADROOM), "siblings")
+    # where this job has no generic code, such a sibling scales it as before
+    plain = {**mine.as_dict(), "generic": 0}
+    est, basis = older.estimate("n", "g", toolchain="tc", inputs=plain, predict=inputs.predict)
+    assert basis == "siblings, scaled by inputs"
+    assert abs(est - 300 * MiB * HISTORY_HEADROOM) <= 1  # same inputs: its peak
 
 
 def test_inputs_survive_a_save_and_malformed_ones_are_only_forgotten(tmp_path: Path) -> None:
