@@ -175,23 +175,11 @@ def _inputs(value: object) -> dict[str, int] | None:
         return None
     out = {}
     for name in ("deps", "crates", "source", "meta", "generic"):
-        if name in ("meta", "generic") and name not in value:
-            continue  # recorded since 2026-12-04: left out, so that `_scales` can tell
-        v = value.get(name)
+        v = value.get(name, None if name in ("deps", "crates", "source") else 0)  # came later
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
             return None
         out[name] = v
     return out
-
-
-def _scales(sibling: dict[str, int] | None, mine: dict[str, int]) -> bool:
-    """May a sibling's miss scale this job's prediction? Not without its inputs, nor
-    when this job counts the workspace's generic code and the sibling's record
-    predates it (its prediction then had no such term, and its miss, scaled onto
-    one that has, would count that code twice)."""
-    if not sibling:
-        return False
-    return "generic" in sibling or not mine.get("generic")
 
 
 def _same(entry: Entry, toolchain: str) -> bool:
@@ -384,11 +372,7 @@ class History:
         group_entries = [e for e in self._entries.values() if e.group == group]
         same = [e for e in group_entries if _same(e, toolchain)]
         if same and inputs is not None and predict is not None:
-            ratios = sorted(
-                max(e.peaks) / max(1, predict(e.inputs))
-                for e in same
-                if e.inputs is not None and _scales(e.inputs, inputs)
-            )
+            ratios = sorted(max(e.peaks) / max(1, predict(e.inputs)) for e in same if e.inputs)
             if ratios:
                 # The median sibling's miss (the upper of two), not the worst: one
                 # sibling far off would raise every estimate, and a job above the
@@ -406,22 +390,6 @@ class History:
         if inputs is not None and predict is not None:
             return predict(inputs), Basis.INPUTS
         return default, Basis.DEFAULT
-
-
-_SAID = {
-    Basis.RAISED: "raised after it outgrew its estimate",
-    Basis.CONFIGURED: "set by its memory setting",
-    Basis.DEFAULT: "a default: nothing learned yet",
-}
-
-
-def said(basis: str) -> str:
-    """Where an estimate came from, as the end of a message line: ``estimated from
-    inputs``, ``raised after it outgrew its estimate``."""
-    try:
-        return _SAID.get(Basis(basis), f"estimated from {basis}")
-    except ValueError:
-        return f"estimated from {basis}"
 
 
 def describe(estimate: int, basis: str) -> str:

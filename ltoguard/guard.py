@@ -312,9 +312,7 @@ class GuardedRun:
         now = time.time()
         running = ", ".join(h.describe(now) for h in snap.holders) or "none"
         if decision.names_estimate:
-            from ltoguard.estimates import said
-
-            why = f"{decision.text}; {said(self.record.basis)}"
+            why = f"{decision.text}; {self.record.estimated}"
         else:
             from ltoguard.estimates import describe
 
@@ -328,10 +326,8 @@ class GuardedRun:
         it started before waiters ahead of it (backfill) whenever it did."""
         if decision is not None and decision.why is Why.BACKFILL and channel().under_cargo:
             self.told_wait = True
-            from ltoguard.estimates import said
-
-            basis = said(self.record.basis)
-            note(f"{self.job.what} {decision.text} (waited {waited:.1f}s; {basis})")
+            estimated = self.record.estimated
+            note(f"{self.job.what} {decision.text} (waited {waited:.1f}s; {estimated})")
             return
         if self.waiting is None or self.told_wait or not channel().under_cargo:
             return

@@ -234,51 +234,26 @@ def read_inputs(argv: Sequence[str], crate_root: str | None) -> Inputs | None:
 
 # The cold estimate: a compile's peak anonymous memory as a line in the object code it
 # links (a registry crate's metadata is generic code as MIR, little of which reaches
-# the binary); the line's constants sit above the fitted ones (scripts/calibrate_cold.py),
+# the binary); the constants sit above the fitted ones (scripts/calibrate_cold.py),
 # so it errs high.
 BASE = 120 * 1024 * 1024  # the compiler and std's bitcode
 PER_CODE_BYTE = 26.0  # per byte of the linked rlibs' object code / bitcode
 PER_SOURCE_BYTE = 100.0  # a guess: the fitted crates had too little source of their own to weigh
 DEBUG_FACTOR = 2.0  # debug info grows what LLVM holds
-# Plus the workspace's generic code the binary instantiates (`instantiated`), which it
-# compiles itself at its own types: per byte, one use plus one for each
-# GENERIC_USE_SOURCE bytes of the binary's own source (up to GENERIC_SOURCE_CAP); debug
-# info grows it more than object code. Chosen on scripts/gen_generic.py's bins
-# (2026-12-04); 28 per byte, below that, let pairs start that did not fit, and one
-# was stopped at its end (docs/benchmarks.md, 2026-12-06).
-PER_GENERIC_BYTE = 35.0
-GENERIC_USE_SOURCE = 1536
-GENERIC_SOURCE_CAP = 32 * 1024
-GENERIC_DEBUG_FACTOR = 4.5
 
 
 def debug_on(debuginfo: str) -> bool:
     return debuginfo not in ("", "0", "none", "false")
 
 
-def instantiated(inputs: dict[str, int]) -> float:
-    """Of the workspace's generic code (``generic``), the bytes taken as instantiated
-    by the binary: its share of the generic and object code linked. A binary that
-    links little else is made of that library's code (scripts/gen_generic.py's: 97%);
-    one that links much object code beside it uses a part (ripgrep's ``rg``: 13%, its
-    members' 1.3 MiB beside 8.7 MiB of object code, which counted whole came out at
-    3.9 x its peak)."""
-    mine = inputs.get("generic", 0)
-    if mine <= 0:
-        return 0.0
-    code = max(0, inputs.get("deps", 0) - inputs.get("meta", 0))
-    return mine * mine / (mine + code)
-
-
 def predict(inputs: dict[str, int], *, debuginfo: str = "") -> int:
     """The cold estimate (bytes) of an LTO compile with these inputs and profile:
     thin LTO is not measured and is taken as fat."""
+    # The workspace's generic code ("generic") is recorded, not weighed: a term fitted
+    # on generated generic-heavy bins would count most real crates' metadata as
+    # generic too and overrate them several times (docs/design.md, the cold estimate).
     code = max(0, inputs.get("deps", 0) - inputs.get("meta", 0))
-    source = inputs.get("source", 0)
-    grows = PER_CODE_BYTE * code + PER_SOURCE_BYTE * source
-    uses = 1 + min(source, GENERIC_SOURCE_CAP) / GENERIC_USE_SOURCE
-    generic = PER_GENERIC_BYTE * instantiated(inputs) * uses
+    grows = PER_CODE_BYTE * code + PER_SOURCE_BYTE * inputs.get("source", 0)
     if debug_on(debuginfo):
         grows *= DEBUG_FACTOR
-        generic *= GENERIC_DEBUG_FACTOR
-    return int(BASE + grows + generic)
+    return int(BASE + grows)

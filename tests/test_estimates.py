@@ -384,11 +384,15 @@ def test_failed_save_leaves_old_file_and_no_temp(
 
 
 def test_a_message_says_where_an_estimate_came_from_in_words() -> None:
-    from ltoguard.estimates import said
+    from ltoguard.jobs import Job, JobRecord
+
+    def said(basis: str) -> str:
+        job = Job(argv=[], kind="rustc", name="app", what="crate app", key="k", group="g")
+        return JobRecord(job, 1, basis).estimated
 
     assert said("inputs") == "estimated from inputs"
     assert said(Basis.SIBLINGS_SCALED) == "estimated from siblings, scaled by inputs"
-    assert said("raised") == "raised after it outgrew its estimate"  # not "from raised"
+    assert said(Basis.RAISED) == "raised after it outgrew its estimate"  # not "from raised"
     assert said(Basis.CONFIGURED) == "set by its memory setting"
-    assert said("default") == "a default: nothing learned yet"
+    assert said(Basis.DEFAULT) == "a default: nothing learned yet"
     assert said("something newer") == "estimated from something newer"  # a newer record
