@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -94,3 +97,45 @@ def test_a_missing_crate_names_the_package(gen: ModuleType, tmp_path: Path) -> N
         gen.resolve_versions(tmp_path / "reg", ["clap", "regex"])
     assert gen.resolve_versions(tmp_path / "reg", ["regex"]) == {"regex": "1.7"}
     assert "librust-clap-derive-dev" in gen.APT_PACKAGES
+
+
+def test_path_crates_are_copied_into_the_workspace_and_patch_the_registry(
+    gen: ModuleType, tmp_path: Path
+) -> None:
+    """--path-crates: the bins' direct crates as path dependencies, the way a
+    workspace that vendors or forks its crates has them (cargo runs rustc for them
+    at the workspace root, as for its own crates: the cold estimate's `generic`
+    input counts their metadata)."""
+    generate(gen, tmp_path, bins=2, seed=0, path_crates=True)
+    ws = load(tmp_path / "Cargo.toml")
+    direct = set()
+    for member in ws["workspace"]["members"]:
+        direct |= set(load(tmp_path / member / "Cargo.toml")["dependencies"])
+    assert ws["patch"]["crates-io"] == {n: {"path": f"crates/{n}"} for n in direct}
+    for n in direct:
+        manifest = load(tmp_path / "crates" / n / "Cargo.toml")
+        assert manifest["package"]["name"] == n
+        assert "dev-dependencies" not in manifest and "test" not in manifest
+        assert not (tmp_path / "crates" / n / ".cargo-checksum.json").exists()
+    config = load(tmp_path / ".cargo/config.toml")
+    assert config["build"]["rustflags"] == ["--cap-lints=allow"]
+    # cargo resolves it offline, every patch used (an unused one is only warned of)
+    cargo = shutil.which("cargo")
+    if cargo is None:
+        pytest.skip("no cargo on PATH")
+    done = subprocess.run(
+        [cargo, "metadata", "--offline", "--format-version", "1"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "was not used" not in done.stderr, done.stderr[-2000:]
+    packages = json.loads(done.stdout)["packages"]
+    local = {p["name"] for p in packages if p["source"] is None}
+    assert direct <= local
+
+
+def test_without_path_crates_nothing_is_patched(gen: ModuleType, tmp_path: Path) -> None:
+    generate(gen, tmp_path, bins=2, seed=0)
+    assert "patch" not in load(tmp_path / "Cargo.toml")
+    assert "build" not in load(tmp_path / ".cargo/config.toml")
+    assert not (tmp_path / "crates").exists()
