@@ -246,11 +246,8 @@ def compiling_beside(me: int | None = None, parent: int | None = None) -> int:
         return 0
     ours = _exe(me)
     total = 0
-    for kid in set(children(parent)) - {me}:
-        stat = read_stat(kid)
-        if stat is None or stat.state == "Z":
-            continue
-        if stat.name != COMPILER and not stat.name.startswith(BUILD_SCRIPT):
+    for kid, name in _siblings(me, parent):
+        if name != COMPILER and not name.startswith(BUILD_SCRIPT):
             continue
         tree = [kid, *descendants(kid)]
         if ours is not None and any(_exe(p) == ours for p in tree):
@@ -276,15 +273,17 @@ def nothing_compiling_beside(me: int | None = None, parent: int | None = None) -
     if above is not None and (above.name == "cargo" or above.name.startswith(BUILD_SCRIPT)):
         return False
     ours = _exe(me)
-    if ours is None:
-        return False
+    return ours is not None and all(_exe(kid) == ours for kid, _ in _siblings(me, parent))
+
+
+def _siblings(me: int, parent: int) -> list[tuple[int, str]]:
+    """The live (not zombie) children of ``parent`` other than ``me``, with their names."""
+    found = []
     for kid in set(children(parent)) - {me}:
-        kstat = read_stat(kid)
-        if kstat is None or kstat.state == "Z":
-            continue
-        if _exe(kid) != ours:
-            return False
-    return True
+        stat = read_stat(kid)
+        if stat is not None and stat.state != "Z":
+            found.append((kid, stat.name))
+    return found
 
 
 def _exe(pid: int) -> str | None:
