@@ -163,15 +163,6 @@ def cargo_build_id(start: int | None = None, levels: int | None = None) -> str:
     return cargo_run(start, CARGO_LEVELS if levels is None else levels)
 
 
-# How a message ends for an estimate of these bases (estimates.Basis values), where
-# "estimated from <basis>" does not read: a stopped job's estimate was "raised".
-_ESTIMATED = {
-    "raised": "raised after it outgrew its estimate",
-    "configured": "set by its memory setting",
-    "default": "a default: nothing learned yet",
-}
-
-
 @struct
 class JobRecord:
     """One guarded job as other processes see it, from one set of fields.
@@ -213,7 +204,14 @@ class JobRecord:
     def estimated(self) -> str:
         """Where the estimate came from, ending a message line: ``estimated from
         inputs``, ``raised after it outgrew its estimate``."""
-        return _ESTIMATED.get(str(self.basis), f"estimated from {self.basis}")
+        from ltoguard.estimates import Basis
+
+        words: dict[str, str] = {  # where "estimated from <basis>" does not read
+            Basis.RAISED: "raised after it outgrew its estimate",
+            Basis.CONFIGURED: "set by its memory setting",
+            Basis.DEFAULT: "a default: nothing learned yet",
+        }
+        return words.get(self.basis, f"estimated from {self.basis}")
 
     def ticket(self) -> dict[str, Any]:
         job = self.job
