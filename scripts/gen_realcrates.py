@@ -462,15 +462,24 @@ class MissingCrate(Exception):
     """The registry lacks a crate the workspace needs (the message says what to install)."""
 
 
-def registry_versions(registry: Path) -> dict[str, list[tuple[int, int, int]]]:
-    """Crate name -> versions the directory registry holds, from `name-x.y.z` dir names."""
-    found: dict[str, list[tuple[int, int, int]]] = {}
+def _registry_dirs(registry: Path) -> list[tuple[str, tuple[int, int, int], Path]]:
+    """(name, version, folder) of each crate the directory registry holds, from its
+    `name-x.y.z` folder names."""
+    found = []
     for entry in sorted(registry.iterdir()):
         m = _DIR_NAME.match(entry.name)
         if m is None or not entry.is_dir():
             continue
         major, minor, patch = (int(p) for p in m["version"].split("-")[0].split("+")[0].split("."))
-        found.setdefault(m["name"], []).append((major, minor, patch))
+        found.append((m["name"], (major, minor, patch), entry))
+    return found
+
+
+def registry_versions(registry: Path) -> dict[str, list[tuple[int, int, int]]]:
+    """Crate name -> versions the directory registry holds."""
+    found: dict[str, list[tuple[int, int, int]]] = {}
+    for name, version, _ in _registry_dirs(registry):
+        found.setdefault(name, []).append(version)
     return found
 
 
@@ -641,13 +650,9 @@ def _copy_path_crates(
     """Copy the newest version of each crate in `names` to `out`/crates/NAME (its
     Cargo.toml into `files`, trimmed); the paths copied."""
     newest: dict[str, tuple[tuple[int, int, int], Path]] = {}
-    for entry in sorted(registry.iterdir()):
-        m = _DIR_NAME.match(entry.name)
-        if m is None or m["name"] not in names or not entry.is_dir():
-            continue
-        v = tuple(int(p) for p in m["version"].split("-")[0].split("+")[0].split("."))
-        if m["name"] not in newest or v > newest[m["name"]][0]:
-            newest[m["name"]] = ((v[0], v[1], v[2]), entry)
+    for name, version, folder in _registry_dirs(registry):
+        if name in names and (name not in newest or version > newest[name][0]):
+            newest[name] = (version, folder)
     copied = []
     for name in names:
         src = newest[name][1]
