@@ -113,6 +113,7 @@ class GuardedRun:
         self.record = JobRecord(job, estimate, basis, curve=curve)
         self.record.inputs = self.inputs
         self.waiting: str | None = None  # why it waited, once it did
+        self.held_by: Admission | None = None  # the last refusal: what held it last
         # Each attempt for the report: [queued, admitted, ended, paused_s, next step]
         # (shorter if it never got that far); the event log's "attempts".
         self.attempts: list[list[float | str]] = []
@@ -304,26 +305,32 @@ class GuardedRun:
         return step.state
 
     def _announce(self, snap: Snapshot, decision: Admission) -> None:
-        """The waiting line, once per job (not once per requeue). Under cargo it goes
-        past cargo's message cache (messages.py); where it cannot, it is said in the
-        past tense once the job starts (`_started`), so a replay stays true."""
+        """Called on each refusal. The waiting line is said once per job (not once per
+        requeue). Under cargo it goes past cargo's message cache (messages.py); where
+        it cannot, it is said in the past tense once the job starts (`_started`), so a
+        replay stays true."""
+        self.held_by = decision
         if self.waiting is not None:
             return
         now = time.time()
         running = ", ".join(h.describe(now) for h in snap.holders) or "none"
-        if decision.names_estimate:
-            why = f"{decision.text}; {self.record.estimated}"
-        else:
-            from ltoguard.estimates import describe
-
-            why = f"{decision.text}; needs {describe(self.record.estimate, self.record.basis)}"
-        self.waiting = why
+        self.waiting = self._why(decision)
         if not channel().replayed:
-            note(f"{self.job.what} waits ({why}; running: {running})")
+            note(f"{self.job.what} waits ({self.waiting}; running: {running})")
+
+    def _why(self, decision: Admission) -> str:
+        """Why a refusal held the job, with what it needs."""
+        if decision.names_estimate:
+            return f"{decision.text}; {self.record.estimated}"
+        from ltoguard.estimates import describe
+
+        return f"{decision.text}; needs {describe(self.record.estimate, self.record.basis)}"
 
     def _started(self, waited: float, decision: Admission | None = None) -> None:
-        """Under cargo, the CI log also says how long the job waited, once, and that
-        it started before waiters ahead of it (backfill) whenever it did."""
+        """Under cargo, the CI log also says how long the job waited, once, and why:
+        the refusal that held it last, which may not be the first one (a job queued
+        behind one about to start then waits for memory or a CPU); and that it started
+        before waiters ahead of it (backfill) whenever it did."""
         if decision is not None and decision.why is Why.BACKFILL and channel().under_cargo:
             self.told_wait = True
             estimated = self.record.estimated
@@ -332,7 +339,8 @@ class GuardedRun:
         if self.waiting is None or self.told_wait or not channel().under_cargo:
             return
         self.told_wait = True
-        note(f"{self.job.what} waited {waited:.1f}s before it started ({self.waiting})")
+        why = self.waiting if self.held_by is None else self._why(self.held_by)
+        note(f"{self.job.what} waited {waited:.1f}s before it started ({why})")
 
     def _ended(
         self,

@@ -200,7 +200,8 @@ class Semaphore:
         here, got a slot or not). `gate(ahead)` runs, under the mutex, whenever the
         waiter looks (ahead: how many wait before it; 0: at the head, before each
         admission attempt): the jobserver lease lends its token there while queued
-        (lending.py).
+        (lending.py). `on_wait(snapshot, decision)` runs after each refusal, outside
+        the mutex.
 
         A waiter is interrupted by a signal whose handler raises. Such signals are
         held back (blocked) while a ticket or a slot changes hands, so an interruption
@@ -294,8 +295,7 @@ class Semaphore:
                         shown = show_refusal(ticket.fd, info, decision, seen, shown)
             process.restore_signals(mask)
             if on_wait is not None:
-                on_wait(snap, decision)
-                on_wait = None  # announced once
+                on_wait(snap, decision)  # each "no": the reason can change while it waits
             if pred is not None:
                 locks.wait_until_free(self.dir_fd, pred)
             else:  # COMPILING holds no slot to watch: memory decides, re-read then

@@ -438,6 +438,32 @@ def test_the_waiting_line_is_made_from_the_decision(
     assert err == f"ltoguard: crate w (bin) waits ({line}; running: none)\n"
 
 
+def test_the_started_line_names_what_held_the_job_last(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Queued behind a job about to start, then held by the CPU rule once that one ran
+    (the race a CI run hit): the waiting line says the first reason, true when said;
+    the line cargo keeps says the one that held the job until it started."""
+    from ltoguard import messages
+    from ltoguard.guard import GuardedRun
+
+    monkeypatch.setattr(messages, "_channel", messages.Channel(-1, False, True))
+    run = GuardedRun.__new__(GuardedRun)  # only what _announce and _started read
+    run.job = Job(["rustc"], kind="rustc", name="w", what="crate w (bin)", key="k", group="g")
+    run.record = JobRecord(run.job, 134 * MiB, Basis.INPUTS)
+    run.waiting, run.held_by, run.told_wait = None, None, False
+    run._announce(snap(), Admission(False, Why.BEHIND, ahead=1))
+    cpu = Admission(False, Why.CPUS_BUSY, running=1, limit=1)
+    run._announce(snap(), cpu)
+    run._announce(snap(), cpu)
+    run._started(6.1)
+    assert run.waiting == "1 waiting ahead; needs ~134 MiB (inputs)"  # the first reason
+    assert capsys.readouterr().err == (  # cargo keeps this line (its stderr out of reach)
+        "ltoguard: crate w (bin) waited 6.1s before it started (1 job running on 1 CPU:"
+        " one more would only slow them; needs ~134 MiB (inputs))\n"
+    )
+
+
 def test_basis_values_are_what_records_and_events_hold() -> None:
     assert [b.value for b in Basis] == [
         "history",
