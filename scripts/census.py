@@ -120,15 +120,25 @@ def notable(samples: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
+def cap_size(text: str) -> int:
+    """The cap in bytes: ``265`` (MiB, as the sweep's tables give caps), ``265M``, ``1.5G``."""
+    from ltoguard.sizes import parse_size
+
+    try:
+        return int(text) * MiB if text.strip().isdigit() else parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="census.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("workspace", type=Path)
-    ap.add_argument("cap", help="MiB")
+    ap.add_argument("cap", type=cap_size, help="a size (265M, 1.5G); a bare number is MiB")
     ap.add_argument("mode", choices=("plain", "ltoguard"))
     ap.add_argument("--touch", default="bins/*/src/main.rs")
     ap.add_argument("--cache", type=Path, help="keep ltoguard's history here (warm builds)")
     args = ap.parse_args(argv)
-    cap = int(args.cap.rstrip("Mm")) * MiB
+    cap = args.cap
     if args.cache and args.mode != "ltoguard":
         ap.error("--cache is ltoguard's history: only with the ltoguard mode")
     if args.mode == "ltoguard" and not LTOGUARD.exists():

@@ -3,9 +3,12 @@ itself needs root and a memory cgroup: see docs/benchmarks.md for its figures)."
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 import time
+
+import pytest
 
 from tests.conftest import load_script
 
@@ -49,3 +52,12 @@ def test_notable_samples_are_the_fullest_and_a_lone_compile() -> None:
         ("one rustc", 3),
     ]
     assert "rustc x1" in census.describe(samples[2])
+
+
+def test_the_cap_is_a_size_or_a_number_of_mib() -> None:
+    census = load_script("census")
+    assert census.cap_size("265") == 265 * MiB
+    assert census.cap_size("265M") == 265 * MiB
+    assert census.cap_size("1.5G") == 1536 * MiB
+    with pytest.raises(argparse.ArgumentTypeError, match="invalid size '4Q'"):
+        census.cap_size("4Q")
