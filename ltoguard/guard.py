@@ -314,17 +314,9 @@ class GuardedRun:
             return
         now = time.time()
         running = ", ".join(h.describe(now) for h in snap.holders) or "none"
-        self.waiting = self._why(decision)
+        self.waiting = self.record.held_by(decision)
         if not channel().replayed:
             note(f"{self.job.what} waits ({self.waiting}; running: {running})")
-
-    def _why(self, decision: Admission) -> str:
-        """Why a refusal held the job, with what it needs."""
-        if decision.names_estimate:
-            return f"{decision.text}; {self.record.estimated}"
-        from ltoguard.estimates import describe
-
-        return f"{decision.text}; needs {describe(self.record.estimate, self.record.basis)}"
 
     def _started(self, waited: float, decision: Admission | None = None) -> None:
         """Under cargo, the CI log also says how long the job waited, once, and why:
@@ -336,10 +328,10 @@ class GuardedRun:
             estimated = self.record.estimated
             note(f"{self.job.what} {decision.text} (waited {waited:.1f}s; {estimated})")
             return
-        if self.waiting is None or self.told_wait or not channel().under_cargo:
+        if self.told_wait or self.held_by is None or not channel().under_cargo:
             return
         self.told_wait = True
-        why = self.waiting if self.held_by is None else self._why(self.held_by)
+        why = self.record.held_by(self.held_by)
         note(f"{self.job.what} waited {waited:.1f}s before it started ({why})")
 
     def _ended(

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from typing import Any
 
+    from ltoguard.admission import Admission
     from ltoguard.classify import Decision
     from ltoguard.curves import Curve
     from ltoguard.verdict import CrateOverride
@@ -212,6 +213,14 @@ class JobRecord:
             Basis.DEFAULT: "a default: nothing learned yet",
         }
         return words.get(self.basis, f"estimated from {self.basis}")
+
+    def held_by(self, refusal: Admission) -> str:
+        """Why a refusal holds the job, with what it needs: a message line's reason."""
+        if refusal.names_estimate:
+            return f"{refusal.text}; {self.estimated}"
+        from ltoguard.estimates import describe
+
+        return f"{refusal.text}; needs {describe(self.estimate, self.basis)}"
 
     def ticket(self) -> dict[str, Any]:
         job = self.job
