@@ -327,9 +327,6 @@ class AdmissionPolicy:
             running=snap.running,
             limits=brake.limits,
         )
-        if hold is not None:
-            self._last_no = _LastNo(held, now, hold)
-            return hold
         running, usage, mem = self._read(snap)
         decision = fit(
             estimate=self.record.estimate,
@@ -339,9 +336,13 @@ class AdmissionPolicy:
             curve=self.record.curve,
             limits=self.limits,
         )
+        if hold is not None:
+            # Sustained pressure holds every admission; where memory says no as well,
+            # that is the reason to give: the job would wait without the pressure.
+            decision = hold if decision.ok else decision
         # Swap counts unless pressure is high (light swapping, not thrash), and is read
         # only when RAM alone says no.
-        if not decision.ok and brake.level in (Level.LOW, Level.MID):
+        elif not decision.ok and brake.level in (Level.LOW, Level.MID):
             swap = swap_counted(self.read_swap(self.memory), mem.total, brake.limits)
             decision = with_swap(decision, swap)
         if decision.ok:

@@ -360,6 +360,27 @@ def test_policy_holds_admission_under_sustained_pressure(tmp_path: Path) -> None
     assert pol(s).ok
 
 
+def test_under_pressure_a_job_memory_refuses_as_well_is_told_the_memory_reason(
+    tmp_path: Path,
+) -> None:
+    """The pressure holds it, but it would wait without the pressure too: the line
+    cargo keeps names what it needs and what is free, not the pressure alone."""
+    pol, f, swaps, now = policy_with(tmp_path, psi(50, 23), available=1800 * MiB, swap=2 * GiB)
+    s = snap(ONE)
+    assert pol(s).why is Why.NO_ROOM  # one reading is not sustained; RAM says no
+    for t in (1.0, 2.0):
+        pol._last_no = None
+        now[0] = t
+        d = pol(s)
+        assert pol.brake is not None and pol.brake.on
+        assert not d.ok and d.why is Why.NO_ROOM and d.text.startswith("needs ~1 GiB, 1.8 GiB free")
+    assert swaps == []  # under the brake, swap is neither counted nor read
+    f.write_text(psi(15, 2))  # between the thresholds: still held, memory still short
+    pol._last_no = None
+    now[0] = 3.0
+    assert pol(s).why is Why.NO_ROOM
+
+
 def test_policy_never_holds_the_first_job(tmp_path: Path) -> None:
     pol, _, _, now = policy_with(tmp_path, psi(90, 90), available=GiB)
     for t in range(3):
