@@ -12,6 +12,7 @@ import pytest
 
 from ltoguard import events
 from ltoguard.commands import report, report_data, report_html, report_svg
+from ltoguard.sizes import MiB
 from tests.test_report import T0, build, job
 
 
@@ -93,3 +94,16 @@ def test_default_output_is_the_workspace_target_dir(tmp_path: Path) -> None:
     )
     gone = build(ws=str(tmp_path / "cleaned"))
     assert report.default_out(gone, {}) == os.path.join(os.getcwd(), "ltoguard-report.html")
+
+
+def test_each_jobs_own_peak_is_drawn_where_the_samples_miss_it() -> None:
+    """A fat-LTO compile's last rise is shorter than the logged samples' second: the
+    chart marks each job's peak over its run, and its axis reaches it."""
+    alone = [job("alpha", T0, T0, T0 + 20, peak=600 * MiB)]  # samples at 300 MiB
+    svg = report_svg.memory_svg(alone, T0, 20.0)
+    assert svg.count('class="peak"') == 1
+    assert "alpha: peak 600 MiB" in svg
+    ticks = [t.rsplit(">", 1)[1] for t in svg.split("</text>") if 'class="tick"' in t]
+    assert "512 MiB" in ticks  # the axis reaches past the samples' 300 MiB
+    assert report_data.peak_marks(alone) == [(T0, T0 + 20, 600.0 * MiB, "alpha")]
+    assert report_data.peak_marks([dict(alone[0], peak=None)]) == []  # none recorded

@@ -163,6 +163,20 @@ def memory_series(events: list[dict[str, Any]]) -> list[tuple[float, float]]:
     return series
 
 
+def peak_marks(events: list[dict[str, Any]]) -> list[tuple[float, float, float, str]]:
+    """Each job's own peak as (from, to, bytes, crate) over its run: the logged samples
+    (one a second at most) miss the short rise at a fat-LTO compile's end, which its
+    peak (the kernel's high-water mark, read while it runs) keeps."""
+    out = []
+    for e in events:
+        peak, end = ev.num(e, "peak"), ev.end_time(e)
+        s = samples(e)
+        start = s[0][0] if s else ev.num(e, "admitted")
+        if peak and peak > 0 and start is not None and end > start:
+            out.append((start, end, float(peak), str(e.get("crate", "?"))))
+    return out
+
+
 def budget_series(events: list[dict[str, Any]]) -> list[tuple[float, float]]:
     """The budget each admission saw (free memory plus what guarded jobs held), as steps."""
     pts = []

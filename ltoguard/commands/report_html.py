@@ -48,6 +48,7 @@ svg .stripe{fill:#f7f8fa}svg .wait{fill:"""
     + """}
 svg .inbar{fill:#fff;font-size:11px}svg .paused{stroke:#fff;stroke-opacity:.6;stroke-width:1.5}
 svg .area{fill:#3b82c4;fill-opacity:.35;stroke:#3b82c4;stroke-width:1.2}
+svg .peak{fill:none;stroke:#1f4e79;stroke-width:1.5;stroke-dasharray:2 2}
 svg .budget{fill:none;stroke:#d14b4b;stroke-width:2;stroke-dasharray:6 4}
 svg g.job:hover .run{opacity:.8}
 table{border-collapse:collapse;margin-top:6px}
@@ -159,7 +160,7 @@ def render_html(
 <div class="legend">{_legend()}</div>
 {timeline_svg(events, t0, span)}
 <h2>Memory</h2>
-<div class="legend"><span><i style="background:#9cc1e3"></i>held by guarded jobs (process trees, sampled)</span><span><i style="background:#d14b4b"></i>budget seen at admission (free memory + guarded jobs' use)</span></div>
+<div class="legend"><span><i style="background:#9cc1e3"></i>held by guarded jobs (process trees, sampled)</span><span><i style="background:#1f4e79"></i>each job's own peak, over its run (its high-water mark: spikes between samples)</span><span><i style="background:#d14b4b"></i>budget seen at admission (free memory + guarded jobs' use)</span></div>
 {memory_svg(events, t0, span)}
 <p class="note">Memory source: {esc(", ".join(sources) or "not recorded")}.</p>
 <h2>Jobs</h2>

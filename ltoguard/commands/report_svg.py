@@ -16,6 +16,7 @@ from ltoguard.commands.report_data import (
     attempts,
     budget_series,
     memory_series,
+    peak_marks,
     times,
 )
 
@@ -231,7 +232,8 @@ def _budget_marks(
 def memory_svg(events: list[dict[str, Any]], t0: float, span: float) -> str:
     mem = memory_series(events)
     budgets = budget_series(events)
-    peak = max([v for _, v in mem] + [1.0])
+    peaks = peak_marks(events)
+    peak = max([v for _, v in mem] + [p for _, _, p, _ in peaks] + [1.0])
     # The axis fits the jobs' memory; the budget line is drawn when it is on the
     # same scale, else named under the chart (a 24 GiB host would flatten 400 MiB
     # jobs to nothing).
@@ -273,6 +275,11 @@ def memory_svg(events: list[dict[str, Any]], t0: float, span: float) -> str:
         d.append(f"V{y(0):.1f}Z")
         parts.append(
             f'<path d="{"".join(d)}" class="area"><title>memory held by guarded jobs (sampled)</title></path>'
+        )
+    for a, b, p, crate in peaks:
+        parts.append(
+            f'<path d="M{x(a):.1f},{y(p):.1f}H{x(b):.1f}" class="peak"><title>{esc(crate)}: peak'
+            f" {esc(fmt_bytes(int(p)))} (its high-water mark: it catches what samples miss)</title></path>"
         )
     parts += _budget_marks(shown, above, t0 + span, x, y, y0)
     parts.append(
