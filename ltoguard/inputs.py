@@ -239,11 +239,25 @@ def read_inputs(argv: Sequence[str], crate_root: str | None) -> Inputs | None:
 BASE = 120 * 1024 * 1024  # the compiler and std's bitcode
 PER_CODE_BYTE = 26.0  # per byte of the linked rlibs' object code / bitcode
 PER_SOURCE_BYTE = 100.0  # a guess: the fitted crates had too little source of their own to weigh
-DEBUG_FACTOR = 2.0  # debug info grows what LLVM holds
+# Debug info, by level (debug_level): the linked rlibs are built at the profile's level
+# and their bitcode already carries its debug info (line tables make it ~2.1 x, full
+# info ~4 x what it is without), so a byte of it weighs about what a byte without
+# does, a little more with full info; the binary's own code gets its debug info in
+# this compile. docs/benchmarks.md, "The cold estimate by debug level".
+CODE_DEBUG = (1.0, 1.0, 1.5)
+SOURCE_DEBUG = (1.0, 2.0, 2.0)
+_NO_DEBUG = frozenset(("", "0", "none", "false", "n", "no", "off"))
+_SOME_DEBUG = frozenset(("1", "limited", "line-tables-only", "line-directives-only"))
+
+
+def debug_level(debuginfo: str) -> int:
+    """0 without debug info; 1 for limited info or line tables only; 2 for full (rustc's
+    ``-C debuginfo`` values: ``2``, ``full``, ``true``, ..., and any it adds later)."""
+    return 0 if debuginfo in _NO_DEBUG else 1 if debuginfo in _SOME_DEBUG else 2
 
 
 def debug_on(debuginfo: str) -> bool:
-    return debuginfo not in ("", "0", "none", "false")
+    return debug_level(debuginfo) > 0
 
 
 def predict(inputs: dict[str, int], *, debuginfo: str = "") -> int:
@@ -253,7 +267,7 @@ def predict(inputs: dict[str, int], *, debuginfo: str = "") -> int:
     # on generated generic-heavy bins would count most real crates' metadata as
     # generic too and overrate them several times (docs/design.md, the cold estimate).
     code = max(0, inputs.get("deps", 0) - inputs.get("meta", 0))
-    grows = PER_CODE_BYTE * code + PER_SOURCE_BYTE * inputs.get("source", 0)
-    if debug_on(debuginfo):
-        grows *= DEBUG_FACTOR
+    level = debug_level(debuginfo)
+    grows = PER_CODE_BYTE * code * CODE_DEBUG[level]
+    grows += PER_SOURCE_BYTE * inputs.get("source", 0) * SOURCE_DEBUG[level]
     return int(BASE + grows)

@@ -8,7 +8,7 @@ inputs the cold estimate saw (linked rlib bytes, crate count, own source bytes,
 metadata bytes, the workspace's generic code), its profile, and the peak anonymous
 memory of its process tree. Then it fits
 
-    peak = BASE + PER_CODE_BYTE * code * (DEBUG_FACTOR if debug)
+    peak = BASE + PER_CODE_BYTE * code * CODE_DEBUG[debug level]
          + PER_GENERIC_BYTE * generic * (1 + source / GENERIC_USE_SOURCE)
                                        * (GENERIC_DEBUG_FACTOR if debug)
 
@@ -16,7 +16,8 @@ code being the linked rlibs' bytes less their metadata (object code or bitcode) 
 generic the workspace crates' metadata beyond their object code (inputs.closure):
 the line by least squares on the points without generic code or debug info, the
 generic term by least squares on what is left of the points with generic code and
-no debug info, each debug factor as the median growth of its debug points. It
+no debug info, each debug factor as the median growth of its debug points (the code's
+per level: 1, limited or line tables only; 2, full). It
 prints every point with the error of the shipped constants (which add a small term
 per byte of the crate's own source), of the constants before the generic term
 (2026-12-02), and of the fit. A peak does not depend on what else runs beside it,
@@ -60,7 +61,9 @@ GENERATED = [
     ("gen-u30", "gen_workspace", ["--bins", "2", "--libs", "4", "--size", "30"]),
     ("gen-u4-debug", "gen_workspace", ["--bins", "3", "--libs", "4", "--size", "4", "--debug"]),
     ("gen-u12-debug", "gen_workspace", ["--bins", "2", "--libs", "4", "--size", "12", "--debug"]),
-]
+    ("gen-u4-lines", "gen_workspace", ["--bins", "3", "--libs", "4", "--size", "4", "--debug", "line-tables-only"]),
+    ("gen-u12-limited", "gen_workspace", ["--bins", "2", "--libs", "4", "--size", "12", "--debug", "1"]),
+]  # fmt: skip
 # Binaries whose code is mostly a workspace library's generic code, instantiated at
 # their own types (scripts/gen_generic.py): the library's rlib has little object code.
 GENERIC = [
@@ -89,6 +92,10 @@ REAL = [
     ("real-6", "gen_realcrates", ["--bins", "6"]),
     ("real-small-12", "gen_realcrates", ["--bins", "12", "--small"]),
     ("real-6-debug", "gen_realcrates", ["--bins", "4", "--debug", "--seed", "7"]),
+    # The same crates at each debug level: their bitcode carries its debug info.
+    ("real-6-lines", "gen_realcrates", ["--bins", "6", "--debug", "line-tables-only"]),
+    ("real-6-limited", "gen_realcrates", ["--bins", "6", "--debug", "1"]),
+    ("real-6-full", "gen_realcrates", ["--bins", "6", "--debug", "2"]),
 ]
 
 
@@ -142,8 +149,9 @@ def old(p: dict[str, Any]) -> float:
 def predicted(p: dict[str, Any], consts: dict[str, float] | None = None) -> float:
     if consts is None:
         return float(model.predict(p["inputs"], debuginfo=p["debug"]))
-    debug = model.debug_on(p["debug"])
-    line = consts["code"] * _code(p) * (consts["debug"] if debug else 1.0)
+    level = model.debug_level(p["debug"])
+    debug = level > 0
+    line = consts["code"] * _code(p) * (consts[f"debug{level}"] if debug else 1.0)
     generic = consts["generic"] * _generic(p) * (1 + _uses_source(p) / consts["use_source"])
     return consts["base"] + line + generic * (consts["generic_debug"] if debug else 1.0)
 
@@ -169,16 +177,18 @@ def fit(points: list[dict[str, Any]]) -> dict[str, float]:
         per_byte, per_source = least_squares(rows, left)
         consts["generic"] = per_byte
         consts["use_source"] = per_byte / per_source if per_source > 0 else float("inf")
-    factors = sorted(
-        (p["peak"] - consts["base"]) / max(1.0, slope * _code(p))
-        for p in points
-        if model.debug_on(p["debug"]) and not _generic(p)
-    )
-    consts["debug"] = factors[len(factors) // 2] if factors else model.DEBUG_FACTOR
-    consts["debug_max"] = factors[-1] if factors else consts["debug"]
+    for level in (1, 2):
+        factors = sorted(
+            (p["peak"] - consts["base"]) / max(1.0, slope * _code(p))
+            for p in points
+            if model.debug_level(p["debug"]) == level and not _generic(p)
+        )
+        shipped = model.CODE_DEBUG[level]
+        consts[f"debug{level}"] = factors[len(factors) // 2] if factors else shipped
+        consts[f"debug{level}_max"] = factors[-1] if factors else consts[f"debug{level}"]
     generic_factors = sorted(
-        (p["peak"] - consts["base"] - consts["debug"] * slope * _code(p))
-        / max(1.0, predicted(p, {**consts, "debug": 1.0, "generic_debug": 1.0})
+        (p["peak"] - consts["base"] - consts[f"debug{model.debug_level(p['debug'])}"] * slope * _code(p))
+        / max(1.0, predicted(p, {**consts, "debug1": 1.0, "debug2": 1.0, "generic_debug": 1.0})
               - consts["base"] - slope * _code(p))
         for p in points
         if model.debug_on(p["debug"]) and _generic(p) and heavy
@@ -232,7 +242,7 @@ def report(points: list[dict[str, Any]], consts: dict[str, float]) -> str:
     for p in points:
         peak = p["peak"]
         lines.append(
-            f"| {p['set']} | {p['crate']} | {'yes' if model.debug_on(p['debug']) else 'no'} "
+            f"| {p['set']} | {p['crate']} | {p['debug'] or 'no'} "
             f"| {p['inputs']['crates']} | {p['inputs']['deps'] / MiB:.1f} "
             f"| {p['inputs'].get('meta', 0) / MiB:.1f} | {_generic(p) / MiB:.2f} "
             f"| {p['inputs']['source'] / 1024:.0f} | {peak / MiB:.0f} "
@@ -242,7 +252,9 @@ def report(points: list[dict[str, Any]], consts: dict[str, float]) -> str:
     lines.append("")
     lines.append(
         f"fit: BASE {consts['base'] / MiB:.0f} MiB, PER_CODE_BYTE {consts['code']:.2f}, "
-        f"DEBUG_FACTOR {consts['debug']:.2f} (median; at most {consts['debug_max']:.2f}); "
+        f"CODE_DEBUG limited or lines {consts['debug1']:.2f} (median; at most"
+        f" {consts['debug1_max']:.2f}), full {consts['debug2']:.2f} (at most"
+        f" {consts['debug2_max']:.2f}); "
         f"PER_GENERIC_BYTE {consts['generic']:.1f}, GENERIC_USE_SOURCE "
         f"{consts['use_source']:.0f}, GENERIC_DEBUG_FACTOR {consts['generic_debug']:.2f}"
         f" (median; at most {consts['generic_debug_max']:.2f})"

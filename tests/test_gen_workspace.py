@@ -69,6 +69,21 @@ def test_release_profile(gen: ModuleType, tmp_path: Path, lto: str, line: str) -
     assert profile == [line, "codegen-units = 1", "debug = true"]
 
 
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [([], None), (["--debug"], "debug = true"), (["--debug", "1"], "debug = 1"),
+     (["--debug", "line-tables-only"], 'debug = "line-tables-only"'),
+     (["--debug", "false"], None)],
+)  # fmt: skip
+def test_debug_takes_a_level(
+    gen: ModuleType, tmp_path: Path, args: list[str], line: str | None
+) -> None:
+    assert gen.main([str(tmp_path), "--bins", "1", "--libs", "1", *args]) == 0
+    profile = (tmp_path / "Cargo.toml").read_text().split("[profile.release]\n", 1)[1]
+    debug = [x for x in profile.splitlines() if x.startswith("debug")]
+    assert debug == ([line] if line else [])
+
+
 def test_profile_defaults_add_nothing(gen: ModuleType, tmp_path: Path) -> None:
     gen.generate(tmp_path, bins=1, libs=1)
     text = (tmp_path / "Cargo.toml").read_text()

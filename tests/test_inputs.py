@@ -206,6 +206,32 @@ def test_the_prediction_grows_with_what_is_linked_and_with_debug_info() -> None:
     assert inputs.predict({"deps": 0, "crates": 0, "source": 0}) == inputs.BASE
 
 
+@pytest.mark.parametrize(
+    ("debuginfo", "level"),
+    [("", 0), ("0", 0), ("none", 0), ("false", 0), ("1", 1), ("limited", 1),
+     ("line-tables-only", 1), ("line-directives-only", 1), ("2", 2), ("full", 2),
+     ("true", 2), ("some-new-kind", 2)],
+)  # fmt: skip
+def test_debug_levels_as_rustc_names_them(debuginfo: str, level: int) -> None:
+    assert inputs.debug_level(debuginfo) == level
+    assert inputs.debug_on(debuginfo) is (level > 0)
+
+
+def test_linked_bitcode_carries_its_debug_info_the_own_source_does_not() -> None:
+    """The rlibs are built at the profile's level, so their bytes already grew with
+    debug info (line tables ~2.1 x, full ~4 x, measured): limited info weighs a byte as
+    no debug info does, full info 1.5 x; the bin's own code doubles at any level."""
+    code = {"deps": 10 * MiB, "crates": 9, "source": 0, "meta": 0}
+    grows = inputs.predict(code) - inputs.BASE
+    assert inputs.predict(code, debuginfo="line-tables-only") - inputs.BASE == grows
+    assert inputs.predict(code, debuginfo="1") - inputs.BASE == grows
+    assert inputs.predict(code, debuginfo="2") - inputs.BASE == int(1.5 * grows)
+    own = {"deps": 0, "crates": 0, "source": 20_000}
+    grows = inputs.predict(own) - inputs.BASE
+    for debug in ("1", "2", "line-tables-only"):
+        assert inputs.predict(own, debuginfo=debug) - inputs.BASE == 2 * grows
+
+
 def test_the_workspaces_generic_code_is_recorded_not_weighed() -> None:
     # Withheld: as workspace members, most real crates (mostly metadata) would count
     # as generic code and be overrated several times (docs/design.md).
