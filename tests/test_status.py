@@ -171,6 +171,30 @@ def test_json_with_holder_and_waiters(busy: Busy, capsys: pytest.CaptureFixture[
     assert doc["waiting"][0]["waiting"] >= doc["waiting"][1]["waiting"] >= 0
 
 
+def test_a_requeued_job_is_listed_once_among_the_waiters(state_dir: Path) -> None:
+    """Stopped to free memory, a job queues again before it frees its slot: for that
+    moment it holds both, and status shows it once, where it is going."""
+    from ltoguard.admission import slot_cap
+    from ltoguard.commands.common import View
+
+    path, fd = open_state_dir(str(state_dir))
+    try:
+        sem = Semaphore(path, fd)
+        info = {"crate": "app07", "kind": "rustc", "pid": os.getpid(), "since": time.time()}
+        slot = sem.acquire(info, lambda snap: slot_cap(snap.running, 2))
+        view = View(slots=None, memory=None, dir=path)
+        doc = status.collect(view, fd)
+        assert [r["crate"] for r in doc["running"]] == ["app07"] and doc["waiting"] == []
+        ticket = sem.requeue(info, lambda snap: slot_cap(snap.running, 2), 1)
+        doc = status.collect(view, fd)
+        assert doc["running"] == []
+        assert [(w["crate"], w["position"]) for w in doc["waiting"]] == [("app07", 1)]
+        sem.drop_ticket(ticket)
+        sem.release(slot)
+    finally:
+        os.close(fd)
+
+
 def test_text_with_holder_and_waiters(busy: Busy, capsys: pytest.CaptureFixture[str]) -> None:
     assert status.main([]) == 0
     out = capsys.readouterr().out

@@ -91,10 +91,15 @@ def collect(view: View, dir_fd: int, now: float | None = None) -> dict[str, Any]
         snap = sem.snapshot()
         queue = sem.queue()
     now = time.time() if now is None else now
-    running = [
-        _running(h.slot, h.record or {}, now) for h in sorted(snap.holders, key=lambda h: h.slot)
-    ]
     waiting = [_waiting(i, t, now) for i, t in enumerate(queue, start=1)]
+    # A job stopped to free memory queues again before it frees its slot (for those
+    # milliseconds it has both): it is shown where it is going, among the waiters.
+    queued = {w["pid"] for w in waiting} - {None}
+    running = [
+        _running(h.slot, h.record or {}, now)
+        for h in sorted(snap.holders, key=lambda h: h.slot)
+        if int_or_none((h.record or {}).get("pid")) not in queued
+    ]
     held = sum(r["rss"] or 0 for r in running)
     return {
         "version": SCHEMA_VERSION,
