@@ -31,6 +31,7 @@ from ltoguard.admission import (
     behind,
     beside_compiles,
     fit,
+    pressure_held,
     pressure_hold,
     swap_counted,
     with_swap,
@@ -336,15 +337,15 @@ class AdmissionPolicy:
             curve=self.record.curve,
             limits=self.limits,
         )
-        if hold is not None:
-            # Sustained pressure holds every admission; where memory says no as well,
-            # that is the reason to give: the job would wait without the pressure.
-            decision = hold if decision.ok else decision
         # Swap counts unless pressure is high (light swapping, not thrash), and is read
         # only when RAM alone says no.
-        elif not decision.ok and brake.level in (Level.LOW, Level.MID):
+        if not decision.ok and brake.level in (Level.LOW, Level.MID):
             swap = swap_counted(self.read_swap(self.memory), mem.total, brake.limits)
             decision = with_swap(decision, swap)
+        if hold is not None:
+            # Sustained pressure holds every admission (and its ticket keeps waiters
+            # from passing); where memory says no as well, the line says both.
+            decision = pressure_held(hold, decision)
         if decision.ok:
             self._admitted_with(mem, usage)
         else:

@@ -34,6 +34,7 @@ from ltoguard.admission import (
 )
 from ltoguard.memory import available_swap, host_swap_free
 from ltoguard.pause import PauseWatch, Reading, Reclaimer
+from ltoguard.policy import head_of
 from ltoguard.pressure import Brake, psi_path
 from ltoguard.sizes import GiB, MiB
 from tests.procs import Procs
@@ -360,25 +361,47 @@ def test_policy_holds_admission_under_sustained_pressure(tmp_path: Path) -> None
     assert pol(s).ok
 
 
-def test_under_pressure_a_job_memory_refuses_as_well_is_told_the_memory_reason(
-    tmp_path: Path,
-) -> None:
-    """The pressure holds it, but it would wait without the pressure too: the line
-    cargo keeps names what it needs and what is free, not the pressure alone."""
-    pol, f, swaps, now = policy_with(tmp_path, psi(50, 23), available=1800 * MiB, swap=2 * GiB)
+def test_under_pressure_a_job_memory_refuses_as_well_is_told_both(tmp_path: Path) -> None:
+    """The pressure holds it, and it would wait without the pressure too: the line
+    cargo keeps says what it needs beside the pressure, and the decision stays the
+    pressure's, so its ticket keeps waiters from passing it (head_of: not refused
+    for memory)."""
+    pol, f, swaps, now = policy_with(tmp_path, psi(50, 23), available=1800 * MiB)
     s = snap(ONE)
     assert pol(s).why is Why.NO_ROOM  # one reading is not sustained; RAM says no
-    for t in (1.0, 2.0):
+    pol._last_no = None
+    now[0] = 1.0
+    d = pol(s)
+    assert pol.brake is not None and pol.brake.on
+    assert not d.ok and d.why is Why.PRESSURE
+    assert d.text.startswith("needs ~1 GiB, 1.8 GiB free; 1 job running")
+    assert d.text.endswith("; memory pressure 23% (full avg10) as well")
+    assert d.names_estimate  # the started line does not repeat the estimate
+    fields = {"estimate": GiB, "refused": d.why.value}  # as show_refusal writes it
+    head = head_of([("q-00000000000000000001-1000-5.json", fields)], s)
+    assert head is not None and not head.refused
+    assert swaps == []  # high pressure: swap is neither counted nor read
+
+
+def test_under_pressure_a_job_swap_would_make_room_for_is_told_the_pressure(
+    tmp_path: Path,
+) -> None:
+    """Between the thresholds the brake still holds, but free swap counts: the job
+    would start without the pressure, so the pressure alone is its reason."""
+    pol, f, swaps, now = policy_with(tmp_path, psi(50, 23), available=1800 * MiB, swap=2 * GiB)
+    s = snap(ONE)
+    for t in (0.0, 1.0):  # two high readings in a row put the brake on
         pol._last_no = None
         now[0] = t
-        d = pol(s)
-        assert pol.brake is not None and pol.brake.on
-        assert not d.ok and d.why is Why.NO_ROOM and d.text.startswith("needs ~1 GiB, 1.8 GiB free")
-    assert swaps == []  # under the brake, swap is neither counted nor read
-    f.write_text(psi(15, 2))  # between the thresholds: still held, memory still short
+        pol(s)
+    f.write_text(psi(15, 2))  # MID: the brake stays on, swap counts again
     pol._last_no = None
-    now[0] = 3.0
-    assert pol(s).why is Why.NO_ROOM
+    now[0] = 2.0
+    d = pol(s)
+    assert pol.brake is not None and pol.brake.on and swaps
+    assert not d.ok and d.why is Why.PRESSURE
+    assert d.text == "memory pressure 2% (full avg10): waiting for it to fall"
+    assert not d.names_estimate
 
 
 def test_policy_never_holds_the_first_job(tmp_path: Path) -> None:

@@ -137,6 +137,23 @@ def fit_with_swap(
     return with_swap(d, swap)
 
 
+def pressure_held(hold: Admission, memory: Admission) -> Admission:
+    """The brake's "no" (``hold``, kept: its ticket says pressure, so nobody passes),
+    carrying the memory decision's figures when free memory (swap counted where it
+    would be) refuses the job as well: the job would wait without the pressure too,
+    and its line says what it needs."""
+    if memory.ok or memory.estimate is None or memory.available is None:
+        return hold
+    return replace(
+        hold,
+        estimate=memory.estimate,
+        available=memory.available,
+        reserved=memory.reserved,
+        margin=memory.margin,
+        running=memory.running,
+    )
+
+
 def with_swap(decision: Admission, swap: int) -> Admission:
     """`fit`'s "no" (``decision``) asked again with ``swap`` (swap_counted) on top of
     free memory; any other decision as it is."""
