@@ -252,7 +252,8 @@ _SOME_DEBUG = frozenset(("1", "limited", "line-tables-only", "line-directives-on
 
 def debug_level(debuginfo: str) -> int:
     """0 without debug info; 1 for limited info or line tables only; 2 for full (rustc's
-    ``-C debuginfo`` values: ``2``, ``full``, ``true``, ..., and any it adds later)."""
+    ``-C debuginfo`` values: 0/none, 1/limited, line-tables-only, line-directives-only,
+    2/full; any other, such as one a later rustc adds, counts as full)."""
     return 0 if debuginfo in _NO_DEBUG else 1 if debuginfo in _SOME_DEBUG else 2
 
 

@@ -55,7 +55,8 @@ def add_debug_option(parser: argparse.ArgumentParser) -> None:
         choices=DEBUG_LEVELS,
         metavar="LEVEL",
         help="debug info in the release profile: --debug alone is debug = true; or a"
-        " level cargo takes (1, limited, line-tables-only, ...)",
+        " level cargo takes (1, limited, line-tables-only, ...). Give it after the"
+        " output folder, or as --debug=LEVEL: a folder right after it is read as a level",
     )
 
 

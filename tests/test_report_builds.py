@@ -107,3 +107,9 @@ def test_each_jobs_own_peak_is_drawn_where_the_samples_miss_it() -> None:
     assert "512 MiB" in ticks  # the axis reaches past the samples' 300 MiB
     assert report_data.peak_marks(alone) == [(T0, T0 + 20, 600.0 * MiB, "alpha")]
     assert report_data.peak_marks([dict(alone[0], peak=None)]) == []  # none recorded
+    # Stopped and queued again: its mark spans its last run, not the wait between.
+    twice = dict(
+        alone[0],
+        attempts=[[T0, T0, T0 + 5, 0.0, "requeue"], [T0 + 5, T0 + 12, T0 + 20, 0.0, "done"]],
+    )
+    assert report_data.peak_marks([twice]) == [(T0 + 12, T0 + 20, 600.0 * MiB, "alpha")]

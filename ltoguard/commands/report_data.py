@@ -164,16 +164,16 @@ def memory_series(events: list[dict[str, Any]]) -> list[tuple[float, float]]:
 
 
 def peak_marks(events: list[dict[str, Any]]) -> list[tuple[float, float, float, str]]:
-    """Each job's own peak as (from, to, bytes, crate) over its run: the logged samples
-    (one a second at most) miss the short rise at a fat-LTO compile's end, which its
-    peak (the kernel's high-water mark, read while it runs) keeps."""
+    """Each job's own peak as (from, to, bytes, crate) over its last run (a job
+    stopped and queued again has several): the logged samples (one a second at most)
+    miss the short rise at a fat-LTO compile's end, which its peak (the kernel's
+    high-water mark, read while it runs) keeps."""
     out = []
     for e in events:
-        peak, end = ev.num(e, "peak"), ev.end_time(e)
-        s = samples(e)
-        start = s[0][0] if s else ev.num(e, "admitted")
-        if peak and peak > 0 and start is not None and end > start:
-            out.append((start, end, float(peak), str(e.get("crate", "?"))))
+        peak = ev.num(e, "peak")
+        last = attempts(e)[-1]
+        if peak and peak > 0 and last.admitted is not None and last.ended > last.admitted:
+            out.append((last.admitted, last.ended, float(peak), ev.text(e, "crate", "?")))
     return out
 
 

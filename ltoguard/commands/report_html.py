@@ -160,7 +160,7 @@ def render_html(
 <div class="legend">{_legend()}</div>
 {timeline_svg(events, t0, span)}
 <h2>Memory</h2>
-<div class="legend"><span><i style="background:#9cc1e3"></i>held by guarded jobs (process trees, sampled)</span><span><i style="background:#1f4e79"></i>each job's own peak, over its run (its high-water mark: spikes between samples)</span><span><i style="background:#d14b4b"></i>budget seen at admission (free memory + guarded jobs' use)</span></div>
+<div class="legend"><span><i style="background:#9cc1e3"></i>held by guarded jobs (process trees, sampled)</span><span><i style="background:#1f4e79"></i>each job's own peak over its run, not stacked (its high-water mark: spikes between samples)</span><span><i style="background:#d14b4b"></i>budget seen at admission (free memory + guarded jobs' use)</span></div>
 {memory_svg(events, t0, span)}
 <p class="note">Memory source: {esc(", ".join(sources) or "not recorded")}.</p>
 <h2>Jobs</h2>
