@@ -239,12 +239,13 @@ def read_inputs(argv: Sequence[str], crate_root: str | None) -> Inputs | None:
 BASE = 120 * 1024 * 1024  # the compiler and std's bitcode
 PER_CODE_BYTE = 26.0  # per byte of the linked rlibs' object code / bitcode
 PER_SOURCE_BYTE = 100.0  # a guess: the fitted crates had too little source of their own to weigh
-# Debug info, by level (debug_level): the linked rlibs are built at the profile's level
-# and their bitcode already carries its debug info (line tables make it ~2.1 x, full
-# info ~4 x what it is without), so a byte of it weighs about what a byte without
-# does, a little more with full info; the binary's own code gets its debug info in
-# this compile. docs/benchmarks.md, "The cold estimate by debug level".
-CODE_DEBUG = (1.0, 1.0, 1.5)
+# Debug info, by level (debug_level): x 2 at every level. The linked rlibs' bitcode
+# already carries its debug info (line tables make it ~2.1 x its bytes, full info ~4 x),
+# so x 1 and x 1.5 fit our workspaces' first jobs better; but the flatter line that
+# gives scaled the real 100-bin trace's siblings worse (stops and OOM kills in its
+# replays at 660-710 MiB, none before): docs/benchmarks.md, "The cold estimate by
+# debug level: tried and dropped".
+CODE_DEBUG = (1.0, 2.0, 2.0)
 SOURCE_DEBUG = (1.0, 2.0, 2.0)
 _NO_DEBUG = frozenset(("", "0", "none", "false", "n", "no", "off"))
 _SOME_DEBUG = frozenset(("1", "limited", "line-tables-only", "line-directives-only"))

@@ -217,19 +217,14 @@ def test_debug_levels_as_rustc_names_them(debuginfo: str, level: int) -> None:
     assert inputs.debug_on(debuginfo) is (level > 0)
 
 
-def test_linked_bitcode_carries_its_debug_info_the_own_source_does_not() -> None:
-    """The rlibs are built at the profile's level, so their bytes already grew with
-    debug info (line tables ~2.1 x, full ~4 x, measured): limited info weighs a byte as
-    no debug info does, full info 1.5 x; the bin's own code doubles at any level."""
-    code = {"deps": 10 * MiB, "crates": 9, "source": 0, "meta": 0}
+def test_debug_info_doubles_the_line_at_every_level() -> None:
+    """Measured per level (line tables ~2.1 x the bitcode's bytes, full info ~4 x), and
+    weighed alike: the flatter line that fits our workspaces' first jobs scaled the
+    real 100-bin trace's siblings worse (docs/benchmarks.md)."""
+    code = {"deps": 10 * MiB, "crates": 9, "source": 20_000, "meta": 0}
     grows = inputs.predict(code) - inputs.BASE
-    assert inputs.predict(code, debuginfo="line-tables-only") - inputs.BASE == grows
-    assert inputs.predict(code, debuginfo="1") - inputs.BASE == grows
-    assert inputs.predict(code, debuginfo="2") - inputs.BASE == int(1.5 * grows)
-    own = {"deps": 0, "crates": 0, "source": 20_000}
-    grows = inputs.predict(own) - inputs.BASE
-    for debug in ("1", "2", "line-tables-only"):
-        assert inputs.predict(own, debuginfo=debug) - inputs.BASE == 2 * grows
+    for debug in ("1", "limited", "line-tables-only", "2", "full"):
+        assert inputs.predict(code, debuginfo=debug) - inputs.BASE == 2 * grows
 
 
 def test_the_workspaces_generic_code_is_recorded_not_weighed() -> None:
