@@ -26,6 +26,7 @@ from ltoguard.admission import (
     fit_with_swap,
     pause_step,
     pressure_figure,
+    pressure_held,
     pressure_hold,
     pressure_level,
     pressure_step,
@@ -381,6 +382,22 @@ def test_under_pressure_a_job_memory_refuses_as_well_is_told_both(tmp_path: Path
     head = head_of([("q-00000000000000000001-1000-5.json", fields)], s)
     assert head is not None and not head.refused
     assert swaps == []  # high pressure: swap is neither counted nor read
+
+
+def test_pressure_held_carries_memorys_figures_only_when_memory_refuses_too() -> None:
+    hold = Admission(False, Why.PRESSURE, running=1, pressure=23.0, pressure_kind="full")
+    fits = Admission(True, Why.FITS, estimate=GiB, available=3 * GiB, running=1)
+    assert pressure_held(hold, fits) is hold
+    short = Admission(
+        False, Why.NO_ROOM, estimate=GiB, available=GiB, reserved=GiB, margin=MiB, running=1
+    )
+    d = pressure_held(hold, short)
+    assert (d.ok, d.why, d.pressure) == (False, Why.PRESSURE, 23.0)
+    assert (d.estimate, d.available, d.reserved, d.margin) == (GiB, GiB, GiB, MiB)
+    assert d.text == (
+        "needs ~1 GiB, 1 GiB free; 1 job running, expected to grow by 1 GiB; keeping 1 MiB"
+        " spare; memory pressure 23% (full avg10) as well"
+    )
 
 
 def test_under_pressure_a_job_swap_would_make_room_for_is_told_the_pressure(

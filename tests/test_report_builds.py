@@ -113,3 +113,6 @@ def test_each_jobs_own_peak_is_drawn_where_the_samples_miss_it() -> None:
         attempts=[[T0, T0, T0 + 5, 0.0, "requeue"], [T0 + 5, T0 + 12, T0 + 20, 0.0, "done"]],
     )
     assert report_data.peak_marks([twice]) == [(T0 + 12, T0 + 20, 600.0 * MiB, "alpha")]
+    # Stopped, queued again, then interrupted while it waited: over the run it had.
+    cut = dict(alone[0], attempts=[[T0, T0 + 1, T0 + 10, 0.0, "requeue"], [T0 + 10]])
+    assert report_data.peak_marks([cut]) == [(T0 + 1, T0 + 10, 600.0 * MiB, "alpha")]

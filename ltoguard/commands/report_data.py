@@ -164,16 +164,19 @@ def memory_series(events: list[dict[str, Any]]) -> list[tuple[float, float]]:
 
 
 def peak_marks(events: list[dict[str, Any]]) -> list[tuple[float, float, float, str]]:
-    """Each job's own peak as (from, to, bytes, crate) over its last run (a job
-    stopped and queued again has several): the logged samples (one a second at most)
-    miss the short rise at a fat-LTO compile's end, which its peak (the kernel's
-    high-water mark, read while it runs) keeps."""
+    """Each job's own peak (the largest of its runs) as (from, to, bytes, crate), drawn
+    over its last run (a job stopped and queued again has several; one interrupted
+    while it waited again, over the last that ran): the logged samples (one a second
+    at most) miss the short rise at a fat-LTO compile's end, which its peak (the
+    kernel's high-water mark, read while it runs) keeps."""
     out = []
     for e in events:
         peak = ev.num(e, "peak")
-        last = attempts(e)[-1]
-        if peak and peak > 0 and last.admitted is not None and last.ended > last.admitted:
-            out.append((last.admitted, last.ended, float(peak), ev.text(e, "crate", "?")))
+        ran = [(a.admitted, a.ended) for a in attempts(e) if a.admitted is not None]
+        ran = [(start, end) for start, end in ran if end > start]
+        if peak and peak > 0 and ran:
+            start, end = ran[-1]
+            out.append((start, end, float(peak), ev.text(e, "crate", "?")))
     return out
 
 
