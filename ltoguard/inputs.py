@@ -239,15 +239,10 @@ def read_inputs(argv: Sequence[str], crate_root: str | None) -> Inputs | None:
 BASE = 120 * 1024 * 1024  # the compiler and std's bitcode
 PER_CODE_BYTE = 26.0  # per byte of the linked rlibs' object code / bitcode
 PER_SOURCE_BYTE = 100.0  # a guess: the fitted crates had too little source of their own to weigh
-# Debug info, by level (debug_level): x 2 at every level. The linked rlibs' bitcode
-# already carries its debug info (line tables make it ~2.1 x its bytes, full info ~4 x),
-# so x 1 and x 1.5 fit our workspaces' first jobs better; but the flatter line that
-# gives scaled the real 100-bin trace's siblings worse (stops and OOM kills in its
-# replays at 660-710 MiB, none before): docs/benchmarks.md, "The cold estimate by
-# debug level: tried and dropped".
-CODE_DEBUG = (1.0, 2.0, 2.0)
-SOURCE_DEBUG = (1.0, 2.0, 2.0)
-_NO_DEBUG = frozenset(("", "0", "none", "false", "n", "no", "off"))
+# Debug info doubles it at every level; why not less: docs/benchmarks.md, "The cold
+# estimate by debug level: tried and dropped".
+DEBUG_FACTOR = 2.0
+_NO_DEBUG = frozenset(("", "0", "none", "false"))
 _SOME_DEBUG = frozenset(("1", "limited", "line-tables-only", "line-directives-only"))
 
 
@@ -269,7 +264,7 @@ def predict(inputs: dict[str, int], *, debuginfo: str = "") -> int:
     # on generated generic-heavy bins would count most real crates' metadata as
     # generic too and overrate them several times (docs/design.md, the cold estimate).
     code = max(0, inputs.get("deps", 0) - inputs.get("meta", 0))
-    level = debug_level(debuginfo)
-    grows = PER_CODE_BYTE * code * CODE_DEBUG[level]
-    grows += PER_SOURCE_BYTE * inputs.get("source", 0) * SOURCE_DEBUG[level]
+    grows = PER_CODE_BYTE * code + PER_SOURCE_BYTE * inputs.get("source", 0)
+    if debug_on(debuginfo):
+        grows *= DEBUG_FACTOR
     return int(BASE + grows)

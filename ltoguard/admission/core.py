@@ -224,13 +224,10 @@ def render(d: Admission) -> str:
     if d.why is Why.CPUS_BUSY:
         cpus = "1 CPU" if d.limit == 1 else f"{d.limit} CPUs"
         return f"{_jobs(d.running)} on {cpus}: one more would only slow them"
-    if d.why is Why.PRESSURE:
-        pressure = f"memory pressure {d.pressure or 0:.0f}% ({d.pressure_kind} avg10)"
-        if d.estimate is None or d.available is None:
-            return f"{pressure}: waiting for it to fall"
-        # memory refuses it too (pressure_held)
-        return f"{_room(d, d.estimate, d.available)}; {pressure} as well"
+    pressure = f"memory pressure {d.pressure or 0:.0f}% ({d.pressure_kind} avg10)"
     if d.estimate is None or d.available is None:
+        if d.why is Why.PRESSURE:
+            return f"{pressure}: waiting for it to fall"
         return "no other guarded job running"
     needs = f"needs ~{format_size(d.estimate)}, {format_size(d.available)} free"
     if d.why is Why.COMPILING:
@@ -242,30 +239,24 @@ def render(d: Admission) -> str:
         if d.estimate + d.margin > d.available:
             return f"{needs}; starting anyway: no other guarded job is running"
         return f"{needs}; no other guarded job running"
-    detail = _room(d, d.estimate, d.available)
+    detail = f"{needs}; {_jobs(d.running)}"
+    if d.reserved > 0:
+        detail += f", expected to grow by {format_size(d.reserved)}"
+    elif d.reserved < 0:
+        together = format_size(d.estimate + d.reserved)
+        detail += f", ending before its peak (~{together} needed beside it)"
+    if d.margin:
+        detail += f"; keeping {format_size(d.margin)} spare"
+    if d.swap:
+        detail += f"; counting {format_size(d.swap)} of free swap (memory pressure low)"
+    if d.why is Why.PRESSURE:  # memory refuses it too (pressure_held)
+        return f"{detail}; {pressure} as well"
     if d.why is Why.BACKFILL:
         beside = "the running job" if d.running == 1 else f"the {d.running} running jobs"
         return (
             f"started before {d.ahead} waiting ahead: fits beside {beside}"
             f" and leaves room for the head; {detail}"
         )
-    return detail
-
-
-def _room(d: Admission, estimate: int, available: int) -> str:
-    """What a memory decision weighed: the estimate, free memory, the running jobs'
-    growth still to come, the margin and any swap counted."""
-    needs = f"needs ~{format_size(estimate)}, {format_size(available)} free"
-    detail = f"{needs}; {_jobs(d.running)}"
-    if d.reserved > 0:
-        detail += f", expected to grow by {format_size(d.reserved)}"
-    elif d.reserved < 0:
-        together = format_size(estimate + d.reserved)
-        detail += f", ending before its peak (~{together} needed beside it)"
-    if d.margin:
-        detail += f"; keeping {format_size(d.margin)} spare"
-    if d.swap:
-        detail += f"; counting {format_size(d.swap)} of free swap (memory pressure low)"
     return detail
 
 
