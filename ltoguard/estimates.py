@@ -352,13 +352,14 @@ class History:
         inputs: dict[str, int] | None = None,
         predict: Callable[[dict[str, int]], int] | None = None,
         headroom: float = HISTORY_HEADROOM,
+        line: Callable[[dict[str, int]], int] | None = None,
     ) -> tuple[int, Basis]:
         """Expected peak of a job and where that figure comes from.
 
         ``history``: this job's largest recent peak plus headroom. ``siblings, scaled
-        by inputs``: the cold prediction for this job's ``inputs`` (``predict``),
-        scaled by how far the prediction was off for its siblings (same group: same
-        workspace and profile), the median of them, plus headroom. ``siblings``: where
+        by inputs``: ``line`` (by default ``predict``) for this job's ``inputs``,
+        scaled by how far it was off for its siblings (same group: same workspace and
+        profile), the median of them, plus headroom. ``siblings``: where
         they have no inputs recorded, the largest sibling figure (a new binary of a
         workspace links much the same as its siblings). All of these count only peaks measured
         with this ``toolchain``; failing those, figures from another toolchain are a
@@ -372,12 +373,13 @@ class History:
         group_entries = [e for e in self._entries.values() if e.group == group]
         same = [e for e in group_entries if _same(e, toolchain)]
         if same and inputs is not None and predict is not None:
-            ratios = sorted(max(e.peaks) / max(1, predict(e.inputs)) for e in same if e.inputs)
+            scale = line or predict
+            ratios = sorted(max(e.peaks) / max(1, scale(e.inputs)) for e in same if e.inputs)
             if ratios:
                 # The median sibling's miss (the upper of two), not the worst: one
                 # sibling far off would raise every estimate, and a job above the
                 # median is caught by the pause.
-                scaled = predict(inputs) * ratios[len(ratios) // 2] * headroom
+                scaled = scale(inputs) * ratios[len(ratios) // 2] * headroom
                 return int(scaled), Basis.SIBLINGS_SCALED
         if same:
             return int(max(max(e.peaks) for e in same) * headroom), Basis.SIBLINGS

@@ -259,16 +259,14 @@ class GuardedRun:
     def _relearn(self, quiet: bool = True) -> tuple[int, Basis, curves.Curve | None]:
         """The estimate from everything learned so far (a sibling may just have
         finished), its basis and the memory curve it comes with."""
+        from ltoguard import inputs
+
         job = self.job
         return self.history().lookup(
             job.key, job.group, toolchain=job.toolchain, inputs=self.inputs,
-            predict=self._predict, quiet=quiet,
+            predict=partial(inputs.predict, debuginfo=job.debuginfo),
+            line=partial(inputs.line, debuginfo=job.debuginfo), quiet=quiet,
         )  # fmt: skip
-
-    def _predict(self, inputs: dict[str, int]) -> int:
-        from ltoguard.inputs import predict
-
-        return predict(inputs, debuginfo=self.job.debuginfo)
 
     def _acquire(
         self, policy: AdmissionPolicy, lease: Lease, seq: int | None, ticket: Ticket | None

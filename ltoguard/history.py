@@ -349,14 +349,16 @@ class HistoryStore:
         toolchain: str = "",
         inputs: dict[str, int] | None = None,
         predict: Callable[[dict[str, int]], int] | None = None,
+        line: Callable[[dict[str, int]], int] | None = None,
         quiet: bool = True,
     ) -> tuple[int, Basis, Curve | None]:
         """The estimate, its basis and the memory curve the job is admitted with
         (History.curve_for), from one read of the history."""
         history = self.load(toolchain, quiet=quiet)
         estimate, basis = history.estimate(
-            key, group, DEFAULT_ESTIMATE, toolchain=toolchain, inputs=inputs, predict=predict
-        )
+            key, group, DEFAULT_ESTIMATE, toolchain=toolchain, inputs=inputs, predict=predict,
+            line=line,
+        )  # fmt: skip
         return estimate, basis, history.curve_for(key, group, estimate, basis, toolchain)
 
 

@@ -239,9 +239,15 @@ def read_inputs(argv: Sequence[str], crate_root: str | None) -> Inputs | None:
 BASE = 120 * 1024 * 1024  # the compiler and std's bitcode
 PER_CODE_BYTE = 26.0  # per byte of the linked rlibs' object code / bitcode
 PER_SOURCE_BYTE = 100.0  # a guess: the fitted crates had too little source of their own to weigh
-# Debug info doubles it at every level; why not less: docs/benchmarks.md, "The cold
-# estimate by debug level: tried and dropped".
-DEBUG_FACTOR = 2.0
+# With debug info: the rlibs' bitcode already carries its own (line tables ~2.1 x its
+# bytes, full info ~4 x), so the code term counts once (x 1.5 with full info); own
+# source, whose debug info is made in this compile, counts twice. By debug level:
+CODE_DEBUG_FACTOR = (1.0, 1.0, 1.5)
+SOURCE_DEBUG_FACTOR = (1.0, 2.0, 2.0)
+# Siblings' misses are measured against the whole line doubled for any debug info: its
+# shape, not its level, sets the scaled estimates, and it fits the real 100-bin trace's
+# better (docs/benchmarks.md, "The cold estimate by debug level").
+LINE_DEBUG_FACTOR = 2.0
 _NO_DEBUG = frozenset(("", "0", "none", "false"))
 _SOME_DEBUG = frozenset(("1", "limited", "line-tables-only", "line-directives-only"))
 
@@ -258,13 +264,26 @@ def debug_on(debuginfo: str) -> bool:
 
 
 def predict(inputs: dict[str, int], *, debuginfo: str = "") -> int:
-    """The cold estimate (bytes) of an LTO compile with these inputs and profile:
-    thin LTO is not measured and is taken as fat."""
+    """The cold estimate (bytes) of an LTO compile with these inputs and profile, with
+    no sibling finished yet: thin LTO is not measured and is taken as fat."""
+    level = debug_level(debuginfo)
+    code, source = _terms(inputs)
+    return int(BASE + code * CODE_DEBUG_FACTOR[level] + source * SOURCE_DEBUG_FACTOR[level])
+
+
+def line(inputs: dict[str, int], *, debuginfo: str = "") -> int:
+    """The line finished siblings' peaks scale (``estimates.History.estimate``)."""
+    code, source = _terms(inputs)
+    grows = code + source
+    if debug_on(debuginfo):
+        grows *= LINE_DEBUG_FACTOR
+    return int(BASE + grows)
+
+
+def _terms(inputs: dict[str, int]) -> tuple[float, float]:
+    """What the linked object code and the crate's own source add, without debug info."""
     # The workspace's generic code ("generic") is recorded, not weighed: a term fitted
     # on generated generic-heavy bins would count most real crates' metadata as
     # generic too and overrate them several times (docs/design.md, the cold estimate).
     code = max(0, inputs.get("deps", 0) - inputs.get("meta", 0))
-    grows = PER_CODE_BYTE * code + PER_SOURCE_BYTE * inputs.get("source", 0)
-    if debug_on(debuginfo):
-        grows *= DEBUG_FACTOR
-    return int(BASE + grows)
+    return PER_CODE_BYTE * code, PER_SOURCE_BYTE * inputs.get("source", 0)

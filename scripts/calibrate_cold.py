@@ -8,7 +8,7 @@ inputs the cold estimate saw (linked rlib bytes, crate count, own source bytes,
 metadata bytes, the workspace's generic code), its profile, and the peak anonymous
 memory of its process tree. Then it fits
 
-    peak = BASE + PER_CODE_BYTE * code * (DEBUG_FACTOR, fitted per debug level)
+    peak = BASE + PER_CODE_BYTE * code * (CODE_DEBUG_FACTOR, fitted per debug level)
          + PER_GENERIC_BYTE * generic * (1 + source / GENERIC_USE_SOURCE)
                                        * (GENERIC_DEBUG_FACTOR if debug)
 
@@ -183,7 +183,9 @@ def fit(points: list[dict[str, Any]]) -> dict[str, float]:
             for p in points
             if model.debug_level(p["debug"]) == level and not _generic(p)
         )
-        consts[f"debug{level}"] = factors[len(factors) // 2] if factors else model.DEBUG_FACTOR
+        consts[f"debug{level}"] = (
+            factors[len(factors) // 2] if factors else model.CODE_DEBUG_FACTOR[level]
+        )
         consts[f"debug{level}_max"] = factors[-1] if factors else consts[f"debug{level}"]
     generic_factors = sorted(
         (p["peak"] - consts["base"] - consts[f"debug{model.debug_level(p['debug'])}"] * slope * _code(p))
@@ -251,7 +253,7 @@ def report(points: list[dict[str, Any]], consts: dict[str, float]) -> str:
     lines.append("")
     lines.append(
         f"fit: BASE {consts['base'] / MiB:.0f} MiB, PER_CODE_BYTE {consts['code']:.2f}, "
-        f"DEBUG_FACTOR limited or lines {consts['debug1']:.2f} (median; at most"
+        f"CODE_DEBUG_FACTOR limited or lines {consts['debug1']:.2f} (median; at most"
         f" {consts['debug1_max']:.2f}), full {consts['debug2']:.2f} (at most"
         f" {consts['debug2_max']:.2f}); "
         f"PER_GENERIC_BYTE {consts['generic']:.1f}, GENERIC_USE_SOURCE "

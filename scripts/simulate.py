@@ -63,7 +63,7 @@ if __package__ in (None, ""):
 
 from ltoguard import admission, curves
 from ltoguard.estimates import HISTORY_HEADROOM, Basis, History, default_estimate
-from ltoguard.inputs import predict
+from ltoguard.inputs import line, predict
 from ltoguard.retry import OOM_RERUN_HEADROOM, VICTIM_HEADROOM
 from ltoguard.sizes import MiB, parse_size
 
@@ -459,12 +459,16 @@ class Estimator:
         def cold(inputs: dict[str, int]) -> int:
             return predict(inputs, debuginfo=j.debuginfo)
 
+        def scaled(inputs: dict[str, int]) -> int:
+            return line(inputs, debuginfo=j.debuginfo)
+
         return self.history.estimate(
             j.name,
             GROUP,
             default_estimate(self.cap),
             inputs=j.inputs,
             predict=cold,
+            line=scaled,
             headroom=self.headroom,
         )
 

@@ -55,7 +55,7 @@ def test_the_fit_recovers_the_constants_of_its_points(cal: ModuleType) -> None:
     assert consts["base"] / MiB == pytest.approx(110)
     assert consts["code"] == pytest.approx(25)
     assert consts["debug2"] == pytest.approx(1.8) and consts["debug2_max"] == pytest.approx(1.8)
-    assert consts["debug1"] == model.DEBUG_FACTOR  # no point at that level: the shipped one
+    assert consts["debug1"] == model.CODE_DEBUG_FACTOR[1]  # no point at that level: the shipped one
     assert consts["generic"] == pytest.approx(40)
     assert consts["use_source"] == pytest.approx(2000)
     assert consts["generic_debug"] == pytest.approx(4)
@@ -74,7 +74,7 @@ def test_generic_sets_alone_are_fitted_over_the_shipped_line(cal: ModuleType) ->
     model = load_script("calibrate_cold").model
     heavy = [point(0, g, s, False) for g, s in [(0.3, 4000), (1, 2000), (0.5, 15000)]]
     consts = cal.fit(heavy)
-    assert consts["base"] == model.BASE and consts["debug2"] == model.DEBUG_FACTOR
+    assert consts["base"] == model.BASE and consts["debug2"] == model.CODE_DEBUG_FACTOR[2]
     assert consts["generic"] > 0
 
 

@@ -206,6 +206,40 @@ def test_each_bin_is_estimated_from_what_it_links_before_anything_is_learned(
     assert "inputs" in {e["estimate_basis"] for e in events}
 
 
+def test_with_line_tables_the_first_estimate_weighs_the_linked_bitcode_once(
+    tmp_path: Path, gen_workspace: ModuleType, procs: Procs
+) -> None:
+    """The rlibs a bin links are built with the profile's line tables, which their
+    bitcode carries: the first estimate weighs those bytes once (inputs.predict), not
+    doubled as the line the siblings' misses scale (inputs.line); the bin admitted after
+    one finished is that line, scaled."""
+    if not HAVE_CARGO:
+        pytest.skip("cargo/rustc not on PATH")
+    from ltoguard import inputs
+    from ltoguard.estimates import HISTORY_HEADROOM
+
+    root = tmp_path / "ws"
+    gen_workspace.generate(root, bins=2, libs=2, size="small", lto="fat", debug="line-tables-only")
+    env, _ = shimmed(tmp_path, LTOGUARD_SLOTS="1")
+    proc = procs.start(
+        ["cargo", "build", "--release", "-j2"], env, cwd=root, stdin=subprocess.DEVNULL, text=True
+    )
+    _, err = proc.communicate(timeout=540)
+    assert proc.returncode == 0, err[-3000:]
+    path = tmp_path / "state" / f"events-{os.geteuid()}.jsonl"
+    events = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    first, second = sorted(events, key=lambda e: e["admitted"])
+    debug = first["profile"]["debug"]
+    assert debug == "line-tables-only", first["profile"]
+    assert first["estimate_basis"] == "inputs", first
+    assert first["estimate"] == inputs.predict(first["inputs"], debuginfo=debug)
+    assert first["estimate"] < inputs.line(first["inputs"], debuginfo=debug)
+    assert second["estimate_basis"] == "siblings, scaled by inputs", second
+    ratio = first["peak"] / inputs.line(first["inputs"], debuginfo=debug)
+    expected = inputs.line(second["inputs"], debuginfo=debug) * ratio * HISTORY_HEADROOM
+    assert second["estimate"] == pytest.approx(expected, rel=0.01)
+
+
 def test_no_more_lto_jobs_run_than_cpus(
     tmp_path: Path, gen_workspace: ModuleType, procs: Procs
 ) -> None:

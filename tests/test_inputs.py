@@ -217,14 +217,29 @@ def test_debug_levels_as_rustc_names_them(debuginfo: str, level: int) -> None:
     assert inputs.debug_on(debuginfo) is (level > 0)
 
 
-def test_debug_info_doubles_the_line_at_every_level() -> None:
-    """Measured per level (line tables ~2.1 x the bitcode's bytes, full info ~4 x), and
-    weighed alike: the flatter line that fits our workspaces' first jobs scaled the
-    real 100-bin trace's siblings worse (docs/benchmarks.md)."""
-    code = {"deps": 10 * MiB, "crates": 9, "source": 20_000, "meta": 0}
-    grows = inputs.predict(code) - inputs.BASE
+def test_debug_info_weighs_the_linked_bitcode_once_and_own_source_twice() -> None:
+    """The rlibs' bitcode is built at the profile's debug level and carries its own
+    debug info (line tables ~2.1 x its bytes, full info ~4 x): counted once, x 1.5
+    with full info; the crate's own source gets its debug info in this compile."""
+    code = {"deps": 10 * MiB, "crates": 9, "source": 0, "meta": 0}
+    own = {"deps": 0, "crates": 0, "source": 20_000, "meta": 0}
+    for part, factors in ((code, (1.0, 1.0, 1.5)), (own, (1.0, 2.0, 2.0))):
+        grows = inputs.predict(part) - inputs.BASE
+        assert grows > 0
+        for debug, level in (("1", 1), ("limited", 1), ("line-tables-only", 1), ("2", 2)):
+            got = inputs.predict(part, debuginfo=debug) - inputs.BASE
+            assert got == int(grows * factors[level]), (part, debug)
+
+
+def test_the_line_siblings_scale_doubles_with_debug_info_at_every_level() -> None:
+    """Its shape sets the scaled estimates, and the doubled line's fits the real 100-bin
+    trace better than the first jobs' line does (docs/benchmarks.md)."""
+    both = {"deps": 10 * MiB, "crates": 9, "source": 20_000, "meta": MiB}
+    assert inputs.line(both) == inputs.predict(both)  # the same without debug info
+    grows = inputs.line(both) - inputs.BASE
     for debug in ("1", "limited", "line-tables-only", "2", "full"):
-        assert inputs.predict(code, debuginfo=debug) - inputs.BASE == 2 * grows
+        assert inputs.line(both, debuginfo=debug) - inputs.BASE == 2 * grows
+        assert inputs.predict(both, debuginfo=debug) < inputs.line(both, debuginfo=debug)
 
 
 def test_the_workspaces_generic_code_is_recorded_not_weighed() -> None:
@@ -232,9 +247,8 @@ def test_the_workspaces_generic_code_is_recorded_not_weighed() -> None:
     # as generic code and be overrated several times (docs/design.md).
     lib = {"deps": MiB, "crates": 1, "source": 5000, "meta": MiB, "generic": MiB}
     for debug in ("", "2"):
-        assert inputs.predict(lib, debuginfo=debug) == inputs.predict(
-            {**lib, "generic": 0}, debuginfo=debug
-        )
+        for f in (inputs.predict, inputs.line):
+            assert f(lib, debuginfo=debug) == f({**lib, "generic": 0}, debuginfo=debug)
 
 
 def pred(d: dict[str, int]) -> int:
@@ -281,6 +295,24 @@ def test_scaling_takes_the_median_miss_among_siblings() -> None:
     h.record("c", "g", 500 * MiB, inputs={"deps": 40 * MiB, "crates": 1, "source": 0})  # 1x
     est, _ = h.estimate("new", "g", inputs=small, predict=pred)
     assert est == int(pred(small) * 1 * HISTORY_HEADROOM)  # 0.5x, 1x, 2x: the median
+
+
+def test_siblings_scale_the_line_and_the_first_jobs_take_the_prediction() -> None:
+    """Two lines: ``predict``'s level for a job with no sibling finished, ``line``'s
+    shape for the siblings' misses (inputs.py)."""
+
+    def line(d: dict[str, int]) -> int:
+        return 50 * MiB + d["deps"] * 20
+
+    h = History()
+    small = {"deps": 2 * MiB, "crates": 3, "source": 0}
+    assert h.estimate("new", "g", inputs=small, predict=pred, line=line) == (pred(small), "inputs")
+    big = {"deps": 10 * MiB, "crates": 20, "source": 0}
+    h.record("big", "g", 500 * MiB, inputs=big)
+    est, basis = h.estimate("new", "g", inputs=small, predict=pred, line=line)
+    assert basis == "siblings, scaled by inputs"
+    assert est == int(line(small) * (500 * MiB / line(big)) * HISTORY_HEADROOM)
+    assert est != int(pred(small) * (500 * MiB / pred(big)) * HISTORY_HEADROOM)
 
 
 def test_every_input_the_prediction_weighs_survives_a_save(tmp_path: Path) -> None:
