@@ -19,8 +19,9 @@ generic term by least squares on what is left of the points with generic code an
 no debug info, each debug factor as the median growth of its debug points (the code's
 per level: 1, limited or line tables only; 2, full). It
 prints every point with the error of the shipped constants (which add a small term
-per byte of the crate's own source), of the constants before the generic term
-(2026-12-02), and of the fit. A peak does not depend on what else runs beside it,
+per byte of the crate's own source), of the line finished siblings' misses scale
+(inputs.line: the whole line doubled with debug info, as every estimate was until
+2026-12-06), and of the fit (its code term only: own source is not fitted). A peak does not depend on what else runs beside it,
 so this may run while the machine is busy (its timings are not figures).
 
     python3 scripts/calibrate_cold.py --json data.json           # generated workspaces
@@ -140,10 +141,9 @@ def build(name: str, gen: str, args: list[str], work: Path) -> list[dict[str, An
     return points
 
 
-def old(p: dict[str, Any]) -> float:
-    """The estimate before the workspace's generic code counted (2026-12-02)."""
-    grows = 26.0 * _code(p) + 100.0 * p["inputs"]["source"]
-    return 120 * MiB + grows * (2.0 if model.debug_on(p["debug"]) else 1.0)
+def scaled_line(p: dict[str, Any]) -> float:
+    """The line siblings' misses scale (inputs.line), the cold estimate until 2026-12-06."""
+    return float(model.line(p["inputs"], debuginfo=p["debug"]))
 
 
 def predicted(p: dict[str, Any], consts: dict[str, float] | None = None) -> float:
@@ -237,7 +237,7 @@ def _err(est: float, peak: float) -> str:
 def report(points: list[dict[str, Any]], consts: dict[str, float]) -> str:
     lines = [
         "| set | job | debug | rlibs | linked MiB | of it metadata | generic MiB | source KiB"
-        " | peak MiB | before MiB (err) | shipped MiB (err) | fit MiB (err) |",
+        " | peak MiB | line MiB (err) | shipped MiB (err) | fit MiB (err) |",
         "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p in points:
@@ -247,7 +247,7 @@ def report(points: list[dict[str, Any]], consts: dict[str, float]) -> str:
             f"| {p['inputs']['crates']} | {p['inputs']['deps'] / MiB:.1f} "
             f"| {p['inputs'].get('meta', 0) / MiB:.1f} | {_generic(p) / MiB:.2f} "
             f"| {p['inputs']['source'] / 1024:.0f} | {peak / MiB:.0f} "
-            f"| {_err(old(p), peak)} | {_err(predicted(p), peak)} "
+            f"| {_err(scaled_line(p), peak)} | {_err(predicted(p), peak)} "
             f"| {_err(predicted(p, consts), peak)} |"
         )
     lines.append("")
@@ -260,7 +260,7 @@ def report(points: list[dict[str, Any]], consts: dict[str, float]) -> str:
         f"{consts['use_source']:.0f}, GENERIC_DEBUG_FACTOR {consts['generic_debug']:.2f}"
         f" (median; at most {consts['generic_debug_max']:.2f})"
     )
-    for name, estimate in (("before", old), ("shipped", predicted)):
+    for name, estimate in (("line", scaled_line), ("shipped", predicted)):
         errs = sorted((estimate(p) - p["peak"]) / p["peak"] for p in points)
         under = sum(1 for e in errs if e < 0)
         if errs:

@@ -63,7 +63,8 @@ if __package__ in (None, ""):
 
 from ltoguard import admission, curves
 from ltoguard.estimates import HISTORY_HEADROOM, Basis, History, default_estimate
-from ltoguard.inputs import line, predict
+from ltoguard.inputs import line as sibling_line
+from ltoguard.inputs import predict
 from ltoguard.retry import OOM_RERUN_HEADROOM, VICTIM_HEADROOM
 from ltoguard.sizes import MiB, parse_size
 
@@ -416,11 +417,11 @@ GROUP = "trace"  # every job of a trace is of one workspace and profile
 
 class Estimator:
     """Each job's estimate as the replay goes, from ltoguard's own estimator
-    (estimates.History, inputs.predict).
+    (estimates.History; inputs.predict for a first job, inputs.line for the scaling).
 
     recorded: what ltoguard estimated when the trace was made; cold: a first build,
-    learning each job's peak as it ends (a sibling's scales the next job's cold
-    prediction); warm: a second build, every job's peak learned (its recorded peak,
+    learning each job's peak as it ends (a sibling's miss scales the next job's cold
+    line); warm: a second build, every job's peak learned (its recorded peak,
     as if the last run peaked the same); peak: exactly its peak, no headroom.
     """
 
@@ -460,7 +461,7 @@ class Estimator:
             return predict(inputs, debuginfo=j.debuginfo)
 
         def scaled(inputs: dict[str, int]) -> int:
-            return line(inputs, debuginfo=j.debuginfo)
+            return sibling_line(inputs, debuginfo=j.debuginfo)
 
         return self.history.estimate(
             j.name,

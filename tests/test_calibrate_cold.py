@@ -88,8 +88,8 @@ def test_the_report_has_every_point_and_each_estimates_error(
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("| s |")]
     assert len(rows) == 3
-    assert all(line.count("%)") == 3 for line in rows)  # before, shipped, fit
-    assert "before constants: 3 jobs" in out and "shipped constants: 3 jobs" in out
+    assert all(line.count("%)") == 3 for line in rows)  # line, shipped, fit
+    assert "line constants: 3 jobs" in out and "shipped constants: 3 jobs" in out
 
 
 def test_only_names_known_sets(cal: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
