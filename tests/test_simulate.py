@@ -265,6 +265,28 @@ def test_a_cold_replay_learns_each_peak_as_its_job_ends(tmp_path: Path) -> None:
         simulate.simulate(jobs, 1000 * MiB, estimates="guess")
 
 
+def test_with_debug_info_a_cold_replay_scales_the_doubled_line(tmp_path: Path) -> None:
+    """As guard.py does: a first job's estimate weighs the linked bitcode once
+    (inputs.predict), a later one scales the line doubled for debug info (inputs.line)."""
+    from ltoguard import inputs as model
+
+    small = {"deps": 10 << 20, "meta": 5 << 20, "source": 4096, "crates": 3}
+    large = {"deps": 60 << 20, "meta": 20 << 20, "source": 8192, "crates": 12}
+    profile = {"opt": "3", "debug": "1"}
+    rows = [
+        event("a", 0, 5, 300, inputs=small, profile=profile),
+        event("b", 6, 5, 300, inputs=large, profile=profile),
+    ]
+    jobs = simulate.load_trace(write(tmp_path, rows))
+    est = simulate.Estimator("cold", jobs, 1000 * MiB, headroom=1.0)
+    assert est.of(jobs[1]) == model.predict(large, debuginfo="1")
+    assert est.learn(jobs[0])
+    ratio = 300 * MiB / model.line(small, debuginfo="1")
+    assert est.of(jobs[1]) == int(model.line(large, debuginfo="1") * ratio)
+    ratio = 300 * MiB / model.predict(small, debuginfo="1")
+    assert est.of(jobs[1]) != int(model.predict(large, debuginfo="1") * ratio)
+
+
 @pytest.mark.parametrize("estimates", ["cold", "warm"])
 def test_the_policy_pairs_the_real_trace_where_the_old_one_ran_a_flock(estimates: str) -> None:
     """The 100-bin trace at its 600 MiB: the old policy (10% headroom, floor 1/10 of the
