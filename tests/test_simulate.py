@@ -333,7 +333,7 @@ def test_the_held_out_builds_replay_as_they_ran() -> None:
     changed a little between the sweeps, and a replay's memory beside the jobs is
     the trace's, not what the kernel reclaimed). The pause's floor as they ran:
     counting the jobs' own rise in it (``rise_once=False``)."""
-    assert len(DEBIAN_HELD_OUT) == 25
+    assert len(DEBIAN_HELD_OUT) == 27
     errors = []
     for path in DEBIAN_HELD_OUT:
         jobs = simulate.load_trace(path)
