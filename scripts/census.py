@@ -2,7 +2,7 @@
 """What holds the memory of a capped build: one cargo build in a fresh memory cgroup,
 sampled every 0.2 s.
 
-    census.py WORKSPACE CAP {plain,ltoguard} [--touch GLOB] [--cache DIR]
+    census.py WORKSPACE CAP {plain,ltoguard} [--touch GLOB] [--cache DIR] [-- CARGO_ARGS]
 
 Touches the files GLOB names (default bins/*/src/main.rs: the bins of the
 workspaces gen_realcrates.py makes) so that only those crates rebuild, then runs
@@ -130,6 +130,14 @@ def cap_size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def split_cargo_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    """census.py's own arguments, and those after ``--``, for cargo build (--examples ...)."""
+    if "--" not in argv:
+        return argv, []
+    split = argv.index("--")
+    return argv[:split], argv[split + 1 :]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="census.py", description=__doc__.split("\n\n")[0])
     ap.add_argument("workspace", type=Path)
@@ -137,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("mode", choices=("plain", "ltoguard"))
     ap.add_argument("--touch", default="bins/*/src/main.rs")
     ap.add_argument("--cache", type=Path, help="keep ltoguard's history here (warm builds)")
-    args = ap.parse_args(argv)
+    ours, cargo_args = split_cargo_args(sys.argv[1:] if argv is None else argv)
+    args = ap.parse_args(ours)
     cap = args.cap
     if args.cache and args.mode != "ltoguard":
         ap.error("--cache is ltoguard's history: only with the ltoguard mode")
@@ -151,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     with MemoryCgroup(cap) as group:
         t0 = time.monotonic()
         proc = subprocess.Popen(
-            [*group.enter_command(), "cargo", "build", "--release", "-j2", "-q"],
+            [*group.enter_command(), "cargo", "build", "--release", "-j2", "-q", *cargo_args],
             cwd=args.workspace,
             env=env,
             stderr=subprocess.DEVNULL,

@@ -61,3 +61,10 @@ def test_the_cap_is_a_size_or_a_number_of_mib() -> None:
     assert census.cap_size("1.5G") == 1536 * MiB
     with pytest.raises(argparse.ArgumentTypeError, match="invalid size '4Q'"):
         census.cap_size("4Q")
+
+
+def test_what_follows_a_double_dash_goes_to_cargo() -> None:
+    census = load_script("census")
+    ours, cargo = census.split_cargo_args(["WS", "400M", "plain", "--", "--examples", "-p", "x"])
+    assert ours == ["WS", "400M", "plain"] and cargo == ["--examples", "-p", "x"]
+    assert census.split_cargo_args(["WS", "400M", "plain"]) == (["WS", "400M", "plain"], [])
