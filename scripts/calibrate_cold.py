@@ -21,8 +21,9 @@ per level: 1, limited or line tables only; 2, full). It
 prints every point with the error of the shipped constants (which add a small term
 per byte of the crate's own source), of the line finished siblings' misses scale
 (inputs.line: the whole line doubled with debug info, as every estimate was until
-2026-12-06), and of the fit (its code term only: own source is not fitted). A peak does not depend on what else runs beside it,
-so this may run while the machine is busy (its timings are not figures).
+2026-12-06), and of the fit (its code term only: own source is not fitted). A peak
+does not depend on what else runs beside it, so this may run while the machine is
+busy (its timings are not figures).
 
     python3 scripts/calibrate_cold.py --json data.json           # generated workspaces
     python3 scripts/calibrate_cold.py --generic --json g.json    # + generic-heavy bins

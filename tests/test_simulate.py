@@ -327,8 +327,8 @@ def test_a_build_whose_jobs_were_stopped_replays_their_last_runs() -> None:
 
 
 def test_the_held_out_builds_replay_as_they_ran() -> None:
-    """The 25 cold builds of three sweeps, which the policy was not tuned on, each
-    replayed at its own cap with the estimates it ran on: the simulator's LTO phase
+    """The 27 cold builds (three sweeps, and clap's examples at two caps), which the
+    policy was not tuned on, each replayed at its own cap with the estimates it ran on: the simulator's LTO phase
     is the recorded one's, within 10% for most and 20% for every one (the policy
     changed a little between the sweeps, and a replay's memory beside the jobs is
     the trace's, not what the kernel reclaimed). The pause's floor as they ran:
