@@ -239,14 +239,13 @@ def read_inputs(argv: Sequence[str], crate_root: str | None) -> Inputs | None:
 BASE = 120 * 1024 * 1024  # the compiler and std's bitcode
 PER_CODE_BYTE = 26.0  # per byte of the linked rlibs' object code / bitcode
 PER_SOURCE_BYTE = 100.0  # a guess: the fitted crates had too little source of their own to weigh
-# With debug info: the rlibs' bitcode already carries its own (line tables ~2.1 x its
-# bytes, full info ~4 x), so the code term counts once (x 1.5 with full info); own
-# source, whose debug info is made in this compile, counts twice. By debug level:
+# By debug level: the linked bitcode already carries its debug info, so it counts once;
+# own source gets its debug info in this compile (docs/benchmarks.md, "The cold
+# estimate by debug level").
 CODE_DEBUG_FACTOR = (1.0, 1.0, 1.5)
 SOURCE_DEBUG_FACTOR = (1.0, 2.0, 2.0)
-# Siblings' misses are measured against the whole line doubled for any debug info: its
-# shape, not its level, sets the scaled estimates, and it fits the real 100-bin trace's
-# better (docs/benchmarks.md, "The cold estimate by debug level").
+# The line siblings' misses scale: its shape, not its level, counts there, and the whole
+# line doubled fits the real 100-bin trace's shape (same section).
 LINE_DEBUG_FACTOR = 2.0
 _NO_DEBUG = frozenset(("", "0", "none", "false"))
 _SOME_DEBUG = frozenset(("1", "limited", "line-tables-only", "line-directives-only"))

@@ -8,8 +8,8 @@ Touches the files GLOB names (default bins/*/src/main.rs: the bins of the
 workspaces gen_realcrates.py makes) so that only those crates rebuild, then runs
 `cargo build --release -j2` (and what follows --) in a cgroup limited to CAP (root;
 scripts/cgroups.py), as is (plain) or with this checkout's ltoguard as
-RUSTC_WORKSPACE_WRAPPER (fresh state and history: a cold build; with --cache DIR, what it learns is kept in DIR,
-so the runs after the first are warm builds). Prints the wall time and OOM kills, then the
+RUSTC_WORKSPACE_WRAPPER (fresh state and history: a cold build; with --cache DIR,
+what it learns is kept in DIR, so the runs after the first are warm builds). Prints the wall time and OOM kills, then the
 cgroup's figures (usage, anonymous, mapped file, page cache, inactive file) and each
 kind of process's count, anonymous and file pages, at the three samples of most
 anonymous memory and at the middle one of those where one compile ran.
