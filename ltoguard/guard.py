@@ -113,7 +113,7 @@ class GuardedRun:
         self.record = JobRecord(job, estimate, basis, curve=curve)
         self.record.inputs = self.inputs
         self.waiting: str | None = None  # why it waited, once it did
-        self.held_by: Admission | None = None  # the last refusal: what held it last
+        self.held_by: str | None = None  # the last refusal: what held it last
         # Each attempt for the report: [queued, admitted, ended, paused_s, next step]
         # (shorter if it never got that far); the event log's "attempts".
         self.attempts: list[list[float | str]] = []
@@ -307,12 +307,13 @@ class GuardedRun:
         requeue). Under cargo it goes past cargo's message cache (messages.py); where
         it cannot, it is said in the past tense once the job starts (`_started`), so a
         replay stays true."""
-        self.held_by = decision
+        # With its estimate and basis as they are now: relearned, they may change.
+        self.held_by = self.record.held_by(decision)
         if self.waiting is not None:
             return
         now = time.time()
         running = ", ".join(h.describe(now) for h in snap.holders) or "none"
-        self.waiting = self.record.held_by(decision)
+        self.waiting = self.held_by
         if not channel().replayed:
             note(f"{self.job.what} waits ({self.waiting}; running: {running})")
 
@@ -329,8 +330,7 @@ class GuardedRun:
         if self.told_wait or self.held_by is None or not channel().under_cargo:
             return
         self.told_wait = True
-        why = self.record.held_by(self.held_by)
-        note(f"{self.job.what} waited {waited:.1f}s before it started ({why})")
+        note(f"{self.job.what} waited {waited:.1f}s before it started ({self.held_by})")
 
     def _ended(
         self,

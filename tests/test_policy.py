@@ -464,6 +464,30 @@ def test_the_started_line_names_what_held_the_job_last(
     )
 
 
+def test_the_started_line_gives_the_basis_of_the_figure_it_names(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Refused on the inputs' estimate, then admitted once a sibling's peak rescaled it:
+    the line names the refusal's figure, so it names that figure's basis (the demo
+    said "needs ~367 MiB ...; estimated from siblings, scaled by inputs" of a figure
+    drawn from the inputs alone)."""
+    from ltoguard import messages
+    from ltoguard.guard import GuardedRun
+
+    monkeypatch.setattr(messages, "_channel", messages.Channel(-1, False, True))
+    run = GuardedRun.__new__(GuardedRun)  # only what _announce and _started read
+    run.job = Job(["rustc"], kind="rustc", name="w", what="crate w (bin)", key="k", group="g")
+    run.record = JobRecord(run.job, 367 * MiB, Basis.INPUTS)
+    run.waiting, run.held_by, run.told_wait = None, None, False
+    run._announce(snap(), Admission(False, Why.NO_ROOM, 367 * MiB, 300 * MiB, 0, 0, 1))
+    run.record.estimate, run.record.basis = 250 * MiB, Basis.SIBLINGS_SCALED  # relearned
+    run._started(13.7)
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "ltoguard: crate w (bin) waited 13.7s before it started"
+        " (needs ~367 MiB, 300 MiB free; 1 job running; estimated from inputs)"
+    )
+
+
 def test_basis_values_are_what_records_and_events_hold() -> None:
     assert [b.value for b in Basis] == [
         "history",
