@@ -283,7 +283,10 @@ class GuardedRun:
             seq=seq,
             ticket=ticket,
             gate=LendWhileWaiting(
-                lease, LentTokens(self.sem.dir_fd), beside_alone=self._rerun_alone_runs
+                lease,
+                LentTokens(self.sem.dir_fd),
+                beside_alone=self._rerun_alone_runs,
+                build=self.record.build,
             ),
             hold_signals=True,
         )

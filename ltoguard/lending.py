@@ -143,6 +143,63 @@ def a_sibling_waiter_holds_a_token(dir_fd: int, build: str, ppid: int | None = N
     return False
 
 
+def cargo_children(pid: int) -> set[int] | None:
+    """The processes cargo ``pid`` runs: its threads' children (cargo starts each
+    compile from one of its threads). None when /proc does not say (a kernel without
+    /proc/PID/task/TID/children, or cargo gone)."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    kids: set[int] = set()
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                kids.update(int(k) for k in f.read().split())
+        except FileNotFoundError:
+            if os.path.isdir(f"/proc/{pid}/task/{tid}"):
+                return None  # no such file on this kernel
+        except (OSError, ValueError):
+            return None
+    return kids
+
+
+def only_guarded_jobs(dir_fd: int | None, build: str) -> bool:
+    """Does the cargo run ``build`` ("PID-STARTTIME", jobs.cargo_build_id) run only
+    guarded jobs of this state directory (ours, by their tickets' and run records'
+    names), one of which has lent its token? Then cargo spent a lent token on one
+    more guarded job: it had nothing else ready (it starts a binary, which nothing
+    depends on, after the crates others wait for), and nothing running will make
+    anything ready (only guarded jobs run), so a token lent now would only start one
+    more waiting ltoguard process, holding memory and no CPU. False where it cannot
+    tell: outside cargo, without /proc, or a state directory that cannot be read."""
+    pid = build.partition("-")[0]
+    if dir_fd is None or not pid.isdigit():
+        return False
+    kids = cargo_children(int(pid))
+    if not kids:
+        return False
+    try:
+        names = os.listdir(dir_fd)
+    except OSError:
+        return False
+    uid = str(os.geteuid())
+    guarded = {
+        records.ticket_pid(n) for _, n in records.tickets(names) if records.ticket_owner(n) == uid
+    }
+    lent: set[int] = set()
+    for name in names:
+        kind, _, rest = name.partition("-")
+        owner, _, who = rest.removesuffix(".json").partition("-")
+        if owner != uid or not who.isdigit():
+            continue
+        if kind == "run" and name.endswith(".json"):
+            guarded.add(int(who))
+        elif kind + "-" == PREFIX:
+            lent.add(int(who))
+    return kids <= guarded and not kids.isdisjoint(lent)
+
+
 class LendWhileWaiting:
     """The semaphore's gate: a job lends cargo its jobserver token once it waits, the
     head of the queue included, so cargo keeps its -j jobs busy (admission.lending).
@@ -163,12 +220,17 @@ class LendWhileWaiting:
         tokens: LentTokens,
         depth: int | None = None,
         beside_alone: Callable[[], bool] | None = None,
+        build: str = "",
     ) -> None:
         self.lease = lease
         self.tokens = tokens
         self.depth = lend_depth() if depth is None else depth
         self.beside_alone = beside_alone or (lambda: False)
+        self.build = build  # the cargo run (only_guarded_jobs); "": outside cargo
         self.tried = False  # the head has made its first admission attempt
+
+    def only_guarded(self) -> bool:
+        return only_guarded_jobs(self.tokens.dir_fd, self.build)
 
     def __call__(self, ahead: int) -> Lend:
         decision = lending(
@@ -178,6 +240,7 @@ class LendWhileWaiting:
             depth=self.depth,
             tokens_out=self.tokens.count,  # listed only when the count decides
             beside_alone=self.beside_alone,
+            only_guarded=self.only_guarded,
         )
         if decision is Lend.LEND:
             self.lease.lend()
@@ -187,16 +250,23 @@ class LendWhileWaiting:
 
 class LendWhilePaused:
     """The pause's gate: a paused job lends cargo its token if fewer than ``depth``
-    are out over the state directory (admission.lending_paused)."""
+    are out over the state directory, unless its cargo run ``build`` is down to
+    guarded jobs (admission.lending_paused)."""
 
-    def __init__(self, lease: Lease, tokens: LentTokens, depth: int | None = None) -> None:
+    def __init__(
+        self, lease: Lease, tokens: LentTokens, depth: int | None = None, build: str = ""
+    ) -> None:
         self.lease = lease
         self.tokens = tokens
         self.depth = lend_depth() if depth is None else depth
+        self.build = build
 
     def __call__(self) -> Lend:
         decision = lending_paused(
-            lent=self.lease.lent, depth=self.depth, tokens_out=self.tokens.count
+            lent=self.lease.lent,
+            depth=self.depth,
+            tokens_out=self.tokens.count,
+            only_guarded=lambda: only_guarded_jobs(self.tokens.dir_fd, self.build),
         )
         if decision is Lend.LEND:
             self.lease.lend()

@@ -274,3 +274,45 @@ def test_no_more_lto_jobs_run_than_cpus(
     assert sorted(c["crate"] for c in guarded) == ["app00", "app01"]
     assert not overlaps(*guarded), "two LTO compiles ran at once on one CPU"
     assert "1 job running on 1 CPU: one more would only slow them" in err, err[-3000:]
+
+
+def most_waiting_at_once(state: Path) -> int:
+    """The most guarded jobs that waited for a slot at once, from the event log's
+    attempts ([queued, admitted, ...] each)."""
+    from ltoguard import events
+
+    fd = os.open(state, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        log = events.read_events(fd)
+    finally:
+        os.close(fd)
+    spans = [a[:2] for e in log for a in e.get("attempts", []) if len(a) >= 2]
+    marks = sorted([(q, 1) for q, _ in spans] + [(s, -1) for _, s in spans])
+    most = now = 0
+    for _, step in marks:
+        now += step
+        most = max(most, now)
+    return most
+
+
+def test_once_cargo_runs_only_guarded_jobs_no_token_is_lent_for_another_waiter(
+    tmp_path: Path, gen_workspace: ModuleType, procs: Procs
+) -> None:
+    """Six bins, one slot, -j2: the first waiter lends its token (cargo might have
+    ordinary crates to start on it) and cargo spends it on another bin. That one
+    keeps its token: cargo had nothing else to start, and a token lent would only
+    start a third waiting ltoguard process, holding memory (before, up to the
+    bound of lent tokens: three waiters)."""
+    if not HAVE_CARGO:
+        pytest.skip("cargo/rustc not on PATH")
+    root = tmp_path / "ws"
+    gen_workspace.generate(root, bins=6, libs=1, size="small", lto="fat")
+    env, log = shimmed(tmp_path, LTOGUARD_SLOTS="1")
+    proc = procs.start(
+        ["cargo", "build", "--release", "-j2"], env, cwd=root, stdin=subprocess.DEVNULL, text=True
+    )
+    _, err = proc.communicate(timeout=540)
+    assert proc.returncode == 0, err[-3000:]
+    guarded = [c for c in json.loads(f"[{','.join(log.read_text().splitlines())}]") if c["guarded"]]
+    assert len(guarded) == 6
+    assert most_waiting_at_once(tmp_path / "state") == 2

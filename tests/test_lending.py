@@ -30,7 +30,9 @@ from ltoguard.lending import (
     LendWhileWaiting,
     LentTokens,
     a_sibling_waiter_holds_a_token,
+    cargo_children,
     lend_depth,
+    only_guarded_jobs,
 )
 from tests.procs import (
     Procs,
@@ -503,3 +505,61 @@ def test_no_waiter_lends_beside_a_rerun_alone() -> None:
     assert near(True, 0, asked) is Lend.LENT
     far = lending(ahead=2, tried=True, depth=2, lent=False, tokens_out=0, beside_alone=asked)
     assert far is Lend.TOO_FAR
+
+
+def test_lending_stops_once_cargo_runs_only_guarded_jobs() -> None:
+    """Asked last, and only when it decides: after the bound, before beside_alone."""
+    asked: list[str] = []
+
+    def only_guarded() -> bool:
+        asked.append("only")
+        return True
+
+    common = dict(ahead=1, tried=True, lent=False, depth=2, only_guarded=only_guarded)
+    assert lending(tokens_out=2, **common) is Lend.TOKENS_OUT  # type: ignore[arg-type]
+    assert asked == []
+    assert lending(tokens_out=1, **common) is Lend.ONLY_GUARDED  # type: ignore[arg-type]
+    assert lending(tokens_out=1, **dict(common, only_guarded=False)) is Lend.LEND  # type: ignore[arg-type]
+    lease = _FakeLease()
+    gate = LendWhilePaused(lease, LentTokens(None), depth=2)  # type: ignore[arg-type]
+    assert gate() is Lend.LEND  # outside cargo (no build): as before
+
+
+def test_only_guarded_jobs_reads_cargos_children_and_the_state_dir(tmp_path: Path) -> None:
+    """A stand-in cargo with two children: they count as guarded by a ticket or a run
+    record of ours, and one of them must have lent its token."""
+    cargo = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import subprocess, sys, time\n"
+            "kids = [subprocess.Popen(['sleep', '60']) for _ in range(2)]\n"
+            "print(*[k.pid for k in kids], flush=True)\n"
+            "sys.stdin.read()\n"
+            "for k in kids: k.kill()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert cargo.stdout is not None
+        a, b = (int(p) for p in cargo.stdout.readline().split())
+        build, uid = f"{cargo.pid}-123", os.geteuid()
+        assert only_guarded_jobs(fd, build) is False  # neither is a guarded job
+        (tmp_path / f"q-1-{uid}-{a}.json").write_text("{}")
+        (tmp_path / f"run-{uid}-{b}.json").write_text("{}")
+        assert only_guarded_jobs(fd, build) is False  # none has lent
+        (tmp_path / f"lent-{uid}-{a}").touch()
+        assert only_guarded_jobs(fd, build) is True
+        assert only_guarded_jobs(fd, "") is False  # outside cargo
+        assert only_guarded_jobs(None, build) is False
+        (tmp_path / f"run-{uid}-{b}.json").unlink()
+        (tmp_path / f"run-{uid + 1}-{b}.json").write_text("{}")  # another user's name
+        assert only_guarded_jobs(fd, build) is False  # b runs no guarded job of ours
+        assert cargo_children(cargo.pid) == {a, b}
+    finally:
+        os.close(fd)
+        cargo.communicate("", timeout=30)
+    assert cargo_children(cargo.pid) is None  # gone

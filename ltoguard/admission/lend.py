@@ -17,6 +17,7 @@ class Lend(enum.Enum):
     LENT = "lent"  # lent already
     TOKENS_OUT = "tokens out"  # ``depth`` tokens are out over the state directory
     BESIDE_ALONE = "beside alone"  # a rerun alone runs: a compile on it would run beside
+    ONLY_GUARDED = "only guarded jobs"  # cargo is down to guarded jobs: one more would wait
 
 
 def lending(
@@ -27,28 +28,47 @@ def lending(
     depth: int,
     tokens_out: int | Callable[[], int],
     beside_alone: bool | Callable[[], bool] = False,
+    only_guarded: bool | Callable[[], bool] = False,
 ) -> Lend:
     """A waiter lends once it waits (the head after its first attempt), if it is
     among the ``depth`` nearest the head and fewer than ``depth`` tokens are out,
     and no rerun alone after an OOM kill runs (``beside_alone``): cargo would start
-    a compile beside it on the token. ``tokens_out`` and ``beside_alone`` may be
-    callables: they are called only when they decide."""
+    a compile beside it on the token. ``tokens_out``, ``beside_alone`` and
+    ``only_guarded`` (see `lending_paused`) may be callables: they are called only
+    when they decide."""
     if not tried and is_head(ahead):
         return Lend.FIRST_TRY
     if ahead >= depth:
         return Lend.TOO_FAR
-    decision = lending_paused(lent=lent, depth=depth, tokens_out=tokens_out)
-    if decision is Lend.LEND and (beside_alone() if callable(beside_alone) else beside_alone):
+    decision = lending_paused(
+        lent=lent, depth=depth, tokens_out=tokens_out, only_guarded=only_guarded
+    )
+    if decision is Lend.LEND and _ask(beside_alone):
         return Lend.BESIDE_ALONE
     return decision
 
 
-def lending_paused(*, lent: bool, depth: int, tokens_out: int | Callable[[], int]) -> Lend:
+def lending_paused(
+    *,
+    lent: bool,
+    depth: int,
+    tokens_out: int | Callable[[], int],
+    only_guarded: bool | Callable[[], bool] = False,
+) -> Lend:
     """A paused job lends its token under the bound a waiter near the head lends
     under: fewer than ``depth`` tokens out. Past it cargo would spend the token on
     one more guarded job (a waiting process, no CPU used), and pauses come when
-    memory is short. ``tokens_out`` is called only when the count decides."""
+    memory is short. Nor does a job lend once its cargo runs nothing but guarded
+    jobs, one of them on a lent token (``only_guarded``, lending.only_guarded_jobs):
+    cargo had nothing else to start, and a token lent then would only start one more
+    waiting process. ``tokens_out`` is called only when the count decides."""
     if lent:
         return Lend.LENT
     out = tokens_out() if callable(tokens_out) else tokens_out
-    return Lend.LEND if out < depth else Lend.TOKENS_OUT
+    if out >= depth:
+        return Lend.TOKENS_OUT
+    return Lend.ONLY_GUARDED if _ask(only_guarded) else Lend.LEND
+
+
+def _ask(answer: bool | Callable[[], bool]) -> bool:
+    return answer() if callable(answer) else answer
