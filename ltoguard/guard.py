@@ -181,11 +181,12 @@ class GuardedRun:
             if step.action == DONE:
                 self._event(step.code, step.outcome, state)
                 # Balanced before we go, holding no slot: cargo runs its -j jobs
-                # meanwhile, one with our token. A signal ends the wait.
-                lease.reclaim(
-                    should_stop=partial(_signalled_or_orphaned, signals, lease),
-                    timeout=RECLAIM_AFTER_RUN,
-                )
+                # meanwhile, one with our token; in a bare interpreter, where it can.
+                if not (lease.reclaim(timeout=0) or signals.received):
+                    lent = os.path.join(self.sem.path, LentTokens(self.sem.dir_fd).name)
+                    lease.reclaim_in_small_process(step.code, RECLAIM_AFTER_RUN, lent)
+                stop = partial(_signalled_or_orphaned, signals, lease)  # a signal ends it
+                lease.reclaim(should_stop=stop, timeout=RECLAIM_AFTER_RUN)
                 return step.code
 
     def _drop_requeued(self) -> None:

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 
 from ltoguard.makeflags import jobserver_auth, open_endpoints
-from ltoguard.messages import warning
+from ltoguard.messages import channel, warning
 from ltoguard.process import FORWARDED
 
 __all__ = ["Jobserver", "Lease"]
@@ -38,6 +38,40 @@ __all__ = ["Jobserver", "Lease"]
 _TOKEN = b"+"
 
 TAKEN, EMPTY, GONE = "taken", "empty", "gone"
+
+_LEAK_WARNING = (
+    "could not take back the jobserver token lent while waiting within {:g}s; this"
+    " build may run one job more than -j until it ends"
+)
+# Lease.reclaim_in_small_process: argv FD CODE TIMEOUT PARENT LENT_FILE WARNING WARN_FD.
+# Waits for one byte (EOF: the jobserver is gone) while the parent lives, at most
+# TIMEOUT s; the warning goes where messages.note would have written it.
+_RECLAIMER = """\
+import os, select, signal, sys, time
+signal.signal(signal.SIGINT, signal.SIG_DFL)
+fd, code, wait, parent = (int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]))
+end, poller, done = time.monotonic() + wait, select.poll(), False
+poller.register(fd, select.POLLIN)
+while not done and time.monotonic() < end and os.getppid() == parent:
+    if poller.poll(250):
+        try:
+            os.read(fd, 1)
+            done = True
+        except BlockingIOError:
+            pass
+        except OSError:
+            done = True
+try:
+    os.unlink(sys.argv[5])
+except OSError:
+    pass
+if not done and os.getppid() == parent:
+    try:
+        os.write(int(sys.argv[7]), ("ltoguard: warning: " + sys.argv[6].format(wait) + "\\n").encode())
+    except OSError:
+        pass
+sys.exit(code)
+"""
 
 
 @contextlib.contextmanager
@@ -116,6 +150,14 @@ class Jobserver:
     def read_fd(self) -> int:
         """The descriptor tokens are read from: our private one when there is one."""
         return self._read_fd if self._private_read_fd is None else self._private_read_fd
+
+    @property
+    def own_read_fd(self) -> int | None:
+        """A non-blocking description of the read end that is ours alone (a private
+        one, or the fifo we opened), or None: reads then go to cargo's shared one."""
+        if self._private_read_fd is not None:
+            return self._private_read_fd
+        return None if self._inherited or self.gone else self._read_fd
 
     def close(self) -> None:
         """Close the descriptors this object opened; the inherited ones stay open."""
@@ -305,14 +347,40 @@ class Lease:
             if self._lent and not self.parent_gone():
                 self.leaked = True
                 # The build goes on: a warning, not through cargo's message cache.
-                warning(
-                    "could not take back the jobserver token lent while waiting within"
-                    f" {self.exit_timeout:g}s; this build may run one job more than -j"
-                    " until it ends"
-                )
+                warning(_LEAK_WARNING.format(self.exit_timeout))
             if self._lent:
                 self._lent = False
                 self._changed(False)
+
+    def reclaim_in_small_process(self, code: int, timeout: float, lent_file: str) -> None:
+        """Wait for the lent token in a bare interpreter exec()ed in our place, which
+        then exits with ``code`` (>= 0) and removes ``lent_file`` (lending.LentTokens).
+
+        A job that lent while waiting and ran without a token often finds none coming
+        back until cargo runs out of units (it keeps each freed token for its next
+        one), so it would hold all of ltoguard's memory for the rest of the build, an
+        LTO job's worth of it in a few waiters (docs/benchmarks.md). The same pid goes
+        on, so cargo sees the exit as before. Returns (without exec) where this cannot
+        be done: nothing lent, no read end of our own, or exec failed; the caller then
+        waits here as before. Call it with everything said and flushed but stdio."""
+        jobserver = self._jobserver
+        fd = None if jobserver is None or not self._lent else jobserver.own_read_fd
+        if fd is None or code < 0:
+            return
+        import sys
+
+        warn_fd = channel().fd if channel().fd >= 0 else 2
+        args = [str(fd), str(code), repr(timeout), str(self._parent), lent_file]
+        args += [_LEAK_WARNING, str(warn_fd)]
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.set_inheritable(fd, True)
+            os.set_inheritable(warn_fd, True)
+            signal.pthread_sigmask(signal.SIG_SETMASK, [])  # the mask outlives exec
+            os.execv(sys.executable, [sys.executable, "-I", "-S", "-c", _RECLAIMER, *args])
+        except (OSError, ValueError):
+            return
 
     def parent_gone(self) -> bool:
         """Has the process that owns the jobserver (cargo, make) gone? Then there is

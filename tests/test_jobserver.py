@@ -629,3 +629,38 @@ def test_the_lease_tells_when_its_token_goes_out_and_comes_back() -> None:
             assert lease.lend()
         # left the block lent: taken back on exit, and told so
         assert seen == [True, False, True, False]
+
+
+def test_the_small_reclaimer_gives_up_in_time_says_so_and_keeps_the_status(
+    tmp_path: Path,
+) -> None:
+    """Lease.reclaim_in_small_process's script, run as it is exec()ed: no token comes
+    back within its time, so it warns where it was told to, removes the lent- file
+    and exits with the compile's status; a token there is taken at once, silently."""
+    from ltoguard.jobserver import _LEAK_WARNING, _RECLAIMER
+
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    lent = tmp_path / "lent-0-1"
+    try:
+        for token, code in ((b"", 5), (b"+", 0)):
+            lent.touch()
+            if token:
+                os.write(w, token)
+            args = [str(r), str(code), "0.3", str(os.getpid()), str(lent), _LEAK_WARNING, "2"]
+            done = subprocess.run(
+                [sys.executable, "-I", "-S", "-c", _RECLAIMER, *args],
+                pass_fds=(r,),
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert done.returncode == code
+            assert not lent.exists()
+            said = "" if token else "ltoguard: warning: " + _LEAK_WARNING.format(0.3) + "\n"
+            assert done.stderr == said
+        with pytest.raises(BlockingIOError):
+            os.read(r, 1)  # the token was taken
+    finally:
+        os.close(r)
+        os.close(w)

@@ -251,6 +251,40 @@ def test_an_admitted_head_takes_its_token_back_before_it_exits(
     assert pool.count() == 0
 
 
+def _rss_anon_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("RssAnon:"))
+
+
+@pytest.mark.parametrize("code", [0, 3])
+def test_a_job_done_waits_for_its_token_in_a_bare_interpreter(
+    tmp_path: Path, procs: Procs, pool: Pool, code: int
+) -> None:
+    """Its compile done, a job that lent waits for a token in a bare interpreter
+    exec()ed in its place (the same pid, which cargo waits for): cargo often keeps
+    every freed token for its next unit until it runs out, and a waiting ltoguard
+    holds several MiB. It exits with the compile's status, the pool balanced and
+    its lent- file gone."""
+    rustc = make_fake_rustc(tmp_path)
+    env = pool.env(tmp_path)
+    holder = procs.holder(rustc, env)
+    head = procs.start(ltoguard_cmd(rustc, "head"), dict(env, FAKE_EXIT=str(code)))
+    stolen = _take_lent_token(pool)
+    waiting = _rss_anon_kib(head.pid)
+    holder.release()
+    assert holder.wait(timeout=30) == 0
+    log = tmp_path / "log.jsonl"
+    assert wait_for(lambda: sum(e["what"] == "end" for e in read_log(log)) == 2)
+    assert wait_for(lambda: b"-S" in Path(f"/proc/{head.pid}/cmdline").read_bytes().split(b"\0"))
+    assert head.poll() is None  # still waiting for its token
+    assert list((tmp_path / "state").glob(f"lent-*-{head.pid}")) != []  # counted as out
+    assert _rss_anon_kib(head.pid) < waiting - 2048  # it holds less than a waiter
+    os.write(pool.fd, stolen)
+    assert head.wait(timeout=10) == code
+    assert pool.count() == 0
+    assert list((tmp_path / "state").glob("lent-*")) == []
+
+
 class _FakeLease:
     def __init__(self) -> None:
         self.lent = False
