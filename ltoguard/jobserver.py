@@ -365,22 +365,27 @@ class Lease:
         waits here as before. Call it with everything said and flushed but stdio."""
         jobserver = self._jobserver
         fd = None if jobserver is None or not self._lent else jobserver.own_read_fd
-        if fd is None or code < 0:
-            return
         import sys
 
+        threads = sys.modules.get("threading")
+        if fd is None or code < 0 or not sys.executable:
+            return
+        if threads is not None and threads.active_count() > 1:
+            return  # a thread still at work (none should be): exec would cut it short
         warn_fd = channel().fd if channel().fd >= 0 else 2
         args = [str(fd), str(code), repr(timeout), str(self._parent), lent_file]
         args += [_LEAK_WARNING, str(warn_fd)]
+        mask = None
         try:
             sys.stdout.flush()
             sys.stderr.flush()
             os.set_inheritable(fd, True)
             os.set_inheritable(warn_fd, True)
-            signal.pthread_sigmask(signal.SIG_SETMASK, [])  # the mask outlives exec
+            mask = signal.pthread_sigmask(signal.SIG_SETMASK, [])  # the mask outlives exec
             os.execv(sys.executable, [sys.executable, "-I", "-S", "-c", _RECLAIMER, *args])
         except (OSError, ValueError):
-            return
+            if mask is not None:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
     def parent_gone(self) -> bool:
         """Has the process that owns the jobserver (cargo, make) gone? Then there is

@@ -295,6 +295,28 @@ def most_waiting_at_once(state: Path) -> int:
     return most
 
 
+def reclaimers_seen(proc: subprocess.Popen[str], timeout: float) -> set[int]:
+    """Wait for ``proc`` (its stderr a file), looking every 50 ms for processes that
+    run ltoguard's small reclaimer (jobserver.Lease.reclaim_in_small_process)."""
+    import time
+
+    from ltoguard.jobserver import _RECLAIMER
+
+    marker = _RECLAIMER.encode()[:40]
+    seen: set[int] = set()
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None:
+        assert time.monotonic() < deadline, "cargo build took too long"
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                if marker in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    seen.add(int(pid))
+            except OSError:
+                pass
+        time.sleep(0.05)
+    return seen
+
+
 def test_once_cargo_runs_only_guarded_jobs_no_token_is_lent_for_another_waiter(
     tmp_path: Path, gen_workspace: ModuleType, procs: Procs
 ) -> None:
@@ -302,17 +324,28 @@ def test_once_cargo_runs_only_guarded_jobs_no_token_is_lent_for_another_waiter(
     ordinary crates to start on it) and cargo spends it on another bin. That one
     keeps its token: cargo had nothing else to start, and a token lent would only
     start a third waiting ltoguard process, holding memory (before, up to the
-    bound of lent tokens: three waiters)."""
+    bound of lent tokens: three waiters). The job that lent, its compile done, owes
+    cargo a token that cargo keeps for its next bin: it waits for it in a bare
+    interpreter, not in a whole ltoguard process."""
     if not HAVE_CARGO:
         pytest.skip("cargo/rustc not on PATH")
     root = tmp_path / "ws"
     gen_workspace.generate(root, bins=6, libs=1, size="small", lto="fat")
     env, log = shimmed(tmp_path, LTOGUARD_SLOTS="1")
-    proc = procs.start(
-        ["cargo", "build", "--release", "-j2"], env, cwd=root, stdin=subprocess.DEVNULL, text=True
-    )
-    _, err = proc.communicate(timeout=540)
-    assert proc.returncode == 0, err[-3000:]
+    with open(tmp_path / "stderr", "w+") as err:
+        proc = procs.start(
+            ["cargo", "build", "--release", "-j2"],
+            env,
+            cwd=root,
+            stdin=subprocess.DEVNULL,
+            stderr=err,
+            text=True,
+        )
+        reclaimers = reclaimers_seen(proc, timeout=540)
+        err.seek(0)
+        assert proc.returncode == 0, err.read()[-3000:]
     guarded = [c for c in json.loads(f"[{','.join(log.read_text().splitlines())}]") if c["guarded"]]
     assert len(guarded) == 6
     assert most_waiting_at_once(tmp_path / "state") == 2
+    assert reclaimers, "no job waited for its token in the small reclaimer"
+    assert list((tmp_path / "state").glob("lent-*")) == []
