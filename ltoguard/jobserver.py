@@ -47,7 +47,11 @@ _LEAK_WARNING = (
 # Waits for one byte (EOF: the jobserver is gone) while the parent lives, at most
 # TIMEOUT s; the warning goes where messages.note would have written it.
 _RECLAIMER = """\
-import os, select, signal, sys, time
+import os, select, sys, time
+try:
+    import _signal as signal  # CPython's own: `signal` loads enum, ~1 MiB more
+except ImportError:
+    import signal
 signal.signal(signal.SIGINT, signal.SIG_DFL)
 fd, code, wait, parent = (int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]))
 end, poller, done = time.monotonic() + wait, select.poll(), False
