@@ -182,10 +182,10 @@ class GuardedRun:
                 self._event(step.code, step.outcome, state)
                 # Balanced before we go, holding no slot: cargo runs its -j jobs
                 # meanwhile, one with our token; in a bare interpreter, where it can.
-                if not (lease.reclaim(timeout=0) or signals.received):
-                    lent = os.path.join(self.sem.path, LentTokens(self.sem.dir_fd).name)
-                    lease.reclaim_in_small_process(step.code, RECLAIM_AFTER_RUN, lent)
                 stop = partial(_signalled_or_orphaned, signals, lease)  # a signal ends it
+                if not lease.reclaim(timeout=0):
+                    lent = os.path.join(self.sem.path, LentTokens(self.sem.dir_fd).name)
+                    lease.reclaim_in_small_process(step.code, RECLAIM_AFTER_RUN, lent, stop)
                 lease.reclaim(should_stop=stop, timeout=RECLAIM_AFTER_RUN)
                 return step.code
 

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 
 from ltoguard.makeflags import jobserver_auth, open_endpoints
-from ltoguard.messages import channel, warning
+from ltoguard.messages import warning
 from ltoguard.process import FORWARDED
 
 __all__ = ["Jobserver", "Lease"]
@@ -43,39 +43,6 @@ _LEAK_WARNING = (
     "could not take back the jobserver token lent while waiting within {:g}s; this"
     " build may run one job more than -j until it ends"
 )
-# Lease.reclaim_in_small_process: argv FD CODE TIMEOUT PARENT LENT_FILE WARNING WARN_FD.
-# Waits for one byte (EOF: the jobserver is gone) while the parent lives, at most
-# TIMEOUT s; the warning goes where messages.note would have written it.
-_RECLAIMER = """\
-import os, select, sys, time
-try:
-    import _signal as signal  # CPython's own: `signal` loads enum, ~1 MiB more
-except ImportError:
-    import signal
-signal.signal(signal.SIGINT, signal.SIG_DFL)
-fd, code, wait, parent = (int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]))
-end, poller, done = time.monotonic() + wait, select.poll(), False
-poller.register(fd, select.POLLIN)
-while not done and time.monotonic() < end and os.getppid() == parent:
-    if poller.poll(250):
-        try:
-            os.read(fd, 1)
-            done = True
-        except BlockingIOError:
-            pass
-        except OSError:
-            done = True
-try:
-    os.unlink(sys.argv[5])
-except OSError:
-    pass
-if not done and os.getppid() == parent:
-    try:
-        os.write(int(sys.argv[7]), ("ltoguard: warning: " + sys.argv[6].format(wait) + "\\n").encode())
-    except OSError:
-        pass
-sys.exit(code)
-"""
 
 
 @contextlib.contextmanager
@@ -356,40 +323,20 @@ class Lease:
                 self._lent = False
                 self._changed(False)
 
-    def reclaim_in_small_process(self, code: int, timeout: float, lent_file: str) -> None:
+    def reclaim_in_small_process(
+        self, code: int, timeout: float, lent_file: str, stopped: Callable[[], bool]
+    ) -> None:
         """Wait for the lent token in a bare interpreter exec()ed in our place, which
-        then exits with ``code`` (>= 0) and removes ``lent_file`` (lending.LentTokens).
-
-        A job that lent while waiting and ran without a token often finds none coming
-        back until cargo runs out of units (it keeps each freed token for its next
-        one), so it would hold all of ltoguard's memory for the rest of the build, an
-        LTO job's worth of it in a few waiters (docs/benchmarks.md). The same pid goes
-        on, so cargo sees the exit as before. Returns (without exec) where this cannot
-        be done: nothing lent, no read end of our own, or exec failed; the caller then
-        waits here as before. Call it with everything said and flushed but stdio."""
+        then exits with ``code`` (>= 0) and removes ``lent_file`` (reclaimer.py).
+        Returns where that is not done: nothing lent, no read end of our own (an
+        inherited pipe without /proc), a compile killed by a signal, or as
+        reclaimer.exec_reclaimer says; the caller then waits here as before."""
         jobserver = self._jobserver
         fd = None if jobserver is None or not self._lent else jobserver.own_read_fd
-        import sys
+        if fd is not None and code >= 0:
+            from ltoguard.reclaimer import exec_reclaimer
 
-        threads = sys.modules.get("threading")
-        if fd is None or code < 0 or not sys.executable:
-            return
-        if threads is not None and threads.active_count() > 1:
-            return  # a thread still at work (none should be): exec would cut it short
-        warn_fd = channel().fd if channel().fd >= 0 else 2
-        args = [str(fd), str(code), repr(timeout), str(self._parent), lent_file]
-        args += [_LEAK_WARNING, str(warn_fd)]
-        mask = None
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.set_inheritable(fd, True)
-            os.set_inheritable(warn_fd, True)
-            mask = signal.pthread_sigmask(signal.SIG_SETMASK, [])  # the mask outlives exec
-            os.execv(sys.executable, [sys.executable, "-I", "-S", "-c", _RECLAIMER, *args])
-        except (OSError, ValueError):
-            if mask is not None:
-                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            exec_reclaimer(fd, code, timeout, self._parent, lent_file, stopped)
 
     def parent_gone(self) -> bool:
         """Has the process that owns the jobserver (cargo, make) gone? Then there is

@@ -17,22 +17,26 @@ of memory. So two bounds (the rule: admission.lending):
   ltoguard process rather than a compile (docs/benchmarks.md).
 
 And no waiter lends while a rerun alone after an OOM kill runs: cargo would start
-a compile beside it on the token (`a_sibling_waiter_holds_a_token` relies on it).
+a compile beside it on the token (`a_sibling_waiter_holds_a_token` relies on it),
+nor once its cargo runs only guarded jobs, one of them on a lent token
+(`only_guarded_jobs`): cargo had nothing else to start.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 
 from ltoguard import locks, records
 from ltoguard.admission import Lend, is_head, lending, lending_paused
 from ltoguard.cgroups import cpus_here
 from ltoguard.procstat import CARGO_LEVELS, cargo_run, read_stat
+from ltoguard.statedir import read_small_file
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from ltoguard.jobserver import Lease
 
@@ -166,13 +170,17 @@ def cargo_children(pid: int) -> set[int] | None:
 
 def only_guarded_jobs(dir_fd: int | None, build: str) -> bool:
     """Does the cargo run ``build`` ("PID-STARTTIME", jobs.cargo_build_id) run only
-    guarded jobs of this state directory (ours, by their tickets' and run records'
-    names), one of which has lent its token? Then cargo spent a lent token on one
-    more guarded job: it had nothing else ready (it starts a binary, which nothing
-    depends on, after the crates others wait for), and nothing running will make
-    anything ready (only guarded jobs run), so a token lent now would only start one
-    more waiting ltoguard process, holding memory and no CPU. False where it cannot
-    tell: outside cargo, without /proc, or a state directory that cannot be read."""
+    guarded jobs of this state directory, one of which has lent its token? Then cargo
+    had nothing else ready when it started the last of them on a lent token (it
+    starts the units others depend on before a binary, which nothing depends on),
+    and nothing running will make anything ready: a token lent now would only start
+    one more waiting ltoguard process, holding memory and no CPU.
+
+    A child of cargo counts as a guarded job when it runs our interpreter and has a
+    ticket, a run record or a ``lent-`` file of ours (a job done that waits for its
+    token back has only the last), made by our uid; a build script's compile, which
+    other units wait for, does not count. False where it cannot tell: outside cargo,
+    without /proc, a state directory that cannot be read."""
     pid = build.partition("-")[0]
     if dir_fd is None or not pid.isdigit():
         return False
@@ -181,23 +189,53 @@ def only_guarded_jobs(dir_fd: int | None, build: str) -> bool:
         return False
     try:
         names = os.listdir(dir_fd)
+        ours = os.readlink("/proc/self/exe")
     except OSError:
         return False
-    uid = str(os.geteuid())
-    guarded = {
-        records.ticket_pid(n) for _, n in records.tickets(names) if records.ticket_owner(n) == uid
-    }
-    lent: set[int] = set()
+    uid = os.geteuid()
+    files: dict[int, list[str]] = {}
     for name in names:
-        kind, _, rest = name.partition("-")
-        owner, _, who = rest.removesuffix(".json").partition("-")
-        if owner != uid or not who.isdigit():
-            continue
-        if kind == "run" and name.endswith(".json"):
-            guarded.add(int(who))
-        elif kind + "-" == PREFIX:
-            lent.add(int(who))
-    return kids <= guarded and not kids.isdisjoint(lent)
+        kid = _job_pid(name, uid)
+        if kid in kids:
+            files.setdefault(kid, []).append(name)
+    if not any(n.startswith(PREFIX) for found in files.values() for n in found):
+        return False  # no guarded child has lent: cargo may have had more to start
+    return all(_guarded_job(dir_fd, files.get(kid, ()), kid, uid, ours) for kid in kids)
+
+
+def _job_pid(name: str, uid: int) -> int | None:
+    """The pid a ticket's, run record's or lent- file's name gives, if it names ``uid``."""
+    if name.startswith("q-"):
+        if not records.tickets([name]) or records.ticket_owner(name) != str(uid):
+            return None
+        return records.ticket_pid(name)
+    kind, _, rest = name.partition("-")
+    owner, _, who = rest.removesuffix(".json").partition("-")
+    if owner != str(uid) or not who.isdigit():
+        return None
+    if (kind == "run" and name.endswith(".json")) or kind + "-" == PREFIX:
+        return int(who)
+    return None
+
+
+def _guarded_job(dir_fd: int, names: Sequence[str], kid: int, uid: int, exe: str) -> bool:
+    """Is cargo's child ``kid`` a guarded job other units do not wait for? Its files
+    (``names``) must be ``uid``'s and it must run ``exe``: a file planted by another
+    user, or one left by a process killed whose pid now runs something else, is
+    not enough."""
+    try:
+        if not names or os.readlink(f"/proc/{kid}/exe") != exe:
+            return False
+        for name in names:
+            data, st = read_small_file(dir_fd, name)
+            if st.st_uid != uid:
+                return False
+            fields = json.loads(data) if name.endswith(".json") else {}
+            if str(fields.get("crate", "")).startswith("build_script_"):
+                return False
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return False
+    return True
 
 
 class LendWhileWaiting:

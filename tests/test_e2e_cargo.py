@@ -295,12 +295,12 @@ def most_waiting_at_once(state: Path) -> int:
     return most
 
 
-def reclaimers_seen(proc: subprocess.Popen[str], timeout: float) -> set[int]:
+def reclaimers_seen(proc: subprocess.Popen[str], state: Path, timeout: float) -> set[int]:
     """Wait for ``proc`` (its stderr a file), looking every 50 ms for processes that
-    run ltoguard's small reclaimer (jobserver.Lease.reclaim_in_small_process)."""
+    run ltoguard's small reclaimer (reclaimer.py) for the state directory ``state``."""
     import time
 
-    from ltoguard.jobserver import _RECLAIMER
+    from ltoguard.reclaimer import _RECLAIMER
 
     marker = _RECLAIMER.encode()[:40]
     seen: set[int] = set()
@@ -309,7 +309,8 @@ def reclaimers_seen(proc: subprocess.Popen[str], timeout: float) -> set[int]:
         assert time.monotonic() < deadline, "cargo build took too long"
         for pid in filter(str.isdigit, os.listdir("/proc")):
             try:
-                if marker in Path(f"/proc/{pid}/cmdline").read_bytes():
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                if marker in cmdline and os.fsencode(state) in cmdline:  # its lent- file
                     seen.add(int(pid))
             except OSError:
                 pass
@@ -341,7 +342,7 @@ def test_once_cargo_runs_only_guarded_jobs_no_token_is_lent_for_another_waiter(
             stderr=err,
             text=True,
         )
-        reclaimers = reclaimers_seen(proc, timeout=540)
+        reclaimers = reclaimers_seen(proc, tmp_path / "state", timeout=540)
         err.seek(0)
         assert proc.returncode == 0, err.read()[-3000:]
     guarded = [c for c in json.loads(f"[{','.join(log.read_text().splitlines())}]") if c["guarded"]]

@@ -634,20 +634,22 @@ def test_the_lease_tells_when_its_token_goes_out_and_comes_back() -> None:
 def test_the_small_reclaimer_gives_up_in_time_says_so_and_keeps_the_status(
     tmp_path: Path,
 ) -> None:
-    """Lease.reclaim_in_small_process's script, run as it is exec()ed: no token comes
-    back within its time, so it warns where it was told to, removes the lent- file
-    and exits with the compile's status; a token there is taken at once, silently."""
-    from ltoguard.jobserver import _LEAK_WARNING, _RECLAIMER
+    """reclaimer.py's script, run as it is exec()ed: no token comes back within its
+    time, so it warns where it was told to, removes the lent- file and exits with the
+    compile's status; a token there is taken at once, silently; a signal ends the
+    wait with the compile's status too, not by the signal."""
+    from ltoguard.reclaimer import _RECLAIMER
 
     r, w = os.pipe()
     os.set_blocking(r, False)
     lent = tmp_path / "lent-0-1"
+    line = "ltoguard: warning: no token\n"
     try:
         for token, code in ((b"", 5), (b"+", 0)):
             lent.touch()
             if token:
                 os.write(w, token)
-            args = [str(r), str(code), "0.3", str(os.getpid()), str(lent), _LEAK_WARNING, "2"]
+            args = [str(r), str(code), "0.3", str(os.getpid()), str(lent), line, "2"]
             done = subprocess.run(
                 [sys.executable, "-I", "-S", "-c", _RECLAIMER, *args],
                 pass_fds=(r,),
@@ -657,10 +659,21 @@ def test_the_small_reclaimer_gives_up_in_time_says_so_and_keeps_the_status(
             )
             assert done.returncode == code
             assert not lent.exists()
-            said = "" if token else "ltoguard: warning: " + _LEAK_WARNING.format(0.3) + "\n"
-            assert done.stderr == said
+            assert done.stderr == ("" if token else line)
         with pytest.raises(BlockingIOError):
             os.read(r, 1)  # the token was taken
+        lent.touch()
+        args = [str(r), "3", "60", str(os.getpid()), str(lent), line, "2"]
+        waiting = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", _RECLAIMER, *args],
+            pass_fds=(r,),
+            stderr=subprocess.PIPE,
+        )
+        time.sleep(0.5)  # its handlers are in
+        waiting.send_signal(signal.SIGTERM)
+        assert waiting.wait(timeout=10) == 3
+        assert not lent.exists()
+        assert waiting.stderr is not None and waiting.stderr.read() == b""
     finally:
         os.close(r)
         os.close(w)

@@ -560,17 +560,27 @@ def test_lending_stops_once_cargo_runs_only_guarded_jobs() -> None:
 
 
 def test_only_guarded_jobs_reads_cargos_children_and_the_state_dir(tmp_path: Path) -> None:
-    """A stand-in cargo with two children: they count as guarded by a ticket or a run
-    record of ours, and one of them must have lent its token."""
+    """A stand-in cargo with three children running our interpreter (one started from
+    a thread: cargo starts compiles from its job threads) and one that is not: each
+    counts as a guarded job by a ticket, run record or lent- file of ours, and one of
+    them must have lent its token."""
+    wait = "import sys; sys.stdin.read()"
     cargo = subprocess.Popen(
         [
             sys.executable,
             "-c",
-            "import subprocess, sys, time\n"
-            "kids = [subprocess.Popen(['sleep', '60']) for _ in range(2)]\n"
+            "import subprocess, sys, threading\n"
+            f"cmd = [sys.executable, '-c', {wait!r}]\n"
+            "kids = [subprocess.Popen(cmd, stdin=subprocess.PIPE) for _ in range(2)]\n"
+            "t = threading.Thread(target=lambda: kids.append(subprocess.Popen(cmd, stdin=subprocess.PIPE)))\n"
+            "t.start(); t.join()\n"
+            "kids.append(subprocess.Popen(['sleep', '60']))\n"
             "print(*[k.pid for k in kids], flush=True)\n"
+            "sys.stdin.readline()\n"
+            "kids[-1].kill(); kids[-1].wait()\n"
+            "print('gone', flush=True)\n"
             "sys.stdin.read()\n"
-            "for k in kids: k.kill()",
+            "for k in kids[:-1]: k.communicate('')",
         ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -579,20 +589,34 @@ def test_only_guarded_jobs_reads_cargos_children_and_the_state_dir(tmp_path: Pat
     fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         assert cargo.stdout is not None
-        a, b = (int(p) for p in cargo.stdout.readline().split())
+        a, b, c, other = (int(p) for p in cargo.stdout.readline().split())
+        assert cargo_children(cargo.pid) == {a, b, c, other}
         build, uid = f"{cargo.pid}-123", os.geteuid()
-        assert only_guarded_jobs(fd, build) is False  # neither is a guarded job
-        (tmp_path / f"q-1-{uid}-{a}.json").write_text("{}")
-        (tmp_path / f"run-{uid}-{b}.json").write_text("{}")
-        assert only_guarded_jobs(fd, build) is False  # none has lent
-        (tmp_path / f"lent-{uid}-{a}").touch()
+        (tmp_path / f"q-1-{uid}-{a}.json").write_text('{"crate": "app00"}')
+        (tmp_path / f"run-{uid}-{b}.json").write_text('{"crate": "app01"}')
+        (tmp_path / f"lent-{uid}-{c}").touch()  # done, waiting for its token back
+        (tmp_path / f"q-2-{uid}-{other}.json").write_text("{}")  # a pid reused by sleep
+        assert only_guarded_jobs(fd, build) is False  # sleep is no guarded job
+        assert cargo.stdin is not None
+        cargo.stdin.write("kill it\n")
+        cargo.stdin.flush()
+        assert cargo.stdout.readline() == "gone\n"
+        assert cargo_children(cargo.pid) == {a, b, c}
         assert only_guarded_jobs(fd, build) is True
         assert only_guarded_jobs(fd, "") is False  # outside cargo
         assert only_guarded_jobs(None, build) is False
-        (tmp_path / f"run-{uid}-{b}.json").unlink()
-        (tmp_path / f"run-{uid + 1}-{b}.json").write_text("{}")  # another user's name
-        assert only_guarded_jobs(fd, build) is False  # b runs no guarded job of ours
-        assert cargo_children(cargo.pid) == {a, b}
+        (tmp_path / f"lent-{uid}-{c}").unlink()
+        (tmp_path / f"run-{uid}-{c}.json").write_text('{"crate": "app02"}')
+        assert only_guarded_jobs(fd, build) is False  # none has lent
+        (tmp_path / f"lent-{uid}-{a}").touch()
+        assert only_guarded_jobs(fd, build) is True
+        # A build script's compile: other units wait for it.
+        (tmp_path / f"run-{uid}-{b}.json").write_text('{"crate": "build_script_build"}')
+        assert only_guarded_jobs(fd, build) is False
+        (tmp_path / f"run-{uid}-{b}.json").write_text('{"crate": "app01"}')
+        if uid == 0:  # a file that names us but another user made (a shared directory)
+            os.chown(tmp_path / f"run-{uid}-{b}.json", 12345, -1)
+            assert only_guarded_jobs(fd, build) is False
     finally:
         os.close(fd)
         cargo.communicate("", timeout=30)
