@@ -97,14 +97,19 @@ class LentTokens:
                 os.unlink(name, dir_fd=self.dir_fd)
         return False
 
-    def mark(self, lent: bool) -> None:
-        """Lease.on_change: this process's token went out (True) or came back."""
+    def mark(self, lent: bool, crate: str = "") -> None:
+        """Lease.on_change: this process's token went out (True) or came back. The
+        file names the ``crate`` (only_guarded_jobs: a build script's compile that
+        waits for its token back is still one other units wait for)."""
         if self.dir_fd is None:
             return
         if lent:
-            flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
             fd = os.open(self.name, flags, 0o600, dir_fd=self.dir_fd)
-            os.close(fd)
+            try:
+                os.write(fd, json.dumps({"crate": crate}).encode())
+            finally:
+                os.close(fd)
         else:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.name, dir_fd=self.dir_fd)
@@ -179,7 +184,11 @@ def only_guarded_jobs(dir_fd: int | None, build: str) -> bool:
     A child of cargo counts as a guarded job when it runs our interpreter and has a
     ticket, a run record or a ``lent-`` file of ours (a job done that waits for its
     token back has only the last), made by our uid; a build script's compile, which
-    other units wait for, does not count. False where it cannot tell: outside cargo,
+    other units wait for, does not count. One that runs our interpreter with none of
+    them counts too: a guarded job between its run record and its exit (it may hold
+    its own token: cargo takes it back when it exits) or before its ticket, or a
+    passed-through call about to exec its compiler; not lending then is undone at
+    the next look, a token lent is not. False where it cannot tell: outside cargo,
     without /proc, a state directory that cannot be read."""
     pid = build.partition("-")[0]
     if dir_fd is None or not pid.isdigit():
@@ -224,13 +233,13 @@ def _guarded_job(dir_fd: int, names: Sequence[str], kid: int, uid: int, exe: str
     user, or one left by a process killed whose pid now runs something else, is
     not enough."""
     try:
-        if not names or os.readlink(f"/proc/{kid}/exe") != exe:
+        if os.readlink(f"/proc/{kid}/exe") != exe:
             return False
         for name in names:
             data, st = read_small_file(dir_fd, name)
             if st.st_uid != uid:
                 return False
-            fields = json.loads(data) if name.endswith(".json") else {}
+            fields = json.loads(data) if data else {}
             if str(fields.get("crate", "")).startswith("build_script_"):
                 return False
     except (OSError, ValueError, AttributeError, RecursionError):

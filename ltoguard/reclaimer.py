@@ -38,11 +38,15 @@ try:
     class Stop(Exception):
         pass
 
+    forwarded = [getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT")]
+
     def stop(*_):
+        for s in forwarded:
+            signal.signal(s, signal.SIG_IGN)  # once: a second one must not cut the exit short
         raise Stop
 
-    for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT"):
-        signal.signal(getattr(signal, name), stop)
+    for s in forwarded:
+        signal.signal(s, stop)
     fd, wait, parent = int(sys.argv[1]), float(sys.argv[3]), int(sys.argv[4])
     end, poller, done = time.monotonic() + wait, select.poll(), False
     poller.register(fd, select.POLLIN)

@@ -22,6 +22,7 @@ import pytest
 
 from ltoguard.jobserver import Jobserver, Lease
 from ltoguard.makeflags import parse_makeflags
+from ltoguard.process import FORWARDED
 from tests.procs import Procs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -668,8 +669,10 @@ def test_the_small_reclaimer_gives_up_in_time_says_so_and_keeps_the_status(
             [sys.executable, "-I", "-S", "-c", _RECLAIMER, *args],
             pass_fds=(r,),
             stderr=subprocess.PIPE,
+            # Held off as exec_reclaimer holds them: one sent before its handlers are
+            # in waits for them.
+            preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED),
         )
-        time.sleep(0.5)  # its handlers are in
         waiting.send_signal(signal.SIGTERM)
         assert waiting.wait(timeout=10) == 3
         assert not lent.exists()
@@ -677,3 +680,25 @@ def test_the_small_reclaimer_gives_up_in_time_says_so_and_keeps_the_status(
     finally:
         os.close(r)
         os.close(w)
+
+
+def test_the_reclaimer_is_not_started_once_a_signal_came(tmp_path: Path) -> None:
+    """exec_reclaimer asks ``stopped`` with the forwarded signals held off, and when a
+    signal came it returns (the job waits in itself) with the signal mask as it was."""
+    from ltoguard.reclaimer import exec_reclaimer
+
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    asked: list[set[int]] = []
+
+    def stopped() -> bool:
+        asked.append(signal.pthread_sigmask(signal.SIG_BLOCK, []))
+        return True
+
+    r, w = os.pipe()
+    try:
+        exec_reclaimer(r, 0, 1.0, os.getppid(), str(tmp_path / "lent-0-1"), stopped)
+    finally:
+        os.close(r)
+        os.close(w)
+    assert len(asked) == 1 and set(FORWARDED) <= asked[0]
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before

@@ -610,9 +610,19 @@ def test_only_guarded_jobs_reads_cargos_children_and_the_state_dir(tmp_path: Pat
         assert only_guarded_jobs(fd, build) is False  # none has lent
         (tmp_path / f"lent-{uid}-{a}").touch()
         assert only_guarded_jobs(fd, build) is True
-        # A build script's compile: other units wait for it.
+        # A build script's compile, running or waiting for its token back: other
+        # units wait for it.
         (tmp_path / f"run-{uid}-{b}.json").write_text('{"crate": "build_script_build"}')
         assert only_guarded_jobs(fd, build) is False
+        (tmp_path / f"run-{uid}-{b}.json").unlink()
+        (tmp_path / f"lent-{uid}-{b}").write_text('{"crate": "build_script_build"}')
+        assert only_guarded_jobs(fd, build) is False
+        (tmp_path / f"lent-{uid}-{b}").unlink()
+        # Our interpreter with no file: a job between its run record and its exit, or
+        # before its ticket; not lending then is undone at the next look.
+        assert only_guarded_jobs(fd, build) is True
+        (tmp_path / f"run-{uid + 1}-{b}.json").write_text("{}")  # names another uid
+        assert only_guarded_jobs(fd, build) is True  # not read as b's
         (tmp_path / f"run-{uid}-{b}.json").write_text('{"crate": "app01"}')
         if uid == 0:  # a file that names us but another user made (a shared directory)
             os.chown(tmp_path / f"run-{uid}-{b}.json", 12345, -1)
