@@ -28,7 +28,7 @@ import contextlib
 import json
 import os
 
-from ltoguard import locks, records
+from ltoguard import locks, proctree, records
 from ltoguard.admission import Lend, is_head, lending, lending_paused
 from ltoguard.cgroups import cpus_here
 from ltoguard.procstat import CARGO_LEVELS, cargo_run, read_stat
@@ -153,24 +153,12 @@ def a_sibling_waiter_holds_a_token(dir_fd: int, build: str, ppid: int | None = N
 
 
 def cargo_children(pid: int) -> set[int] | None:
-    """The processes cargo ``pid`` runs: its threads' children (cargo starts each
-    compile from one of its threads). None when /proc does not say (a kernel without
-    /proc/PID/task/TID/children, or cargo gone)."""
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
+    """The processes cargo ``pid`` runs (proctree.children); None when /proc does not
+    say (a kernel without the children files, or cargo gone)."""
+    if not proctree.has_children_files():
         return None
-    kids: set[int] = set()
-    for tid in tids:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
-                kids.update(int(k) for k in f.read().split())
-        except FileNotFoundError:
-            if os.path.isdir(f"/proc/{pid}/task/{tid}"):
-                return None  # no such file on this kernel
-        except (OSError, ValueError):
-            return None
-    return kids
+    kids = set(proctree.children(pid))
+    return kids if kids or os.path.isdir(f"/proc/{pid}") else None
 
 
 def only_guarded_jobs(dir_fd: int | None, build: str) -> bool:

@@ -2,9 +2,9 @@
 
 A job that lent its token while waiting and ran without one often finds none coming
 back until cargo runs out of units: cargo keeps each token a job frees for its next
-unit. Waiting in ltoguard itself kept a whole ltoguard process (~7 MiB) to the end
-of the build; `exec_reclaimer` exec()s ``python -I -S -c _RECLAIMER`` in its place
-(~3 MiB): the same pid, so cargo still waits for it and gets the compile's status
+unit. Waiting in ltoguard itself kept a whole ltoguard process to the end of the
+build; `exec_reclaimer` exec()s ``python -I -S -c _RECLAIMER`` in its place, a
+fraction of that: the same pid, so cargo still waits for it and gets the compile's status
 from it (docs/design.md, "The jobserver and lending").
 """
 
@@ -31,7 +31,7 @@ import os, select, sys, time
 code = int(sys.argv[2])
 try:
     try:
-        import _signal as signal  # CPython's own: `signal` loads enum, ~1 MiB more
+        import _signal as signal  # CPython's own: `signal` would load enum
     except ImportError:
         import signal
 
