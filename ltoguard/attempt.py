@@ -163,7 +163,8 @@ class Attempt:
         """The pause's gate (lending.LendWhilePaused), counted and lent under the
         state directory's mutex as the waiters' gate is; a state directory that
         cannot be locked keeps the token (lending is advice)."""
-        gate = LendWhilePaused(lease, LentTokens(self.sem.dir_fd), build=self.record.build)
+        tokens = LentTokens(self.sem.dir_fd)
+        gate = LendWhilePaused(lease, tokens, build=self.record.build, crate=self.record.job.name)
 
         def lend() -> object:
             if lease.lent:

@@ -288,6 +288,7 @@ class GuardedRun:
                 LentTokens(self.sem.dir_fd),
                 beside_alone=self._rerun_alone_runs,
                 build=self.record.build,
+                crate=self.job.name,
             ),
             hold_signals=True,
         )

@@ -49,6 +49,11 @@ def lend_depth() -> int:
     return max(2, cpus_here())
 
 
+def is_build_script(crate: str) -> bool:
+    """Is ``crate`` a build script's (cargo names it build_script_ and the file's stem)?"""
+    return crate.startswith("build_script_")
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -228,7 +233,7 @@ def _guarded_job(dir_fd: int, names: Sequence[str], kid: int, uid: int, exe: str
             if st.st_uid != uid:
                 return False
             fields = json.loads(data) if data else {}
-            if str(fields.get("crate", "")).startswith("build_script_"):
+            if is_build_script(str(fields.get("crate", ""))):
                 return False
     except (OSError, ValueError, AttributeError, RecursionError):
         return False
@@ -241,7 +246,7 @@ class LendWhileWaiting:
 
     The first admission attempt is made with the token in hand: a job admitted at
     once lends nothing (and cargo starts nothing its admission did not see). Once
-    told "no" it lends, if it is among the ``depth`` waiters nearest the head and
+    told "no" it lends (a build script's compile never does: ``crate``), if it is among the ``depth`` waiters nearest the head and
     fewer than ``depth`` tokens are out, and no rerun alone runs (``beside_alone``,
     asked under the mutex only when it decides); admitted later, it starts without
     a token in hand (one job over -j for a while) and takes one back in the
@@ -256,12 +261,14 @@ class LendWhileWaiting:
         depth: int | None = None,
         beside_alone: Callable[[], bool] | None = None,
         build: str = "",
+        crate: str = "",
     ) -> None:
         self.lease = lease
         self.tokens = tokens
         self.depth = lend_depth() if depth is None else depth
         self.beside_alone = beside_alone or (lambda: False)
         self.build = build  # the cargo run (only_guarded_jobs); "": outside cargo
+        self.build_script = is_build_script(crate)  # never lends (admission.lending_paused)
         self.tried = False  # the head has made its first admission attempt
 
     def only_guarded(self) -> bool:
@@ -276,6 +283,7 @@ class LendWhileWaiting:
             tokens_out=self.tokens.count,  # listed only when the count decides
             beside_alone=self.beside_alone,
             only_guarded=self.only_guarded,
+            build_script=self.build_script,
         )
         if decision is Lend.LEND:
             self.lease.lend()
@@ -286,15 +294,21 @@ class LendWhileWaiting:
 class LendWhilePaused:
     """The pause's gate: a paused job lends cargo its token if fewer than ``depth``
     are out over the state directory, unless its cargo run ``build`` is down to
-    guarded jobs (admission.lending_paused)."""
+    guarded jobs or it compiles a build script (``crate``; admission.lending_paused)."""
 
     def __init__(
-        self, lease: Lease, tokens: LentTokens, depth: int | None = None, build: str = ""
+        self,
+        lease: Lease,
+        tokens: LentTokens,
+        depth: int | None = None,
+        build: str = "",
+        crate: str = "",
     ) -> None:
         self.lease = lease
         self.tokens = tokens
         self.depth = lend_depth() if depth is None else depth
         self.build = build
+        self.build_script = is_build_script(crate)
 
     def __call__(self) -> Lend:
         decision = lending_paused(
@@ -302,6 +316,7 @@ class LendWhilePaused:
             depth=self.depth,
             tokens_out=self.tokens.count,
             only_guarded=lambda: only_guarded_jobs(self.tokens.dir_fd, self.build),
+            build_script=self.build_script,
         )
         if decision is Lend.LEND:
             self.lease.lend()

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from ltoguard.admission import Lend, lending
+from ltoguard.admission import Lend, lending, lending_paused
 from ltoguard.jobs import cargo_build_id
 from ltoguard.lending import (
     LendWhilePaused,
@@ -557,6 +557,26 @@ def test_lending_stops_once_cargo_runs_only_guarded_jobs() -> None:
     lease = _FakeLease()
     gate = LendWhilePaused(lease, LentTokens(None), depth=2)  # type: ignore[arg-type]
     assert gate() is Lend.LEND  # outside cargo (no build): as before
+
+
+@pytest.mark.parametrize("paused", [False, True])
+def test_a_build_scripts_compile_never_lends(paused: bool) -> None:
+    """Its dependents wait for its exit, and a job that lent waits at its exit for a
+    token back, which cargo gives out only once it has nothing left to start."""
+    for crate, lends in (("build_script_build", 0), ("build_script_main", 0), ("app", 1)):
+        lease = _FakeLease()
+        tokens = LentTokens(None)
+        if paused:
+            decisions = [LendWhilePaused(lease, tokens, depth=2, crate=crate)()]  # type: ignore[arg-type]
+        else:
+            gate = LendWhileWaiting(lease, tokens, depth=2, crate=crate)  # type: ignore[arg-type]
+            decisions = [gate(ahead) for ahead in (0, 0, 1, 0)]
+        assert lease.lends == lends, crate
+        if not lends:
+            assert Lend.BUILD_SCRIPT in decisions and Lend.LEND not in decisions
+    kept = lending(ahead=0, tried=True, lent=False, depth=2, tokens_out=0, build_script=True)
+    assert kept is Lend.BUILD_SCRIPT
+    assert lending_paused(lent=True, depth=2, tokens_out=0, build_script=True) is Lend.LENT
 
 
 def test_only_guarded_jobs_reads_cargos_children_and_the_state_dir(tmp_path: Path) -> None:

@@ -18,6 +18,9 @@ class Lend(enum.Enum):
     TOKENS_OUT = "tokens out"  # ``depth`` tokens are out over the state directory
     BESIDE_ALONE = "beside alone"  # a rerun alone runs: a compile on it would run beside
     ONLY_GUARDED = "only guarded jobs"  # cargo is down to guarded jobs: one more would wait
+    # A build script's compile: its dependents wait for its exit, which would wait
+    # for a token back (cargo keeps each token a unit frees for its next one).
+    BUILD_SCRIPT = "build script"
 
 
 def lending(
@@ -29,6 +32,7 @@ def lending(
     tokens_out: int | Callable[[], int],
     beside_alone: bool | Callable[[], bool] = False,
     only_guarded: bool | Callable[[], bool] = False,
+    build_script: bool = False,
 ) -> Lend:
     """A waiter lends once it waits (the head after its first attempt), if it is
     among the ``depth`` nearest the head and fewer than ``depth`` tokens are out,
@@ -41,7 +45,11 @@ def lending(
     if ahead >= depth:
         return Lend.TOO_FAR
     decision = lending_paused(
-        lent=lent, depth=depth, tokens_out=tokens_out, only_guarded=only_guarded
+        lent=lent,
+        depth=depth,
+        tokens_out=tokens_out,
+        only_guarded=only_guarded,
+        build_script=build_script,
     )
     if decision is Lend.LEND and _ask(beside_alone):
         return Lend.BESIDE_ALONE
@@ -54,6 +62,7 @@ def lending_paused(
     depth: int,
     tokens_out: int | Callable[[], int],
     only_guarded: bool | Callable[[], bool] = False,
+    build_script: bool = False,
 ) -> Lend:
     """A paused job lends its token under the bound a waiter near the head lends
     under: fewer than ``depth`` tokens out. Past it cargo would spend the token on
@@ -61,9 +70,16 @@ def lending_paused(
     memory is short. Nor does a job lend once its cargo runs nothing but guarded
     jobs, one of them on a lent token (``only_guarded``, lending.only_guarded_jobs):
     cargo had nothing else to start, and a token lent then would only start one more
-    waiting process. ``tokens_out`` is called only when the count decides."""
+    waiting process. ``tokens_out`` is called only when the count decides.
+
+    A build script's compile never lends (``build_script``): a job that lent takes
+    a token back before it exits, and cargo hands a token out again only once it
+    has nothing left to start, so the build script, and every unit that waits for
+    it, would wait for that (up to guard.RECLAIM_AFTER_RUN)."""
     if lent:
         return Lend.LENT
+    if build_script:
+        return Lend.BUILD_SCRIPT
     out = tokens_out() if callable(tokens_out) else tokens_out
     if out >= depth:
         return Lend.TOKENS_OUT
