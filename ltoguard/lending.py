@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
     from ltoguard.jobserver import Lease
 
-PREFIX = "lent-"
+PREFIX = records.LENT_PREFIX
 
 
 def lend_depth() -> int:
@@ -86,16 +86,17 @@ class LentTokens:
         return sum(1 for n in names if n.startswith(PREFIX) and self._counts(n))
 
     def _counts(self, name: str) -> bool:
-        uid, sep, pid = name[len(PREFIX) :].partition("-")
-        if not (sep and uid.isdigit() and pid.isdigit()):
+        claim = records.claimed_by(name)
+        if claim is None:
             return False
+        uid, pid = claim
         try:
             st = os.stat(name, dir_fd=self.dir_fd, follow_symlinks=False)
         except OSError:
             return False
-        if st.st_uid != int(uid):
+        if st.st_uid != uid:
             return False
-        if _alive(int(pid)):
+        if _alive(pid):
             return True
         if st.st_uid == self.uid:
             with contextlib.suppress(OSError):
@@ -207,17 +208,8 @@ def only_guarded_jobs(dir_fd: int | None, build: str) -> bool:
 
 def _job_pid(name: str, uid: int) -> int | None:
     """The pid a ticket's, run record's or lent- file's name gives, if it names ``uid``."""
-    if name.startswith("q-"):
-        if not records.tickets([name]) or records.ticket_owner(name) != str(uid):
-            return None
-        return records.ticket_pid(name)
-    kind, _, rest = name.partition("-")
-    owner, _, who = rest.removesuffix(".json").partition("-")
-    if owner != str(uid) or not who.isdigit():
-        return None
-    if (kind == "run" and name.endswith(".json")) or kind + "-" == PREFIX:
-        return int(who)
-    return None
+    claim = records.claimed_by(name)
+    return claim[1] if claim is not None and claim[0] == uid else None
 
 
 def _guarded_job(dir_fd: int, names: Sequence[str], kid: int, uid: int, exe: str) -> bool:

@@ -65,12 +65,10 @@ def read_records(dir_fd: int, names: list[str]) -> dict[int, dict[str, Any]]:
     """Valid-looking records by slot index (the newest per slot). Forged or stale ones are dropped."""
     by_slot: dict[int, dict[str, Any]] = {}
     for n in names:
-        if not (n.startswith("run-") and n.endswith(".json")):
+        claim = claimed_by(n) if n.startswith("run-") else None
+        if claim is None:
             continue
-        parts = n[4:-5].split("-")
-        if len(parts) != 2 or not all(p.isdigit() for p in parts):
-            continue
-        uid, pid = int(parts[0]), int(parts[1])
+        uid, pid = claim
         try:
             data, st = read_small_file(dir_fd, n)
             rec = json.loads(data)
@@ -115,6 +113,25 @@ def stale_records(dir_fd: int, names: list[str], uid: int, pid: int, held: list[
 def ticket_name(seq: int, uid: int, pid: int) -> str:
     # Zero-padded: names sort like their sequence numbers.
     return f"q-{seq:020d}-{uid}-{pid}.json"
+
+
+# The state files whose names claim an owner and a process, as (prefix, suffix,
+# number of fields): a ticket q-SEQ-UID-PID.json, a run record run-UID-PID.json, a
+# lent token lent-UID-PID (lending.py).
+LENT_PREFIX = "lent-"
+_CLAIMING = (("q-", ".json", 3), ("run-", ".json", 2), (LENT_PREFIX, "", 2))
+
+
+def claimed_by(name: str) -> tuple[int, int] | None:
+    """The (uid, pid) a ticket's, run record's or lent token's name claims; None for
+    any other name. A claim only: the file's owner is checked where it counts."""
+    for prefix, suffix, fields in _CLAIMING:
+        if name.startswith(prefix) and name.endswith(suffix):
+            parts = name[len(prefix) : len(name) - len(suffix)].split("-")
+            if len(parts) == fields and all(p.isdigit() for p in parts):
+                return int(parts[-2]), int(parts[-1])
+            return None
+    return None
 
 
 def ticket_owner(name: str) -> str:

@@ -23,12 +23,14 @@ from typing import Any
 
 import pytest
 
+from ltoguard import records
 from ltoguard.admission import Lend, lending, lending_paused
 from ltoguard.jobs import cargo_build_id
 from ltoguard.lending import (
     LendWhilePaused,
     LendWhileWaiting,
     LentTokens,
+    _job_pid,
     a_sibling_waiter_holds_a_token,
     cargo_children,
     lend_depth,
@@ -651,3 +653,25 @@ def test_only_guarded_jobs_reads_cargos_children_and_the_state_dir(tmp_path: Pat
         os.close(fd)
         cargo.communicate("", timeout=30)
     assert cargo_children(cargo.pid) is None  # gone
+
+
+@pytest.mark.parametrize(
+    ("name", "claim"),
+    [
+        ("q-12-1000-345.json", (1000, 345)),
+        ("run-1000-345.json", (1000, 345)),
+        ("lent-1000-345", (1000, 345)),
+        ("q-12-1000.json", None),  # a field short
+        ("run-1000-345-6.json", None),  # one too many
+        ("run-1000-345.json.tmp", None),
+        ("lent-1000-x", None),
+        ("lent-1000-345.json", None),
+        ("mutex.lock", None),
+        ("events-1000.jsonl", None),
+    ],
+)
+def test_the_state_files_names_claim_an_owner_and_a_process(name: str, claim: object) -> None:
+    """One reading for the queue, the run records and the lent tokens."""
+    assert records.claimed_by(name) == claim
+    assert _job_pid(name, 1000) == (claim[1] if isinstance(claim, tuple) else None)
+    assert _job_pid(name, 1001) is None
