@@ -6,8 +6,8 @@ One guarded invocation goes through these steps, each in its own module:
    its inputs (inputs.py), else a default (estimates.py, read through history.py's
    store);
 2. the queue (FIFO, semaphore.py): once told to wait it lends cargo its jobserver
-   token (lending.py, jobserver.py), and at the head it waits until admission says
-   yes (ltoguard.admission's rules, applied by policy.py);
+   token (lending.py, jobserver.py; a build script's compile keeps it), and at the
+   head it waits until admission says yes (ltoguard.admission's rules, applied by policy.py);
 3. one attempt (attempt.py): the compiler runs holding the slot, its memory is
    sampled; the youngest job pauses while the others' growth would leave too little
    free (pause.py), and stops itself if memory gets critical all the same;

@@ -19,7 +19,8 @@ of memory. So two bounds (the rule: admission.lending):
 And no waiter lends while a rerun alone after an OOM kill runs: cargo would start
 a compile beside it on the token (`a_sibling_waiter_holds_a_token` relies on it),
 nor once its cargo runs only guarded jobs, one of them on a lent token
-(`only_guarded_jobs`): cargo had nothing else to start.
+(`only_guarded_jobs`): cargo had nothing else to start; nor does a build script's
+compile (`is_build_script`): its dependents would wait for its token to come back.
 """
 
 from __future__ import annotations
@@ -105,8 +106,8 @@ class LentTokens:
 
     def mark(self, lent: bool, crate: str = "") -> None:
         """Lease.on_change: this process's token went out (True) or came back. The
-        file names the ``crate`` (only_guarded_jobs: a build script's compile that
-        waits for its token back is still one other units wait for)."""
+        file names the ``crate``, as a ticket and a run record do (only_guarded_jobs
+        reads them all: a job done that waits for its token back has only this one)."""
         if self.dir_fd is None:
             return
         if lent:
@@ -238,13 +239,13 @@ class LendWhileWaiting:
 
     The first admission attempt is made with the token in hand: a job admitted at
     once lends nothing (and cargo starts nothing its admission did not see). Once
-    told "no" it lends (a build script's compile never does: ``crate``), if it is among the ``depth`` waiters nearest the head and
-    fewer than ``depth`` tokens are out, and no rerun alone runs (``beside_alone``,
-    asked under the mutex only when it decides); admitted later, it starts without
-    a token in hand (one job over -j for a while) and takes one back in the
-    background while its compile runs (attempt.py). Admission never waits for a
-    token, so no memory slot idles while ltoguard races cargo for one (a reclaim
-    under a busy cargo takes many seconds)."""
+    told "no" it lends, if it is among the ``depth`` waiters nearest the head,
+    fewer than ``depth`` tokens are out, it compiles no build script (``crate``) and
+    no rerun alone runs (``beside_alone``, asked under the mutex only when it
+    decides); admitted later, it starts without a token in hand (one job over -j
+    for a while) and takes one back in the background while its compile runs
+    (attempt.py). Admission never waits for a token, so no memory slot idles while
+    ltoguard races cargo for one (a reclaim under a busy cargo takes many seconds)."""
 
     def __init__(
         self,

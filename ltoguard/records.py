@@ -128,10 +128,16 @@ def claimed_by(name: str) -> tuple[int, int] | None:
     for prefix, suffix, fields in _CLAIMING:
         if name.startswith(prefix) and name.endswith(suffix):
             parts = name[len(prefix) : len(name) - len(suffix)].split("-")
-            if len(parts) == fields and all(p.isdigit() for p in parts):
+            if len(parts) == fields and all(map(_number, parts)) and int(parts[-1]) > 0:
                 return int(parts[-2]), int(parts[-1])
             return None
     return None
+
+
+def _number(text: str) -> bool:
+    """ASCII digits only: str.isdigit() takes '²', which int() refuses (a name planted
+    in a shared state directory must not crash the jobs reading it)."""
+    return text.isascii() and text.isdigit()
 
 
 def ticket_owner(name: str) -> str:
@@ -150,7 +156,7 @@ def tickets(names: list[str]) -> list[tuple[int, str]]:
     for n in names:
         if n.startswith("q-") and n.endswith(".json"):
             parts = n[2:-5].split("-")
-            if len(parts) == 3 and all(p.isdigit() for p in parts):
+            if len(parts) == 3 and all(map(_number, parts)):
                 out.append((int(parts[0]), n))
     out.sort()
     return out

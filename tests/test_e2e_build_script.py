@@ -39,13 +39,15 @@ LTOGUARD = Path(sys.executable).parent / "ltoguard"
 FILLERS = ("f1", "f2", "f3", "f4", "f5", "f6")
 HOLD_S = {"build_script_first": 5.0, "seed": 1.5, **dict.fromkeys(FILLERS, 2.5)}
 
-# Logs when each compile started, then holds it for its time and runs rustc.
+# Logs when each compile started and whether cargo gave it a jobserver (without one
+# nothing is lent and the test would pass for nothing), holds it, runs rustc.
 WRAPPER = f"""\
 import os, sys, time
 args = sys.argv[1:]
 crate = args[args.index("--crate-name") + 1] if "--crate-name" in args else ""
 with open(os.environ["STARTS_LOG"], "a") as f:
-    f.write(f"{{crate}} {{time.time()}}\\n")
+    jobserver = "--jobserver" in os.environ.get("CARGO_MAKEFLAGS", "")
+    f.write(f"{{crate}} {{time.time()}} {{int(jobserver)}}\\n")
 time.sleep({HOLD_S!r}.get(crate, 0))
 os.execvp(args[0], args)
 """
@@ -103,6 +105,8 @@ def test_a_build_scripts_compile_that_waited_lets_its_script_run_at_once(tmp_pat
     # `second`'s build script's compile reached ltoguard while `first`'s held the slot.
     assert waited["build_script_build"] > 0.5, (waited, r.stderr)
     (ran,) = target.glob("debug/build/second-*/output")
-    starts = dict(line.rsplit(" ", 1) for line in (tmp_path / "starts").read_text().splitlines())
-    last_filler = max(float(starts[n]) for n in FILLERS)
+    lines = [line.rsplit(" ", 2) for line in (tmp_path / "starts").read_text().splitlines()]
+    starts = {crate: float(t) for crate, t, _ in lines}
+    assert [j for crate, _, j in lines if crate == "build_script_build"] == ["1"]
+    last_filler = max(starts[n] for n in FILLERS)
     assert os.stat(ran).st_mtime < last_filler, (os.stat(ran).st_mtime, starts, r.stderr)

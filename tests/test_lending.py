@@ -668,6 +668,12 @@ def test_only_guarded_jobs_reads_cargos_children_and_the_state_dir(tmp_path: Pat
         ("lent-1000-345.json", None),
         ("mutex.lock", None),
         ("events-1000.jsonl", None),
+        ("run-1000-0.json", None),  # no process is 0
+        # Digits int() refuses, planted by another user in a shared directory:
+        ("q-1-\u00b2-5.json", None),
+        ("run-\u00b2-5.json", None),
+        ("lent-1000-\u00b2", None),
+        ("run-\u0661\u0660-345.json", None),
     ],
 )
 def test_the_state_files_names_claim_an_owner_and_a_process(name: str, claim: object) -> None:
@@ -675,3 +681,4 @@ def test_the_state_files_names_claim_an_owner_and_a_process(name: str, claim: ob
     assert records.claimed_by(name) == claim
     assert _job_pid(name, 1000) == (claim[1] if isinstance(claim, tuple) else None)
     assert _job_pid(name, 1001) is None
+    assert records.tickets([name]) == ([(12, name)] if name.startswith("q-") and claim else [])

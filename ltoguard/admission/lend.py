@@ -18,8 +18,9 @@ class Lend(enum.Enum):
     TOKENS_OUT = "tokens out"  # ``depth`` tokens are out over the state directory
     BESIDE_ALONE = "beside alone"  # a rerun alone runs: a compile on it would run beside
     ONLY_GUARDED = "only guarded jobs"  # cargo is down to guarded jobs: one more would wait
-    # A build script's compile: its dependents wait for its exit, which would wait
-    # for a token back (cargo keeps each token a unit frees for its next one).
+    # A build script's compile (guarded in link mode, or with -C lto or
+    # linker-plugin-lto in RUSTFLAGS): its dependents wait for its exit, which would
+    # wait for a token back (cargo keeps each token a unit frees for its next one).
     BUILD_SCRIPT = "build script"
 
 
