@@ -227,7 +227,7 @@ class GuardedRun:
     def _mark_lent(self, lent: bool) -> None:
         """Lease.on_change: counted in the state directory in use now (it may have
         been made again mid-build), as the lending gate counts it (lending.py)."""
-        LentTokens(self.sem.dir_fd).mark(lent, self.job.name)
+        LentTokens(self.sem.dir_fd).mark(lent)
 
     def _policy(self) -> AdmissionPolicy:
         from ltoguard.policy import AdmissionPolicy

@@ -104,19 +104,13 @@ class LentTokens:
                 os.unlink(name, dir_fd=self.dir_fd)
         return False
 
-    def mark(self, lent: bool, crate: str = "") -> None:
-        """Lease.on_change: this process's token went out (True) or came back. The
-        file names the ``crate``, as a ticket and a run record do (only_guarded_jobs
-        reads them all: a job done that waits for its token back has only this one)."""
+    def mark(self, lent: bool) -> None:
+        """Lease.on_change: this process's token went out (True) or came back."""
         if self.dir_fd is None:
             return
         if lent:
-            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
-            fd = os.open(self.name, flags, 0o600, dir_fd=self.dir_fd)
-            try:
-                os.write(fd, json.dumps({"crate": crate}).encode())
-            finally:
-                os.close(fd)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+            os.close(os.open(self.name, flags, 0o600, dir_fd=self.dir_fd))
         else:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.name, dir_fd=self.dir_fd)

@@ -3,8 +3,8 @@
 A job that lent its token takes one back before it exits, and cargo hands a token
 out again only once it has nothing left to start. A build script's compile that
 lent therefore ended, but its process did not: the build script, and every unit
-over it, waited for cargo to run out of other work (by hand, in a workspace like
-this one: 14.5 s after its compile ended). A real `cargo build -j2` in link mode
+over it, waited for cargo to run out of other work (docs/benchmarks.md, "A build
+script's compile that lent"). A real `cargo build -j2` in link mode
 (LTOGUARD_MODE=link guards build scripts' links too), one slot, each compile
 through an inner wrapper (LTOGUARD_WRAP) that slows some down:
 
