@@ -84,24 +84,28 @@ def _stat_fields(path: str) -> dict[str, int]:
     return out
 
 
-# memory.stat's names for: page cache, mapped page cache, shmem, dirty, writeback.
-V1_NAMES = ("cache", "mapped_file", "shmem", "dirty", "writeback")
-V2_NAMES = ("file", "file_mapped", "shmem", "file_dirty", "file_writeback")
+# memory.stat's names for: page cache, mapped page cache, shmem.
+V1_NAMES = ("cache", "mapped_file", "shmem")
+V2_NAMES = ("file", "file_mapped", "shmem")
 
 
-def working_set(usage: int, stat: dict[str, int], names: tuple[str, str, str, str, str]) -> int:
+def working_set(usage: int, stat: dict[str, int], names: tuple[str, str, str]) -> int:
     """What of a group's usage reclaim cannot free: usage minus the page cache that no
-    process maps, that is not shmem and is not waiting to be written.
+    process maps and that is not shmem.
 
     Page cache a compile wrote or read (rlibs, sources) is reclaimed before the
     kernel kills anything, so it counts as free; the compiler's own mapped library
     pages stay counted, once: a second rustc maps the same pages and adds none
     (what each job adds is its anonymous memory, which is what estimates count).
+    Dirty pages count as free too: every crate cargo builds writes its rlib, and its
+    pages stay dirty for up to ``vm.dirty_expire_centisecs`` (30 s), often a sixth of
+    a small cap in a clean build; the kernel's reclaim writes them back and frees
+    them (tests/test_memory.py measures it), as the host's MemAvailable counts them.
     The "working set" of docker and the kubelet counts inactive_file as reclaimable
     instead; the larger of the two reclaimable figures is taken.
     """
-    cache, mapped, shmem, dirty, writeback = (stat.get(n, 0) for n in names)
-    unmapped = cache - mapped - shmem - dirty - writeback - stat.get("unevictable", 0)
+    cache, mapped, shmem = (stat.get(n, 0) for n in names)
+    unmapped = cache - mapped - shmem - stat.get("unevictable", 0)
     return max(0, usage - max(stat.get("inactive_file", 0), unmapped))
 
 
