@@ -97,10 +97,11 @@ def working_set(usage: int, stat: dict[str, int], names: tuple[str, str, str]) -
     kernel kills anything, so it counts as free; the compiler's own mapped library
     pages stay counted, once: a second rustc maps the same pages and adds none
     (what each job adds is its anonymous memory, which is what estimates count).
-    Dirty pages count as free too: every crate cargo builds writes its rlib, and its
-    pages stay dirty for up to ``vm.dirty_expire_centisecs`` (30 s), often a sixth of
-    a small cap in a clean build; the kernel's reclaim writes them back and frees
-    them (tests/test_memory.py measures it), as the host's MemAvailable counts them.
+    Dirty pages count as free too: every crate cargo builds writes its rlib, and on
+    cgroup v1 its pages stay dirty for about ``vm.dirty_expire_centisecs`` (30 s),
+    a sixth of a 251 MiB cap through a clean build's LTO phase; reclaim wakes the
+    flusher, waits for the writeback and frees them (tests/test_memory.py measures
+    it), as the host's MemAvailable counts them.
     The "working set" of docker and the kubelet counts inactive_file as reclaimable
     instead; the larger of the two reclaimable figures is taken.
     """

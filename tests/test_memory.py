@@ -862,7 +862,7 @@ def test_v2check_stops_running_nothing_where_memory_is_not_on_v2() -> None:
         ({"cache": 600, "inactive_file": 100, "mapped_file": 0}, 400),
         # The compiler's mapped library pages stay counted (once, however many map them).
         ({"cache": 600, "inactive_file": 100, "mapped_file": 150}, 550),
-        # shmem is not freed by reclaim; dirty and writeback pages are (written back first).
+        # shmem is not freed by reclaim; dirty pages are (once the flusher writes them back).
         ({"cache": 600, "mapped_file": 100, "shmem": 100, "dirty": 50, "writeback": 50}, 600),
         ({"cache": 600, "dirty": 600}, 400),
         ({"cache": 600, "unevictable": 600}, 1000),
@@ -926,7 +926,8 @@ clean_only = limit - (usage - max(stat["inactive_file"], cache - held))
 now = available_memory().available
 print(json.dumps([now, only_inactive, clean_only, held]), flush=True)
 b = bytearray(b"x") * (now - (40 << 20))
-print("allocated", flush=True)
+swapped = [l for l in open("/proc/self/status") if l.startswith("VmSwap:")]
+print("allocated", int(swapped[0].split()[1]) << 10 if swapped else 0, flush=True)
 """
 
 
@@ -945,7 +946,12 @@ def test_the_kernel_agrees_that_unmapped_page_cache_is_free(tmp_path: Path, page
         pytest.skip(why)
     limit = 400 * MiB
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    with MemoryCgroup(limit) as cg:
+    try:  # no swap allowed, where it can be refused: swapping the allocation out would
+        # pass without the cache being reclaimed
+        cg = MemoryCgroup(limit, swap=0)
+    except RuntimeError:
+        cg = MemoryCgroup(limit)
+    with cg:
         before = cg.oom_kills()
         names = ["memory.usage_in_bytes", "total_"] if cg.version == 1 else ["memory.current", ""]
         proc = subprocess.run(
@@ -960,14 +966,17 @@ def test_the_kernel_agrees_that_unmapped_page_cache_is_free(tmp_path: Path, page
         assert proc.returncode == 0, proc.stderr
         first, second = proc.stdout.splitlines()
         now, only_inactive, clean_only, held = json.loads(first)
-        assert second == "allocated"
+        assert second.split()[0] == "allocated"
+        assert cg.oom_kills() == before
+        if int(second.split()[1]):
+            pytest.skip("the kernel swapped the allocation out: whether it reclaims cannot be told")
         assert now > only_inactive + 100 * MiB, (now, only_inactive)  # most of the cache free
         assert now > 250 * MiB
         if pages == "dirty":
-            if held < 100 * MiB:
-                pytest.skip(f"the kernel had written all but {held >> 20} MiB back already")
-            assert now > clean_only + 100 * MiB, (now, clean_only)
-        assert cg.oom_kills() == before
+            if held < 64 * MiB:
+                # cgroup v2 limits a group's dirty pages and writes them back early
+                pytest.skip(f"only {held >> 20} MiB of the file stayed dirty in this group")
+            assert now > clean_only + held // 2, (now, clean_only, held)
 
 
 def test_host_memory_reads_meminfo_as_psutil_does(tmp_path: Path) -> None:
