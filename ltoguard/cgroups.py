@@ -97,11 +97,8 @@ def working_set(usage: int, stat: dict[str, int], names: tuple[str, str, str]) -
     kernel kills anything, so it counts as free; the compiler's own mapped library
     pages stay counted, once: a second rustc maps the same pages and adds none
     (what each job adds is its anonymous memory, which is what estimates count).
-    Dirty pages count as free too: every crate cargo builds writes its rlib, and on
-    cgroup v1 its pages stay dirty for about ``vm.dirty_expire_centisecs`` (30 s),
-    a sixth of a 251 MiB cap through a clean build's LTO phase; reclaim wakes the
-    flusher, waits for the writeback and frees them (tests/test_memory.py measures
-    it), as the host's MemAvailable counts them.
+    Dirty pages (the rlibs cargo just wrote) count as free too: reclaim has them
+    written back and frees them, as MemAvailable counts them (docs/design.md).
     The "working set" of docker and the kubelet counts inactive_file as reclaimable
     instead; the larger of the two reclaimable figures is taken.
     """

@@ -938,9 +938,9 @@ def test_the_kernel_agrees_that_unmapped_page_cache_is_free(tmp_path: Path, page
     """Checked against the kernel's own verdict. With 200 MiB of
     active page cache in a 400 MiB group, the free memory ltoguard counts can really
     be allocated (the kernel reclaims the cache, nobody is OOM-killed), where the old
-    measure would have counted most of the cache as used. Left dirty (every rlib
-    cargo writes is, for up to 30 s), the kernel writes the pages back and reclaims
-    them just the same, where the measure before 2026-12-07 counted them as used."""
+    measure would have counted most of the cache as used. Left dirty (as the rlibs
+    cargo just wrote are), the kernel writes the pages back and reclaims them just
+    the same, where a measure that held dirty pages counted them as used."""
     why = MemoryCgroup.unavailable()
     if why:
         pytest.skip(why)
