@@ -87,24 +87,33 @@ def _stat_fields(path: str) -> dict[str, int]:
 # memory.stat's names for: page cache, mapped page cache, shmem.
 V1_NAMES = ("cache", "mapped_file", "shmem")
 V2_NAMES = ("file", "file_mapped", "shmem")
+# Of the page cache processes map (the compiler's own library, mostly), the share
+# counted as held: what a running compile keeps touching. The rest is reclaimed
+# before the kernel kills anything, as the page cache nobody maps is.
+MAPPED_HELD = 0.25
 
 
 def working_set(usage: int, stat: dict[str, int], names: tuple[str, str, str]) -> int:
-    """What of a group's usage reclaim cannot free: usage minus the page cache that no
-    process maps and that is not shmem.
+    """What of a group's usage reclaim cannot free without slowing the compiles: usage
+    minus the page cache that no process maps and that is not shmem, and minus the
+    mapped page cache but for MAPPED_HELD of it.
 
     Page cache a compile wrote or read (rlibs, sources) is reclaimed before the
-    kernel kills anything, so it counts as free; the compiler's own mapped library
-    pages stay counted, once: a second rustc maps the same pages and adds none
-    (what each job adds is its anonymous memory, which is what estimates count).
-    Dirty pages (the rlibs cargo just wrote) count as free too: reclaim has them
-    written back and frees them, as MemAvailable counts them (docs/design.md).
-    The "working set" of docker and the kubelet counts inactive_file as reclaimable
-    instead; the larger of the two reclaimable figures is taken.
+    kernel kills anything, so it counts as free. So is most of the compiler's mapped
+    library: a running rustc maps ~80 MiB of it and keeps touching a fifth, and a
+    second rustc maps the same pages and adds none (what each job adds is its
+    anonymous memory, which is what estimates count). Dirty pages (the rlibs cargo
+    just wrote) count as free too: reclaim has them written back and frees them, as
+    MemAvailable counts them (docs/design.md). The "working set" of docker and the
+    kubelet counts inactive_file as reclaimable instead; the larger of the two
+    reclaimable figures is taken.
     """
     cache, mapped, shmem = (stat.get(n, 0) for n in names)
     unmapped = cache - mapped - shmem - stat.get("unevictable", 0)
-    return max(0, usage - max(stat.get("inactive_file", 0), unmapped))
+    # Mapped shmem is counted in both mapped and shmem: only the rest is file pages.
+    spare = max(0, mapped - shmem)
+    reclaimable = unmapped + spare - int(spare * MAPPED_HELD)
+    return max(0, usage - max(stat.get("inactive_file", 0), reclaimable))
 
 
 def _unescape(field: str) -> str:
