@@ -13,7 +13,7 @@ import functools
 import os
 import re
 
-from ltoguard.sizes import format_size
+from ltoguard.sizes import MiB, format_size
 from ltoguard.structs import struct
 
 TYPE_CHECKING = False
@@ -84,19 +84,23 @@ def _stat_fields(path: str) -> dict[str, int]:
     return out
 
 
-# memory.stat's names for: page cache, mapped page cache, shmem.
-V1_NAMES = ("cache", "mapped_file", "shmem")
-V2_NAMES = ("file", "file_mapped", "shmem")
+# memory.stat's names for: page cache, mapped page cache, shmem, dirty and under
+# writeback page cache.
+V1_NAMES = ("cache", "mapped_file", "shmem", "dirty", "writeback")
+V2_NAMES = ("file", "file_mapped", "shmem", "file_dirty", "file_writeback")
 # Of the page cache processes map (the compiler's own library, mostly), the share
 # counted as held: what a running compile keeps touching. The rest is reclaimed
 # before the kernel kills anything, as the page cache nobody maps is.
 MAPPED_HELD = 0.25
+# ... and at least this much of it: what one rustc touched in a second (10-18 MiB,
+# docs/benchmarks.md), which stays counted once the kernel has cut the rest away.
+MAPPED_HELD_MIN = 20 * MiB
 
 
-def working_set(usage: int, stat: dict[str, int], names: tuple[str, str, str]) -> int:
+def working_set(usage: int, stat: dict[str, int], names: tuple[str, ...]) -> int:
     """What of a group's usage reclaim cannot free without slowing the compiles: usage
     minus the page cache that no process maps and that is not shmem, and minus the
-    mapped page cache but for MAPPED_HELD of it.
+    mapped page cache but for what the compiles keep touching.
 
     Page cache a compile wrote or read (rlibs, sources) is reclaimed before the
     kernel kills anything, so it counts as free. So is most of the compiler's mapped
@@ -104,16 +108,18 @@ def working_set(usage: int, stat: dict[str, int], names: tuple[str, str, str]) -
     second rustc maps the same pages and adds none (what each job adds is its
     anonymous memory, which is what estimates count). Dirty pages (the rlibs cargo
     just wrote) count as free too: reclaim has them written back and frees them, as
-    MemAvailable counts them (docs/design.md). The "working set" of docker and the
-    kubelet counts inactive_file as reclaimable instead; the larger of the two
-    reclaimable figures is taken.
+    MemAvailable counts them (docs/design.md); but not mapped ones, which a linker
+    writing its output through a mapping may dirty again as fast. The "working set"
+    of docker and the kubelet counts inactive_file as reclaimable instead; the larger
+    of the two reclaimable figures is taken.
     """
-    cache, mapped, shmem = (stat.get(n, 0) for n in names)
+    cache, mapped, shmem, dirty, writeback = (stat.get(n, 0) for n in names)
     unmapped = cache - mapped - shmem - stat.get("unevictable", 0)
-    # Mapped shmem is counted in both mapped and shmem: only the rest is file pages.
-    spare = max(0, mapped - shmem)
-    reclaimable = unmapped + spare - int(spare * MAPPED_HELD)
-    return max(0, usage - max(stat.get("inactive_file", 0), reclaimable))
+    # Mapped file pages, at least: mapped shmem counts in both mapped and shmem, and
+    # any dirty page may be a mapped one.
+    spare = max(0, mapped - shmem - dirty - writeback)
+    held = max(int(spare * MAPPED_HELD), min(spare, MAPPED_HELD_MIN))
+    return max(0, usage - max(stat.get("inactive_file", 0), unmapped + spare - held))
 
 
 def _unescape(field: str) -> str:

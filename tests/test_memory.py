@@ -863,11 +863,18 @@ def test_v2check_stops_running_nothing_where_memory_is_not_on_v2() -> None:
         # Of the compiler's mapped library pages, a quarter stays counted (once,
         # however many map them): what the compiles keep touching.
         ({"cache": 600, "inactive_file": 100, "mapped_file": 160}, 440),
-        # Mapped shmem is shmem: only the mapped pages beyond it are file pages.
+        # ... and 20 MiB at least: cut down to what the compiles touch, all of it.
+        ({"cache": 600, "mapped_file": 60}, 400 + 20),
+        ({"cache": 600, "mapped_file": 16}, 400 + 16),
+        # Mapped shmem is shmem: only the mapped pages beyond it are file pages, and
+        # beside unmapped shmem (a target folder on tmpfs) none may be.
         ({"cache": 600, "mapped_file": 200, "shmem": 100}, 625),
-        # shmem is not freed by reclaim; dirty pages are (once the flusher writes them back).
+        ({"cache": 600, "mapped_file": 100, "shmem": 300}, 800),
+        # shmem is not freed by reclaim; dirty pages are (once the flusher writes them
+        # back), but not mapped ones (a linker may write its output through a mapping).
         ({"cache": 600, "mapped_file": 100, "shmem": 100, "dirty": 50, "writeback": 50}, 600),
         ({"cache": 600, "dirty": 600}, 400),
+        ({"cache": 600, "mapped_file": 200, "dirty": 100}, 525),
         ({"cache": 600, "unevictable": 600}, 1000),
         # Never below zero, never less than the inactive list frees.
         ({"cache": 5000}, 0),
@@ -875,11 +882,10 @@ def test_v2check_stops_running_nothing_where_memory_is_not_on_v2() -> None:
     ],
 )
 def test_working_set_counts_unmapped_page_cache_as_free(stat: dict[str, int], working: int) -> None:
-    assert working_set(1000, stat, V1_NAMES) == working
-    renamed = {"dirty": "file_dirty", "writeback": "file_writeback"}
-    renamed.update(zip(V1_NAMES, V2_NAMES))
-    v2 = {renamed.get(k, k): v for k, v in stat.items()}
-    assert working_set(1000, v2, V2_NAMES) == working
+    stat = {k: v * MiB for k, v in stat.items()}
+    assert working_set(1000 * MiB, stat, V1_NAMES) == working * MiB
+    v2 = {dict(zip(V1_NAMES, V2_NAMES)).get(k, k): v for k, v in stat.items()}
+    assert working_set(1000 * MiB, v2, V2_NAMES) == working * MiB
 
 
 def test_v1_reads_the_hierarchical_counters(tmp_path: Path) -> None:
@@ -1041,10 +1047,12 @@ g, limit, (usage_file, prefix) = sys.argv[1], int(sys.argv[2]), sys.argv[3:5]
 usage = int(open(os.path.join(g, usage_file)).read())
 stat = {k[len(prefix) :]: int(v) for k, v in (l.split() for l in open(os.path.join(g, "memory.stat"))) if k.startswith(prefix)}
 cache, mapped = (stat["cache"], stat["mapped_file"]) if "cache" in stat else (stat["file"], stat["file_mapped"])
-unmapped = cache - mapped - stat.get("shmem", 0)
+unmapped = cache - mapped - stat.get("shmem", 0) - stat.get("unevictable", 0)
 all_mapped_held = limit - (usage - max(stat["inactive_file"], unmapped))
-now = available_memory().available
-print(json.dumps([now, all_mapped_held, mapped, stat["inactive_file"]]), flush=True)
+snap = available_memory()
+# This group's own bound: the host's or a parent's may be tighter on a busy machine.
+now = min(c.available for c in snap.constraints if os.path.realpath(g) in c.source)
+print(json.dumps([now, all_mapped_held, mapped, stat["inactive_file"], snap.available]), flush=True)
 b = bytearray(b"x") * (now - (20 << 20))
 swapped = [l for l in open("/proc/self/status") if l.startswith("VmSwap:")]
 print("allocated", int(swapped[0].split()[1]) << 10 if swapped else 0, flush=True)
@@ -1060,7 +1068,9 @@ def test_the_kernel_agrees_that_most_mapped_page_cache_is_free(tmp_path: Path) -
     the group holds); the process goes on touching a quarter of them. What ltoguard
     counts as free, three quarters of the mapped pages included, can be allocated: the
     kernel reclaims them, nobody is OOM-killed, and the process runs on, where the
-    measure that held every mapped page counted them as used."""
+    measure that held every mapped page counted them as used. (That a compile keeps
+    touching no more than the share held is measured, not shown here: the process
+    touches exactly that share.)"""
     why = MemoryCgroup.unavailable()
     if why:
         pytest.skip(why)
@@ -1086,6 +1096,8 @@ def test_the_kernel_agrees_that_most_mapped_page_cache_is_free(tmp_path: Path) -
             if first.startswith("noexec"):
                 pytest.skip(f"cannot map a file executable under {tmp_path}: {first}")
             assert first.strip() == "mapped", first
+            if cg.stat().get("total_shmem", 0) > 100 * MiB:
+                pytest.skip(f"{tmp_path} is on tmpfs: the file is shmem, not page cache")
             press = [sys.executable, "-c", PRESSER, group, str(limit - 260 * MiB)]
             subprocess.run(press, env=env, check=True, timeout=60)
             (tmp_path / "hot").touch()
@@ -1097,16 +1109,19 @@ def test_the_kernel_agrees_that_most_mapped_page_cache_is_free(tmp_path: Path) -
         finally:
             holder.kill()
             holder.wait()
+            (tmp_path / "lib").unlink(missing_ok=True)
         assert cg.oom_kills() == before
         assert proc.returncode == 0, proc.stderr
         assert (holder.returncode, rest.strip()) == (0, "ok")
         line, allocated = proc.stdout.splitlines()
-        now, all_mapped_held, mapped, inactive = json.loads(line)
+        now, all_mapped_held, mapped, inactive, tightest = json.loads(line)
         assert allocated.split()[0] == "allocated"
         if int(allocated.split()[1]):
             pytest.skip("the kernel swapped the allocation out: whether it reclaims cannot be told")
         if mapped < 250 * MiB:
             pytest.skip(f"the kernel kept only {mapped >> 20} MiB of the file mapped")
+        if tightest < now - 64 * MiB:
+            pytest.skip("the host or a parent group had less free than the test group")
         if mapped - inactive < 100 * MiB:
             # Pages left on the inactive list count as free in both measures.
             pytest.skip(f"the kernel kept only {(mapped - inactive) >> 20} MiB active")
