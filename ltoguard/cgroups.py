@@ -13,7 +13,7 @@ import functools
 import os
 import re
 
-from ltoguard.sizes import MiB, format_size
+from ltoguard.sizes import format_size
 from ltoguard.structs import struct
 
 TYPE_CHECKING = False
@@ -84,42 +84,27 @@ def _stat_fields(path: str) -> dict[str, int]:
     return out
 
 
-# memory.stat's names for: page cache, mapped page cache, shmem, dirty and under
-# writeback page cache.
-V1_NAMES = ("cache", "mapped_file", "shmem", "dirty", "writeback")
-V2_NAMES = ("file", "file_mapped", "shmem", "file_dirty", "file_writeback")
-# Of the page cache processes map (the compiler's own library, mostly), the share
-# counted as held: what a running compile keeps touching. The rest is reclaimed
-# before the kernel kills anything, as the page cache nobody maps is.
-MAPPED_HELD = 0.25
-# ... and at least this much of it: what one rustc touched in a second (10-18 MiB,
-# docs/benchmarks.md), which stays counted once the kernel has cut the rest away.
-MAPPED_HELD_MIN = 20 * MiB
+# memory.stat's names for: page cache, mapped page cache, shmem.
+V1_NAMES = ("cache", "mapped_file", "shmem")
+V2_NAMES = ("file", "file_mapped", "shmem")
 
 
-def working_set(usage: int, stat: dict[str, int], names: tuple[str, ...]) -> int:
-    """What of a group's usage reclaim cannot free without slowing the compiles: usage
-    minus the page cache that no process maps and that is not shmem, and minus the
-    mapped page cache but for what the compiles keep touching.
+def working_set(usage: int, stat: dict[str, int], names: tuple[str, str, str]) -> int:
+    """What of a group's usage reclaim cannot free: usage minus the page cache that no
+    process maps and that is not shmem.
 
     Page cache a compile wrote or read (rlibs, sources) is reclaimed before the
-    kernel kills anything, so it counts as free. So is most of the compiler's mapped
-    library: a running rustc maps ~80 MiB of it and keeps touching a fifth, and a
-    second rustc maps the same pages and adds none (what each job adds is its
-    anonymous memory, which is what estimates count). Dirty pages (the rlibs cargo
-    just wrote) count as free too: reclaim has them written back and frees them, as
-    MemAvailable counts them (docs/design.md); but not mapped ones, which a linker
-    writing its output through a mapping may dirty again as fast. The "working set"
-    of docker and the kubelet counts inactive_file as reclaimable instead; the larger
-    of the two reclaimable figures is taken.
+    kernel kills anything, so it counts as free; the compiler's own mapped library
+    pages stay counted, once: a second rustc maps the same pages and adds none
+    (what each job adds is its anonymous memory, which is what estimates count).
+    Dirty pages (the rlibs cargo just wrote) count as free too: reclaim has them
+    written back and frees them, as MemAvailable counts them (docs/design.md).
+    The "working set" of docker and the kubelet counts inactive_file as reclaimable
+    instead; the larger of the two reclaimable figures is taken.
     """
-    cache, mapped, shmem, dirty, writeback = (stat.get(n, 0) for n in names)
+    cache, mapped, shmem = (stat.get(n, 0) for n in names)
     unmapped = cache - mapped - shmem - stat.get("unevictable", 0)
-    # Mapped file pages, at least: mapped shmem counts in both mapped and shmem, and
-    # any dirty page may be a mapped one.
-    spare = max(0, mapped - shmem - dirty - writeback)
-    held = max(int(spare * MAPPED_HELD), min(spare, MAPPED_HELD_MIN))
-    return max(0, usage - max(stat.get("inactive_file", 0), unmapped + spare - held))
+    return max(0, usage - max(stat.get("inactive_file", 0), unmapped))
 
 
 def _unescape(field: str) -> str:

@@ -36,7 +36,7 @@ TIGHT_FACTOR times that, roomy ROOMY_FACTOR times. --tight/--roomy override them
 Per row: outcome (ok, or FAIL), the OOM kills counted in memory.oom_control and
 how many of them reached cargo (kills minus ltoguard's reruns),
 wall time, peak memory (memory.max_usage_in_bytes, which includes page cache, and
-the sampled peak of rss+mapped_file: held with all mapped code resident), major
+the sampled peak of rss+mapped_file, what the OOM killer cannot reclaim), major
 page faults (total_pgmajfault: pages read back from disk, e.g. the compiler's own
 code evicted under the limit and faulted in again), and for ltoguard rows the
 seconds in which a guarded job waited while none ran ("idle": the queue's own
@@ -317,7 +317,7 @@ def stat_of(cg: MemoryCgroup, *keys: str) -> int:
 
 
 def charged(cg: MemoryCgroup) -> int:
-    """Anonymous plus mapped memory of the group: what it holds with all mapped code resident."""
+    """Anonymous plus mapped memory of the group: what reclaiming page cache cannot free."""
     return cg.charged()
 
 

@@ -295,8 +295,7 @@ class MemoryCgroup:
         return out
 
     def charged(self) -> int:
-        """Anonymous plus mapped file memory: what the group holds with all mapped code
-        resident (the kernel can reclaim most mapped pages; cgroups.working_set)."""
+        """Anonymous plus mapped file memory: what reclaiming page cache cannot free."""
         stat = self.stat()
         return stat.get("total_rss", 0) + stat.get("total_mapped_file", 0)
 

@@ -43,7 +43,7 @@ unavailable = MemoryCgroup.unavailable()
 
 
 def charged(cg: MemoryCgroup) -> int:
-    """rss + mapped_file (v2: anon + file_mapped): held with all mapped code resident."""
+    """rss + mapped_file (v2: anon + file_mapped): what page-cache reclaim cannot free."""
     return cg.charged()
 
 
