@@ -23,6 +23,7 @@ from ltoguard.admission import DEFAULT, Lend, Level, swap_counted
 from ltoguard.cgroups import cgroup_oom_kills, host_oom_kills
 from ltoguard.estimates import DEFAULT_ESTIMATE
 from ltoguard.lending import LendWhilePaused, LentTokens
+from ltoguard.makeflags import one_thread_jobserver
 from ltoguard.memory import available_memory, available_swap
 from ltoguard.messages import EXIT_CANNOT_RUN, error
 from ltoguard.passthrough import HELD_ENV
@@ -182,19 +183,23 @@ class Attempt:
         if self.relay is not None:
             r, stderr_w = os.pipe()
             self.relay.start(r)
+        own_jobserver: tuple[int, ...] = ()
         try:
             env = dict(os.environ)
             env[HELD_ENV] = f"{os.getpid()}:{slot.index}"
+            if slot.info.get("alone") is True:  # a rerun after an OOM kill: least memory
+                own_jobserver = one_thread_jobserver(env)
             return process.spawn(
                 self.record.job.argv,
-                keep_fds=[slot.fd],
+                keep_fds=[slot.fd, *own_jobserver],
                 stderr=stderr_w,
                 env=env,
                 oom_score_adj=self._oom_score_adj(),
             )
         finally:
-            if stderr_w is not None:
-                os.close(stderr_w)
+            for fd in (*own_jobserver, stderr_w):
+                if fd is not None:
+                    os.close(fd)
 
     def _publish(self, slot: Slot, fields: dict[str, object]) -> None:
         """The run record names the compiler, whose memory the others' policies read,

@@ -180,3 +180,25 @@ def _open_fifo(path: str) -> Endpoints | None:
     return Endpoints(
         read_fd=fd, write_fd=fd, private_read_fd=None, inherited=False, description=f"fifo {path}"
     )
+
+
+def one_thread_jobserver(env: dict[str, str]) -> tuple[int, int]:
+    """Point ``env`` at a jobserver of our own that holds no token, for a compile that
+    reruns alone after running out of memory; returns its two descriptors (the child
+    must inherit them; the caller closes its copies once the child runs).
+
+    rustc runs one LLVM worker per jobserver token it holds, beyond the one its
+    process stands for, and every worker holds a module in memory: a fat-LTO bin
+    that peaked at 875-908 MiB (VmHWM) with cargo's spare -j2 token peaked at
+    800-836 MiB without one (docs/benchmarks.md, "A rerun alone on one codegen
+    thread"). With no token to take it runs on the token cargo gave it, and cargo's
+    spare ones stay cargo's. CARGO_MAKEFLAGS is read first (rustc, the jobserver
+    crate); MAKEFLAGS and MFLAGS, where set, name the same pipe (a linker's GCC
+    LTO, ``-flto=jobserver``, reads them).
+    """
+    read_fd, write_fd = os.pipe()
+    flags = f"-j1 --jobserver-fds={read_fd},{write_fd} --jobserver-auth={read_fd},{write_fd}"
+    for name in ENV_VARS:
+        if name == ENV_VARS[0] or name in env:
+            env[name] = flags
+    return read_fd, write_fd

@@ -66,7 +66,8 @@ def next_step(result: AttemptResult, state: RetryState, what: str) -> Step:
                 # Not learned: the kill cut its peak short, and its siblings, scaled
                 # by it, would be estimated low while it reruns (the rerun's peak is).
                 learn=False,
-                message=f"{what} ran out of memory (killed at {size}); running it again, alone",
+                message=f"{what} ran out of memory (killed at {size}); running it again, alone,"
+                " on one codegen thread (each more holds a module in memory)",
             )
         return Step(
             DONE,

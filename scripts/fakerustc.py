@@ -17,6 +17,9 @@ The fake rustc (`make_fake_rustc`) logs and behaves as these variables say:
   FAKE_TRAP        exit with this status on SIGTERM, SIGINT or SIGHUP (logged)
   FAKE_SIGNAL      kill itself with this signal number at the end
   FAKE_EXIT        exit status (default 0)
+  FAKE_JOBSERVER   log "jobserver AUTH tokens N": the jobserver it sees (CARGO_MAKEFLAGS,
+                   else MAKEFLAGS) and how many tokens it held (taken without
+                   blocking and put back)
   FAKE_LLVM_OOM_ONCE  a path: the first run (the path absent) makes it, logs "llvm oom"
                    and aborts as LLVM does when out of memory (status 1); later runs
                    go on as above
@@ -98,6 +101,21 @@ FAKE_RUSTC = textwrap.dedent(
             except OSError:
                 pass
         record("fds " + ",".join(ok))
+    if env.get("FAKE_JOBSERVER"):
+        flags = env.get("CARGO_MAKEFLAGS") or env.get("MAKEFLAGS", "")
+        auth = flags.rpartition("--jobserver-auth=")[2].split(" ")[0]
+        if auth.startswith("fifo:"):
+            r = w = os.open(auth[5:], os.O_RDWR | os.O_NONBLOCK)
+        else:
+            r = os.open("/proc/self/fd/" + auth.split(",")[0], os.O_RDONLY | os.O_NONBLOCK)
+            w = int(auth.split(",")[1])
+        try:
+            got = os.read(r, 64)
+        except BlockingIOError:
+            got = b""
+        if got:
+            os.write(w, got)
+        record("jobserver %s tokens %d" % (auth, len(got)))
     time.sleep(float(env.get("FAKE_SLEEP", "0")))
     while env.get("FAKE_UNTIL") and not os.path.exists(env["FAKE_UNTIL"]):
         time.sleep(0.01)

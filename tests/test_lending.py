@@ -414,6 +414,28 @@ def test_a_rerun_alone_takes_its_token_back_before_it_starts(
     assert pool.count() == 0
 
 
+def test_a_rerun_alone_runs_on_a_jobserver_of_its_own_with_no_spare_token(
+    tmp_path: Path, procs: Procs, pool: Pool
+) -> None:
+    """rustc runs one LLVM worker per spare token it takes, each holding a module in
+    memory: the rerun after an OOM kill gets none of cargo's spare tokens (a jobserver
+    of its own, empty), and cargo's stay in cargo's pool. An ordinary guarded job
+    still sees cargo's jobserver."""
+    heavy, taken, heavys = _heavy_after_its_oom(tmp_path, procs, pool, FAKE_JOBSERVER="1")
+    os.write(pool.fd, taken + b"++")  # its token back, and two of cargo's spare ones
+    _, err = heavy.communicate(timeout=30)
+    assert heavy.returncode == 0 and b"alone, on one codegen thread" in err, err.decode()
+    seen = heavys()[3]
+    assert seen.startswith("jobserver ") and seen.endswith(" tokens 0"), heavys()
+    assert "fifo:" not in seen  # not cargo's
+    assert pool.count() == 2
+    env = pool.env(tmp_path, FAKE_NAME="plain", FAKE_JOBSERVER="1")
+    plain = procs.start(ltoguard_cmd(make_fake_rustc(tmp_path), "plain"), env)
+    assert plain.wait(timeout=30) == 0
+    plains = [e["what"] for e in read_log(tmp_path / "log.jsonl") if e["name"] == "plain"]
+    assert f"jobserver fifo:{pool.path} tokens 2" in plains, plains
+
+
 def test_a_waiter_beside_a_rerun_alone_keeps_its_token_and_the_rerun_starts(
     tmp_path: Path, procs: Procs, pool: Pool
 ) -> None:

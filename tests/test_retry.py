@@ -76,7 +76,7 @@ KILLED = -signal.SIGKILL
             False,
             0,
             "",
-            "ran out of memory (killed at 400 MiB); running it again, alone",
+            "ran out of memory (killed at 400 MiB); running it again, alone, on one codegen thread",
         ),
         # Out of memory even alone: fail with the real status and a line naming its size.
         (
