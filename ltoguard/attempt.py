@@ -25,12 +25,13 @@ from ltoguard.estimates import DEFAULT_ESTIMATE
 from ltoguard.lending import LendWhilePaused, LentTokens
 from ltoguard.makeflags import one_thread_jobserver
 from ltoguard.memory import available_memory, available_swap
-from ltoguard.messages import EXIT_CANNOT_RUN, error
+from ltoguard.messages import EXIT_CANNOT_RUN, error, note
 from ltoguard.passthrough import HELD_ENV
 from ltoguard.pause import PauseWatch, Reading, Reclaimer
 from ltoguard.policy import running_jobs
 from ltoguard.pressure import Brake
 from ltoguard.proctree import PeakSampler
+from ltoguard.sizes import format_size
 from ltoguard.statedir import StateDirError, write_private_file
 from ltoguard.structs import struct
 
@@ -187,7 +188,7 @@ class Attempt:
         try:
             env = dict(os.environ)
             env[HELD_ENV] = f"{os.getpid()}:{slot.index}"
-            if slot.info.get("alone") is True:  # a rerun after an OOM kill: least memory
+            if slot.info.get("alone") is True or self._fills_free_memory():
                 own_jobserver = one_thread_jobserver(env)
             return process.spawn(
                 self.record.job.argv,
@@ -200,6 +201,19 @@ class Attempt:
             for fd in (*own_jobserver, stderr_w):
                 if fd is not None:
                     os.close(fd)
+
+    def _fills_free_memory(self) -> bool:
+        """Did the job start though its estimate is all the memory free then (the first
+        to start, where waiting could not help)? Then it runs on one codegen thread,
+        as a rerun after an OOM kill does (makeflags.one_thread_jobserver), and says so."""
+        rec = self.record
+        if rec.budget is None or rec.estimate < rec.budget:
+            return False
+        note(
+            f"{rec.job.what} starts though its estimate, {format_size(rec.estimate)}, is"
+            f" all the memory free ({format_size(rec.budget)}): on one codegen thread"
+        )
+        return True
 
     def _publish(self, slot: Slot, fields: dict[str, object]) -> None:
         """The run record names the compiler, whose memory the others' policies read,

@@ -436,6 +436,34 @@ def test_a_rerun_alone_runs_on_a_jobserver_of_its_own_with_no_spare_token(
     assert f"jobserver fifo:{pool.path} tokens 2" in plains, plains
 
 
+def test_a_job_whose_estimate_is_all_the_free_memory_runs_on_one_codegen_thread(
+    tmp_path: Path, procs: Procs, pool: Pool
+) -> None:
+    """The first job to start, started because waiting would not help, though its
+    estimate is all the memory free (a 150 MiB estimate, a 100 MiB budget): on a
+    jobserver of its own with no token, saying so; one that fits sees cargo's."""
+    rustc = make_fake_rustc(tmp_path)
+    cfg = tmp_path / "xdg-config" / "ltoguard"
+    cfg.mkdir(parents=True)
+    cfg.joinpath("config.toml").write_text(
+        '[crates.big]\nmemory = "150M"\n[crates.small]\nmemory = "40M"\n'
+    )
+    os.write(pool.fd, b"++")  # two of cargo's spare tokens
+    seen = {}
+    for name in ("big", "small"):
+        env = pool.env(tmp_path, LTOGUARD_MEMORY="100M", FAKE_NAME=name, FAKE_JOBSERVER="1")
+        p = procs.start(ltoguard_cmd(rustc, name), env)
+        _, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err.decode()
+        said = [e["what"] for e in read_log(tmp_path / "log.jsonl") if e["name"] == name]
+        seen[name] = (said[1], err.decode())
+    assert seen["big"][0].endswith(" tokens 0") and "fifo:" not in seen["big"][0], seen
+    assert "is all the memory free (100 MiB): on one codegen thread" in seen["big"][1], seen
+    assert seen["small"][0] == f"jobserver fifo:{pool.path} tokens 2", seen
+    assert "codegen thread" not in seen["small"][1], seen
+    assert pool.count() == 2
+
+
 def test_a_waiter_beside_a_rerun_alone_keeps_its_token_and_the_rerun_starts(
     tmp_path: Path, procs: Procs, pool: Pool
 ) -> None:
