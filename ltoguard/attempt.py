@@ -191,7 +191,9 @@ class Attempt:
         try:
             env = dict(os.environ)
             env[HELD_ENV] = f"{os.getpid()}:{slot.index}"
-            if slot.info.get("alone") is True or self._fills_free_memory():
+            if self.record.job.kind == "rustc" and (
+                slot.info.get("alone") is True or self._fills_free_memory()
+            ):
                 own_jobserver = one_thread_jobserver(env)
             return process.spawn(
                 self.record.job.argv,

@@ -183,9 +183,10 @@ def _open_fifo(path: str) -> Endpoints | None:
 
 
 def one_thread_jobserver(env: dict[str, str]) -> tuple[int, int]:
-    """Point ``env`` at a jobserver of our own that holds no token, for a compile that
-    reruns alone after running out of memory; returns its two descriptors (the child
-    must inherit them; the caller closes its copies once the child runs).
+    """Point ``env`` at a jobserver of our own that holds no token, for a rustc that
+    must hold least memory (a rerun alone after an OOM kill, a job that fills the
+    memory: attempt.py); returns its two descriptors (the child must inherit them;
+    the caller closes its copies once the child runs).
 
     rustc runs one LLVM worker per jobserver token it holds, beyond the one its
     process stands for, and every worker holds a module in memory: a fat-LTO bin

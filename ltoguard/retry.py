@@ -46,9 +46,11 @@ class Step:
     outcome: str = ""  # DONE: "ok", "failed" or "oom", for the event log
 
 
-def next_step(result: AttemptResult, state: RetryState, what: str) -> Step:
-    """``what`` names the job in messages ("crate foo (bin, lto=fat)")."""
+def next_step(result: AttemptResult, state: RetryState, what: str, rustc: bool = True) -> Step:
+    """``what`` names the job in messages ("crate foo (bin, lto=fat)"); a rustc job
+    reruns on one codegen thread (attempt.py)."""
     size = format_size(result.peak)
+    thread = ", on one codegen thread (each more holds a module in memory)" if rustc else ""
     if result.stopped_itself:
         return Step(
             REQUEUE,
@@ -66,8 +68,8 @@ def next_step(result: AttemptResult, state: RetryState, what: str) -> Step:
                 # Not learned: the kill cut its peak short, and its siblings, scaled
                 # by it, would be estimated low while it reruns (the rerun's peak is).
                 learn=False,
-                message=f"{what} ran out of memory (killed at {size}); running it again, alone,"
-                " on one codegen thread (each more holds a module in memory)",
+                message=f"{what} ran out of memory (killed at {size}); running it again, alone"
+                + thread,
             )
         return Step(
             DONE,

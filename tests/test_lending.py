@@ -467,6 +467,26 @@ def test_a_job_whose_estimate_fills_the_memory_runs_on_one_codegen_thread(
     assert pool.count() == 2
 
 
+def test_a_command_s_rerun_alone_keeps_cargo_s_jobserver(
+    tmp_path: Path, procs: Procs, pool: Pool
+) -> None:
+    """One codegen thread is rustc's: a command under `ltoguard run` (a make, a linker)
+    reruns after LLVM's out-of-memory abort on the jobserver it was given."""
+    rustc = make_fake_rustc(tmp_path)
+    os.write(pool.fd, b"++")
+    env = pool.env(
+        tmp_path, FAKE_NAME="cmd", FAKE_JOBSERVER="1", FAKE_LLVM_OOM_ONCE=str(tmp_path / "oom")
+    )
+    p = procs.start([sys.executable, "-m", "ltoguard", "run", "--", str(rustc)], env)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 0 and b"running it again, alone" in err, err.decode()
+    assert b"codegen thread" not in err, err.decode()
+    said = [e["what"] for e in read_log(tmp_path / "log.jsonl") if e["name"] == "cmd"]
+    assert said[:3] == ["start", "llvm oom", "start"], said
+    assert said[3] == f"jobserver fifo:{pool.path} tokens 2", said
+    assert pool.count() == 2
+
+
 @pytest.mark.parametrize(
     ("estimate", "budget", "one_thread"),
     [(150, 100, True), (91, 100, True), (90, 100, False), (50, 100, False), (95, None, False)],

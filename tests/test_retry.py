@@ -133,3 +133,14 @@ def test_stopping_itself_wins_over_an_oom_reading() -> None:
         AttemptResult(KILLED, PEAK, stopped_itself=True, out_of_memory=True), RetryState(), WHAT
     )
     assert step.action == REQUEUE
+
+
+def test_a_command_s_rerun_says_nothing_of_codegen_threads() -> None:
+    # One codegen thread is rustc's (attempt.py): `ltoguard run` commands keep theirs.
+    result = AttemptResult(KILLED, PEAK, out_of_memory=True)
+    step = next_step(result, RetryState(), "command make", rustc=False)
+    assert step.action == RERUN_ALONE
+    assert (
+        step.message
+        == "command make ran out of memory (killed at 400 MiB); running it again, alone"
+    )
