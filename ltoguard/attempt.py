@@ -21,7 +21,7 @@ import time
 from ltoguard import process
 from ltoguard.admission import DEFAULT, Lend, Level, swap_counted
 from ltoguard.cgroups import cgroup_oom_kills, host_oom_kills
-from ltoguard.estimates import DEFAULT_ESTIMATE
+from ltoguard.estimates import DEFAULT_ESTIMATE, Basis
 from ltoguard.lending import LendWhilePaused, LentTokens
 from ltoguard.makeflags import one_thread_jobserver
 from ltoguard.memory import available_memory, available_swap
@@ -192,9 +192,9 @@ class Attempt:
             env = dict(os.environ)
             env[HELD_ENV] = f"{os.getpid()}:{slot.index}"
             if self.record.job.kind == "rustc" and (
-                slot.info.get("alone") is True or self._fills_free_memory()
+                slot.info.get("alone") is True or self._near_the_bound()
             ):
-                own_jobserver = one_thread_jobserver(env)
+                own_jobserver = _one_thread(env)
             return process.spawn(
                 self.record.job.argv,
                 keep_fds=[slot.fd, *own_jobserver],
@@ -207,18 +207,22 @@ class Attempt:
                 if fd is not None:
                     os.close(fd)
 
-    def _fills_free_memory(self) -> bool:
-        """Does the job's estimate, grown by what spare tokens add, fill the memory
-        guarded jobs had at its admission? Such a job runs on one codegen thread, as a
-        rerun after an OOM kill does (makeflags.one_thread_jobserver), and says so:
-        nothing fits beside it, and a spare token (cargo's, or one a waiter lent) would
-        only raise its peak past the bound."""
+    def _near_the_bound(self) -> bool:
+        """Would the job's estimate, grown by what a spare token adds, reach the memory
+        guarded jobs may use (``budget``: free at its admission, plus what running
+        guarded jobs hold)? Then it runs on one codegen thread, as a rerun after an
+        OOM kill does, and says so: a spare token (cargo's, or one a waiter lent)
+        would raise its peak past the bound. Not on a default estimate (a guess)."""
         rec = self.record
-        if rec.budget is None or rec.estimate * SPARE_TOKENS_GROWTH < rec.budget:
+        if not rec.budget or rec.basis == Basis.DEFAULT:
+            return False
+        grown = int(rec.estimate * SPARE_TOKENS_GROWTH)
+        if grown < rec.budget:
             return False
         note(
-            f"{rec.job.what} needs ~{format_size(rec.estimate)} of the"
-            f" {format_size(rec.budget)} guarded jobs may use: on one codegen thread"
+            f"{rec.job.what} needs ~{format_size(rec.estimate)}, ~{format_size(grown)} with"
+            f" a spare codegen thread, of the {format_size(rec.budget)} guarded jobs may"
+            " use: on one codegen thread"
         )
         return True
 
@@ -313,3 +317,12 @@ class Attempt:
         if not counted:
             return True  # no counter to ask: a SIGKILL we did not send is most likely OOM
         return any(a > b for b, a in counted)
+
+
+def _one_thread(env: dict[str, str]) -> tuple[int, ...]:
+    """A jobserver of the compile's own, empty (makeflags.one_thread_jobserver), or
+    cargo's as before where no pipe can be made (out of descriptors)."""
+    try:
+        return one_thread_jobserver(env)
+    except OSError:
+        return ()

@@ -184,9 +184,9 @@ def _open_fifo(path: str) -> Endpoints | None:
 
 def one_thread_jobserver(env: dict[str, str]) -> tuple[int, int]:
     """Point ``env`` at a jobserver of our own that holds no token, for a rustc that
-    must hold least memory (a rerun alone after an OOM kill, a job that fills the
-    memory: attempt.py); returns its two descriptors (the child must inherit them;
-    the caller closes its copies once the child runs).
+    must hold least memory (a rerun alone after an OOM kill, a job near the bound:
+    attempt.py); returns its two descriptors (the child must inherit them; the caller
+    closes its copies once the child runs). Raises OSError when no pipe can be made.
 
     rustc runs one LLVM worker per jobserver token it holds, beyond the one its
     process stands for, and every worker holds a module in memory: a fat-LTO bin
@@ -194,12 +194,30 @@ def one_thread_jobserver(env: dict[str, str]) -> tuple[int, int]:
     800-836 MiB without one (docs/benchmarks.md, "A rerun alone on one codegen
     thread"). With no token to take it runs on the token cargo gave it, and cargo's
     spare ones stay cargo's. CARGO_MAKEFLAGS is read first (rustc, the jobserver
-    crate); MAKEFLAGS and MFLAGS, where set, name the same pipe (a linker's GCC
-    LTO, ``-flto=jobserver``, reads them).
+    crate) and is set whole; in MAKEFLAGS and MFLAGS, where set (a linker's GCC LTO,
+    ``-flto=jobserver``, reads them), only the jobserver options change.
     """
     read_fd, write_fd = os.pipe()
-    flags = f"-j1 --jobserver-fds={read_fd},{write_fd} --jobserver-auth={read_fd},{write_fd}"
-    for name in ENV_VARS:
-        if name == ENV_VARS[0] or name in env:
-            env[name] = flags
+    auth = f"--jobserver-fds={read_fd},{write_fd} --jobserver-auth={read_fd},{write_fd}"
+    env[ENV_VARS[0]] = f"-j1 {auth}"
+    for name in ENV_VARS[1:]:
+        if name in env:
+            env[name] = _with_auth(env[name], auth)
     return read_fd, write_fd
+
+
+def _with_auth(value: str, auth: str) -> str:
+    """A MAKEFLAGS-style value with its jobserver options replaced by ``auth``, which
+    goes after the options, before any ``--`` and the variable overrides after it
+    (GNU make's first word may be bare single-letter flags, ``k``: it stays first)."""
+    import re
+
+    words = re.split(r"(?<!\\)([ \t\n]+)", value)  # blanks kept, escaped ones not split
+    if "--" in words:
+        cut = words.index("--")
+        head, tail = words[:cut], words[cut:]
+    else:
+        head, tail = words, []
+    kept = [w for w in head if not w.startswith(_OPTIONS)]
+    text = "".join(kept).strip()
+    return " ".join(part for part in (text, auth, "".join(tail).strip()) if part)

@@ -46,11 +46,11 @@ class Step:
     outcome: str = ""  # DONE: "ok", "failed" or "oom", for the event log
 
 
-def next_step(result: AttemptResult, state: RetryState, what: str, rustc: bool = True) -> Step:
+def next_step(result: AttemptResult, state: RetryState, what: str, *, rustc: bool) -> Step:
     """``what`` names the job in messages ("crate foo (bin, lto=fat)"); a rustc job
     reruns on one codegen thread (attempt.py)."""
     size = format_size(result.peak)
-    thread = ", on one codegen thread (each more holds a module in memory)" if rustc else ""
+    thread = ", on one codegen thread" if rustc else ""
     if result.stopped_itself:
         return Step(
             REQUEUE,

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import termios
@@ -702,3 +703,26 @@ def test_the_reclaimer_is_not_started_once_a_signal_came(tmp_path: Path) -> None
         os.close(w)
     assert len(asked) == 1 and set(FORWARDED) <= asked[0]
     assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before
+
+
+def test_one_thread_jobserver_is_an_empty_pipe_named_where_make_and_rustc_look() -> None:
+    """CARGO_MAKEFLAGS is set whole; in MAKEFLAGS only the jobserver options change
+    (make's bare first word of flags stays first, overrides after `--` stay after);
+    MFLAGS, unset, stays unset."""
+    from ltoguard.makeflags import one_thread_jobserver
+
+    env = {"MAKEFLAGS": "ks -j4 --jobserver-auth=fifo:/tmp/a\\ b -- CFLAGS=-O2"}
+    read_fd, write_fd = one_thread_jobserver(env)
+    try:
+        auth = f"--jobserver-fds={read_fd},{write_fd} --jobserver-auth={read_fd},{write_fd}"
+        assert env["CARGO_MAKEFLAGS"] == f"-j1 {auth}"
+        assert env["MAKEFLAGS"] == f"ks -j4 {auth} -- CFLAGS=-O2"
+        assert "MFLAGS" not in env
+        assert parse_makeflags(env["MAKEFLAGS"]) == f"{read_fd},{write_fd}"
+        assert stat.S_ISFIFO(os.fstat(read_fd).st_mode)
+        os.set_blocking(read_fd, False)
+        with pytest.raises(BlockingIOError):
+            os.read(read_fd, 1)  # no token in it
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)

@@ -115,7 +115,7 @@ def test_next_step(
     outcome: str,
     says: str,
 ) -> None:
-    step = next_step(result, state, WHAT)
+    step = next_step(result, state, WHAT, rustc=True)
     assert step.action == action
     assert step.state == after
     assert step.estimate_at_least == raised
@@ -130,7 +130,10 @@ def test_next_step(
 def test_stopping_itself_wins_over_an_oom_reading() -> None:
     # A compile we killed ourselves is a requeue, never an OOM rerun.
     step = next_step(
-        AttemptResult(KILLED, PEAK, stopped_itself=True, out_of_memory=True), RetryState(), WHAT
+        AttemptResult(KILLED, PEAK, stopped_itself=True, out_of_memory=True),
+        RetryState(),
+        WHAT,
+        rustc=True,
     )
     assert step.action == REQUEUE
 
