@@ -17,7 +17,8 @@ and cargo do.
 
 Finding the jobserver and opening our descriptors for it is ltoguard.makeflags. The
 rustc we start keeps cargo's descriptors because ltoguard spawns it with every
-inheritable fd kept (process.spawn).
+inheritable fd kept (process.spawn), unless it must hold least memory: then it runs
+on an empty jobserver of its own (makeflags.one_thread_jobserver, attempt.py).
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ them and never change their flags (O_NONBLOCK lives on the shared description). 
 read without ever blocking we open ``/proc/self/fd/R``, which gives a new, private
 description of the same pipe that we may make non-blocking. With
 ``--jobserver-auth=fifo:PATH`` (GNU make >= 4.4) we open our own description of the
-fifo; the child finds the path in the environment and opens its own.
+fifo; the child finds the path in the environment and opens its own. A rustc that
+must hold least memory gets a jobserver of its own instead (`one_thread_jobserver`).
 """
 
 from __future__ import annotations

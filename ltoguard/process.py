@@ -77,9 +77,9 @@ def spawn(
     """Start the child with stdin/stdout/stderr and every inherited fd (jobserver) kept.
 
     close_fds=False: cargo's jobserver fds are inheritable and rustc must see them.
-    Our own fds are O_CLOEXEC, except `keep_fds` (the slot lock), which the child
-    inherits on purpose so the slot stays held for as long as any process of the
-    compile (rustc, its linker) is alive.
+    Our own fds are O_CLOEXEC, except `keep_fds`, which the child inherits on purpose:
+    the slot lock, so the slot stays held for as long as any process of the compile
+    (rustc, its linker) is alive, and a jobserver of the compile's own, if it has one.
     """
     import subprocess  # here: a job that only waits never loads it (test_waiter_imports)
 
