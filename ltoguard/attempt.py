@@ -54,8 +54,7 @@ if TYPE_CHECKING:
 OOM_SCORE_ADJ_BASE = 900
 OOM_SCORE_ADJ_STEP = 25  # per guarded job admitted beside it: the youngest of 5 first
 MAX_SAMPLES = 600  # memory samples kept per job for the report
-# A multi-unit compile's peak with cargo's spare -j2 token against without: 875-908
-# against 800-836 MiB, +9% (docs/benchmarks.md, "A rerun alone on one codegen thread").
+# What a spare token adds to a multi-unit compile's peak (docs/benchmarks.md).
 SPARE_TOKENS_GROWTH = 1.1
 
 

@@ -190,11 +190,9 @@ def one_thread_jobserver(env: dict[str, str]) -> tuple[int, int]:
     closes its copies once the child runs). Raises OSError when no pipe can be made.
 
     rustc runs one LLVM worker per jobserver token it holds, beyond the one its
-    process stands for, and every worker holds a module in memory: a fat-LTO bin
-    that peaked at 875-908 MiB (VmHWM) with cargo's spare -j2 token peaked at
-    800-836 MiB without one (docs/benchmarks.md, "A rerun alone on one codegen
-    thread"). With no token to take it runs on the token cargo gave it, and cargo's
-    spare ones stay cargo's. CARGO_MAKEFLAGS is read first (rustc, the jobserver
+    process stands for, and every worker holds a module in memory (docs/benchmarks.md,
+    "A rerun alone on one codegen thread"). With no token to take it runs on the
+    token cargo gave it, and cargo's spare ones stay cargo's. CARGO_MAKEFLAGS is read first (rustc, the jobserver
     crate) and is set whole; in MAKEFLAGS and MFLAGS, where set (a linker's GCC LTO,
     ``-flto=jobserver``, reads them), only the jobserver options change.
     """
