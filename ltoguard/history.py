@@ -28,6 +28,7 @@ import stat
 
 from ltoguard.curves import Curve
 from ltoguard.estimates import DEFAULT_ESTIMATE, Basis, History
+from ltoguard.locks import briefly_locked
 from ltoguard.messages import warning
 from ltoguard.statedir import read_small_file, write_private_file
 
@@ -45,6 +46,9 @@ CACHE_NAME = "ltoguard"
 # Swatinem/rust-cache deletes it before saving, `cargo clean` too, and the cache
 # directory serves every other CI cache with one more path and no second write.
 TARGET_HISTORY = "ltoguard-history.json"
+# How long a job waits for another's write of the history (milliseconds, unless that
+# one is stopped) before it writes unlocked: a lost peak costs less than a held build.
+RECORD_LOCK_S = 2.0
 
 
 def history_file(uid: int) -> str:
@@ -315,31 +319,34 @@ class HistoryStore:
         inputs: dict[str, int] | None = None,
         curve: Curve | None = None,
     ) -> None:
-        """Load, record and save at once, so concurrent jobs rarely overwrite each other.
+        """Load, record and save at once, under a brief lock of the directory written.
         Never raises on I/O: a history that cannot be written costs precision, not the
         build. The file it could not write in the cache directory goes to the state
         directory instead."""
         if peak_bytes <= 0:
             return  # a job whose memory could not be sampled says nothing
-        history = self.load(toolchain)  # quiet: this job warned when it first read
-        history.record(key, group, peak_bytes, toolchain, inputs, curve)
-        state_path, state_fd = self._state()
-        if self._cache_fd is not None:
+        # Two jobs ending together would each save their own load: one peak lost.
+        lock_dir = self._cache_fd if self._cache_fd is not None else self._state()[1]
+        with briefly_locked(lock_dir, RECORD_LOCK_S):
+            history = self.load(toolchain)  # quiet: this job warned when it first read
+            history.record(key, group, peak_bytes, toolchain, inputs, curve)
+            state_path, state_fd = self._state()
+            if self._cache_fd is not None:
+                try:
+                    history.save(self.name, dir_fd=self._cache_fd)
+                    return
+                except OSError as exc:
+                    self.problem = _why(exc)
+                    warning(self.fallback_line())
+                    self.close()
+                    self.cache = None
             try:
-                history.save(self.name, dir_fd=self._cache_fd)
-                return
+                if state_fd is None:
+                    raise FileNotFoundError(2, "the state directory does not exist")
+                history.save(self.name, dir_fd=state_fd)
             except OSError as exc:
-                self.problem = _why(exc)
-                warning(self.fallback_line())
-                self.close()
-                self.cache = None
-        try:
-            if state_fd is None:
-                raise FileNotFoundError(2, "the state directory does not exist")
-            history.save(self.name, dir_fd=state_fd)
-        except OSError as exc:
-            path = os.path.join(state_path, self.name)
-            warning(f"cannot write memory history {path}: {_why(exc)}")
+                path = os.path.join(state_path, self.name)
+                warning(f"cannot write memory history {path}: {_why(exc)}")
 
     def lookup(
         self,

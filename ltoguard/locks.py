@@ -8,11 +8,17 @@ ltoguard never falls back to running unguarded.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
+import time
 
 from ltoguard.statedir import StateDirError, open_shared_file
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 MUTEX = "mutex.lock"
 
@@ -40,6 +46,28 @@ def try_lock(fd: int, *, shared: bool = False) -> bool:
             return False
         raise
     return True
+
+
+@contextlib.contextmanager
+def briefly_locked(dir_fd: int | None, seconds: float) -> Iterator[None]:
+    """Hold an exclusive flock on the directory `dir_fd` (through an fd of its own)
+    for a short read-modify-write of a file in it, such as the memory history. Polls
+    for up to `seconds`, then goes on unlocked, as it does where the filesystem has
+    no locks: the holder might be stopped, and the build must not wait on it."""
+    fd = None
+    if dir_fd is not None:
+        try:
+            fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dir_fd)
+            deadline = time.monotonic() + seconds
+            while not try_lock(fd) and time.monotonic() < deadline:
+                time.sleep(0.005)
+        except OSError:
+            pass
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)  # lets the lock go
 
 
 def lock_mutex(dir_fd: int, path: str) -> int:

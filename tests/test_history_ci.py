@@ -6,17 +6,21 @@ Swatinem/rust-cache's cleanup of the target directory between two runs."""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import multiprocessing
 import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from ltoguard import history as history_module
 from ltoguard.estimates import HISTORY_HEADROOM, OTHER_TOOLCHAIN_FACTOR, History
 from ltoguard.history import TARGET_HISTORY, HistoryStore, cache_dir, history_file
 from ltoguard.jobs import target_dir, toolchain_id
@@ -269,6 +273,50 @@ def test_a_peak_is_kept_in_the_cache_dir_only(
     )
     assert store.read_from() == [str(dirs.cache / dirs.name)]
     assert capsys.readouterr().err == ""
+
+
+def _record_at_once(dirs: Dirs, key: str, env: dict[str, str], go: Any) -> None:
+    store = dirs.store(**env)
+    go.wait()
+    store.record(key, "g", 100 * MiB, "tc")
+
+
+@pytest.mark.parametrize("where", ["cache", "state"])
+def test_jobs_that_end_together_keep_every_peak(dirs: Dirs, where: str) -> None:
+    """Each job loads, records and saves the whole file: eight jobs ending in the same
+    instant kept two to four of their eight peaks before the write was locked."""
+    ctx = multiprocessing.get_context("fork")
+    go = ctx.Event()
+    env = {} if where == "cache" else {"XDG_CACHE_HOME": ""}
+    keys = [f"app{i}" for i in range(8)]
+    procs = [ctx.Process(target=_record_at_once, args=(dirs, k, env, go)) for k in keys]
+    for p in procs:
+        p.start()
+    go.set()
+    for p in procs:
+        p.join(30)
+        assert p.exitcode == 0
+    directory = dirs.cache if where == "cache" else dirs.state
+    assert sorted(k for k, _, _ in History.load(str(directory / dirs.name)).items()) == keys
+
+
+def test_a_stopped_writer_holds_a_record_up_briefly_only(
+    dirs: Dirs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job stopped while it holds the history's lock (Ctrl-Z) must not hold up the
+    build's other jobs: they wait RECORD_LOCK_S, then write unlocked."""
+    monkeypatch.setattr(history_module, "RECORD_LOCK_S", 0.3)
+    dirs.cache.mkdir(parents=True, mode=0o700)
+    holder = os.open(dirs.cache, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        started = time.monotonic()
+        dirs.store().record("k", "g", 100 * MiB, "tc")
+        waited = time.monotonic() - started
+    finally:
+        os.close(holder)
+    assert 0.3 <= waited < 5
+    assert dirs.peaks(dirs.cache) == [100 * MiB]
 
 
 def test_older_files_are_read_and_moved_into_the_cache_dir(dirs: Dirs) -> None:
