@@ -190,10 +190,11 @@ class Attempt:
         try:
             env = dict(os.environ)
             env[HELD_ENV] = f"{os.getpid()}:{slot.index}"
-            if self.record.job.kind == "rustc" and (
+            if self.record.job.codegen_threads and (
                 slot.info.get("alone") is True or self._near_the_bound()
             ):
                 own_jobserver = _one_thread(env)
+                self.record.one_thread = True
             return process.spawn(
                 self.record.job.argv,
                 keep_fds=[slot.fd, *own_jobserver],
@@ -218,6 +219,8 @@ class Attempt:
         grown = int(rec.estimate * SPARE_TOKENS_GROWTH)
         if grown < rec.budget:
             return False
+        if rec.one_thread:
+            return True  # said at its first attempt
         note(
             f"{rec.job.what} needs ~{format_size(rec.estimate)}, ~{format_size(grown)} with"
             f" a spare codegen thread, of the {format_size(rec.budget)} guarded jobs may"

@@ -350,7 +350,7 @@ class GuardedRun:
         that queues again takes its ticket at its first position now: a waiter woken
         by the freed slot finds it still ahead (it would take its place, or start
         beside its rerun alone)."""
-        step = next_step(result, state, self.job.what, rustc=self.job.kind == "rustc")
+        step = next_step(result, state, self.job.what, threads=self.job.codegen_threads)
         if step.learn:
             self._learn(result.peak)
         steps.append(step)

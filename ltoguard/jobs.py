@@ -91,6 +91,14 @@ class Job:
     opt_level: str = ""
     debuginfo: str = ""
 
+    @property
+    def codegen_threads(self) -> bool:
+        """Does it run a codegen thread per spare jobserver token it takes? rustc
+        does; the command under `ltoguard run` or `ltoguard-link` keeps its jobserver
+        (attempt.py runs a rustc on one thread where a spare token's memory could
+        cost an OOM kill)."""
+        return self.kind == "rustc"
+
 
 def job_from_decision(argv: Sequence[str], d: Decision, override: CrateOverride | None) -> Job:
     from ltoguard.classify import describe
@@ -200,6 +208,7 @@ class JobRecord:
     inputs: dict[str, int] | None = None  # inputs.Inputs: what the cold estimate read
     paused_s: float = 0.0  # seconds its compile was paused to leave room, over every attempt
     curve: Curve | None = None  # its memory over a run, learned with its estimate
+    one_thread: bool = False  # an attempt ran on one codegen thread (attempt.py): said once
 
     @property
     def estimated(self) -> str:
@@ -264,6 +273,8 @@ class JobRecord:
             physical=self.physical,
             build=self.build,
         )
+        if self.one_thread:
+            fields["one_thread"] = True  # its peak is a one-thread peak
         # CPU seconds of this guard process itself (its waiting, probes and watch
         # threads) and of the compiles it ran and reaped: what ltoguard costs a build.
         cpu = os.times()

@@ -46,11 +46,11 @@ class Step:
     outcome: str = ""  # DONE: "ok", "failed" or "oom", for the event log
 
 
-def next_step(result: AttemptResult, state: RetryState, what: str, *, rustc: bool) -> Step:
-    """``what`` names the job in messages ("crate foo (bin, lto=fat)"); a rustc job
-    reruns on one codegen thread (attempt.py)."""
+def next_step(result: AttemptResult, state: RetryState, what: str, *, threads: bool) -> Step:
+    """``what`` names the job in messages ("crate foo (bin, lto=fat)"); a job that
+    runs codegen threads (``threads``: Job.codegen_threads) reruns on one (attempt.py)."""
     size = format_size(result.peak)
-    thread = ", on one codegen thread" if rustc else ""
+    thread = ", on one codegen thread" if threads else ""
     if result.stopped_itself:
         return Step(
             REQUEUE,

@@ -466,6 +466,9 @@ def test_a_job_whose_estimate_fills_the_memory_runs_on_one_codegen_thread(
     assert seen["small"][0] == f"jobserver fifo:{pool.path} tokens 2", seen
     assert "codegen thread" not in seen["small"][1], seen
     assert pool.count() == 2
+    log = tmp_path / "state" / f"events-{os.geteuid()}.jsonl"
+    one_thread = {e["crate"]: e.get("one_thread") for e in map(json.loads, log.open())}
+    assert one_thread == {"big": True, "small": None}  # a one-thread peak says so
 
 
 def test_a_command_s_rerun_alone_keeps_cargo_s_jobserver(
@@ -518,6 +521,31 @@ def test_one_codegen_thread_where_the_estimate_and_a_spare_token_fill_the_budget
         assert Attempt(record, Semaphore(path, dir_fd), None, None)._near_the_bound() is (
             one_thread
         )
+    finally:
+        os.close(dir_fd)
+
+
+def test_one_codegen_thread_is_said_once_per_job(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A job stopped and queued again runs on one thread again, without saying so a
+    second time; the first attempt said it."""
+    from ltoguard.attempt import Attempt
+    from ltoguard.jobs import Job, JobRecord
+    from ltoguard.semaphore import Semaphore
+    from ltoguard.statedir import open_state_dir
+
+    path, dir_fd = open_state_dir(str(tmp_path / "s"))
+    job = Job(["true"], kind="rustc", name="w", what="crate w (bin)", key="k", group="g")
+    record = JobRecord(job, 150 << 20, "history")
+    record.budget = 100 << 20
+    try:
+        attempt = Attempt(record, Semaphore(path, dir_fd), None, None)
+        assert attempt._near_the_bound()
+        assert capsys.readouterr().err.count("on one codegen thread") == 1
+        record.one_thread = True  # what _spawn notes when it runs it so
+        assert attempt._near_the_bound()
+        assert capsys.readouterr().err == ""
     finally:
         os.close(dir_fd)
 

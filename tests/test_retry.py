@@ -115,7 +115,7 @@ def test_next_step(
     outcome: str,
     says: str,
 ) -> None:
-    step = next_step(result, state, WHAT, rustc=True)
+    step = next_step(result, state, WHAT, threads=True)
     assert step.action == action
     assert step.state == after
     assert step.estimate_at_least == raised
@@ -133,7 +133,7 @@ def test_stopping_itself_wins_over_an_oom_reading() -> None:
         AttemptResult(KILLED, PEAK, stopped_itself=True, out_of_memory=True),
         RetryState(),
         WHAT,
-        rustc=True,
+        threads=True,
     )
     assert step.action == REQUEUE
 
@@ -141,7 +141,7 @@ def test_stopping_itself_wins_over_an_oom_reading() -> None:
 def test_a_command_s_rerun_says_nothing_of_codegen_threads() -> None:
     # One codegen thread is rustc's (attempt.py): `ltoguard run` commands keep theirs.
     result = AttemptResult(KILLED, PEAK, out_of_memory=True)
-    step = next_step(result, RetryState(), "command make", rustc=False)
+    step = next_step(result, RetryState(), "command make", threads=False)
     assert step.action == RERUN_ALONE
     assert (
         step.message
