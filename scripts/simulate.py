@@ -54,7 +54,7 @@ import re
 import sys
 from bisect import bisect_right
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +126,30 @@ class TraceJob:
         end = min(self.run_s, tau + length)
         pts.append((end - tau, self.memory_at(end)))
         return pts
+
+
+def stretched(job: TraceJob, factor: float) -> TraceJob:
+    """The same job run ``factor`` times as long, its profile stretched with it: the
+    job on another day or beside other compiles, as a build after the one it learned
+    from runs it (duration_spread)."""
+    profile = [(t * factor, m) for t, m in job.profile]
+    return replace(job, run_s=job.run_s * factor, profile=profile)
+
+
+def duration_spread(traces: Sequence[Sequence[TraceJob]]) -> list[float]:
+    """How much a job's duration varies from one build to the next, measured: for
+    every job that ran in two or more of ``traces`` (builds of one workspace), each
+    run's duration over the median of its runs."""
+    runs: dict[str, list[float]] = {}
+    for jobs in traces:
+        for j in jobs:
+            runs.setdefault(j.name, []).append(j.run_s)
+    out = []
+    for seconds in runs.values():
+        if len(seconds) > 1:
+            mid = sorted(seconds)[len(seconds) // 2]
+            out.extend(s / mid for s in seconds)
+    return sorted(out)
 
 
 def _num(row: dict[str, Any], key: str, where: str) -> float:
@@ -496,12 +520,15 @@ def simulate(
     backfill: bool = True,
     passes: int = admission.BACKFILL_PASSES,
     rise_once: bool = True,
+    learned: Sequence[TraceJob] | None = None,
 ) -> Result:
     """Replay ``jobs`` under a cap of ``cap`` bytes with ltoguard's admission rules
     (``backfill``: waiters behind a head refused for memory may start before it;
     ``rise_once``: a pause's floor counts only the fall the running jobs were not
     expected to make while nothing compiles beside them, as pause.py does; False
-    replays the older rule, which counted all of it)."""
+    replays the older rule, which counted all of it; ``learned``: the run a warm
+    replay learned its peaks and curves from, by default ``jobs`` themselves, as if
+    the build before ran every job the same way)."""
     base = Baseline.of(jobs)
     res = Result(cap=cap, cpu=sum(j.run_s for j in jobs))
     index = {id(j): k for k, j in enumerate(jobs)}
@@ -526,7 +553,9 @@ def simulate(
         estimates = "warm"  # its older name
     if estimates not in ESTIMATES:
         raise ValueError(f"estimates: {estimates!r} is not one of {', '.join(ESTIMATES)}")
-    estimator = Estimator(estimates, jobs, cap, headroom, use_curves)
+    estimator = Estimator(
+        estimates, jobs if learned is None else learned, cap, headroom, use_curves
+    )
     estimate_of = estimator.of
 
     def free(now: float) -> int:

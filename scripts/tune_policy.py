@@ -10,14 +10,22 @@ a first build (--estimates cold) and as a second (warm). Printed per policy: the
 sum of the replayed LTO phases, kills, stops, pauses, CPU lost, and per trace and
 cap the phase's seconds and the share of it with two jobs running.
 
-Usage: tune_policy.py [POLICY...] [--traces DIR] [--json]
+Usage: tune_policy.py [POLICY...] [--traces DIR] [--json] [--jitter N] [--curve-slack X]
 Default policies: the one ltoguard runs with, and the one before 2026-12-04.
+
+A warm replay learns each job's peak and curve from the very run it replays, so it
+knows every job's timing exactly, which no second build does. ``--jitter N`` replays
+each warm cell N times with every job's duration (and its curve) stretched by the
+ratio of two runs drawn from the spread measured over every recorded build of the
+same workspace (simulate.duration_spread, all traces under tests/data); kills and
+stops are then counted over the N replays, seconds averaged over them.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,7 +38,8 @@ from ltoguard.estimates import HISTORY_HEADROOM
 from ltoguard.sizes import MiB
 from scripts import simulate
 
-TRACES = Path(__file__).resolve().parent.parent / "tests" / "data" / "traces"
+DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
+TRACES = DATA / "traces"
 # Caps per trace, MiB: from where the largest job just fits beside the rest of the
 # build to where most pairs fit.
 CAPS = {
@@ -55,32 +64,66 @@ def caps_of(path: Path) -> Sequence[int]:
     return (cap // MiB,) if cap else ()
 
 
-def run(policy: str, estimates: str, traces: Sequence[Path]) -> dict[str, object]:
+def spread() -> list[float]:
+    """simulate.duration_spread over every recorded build, by workspace (a trace's
+    name less its cap)."""
+    families: dict[str, list[list[simulate.TraceJob]]] = {}
+    for path in sorted(DATA.glob("*/*.jsonl")):
+        families.setdefault(path.stem.rsplit("-", 1)[0], []).append(simulate.load_trace(path))
+    return sorted(r for runs in families.values() for r in simulate.duration_spread(runs))
+
+
+def replays(
+    path: Path, jobs: list[simulate.TraceJob], estimates: str, jitter: int, ratios: list[float]
+) -> list[list[simulate.TraceJob]]:
+    """The runs a cell replays: the trace itself, or for a warm cell with ``jitter``,
+    that many runs of it with each job's duration varied (the module's docstring)."""
+    if estimates != "warm" or not jitter:
+        return [jobs]
+    out = []
+    for k in range(jitter):
+        rng = random.Random(f"{path.name}:{k}")
+        out.append([simulate.stretched(j, rng.choice(ratios) / rng.choice(ratios)) for j in jobs])
+    return out
+
+
+def run(
+    policy: str, estimates: str, traces: Sequence[Path], jitter: int = 0, slack: float | None = None
+) -> dict[str, object]:
     headroom, divisor, margin, *flat = policy.split(":")
-    limits = admission.Limits(critical_floor_divisor=int(divisor), margin_floors=float(margin))
+    slacks = {} if slack is None else {"curve_slack": slack}
+    limits = admission.Limits(
+        critical_floor_divisor=int(divisor), margin_floors=float(margin), **slacks
+    )
+    ratios = spread() if jitter else []
     total = lost = cpu = 0.0
     kills = stops = pauses = 0
     cells = {}
     for path in traces:
         jobs = simulate.load_trace(path)
+        runs = replays(path, jobs, estimates, jitter, ratios)
         for cap in caps_of(path):
-            r = simulate.simulate(
-                jobs,
-                cap * MiB,
-                estimates=estimates,
-                limits=limits,
-                headroom=float(headroom),
-                use_curves=not flat,
-                backfill=not flat,
-            )
-            total += r.wall
-            kills += r.kills + r.failed
-            stops += r.stops
-            pauses += r.pauses
-            lost += r.cpu_lost
-            cpu += r.cpu
-            two = r.overlap_s / r.wall if r.wall else 0.0
-            cells[f"{path.stem.rsplit('-', 1)[0]}@{cap}"] = [round(r.wall, 1), round(two, 2)]
+            walls = twos = 0.0
+            for replayed in runs:
+                r = simulate.simulate(
+                    replayed,
+                    cap * MiB,
+                    estimates=estimates,
+                    limits=limits,
+                    headroom=float(headroom),
+                    use_curves=not flat,
+                    backfill=not flat,
+                    learned=jobs,
+                )
+                walls += r.wall / len(runs)
+                twos += (r.overlap_s / r.wall if r.wall else 0.0) / len(runs)
+                kills += r.kills + r.failed
+                stops += r.stops
+                pauses += r.pauses
+                lost += r.cpu_lost
+                cpu += r.cpu
+            total += walls
+            cells[f"{path.stem.rsplit('-', 1)[0]}@{cap}"] = [round(walls, 1), round(twos, 2)]
     return {
         "policy": policy,
         "estimates": estimates,
@@ -98,6 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("policy", nargs="*", help="HEADROOM:FLOOR_DIVISOR:MARGIN_FLOORS[:flat]")
     ap.add_argument("--traces", type=Path, default=TRACES)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--jitter", type=int, default=0, metavar="N", help="warm replays per cell")
+    ap.add_argument("--curve-slack", type=float, default=None, metavar="X")
     args = ap.parse_args(argv)
     policies = args.policy or [current(), OLD]
     traces = sorted(args.traces.glob("*.jsonl"))
@@ -110,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"tune_policy.py: error: {policy!r} is not H:D:M or H:D:M:flat", file=sys.stderr)
             return 2
         for estimates in ("cold", "warm"):
-            row = run(policy, estimates, traces)
+            row = run(policy, estimates, traces, args.jitter, args.curve_slack)
             if args.json:
                 print(json.dumps(row))
                 continue

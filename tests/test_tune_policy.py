@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
-from scripts import tune_policy
+from scripts import simulate, tune_policy
 
 
 def test_the_current_policy_beats_the_old_one_on_every_trace_kind(
@@ -35,3 +38,37 @@ def test_a_bad_policy_is_named(capsys: pytest.CaptureFixture[str]) -> None:
     assert tune_policy.main(["1.0:40"]) == 2
     assert "'1.0:40' is not H:D:M or H:D:M:flat" in capsys.readouterr().err
     assert tune_policy.main(["1.0:40:1:round"]) == 2
+
+
+def test_a_stretched_job_runs_longer_along_the_same_profile() -> None:
+    [job, *_] = simulate.load_trace(tune_policy.TRACES / "real-6-bins-600MiB.jsonl")
+    slow = simulate.stretched(job, 1.5)
+    assert slow.run_s == pytest.approx(job.run_s * 1.5)
+    assert slow.peak == job.peak and slow.name == job.name
+    assert slow.memory_at(job.run_s * 0.75) == job.memory_at(job.run_s * 0.5)
+
+
+def test_the_duration_spread_is_each_run_over_its_job_s_median() -> None:
+    def run(**seconds: float) -> list[simulate.TraceJob]:
+        [job, *_] = simulate.load_trace(tune_policy.TRACES / "real-6-bins-600MiB.jsonl")
+        return [simulate.stretched(replace(job, name=n), s / job.run_s) for n, s in seconds.items()]
+
+    spread = simulate.duration_spread([run(a=10, b=4), run(a=20, c=7), run(a=30)])
+    assert spread == pytest.approx([0.5, 1.0, 1.5])  # b and c ran once: they say nothing
+
+
+def test_jittered_warm_replays_are_repeatable_and_not_the_exact_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A warm replay that knows each job's timing exactly is the optimistic case; the
+    jittered ones vary it as measured, the same way on every run of the script."""
+    shutil.copy(tune_policy.TRACES / "real-6-bins-600MiB.jsonl", tmp_path)
+    rows: dict[str, list[dict[str, list[float]]]] = {}
+    for jitter in ("0", "3", "3"):
+        args = [tune_policy.current(), "--traces", str(tmp_path), "--json", "--jitter", jitter]
+        assert tune_policy.main(args) == 0
+        [_, warm] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        rows.setdefault(jitter, []).append(warm["cells"])
+    assert rows["3"][0] == rows["3"][1]
+    assert rows["3"][0] != rows["0"][0]
+    assert len(rows["3"][0]) == 3  # its three caps
