@@ -194,7 +194,7 @@ class Attempt:
                 slot.info.get("alone") is True or self._near_the_bound()
             ):
                 own_jobserver = _one_thread(env)
-                self.record.one_thread = True
+                self.record.one_thread = self.record.one_thread or bool(own_jobserver)
             return process.spawn(
                 self.record.job.argv,
                 keep_fds=[slot.fd, *own_jobserver],

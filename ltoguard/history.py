@@ -16,9 +16,11 @@ run, not once per job; a save that fails later warns on each job it fails), and
 the state directory keeps the history as before.
 Nothing here fails a build: the history only sharpens estimates.
 
-Concurrent jobs can lose each other's update (read-merge-replace, no lock): the
-cost is one sample, the file stays valid (estimates.History.save is atomic), and
-``record`` keeps that window to milliseconds.
+Each job loads the file, adds its peak and replaces the whole (estimates.History.save
+is atomic), under a flock of the directory it writes (locks.briefly_locked): two
+jobs that ended together lost one peak before. A holder that does not let go
+within RECORD_LOCK_S is not waited for: the write goes on unlocked and may cost
+one sample, never the build.
 """
 
 from __future__ import annotations
@@ -46,8 +48,9 @@ CACHE_NAME = "ltoguard"
 # Swatinem/rust-cache deletes it before saving, `cargo clean` too, and the cache
 # directory serves every other CI cache with one more path and no second write.
 TARGET_HISTORY = "ltoguard-history.json"
-# How long a job waits for another's write of the history (milliseconds, unless that
-# one is stopped) before it writes unlocked: a lost peak costs less than a held build.
+# How long a job waits for another's write of the history (a load and an fsync'd
+# save, unless that one is stopped) before it writes unlocked: a lost peak costs
+# less than a held build.
 RECORD_LOCK_S = 2.0
 
 
@@ -343,7 +346,11 @@ class HistoryStore:
             try:
                 if state_fd is None:
                     raise FileNotFoundError(2, "the state directory does not exist")
-                history.save(self.name, dir_fd=state_fd)
+                if lock_dir == state_fd:
+                    history.save(self.name, dir_fd=state_fd)
+                else:  # the cache directory failed: the state directory's writers' lock
+                    with briefly_locked(state_fd, RECORD_LOCK_S):
+                        history.save(self.name, dir_fd=state_fd)
             except OSError as exc:
                 path = os.path.join(state_path, self.name)
                 warning(f"cannot write memory history {path}: {_why(exc)}")

@@ -274,7 +274,7 @@ class JobRecord:
             build=self.build,
         )
         if self.one_thread:
-            fields["one_thread"] = True  # its peak is a one-thread peak
+            fields["one_thread"] = True  # an attempt ran on one codegen thread
         # CPU seconds of this guard process itself (its waiting, probes and watch
         # threads) and of the compiles it ran and reaped: what ltoguard costs a build.
         cpu = os.times()

@@ -1,4 +1,6 @@
-"""The flock locks of the state directory: the mutex, the slots, and probes of them.
+"""The flock locks of the state directory: the mutex, the slots, and probes of them;
+and the brief lock of a directory a file is rewritten in (`briefly_locked`: the
+memory history's, in the cache or the state directory), which is advice only.
 
 Locks are flock-style, so the kernel drops them when a holder dies, and lock files
 are never unlinked (a new file beside the old one's holders would split them into
@@ -53,21 +55,22 @@ def briefly_locked(dir_fd: int | None, seconds: float) -> Iterator[None]:
     """Hold an exclusive flock on the directory `dir_fd` (through an fd of its own)
     for a short read-modify-write of a file in it, such as the memory history. Polls
     for up to `seconds`, then goes on unlocked, as it does where the filesystem has
-    no locks: the holder might be stopped, and the build must not wait on it."""
+    no locks: the holder might be stopped (SIGSTOP, a debugger), and the build must
+    not wait on it."""
     fd = None
-    if dir_fd is not None:
-        try:
-            fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dir_fd)
-            deadline = time.monotonic() + seconds
-            while not try_lock(fd) and time.monotonic() < deadline:
-                time.sleep(0.005)
-        except OSError:
-            pass
     try:
+        if dir_fd is not None:
+            try:
+                fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dir_fd)
+                deadline = time.monotonic() + seconds
+                while not try_lock(fd) and time.monotonic() < deadline:
+                    time.sleep(0.005)
+            except OSError:
+                pass
         yield
     finally:
         if fd is not None:
-            os.close(fd)  # lets the lock go
+            os.close(fd)  # lets the lock go (a signal raised while polling included)
 
 
 def lock_mutex(dir_fd: int, path: str) -> int:

@@ -10,15 +10,17 @@ a first build (--estimates cold) and as a second (warm). Printed per policy: the
 sum of the replayed LTO phases, kills, stops, pauses, CPU lost, and per trace and
 cap the phase's seconds and the share of it with two jobs running.
 
-Usage: tune_policy.py [POLICY...] [--traces DIR] [--json] [--jitter N] [--curve-slack X]
+Usage: tune_policy.py [POLICY...] [--traces DIR] [--json]
+                      [--jitter N [--spread-from DIR]] [--curve-slack X]
 Default policies: the one ltoguard runs with, and the one before 2026-12-04.
 
 A warm replay learns each job's peak and curve from the very run it replays, so it
 knows every job's timing exactly, which no second build does. ``--jitter N`` replays
 each warm cell N times with every job's duration (and its curve) stretched by the
-ratio of two runs drawn from the spread measured over every recorded build of the
-same workspace (simulate.duration_spread, all traces under tests/data); kills and
-stops are then counted over the N replays, seconds averaged over them.
+ratio of two runs drawn from the spread measured in the traces of ``--spread-from``
+(default: ``--traces``): each run of a job over the median of its runs, over the
+traces of one workspace (a trace's name less its cap; simulate.duration_spread).
+Kills and stops are then counted over the N replays, seconds averaged over them.
 """
 
 from __future__ import annotations
@@ -64,17 +66,17 @@ def caps_of(path: Path) -> Sequence[int]:
     return (cap // MiB,) if cap else ()
 
 
-def spread() -> list[float]:
-    """simulate.duration_spread over every recorded build, by workspace (a trace's
-    name less its cap)."""
+def spread(traces: Sequence[Path]) -> list[float]:
+    """simulate.duration_spread of ``traces``, taken by workspace (a trace's name less
+    its cap: ``sweepA-many-186MiB`` is a build of ``sweepA-many``)."""
     families: dict[str, list[list[simulate.TraceJob]]] = {}
-    for path in sorted(DATA.glob("*/*.jsonl")):
+    for path in traces:
         families.setdefault(path.stem.rsplit("-", 1)[0], []).append(simulate.load_trace(path))
     return sorted(r for runs in families.values() for r in simulate.duration_spread(runs))
 
 
 def replays(
-    path: Path, jobs: list[simulate.TraceJob], estimates: str, jitter: int, ratios: list[float]
+    path: Path, jobs: list[simulate.TraceJob], estimates: str, jitter: int, ratios: Sequence[float]
 ) -> list[list[simulate.TraceJob]]:
     """The runs a cell replays: the trace itself, or for a warm cell with ``jitter``,
     that many runs of it with each job's duration varied (the module's docstring)."""
@@ -88,14 +90,20 @@ def replays(
 
 
 def run(
-    policy: str, estimates: str, traces: Sequence[Path], jitter: int = 0, slack: float | None = None
+    policy: str,
+    estimates: str,
+    traces: Sequence[Path],
+    jitter: int = 0,
+    slack: float | None = None,
+    ratios: Sequence[float] = (),
 ) -> dict[str, object]:
+    """One policy replayed over ``traces`` (``jitter``, ``ratios``: the module's
+    docstring; ``slack``: Limits.curve_slack, else its default)."""
     headroom, divisor, margin, *flat = policy.split(":")
     slacks = {} if slack is None else {"curve_slack": slack}
     limits = admission.Limits(
         critical_floor_divisor=int(divisor), margin_floors=float(margin), **slacks
     )
-    ratios = spread() if jitter else []
     total = lost = cpu = 0.0
     kills = stops = pauses = 0
     cells = {}
@@ -127,6 +135,8 @@ def run(
     return {
         "policy": policy,
         "estimates": estimates,
+        "jitter": jitter if estimates == "warm" else 0,
+        "curve_slack": limits.curve_slack,
         "total_s": round(total, 1),
         "kills": kills,
         "stops": stops,
@@ -142,20 +152,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--traces", type=Path, default=TRACES)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--jitter", type=int, default=0, metavar="N", help="warm replays per cell")
-    ap.add_argument("--curve-slack", type=float, default=None, metavar="X")
+    ap.add_argument("--spread-from", type=Path, default=None, metavar="DIR")
+    ap.add_argument(
+        "--curve-slack", type=float, default=None, metavar="X", help="Limits.curve_slack"
+    )
     args = ap.parse_args(argv)
+    if args.jitter < 0:
+        print("tune_policy.py: error: --jitter must be 0 or more", file=sys.stderr)
+        return 2
     policies = args.policy or [current(), OLD]
     traces = sorted(args.traces.glob("*.jsonl"))
     if not traces:
         print(f"tune_policy.py: error: no .jsonl trace in {args.traces}", file=sys.stderr)
         return 2
+    ratios: list[float] = []
+    if args.jitter:
+        source = args.spread_from or args.traces
+        ratios = spread(sorted(source.glob("*.jsonl")))
+        if not ratios:
+            print(
+                f"tune_policy.py: error: --jitter: no job ran in two traces of one workspace"
+                f" in {source} (pass --spread-from)",
+                file=sys.stderr,
+            )
+            return 2
     for policy in policies:
         parts = policy.split(":")
         if len(parts) not in (3, 4) or parts[3:] not in ([], ["flat"]):
             print(f"tune_policy.py: error: {policy!r} is not H:D:M or H:D:M:flat", file=sys.stderr)
             return 2
         for estimates in ("cold", "warm"):
-            row = run(policy, estimates, traces, args.jitter, args.curve_slack)
+            row = run(policy, estimates, traces, args.jitter, args.curve_slack, ratios)
             if args.json:
                 print(json.dumps(row))
                 continue

@@ -282,9 +282,12 @@ def _record_at_once(dirs: Dirs, key: str, env: dict[str, str], go: Any) -> None:
 
 
 @pytest.mark.parametrize("where", ["cache", "state"])
-def test_jobs_that_end_together_keep_every_peak(dirs: Dirs, where: str) -> None:
+def test_jobs_that_end_together_keep_every_peak(
+    dirs: Dirs, where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Each job loads, records and saves the whole file: eight jobs ending in the same
     instant kept two to four of their eight peaks before the write was locked."""
+    monkeypatch.setattr(history_module, "RECORD_LOCK_S", 60.0)  # eight fsyncs on a busy disk
     ctx = multiprocessing.get_context("fork")
     go = ctx.Event()
     env = {} if where == "cache" else {"XDG_CACHE_HOME": ""}
@@ -303,8 +306,8 @@ def test_jobs_that_end_together_keep_every_peak(dirs: Dirs, where: str) -> None:
 def test_a_stopped_writer_holds_a_record_up_briefly_only(
     dirs: Dirs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A job stopped while it holds the history's lock (Ctrl-Z) must not hold up the
-    build's other jobs: they wait RECORD_LOCK_S, then write unlocked."""
+    """A job stopped while it holds the history's lock (SIGSTOP, a debugger) must not
+    hold up the build's other jobs: they wait RECORD_LOCK_S, then write unlocked."""
     monkeypatch.setattr(history_module, "RECORD_LOCK_S", 0.3)
     dirs.cache.mkdir(parents=True, mode=0o700)
     holder = os.open(dirs.cache, os.O_RDONLY | os.O_DIRECTORY)
@@ -317,6 +320,17 @@ def test_a_stopped_writer_holds_a_record_up_briefly_only(
         os.close(holder)
     assert 0.3 <= waited < 5
     assert dirs.peaks(dirs.cache) == [100 * MiB]
+
+
+def test_a_record_lets_the_lock_go(dirs: Dirs) -> None:
+    store = dirs.store()
+    store.record("k", "g", 100 * MiB, "tc")
+    probe = os.open(dirs.cache, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises if it were still held
+    finally:
+        os.close(probe)
+    store.close()
 
 
 def test_older_files_are_read_and_moved_into_the_cache_dir(dirs: Dirs) -> None:

@@ -66,9 +66,13 @@ def test_jittered_warm_replays_are_repeatable_and_not_the_exact_one(
     rows: dict[str, list[dict[str, list[float]]]] = {}
     for jitter in ("0", "3", "3"):
         args = [tune_policy.current(), "--traces", str(tmp_path), "--json", "--jitter", jitter]
+        args += ["--spread-from", str(tune_policy.TRACES)]  # one trace has no spread
         assert tune_policy.main(args) == 0
         [_, warm] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
         rows.setdefault(jitter, []).append(warm["cells"])
     assert rows["3"][0] == rows["3"][1]
     assert rows["3"][0] != rows["0"][0]
     assert len(rows["3"][0]) == 3  # its three caps
+    assert tune_policy.main(["--traces", str(tmp_path), "--jitter", "3"]) == 2
+    assert "no job ran in two traces of one workspace" in capsys.readouterr().err
+    assert tune_policy.main(["--jitter", "-1"]) == 2
