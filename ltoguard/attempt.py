@@ -265,6 +265,7 @@ class Attempt:
         finally:
             exit_wait.close()
         self.record.paused_s += watch.finish()
+        self.record.pauses.extend(watch.pauses)
         peak = max(sampler.stop(), 0)
         samples.append([round(time.time(), 2), 0])
         return code, peak, stopped

@@ -70,6 +70,21 @@ def parse(value: object) -> Curve | None:
     return Curve(float(seconds), tuple(out))
 
 
+def without_pauses(
+    samples: Sequence[Sequence[float]], pauses: Sequence[tuple[float, float]]
+) -> list[list[float]]:
+    """``samples`` (``[time, bytes]``) as if the run had never been paused: those taken
+    while it was paused (between a pair of ``pauses``: when it was stopped and when
+    continued) dropped, each later one moved back by the time paused before it. A
+    stopped compile neither grows nor ends, so its curve is the rest, joined up."""
+    out = []
+    for t, m in samples:
+        if any(a < t < b for a, b in pauses):
+            continue
+        out.append([t - sum(b - a for a, b in pauses if b <= t), m])
+    return out
+
+
 def from_samples(samples: Sequence[Sequence[float]], start: float, end: float) -> Curve | None:
     """The curve of a run from ``start`` to ``end`` (seconds, any clock the samples
     share), its ``samples`` being ``[time, bytes]``. Between two samples the memory

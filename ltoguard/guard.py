@@ -365,13 +365,12 @@ class GuardedRun:
     def _learn(self, peak: int) -> None:
         if self.job.estimate is not None:
             return  # a configured estimate is not learned over
-        job = self.job
-        curve = None
-        samples = self.record.samples
-        if len(self.attempts) == 1 and not self.record.paused_s and samples:
-            # One run, never paused: its samples are its curve's (a pause would
-            # stretch it, a stopped run would cut it).
-            curve = curves.from_samples(samples, samples[0][0], samples[-1][0])
+        job, rec, curve = self.job, self.record, None
+        if len(self.attempts) == 1 and rec.samples and (rec.pauses or not rec.paused_s):
+            # One run: its samples are its curve's, its pauses cut out (the first
+            # and last samples are taken outside them; a stopped run would cut it short).
+            kept = curves.without_pauses(rec.samples, rec.pauses)
+            curve = curves.from_samples(kept, kept[0][0], kept[-1][0])
         self.history().record(job.key, job.group, peak, job.toolchain, self.inputs, curve)
 
     def _event(self, code: int, outcome: str, state: RetryState) -> None:

@@ -207,6 +207,7 @@ class JobRecord:
     samples: list[list[float]] = field(default_factory=list)  # [time, bytes] for the report
     inputs: dict[str, int] | None = None  # inputs.Inputs: what the cold estimate read
     paused_s: float = 0.0  # seconds its compile was paused to leave room, over every attempt
+    pauses: list[tuple[float, float]] = field(default_factory=list)  # time.time() paused, resumed
     curve: Curve | None = None  # its memory over a run, learned with its estimate
     one_thread: bool = False  # an attempt ran on one codegen thread (attempt.py): said once
 

@@ -129,6 +129,7 @@ class PauseWatch:
         self.quiet = quiet  # nothing else of the build compiles beside (_fall)
         self.started = clock()
         self.paused_s = 0.0  # seconds paused in all, the current pause excluded
+        self.pauses: list[tuple[float, float]] = []  # time.time() at each pause and resume
         self.signalled = False  # a signal was forwarded: never pause again
         self._paused_at: float | None = None  # clock() when paused
         self._paused_since: float | None = None  # time.time() when paused, for the record
@@ -276,6 +277,8 @@ class PauseWatch:
         if self._paused_at is not None:
             took = max(0.0, self.clock() - self._paused_at)
             self.paused_s += took
+        if self._paused_since is not None:
+            self.pauses.append((self._paused_since, time.time()))
         self._paused_at = self._paused_since = None
         return took
 

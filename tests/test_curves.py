@@ -50,6 +50,19 @@ def test_a_curve_is_each_slice_s_largest_share_of_the_peak() -> None:
     assert c.shape[curves.SLICES // 2] == 0.5  # 102 s: between the 100 and the 100
 
 
+def test_a_paused_runs_samples_are_joined_up_without_its_pauses() -> None:
+    # Stopped from 102 to 105 s and from 106 to 107 s: the samples taken then go, the
+    # later ones move back by the time paused before them.
+    samples = [[100, 0], [101, 50], [102, 80], [103, 80], [105, 80], [105.5, 90],
+               [106.5, 90], [108, 200], [108.5, 0]]  # fmt: skip
+    kept = curves.without_pauses(samples, [(102.0, 105.0), (106.0, 107.0)])
+    assert kept == [[100, 0], [101, 50], [102, 80], [102, 80], [102.5, 90], [104, 200],
+                    [104.5, 0]]  # fmt: skip
+    assert curves.without_pauses(samples, []) == samples
+    c = curves.from_samples(kept, kept[0][0], kept[-1][0])
+    assert c is not None and c.seconds == 4.5 and c.shape[-1] == 1.0
+
+
 def test_too_short_or_too_few_samples_give_no_curve() -> None:
     assert curves.from_samples([[0, 5], [0.5, 5], [0.9, 5]], 0.0, 0.9) is None
     assert curves.from_samples([[0, 5], [3, 5]], 0.0, 3.0) is None

@@ -22,8 +22,10 @@ from typing import Any
 import psutil
 import pytest
 
+from ltoguard import curves
 from ltoguard.admission import Running
 from ltoguard.events import read_events
+from ltoguard.history import history_file
 from ltoguard.pause import PauseWatch, Reading, Reclaimer
 from ltoguard.sizes import GiB, MiB
 from ltoguard.structs import replace
@@ -157,6 +159,35 @@ def test_paused_tree_is_stopped_resumed_and_shown(tmp_path: Path, procs: Procs) 
     [event] = events(tmp_path)
     assert event["outcome"] == "ok" and event["requeues"] == 0
     assert event["paused_s"] >= 0.5
+
+
+def test_a_paused_run_learns_its_curve_with_the_pause_cut_out(tmp_path: Path, procs: Procs) -> None:
+    """A run paused to leave room still tells how its memory goes: its curve is its
+    samples with the pause cut out, so the next build pairs it along its curve
+    (before, a paused run left no curve and the next ran it at its peak all along)."""
+    release = tmp_path / "release"
+    p = start(procs, tmp_path, FAKE_UNTIL=str(release))
+    rustc = compiler(tmp_path)
+    time.sleep(1.0)
+    control(tmp_path, PAUSE)
+    assert wait_for(lambda: state(rustc) == "T")
+    time.sleep(3.0)
+    control(tmp_path, RUN)
+    assert wait_for(lambda: state(rustc) in "RS")
+    time.sleep(1.0)
+    release.touch()
+    _, err = p.communicate(timeout=30)
+    assert p.returncode == 0, err
+    [event] = events(tmp_path)
+    assert event["paused_s"] >= 2.5
+    saved = json.loads(
+        (tmp_path / "xdg-cache" / "ltoguard" / history_file(os.geteuid())).read_text()
+    )
+    [entry] = saved["entries"].values()
+    curve = curves.parse(entry.get("curve"))
+    assert curve is not None
+    ran = event["finished"] - event["admitted"] - event["paused_s"]
+    assert ran - 0.5 < curve.seconds < ran + 0.5, (curve.seconds, ran)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
@@ -333,6 +364,8 @@ def test_watch_pauses_resumes_and_counts_paused_time(procs: Procs) -> None:
     watch.step()
     assert not watch.paused and wait_for(lambda: state(child) in "RS")
     assert watch.finish() == 4.0
+    # When it was stopped and continued, by the wall clock, for the curve it learns.
+    assert [b >= a for a, b in watch.pauses] == [True, True]
 
 
 def test_watch_settles_only_while_it_runs_with_no_older_holder(procs: Procs) -> None:
