@@ -194,7 +194,8 @@ class Attempt:
                 slot.info.get("alone") is True or self._near_the_bound()
             ):
                 own_jobserver = _one_thread(env)
-                self.record.one_thread = self.record.one_thread or bool(own_jobserver)
+                if own_jobserver:
+                    self.record.one_thread = True
             return process.spawn(
                 self.record.job.argv,
                 keep_fds=[slot.fd, *own_jobserver],
@@ -244,6 +245,7 @@ class Attempt:
         sampler = PeakSampler(proc.pid).start()
         stopped = False
         t0 = time.time()
+        self.record.run_from = len(samples)
         samples.append([round(t0, 2), 0])
         next_sample = 0.0
         exit_wait = process.ExitWait(proc)

@@ -352,7 +352,7 @@ class GuardedRun:
         beside its rerun alone)."""
         step = next_step(result, state, self.job.what, threads=self.job.codegen_threads)
         if step.learn:
-            self._learn(result.peak)
+            self._learn(result.peak, whole=result.code == 0)
         steps.append(step)
         if step.action == DONE:
             return
@@ -362,15 +362,11 @@ class GuardedRun:
         except (OSError, StateDirError):
             pass  # queued after the slot is freed, as before (the state dir says why)
 
-    def _learn(self, peak: int) -> None:
+    def _learn(self, peak: int, whole: bool) -> None:
         if self.job.estimate is not None:
             return  # a configured estimate is not learned over
-        job, rec, curve = self.job, self.record, None
-        if len(self.attempts) == 1 and rec.samples and (rec.pauses or not rec.paused_s):
-            # One run: its samples are its curve's, its pauses cut out (the first
-            # and last samples are taken outside them; a stopped run would cut it short).
-            kept = curves.without_pauses(rec.samples, rec.pauses)
-            curve = curves.from_samples(kept, kept[0][0], kept[-1][0])
+        job = self.job
+        curve = self.record.last_run_curve() if whole else None  # a cut-short run: none
         self.history().record(job.key, job.group, peak, job.toolchain, self.inputs, curve)
 
     def _event(self, code: int, outcome: str, state: RetryState) -> None:

@@ -208,8 +208,22 @@ class JobRecord:
     inputs: dict[str, int] | None = None  # inputs.Inputs: what the cold estimate read
     paused_s: float = 0.0  # seconds its compile was paused to leave room, over every attempt
     pauses: list[tuple[float, float]] = field(default_factory=list)  # time.time() paused, resumed
+    run_from: int = 0  # where the last attempt's samples begin
     curve: Curve | None = None  # its memory over a run, learned with its estimate
     one_thread: bool = False  # an attempt ran on one codegen thread (attempt.py): said once
+
+    def last_run_curve(self) -> Curve | None:
+        """The curve of its last attempt, for one that ran to its end: that attempt's
+        samples, its pauses cut out (curves.without_pauses; its first and last samples
+        are taken outside them). None after a run on one codegen thread (longer and
+        smaller than its next run on cargo's threads) or with its pauses unrecorded."""
+        from ltoguard import curves
+
+        run = self.samples[self.run_from :]
+        if not run or self.one_thread or (self.paused_s and not self.pauses):
+            return None
+        kept = curves.without_pauses(run, self.pauses)
+        return curves.from_samples(kept, kept[0][0], kept[-1][0])
 
     @property
     def estimated(self) -> str:

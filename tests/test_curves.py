@@ -53,7 +53,7 @@ def test_a_curve_is_each_slice_s_largest_share_of_the_peak() -> None:
 def test_a_paused_runs_samples_are_joined_up_without_its_pauses() -> None:
     # Stopped from 102 to 105 s and from 106 to 107 s: the samples taken then go, the
     # later ones move back by the time paused before them.
-    samples = [[100, 0], [101, 50], [102, 80], [103, 80], [105, 80], [105.5, 90],
+    samples: list[list[float]] = [[100, 0], [101, 50], [102, 80], [103, 80], [105, 80], [105.5, 90],
                [106.5, 90], [108, 200], [108.5, 0]]  # fmt: skip
     kept = curves.without_pauses(samples, [(102.0, 105.0), (106.0, 107.0)])
     assert kept == [[100, 0], [101, 50], [102, 80], [102, 80], [102.5, 90], [104, 200],
@@ -61,6 +61,25 @@ def test_a_paused_runs_samples_are_joined_up_without_its_pauses() -> None:
     assert curves.without_pauses(samples, []) == samples
     c = curves.from_samples(kept, kept[0][0], kept[-1][0])
     assert c is not None and c.seconds == 4.5 and c.shape[-1] == 1.0
+
+
+def test_the_curve_learned_is_the_last_runs_pauses_cut_out_not_one_on_one_thread() -> None:
+    job = Job(["rustc"], kind="rustc", name="w", what="crate w (bin)", key="k", group="g")
+    record = JobRecord(job, GiB, "default")
+    # A first attempt stopped at 102 s, then a run from 110 s paused 112-115 s.
+    record.samples = [[100, 0], [101, 50], [102, 60], [102, 0],
+                      [110, 0], [111, 40], [112, 70], [116, 100], [117, 0]]  # fmt: skip
+    record.run_from = 4
+    record.pauses = [(112.0, 115.0)]
+    record.paused_s = 3.0
+    c = record.last_run_curve()
+    assert c is not None and c.seconds == 4.0 and c.shape[0] == 0.4
+    record.pauses = []  # paused, but when is not known: no curve rather than a stretched one
+    assert record.last_run_curve() is None
+    record.paused_s, record.one_thread = 0.0, True
+    assert record.last_run_curve() is None
+    record.one_thread = False
+    assert record.last_run_curve() == curves.from_samples(record.samples[4:], 110.0, 117.0)
 
 
 def test_too_short_or_too_few_samples_give_no_curve() -> None:

@@ -161,6 +161,13 @@ def test_paused_tree_is_stopped_resumed_and_shown(tmp_path: Path, procs: Procs) 
     assert event["paused_s"] >= 0.5
 
 
+def learned_curve(tmp: Path) -> curves.Curve | None:
+    """The one job's curve in the history the run left."""
+    saved = json.loads((tmp / "xdg-cache" / "ltoguard" / history_file(os.geteuid())).read_text())
+    [entry] = saved["entries"].values()
+    return curves.parse(entry.get("curve"))
+
+
 def test_a_paused_run_learns_its_curve_with_the_pause_cut_out(tmp_path: Path, procs: Procs) -> None:
     """A run paused to leave room still tells how its memory goes: its curve is its
     samples with the pause cut out, so the next build pairs it along its curve
@@ -180,11 +187,7 @@ def test_a_paused_run_learns_its_curve_with_the_pause_cut_out(tmp_path: Path, pr
     assert p.returncode == 0, err
     [event] = events(tmp_path)
     assert event["paused_s"] >= 2.5
-    saved = json.loads(
-        (tmp_path / "xdg-cache" / "ltoguard" / history_file(os.geteuid())).read_text()
-    )
-    [entry] = saved["entries"].values()
-    curve = curves.parse(entry.get("curve"))
+    curve = learned_curve(tmp_path)
     assert curve is not None
     ran = event["finished"] - event["admitted"] - event["paused_s"]
     assert ran - 0.5 < curve.seconds < ran + 0.5, (curve.seconds, ran)
@@ -226,6 +229,33 @@ def test_critical_memory_kills_a_paused_job_and_requeues_it(tmp_path: Path, proc
     assert compiler(tmp_path, 2) != first  # it ran again, from the start
     [event] = events(tmp_path)
     assert event["outcome"] == "ok" and event["requeues"] >= 1 and event["paused_s"] > 0
+
+
+def test_a_job_stopped_and_run_again_learns_the_curve_of_its_last_run(
+    tmp_path: Path, procs: Procs
+) -> None:
+    """The run stopped for memory is cut short; the one after it ran whole, and its
+    curve (its own samples, from its start) is what the next build pairs it on."""
+    release = tmp_path / "release"
+    p = start(procs, tmp_path, FAKE_UNTIL=str(release))
+    first = compiler(tmp_path)
+    time.sleep(1.0)
+    control(tmp_path, PAUSE)
+    assert wait_for(lambda: state(first) == "T")
+    control(tmp_path, CRITICAL)
+    assert wait_for(lambda: not pid_alive(first))
+    control(tmp_path, ALONE)
+    compiler(tmp_path, 2)
+    time.sleep(2.0)
+    release.touch()
+    _, err = p.communicate(timeout=30)
+    assert p.returncode == 0, err
+    [event] = events(tmp_path)
+    assert event["requeues"] == 1 and len(event["attempts"]) == 2
+    _, started, ended, *_ = event["attempts"][-1]
+    curve = learned_curve(tmp_path)
+    assert curve is not None
+    assert ended - started - 0.5 < curve.seconds < ended - started + 0.5, (curve, started, ended)
 
 
 def start_lending(procs: Procs, tmp: Path) -> tuple[subprocess.Popen[str], Path]:
