@@ -215,12 +215,14 @@ class JobRecord:
     def last_run_curve(self) -> Curve | None:
         """The curve of its last attempt, for one that ran to its end: that attempt's
         samples, its pauses cut out (curves.without_pauses; its first and last samples
-        are taken outside them). None after a run on one codegen thread (longer and
-        smaller than its next run on cargo's threads) or with its pauses unrecorded."""
+        are taken outside them); None with its pauses unrecorded. A run on one codegen
+        thread leaves its curve too: a next run on more threads rises sooner (off that
+        curve: counted at its estimate) and ends sooner (expected longer): the curve
+        errs towards holding more, longer."""
         from ltoguard import curves
 
         run = self.samples[self.run_from :]
-        if not run or self.one_thread or (self.paused_s and not self.pauses):
+        if not run or (self.paused_s and not self.pauses):
             return None
         kept = curves.without_pauses(run, self.pauses)
         return curves.from_samples(kept, kept[0][0], kept[-1][0])

@@ -63,7 +63,7 @@ def test_a_paused_runs_samples_are_joined_up_without_its_pauses() -> None:
     assert c is not None and c.seconds == 4.5 and c.shape[-1] == 1.0
 
 
-def test_the_curve_learned_is_the_last_runs_pauses_cut_out_not_one_on_one_thread() -> None:
+def test_the_curve_learned_is_the_last_runs_with_its_pauses_cut_out() -> None:
     job = Job(["rustc"], kind="rustc", name="w", what="crate w (bin)", key="k", group="g")
     record = JobRecord(job, GiB, "default")
     # A first attempt stopped at 102 s, then a run from 110 s paused 112-115 s.
@@ -76,9 +76,7 @@ def test_the_curve_learned_is_the_last_runs_pauses_cut_out_not_one_on_one_thread
     assert c is not None and c.seconds == 4.0 and c.shape[0] == 0.4
     record.pauses = []  # paused, but when is not known: no curve rather than a stretched one
     assert record.last_run_curve() is None
-    record.paused_s, record.one_thread = 0.0, True
-    assert record.last_run_curve() is None
-    record.one_thread = False
+    record.paused_s = 0.0
     assert record.last_run_curve() == curves.from_samples(record.samples[4:], 110.0, 117.0)
 
 
