@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 # picked first only with a bonus near the whole bound (docs/design.md, pausing).
 OOM_SCORE_ADJ_BASE = 900
 OOM_SCORE_ADJ_STEP = 25  # per guarded job admitted beside it: the youngest of 5 first
-MAX_SAMPLES = 600  # memory samples kept per job for the report
+MAX_SAMPLES = 600  # memory samples kept per attempt, for its curve and the report
 # What a spare token adds to a multi-unit compile's peak (docs/benchmarks.md).
 SPARE_TOKENS_GROWTH = 1.1
 
@@ -256,7 +256,7 @@ class Attempt:
                 if (code := exit_wait.wait(interval)) is not None:
                     break
                 now = time.time()
-                if now >= next_sample and len(samples) < MAX_SAMPLES:
+                if now >= next_sample and len(samples) - self.record.run_from < MAX_SAMPLES:
                     samples.append([round(now, 2), sampler.current])
                     # Closer in the first seconds, when a compile takes most of its peak:
                     # the curve learned from these must see the rise.

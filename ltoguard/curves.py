@@ -73,16 +73,13 @@ def parse(value: object) -> Curve | None:
 def without_pauses(
     samples: Sequence[Sequence[float]], pauses: Sequence[tuple[float, float]]
 ) -> list[list[float]]:
-    """``samples`` (``[time, bytes]``) as if the run had never been paused: those taken
-    while it was paused (between a pair of ``pauses``: when it was stopped and when
-    continued) dropped, each later one moved back by the time paused before it. A
-    stopped compile neither grows nor ends, so its curve is the rest, joined up."""
-    out = []
-    for t, m in samples:
-        if any(a < t < b for a, b in pauses):
-            continue
-        out.append([t - sum(b - a for a, b in pauses if b <= t), m])
-    return out
+    """``samples`` (``[time, bytes]``) as if the run had never been paused: each moved
+    back by the time it was paused before it (``pauses``: when it was stopped and when
+    continued), so one taken during a pause falls on the pause's start. A stopped
+    compile neither grows nor ends, so its curve is the rest, joined up. Samples are
+    rounded to 0.01 s and pauses are not: none is dropped for falling a few ms inside
+    one, least of all the run's last."""
+    return [[t - sum(max(0.0, min(t, b) - a) for a, b in pauses), m] for t, m in samples]
 
 
 def from_samples(samples: Sequence[Sequence[float]], start: float, end: float) -> Curve | None:

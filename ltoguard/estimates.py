@@ -338,7 +338,7 @@ class History:
         if inputs is None and entry is not None:
             inputs = entry.inputs  # a run that read no inputs forgets none
         if curve is None and entry is not None and same:
-            curve = entry.curve  # a run that gave none (paused, too short) keeps the last
+            curve = entry.curve  # a run that gave none (cut short, too short) keeps the last
         self._entries[key] = Entry(group, peaks, toolchain, inputs, curve)
         while len(self._entries) > MAX_KEYS:
             del self._entries[next(iter(self._entries))]

@@ -213,16 +213,16 @@ class JobRecord:
     one_thread: bool = False  # an attempt ran on one codegen thread (attempt.py): said once
 
     def last_run_curve(self) -> Curve | None:
-        """The curve of its last attempt, for one that ran to its end: that attempt's
-        samples, its pauses cut out (curves.without_pauses; its first and last samples
-        are taken outside them); None with its pauses unrecorded. A run on one codegen
-        thread leaves its curve too: a next run on more threads rises sooner (off that
-        curve: counted at its estimate) and ends sooner (expected longer): the curve
-        errs towards holding more, longer."""
+        """The curve of its last attempt, for one that exited 0 (the caller knows):
+        that attempt's samples, its pauses cut out (curves.without_pauses). A run on
+        one codegen thread leaves its curve too, as it did before pauses were cut
+        out: a next run on more threads ends sooner (expected longer), and may rise
+        sooner than the curve says, where the pause is the net (off its curve, it
+        counts at its estimate)."""
         from ltoguard import curves
 
         run = self.samples[self.run_from :]
-        if not run or (self.paused_s and not self.pauses):
+        if not run:
             return None
         kept = curves.without_pauses(run, self.pauses)
         return curves.from_samples(kept, kept[0][0], kept[-1][0])
