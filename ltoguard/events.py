@@ -19,7 +19,8 @@ reruns, requeues, outcome, budget, available_at_admit, samples, mem_source,
 physical, build (the cargo run it belongs to), guard_cpu_s and compile_cpu_s (CPU
 seconds of the guard process itself and of the compiles it reaped), attempts
 ([queued, admitted, ended, paused_s, next step] per admission, shorter for one cut
-short), and, when the cold estimate read them, inputs and profile.
+short), pauses ([paused, resumed] times of the last 20 pauses, when it was paused),
+and, when the cold estimate read them, inputs and profile.
 """
 
 from __future__ import annotations

@@ -286,6 +286,11 @@ class JobRecord:
             budget=self.budget,
             available_at_admit=self.available_at_admit,
             samples=self.samples[-120:],
+            **(
+                {"pauses": [[round(a, 2), round(b, 2)] for a, b in self.pauses[-20:]]}
+                if self.pauses
+                else {}
+            ),
             mem_source=self.mem_source,
             physical=self.physical,
             build=self.build,

@@ -172,18 +172,20 @@ def job_from_event(row: dict[str, Any], trace_cap: int, where: str) -> TraceJob:
     peak = int(_num(row, "peak", where))
     span = max(0.0, end - start)
     run_s = max(TICK, span - paused)
-    squeeze = run_s / span if span > 0 else 1.0  # pauses are taken out evenly
-    raw = row.get("samples") or []
-    prof: list[tuple[float, int]] = []
-    for s in raw:
-        if (
-            isinstance(s, list)
-            and len(s) == 2
-            and all(isinstance(v, (int, float)) for v in s)
-            and start <= s[0] < end - 1e-3
-        ):
-            prof.append(((s[0] - start) * squeeze, int(s[1])))
-    prof.sort()
+    raw = [
+        [float(s[0]), int(s[1])]
+        for s in row.get("samples") or []
+        if isinstance(s, list)
+        and len(s) == 2
+        and all(isinstance(v, (int, float)) for v in s)
+        and start <= s[0] < end - 1e-3
+    ]
+    pauses = _pauses(row.get("pauses"), start, end)
+    if pauses:  # cut out where they were, as ltoguard learns its curve
+        raw, squeeze = curves.without_pauses(raw, pauses), 1.0
+    else:  # older logs: taken out evenly
+        squeeze = run_s / span if span > 0 else 1.0
+    prof = sorted(((t - start) * squeeze, int(m)) for t, m in raw)
     if not prof or prof[0][0] > 0:
         prof.insert(0, (0.0, 0))
     if max(m for _, m in prof) < peak:
@@ -212,6 +214,25 @@ def job_from_event(row: dict[str, Any], trace_cap: int, where: str) -> TraceJob:
         inputs=inputs,
         debuginfo=debuginfo,
     )
+
+
+def _pauses(value: object, start: float, end: float) -> list[tuple[float, float]]:
+    """The event's ``pauses`` ([paused, resumed] times) within its last attempt, if the
+    event lists them and every one is well formed; else none (older logs)."""
+    if not isinstance(value, list):
+        return []
+    out = []
+    for p in value:
+        if not (isinstance(p, list) and len(p) == 2):
+            return []
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in p):
+            return []
+        a, b = float(p[0]), float(p[1])
+        if a > b:
+            return []
+        if start <= a and b <= end + 1.0:
+            out.append((a, b))
+    return out
 
 
 def _last_attempt(row: dict[str, Any]) -> tuple[float, float, float] | None:

@@ -187,6 +187,10 @@ def test_a_paused_run_learns_its_curve_with_the_pause_cut_out(tmp_path: Path, pr
     assert p.returncode == 0, err
     [event] = events(tmp_path)
     assert event["paused_s"] >= 2.5
+    [[paused, resumed]] = event["pauses"]  # when, for the replays
+    assert event["admitted"] < paused and resumed - paused == pytest.approx(
+        event["paused_s"], abs=0.1
+    )
     curve = learned_curve(tmp_path)
     assert curve is not None
     ran = event["finished"] - event["admitted"] - event["paused_s"]

@@ -326,6 +326,22 @@ def test_a_build_whose_jobs_were_stopped_replays_their_last_runs() -> None:
     assert simulate.simulate(jobs, 872 * MiB).wall == pytest.approx(recorded, rel=0.10)
 
 
+def test_a_paused_jobs_profile_has_its_pauses_cut_out_where_they_were() -> None:
+    """Ran 0-2 s, paused 2-6 s, ran 6-10 s: its profile is 6 s long, the rise after the
+    pause at 3 s of run (as ltoguard learns its curve); an older log, which lists no
+    pauses, spreads the 4 s evenly over the run."""
+    row = event("a", 0.0, 10.0, 500, paused_s=4.0)
+    row["samples"] = [[0.0, 0], [1.0, 100 * MiB], [3.0, 100 * MiB], [5.0, 100 * MiB],
+                      [7.0, 500 * MiB], [9.9, 500 * MiB]]  # fmt: skip
+    cut = simulate.job_from_event(dict(row, pauses=[[2.0, 6.0]]), 1000 * MiB, "t")
+    assert cut.run_s == pytest.approx(6.0)
+    assert (3.0, 500 * MiB) in cut.profile and cut.memory_at(2.5) < 500 * MiB
+    even = simulate.job_from_event(row, 1000 * MiB, "t")
+    assert (4.2, 500 * MiB) in [(round(t, 2), m) for t, m in even.profile]
+    for bad in ([[6.0, 2.0]], [[2.0]], [["x", 6.0]], "2-6"):  # malformed: as if none
+        assert simulate.job_from_event(dict(row, pauses=bad), 1000 * MiB, "t") == even
+
+
 def test_the_held_out_builds_replay_as_they_ran() -> None:
     """The 27 cold builds (three sweeps, and clap's examples at two caps), which the
     policy was not tuned on, each replayed at its own cap with the estimates it ran on: the simulator's LTO phase
