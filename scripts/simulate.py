@@ -181,6 +181,10 @@ def job_from_event(row: dict[str, Any], trace_cap: int, where: str) -> TraceJob:
         and start <= s[0] < end - 1e-3
     ]
     pauses = _pauses(row.get("pauses"), start, end)
+    # The event keeps its last 20 pauses, each end rounded to 0.01 s: they must add
+    # up to the time paused, or they are not all of them.
+    if abs(sum(b - a for a, b in pauses) - paused) > 0.05 + 0.02 * len(pauses):
+        pauses = []
     if pauses:  # cut out where they were, as ltoguard learns its curve
         raw, squeeze = curves.without_pauses(raw, pauses), 1.0
     else:  # older logs: taken out evenly
