@@ -214,11 +214,10 @@ class JobRecord:
 
     def last_run_curve(self) -> Curve | None:
         """The curve of its last attempt, for one that exited 0 (the caller knows):
-        that attempt's samples, its pauses cut out (curves.without_pauses). A run on
-        one codegen thread leaves its curve too, as it did before pauses were cut
-        out: a next run on more threads ends sooner (expected longer), and may rise
-        sooner than the curve says, where the pause is the net (off its curve, it
-        counts at its estimate)."""
+        that attempt's samples, its pauses cut out (curves.without_pauses). One run
+        on one codegen thread counts too: a next run on more threads ends sooner
+        (expected longer), and if it rises sooner, it is off its curve (counted at
+        its estimate)."""
         from ltoguard import curves
 
         run = self.samples[self.run_from :]

@@ -168,16 +168,23 @@ def learned_curve(tmp: Path) -> curves.Curve | None:
     return curves.parse(entry.get("curve"))
 
 
+def paused_after_a_second(procs: Procs, tmp: Path) -> tuple[subprocess.Popen[str], int, Path]:
+    """A compile that runs until the returned file exists, paused once it has run a
+    second (long enough to leave a curve): ltoguard, the compiler's pid, the file."""
+    release = tmp / "release"
+    p = start(procs, tmp, FAKE_UNTIL=str(release))
+    rustc = compiler(tmp)
+    time.sleep(1.0)
+    control(tmp, PAUSE)
+    assert wait_for(lambda: state(rustc) == "T")
+    return p, rustc, release
+
+
 def test_a_paused_run_learns_its_curve_with_the_pause_cut_out(tmp_path: Path, procs: Procs) -> None:
     """A run paused to leave room still tells how its memory goes: its curve is its
     samples with the pause cut out, so the next build pairs it along its curve
     (before, a paused run left no curve and the next ran it at its peak all along)."""
-    release = tmp_path / "release"
-    p = start(procs, tmp_path, FAKE_UNTIL=str(release))
-    rustc = compiler(tmp_path)
-    time.sleep(1.0)
-    control(tmp_path, PAUSE)
-    assert wait_for(lambda: state(rustc) == "T")
+    p, rustc, release = paused_after_a_second(procs, tmp_path)
     time.sleep(3.0)
     control(tmp_path, RUN)
     assert wait_for(lambda: state(rustc) in "RS")
@@ -240,12 +247,7 @@ def test_a_job_stopped_and_run_again_learns_the_curve_of_its_last_run(
 ) -> None:
     """The run stopped for memory is cut short; the one after it ran whole, and its
     curve (its own samples, from its start) is what the next build pairs it on."""
-    release = tmp_path / "release"
-    p = start(procs, tmp_path, FAKE_UNTIL=str(release))
-    first = compiler(tmp_path)
-    time.sleep(1.0)
-    control(tmp_path, PAUSE)
-    assert wait_for(lambda: state(first) == "T")
+    p, first, release = paused_after_a_second(procs, tmp_path)
     control(tmp_path, CRITICAL)
     assert wait_for(lambda: not pid_alive(first))
     control(tmp_path, ALONE)
