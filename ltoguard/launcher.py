@@ -35,11 +35,29 @@ def render(python: str, paths: Sequence[str]) -> str:
 
 def site_paths() -> list[str]:
     out: list[str] = []
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    for p in (here, sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]):
+    for p in (package_root(), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]):
         if p not in out:
             out.append(p)
     return out
+
+
+def package_root() -> str:
+    """The folder holding the ltoguard package this environment has installed (the
+    checkout itself for an editable install). Not the folder `python -m` was run
+    from: install.sh runs in a checkout, whose own ltoguard/ shadows the installed
+    copy there, and a launcher naming it would run the checkout's code in every
+    build, whatever branch it is on later."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cwd = os.getcwd()
+    if os.path.realpath(here) != os.path.realpath(cwd):
+        return here
+    from importlib.machinery import PathFinder
+
+    rest = [p for p in sys.path if p and os.path.realpath(p) != os.path.realpath(cwd)]
+    spec = PathFinder.find_spec("ltoguard", rest)
+    if spec is None or not spec.submodule_search_locations:
+        return here  # only the checkout has it: run from there, as before
+    return os.path.dirname(os.path.abspath(list(spec.submodule_search_locations)[0]))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

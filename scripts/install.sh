@@ -66,7 +66,7 @@ mkdir -p "$bindir"
 ln -sfn "$venv/bin/ltoguard-fast" "$bindir/ltoguard"
 ln -sfn "$venv/bin/ltoguard-link" "$bindir/ltoguard-link"
 
-echo "installed ltoguard $("$venv/bin/python" -c 'import ltoguard; print(ltoguard.__version__)') into $venv"
+echo "installed ltoguard $(cd / && "$venv/bin/python" -c 'import ltoguard; print(ltoguard.__version__)') into $venv"
 echo "wrapper: $bindir/ltoguard -> $venv/bin/ltoguard-fast (console script: $script)"
 case ":$PATH:" in
     *":$bindir:"*) ;;
