@@ -55,8 +55,10 @@ def package_root() -> str:
 
     rest = [p for p in sys.path if p and os.path.realpath(p) != os.path.realpath(cwd)]
     spec = PathFinder.find_spec("ltoguard", rest)
-    if spec is None or not spec.submodule_search_locations:
-        return here  # only the checkout has it: run from there, as before
+    if spec is None or spec.origin is None or not spec.submodule_search_locations:
+        # None on the path past this folder (an editable install of this checkout
+        # finds it here, or through an import hook the path does not show): this one.
+        return here
     return os.path.dirname(os.path.abspath(list(spec.submodule_search_locations)[0]))
 
 

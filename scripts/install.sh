@@ -59,14 +59,15 @@ if [ ! -x "$script" ]; then
 fi
 # The wrapper cargo runs for every crate: the same code as the console script,
 # started with `python -IS` (no site scan): see ltoguard/launcher.py.
-"$venv/bin/python" -m ltoguard.launcher "$venv/bin/ltoguard-fast"
+# -I: neither this folder (the checkout's own ltoguard/) nor PYTHONPATH on the path.
+"$venv/bin/python" -I -m ltoguard.launcher "$venv/bin/ltoguard-fast"
 mkdir -p "$bindir"
 # The wrapper's path is hashed into cargo's -C metadata: keep it the same
 # across reinstalls (a symlink at a fixed place), or every crate rebuilds.
 ln -sfn "$venv/bin/ltoguard-fast" "$bindir/ltoguard"
 ln -sfn "$venv/bin/ltoguard-link" "$bindir/ltoguard-link"
 
-echo "installed ltoguard $(cd / && "$venv/bin/python" -c 'import ltoguard; print(ltoguard.__version__)') into $venv"
+echo "installed ltoguard $("$venv/bin/python" -I -c 'import ltoguard; print(ltoguard.__version__)') into $venv"
 echo "wrapper: $bindir/ltoguard -> $venv/bin/ltoguard-fast (console script: $script)"
 case ":$PATH:" in
     *":$bindir:"*) ;;

@@ -31,8 +31,10 @@ def test_made_in_a_checkout_it_runs_the_installed_copy(tmp_path: Path) -> None:
     installed, checkout = tmp_path / "site", tmp_path / "checkout"
     for where in (installed, checkout):
         shutil.copytree(PACKAGE, where / "ltoguard", ignore=shutil.ignore_patterns("__pycache__"))
+    (installed / "ltoguard" / "__init__.py").write_text('__version__ = "installed-copy"\n')
     dest = tmp_path / "ltoguard-fast"
     env = dict(os.environ, PYTHONPATH=str(installed), PYTHONDONTWRITEBYTECODE="1")
+    env.pop("PYTHONSAFEPATH", None)  # 3.11+: it would keep the folder off the path
     subprocess.run(
         [sys.executable, "-m", "ltoguard.launcher", str(dest)], cwd=checkout, env=env, check=True
     )
@@ -43,6 +45,7 @@ def test_made_in_a_checkout_it_runs_the_installed_copy(tmp_path: Path) -> None:
         [str(dest), "--version"], cwd=checkout, env=env, capture_output=True, text=True
     )
     assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.strip() == "ltoguard installed-copy"
 
 
 def test_made_elsewhere_it_names_the_package_it_imported(
@@ -51,6 +54,6 @@ def test_made_elsewhere_it_names_the_package_it_imported(
     """From any other folder (and for an editable install, whose package is the
     checkout) the launcher names the folder the package was imported from."""
     monkeypatch.chdir(tmp_path)
-    assert launcher.site_paths()[0] == str(PACKAGE.parent)
+    assert os.path.realpath(launcher.site_paths()[0]) == str(PACKAGE.parent)
     monkeypatch.chdir(PACKAGE.parent)
-    assert launcher.site_paths()[0] == str(PACKAGE.parent)
+    assert os.path.realpath(launcher.site_paths()[0]) == str(PACKAGE.parent)
