@@ -41,7 +41,7 @@ Usage: simulate.py TRACE... [--cap SIZE[,SIZE...]] [--trace-cap SIZE]
                    [--estimates recorded|cold|warm|peak] [--headroom X]
                    [--[no-]curves] [--[no-]backfill] [--arrivals linked|recorded]
                    [--cpus N] [--slots N] [--floor-divisor N] [--margin-floors X]
-                   [--recorded] [--json]
+                   [--recorded] [--orders N [--seed S]] [--json]
 TRACE is a .jsonl file or a directory of them. Exit status 0, 2 on bad input.
 """
 
@@ -50,6 +50,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import random
 import re
 import sys
 from bisect import bisect_right
@@ -150,6 +151,26 @@ def duration_spread(traces: Sequence[Sequence[TraceJob]]) -> list[float]:
             mid = sorted(seconds)[len(seconds) // 2]
             out.extend(s / mid for s in seconds)
     return sorted(out)
+
+
+# What belongs to a job's place in cargo's order, not to the job (reordered).
+PLACE_FIELDS = ("queued", "admitted", "finished", "baseline", "trigger", "lag")
+
+
+def reordered(jobs: Sequence[TraceJob], rng: random.Random) -> list[TraceJob]:
+    """The same build with cargo's order drawn again. cargo 1.95 takes the binaries
+    of a workspace, which tie in its queue, in a random order in each build
+    (docs/benchmarks.md, "cargo's order"); so here the jobs trade places: each keeps
+    its own run (length, memory, estimate, inputs), each place its arrival (when,
+    after which other job's end or lent token, and what the rest of the build held
+    then). As if every binary were ready at once: a binary over fewer crates may
+    in fact be ready sooner."""
+    order = list(range(len(jobs)))
+    rng.shuffle(order)
+    return [
+        replace(jobs[order[k]], **{f: getattr(place, f) for f in PLACE_FIELDS})
+        for k, place in enumerate(jobs)
+    ]
 
 
 def _num(row: dict[str, Any], key: str, where: str) -> float:
@@ -889,8 +910,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--recorded", action="store_true", help="also print the trace's own figures, as it ran"
     )
+    ap.add_argument(
+        "--orders",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also replay each cap N times with cargo's order of the jobs drawn again"
+        " (seeded: --seed), and print the spread of the LTO phase over them",
+    )
+    ap.add_argument("--seed", type=int, default=0, help="for --orders (default 0)")
     ap.add_argument("--json", action="store_true", help="one JSON object per replay")
     args = ap.parse_args(argv)
+    if args.orders < 0:
+        ap.error("--orders: a count, 0 or more")
     limits = admission.Limits(
         critical_floor_divisor=args.floor_divisor, margin_floors=args.margin_floors
     )
@@ -904,29 +936,33 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rows.append(
                     {"trace": path.name, "estimates": "as recorded", **as_recorded(jobs, own_cap)}
                 )
+            rng = random.Random(args.seed)
+            draws = [reordered(jobs, rng) for _ in range(args.orders)]
             for cap in caps:
-                res = simulate(
-                    jobs,
-                    cap,
-                    estimates=args.estimates,
-                    arrivals=args.arrivals,
-                    slot_limit=args.slots,
-                    cpus=args.cpus,
-                    limits=limits,
-                    headroom=args.headroom,
-                    use_curves=args.curves,
-                    backfill=args.backfill,
-                )
-                rows.append(
-                    {
-                        "trace": path.name,
-                        "estimates": args.estimates,
-                        "backfill": args.backfill,
-                        **res.row(),
-                    }
-                )
-                if not args.json and res.refused_examples:
-                    rows[-1]["examples"] = res.refused_examples
+                for k, order in enumerate([jobs, *draws]):
+                    res = simulate(
+                        order,
+                        cap,
+                        estimates=args.estimates,
+                        arrivals=args.arrivals,
+                        slot_limit=args.slots,
+                        cpus=args.cpus,
+                        limits=limits,
+                        headroom=args.headroom,
+                        use_curves=args.curves,
+                        backfill=args.backfill,
+                    )
+                    rows.append(
+                        {
+                            "trace": path.name,
+                            "estimates": args.estimates,
+                            "backfill": args.backfill,
+                            **({"order": k} if args.orders else {}),
+                            **res.row(),
+                        }
+                    )
+                    if not args.json and res.refused_examples and k == 0:
+                        rows[-1]["examples"] = res.refused_examples
     except (OSError, TraceError) as exc:
         print(f"simulate.py: error: {exc}", file=sys.stderr)
         return 2
@@ -954,10 +990,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         "max_passed",
         "max_head_wait_s",
     ]
+    if args.orders:
+        cols.insert(3, "order")
     print("  ".join(cols))
     for r in rows:
         print("  ".join(str(r.get(c, "-")) for c in cols))
+    if args.orders:
+        print(order_spread(rows))
     return 0
+
+
+def order_spread(rows: Sequence[dict[str, Any]]) -> str:
+    """Per trace and cap, the LTO phase over cargo's orders: as recorded, and the
+    least, median and most over the orders drawn (order 0 is the recorded one)."""
+    out = ["order: the trace's own (0) or drawn again (1...); the LTO phase over them:"]
+    cells: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in rows:
+        if "order" in r:
+            cells.setdefault((r["trace"], r["cap_mib"]), []).append(r)
+    for (trace, cap), rs in cells.items():
+        walls = sorted(r["wall_s"] for r in rs if r["order"])
+        if not walls:
+            continue
+        own = next(r["wall_s"] for r in rs if r["order"] == 0)
+        kills = sum(r["kills"] for r in rs if r["order"])
+        stops = sum(r["stops"] for r in rs if r["order"])
+        out.append(
+            f"  {trace} @ {cap} MiB: own order {own} s; {len(walls)} drawn:"
+            f" {walls[0]} / {walls[len(walls) // 2]} / {walls[-1]} s (least / median / most),"
+            f" kills {kills}, stops {stops}"
+        )
+    return "\n".join(out)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ sum of the replayed LTO phases, kills, stops, pauses, CPU lost, and per trace an
 cap the phase's seconds and the share of it with two jobs running.
 
 Usage: tune_policy.py [POLICY...] [--traces DIR] [--json]
-                      [--jitter N [--spread-from DIR]] [--curve-slack X]
+                      [--jitter N [--spread-from DIR]] [--curve-slack X] [--orders N]
 Default policies: the one ltoguard runs with, and the one before 2026-12-04.
 
 A warm replay learns each job's peak and curve from the very run it replays, so it
@@ -21,6 +21,12 @@ ratio of two runs drawn from the spread measured in the traces of ``--spread-fro
 (default: ``--traces``): each run of a job over the median of its runs, over the
 traces of one workspace (a trace's name less its cap; simulate.duration_spread).
 Kills and stops are then counted over the N replays, seconds averaged over them.
+
+cargo takes a workspace's binaries in a random order in each build (they tie in its
+queue), and with a few bins of different lengths that order alone moves the LTO
+phase by up to a third. ``--orders N`` replays every cell (cold and warm, each
+jittered run) in N of cargo's orders drawn again (simulate.reordered, seeded by the
+trace's name: cold and warm see the same orders); seconds are averaged over them.
 """
 
 from __future__ import annotations
@@ -76,16 +82,27 @@ def spread(traces: Sequence[Path]) -> list[float]:
 
 
 def replays(
-    path: Path, jobs: list[simulate.TraceJob], estimates: str, jitter: int, ratios: Sequence[float]
+    path: Path,
+    jobs: list[simulate.TraceJob],
+    estimates: str,
+    jitter: int,
+    ratios: Sequence[float],
+    orders: int = 0,
 ) -> list[list[simulate.TraceJob]]:
     """The runs a cell replays: the trace itself, or for a warm cell with ``jitter``,
-    that many runs of it with each job's duration varied (the module's docstring)."""
-    if estimates != "warm" or not jitter:
-        return [jobs]
-    out = []
-    for k in range(jitter):
-        rng = random.Random(f"{path.name}:{k}")
-        out.append([simulate.stretched(j, rng.choice(ratios) / rng.choice(ratios)) for j in jobs])
+    that many runs of it with each job's duration varied, and with ``orders``, each
+    of those in that many of cargo's orders drawn again (the module's docstring)."""
+    out = [jobs]
+    if estimates == "warm" and jitter:
+        out = []
+        for k in range(jitter):
+            rng = random.Random(f"{path.name}:{k}")
+            out.append(
+                [simulate.stretched(j, rng.choice(ratios) / rng.choice(ratios)) for j in jobs]
+            )
+    if orders:
+        rng = random.Random(f"{path.name}:orders")  # cold and warm replay the same orders
+        out = [simulate.reordered(run, rng) for run in out for _ in range(orders)]
     return out
 
 
@@ -96,9 +113,10 @@ def run(
     jitter: int = 0,
     slack: float | None = None,
     ratios: Sequence[float] = (),
+    orders: int = 0,
 ) -> dict[str, object]:
-    """One policy replayed over ``traces`` (``jitter``, ``ratios``: the module's
-    docstring; ``slack``: Limits.curve_slack, else its default)."""
+    """One policy replayed over ``traces`` (``jitter``, ``ratios``, ``orders``: the
+    module's docstring; ``slack``: Limits.curve_slack, else its default)."""
     headroom, divisor, margin, *flat = policy.split(":")
     slacks = {} if slack is None else {"curve_slack": slack}
     limits = admission.Limits(
@@ -109,7 +127,7 @@ def run(
     cells = {}
     for path in traces:
         jobs = simulate.load_trace(path)
-        runs = replays(path, jobs, estimates, jitter, ratios)
+        runs = replays(path, jobs, estimates, jitter, ratios, orders)
         for cap in caps_of(path):
             walls = twos = 0.0
             for replayed in runs:
@@ -136,6 +154,7 @@ def run(
         "policy": policy,
         "estimates": estimates,
         "jitter": jitter if estimates == "warm" else 0,
+        "orders": orders,
         "curve_slack": limits.curve_slack,
         "total_s": round(total, 1),
         "kills": kills,
@@ -156,10 +175,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument(
         "--curve-slack", type=float, default=None, metavar="X", help="Limits.curve_slack"
     )
+    ap.add_argument(
+        "--orders", type=int, default=0, metavar="N", help="cargo's orders drawn per replay"
+    )
     args = ap.parse_args(argv)
-    if args.jitter < 0:
-        print("tune_policy.py: error: --jitter must be 0 or more", file=sys.stderr)
-        return 2
+    for name in ("jitter", "orders"):
+        if getattr(args, name) < 0:
+            print(f"tune_policy.py: error: --{name} must be 0 or more", file=sys.stderr)
+            return 2
     policies = args.policy or [current(), OLD]
     traces = sorted(args.traces.glob("*.jsonl"))
     if not traces:
@@ -182,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"tune_policy.py: error: {policy!r} is not H:D:M or H:D:M:flat", file=sys.stderr)
             return 2
         for estimates in ("cold", "warm"):
-            row = run(policy, estimates, traces, args.jitter, args.curve_slack, ratios)
+            row = run(policy, estimates, traces, args.jitter, args.curve_slack, ratios, args.orders)
             if args.json:
                 print(json.dumps(row))
                 continue
