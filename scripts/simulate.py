@@ -52,6 +52,7 @@ import json
 import math
 import random
 import re
+import statistics
 import sys
 from bisect import bisect_right
 from collections.abc import Sequence
@@ -97,7 +98,8 @@ class TraceJob:
     inputs: dict[str, int] | None = None  # what the cold estimate reads (inputs.py)
     debuginfo: str = ""
     # What made cargo start it (see link_arrivals): ("fin", m) another job's end gave
-    # cargo a token, ("que", m) a job that queued lent it one, or ("at", -1): on its own.
+    # cargo a token, ("que", m) a job that queued lent it one, or ("at", -1): on its own;
+    # ("end", n): the n-th end of the replay, whichever job's (by_end_rank).
     trigger: tuple[str, int] = ("at", -1)
     lag: float = 0.0  # seconds from the trigger to its queueing
 
@@ -157,19 +159,34 @@ def duration_spread(traces: Sequence[Sequence[TraceJob]]) -> list[float]:
 PLACE_FIELDS = ("queued", "admitted", "finished", "baseline", "trigger", "lag")
 
 
+def by_end_rank(jobs: Sequence[TraceJob]) -> list[TraceJob]:
+    """The trace with each job cargo started on a token an end gave back tied to the
+    n-th end of the replay (``("end", n)``) rather than to the job that ended then:
+    cargo starts the next binary on whichever token comes back first."""
+    rank = {m: n for n, m in enumerate(sorted(range(len(jobs)), key=lambda m: jobs[m].finished))}
+    return [
+        replace(j, trigger=("end", rank[j.trigger[1]])) if j.trigger[0] == "fin" else j
+        for j in jobs
+    ]
+
+
 def reordered(jobs: Sequence[TraceJob], rng: random.Random) -> list[TraceJob]:
     """The same build with cargo's order drawn again. cargo 1.95 takes the binaries
     of a workspace, which tie in its queue, in a random order in each build
     (docs/benchmarks.md, "cargo's order"); so here the jobs trade places: each keeps
-    its own run (length, memory, estimate, inputs), each place its arrival (when,
-    after which other job's end or lent token, and what the rest of the build held
-    then). As if every binary were ready at once: a binary over fewer crates may
-    in fact be ready sooner."""
+    its own run (length, memory, estimate, inputs), each place its arrival (when;
+    after the n-th end of the replay or the lent token of the job in another place;
+    what the rest of the build held then). Approximations: as if every binary were
+    ready at once (one over fewer crates may be ready sooner); the job in a place
+    whose queueing lent a token lends it whether it waits or not; and estimates as
+    recorded (``--estimates recorded``) travel with the job, though in a cold build
+    they depended on which siblings had ended before it."""
+    places = by_end_rank(jobs)
     order = list(range(len(jobs)))
     rng.shuffle(order)
     return [
         replace(jobs[order[k]], **{f: getattr(place, f) for f in PLACE_FIELDS})
-        for k, place in enumerate(jobs)
+        for k, place in enumerate(places)
     ]
 
 
@@ -578,7 +595,8 @@ def simulate(
     base = Baseline.of(jobs)
     res = Result(cap=cap, cpu=sum(j.run_s for j in jobs))
     index = {id(j): k for k, j in enumerate(jobs)}
-    happened: dict[tuple[str, int], float] = {}  # ("fin"|"que", job index) -> when
+    # ("fin"|"que", job index) or ("end", how many ended before) -> when
+    happened: dict[tuple[str, int], float] = {}
     pending = list(jobs)
 
     def arrival(j: TraceJob) -> float | None:
@@ -593,7 +611,7 @@ def simulate(
     seen_refusals: set[tuple[str, str]] = set()
     last_no: tuple[tuple[int, ...], float] | None = None
     t = 0.0
-    done = 0
+    done = ends = 0
 
     if estimates == "history":
         estimates = "warm"  # its older name
@@ -629,6 +647,8 @@ def simulate(
                 done += 1
                 res.wall = t
                 happened[("fin", index[id(r.job)])] = t
+                happened[("end", ends)] = t
+                ends += 1
         if len(running) >= 2:
             res.overlap_s += TICK
         # The kernel: nothing may hold more than the cap.
@@ -643,6 +663,8 @@ def simulate(
                 done += 1
                 res.wall = t
                 happened[("fin", index[id(victim.job)])] = t  # its token is back all the same
+                happened[("end", ends)] = t
+                ends += 1
                 continue
             _requeue(queue, victim, alone=True, estimate=int(victim.current() * OOM_RERUN_HEADROOM))
         # Each running job's watch, on its own clock (Limits.watch_interval): only
@@ -916,7 +938,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=0,
         metavar="N",
         help="also replay each cap N times with cargo's order of the jobs drawn again"
-        " (seeded: --seed), and print the spread of the LTO phase over them",
+        " (seeded: --seed); the table ends with the LTO phase's spread over them",
     )
     ap.add_argument("--seed", type=int, default=0, help="for --orders (default 0)")
     ap.add_argument("--json", action="store_true", help="one JSON object per replay")
@@ -937,9 +959,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     {"trace": path.name, "estimates": "as recorded", **as_recorded(jobs, own_cap)}
                 )
             rng = random.Random(args.seed)
-            draws = [reordered(jobs, rng) for _ in range(args.orders)]
+            # With --orders, the trace's own order too starts jobs on the n-th end.
+            orders = [by_end_rank(jobs)] if args.orders else [jobs]
+            orders += [reordered(jobs, rng) for _ in range(args.orders)]
             for cap in caps:
-                for k, order in enumerate([jobs, *draws]):
+                for k, order in enumerate(orders):
                     res = simulate(
                         order,
                         cap,
@@ -1001,8 +1025,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def order_spread(rows: Sequence[dict[str, Any]]) -> str:
-    """Per trace and cap, the LTO phase over cargo's orders: as recorded, and the
-    least, median and most over the orders drawn (order 0 is the recorded one)."""
+    """Per trace and cap, the LTO phase over cargo's orders: in the trace's own
+    (order 0), and the least, median and most over the orders drawn, with the kills
+    and stops summed over those."""
     out = ["order: the trace's own (0) or drawn again (1...); the LTO phase over them:"]
     cells: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for r in rows:
@@ -1017,7 +1042,8 @@ def order_spread(rows: Sequence[dict[str, Any]]) -> str:
         stops = sum(r["stops"] for r in rs if r["order"])
         out.append(
             f"  {trace} @ {cap} MiB: own order {own} s; {len(walls)} drawn:"
-            f" {walls[0]} / {walls[len(walls) // 2]} / {walls[-1]} s (least / median / most),"
+            f" {walls[0]} / {statistics.median(walls):.1f} / {walls[-1]} s"
+            " (least / median / most),"
             f" kills {kills}, stops {stops}"
         )
     return "\n".join(out)

@@ -26,7 +26,9 @@ cargo takes a workspace's binaries in a random order in each build (they tie in 
 queue), and with a few bins of different lengths that order alone moves the LTO
 phase by up to a third. ``--orders N`` replays every cell (cold and warm, each
 jittered run) in N of cargo's orders drawn again (simulate.reordered, seeded by the
-trace's name: cold and warm see the same orders); seconds are averaged over them.
+trace's name: cold and warm see the same orders, each of a trace's jobs started on
+the n-th end of the replay rather than a given job's end); seconds are averaged
+over all of a cell's replays, kills, stops and pauses summed over them.
 """
 
 from __future__ import annotations
@@ -101,8 +103,9 @@ def replays(
                 [simulate.stretched(j, rng.choice(ratios) / rng.choice(ratios)) for j in jobs]
             )
     if orders:
-        rng = random.Random(f"{path.name}:orders")  # cold and warm replay the same orders
-        out = [simulate.reordered(run, rng) for run in out for _ in range(orders)]
+        # Each draw seeded on its own: cold and warm (each jittered run) the same orders.
+        rngs = [f"{path.name}:orders:{i}" for i in range(orders)]
+        out = [simulate.reordered(run, random.Random(seed)) for run in out for seed in rngs]
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 from pathlib import Path
@@ -406,18 +407,45 @@ def test_a_build_whose_compile_the_kernel_killed_replays_the_kill() -> None:
 
 
 def test_cargos_order_drawn_again_moves_the_jobs_not_their_places(tmp_path: Path) -> None:
-    rows = [event("a", 0, 10, 200), event("b", 0.05, 20, 300), event("c", 10.1, 30, 400)]
+    rows = [
+        event("a", 0, 10, 200, budget=900 * MiB, inputs={"objects": 1}),
+        event("b", 0.05, 2, 300, budget=800 * MiB, inputs={"objects": 2}),
+        event("c", 2.1, 30, 400, budget=700 * MiB, inputs={"objects": 3}),
+    ]
     jobs = simulate.load_trace(write(tmp_path, rows))
-    runs = {j.name: (j.run_s, j.peak, j.profile) for j in jobs}
-    places = [{f: getattr(j, f) for f in simulate.PLACE_FIELDS} for j in jobs]
-    seen = set()
-    for seed in range(20):
-        drawn = simulate.reordered(jobs, random.Random(seed))
-        assert [{f: getattr(j, f) for f in simulate.PLACE_FIELDS} for j in drawn] == places
-        assert {j.name: (j.run_s, j.peak, j.profile) for j in drawn} == runs
-        seen.add(tuple(j.name for j in drawn))
-    assert len(seen) > 1  # the order does change
-    assert [j.name for j in jobs] == ["a", "b", "c"]  # the trace's own jobs are untouched
+    before = copy.deepcopy(jobs)
+    assert [(j.name, j.trigger) for j in jobs] == [
+        ("a", ("at", -1)),
+        ("b", ("at", -1)),
+        ("c", ("fin", 1)),
+    ]
+
+    class Swap(random.Random):
+        def shuffle(self, x: Any, *_: Any) -> None:
+            x[:] = [1, 0, 2]  # b first, then a, then c
+
+    drawn = simulate.reordered(jobs, Swap())
+    assert [j.name for j in drawn] == ["b", "a", "c"]
+    own = {j.name: j for j in jobs}
+    for place, job in zip(jobs, drawn):
+        # The place keeps its arrival and what the rest of the build held then ...
+        assert (job.queued, job.admitted, job.finished, job.lag) == (
+            place.queued, place.admitted, place.finished, place.lag,
+        )  # fmt: skip
+        assert job.baseline == place.baseline
+        # ... the job its own run.
+        mine = own[job.name]
+        assert (job.run_s, job.peak, job.profile, job.estimate, job.inputs) == (
+            mine.run_s, mine.peak, mine.profile, mine.estimate, mine.inputs,
+        )  # fmt: skip
+    # c came on the first token an end gave back (b's, recorded): the first end still.
+    assert drawn[2].trigger == ("end", 0)
+    assert jobs == before  # the trace's own jobs are untouched
+    # Replayed: b (2 s) ends first wherever it stands, and c starts then.
+    res = simulate.simulate(drawn, 1000 * MiB, estimates="peak")
+    assert res.wall == pytest.approx(2.1 + 30, abs=0.3)
+    seen = {tuple(j.name for j in simulate.reordered(jobs, random.Random(s))) for s in range(20)}
+    assert len(seen) > 1
 
 
 def test_cli_replays_cargos_orders_drawn_again(capsys: pytest.CaptureFixture[str]) -> None:

@@ -94,7 +94,8 @@ def test_cargos_orders_drawn_again_are_repeatable_and_the_same_cold_and_warm(
     assert [r["orders"] for r in rows[1]] == [4, 4]
     jobs = simulate.load_trace(tmp_path / "real-6-bins-600MiB.jsonl")
     cold = tune_policy.replays(tmp_path / "x.jsonl", jobs, "cold", 0, (), 3)
-    warm = tune_policy.replays(tmp_path / "x.jsonl", jobs, "warm", 0, (), 3)
-    assert [[j.name for j in r] for r in cold] == [[j.name for j in r] for r in warm]
-    assert len({tuple(j.name for j in r) for r in cold}) > 1
+    warm = tune_policy.replays(tmp_path / "x.jsonl", jobs, "warm", 2, (0.9, 1.1), 3)
+    names = [[j.name for j in r] for r in cold]
+    assert len(warm) == 6 and [[j.name for j in r] for r in warm] == names + names
+    assert len({tuple(n) for n in names}) > 1
     assert tune_policy.main(["--orders", "-1"]) == 2
