@@ -1035,8 +1035,6 @@ def order_spread(rows: Sequence[dict[str, Any]]) -> str:
             cells.setdefault((r["trace"], r["cap_mib"]), []).append(r)
     for (trace, cap), rs in cells.items():
         walls = sorted(r["wall_s"] for r in rs if r["order"])
-        if not walls:
-            continue
         own = next(r["wall_s"] for r in rs if r["order"] == 0)
         kills = sum(r["kills"] for r in rs if r["order"])
         stops = sum(r["stops"] for r in rs if r["order"])

@@ -24,7 +24,7 @@ Kills and stops are then counted over the N replays, seconds averaged over them.
 
 cargo takes a workspace's binaries in a random order in each build (they tie in its
 queue), and with a few bins of different lengths that order alone moves the LTO
-phase by up to a third. ``--orders N`` replays every cell (cold and warm, each
+phase (docs/benchmarks.md, "cargo's order"). ``--orders N`` replays every cell (cold and warm, each
 jittered run) in N of cargo's orders drawn again (simulate.reordered, seeded by the
 trace's name: cold and warm see the same orders, each of a trace's jobs started on
 the n-th end of the replay rather than a given job's end); seconds are averaged
